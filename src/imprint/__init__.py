@@ -1,0 +1,1 @@
+"""imprint: self-hosted IoT device provisioning."""

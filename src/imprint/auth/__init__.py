@@ -1,0 +1,1 @@
+"""Authentication of administrators and machines."""

@@ -1,0 +1,1 @@
+"""Public-key infrastructure: keys, profiles, the authority, CRLs, chain checks."""

@@ -1,0 +1,300 @@
+"""The certificate authority: the only place that signs.
+
+Issuance follows record → sign → mark: a PENDING record with the serial is committed
+before the signature is made, and the record is marked ISSUED with the certificate
+afterwards. A crash between the steps leaves a PENDING record, never an unknown
+certificate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from imprint.errors import InvalidValue, NotFound
+from imprint.pki.csr import IssuablePublicKey, check_public_key
+from imprint.pki.keys import SigningKey, signature_hash
+from imprint.pki.material import CAMaterial
+from imprint.pki.profiles import (
+    CertificateProfile,
+    Publication,
+    parse_sans,
+    profile_named,
+    subject_name,
+)
+from imprint.pki.records import CertificateLedger, CertificateRecord, CertificateStatus
+from imprint.pki.serials import random_serial, serial_hex
+from imprint.settings import ProfileSettings
+
+__all__ = [
+    "REVOCATION_REASONS",
+    "AuthorityEvents",
+    "CertificateAuthority",
+    "IssuanceRequest",
+    "IssuedCertificate",
+    "parse_reason",
+]
+
+# RFC 5280 reason codes by their ASN.1 names; "removeFromCRL" only applies to delta CRLs.
+REVOCATION_REASONS: dict[str, x509.ReasonFlags] = {
+    flag.value: flag for flag in x509.ReasonFlags if flag is not x509.ReasonFlags.remove_from_crl
+}
+_BACKDATE = timedelta(minutes=5)
+_CRL_CACHE_SECONDS = 60.0
+
+
+def parse_reason(text: str) -> x509.ReasonFlags:
+    """Accept ``keyCompromise``, ``key-compromise`` or ``key_compromise``.
+
+    Raises:
+        InvalidValue: an unknown reason.
+    """
+    wanted = text.replace("-", "").replace("_", "").lower()
+    for name, flag in REVOCATION_REASONS.items():
+        if name.lower() == wanted:
+            return flag
+    raise InvalidValue(f"unknown revocation reason {text!r}; known: {', '.join(REVOCATION_REASONS)}")
+
+
+class AuthorityEvents(Protocol):
+    def certificate_issued(self, profile: str) -> None: ...
+    def certificate_revoked(self, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IssuanceRequest:
+    public_key: IssuablePublicKey
+    profile: str
+    common_name: str | None
+    sans: Sequence[str] = ()
+    organization: str | None = None
+    organizational_unit: str | None = None
+    validity: timedelta | None = None
+    requested_by: str = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    certificate: x509.Certificate
+    record: CertificateRecord
+    chain: tuple[x509.Certificate, ...]  # issuing CA first, root last
+
+    def pem(self) -> str:
+        return self.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+    def chain_pem(self) -> str:
+        """The leaf followed by every CA certificate up to and including the root."""
+        parts = [self.certificate, *self.chain]
+        return "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in parts)
+
+
+def key_id(certificate: x509.Certificate) -> str:
+    """Hex subject key identifier: how the ledger names an issuer."""
+    ski = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return ski.digest.hex()
+
+
+@dataclass
+class _CachedCRL:
+    crl: x509.CertificateRevocationList
+    made: float
+
+
+class CertificateAuthority:
+    """Issues, revokes and publishes CRLs for one issuing CA under one root."""
+
+    def __init__(
+        self,
+        material: CAMaterial,
+        ledger: CertificateLedger,
+        *,
+        profiles: ProfileSettings,
+        base_url: str,
+        crl_validity: timedelta,
+        events: AuthorityEvents | None = None,
+    ) -> None:
+        self.material = material
+        self._ledger = ledger
+        self._profiles = profiles
+        self._base_url = base_url.rstrip("/")
+        self._crl_validity = crl_validity
+        self._events = events
+        self._crl_cache: dict[str, _CachedCRL] = {}
+        self._crl_lock = threading.Lock()
+        self.issuing_id = key_id(material.issuing)
+        self.root_id = key_id(material.root)
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        return self.material.chain
+
+    @property
+    def trust_anchors(self) -> tuple[x509.Certificate, ...]:
+        return (self.material.root,)
+
+    def profile(self, name: str) -> CertificateProfile:
+        return profile_named(name, self._profiles)
+
+    def publication(self) -> Publication:
+        return Publication(
+            crl_url=f"{self._base_url}/crl/{self.issuing_id}.crl",
+            issuer_url=f"{self._base_url}/ca/issuing.crt",
+        )
+
+    def issue(self, request: IssuanceRequest) -> IssuedCertificate:
+        """Sign a certificate for ``request`` under its profile.
+
+        Raises:
+            UnknownProfile: no such profile.
+            InvalidValue: bad names, missing SANs for the server profile, bad validity.
+            UnsupportedKey: a key type we do not issue for.
+        """
+        profile = self.profile(request.profile)
+        public_key = check_public_key(request.public_key)
+        subject = subject_name(
+            request.common_name, request.organization, request.organizational_unit
+        )
+        sans = parse_sans(request.sans)
+        if not sans and not list(subject):
+            raise InvalidValue("a certificate needs a common name or a subject alternative name")
+        validity = request.validity or profile.validity
+        if validity <= timedelta(0):
+            raise InvalidValue("validity must be positive")
+        issuer = self.material.issuing
+        now = datetime.now(UTC).replace(microsecond=0)
+        not_before = max(now - _BACKDATE, issuer.not_valid_before_utc)
+        not_after = min(now + validity, issuer.not_valid_after_utc)
+        if not_after <= now:
+            raise InvalidValue("the issuing CA has expired")
+        extensions = profile.extensions(
+            public_key=public_key,
+            issuer=issuer,
+            sans=sans,
+            has_subject=bool(list(subject)),
+            publication=self.publication(),
+        )
+        serial = random_serial()
+        record = CertificateRecord(
+            serial=serial_hex(serial),
+            issuer=self.issuing_id,
+            profile=profile.name,
+            subject=subject.rfc4514_string(),
+            sans=tuple(_san_text(name) for name in sans),
+            status=CertificateStatus.PENDING,
+            not_before=not_before,
+            not_after=not_after,
+            requested_by=request.requested_by,
+            created_at=now,
+        )
+        self._ledger.reserve(record)
+        try:
+            builder = (
+                x509.CertificateBuilder()
+                .subject_name(subject)
+                .issuer_name(issuer.subject)
+                .public_key(public_key)
+                .serial_number(serial)
+                .not_valid_before(not_before)
+                .not_valid_after(not_after)
+            )
+            for extension, critical in extensions:
+                builder = builder.add_extension(extension, critical=critical)
+            key = self.material.issuing_key
+            certificate = builder.sign(key, signature_hash(key))
+        except Exception:
+            self._ledger.mark_failed(record.serial)
+            raise
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        fingerprint = hashlib.sha256(der).hexdigest()
+        self._ledger.mark_issued(record.serial, der, fingerprint, now)
+        if self._events:
+            self._events.certificate_issued(profile.name)
+        issued = replace(
+            record,
+            status=CertificateStatus.ISSUED,
+            der=der,
+            fingerprint_sha256=fingerprint,
+            issued_at=now,
+        )
+        return IssuedCertificate(certificate=certificate, record=issued, chain=self.chain)
+
+    def revoke(self, serial: str, reason: x509.ReasonFlags) -> CertificateRecord:
+        """Revoke a certificate; the next CRL of its issuer lists it.
+
+        Raises:
+            NotFound: no such serial.
+            Conflict: already revoked, or never issued.
+        """
+        serial = serial.lower().replace(":", "")
+        record = self._ledger.revoke(serial, reason.value, datetime.now(UTC).replace(microsecond=0))
+        with self._crl_lock:
+            self._crl_cache.pop(record.issuer, None)
+        if self._events:
+            self._events.certificate_revoked(reason.value)
+        return record
+
+    def _issuer(self, name: str) -> tuple[str, x509.Certificate, SigningKey]:
+        if name in ("issuing", self.issuing_id):
+            return self.issuing_id, self.material.issuing, self.material.issuing_key
+        if name in ("root", self.root_id) and self.material.root_key is not None:
+            return self.root_id, self.material.root, self.material.root_key
+        raise NotFound(f"no CRL for issuer {name!r}")
+
+    def crl(self, issuer_name: str = "issuing") -> x509.CertificateRevocationList:
+        """The current CRL of an issuer ("issuing", "root" or a key id).
+
+        CRLs are cached for a minute per process and re-made at once after a
+        revocation in this process.
+
+        Raises:
+            NotFound: an unknown issuer, or the root when its key is not held.
+        """
+        issuer_id, certificate, key = self._issuer(issuer_name)
+        clock = datetime.now(UTC)
+        with self._crl_lock:
+            cached = self._crl_cache.get(issuer_id)
+            if cached and clock.timestamp() - cached.made < _CRL_CACHE_SECONDS:
+                return cached.crl
+            now = clock.replace(microsecond=0)
+            builder = (
+                x509.CertificateRevocationListBuilder()
+                .issuer_name(certificate.subject)
+                .last_update(now)
+                .next_update(now + self._crl_validity)
+                .add_extension(
+                    x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                        certificate.extensions.get_extension_for_class(
+                            x509.SubjectKeyIdentifier
+                        ).value
+                    ),
+                    critical=False,
+                )
+                .add_extension(
+                    x509.CRLNumber(self._ledger.next_crl_number(issuer_id, now)), critical=False
+                )
+            )
+            for entry in self._ledger.revoked(issuer_id):
+                revoked = (
+                    x509.RevokedCertificateBuilder()
+                    .serial_number(int(entry.serial, 16))
+                    .revocation_date(entry.revoked_at)
+                )
+                if entry.reason != x509.ReasonFlags.unspecified.value:
+                    revoked = revoked.add_extension(
+                        x509.CRLReason(x509.ReasonFlags(entry.reason)), critical=False
+                    )
+                builder = builder.add_revoked_certificate(revoked.build())
+            crl = builder.sign(key, signature_hash(key))
+            self._crl_cache[issuer_id] = _CachedCRL(crl, clock.timestamp())
+            return crl
+
+
+def _san_text(name: x509.GeneralName) -> str:
+    return str(name.value)

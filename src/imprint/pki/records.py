@@ -1,0 +1,81 @@
+"""What the authority records about certificates, and the ledger interface it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+__all__ = ["CertificateLedger", "CertificateRecord", "CertificateStatus", "RevokedEntry"]
+
+
+class CertificateStatus(StrEnum):
+    """Life of a certificate record: reserved before signing, issued after."""
+
+    PENDING = "pending"
+    ISSUED = "issued"
+    FAILED = "failed"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRecord:
+    serial: str
+    issuer: str
+    profile: str
+    subject: str
+    sans: tuple[str, ...]
+    status: CertificateStatus
+    not_before: datetime
+    not_after: datetime
+    requested_by: str
+    created_at: datetime
+    issued_at: datetime | None = None
+    fingerprint_sha256: str | None = None
+    der: bytes | None = None
+    revoked_at: datetime | None = None
+    revocation_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedEntry:
+    serial: str
+    revoked_at: datetime
+    reason: str
+
+
+class CertificateLedger(Protocol):
+    """Durable record of every certificate the authority signs."""
+
+    def reserve(self, record: CertificateRecord) -> None:
+        """Store a PENDING record; committed before the certificate is signed."""
+
+    def mark_issued(self, serial: str, der: bytes, fingerprint: str, at: datetime) -> None:
+        """Attach the signed certificate to its record."""
+
+    def mark_failed(self, serial: str) -> None:
+        """Signing did not happen; the record stays for the audit trail."""
+
+    def revoke(self, serial: str, reason: str, at: datetime) -> CertificateRecord:
+        """Mark a record revoked; raise NotFound or Conflict."""
+
+    def get(self, serial: str) -> CertificateRecord:
+        """Return one record; raise NotFound."""
+
+    def search(
+        self,
+        *,
+        status: CertificateStatus | None = None,
+        expiring_before: datetime | None = None,
+        limit: int = 100,
+        after_serial: str | None = None,
+    ) -> Sequence[CertificateRecord]:
+        """Records ordered by serial, optionally filtered."""
+
+    def revoked(self, issuer: str) -> Sequence[RevokedEntry]:
+        """Every revoked serial of one issuer (for its CRL)."""
+
+    def next_crl_number(self, issuer: str, at: datetime) -> int:
+        """Allocate the next CRL number of ``issuer`` (monotonic, starting at 1)."""

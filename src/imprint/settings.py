@@ -1,0 +1,290 @@
+"""Configuration: one YAML file plus ``IMPRINT_*`` environment overrides.
+
+Precedence, highest first: environment variables (``IMPRINT_SERVER__PORT=9443``; a double
+underscore descends into a section), the YAML file, the defaults below. Zero
+configuration works: everything has a default and the data directory is created on
+first start.
+
+Unknown keys are errors in the file and in the environment alike, so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from imprint.errors import ConfigurationError
+
+__all__ = [
+    "CASettings",
+    "DatabaseSettings",
+    "KeyType",
+    "LoggingSettings",
+    "ProfileSettings",
+    "ServerSettings",
+    "Settings",
+    "load_settings",
+]
+
+ENV_PREFIX = "IMPRINT_"
+CONFIG_ENV = "IMPRINT_CONFIG"
+DEFAULT_CONFIG_FILE = Path("imprint.yaml")
+
+
+class KeyType(str, Enum):
+    """Key algorithms the CA can use for its own keys."""
+
+    EC_P256 = "ec-p256"
+    EC_P384 = "ec-p384"
+    RSA_3072 = "rsa-3072"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is SQLite in the data directory. "
+        "PostgreSQL: postgresql+psycopg://user:password@host/db",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("only sqlite:// and postgresql+psycopg:// URLs are supported")
+        return value
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, description="Base URL devices use; default https://HOST:PORT"
+    )
+    tls: bool = Field(default=True, description="Serve HTTPS (turn off only behind a proxy)")
+    san: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="DNS names and IP addresses in the server certificate",
+    )
+    client_certificates: Literal["none", "optional"] = "optional"
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks allowed to forward a client certificate",
+    )
+    client_cert_header: str = Field(
+        default="X-Client-Cert",
+        description="Header carrying the URL-encoded PEM client certificate from a trusted proxy",
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("san")
+    @classmethod
+    def _san_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one DNS name or IP address is needed")
+        return value
+
+    def base_url(self) -> str:
+        """The URL clients use to reach this server."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+class CASettings(_Section):
+    key_type: KeyType = KeyType.EC_P256
+    root_name: str = "imprint Root CA"
+    issuing_name: str = "imprint Issuing CA"
+    organization: str | None = None
+    root_validity_days: int = Field(default=3650, ge=1)
+    issuing_validity_days: int = Field(default=1825, ge=1)
+    passphrase: SecretStr | None = Field(
+        default=None, description="Passphrase of the CA keys (prefer IMPRINT_CA__PASSPHRASE)"
+    )
+    passphrase_file: Path | None = Field(
+        default=None,
+        description="File holding the CA key passphrase; default DATA_DIR/ca-passphrase",
+    )
+    crl_validity_hours: int = Field(default=24, ge=1, description="CRL nextUpdate distance")
+
+
+class ProfileSettings(_Section):
+    device_validity_days: int = Field(default=90, ge=1)
+    client_validity_days: int = Field(default=30, ge=1)
+    server_validity_days: int = Field(default=90, ge=1)
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_format: bool = Field(default=False, alias="json")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Settings(BaseSettings):
+    """The whole effective configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Path("data")
+    development: bool = Field(
+        default=False, description="Allow unencrypted CA keys (never in production)"
+    )
+    database: DatabaseSettings = DatabaseSettings()
+    server: ServerSettings = ServerSettings()
+    ca: CASettings = CASettings()
+    profiles: ProfileSettings = ProfileSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives through init_settings (see load_settings).
+        return (env_settings, init_settings)
+
+    def database_url(self) -> str:
+        """The SQLAlchemy URL, defaulting to SQLite in the data directory."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.data_dir / 'imprint.db').resolve()}"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.data_dir / "ca"
+
+    def passphrase_path(self) -> Path:
+        return self.ca.passphrase_file or self.data_dir / "ca-passphrase"
+
+    def masked(self) -> dict[str, Any]:
+        """The configuration as plain data, with every secret replaced by ``********``."""
+        data = self.model_dump(mode="json", by_alias=True)
+        if self.ca.passphrase is not None:
+            data["ca"]["passphrase"] = "********"
+        if self.database.url:
+            data["database"]["url"] = _mask_url_password(self.database.url)
+        data["database"]["effective_url"] = _mask_url_password(self.database_url())
+        return data
+
+
+def _mask_url_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # an unparseable URL is reported elsewhere
+        return url
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+def _known_env_keys(model: type[BaseModel], prefix: str) -> set[str]:
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        names = {name.upper()}
+        if field.alias:
+            names.add(field.alias.upper())
+        annotation = field.annotation
+        for key in names:
+            full = f"{prefix}{key}"
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                keys.add(full)
+                keys |= _known_env_keys(annotation, f"{full}__")
+            else:
+                keys.add(full)
+    return keys
+
+
+def _check_environment(environ: dict[str, str]) -> None:
+    known = _known_env_keys(Settings, ENV_PREFIX) | {CONFIG_ENV}
+    for key in sorted(environ):
+        if key.upper().startswith(ENV_PREFIX) and key.upper() not in known:
+            raise ConfigurationError(f"unknown configuration variable {key}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"configuration file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"configuration file {path} must hold a mapping at the top")
+    return data
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{key}: {message}")
+    return f"invalid configuration ({origin}): " + "; ".join(lines)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Build the effective settings.
+
+    Args:
+        config_file: YAML file to read. Defaults to ``$IMPRINT_CONFIG``, then
+            ``./imprint.yaml`` when it exists, then no file at all.
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigurationError: a file that cannot be read, an unknown key, a bad value.
+    """
+    env = dict(os.environ)
+    _check_environment(env)
+    if config_file is None and env.get(CONFIG_ENV):
+        config_file = Path(env[CONFIG_ENV])
+    if config_file is None and DEFAULT_CONFIG_FILE.is_file():
+        config_file = DEFAULT_CONFIG_FILE
+    data = _read_yaml(config_file) if config_file is not None else {}
+    origin = f"file {config_file} and IMPRINT_* environment" if config_file else "IMPRINT_* environment"
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, origin)) from None

@@ -1,0 +1,71 @@
+"""API keys on SQL: only a SHA-256 of each secret is stored."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from imprint.auth.api_keys import ApiKey
+from imprint.errors import Conflict, NotFound
+from imprint.store.tables import api_keys
+
+__all__ = ["SqlApiKeyStore"]
+
+
+def _key(row: RowMapping) -> ApiKey:
+    return ApiKey(
+        key_id=row["key_id"],
+        name=row["name"],
+        secret_sha256=row["secret_sha256"],
+        role=row["role"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+    )
+
+
+class SqlApiKeyStore:
+    """Implements :class:`imprint.auth.api_keys.ApiKeyStore`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def add(self, key: ApiKey) -> None:
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    api_keys.insert().values(
+                        key_id=key.key_id,
+                        name=key.name,
+                        secret_sha256=key.secret_sha256,
+                        role=key.role,
+                        created_at=key.created_at,
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(f"an API key named {key.name!r} exists already") from None
+
+    def find(self, key_id: str) -> ApiKey | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
+        return None if row is None else _key(row)
+
+    def touch(self, key_id: str, at: datetime) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(api_keys).where(api_keys.c.key_id == key_id).values(last_used_at=at))
+
+    def all(self) -> Sequence[ApiKey]:
+        with self._engine.connect() as conn:
+            return [_key(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.name)).mappings()]
+
+    def count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(api_keys)).scalar_one())
+
+    def remove(self, name: str) -> None:
+        with self._engine.begin() as conn:
+            if conn.execute(delete(api_keys).where(api_keys.c.name == name)).rowcount == 0:
+                raise NotFound(f"no API key named {name!r}")

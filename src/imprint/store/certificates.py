@@ -1,0 +1,189 @@
+"""The certificate ledger on SQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from imprint.errors import Conflict, NotFound
+from imprint.pki.records import CertificateRecord, CertificateStatus, RevokedEntry
+from imprint.store.tables import certificates, crl_numbers
+
+__all__ = ["SqlCertificateLedger"]
+
+
+def _record(row: RowMapping) -> CertificateRecord:
+    return CertificateRecord(
+        serial=row["serial"],
+        issuer=row["issuer"],
+        profile=row["profile"],
+        subject=row["subject"],
+        sans=tuple(json.loads(row["sans"])),
+        status=CertificateStatus(row["status"]),
+        not_before=row["not_before"],
+        not_after=row["not_after"],
+        requested_by=row["requested_by"],
+        created_at=row["created_at"],
+        issued_at=row["issued_at"],
+        fingerprint_sha256=row["fingerprint_sha256"],
+        der=row["der"],
+        revoked_at=row["revoked_at"],
+        revocation_reason=row["revocation_reason"],
+    )
+
+
+class SqlCertificateLedger:
+    """Implements :class:`imprint.pki.records.CertificateLedger` on SQLAlchemy Core."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def reserve(self, record: CertificateRecord) -> None:
+        values: dict[str, Any] = {
+            "serial": record.serial,
+            "issuer": record.issuer,
+            "profile": record.profile,
+            "subject": record.subject,
+            "sans": json.dumps(list(record.sans)),
+            "status": record.status.value,
+            "not_before": record.not_before,
+            "not_after": record.not_after,
+            "requested_by": record.requested_by,
+            "created_at": record.created_at,
+        }
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(certificates.insert().values(**values))
+        except IntegrityError:
+            raise Conflict(f"serial {record.serial} is already recorded") from None
+
+    def mark_issued(self, serial: str, der: bytes, fingerprint: str, at: datetime) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(certificates)
+                .where(certificates.c.serial == serial)
+                .values(
+                    # A record revoked while it was being signed stays revoked.
+                    status=case(
+                        (
+                            certificates.c.status == CertificateStatus.PENDING.value,
+                            CertificateStatus.ISSUED.value,
+                        ),
+                        else_=certificates.c.status,
+                    ),
+                    der=der,
+                    fingerprint_sha256=fingerprint,
+                    issued_at=at,
+                )
+            )
+
+    def mark_failed(self, serial: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(certificates)
+                .where(certificates.c.serial == serial)
+                .where(certificates.c.status == CertificateStatus.PENDING.value)
+                .values(status=CertificateStatus.FAILED.value)
+            )
+
+    def revoke(self, serial: str, reason: str, at: datetime) -> CertificateRecord:
+        with self._engine.begin() as conn:
+            row = (
+                conn.execute(select(certificates).where(certificates.c.serial == serial))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NotFound(f"no certificate with serial {serial}")
+            status = CertificateStatus(row["status"])
+            if status is CertificateStatus.REVOKED:
+                raise Conflict(f"certificate {serial} is already revoked", code="already_revoked")
+            if status is CertificateStatus.FAILED:
+                raise Conflict(f"certificate {serial} was never issued", code="not_issued")
+            conn.execute(
+                update(certificates)
+                .where(certificates.c.serial == serial)
+                .values(
+                    status=CertificateStatus.REVOKED.value, revoked_at=at, revocation_reason=reason
+                )
+            )
+            updated = (
+                conn.execute(select(certificates).where(certificates.c.serial == serial))
+                .mappings()
+                .one()
+            )
+        return _record(updated)
+
+    def get(self, serial: str) -> CertificateRecord:
+        with self._engine.connect() as conn:
+            row = (
+                conn.execute(select(certificates).where(certificates.c.serial == serial))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFound(f"no certificate with serial {serial}")
+        return _record(row)
+
+    def search(
+        self,
+        *,
+        status: CertificateStatus | None = None,
+        expiring_before: datetime | None = None,
+        limit: int = 100,
+        after_serial: str | None = None,
+    ) -> Sequence[CertificateRecord]:
+        query = select(certificates).order_by(certificates.c.serial).limit(limit)
+        if status is not None:
+            query = query.where(certificates.c.status == status.value)
+        if expiring_before is not None:
+            query = query.where(certificates.c.not_after < expiring_before)
+        if after_serial is not None:
+            query = query.where(certificates.c.serial > after_serial)
+        with self._engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query).mappings()]
+
+    def revoked(self, issuer: str) -> Sequence[RevokedEntry]:
+        query = (
+            select(
+                certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason
+            )
+            .where(certificates.c.issuer == issuer)
+            .where(certificates.c.status == CertificateStatus.REVOKED.value)
+            .order_by(certificates.c.serial)
+        )
+        with self._engine.connect() as conn:
+            return [
+                RevokedEntry(serial=row.serial, revoked_at=row.revoked_at, reason=row.revocation_reason)
+                for row in conn.execute(query)
+            ]
+
+    def next_crl_number(self, issuer: str, at: datetime) -> int:
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(crl_numbers)
+                .where(crl_numbers.c.issuer == issuer)
+                .values(number=crl_numbers.c.number + 1, updated_at=at)
+                .returning(crl_numbers.c.number)
+            ).scalar()
+            if result is not None:
+                return int(result)
+            try:
+                with conn.begin_nested():
+                    conn.execute(crl_numbers.insert().values(issuer=issuer, number=1, updated_at=at))
+            except IntegrityError:
+                # Another node created the row first; take the next number after it.
+                result = conn.execute(
+                    update(crl_numbers)
+                    .where(crl_numbers.c.issuer == issuer)
+                    .values(number=crl_numbers.c.number + 1, updated_at=at)
+                    .returning(crl_numbers.c.number)
+                ).scalar_one()
+                return int(result)
+            return 1

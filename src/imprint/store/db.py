@@ -1,0 +1,91 @@
+"""Engines and migrations.
+
+SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable across process crashes,
+fast enough to be the embedded default); PostgreSQL is chosen by URL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from imprint.errors import ConfigurationError
+
+__all__ = ["create_engine", "current_revision", "head_revision", "upgrade"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_engine(url: str) -> Engine:
+    """Create an engine for ``url`` with the settings imprint relies on.
+
+    Raises:
+        ConfigurationError: the URL cannot be parsed or names an unknown driver.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigurationError("database.url: not a valid database URL") from None
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa_create_engine(parsed, connect_args={"check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa_create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigurationError(f"database.url: {exc}") from None
+
+
+def _alembic_config(connection: Any) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every pending migration (idempotent).
+
+    Raises:
+        ConfigurationError: the database cannot be reached.
+    """
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "head")
+    except SQLAlchemyError as exc:
+        raise ConfigurationError(f"database: cannot migrate: {exc.__class__.__name__}") from exc
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None when it is empty."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    """The newest revision this version of imprint knows."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
