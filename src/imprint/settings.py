@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,9 +37,10 @@ __all__ = [
 ENV_PREFIX = "IMPRINT_"
 CONFIG_ENV = "IMPRINT_CONFIG"
 DEFAULT_CONFIG_FILE = Path("imprint.yaml")
+MASK = "********"
 
 
-class KeyType(str, Enum):
+class KeyType(StrEnum):
     """Key algorithms the CA can use for its own keys."""
 
     EC_P256 = "ec-p256"
@@ -193,7 +194,7 @@ class Settings(BaseSettings):
         """The configuration as plain data, with every secret replaced by ``********``."""
         data = self.model_dump(mode="json", by_alias=True)
         if self.ca.passphrase is not None:
-            data["ca"]["passphrase"] = "********"
+            data["ca"]["passphrase"] = MASK
         if self.database.url:
             data["database"]["url"] = _mask_url_password(self.database.url)
         data["database"]["effective_url"] = _mask_url_password(self.database_url())
@@ -283,7 +284,9 @@ def load_settings(config_file: Path | None = None) -> Settings:
     if config_file is None and DEFAULT_CONFIG_FILE.is_file():
         config_file = DEFAULT_CONFIG_FILE
     data = _read_yaml(config_file) if config_file is not None else {}
-    origin = f"file {config_file} and IMPRINT_* environment" if config_file else "IMPRINT_* environment"
+    origin = (
+        f"file {config_file} and IMPRINT_* environment" if config_file else "IMPRINT_* environment"
+    )
     try:
         return Settings(**data)
     except ValidationError as exc:

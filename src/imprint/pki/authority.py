@@ -60,7 +60,9 @@ def parse_reason(text: str) -> x509.ReasonFlags:
     for name, flag in REVOCATION_REASONS.items():
         if name.lower() == wanted:
             return flag
-    raise InvalidValue(f"unknown revocation reason {text!r}; known: {', '.join(REVOCATION_REASONS)}")
+    raise InvalidValue(
+        f"unknown revocation reason {text!r}; known: {', '.join(REVOCATION_REASONS)}"
+    )
 
 
 class AuthorityEvents(Protocol):

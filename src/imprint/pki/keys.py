@@ -32,7 +32,7 @@ def generate_key(key_type: KeyType) -> SigningKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=3072)
 
 
-def signature_hash(key: SigningKey) -> hashes.HashAlgorithm:
+def signature_hash(key: SigningKey) -> hashes.SHA256 | hashes.SHA384:
     """The digest to sign with: SHA-384 for P-384 and up, SHA-256 otherwise."""
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
@@ -57,7 +57,9 @@ def save_private_key(path: Path, key: SigningKey, passphrase: bytes | None) -> N
         if passphrase
         else serialization.NoEncryption()
     )
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -65,7 +67,9 @@ def save_private_key(path: Path, key: SigningKey, passphrase: bytes | None) -> N
     os.chmod(path, 0o600)
 
 
-def load_private_key(path: Path, passphrase: bytes | None, *, allow_unencrypted: bool) -> SigningKey:
+def load_private_key(
+    path: Path, passphrase: bytes | None, *, allow_unencrypted: bool
+) -> SigningKey:
     """Read a CA key.
 
     Raises:

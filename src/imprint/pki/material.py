@@ -166,7 +166,9 @@ def init_ca(settings: Settings, *, force: bool = False) -> CAMaterial:
         issuer=root,
         signing_key=root_key,
         not_before=now - timedelta(minutes=5),
-        not_after=min(root.not_valid_after_utc, now + timedelta(days=settings.ca.issuing_validity_days)),
+        not_after=min(
+            root.not_valid_after_utc, now + timedelta(days=settings.ca.issuing_validity_days)
+        ),
         path_length=0,
     )
     save_private_key(directory / "root.key", root_key, passphrase)
@@ -270,7 +272,9 @@ def load_ca(settings: Settings) -> CAMaterial:
     """
     directory = settings.ca_dir
     if not (directory / "issuing.crt").is_file() or not (directory / "issuing.key").is_file():
-        raise CANotInitialized(f"no CA in {directory}; run 'imprint ca init' or 'imprint ca import'")
+        raise CANotInitialized(
+            f"no CA in {directory}; run 'imprint ca init' or 'imprint ca import'"
+        )
     passphrase = resolve_passphrase(settings, create=False)
     allow_plain = settings.development
     try:
@@ -278,7 +282,9 @@ def load_ca(settings: Settings) -> CAMaterial:
         root = _load_certificates((directory / "root.crt").read_bytes(), "root.crt")[0]
     except (OSError, InvalidValue) as exc:
         raise CAError(f"CA files in {directory} are unreadable: {exc}") from None
-    issuing_key = load_private_key(directory / "issuing.key", passphrase, allow_unencrypted=allow_plain)
+    issuing_key = load_private_key(
+        directory / "issuing.key", passphrase, allow_unencrypted=allow_plain
+    )
     root_key_path = directory / "root.key"
     root_key = (
         load_private_key(root_key_path, passphrase, allow_unencrypted=allow_plain)

@@ -180,10 +180,14 @@ def parse_sans(values: Sequence[str]) -> list[x509.GeneralName]:
             result.append(x509.UniformResourceIdentifier(value))
             continue
         labels = value.rstrip(".").split(".")
-        if not value or not all(
-            label and len(label) <= 63 and all(ch.isalnum() or ch in "-*" for ch in label)
-            for label in labels
-        ) or not value.isascii():
+        if (
+            not value
+            or not all(
+                label and len(label) <= 63 and all(ch.isalnum() or ch in "-*" for ch in label)
+                for label in labels
+            )
+            or not value.isascii()
+        ):
             raise InvalidValue(f"{value!r} is not a DNS name, IP address or URI")
         result.append(x509.DNSName(value.rstrip(".").lower()))
     return result

@@ -50,16 +50,22 @@ class SqlApiKeyStore:
 
     def find(self, key_id: str) -> ApiKey | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
+            row = (
+                conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
+            )
         return None if row is None else _key(row)
 
     def touch(self, key_id: str, at: datetime) -> None:
         with self._engine.begin() as conn:
-            conn.execute(update(api_keys).where(api_keys.c.key_id == key_id).values(last_used_at=at))
+            conn.execute(
+                update(api_keys).where(api_keys.c.key_id == key_id).values(last_used_at=at)
+            )
 
     def all(self) -> Sequence[ApiKey]:
         with self._engine.connect() as conn:
-            return [_key(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.name)).mappings()]
+            return [
+                _key(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.name)).mappings()
+            ]
 
     def count(self) -> int:
         with self._engine.connect() as conn:

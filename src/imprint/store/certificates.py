@@ -160,7 +160,9 @@ class SqlCertificateLedger:
         )
         with self._engine.connect() as conn:
             return [
-                RevokedEntry(serial=row.serial, revoked_at=row.revoked_at, reason=row.revocation_reason)
+                RevokedEntry(
+                    serial=row.serial, revoked_at=row.revoked_at, reason=row.revocation_reason
+                )
                 for row in conn.execute(query)
             ]
 
@@ -176,7 +178,9 @@ class SqlCertificateLedger:
                 return int(result)
             try:
                 with conn.begin_nested():
-                    conn.execute(crl_numbers.insert().values(issuer=issuer, number=1, updated_at=at))
+                    conn.execute(
+                        crl_numbers.insert().values(issuer=issuer, number=1, updated_at=at)
+                    )
             except IntegrityError:
                 # Another node created the row first; take the next number after it.
                 result = conn.execute(
