@@ -1,1 +1,3 @@
-"""imprint: self-hosted IoT device provisioning."""
+"""imprint: self-hosted IoT device provisioning and certificate authority."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from imprint.cli import main
+
+main()

@@ -1,0 +1,32 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from imprint import __version__
+from imprint.api.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from imprint.api.problems import install_problem_handlers
+from imprint.api.routes import ca, certificates, health, whoami
+from imprint.runtime import Runtime
+
+__all__ = ["create_app"]
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """Build the application around a prepared :class:`~imprint.runtime.Runtime`."""
+    app = FastAPI(
+        title="imprint",
+        version=__version__,
+        summary="Self-hosted IoT device provisioning and certificate authority",
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    for module in (health, ca, certificates, whoami):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, limit=runtime.settings.server.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware, metrics=runtime.metrics)
+    return app

@@ -1,0 +1,121 @@
+"""Who is calling: the client certificate (direct or via a trusted proxy) and API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from fastapi import Depends, Request
+
+from imprint.auth.api_keys import ApiKey, authenticate
+from imprint.errors import AuthenticationRequired, InvalidValue
+from imprint.pki.chain import verify_client_certificate
+from imprint.runtime import Runtime
+
+__all__ = [
+    "AdminKey",
+    "OptionalApiKey",
+    "OptionalClientCertificate",
+    "PresentedCertificate",
+    "RuntimeDep",
+    "client_certificate",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedCertificate:
+    """A client certificate verified against imprint's CA."""
+
+    certificate: x509.Certificate
+    source: Literal["tls", "proxy"]
+
+    @property
+    def fingerprint_sha256(self) -> str:
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        return hashlib.sha256(der).hexdigest()
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _from_tls(request: Request) -> x509.Certificate | None:
+    tls = request.scope.get("extensions", {}).get("tls")
+    if not tls or not tls.get("client_cert_chain"):
+        return None
+    pem: str = tls["client_cert_chain"][0]
+    return x509.load_pem_x509_certificate(pem.encode("ascii"))
+
+
+def _from_trusted_proxy(request: Request, runtime: Runtime) -> x509.Certificate | None:
+    server = runtime.settings.server
+    header = request.headers.get(server.client_cert_header)
+    if not header or not server.trusted_proxies or request.client is None:
+        return None
+    try:
+        peer = ipaddress.ip_address(request.client.host)
+    except ValueError:
+        return None
+    if not any(peer in ipaddress.ip_network(net, strict=False) for net in server.trusted_proxies):
+        return None  # a forwarded certificate from anyone else is ignored
+    try:
+        certificate = x509.load_pem_x509_certificate(unquote(header).encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise InvalidValue("the forwarded client certificate cannot be parsed") from None
+    authority = runtime.authority
+    verify_client_certificate(
+        certificate, authority.chain[:-1], authority.trust_anchors, at=datetime.now(UTC)
+    )
+    return certificate
+
+
+def client_certificate(request: Request) -> PresentedCertificate | None:
+    """The verified client certificate of this request, if one was presented.
+
+    A certificate on the TLS connection itself wins; otherwise a certificate forwarded
+    in the configured header is used, but only from a configured proxy address, and
+    only after it verifies against imprint's CA.
+    """
+    direct = _from_tls(request)
+    if direct is not None:
+        return PresentedCertificate(direct, "tls")
+    forwarded = _from_trusted_proxy(request, runtime_of(request))
+    return PresentedCertificate(forwarded, "proxy") if forwarded is not None else None
+
+
+def optional_api_key(request: Request) -> ApiKey | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationRequired("use 'Authorization: Bearer <API key>'")
+    runtime = runtime_of(request)
+    key = authenticate(runtime.api_keys, token.strip())
+    runtime.api_keys.touch(key.key_id, datetime.now(UTC))
+    return key
+
+
+def admin_key(request: Request) -> ApiKey:
+    """Require an admin API key.
+
+    Raises:
+        AuthenticationRequired: none, or an invalid one.
+    """
+    key = optional_api_key(request)
+    if key is None:
+        raise AuthenticationRequired("this endpoint needs an admin API key")
+    return key
+
+
+AdminKey = Annotated[ApiKey, Depends(admin_key)]
+OptionalApiKey = Annotated[ApiKey | None, Depends(optional_api_key)]
+OptionalClientCertificate = Annotated[PresentedCertificate | None, Depends(client_certificate)]
+RuntimeDep = Annotated[Runtime, Depends(runtime_of)]

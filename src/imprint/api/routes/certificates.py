@@ -1,0 +1,136 @@
+"""Admin certificate API: issue from a CSR, list, show, revoke."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from imprint.api.identity import AdminKey, RuntimeDep
+from imprint.durations import parse_duration
+from imprint.pki.authority import IssuanceRequest, parse_reason
+from imprint.pki.csr import common_name, load_csr
+from imprint.pki.records import CertificateRecord, CertificateStatus
+
+router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
+
+
+class IssueBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    csr: str = Field(max_length=65536, description="PEM certificate signing request")
+    profile: str = Field(default="device", max_length=32)
+    common_name: str | None = Field(
+        default=None, max_length=64, description="Default: the CSR's common name"
+    )
+    sans: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=100)
+    validity_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class RevokeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="unspecified", max_length=32)
+
+
+class CertificateOut(BaseModel):
+    serial: str
+    issuer: str
+    profile: str
+    subject: str
+    sans: list[str]
+    status: str
+    not_before: datetime
+    not_after: datetime
+    requested_by: str
+    fingerprint_sha256: str | None
+    revoked_at: datetime | None
+    revocation_reason: str | None
+    certificate: str | None = Field(description="PEM, once issued")
+
+    @classmethod
+    def of(cls, record: CertificateRecord) -> CertificateOut:
+        pem = None
+        if record.der is not None:
+            pem = (
+                x509.load_der_x509_certificate(record.der)
+                .public_bytes(serialization.Encoding.PEM)
+                .decode("ascii")
+            )
+        return cls(
+            serial=record.serial,
+            issuer=record.issuer,
+            profile=record.profile,
+            subject=record.subject,
+            sans=list(record.sans),
+            status=record.status.value,
+            not_before=record.not_before,
+            not_after=record.not_after,
+            requested_by=record.requested_by,
+            fingerprint_sha256=record.fingerprint_sha256,
+            revoked_at=record.revoked_at,
+            revocation_reason=record.revocation_reason,
+            certificate=pem,
+        )
+
+
+class IssuedOut(CertificateOut):
+    chain: str = Field(description="PEM: the certificate, then each CA up to the root")
+
+
+class CertificatePage(BaseModel):
+    items: list[CertificateOut]
+    next: str | None = Field(description="Pass as ?after= for the next page")
+
+
+@router.post("", status_code=201, summary="Issue a certificate from a CSR")
+def issue(body: IssueBody, runtime: RuntimeDep, key: AdminKey) -> IssuedOut:
+    csr = load_csr(body.csr)
+    issued = runtime.authority.issue(
+        IssuanceRequest(
+            public_key=csr.public_key(),  # type: ignore[arg-type]  # checked by load_csr
+            profile=body.profile,
+            common_name=body.common_name or common_name(csr),
+            sans=body.sans,
+            validity=timedelta(days=body.validity_days) if body.validity_days else None,
+            requested_by=f"api-key:{key.name}",
+        )
+    )
+    return IssuedOut(**CertificateOut.of(issued.record).model_dump(), chain=issued.chain_pem())
+
+
+@router.get("", summary="List certificates")
+def list_certificates(
+    runtime: RuntimeDep,
+    _key: AdminKey,
+    status: CertificateStatus | None = None,
+    expiring_within: Annotated[
+        str | None, Query(max_length=10, description="e.g. 30d: not after now + this")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=40)] = None,
+) -> CertificatePage:
+    before = datetime.now(UTC) + parse_duration(expiring_within) if expiring_within else None
+    records = runtime.ledger.search(
+        status=status, expiring_before=before, limit=limit + 1, after_serial=after
+    )
+    page = list(records[:limit])
+    return CertificatePage(
+        items=[CertificateOut.of(r) for r in page],
+        next=page[-1].serial if len(records) > limit else None,
+    )
+
+
+@router.get("/{serial}", summary="One certificate")
+def show(serial: str, runtime: RuntimeDep, _key: AdminKey) -> CertificateOut:
+    return CertificateOut.of(runtime.ledger.get(serial.lower().replace(":", "")))
+
+
+@router.post("/{serial}/revoke", summary="Revoke a certificate; the CRL lists it at once")
+def revoke(serial: str, body: RevokeBody, runtime: RuntimeDep, _key: AdminKey) -> CertificateOut:
+    record = runtime.authority.revoke(serial, parse_reason(body.reason))
+    return CertificateOut.of(record)

@@ -1,0 +1,405 @@
+"""The ``imprint`` command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from imprint.errors import ConfigurationError, ImprintError
+from imprint.settings import KeyType, Settings, load_settings
+
+app = typer.Typer(
+    help="imprint: self-hosted IoT device provisioning and certificate authority.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+ca_app = typer.Typer(
+    help="Create, import and inspect the certificate authority.", no_args_is_help=True
+)
+admin_app = typer.Typer(help="Manage admin API keys.", no_args_is_help=True)
+cert_app = typer.Typer(help="Issue, revoke and list certificates.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(ca_app, name="ca")
+app.add_typer(admin_app, name="admin")
+app.add_typer(cert_app, name="cert")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_config_path: Path | None = None
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except ConfigurationError as exc:
+        _fail(exc.message, 2)
+    except ImprintError as exc:
+        _fail(exc.message)
+
+
+def _settings(**overrides: object) -> Settings:
+    with _errors():
+        settings = load_settings(_config_path)
+    if overrides:
+        data = settings.model_dump()
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition(".")
+            data[section][key] = value
+        settings = Settings.model_validate(data)
+    return settings
+
+
+@app.callback()
+def _main(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML configuration file (or $IMPRINT_CONFIG)"),
+    ] = None,
+) -> None:
+    global _config_path
+    _config_path = config
+
+
+@app.command()
+def serve() -> None:
+    """Run the HTTPS service (sets up data directory, database and CA on first start)."""
+    from imprint.logs import configure_logging
+    from imprint.runtime import prepare
+    from imprint.server import build_server
+
+    settings = _settings()
+    configure_logging(settings.logging.level, json_format=settings.logging.json_format)
+    with _errors():
+        runtime, first = prepare(settings)
+    url = settings.server.base_url()
+    out.print(f"\n[bold]imprint[/] is starting at [bold]{url}[/]")
+    out.print(f"  CA certificate: {runtime.root_certfile.resolve()}")
+    out.print(f"  SHA-256 fingerprint: {runtime.root_fingerprint()}")
+    out.print(f"  Try: curl --cacert {runtime.root_certfile} {url}/healthz")
+    if first.admin_token_file is not None:
+        token = first.admin_token_file
+        out.print("\n  An admin API key was created. Its token is in (keep it secret):")
+        out.print(f"    {token.resolve()}")
+        out.print("  Log in by sending it as a bearer token, e.g.:")
+        out.print(f'    export IMPRINT_TOKEN="$(cat {token})"')
+        out.print(
+            f'    curl --cacert {runtime.root_certfile} -H "Authorization: Bearer $IMPRINT_TOKEN" '
+            f"{url}/api/v1/whoami"
+        )
+    else:
+        out.print(
+            "  Admin: use your API key as a bearer token ('imprint admin create NAME' makes one)"
+        )
+    out.print(f"  API docs: {url}/docs\n")
+    server = build_server(runtime)
+    try:
+        server.run()
+    finally:
+        runtime.close()
+    if not server.started:
+        _fail(f"the server could not start on {settings.server.host}:{settings.server.port}")
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration (secrets masked) as YAML."""
+    settings = _settings()
+    sys.stdout.write(yaml.safe_dump(settings.masked(), sort_keys=False))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending database migrations."""
+    from imprint.store.db import create_engine, current_revision, upgrade
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with _errors():
+        engine = create_engine(settings.database_url())
+        try:
+            upgrade(engine)
+            out.print(f"database at revision {current_revision(engine)}")
+        finally:
+            engine.dispose()
+
+
+@ca_app.command("init")
+def ca_init(
+    key_type: Annotated[KeyType | None, typer.Option(help="Key algorithm of both CAs")] = None,
+    root_name: Annotated[str | None, typer.Option(help="Root CA common name")] = None,
+    issuing_name: Annotated[str | None, typer.Option(help="Issuing CA common name")] = None,
+    organization: Annotated[str | None, typer.Option(help="Organization (O) of both CAs")] = None,
+    root_days: Annotated[int | None, typer.Option(help="Root validity in days")] = None,
+    issuing_days: Annotated[int | None, typer.Option(help="Issuing CA validity in days")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing CA")] = False,
+) -> None:
+    """Create a root CA and an issuing intermediate CA."""
+    from imprint.pki.material import init_ca
+
+    overrides = {
+        "ca.key_type": key_type,
+        "ca.root_name": root_name,
+        "ca.issuing_name": issuing_name,
+        "ca.organization": organization,
+        "ca.root_validity_days": root_days,
+        "ca.issuing_validity_days": issuing_days,
+    }
+    settings = _settings(**{k: v for k, v in overrides.items() if v is not None})
+    with _errors():
+        material = init_ca(settings, force=force)
+    _print_ca(settings, material.root, material.issuing)
+
+
+@ca_app.command("import")
+def ca_import(
+    cert: Annotated[Path, typer.Option(help="Issuing CA certificate (PEM or DER)")],
+    key: Annotated[Path, typer.Option(help="Issuing CA private key (PEM)")],
+    chain: Annotated[
+        Path | None, typer.Option(help="CA certificates above it, root last (PEM)")
+    ] = None,
+    key_password_file: Annotated[
+        Path | None, typer.Option(help="File with the password of an encrypted key")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing CA")] = False,
+) -> None:
+    """Bring your own CA: its key is re-encrypted with imprint's CA passphrase."""
+    from imprint.pki.material import import_ca
+
+    settings = _settings()
+    try:
+        password = key_password_file.read_bytes().strip() if key_password_file else None
+        cert_bytes, key_bytes = cert.read_bytes(), key.read_bytes()
+        chain_bytes = chain.read_bytes() if chain else None
+    except OSError as exc:
+        _fail(f"cannot read {exc.filename}: {exc.strerror}")
+    with _errors():
+        material = import_ca(
+            settings,
+            certificate=cert_bytes,
+            key=key_bytes,
+            chain=chain_bytes,
+            key_password=password,
+            force=force,
+        )
+    _print_ca(settings, material.root, material.issuing)
+
+
+@ca_app.command("show")
+def ca_show() -> None:
+    """Show the CA certificates."""
+    from imprint.pki.material import load_ca
+
+    settings = _settings()
+    with _errors():
+        material = load_ca(settings)
+    _print_ca(settings, material.root, material.issuing)
+
+
+def _print_ca(settings: Settings, root: object, issuing: object) -> None:
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from imprint.pki.keys import key_description
+
+    table = Table(title=f"CA in {settings.ca_dir}")
+    for column in ("role", "subject", "key", "not after", "SHA-256 fingerprint"):
+        table.add_column(column)
+    for role, certificate in (("root", root), ("issuing", issuing)):
+        assert isinstance(certificate, x509.Certificate)
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        table.add_row(
+            role,
+            certificate.subject.rfc4514_string(),
+            key_description(certificate.public_key()),
+            certificate.not_valid_after_utc.strftime("%Y-%m-%d"),
+            hashlib.sha256(der).hexdigest(),
+        )
+    out.print(table)
+
+
+@admin_app.command("create")
+def admin_create(name: Annotated[str, typer.Argument(help="A name for the key")]) -> None:
+    """Create an admin API key and print its token once."""
+    from imprint.auth.api_keys import create_api_key
+    from imprint.store.api_keys import SqlApiKeyStore
+    from imprint.store.db import create_engine, upgrade
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with _errors():
+        engine = create_engine(settings.database_url())
+        try:
+            upgrade(engine)
+            issued = create_api_key(SqlApiKeyStore(engine), name)
+        finally:
+            engine.dispose()
+    err.print(f"API key {name!r} created. Its token is shown once; store it now:")
+    sys.stdout.write(issued.token + "\n")
+
+
+@admin_app.command("list")
+def admin_list() -> None:
+    """List API keys (never their secrets)."""
+    from imprint.store.api_keys import SqlApiKeyStore
+    from imprint.store.db import create_engine
+
+    settings = _settings()
+    with _errors():
+        engine = create_engine(settings.database_url())
+        try:
+            keys = SqlApiKeyStore(engine).all()
+        finally:
+            engine.dispose()
+    table = Table()
+    for column in ("name", "role", "created", "last used"):
+        table.add_column(column)
+    for key in keys:
+        last = key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never"
+        table.add_row(key.name, key.role, key.created_at.strftime("%Y-%m-%d %H:%M"), last)
+    out.print(table)
+
+
+class Profile(StrEnum):
+    device = "device"
+    client = "client"
+    server = "server"
+
+
+@cert_app.command("issue")
+def cert_issue(
+    csr: Annotated[Path, typer.Option(help="CSR file (PEM or DER)")],
+    profile: Annotated[Profile, typer.Option(help="Certificate profile")] = Profile.device,
+    cn: Annotated[str | None, typer.Option(help="Common name (default: the CSR's)")] = None,
+    san: Annotated[
+        list[str] | None, typer.Option(help="DNS name, IP address or URI; repeat for more")
+    ] = None,
+    days: Annotated[
+        int | None, typer.Option(help="Validity in days (default: the profile's)")
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the chain (PEM) here instead of stdout")
+    ] = None,
+) -> None:
+    """Issue a certificate from a CSR; only the CSR's key and common name are used."""
+    from imprint.pki.authority import IssuanceRequest
+    from imprint.pki.csr import common_name, load_csr
+    from imprint.runtime import open_runtime
+
+    settings = _settings()
+    try:
+        data = csr.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {csr}: {exc.strerror}")
+    with _errors():
+        request = load_csr(data)
+        runtime = open_runtime(settings)
+        try:
+            issued = runtime.authority.issue(
+                IssuanceRequest(
+                    public_key=request.public_key(),  # type: ignore[arg-type]
+                    profile=profile.value,
+                    common_name=cn or common_name(request),
+                    sans=san or [],
+                    validity=timedelta(days=days) if days else None,
+                    requested_by="cli",
+                )
+            )
+        finally:
+            runtime.close()
+    if out_file:
+        out_file.write_text(issued.chain_pem(), encoding="ascii")
+    else:
+        sys.stdout.write(issued.chain_pem())
+    until = issued.record.not_after.strftime("%Y-%m-%d %H:%M")
+    err.print(f"issued serial {issued.record.serial}, valid until {until} UTC")
+
+
+@cert_app.command("revoke")
+def cert_revoke(
+    serial: Annotated[str, typer.Argument(help="Serial in hex")],
+    reason: Annotated[
+        str, typer.Option(help="RFC 5280 reason, e.g. keyCompromise")
+    ] = "unspecified",
+) -> None:
+    """Revoke a certificate; the issuer's CRL lists it from now on."""
+    from imprint.pki.authority import parse_reason
+    from imprint.runtime import open_runtime
+
+    settings = _settings()
+    with _errors():
+        flag = parse_reason(reason)
+        runtime = open_runtime(settings)
+        try:
+            record = runtime.authority.revoke(serial, flag)
+        finally:
+            runtime.close()
+    out.print(f"revoked {record.serial} ({record.subject}) reason {record.revocation_reason}")
+
+
+@cert_app.command("list")
+def cert_list(
+    expiring: Annotated[
+        str | None, typer.Option(help="Only those that expire within this, e.g. 30d")
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="pending, issued, failed or revoked")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows")] = 100,
+) -> None:
+    """List certificates as a table."""
+    from imprint.durations import parse_duration
+    from imprint.pki.records import CertificateStatus
+    from imprint.store.certificates import SqlCertificateLedger
+    from imprint.store.db import create_engine, upgrade
+
+    settings = _settings()
+    with _errors():
+        before = datetime.now(UTC) + parse_duration(expiring) if expiring else None
+        try:
+            wanted = CertificateStatus(status) if status else None
+        except ValueError:
+            _fail("status must be pending, issued, failed or revoked")
+        engine = create_engine(settings.database_url())
+        try:
+            upgrade(engine)
+            records = SqlCertificateLedger(engine).search(
+                status=wanted, expiring_before=before, limit=limit
+            )
+        finally:
+            engine.dispose()
+    table = Table(title=f"{len(records)} certificate(s)")
+    for column in ("serial", "profile", "subject", "status", "not after"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(
+            record.serial,
+            record.profile,
+            record.subject,
+            record.status.value,
+            record.not_after.strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table)
+
+
+def main() -> None:
+    app()

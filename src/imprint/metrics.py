@@ -1,0 +1,56 @@
+"""Prometheus metrics, one registry per application instance."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    """Counters and histograms imprint exports at ``/metrics``.
+
+    Also implements :class:`imprint.pki.authority.AuthorityEvents`.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "imprint_http_requests",
+            "HTTP requests served",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "imprint_http_request_duration_seconds",
+            "Time to serve an HTTP request",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.issued = Counter(
+            "imprint_certificates_issued",
+            "Certificates issued",
+            ["profile"],
+            registry=self.registry,
+        )
+        self.revoked = Counter(
+            "imprint_certificates_revoked",
+            "Certificates revoked",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def certificate_issued(self, profile: str) -> None:
+        self.issued.labels(profile=profile).inc()
+
+    def certificate_revoked(self, reason: str) -> None:
+        self.revoked.labels(reason=reason).inc()
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method=method, route=route, status=str(status)).inc()
+        self.latency.labels(method=method, route=route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,205 @@
+"""Start-up: everything the service and the CLI need, prepared in one place.
+
+:func:`prepare` is idempotent. On a first start it creates the data directory, the
+database schema, the CA (with a generated passphrase file when none is configured),
+the HTTPS server certificate and the first admin API key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.engine import Engine
+
+from imprint.auth.api_keys import create_api_key
+from imprint.errors import CANotInitialized
+from imprint.logs import get_logger
+from imprint.metrics import Metrics
+from imprint.pki.authority import CertificateAuthority, IssuanceRequest
+from imprint.pki.material import init_ca, load_ca
+from imprint.pki.profiles import parse_sans
+from imprint.settings import Settings
+from imprint.store.api_keys import SqlApiKeyStore
+from imprint.store.certificates import SqlCertificateLedger
+from imprint.store.db import create_engine, upgrade
+
+__all__ = ["FirstStart", "Runtime", "open_runtime", "prepare"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class FirstStart:
+    """What :func:`prepare` created, so the caller can tell the user."""
+
+    created_ca: bool = False
+    admin_token_file: Path | None = None
+    server_certificate_issued: bool = False
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    ledger: SqlCertificateLedger
+    api_keys: SqlApiKeyStore
+    authority: CertificateAuthority
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.settings.data_dir / "tls"
+
+    @property
+    def server_certfile(self) -> Path:
+        return self.tls_dir / "server.crt"
+
+    @property
+    def server_keyfile(self) -> Path:
+        return self.tls_dir / "server.key"
+
+    @property
+    def root_certfile(self) -> Path:
+        return self.settings.ca_dir / "root.crt"
+
+    @property
+    def chain_certfile(self) -> Path:
+        return self.settings.ca_dir / "chain.crt"
+
+    def root_fingerprint(self) -> str:
+        der = self.authority.material.root.public_bytes(serialization.Encoding.DER)
+        return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _make_data_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
+    """Connect to the database and load the CA (which must exist).
+
+    Raises:
+        CANotInitialized: no CA yet.
+        CAKeyLocked, UnencryptedCAKey: the CA key cannot be used.
+        ConfigurationError: the database cannot be reached.
+    """
+    _make_data_dir(settings.data_dir)
+    engine = create_engine(settings.database_url())
+    try:
+        if migrate:
+            upgrade(engine)
+        material = load_ca(settings)
+    except Exception:
+        engine.dispose()
+        raise
+    ledger = SqlCertificateLedger(engine)
+    metrics = Metrics()
+    authority = CertificateAuthority(
+        material,
+        ledger,
+        profiles=settings.profiles,
+        base_url=settings.server.base_url(),
+        crl_validity=timedelta(hours=settings.ca.crl_validity_hours),
+        events=metrics,
+    )
+    return Runtime(settings, engine, ledger, SqlApiKeyStore(engine), authority, metrics)
+
+
+def prepare(settings: Settings) -> tuple[Runtime, FirstStart]:
+    """Open the runtime, creating on first start what does not exist yet."""
+    _make_data_dir(settings.data_dir)
+    created_ca = False
+    try:
+        runtime = open_runtime(settings)
+    except CANotInitialized:
+        init_ca(settings)
+        created_ca = True
+        log.info("ca_created", directory=str(settings.ca_dir), key_type=settings.ca.key_type.value)
+        runtime = open_runtime(settings)
+    issued = _ensure_server_certificate(runtime) if settings.server.tls else False
+    token_file = _ensure_admin(runtime)
+    return runtime, FirstStart(created_ca, token_file, issued)
+
+
+def _server_certificate_current(runtime: Runtime) -> bool:
+    try:
+        pem = runtime.server_certfile.read_bytes()
+        certificate = x509.load_pem_x509_certificates(pem)[0]
+    except (OSError, ValueError, IndexError):
+        return False
+    if not runtime.server_keyfile.is_file():
+        return False
+    issuing = runtime.authority.material.issuing
+    if certificate.issuer != issuing.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(issuing)
+    except Exception:
+        return False
+    now = datetime.now(UTC)
+    lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+    if certificate.not_valid_after_utc - now < lifetime / 3:
+        return False
+    try:
+        present = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    wanted = parse_sans(runtime.settings.server.san)
+    return set(present) == set(wanted)
+
+
+def _ensure_server_certificate(runtime: Runtime) -> bool:
+    """Issue the HTTPS certificate when it is missing, stale, or has other SANs."""
+    if _server_certificate_current(runtime):
+        return False
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = runtime.settings.server.san
+    issued = runtime.authority.issue(
+        IssuanceRequest(
+            public_key=key.public_key(),
+            profile="server",
+            common_name=san[0],
+            sans=san,
+            requested_by="imprint:server",
+        )
+    )
+    runtime.tls_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(runtime.server_keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    chain = [issued.certificate, *issued.chain[:-1]]
+    runtime.server_certfile.write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+    )
+    log.info("server_certificate_issued", serial=issued.record.serial, san=list(san))
+    return True
+
+
+def _ensure_admin(runtime: Runtime) -> Path | None:
+    """Create the first admin key when there is none; its token goes to a 0600 file."""
+    if runtime.api_keys.count() > 0:
+        return None
+    issued = create_api_key(runtime.api_keys, "admin")
+    path = runtime.settings.data_dir / "admin-token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(issued.token + "\n")
+    log.info("admin_key_created", name=issued.key.name, token_file=str(path))
+    return path
