@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from imprint.api.problems import BodyTooLarge, problem_response
+from imprint.api.problems import problem_response
 from imprint.logs import get_logger
 from imprint.metrics import Metrics
 
@@ -49,17 +49,36 @@ class BodyLimitMiddleware:
                     await response(scope, receive, send)
                     return
         seen = 0
+        exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # Past the limit the application is told the client went away, so it stops
+            # reading; the 413 is sent below once it has unwound.
+            nonlocal seen, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise BodyTooLarge(f"request bodies are limited to {self.limit} bytes")
+                    exceeded = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message: Message) -> None:
+            if not exceeded:
+                await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded:
+            response = problem_response(
+                413, "body_too_large", f"request bodies are limited to {self.limit} bytes"
+            )
+            await response(scope, receive, send)
 
 
 class RequestLogMiddleware:

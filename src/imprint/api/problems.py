@@ -25,18 +25,13 @@ from imprint.errors import (
 )
 from imprint.logs import get_logger
 
-__all__ = ["BodyTooLarge", "install_problem_handlers", "problem_response"]
+__all__ = ["install_problem_handlers", "problem_response"]
 
 PROBLEM_JSON = "application/problem+json"
 log = get_logger(__name__)
 
 
-class BodyTooLarge(InvalidRequest):
-    code = "body_too_large"
-
-
 _STATUS: list[tuple[type[ImprintError], int]] = [
-    (BodyTooLarge, 413),
     (InvalidRequest, 400),
     (AuthenticationRequired, 401),
     (PermissionDenied, 403),

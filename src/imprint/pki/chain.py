@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.verification import (
+    Criticality,
     ExtensionPolicy,
     PolicyBuilder,
     Store,
@@ -21,6 +22,13 @@ __all__ = ["ChainInvalid", "verify_ca_chain", "verify_client_certificate"]
 
 class ChainInvalid(InvalidValue):
     code = "chain_invalid"
+
+
+# The Web PKI defaults demand a SAN in every leaf; device certificates often name the
+# device in the subject alone, so a SAN may be present but need not be.
+_DEVICE_EE = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+)
 
 
 def verify_client_certificate(
@@ -42,6 +50,7 @@ def verify_client_certificate(
         PolicyBuilder()
         .store(Store(list(roots)))
         .time(at or datetime.now(UTC))
+        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_DEVICE_EE)
         .build_client_verifier()
     )
     try:

@@ -1,0 +1,126 @@
+"""Real TLS handshakes: who gets in, and what the handler sees."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from imprint.settings import Settings
+from tests.integration.conftest import Service, foreign_credentials, start_service
+
+
+def test_health_over_https_with_our_root(service: Service) -> None:
+    with service.client() as client:
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_server_certificate_is_not_trusted_without_our_root(service: Service) -> None:
+    with (
+        httpx.Client(base_url=service.base_url, verify=True, timeout=5) as client,
+        pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
+    ):
+        client.get("/healthz")
+
+
+def test_client_certificate_from_our_ca_is_seen_by_the_handler(service: Service) -> None:
+    credentials = service.device_credentials("sensor-0042")
+    with service.client(cert=credentials) as client:
+        body = client.get("/api/v1/whoami").json()
+    seen = body["client_certificate"]
+    assert seen["subject"] == "CN=sensor-0042"
+    assert seen["source"] == "tls"
+    assert seen["issuer"] == service.runtime.authority.material.issuing.subject.rfc4514_string()
+
+
+def test_connection_without_client_certificate_is_allowed(service: Service) -> None:
+    with service.client() as client:
+        body = client.get("/api/v1/whoami").json()
+    assert body == {"client_certificate": None, "api_key": None}
+
+
+def test_client_certificate_from_another_ca_is_refused_in_the_handshake(
+    service: Service, tmp_path: Path
+) -> None:
+    credentials = foreign_credentials(tmp_path, "intruder")
+    # In TLS 1.3 the client learns of the refusal from the server's alert, which arrives
+    # when it first reads: a connect error or a dropped connection, never an answer.
+    with (
+        service.client(cert=credentials) as client,
+        pytest.raises((httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)),
+    ):
+        client.get("/api/v1/whoami")
+    # The server is still fine afterwards.
+    with service.client() as client:
+        assert client.get("/healthz").status_code == 200
+
+
+def test_plain_ssl_socket_handshake_fails_for_foreign_certificate(
+    service: Service, tmp_path: Path
+) -> None:
+    """The refusal happens in TLS itself, before any HTTP is exchanged."""
+    import socket
+
+    cert, key = foreign_credentials(tmp_path, "raw-intruder")
+    context = ssl.create_default_context(cafile=str(service.root_cert))
+    context.load_cert_chain(str(cert), str(key))
+    port = int(service.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):  # noqa: PT012
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert tls.recv(100) == b"", "server answered a foreign client certificate"
+                raise ConnectionResetError("closed without an answer")
+
+
+@pytest.fixture
+def proxied_service(settings: Settings, tmp_path: Path):  # type: ignore[no-untyped-def]
+    trusted = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"trusted_proxies": ["127.0.0.1/32"]})}
+    )
+    yield from start_service(trusted, tmp_path)
+
+
+def _forwarded(path: Path) -> dict[str, str]:
+    leaf_pem = (
+        path.read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n"
+    )
+    return {"X-Client-Cert": quote(leaf_pem)}
+
+
+def test_trusted_proxy_may_forward_a_client_certificate(proxied_service: Service) -> None:
+    cert, _key = proxied_service.device_credentials("behind-proxy")
+    with proxied_service.client() as client:
+        body = client.get("/api/v1/whoami", headers=_forwarded(cert)).json()
+    assert body["client_certificate"]["subject"] == "CN=behind-proxy"
+    assert body["client_certificate"]["source"] == "proxy"
+
+
+def test_forwarded_certificate_from_an_untrusted_address_is_ignored(service: Service) -> None:
+    cert, _key = service.device_credentials("spoofed")
+    with service.client() as client:
+        body = client.get("/api/v1/whoami", headers=_forwarded(cert)).json()
+    assert body["client_certificate"] is None
+
+
+def test_trusted_proxy_cannot_forward_a_foreign_certificate(
+    proxied_service: Service, tmp_path: Path
+) -> None:
+    cert, _key = foreign_credentials(tmp_path, "forged")
+    with proxied_service.client() as client:
+        response = client.get("/api/v1/whoami", headers=_forwarded(cert))
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "chain_invalid"
+
+
+def test_garbage_forwarded_certificate_is_a_clear_error(proxied_service: Service) -> None:
+    with proxied_service.client() as client:
+        response = client.get("/api/v1/whoami", headers={"X-Client-Cert": "not%20a%20cert"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "value_invalid"
