@@ -1,0 +1,50 @@
+"""Helpers for running the real ``imprint`` command line in a clean environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+IMPRINT = Path(sys.executable).parent / "imprint"
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPRINT_")}
+    env.update({"IMPRINT_DATA_DIR": str(data_dir), "COLUMNS": "200", **extra})
+    return env
+
+
+@pytest.fixture
+def imprint(tmp_path: Path) -> Run:
+    """Run ``imprint ARGS`` with its data directory in ``tmp_path/data``."""
+
+    def run(*args: str, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(IMPRINT), *args],
+            cwd=tmp_path,
+            env=clean_env(tmp_path / "data", **extra_env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"imprint {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    return run
+
+
+def openssl(*args: str, cwd: Path) -> str:
+    result = subprocess.run(
+        ["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

@@ -1,0 +1,199 @@
+"""The ``imprint`` command line, run as a user would run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tests.e2e.conftest import Run, openssl
+
+PASS = {"IMPRINT_CA__PASSPHRASE": "correct horse battery staple"}
+
+
+def make_csr(directory: Path, name: str) -> Path:
+    openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", f"{name}-key.pem", "-out", f"{name}.csr", "-subj", f"/CN={name}",
+        cwd=directory,
+    )  # fmt: skip
+    return directory / f"{name}.csr"
+
+
+def test_config_show_prints_effective_values_with_secrets_masked(
+    imprint: Run, tmp_path: Path
+) -> None:
+    (tmp_path / "imprint.yaml").write_text(
+        "server:\n  port: 9443\ndatabase:\n  url: postgresql+psycopg://imprint:s3cret@db/imprint\n"
+    )
+    result = imprint("config", "show", IMPRINT_SERVER__HOST="0.0.0.0", **PASS)
+    shown = yaml.safe_load(result.stdout)
+    assert shown["server"]["port"] == 9443
+    assert shown["server"]["host"] == "0.0.0.0"
+    assert shown["ca"]["passphrase"] == "********"
+    assert "s3cret" not in result.stdout
+    assert PASS["IMPRINT_CA__PASSPHRASE"] not in result.stdout
+
+
+def test_unknown_and_bad_configuration_name_the_key(imprint: Run, tmp_path: Path) -> None:
+    config = tmp_path / "imprint.yaml"
+    config.write_text("server:\n  prot: 9443\n")
+    typo = imprint("config", "show", check=False)
+    config.write_text("server:\n  port: many\n")
+    bad = imprint("config", "show", check=False)
+    config.unlink()
+    env_typo = imprint("config", "show", check=False, IMPRINT_SERVER__PROT="1")
+    assert typo.returncode == 2
+    assert "server.prot: unknown key" in typo.stderr
+    assert bad.returncode == 2
+    assert "server.port" in bad.stderr
+    assert env_typo.returncode == 2
+    assert "IMPRINT_SERVER__PROT" in env_typo.stderr
+
+
+def test_db_upgrade_is_idempotent(imprint: Run) -> None:
+    first = imprint("db", "upgrade")
+    second = imprint("db", "upgrade")
+    assert "revision 0001" in first.stdout
+    assert "revision 0001" in second.stdout
+
+
+def test_ca_init_with_options_and_refusal_to_overwrite(imprint: Run, tmp_path: Path) -> None:
+    created = imprint(
+        "ca", "init", "--key-type", "ec-p384", "--root-name", "Acme Root",
+        "--issuing-name", "Acme Devices", "--organization", "Acme", **PASS,
+    )  # fmt: skip
+    assert "CN=Acme Root,O=Acme" in created.stdout
+    assert "EC P-384" in created.stdout
+    again = imprint("ca", "init", check=False, **PASS)
+    assert again.returncode == 1
+    assert "exists already" in again.stderr
+    key = (tmp_path / "data" / "ca" / "issuing.key").read_text()
+    assert "BEGIN ENCRYPTED PRIVATE KEY" in key
+    forced = imprint("ca", "init", "--force", **PASS)
+    assert "imprint Root CA" in forced.stdout
+
+
+def test_issue_verify_revoke_and_list(imprint: Run, tmp_path: Path) -> None:
+    imprint("ca", "init", **PASS)
+    csr = make_csr(tmp_path, "pump-17")
+    issued = imprint(
+        "cert", "issue", "--csr", str(csr), "--profile", "device", "--out", "pump-17.pem", **PASS
+    )
+    serial = issued.stderr.split("issued serial ")[1].split(",")[0]
+    ca = tmp_path / "data" / "ca"
+    verified = openssl(
+        "verify", "-CAfile", str(ca / "root.crt"), "-untrusted", str(ca / "issuing.crt"),
+        "pump-17.pem", cwd=tmp_path,
+    )  # fmt: skip
+    assert verified.strip() == "pump-17.pem: OK"
+
+    listed = imprint("cert", "list", "--expiring", "120d", **PASS).stdout
+    assert serial in listed
+    assert "CN=pump-17" in listed
+    assert serial not in imprint("cert", "list", "--expiring", "1d", **PASS).stdout
+
+    revoked = imprint("cert", "revoke", serial, "--reason", "keyCompromise", **PASS)
+    assert "keyCompromise" in revoked.stdout
+    assert serial in imprint("cert", "list", "--status", "revoked", **PASS).stdout
+    twice = imprint("cert", "revoke", serial, check=False, **PASS)
+    assert twice.returncode == 1
+    assert "already revoked" in twice.stderr
+
+
+def test_server_profile_needs_a_san(imprint: Run, tmp_path: Path) -> None:
+    imprint("ca", "init", **PASS)
+    csr = make_csr(tmp_path, "web")
+    refused = imprint(
+        "cert", "issue", "--csr", str(csr), "--profile", "server", check=False, **PASS
+    )
+    assert refused.returncode == 1
+    assert "DNS name or IP address" in refused.stderr
+    imprint(
+        "cert", "issue", "--csr", str(csr), "--profile", "server", "--out", "web.pem",
+        "--san", "web.example.test", "--san", "192.0.2.10", **PASS,
+    )  # fmt: skip
+    text = openssl("x509", "-in", "web.pem", "-noout", "-ext", "subjectAltName", cwd=tmp_path)
+    assert "DNS:web.example.test, IP Address:192.0.2.10" in text
+
+
+def test_bad_csr_is_refused_and_nothing_is_recorded(imprint: Run, tmp_path: Path) -> None:
+    imprint("ca", "init", **PASS)
+    garbage = tmp_path / "garbage.csr"
+    garbage.write_text("this is not a CSR")
+    result = imprint("cert", "issue", "--csr", str(garbage), check=False, **PASS)
+    assert result.returncode == 1
+    assert "not a PKCS#10" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "0 certificate(s)" in imprint("cert", "list", **PASS).stdout
+
+
+def test_wrong_passphrase_is_a_clear_error(imprint: Run, tmp_path: Path) -> None:
+    imprint("ca", "init", **PASS)
+    csr = make_csr(tmp_path, "locked")
+    result = imprint(
+        "cert", "issue", "--csr", str(csr), check=False, IMPRINT_CA__PASSPHRASE="wrong"
+    )
+    assert result.returncode == 1
+    assert "wrong passphrase" in result.stderr
+
+
+def test_import_a_ca_made_with_openssl(imprint: Run, tmp_path: Path) -> None:
+    ext = tmp_path / "ca.ext"
+    ext.write_text(
+        "basicConstraints=critical,CA:TRUE,pathlen:0\n"
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    (tmp_path / "pw.txt").write_text("import-me\n")
+    openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "root-key.pem", "-out", "root.pem", "-subj", "/CN=Factory Root",
+        "-days", "3650", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=tmp_path,
+    )  # fmt: skip
+    openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-passout", "file:pw.txt", "-keyout", "sub-key.pem", "-out", "sub.csr",
+        "-subj", "/CN=Factory Issuing", cwd=tmp_path,
+    )  # fmt: skip
+    openssl(
+        "x509", "-req", "-in", "sub.csr", "-CA", "root.pem", "-CAkey", "root-key.pem",
+        "-CAcreateserial", "-days", "1000", "-extfile", "ca.ext", "-out", "sub.pem",
+        cwd=tmp_path,
+    )  # fmt: skip
+    wrong = imprint(
+        "ca", "import", "--cert", "sub.pem", "--key", "root-key.pem", "--chain", "root.pem",
+        check=False, **PASS,
+    )  # fmt: skip
+    assert wrong.returncode == 1
+    assert "does not belong" in wrong.stderr
+    imported = imprint(
+        "ca", "import", "--cert", "sub.pem", "--key", "sub-key.pem", "--chain", "root.pem",
+        "--key-password-file", "pw.txt", **PASS,
+    )  # fmt: skip
+    assert "CN=Factory Issuing" in imported.stdout
+    csr = make_csr(tmp_path, "after-import")
+    imprint("cert", "issue", "--csr", str(csr), "--out", "leaf.pem", **PASS)
+    verified = openssl(
+        "verify", "-CAfile", "root.pem", "-untrusted", "sub.pem", "leaf.pem", cwd=tmp_path
+    )
+    assert verified.strip() == "leaf.pem: OK"
+
+
+def test_admin_create_prints_a_working_token_once(imprint: Run, tmp_path: Path) -> None:
+    from imprint.auth.api_keys import authenticate
+    from imprint.store.api_keys import SqlApiKeyStore
+    from imprint.store.db import create_engine
+
+    created = imprint("admin", "create", "ci-bot")
+    token = created.stdout.strip()
+    assert token.startswith("imp_")
+    duplicate = imprint("admin", "create", "ci-bot", check=False)
+    assert duplicate.returncode == 1
+    assert "exists already" in duplicate.stderr
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'imprint.db'}")
+    try:
+        assert authenticate(SqlApiKeyStore(engine), token).name == "ci-bot"
+    finally:
+        engine.dispose()
+    assert "ci-bot" in imprint("admin", "list").stdout
