@@ -26,10 +26,10 @@ def test_config_show_prints_effective_values_with_secrets_masked(
     (tmp_path / "imprint.yaml").write_text(
         "server:\n  port: 9443\ndatabase:\n  url: postgresql+psycopg://imprint:s3cret@db/imprint\n"
     )
-    result = imprint("config", "show", IMPRINT_SERVER__HOST="0.0.0.0", **PASS)
+    result = imprint("config", "show", IMPRINT_SERVER__HOST="192.0.2.1", **PASS)
     shown = yaml.safe_load(result.stdout)
     assert shown["server"]["port"] == 9443
-    assert shown["server"]["host"] == "0.0.0.0"
+    assert shown["server"]["host"] == "192.0.2.1"
     assert shown["ca"]["passphrase"] == "********"
     assert "s3cret" not in result.stdout
     assert PASS["IMPRINT_CA__PASSPHRASE"] not in result.stdout

@@ -94,7 +94,8 @@ def test_second_start_reuses_the_ca_and_creates_no_new_admin(tmp_path: Path) -> 
     runtime.close()
     runtime, second = prepare(settings)
     try:
-        assert first.created_ca and first.admin_token_file is not None
+        assert first.created_ca
+        assert first.admin_token_file is not None
         assert not second.created_ca
         assert second.admin_token_file is None
         assert not second.server_certificate_issued
