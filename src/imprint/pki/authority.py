@@ -166,7 +166,7 @@ class CertificateAuthority:
         sans = parse_sans(request.sans)
         if not sans and not list(subject):
             raise InvalidValue("a certificate needs a common name or a subject alternative name")
-        validity = request.validity or profile.validity
+        validity = profile.validity if request.validity is None else request.validity
         if validity <= timedelta(0):
             raise InvalidValue("validity must be positive")
         issuer = self.material.issuing

@@ -1,0 +1,333 @@
+"""Storage on SQLite and PostgreSQL: migrations, the certificate ledger, API keys."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import StatementError
+
+from imprint.auth.api_keys import authenticate, create_api_key
+from imprint.errors import AuthenticationRequired, Conflict, InvalidValue, NotFound
+from imprint.pki.records import CertificateRecord, CertificateStatus
+from imprint.store import db
+from imprint.store.api_keys import SqlApiKeyStore
+from imprint.store.certificates import SqlCertificateLedger
+from imprint.store.tables import metadata
+
+NOW = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC)
+ISSUER = "ab" * 20
+
+
+def record(serial: str, **changes: object) -> CertificateRecord:
+    base = CertificateRecord(
+        serial=serial,
+        issuer=ISSUER,
+        profile="device",
+        subject="CN=sensor-1",
+        sans=("sensor-1.example.com", "192.0.2.1"),
+        status=CertificateStatus.PENDING,
+        not_before=NOW - timedelta(minutes=5),
+        not_after=NOW + timedelta(days=90),
+        requested_by="api-key:ops",
+        created_at=NOW,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def ledger(engine: Engine) -> SqlCertificateLedger:
+    return SqlCertificateLedger(engine)
+
+
+# --- migrations ---------------------------------------------------------------------------
+
+
+def test_migrations_reach_head_and_can_run_again(engine: Engine) -> None:
+    head = db.head_revision()
+    assert head is not None
+    assert db.current_revision(engine) == head
+    db.upgrade(engine)  # a second start must not fail or change anything
+    db.upgrade(engine)
+    assert db.current_revision(engine) == head
+
+
+def test_empty_database_has_no_revision(database_url: str) -> None:
+    engine = db.create_engine(database_url)
+    try:
+        assert db.current_revision(engine) is None
+    finally:
+        engine.dispose()
+
+
+def test_migrated_schema_matches_table_definitions(engine: Engine) -> None:
+    inspector = inspect(engine)
+    assert set(inspector.get_table_names()) - {"alembic_version"} == set(metadata.tables)
+    for name, table in metadata.tables.items():
+        migrated = {c["name"]: c["nullable"] for c in inspector.get_columns(name)}
+        defined = {c.name: c.nullable for c in table.columns}
+        assert migrated == defined, f"columns of {name} differ"
+        assert inspector.get_pk_constraint(name)["constrained_columns"] == [
+            c.name for c in table.primary_key.columns
+        ]
+        migrated_indexes = {
+            (i["name"], tuple(i["column_names"])) for i in inspector.get_indexes(name)
+        }
+        defined_indexes = {(i.name, tuple(c.name for c in i.columns)) for i in table.indexes}
+        assert defined_indexes <= migrated_indexes, f"indexes of {name} differ"
+
+
+def test_unknown_database_driver_is_a_configuration_error() -> None:
+    from imprint.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"database\.url"):
+        db.create_engine("not a url")
+
+
+# --- certificate ledger -------------------------------------------------------------------
+
+
+def test_reserved_record_reads_back_as_pending(ledger: SqlCertificateLedger) -> None:
+    ledger.reserve(record("01"))
+    stored = ledger.get("01")
+    assert stored == record("01")
+    assert stored.sans == ("sensor-1.example.com", "192.0.2.1")
+    assert stored.der is None
+    assert stored.issued_at is None
+
+
+def test_reserving_a_serial_twice_is_a_conflict(ledger: SqlCertificateLedger) -> None:
+    ledger.reserve(record("01"))
+    with pytest.raises(Conflict):
+        ledger.reserve(record("01", subject="CN=other"))
+
+
+def test_mark_issued_stores_the_certificate(ledger: SqlCertificateLedger) -> None:
+    ledger.reserve(record("01"))
+    ledger.mark_issued("01", b"\x30\x82der", "f" * 64, NOW + timedelta(seconds=1))
+    stored = ledger.get("01")
+    assert stored.status is CertificateStatus.ISSUED
+    assert stored.der == b"\x30\x82der"
+    assert stored.fingerprint_sha256 == "f" * 64
+    assert stored.issued_at == NOW + timedelta(seconds=1)
+
+
+def test_mark_failed_keeps_the_record_for_the_audit_trail(ledger: SqlCertificateLedger) -> None:
+    ledger.reserve(record("01"))
+    ledger.mark_failed("01")
+    assert ledger.get("01").status is CertificateStatus.FAILED
+    with pytest.raises(Conflict) as caught:
+        ledger.revoke("01", "keyCompromise", NOW)
+    assert caught.value.code == "not_issued"
+
+
+def test_mark_failed_does_not_touch_an_issued_record(ledger: SqlCertificateLedger) -> None:
+    ledger.reserve(record("01"))
+    ledger.mark_issued("01", b"der", "f" * 64, NOW)
+    ledger.mark_failed("01")
+    assert ledger.get("01").status is CertificateStatus.ISSUED
+
+
+def test_revoke_records_reason_and_time(ledger: SqlCertificateLedger) -> None:
+    ledger.reserve(record("01"))
+    ledger.mark_issued("01", b"der", "f" * 64, NOW)
+    revoked = ledger.revoke("01", "keyCompromise", NOW + timedelta(hours=1))
+    assert revoked.status is CertificateStatus.REVOKED
+    assert revoked.revocation_reason == "keyCompromise"
+    assert revoked.revoked_at == NOW + timedelta(hours=1)
+    assert ledger.get("01") == revoked
+
+
+def test_revoking_twice_is_a_conflict(ledger: SqlCertificateLedger) -> None:
+    ledger.reserve(record("01"))
+    ledger.mark_issued("01", b"der", "f" * 64, NOW)
+    ledger.revoke("01", "keyCompromise", NOW)
+    with pytest.raises(Conflict) as caught:
+        ledger.revoke("01", "superseded", NOW)
+    assert caught.value.code == "already_revoked"
+    assert ledger.get("01").revocation_reason == "keyCompromise"
+
+
+def test_revoking_an_unknown_serial_is_not_found(ledger: SqlCertificateLedger) -> None:
+    with pytest.raises(NotFound):
+        ledger.revoke("deadbeef", "keyCompromise", NOW)
+    with pytest.raises(NotFound):
+        ledger.get("deadbeef")
+
+
+def test_revoked_while_pending_stays_revoked_after_signing(ledger: SqlCertificateLedger) -> None:
+    ledger.reserve(record("01"))
+    ledger.revoke("01", "cessationOfOperation", NOW)
+    ledger.mark_issued("01", b"der", "f" * 64, NOW + timedelta(seconds=1))
+    stored = ledger.get("01")
+    assert stored.status is CertificateStatus.REVOKED
+    assert stored.der == b"der"  # the certificate is still kept
+    assert [entry.serial for entry in ledger.revoked(ISSUER)] == ["01"]
+
+
+def test_search_filters_by_status(ledger: SqlCertificateLedger) -> None:
+    for serial in ("01", "02", "03"):
+        ledger.reserve(record(serial))
+    ledger.mark_issued("01", b"der", "f" * 64, NOW)
+    ledger.mark_issued("02", b"der", "f" * 64, NOW)
+    ledger.revoke("02", "superseded", NOW)
+    assert [r.serial for r in ledger.search()] == ["01", "02", "03"]
+    assert [r.serial for r in ledger.search(status=CertificateStatus.ISSUED)] == ["01"]
+    assert [r.serial for r in ledger.search(status=CertificateStatus.REVOKED)] == ["02"]
+    assert [r.serial for r in ledger.search(status=CertificateStatus.PENDING)] == ["03"]
+    assert ledger.search(status=CertificateStatus.FAILED) == []
+
+
+def test_search_finds_certificates_expiring_before_a_date(ledger: SqlCertificateLedger) -> None:
+    ledger.reserve(record("01", not_after=NOW + timedelta(days=5)))
+    ledger.reserve(record("02", not_after=NOW + timedelta(days=50)))
+    ledger.reserve(record("03", not_after=NOW + timedelta(days=500)))
+    soon = ledger.search(expiring_before=NOW + timedelta(days=60))
+    assert [r.serial for r in soon] == ["01", "02"]
+    in_other_zone = NOW.astimezone(timezone(timedelta(hours=-8))) + timedelta(days=6)
+    assert [r.serial for r in ledger.search(expiring_before=in_other_zone)] == ["01"]
+
+
+def test_search_pages_through_records_in_serial_order(ledger: SqlCertificateLedger) -> None:
+    serials = [f"{n:02x}" for n in range(1, 8)]
+    for serial in reversed(serials):
+        ledger.reserve(record(serial))
+    pages, after = [], None
+    while page := ledger.search(limit=3, after_serial=after):
+        pages.append([r.serial for r in page])
+        after = page[-1].serial
+    assert pages == [serials[0:3], serials[3:6], serials[6:7]]
+
+
+def test_revoked_lists_only_revoked_records_of_that_issuer(ledger: SqlCertificateLedger) -> None:
+    other = "cd" * 20
+    ledger.reserve(record("01"))
+    ledger.reserve(record("02"))
+    ledger.reserve(record("03", issuer=other))
+    for serial in ("01", "02", "03"):
+        ledger.mark_issued(serial, b"der", "f" * 64, NOW)
+    ledger.revoke("02", "keyCompromise", NOW + timedelta(minutes=1))
+    ledger.revoke("03", "superseded", NOW)
+    entries = ledger.revoked(ISSUER)
+    assert [(e.serial, e.reason, e.revoked_at) for e in entries] == [
+        ("02", "keyCompromise", NOW + timedelta(minutes=1))
+    ]
+    assert [e.serial for e in ledger.revoked(other)] == ["03"]
+    assert ledger.revoked("ef" * 20) == []
+
+
+def test_crl_numbers_increase_per_issuer(ledger: SqlCertificateLedger) -> None:
+    assert [ledger.next_crl_number(ISSUER, NOW) for _ in range(4)] == [1, 2, 3, 4]
+    assert ledger.next_crl_number("cd" * 20, NOW) == 1
+    assert ledger.next_crl_number(ISSUER, NOW) == 5
+
+
+def test_crl_numbers_survive_a_new_engine(engine: Engine, database_url: str) -> None:
+    SqlCertificateLedger(engine).next_crl_number(ISSUER, NOW)
+    second = db.create_engine(database_url)
+    try:
+        assert SqlCertificateLedger(second).next_crl_number(ISSUER, NOW) == 2
+    finally:
+        second.dispose()
+
+
+def test_timestamps_come_back_as_aware_utc(ledger: SqlCertificateLedger) -> None:
+    berlin_summer = timezone(timedelta(hours=2))
+    local = datetime(2030, 7, 1, 14, 30, 15, tzinfo=berlin_summer)
+    ledger.reserve(record("01", created_at=local, not_before=local, not_after=local))
+    ledger.mark_issued("01", b"der", "f" * 64, local)
+    ledger.revoke("01", "superseded", local)
+    stored = ledger.get("01")
+    expected = datetime(2030, 7, 1, 12, 30, 15, tzinfo=UTC)
+    for value in (
+        stored.created_at,
+        stored.not_before,
+        stored.not_after,
+        stored.issued_at,
+        stored.revoked_at,
+    ):
+        assert value == expected
+        assert value is not None
+        assert value.tzinfo is UTC
+    assert ledger.revoked(ISSUER)[0].revoked_at.tzinfo is UTC
+
+
+def test_naive_timestamps_are_refused(ledger: SqlCertificateLedger) -> None:
+    with pytest.raises(StatementError, match="naive datetimes"):
+        ledger.reserve(record("01", created_at=datetime(2030, 1, 1, 12, 0)))
+
+
+# --- API keys -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def key_store(engine: Engine) -> SqlApiKeyStore:
+    return SqlApiKeyStore(engine)
+
+
+def test_api_key_token_authenticates(key_store: SqlApiKeyStore) -> None:
+    issued = create_api_key(key_store, "ops@example")
+    assert issued.token.startswith(f"imp_{issued.key.key_id}_")
+    assert issued.token.split("_", 2)[2] not in issued.key.secret_sha256
+    found = authenticate(key_store, issued.token)
+    assert found.key_id == issued.key.key_id
+    assert found.name == "ops@example"
+    assert found.role == "admin"
+    assert found.created_at.tzinfo is UTC
+    assert key_store.count() == 1
+    assert [k.name for k in key_store.all()] == ["ops@example"]
+
+
+def test_api_key_with_wrong_secret_is_refused(key_store: SqlApiKeyStore) -> None:
+    token = create_api_key(key_store, "ops").token
+    last = "A" if token[-1] != "A" else "B"
+    with pytest.raises(AuthenticationRequired):
+        authenticate(key_store, token[:-1] + last)
+
+
+@pytest.mark.parametrize(
+    "token", ["", "garbage", "Bearer imp_x", "imp_0123456789abcdef_short", "imp__" + "a" * 43]
+)
+def test_malformed_api_key_is_refused(key_store: SqlApiKeyStore, token: str) -> None:
+    create_api_key(key_store, "ops")
+    with pytest.raises(AuthenticationRequired):
+        authenticate(key_store, token)
+
+
+def test_api_key_with_unknown_id_is_refused(key_store: SqlApiKeyStore) -> None:
+    token = create_api_key(key_store, "ops").token
+    secret = token.split("_", 2)[2]
+    with pytest.raises(AuthenticationRequired):
+        authenticate(key_store, f"imp_{'0' * 16}_{secret}")
+
+
+def test_api_key_name_must_be_unique(key_store: SqlApiKeyStore) -> None:
+    create_api_key(key_store, "ops")
+    with pytest.raises(Conflict):
+        create_api_key(key_store, "ops")
+    assert key_store.count() == 1
+
+
+def test_api_key_name_and_role_are_checked(key_store: SqlApiKeyStore) -> None:
+    with pytest.raises(InvalidValue):
+        create_api_key(key_store, "has space")
+    with pytest.raises(InvalidValue):
+        create_api_key(key_store, "ops", role="superuser")
+    assert key_store.count() == 0
+
+
+def test_api_key_last_use_and_removal(key_store: SqlApiKeyStore) -> None:
+    issued = create_api_key(key_store, "ops")
+    key_store.touch(issued.key.key_id, NOW)
+    found = key_store.find(issued.key.key_id)
+    assert found is not None
+    assert found.last_used_at == NOW
+    key_store.remove("ops")
+    assert key_store.find(issued.key.key_id) is None
+    with pytest.raises(AuthenticationRequired):
+        authenticate(key_store, issued.token)
+    with pytest.raises(NotFound):
+        key_store.remove("ops")
