@@ -25,10 +25,12 @@ from imprint.metrics import Metrics
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.material import init_ca, load_ca
 from imprint.pki.profiles import parse_sans
+from imprint.sealing import load_secret_box
 from imprint.settings import Settings
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.db import create_engine, upgrade
+from imprint.store.enrollments import SqlEnrollmentStore
 
 __all__ = ["FirstStart", "Runtime", "open_runtime", "prepare"]
 
@@ -51,6 +53,7 @@ class Runtime:
     ledger: SqlCertificateLedger
     api_keys: SqlApiKeyStore
     authority: CertificateAuthority
+    enrollments: SqlEnrollmentStore
     metrics: Metrics = field(default_factory=Metrics)
 
     @property
@@ -113,7 +116,16 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         crl_validity=timedelta(hours=settings.ca.crl_validity_hours),
         events=metrics,
     )
-    return Runtime(settings, engine, ledger, SqlApiKeyStore(engine), authority, metrics)
+    box = load_secret_box(settings, create=True)
+    return Runtime(
+        settings,
+        engine,
+        ledger,
+        SqlApiKeyStore(engine),
+        authority,
+        SqlEnrollmentStore(engine, box),
+        metrics,
+    )
 
 
 def prepare(settings: Settings) -> tuple[Runtime, FirstStart]:

@@ -29,6 +29,7 @@ __all__ = [
     "KeyType",
     "LoggingSettings",
     "ProfileSettings",
+    "SecretsSettings",
     "ServerSettings",
     "Settings",
     "load_settings",
@@ -138,6 +139,17 @@ class ProfileSettings(_Section):
     server_validity_days: int = Field(default=90, ge=1)
 
 
+class SecretsSettings(_Section):
+    key: SecretStr | None = Field(
+        default=None,
+        description="Key-encryption key, 32 bytes in base64 (prefer IMPRINT_SECRETS__KEY)",
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description="File holding the key-encryption key; default DATA_DIR/secrets.key",
+    )
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_format: bool = Field(default=False, alias="json")
@@ -163,6 +175,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     ca: CASettings = CASettings()
     profiles: ProfileSettings = ProfileSettings()
+    secrets: SecretsSettings = SecretsSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod
@@ -190,11 +203,16 @@ class Settings(BaseSettings):
     def passphrase_path(self) -> Path:
         return self.ca.passphrase_file or self.data_dir / "ca-passphrase"
 
+    def secrets_key_path(self) -> Path:
+        return self.secrets.key_file or self.data_dir / "secrets.key"
+
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data, with every secret replaced by ``********``."""
         data = self.model_dump(mode="json", by_alias=True)
         if self.ca.passphrase is not None:
             data["ca"]["passphrase"] = MASK
+        if self.secrets.key is not None:
+            data["secrets"]["key"] = MASK
         if self.database.url:
             data["database"]["url"] = _mask_url_password(self.database.url)
         data["database"]["effective_url"] = _mask_url_password(self.database_url())

@@ -11,10 +11,12 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -23,7 +25,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["UTCDateTime", "api_keys", "certificates", "crl_numbers", "metadata"]
+__all__ = [
+    "UTCDateTime",
+    "api_keys",
+    "certificates",
+    "crl_numbers",
+    "enrollments",
+    "metadata",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -94,4 +103,32 @@ api_keys = Table(
     Column("role", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime),
+)
+
+enrollments = Table(
+    "enrollments",
+    metadata,
+    Column("id", String(63), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("mechanism", String(32), nullable=False),
+    Column("owner", String(100), nullable=False),
+    Column("profile", String(32), nullable=False),
+    Column("validity_days", Integer),
+    Column("key_types", Text, nullable=False),
+    Column("device_id_rule", String(32), nullable=False),
+    Column("device_id_pattern", Text),
+    Column("registration_id", String(200)),
+    Column("manual_approval", Boolean, nullable=False),
+    Column("pre_shared_key_sealed", LargeBinary),
+    Column("services", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("valid_from", UTCDateTime),
+    Column("valid_until", UTCDateTime),
+    Column("quota", Integer),
+    Column("x509", Text),
+    Column("group_key_sealed", LargeBinary),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "mechanism", "enabled"),
+    Index(None, "owner"),
 )

@@ -1,0 +1,1 @@
+"""Device provisioning: enrollments, attestation results, and the one provisioning use case."""

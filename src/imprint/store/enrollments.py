@@ -1,0 +1,154 @@
+"""Enrollments on SQL; pre-shared keys and group keys are sealed with the KEK."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from imprint.errors import Conflict, NotFound
+from imprint.provisioning.enrollments import (
+    DeviceIdRule,
+    Enrollment,
+    EnrollmentKind,
+    Mechanism,
+    X509Material,
+)
+from imprint.sealing import SecretBox
+from imprint.store.tables import enrollments
+
+__all__ = ["SqlEnrollmentStore"]
+
+
+class SqlEnrollmentStore:
+    """Implements :class:`imprint.provisioning.enrollments.EnrollmentStore`."""
+
+    def __init__(self, engine: Engine, box: SecretBox) -> None:
+        self._engine = engine
+        self._box = box
+
+    def _row(self, enrollment: Enrollment) -> dict[str, Any]:
+        psk = enrollment.pre_shared_key
+        x509 = enrollment.x509
+        return {
+            "id": enrollment.id,
+            "kind": enrollment.kind.value,
+            "mechanism": enrollment.mechanism.value,
+            "owner": enrollment.owner,
+            "profile": enrollment.profile,
+            "validity_days": enrollment.validity_days,
+            "key_types": json.dumps(list(enrollment.key_types)),
+            "device_id_rule": enrollment.device_id_rule.value,
+            "device_id_pattern": enrollment.device_id_pattern,
+            "registration_id": enrollment.registration_id,
+            "manual_approval": enrollment.manual_approval,
+            "pre_shared_key_sealed": None
+            if psk is None
+            else self._box.seal(psk.encode(), f"enrollment:{enrollment.id}:psk"),
+            "services": json.dumps(dict(enrollment.services)),
+            "enabled": enrollment.enabled,
+            "valid_from": enrollment.valid_from,
+            "valid_until": enrollment.valid_until,
+            "quota": enrollment.quota,
+            "x509": None
+            if x509 is None
+            else json.dumps(
+                {
+                    "certificate_chain": list(x509.certificate_chain),
+                    "lead_certificate_name": x509.lead_certificate_name,
+                    "accept_expired": x509.accept_expired,
+                }
+            ),
+            "group_key_sealed": None
+            if enrollment.group_key is None
+            else self._box.seal(enrollment.group_key, f"enrollment:{enrollment.id}:group-key"),
+            "created_at": enrollment.created_at,
+            "updated_at": enrollment.updated_at,
+        }
+
+    def _enrollment(self, row: RowMapping) -> Enrollment:
+        x509 = json.loads(row["x509"]) if row["x509"] else None
+        psk = row["pre_shared_key_sealed"]
+        group_key = row["group_key_sealed"]
+        return Enrollment(
+            id=row["id"],
+            kind=EnrollmentKind(row["kind"]),
+            mechanism=Mechanism(row["mechanism"]),
+            owner=row["owner"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            profile=row["profile"],
+            validity_days=row["validity_days"],
+            key_types=tuple(json.loads(row["key_types"])),
+            device_id_rule=DeviceIdRule(row["device_id_rule"]),
+            device_id_pattern=row["device_id_pattern"],
+            registration_id=row["registration_id"],
+            manual_approval=bool(row["manual_approval"]),
+            pre_shared_key=None
+            if psk is None
+            else self._box.open(psk, f"enrollment:{row['id']}:psk").decode(),
+            services=json.loads(row["services"]),
+            enabled=bool(row["enabled"]),
+            valid_from=row["valid_from"],
+            valid_until=row["valid_until"],
+            quota=row["quota"],
+            x509=None
+            if x509 is None
+            else X509Material(
+                certificate_chain=tuple(x509["certificate_chain"]),
+                lead_certificate_name=x509["lead_certificate_name"],
+                accept_expired=x509["accept_expired"],
+            ),
+            group_key=None
+            if group_key is None
+            else self._box.open(group_key, f"enrollment:{row['id']}:group-key"),
+        )
+
+    def add(self, enrollment: Enrollment) -> None:
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(enrollments.insert().values(**self._row(enrollment)))
+        except IntegrityError:
+            raise Conflict(f"an enrollment with id {enrollment.id!r} exists already") from None
+
+    def get(self, enrollment_id: str) -> Enrollment:
+        with self._engine.connect() as conn:
+            row = (
+                conn.execute(select(enrollments).where(enrollments.c.id == enrollment_id))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFound(f"no enrollment {enrollment_id!r}")
+        return self._enrollment(row)
+
+    def replace(self, enrollment: Enrollment) -> None:
+        values = self._row(enrollment)
+        values.pop("created_at")
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(enrollments).where(enrollments.c.id == enrollment.id).values(**values)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"no enrollment {enrollment.id!r}")
+
+    def remove(self, enrollment_id: str) -> None:
+        with self._engine.begin() as conn:
+            result = conn.execute(delete(enrollments).where(enrollments.c.id == enrollment_id))
+            if result.rowcount == 0:
+                raise NotFound(f"no enrollment {enrollment_id!r}")
+
+    def search(
+        self, *, mechanism: Mechanism | None = None, owner: str | None = None, limit: int = 100
+    ) -> Sequence[Enrollment]:
+        query = select(enrollments).order_by(enrollments.c.id).limit(limit)
+        if mechanism is not None:
+            query = query.where(enrollments.c.mechanism == mechanism.value)
+        if owner is not None:
+            query = query.where(enrollments.c.owner == owner)
+        with self._engine.connect() as conn:
+            return [self._enrollment(row) for row in conn.execute(query).mappings()]
