@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.engine import Engine
 
+from imprint.attestation.registry import build_attestors
 from imprint.auth.api_keys import create_api_key
 from imprint.errors import CANotInitialized
 from imprint.logs import get_logger
@@ -25,11 +26,13 @@ from imprint.metrics import Metrics
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.material import init_ca, load_ca
 from imprint.pki.profiles import parse_sans
-from imprint.sealing import load_secret_box
+from imprint.provisioning.service import Provisioner
+from imprint.sealing import SecretBox, load_secret_box
 from imprint.settings import Settings
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.db import create_engine, upgrade
+from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
 
 __all__ = ["FirstStart", "Runtime", "open_runtime", "prepare"]
@@ -54,6 +57,11 @@ class Runtime:
     api_keys: SqlApiKeyStore
     authority: CertificateAuthority
     enrollments: SqlEnrollmentStore
+    devices: SqlDeviceStore
+    records: SqlStepRecorder
+    nonces: SqlNonceStore
+    box: SecretBox
+    provisioner: Provisioner
     metrics: Metrics = field(default_factory=Metrics)
 
     @property
@@ -117,14 +125,33 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         events=metrics,
     )
     box = load_secret_box(settings, create=True)
+    enrollments = SqlEnrollmentStore(engine, box)
+    devices = SqlDeviceStore(engine)
+    records = SqlStepRecorder(engine)
+    nonces = SqlNonceStore(engine)
+    attestors = build_attestors(
+        engine=engine, box=box, enrollments=enrollments, devices=devices, nonces=nonces
+    )
+    provisioner = Provisioner(
+        authority=authority,
+        devices=devices,
+        recorder=records,
+        attestors=attestors,
+        services=settings.services,
+    )
     return Runtime(
-        settings,
-        engine,
-        ledger,
-        SqlApiKeyStore(engine),
-        authority,
-        SqlEnrollmentStore(engine, box),
-        metrics,
+        settings=settings,
+        engine=engine,
+        ledger=ledger,
+        api_keys=SqlApiKeyStore(engine),
+        authority=authority,
+        enrollments=enrollments,
+        devices=devices,
+        records=records,
+        nonces=nonces,
+        box=box,
+        provisioner=provisioner,
+        metrics=metrics,
     )
 
 

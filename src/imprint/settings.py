@@ -177,6 +177,10 @@ class Settings(BaseSettings):
     profiles: ProfileSettings = ProfileSettings()
     secrets: SecretsSettings = SecretsSettings()
     logging: LoggingSettings = LoggingSettings()
+    services: dict[str, str] = Field(
+        default_factory=dict,
+        description="Services devices should use, by name (e.g. mqtt: mqtts://broker:8883)",
+    )
 
     @classmethod
     def settings_customise_sources(

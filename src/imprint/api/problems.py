@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imprint.attestation.base import AttestationFailed, TooManyAttempts
 from imprint.errors import (
     AuthenticationRequired,
     CAError,
@@ -32,6 +33,8 @@ log = get_logger(__name__)
 
 
 _STATUS: list[tuple[type[ImprintError], int]] = [
+    (TooManyAttempts, 429),
+    (AttestationFailed, 403),
     (InvalidRequest, 400),
     (AuthenticationRequired, 401),
     (PermissionDenied, 403),
@@ -49,6 +52,7 @@ _TITLES = {
     409: "Conflict",
     413: "Request body too large",
     415: "Unsupported media type",
+    429: "Too many requests",
     422: "Invalid request",
     500: "Internal error",
     503: "Unavailable",
@@ -85,6 +89,8 @@ async def _imprint_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImprintError)
     status = status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, TooManyAttempts):
+        headers = {"Retry-After": str(exc.retry_after)}
     if status >= 500:
         log.error("request_failed", code=exc.code, detail=exc.message)
     return problem_response(status, exc.code, exc.message, headers=headers)

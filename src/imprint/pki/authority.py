@@ -134,6 +134,10 @@ class CertificateAuthority:
         self.root_id = key_id(material.root)
 
     @property
+    def ledger(self) -> CertificateLedger:
+        return self._ledger
+
+    @property
     def chain(self) -> tuple[x509.Certificate, ...]:
         return self.material.chain
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -29,9 +30,16 @@ __all__ = [
     "UTCDateTime",
     "api_keys",
     "certificates",
+    "client_cas",
     "crl_numbers",
+    "denied_certificates",
+    "devices",
     "enrollments",
     "metadata",
+    "oob_secrets",
+    "provisioning_records",
+    "registration_keys",
+    "used_nonces",
 ]
 
 metadata = MetaData(
@@ -131,4 +139,97 @@ enrollments = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "mechanism", "enabled"),
     Index(None, "owner"),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("owner", String(100), nullable=False),
+    Column("device_id", String(200), nullable=False),
+    Column("enrollment_id", String(63), nullable=False),
+    Column("mechanism", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("certificate_serial", String(40)),
+    Column("pinned_fingerprint", String(64)),
+    Column("public_key_sha256", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("provisioned_at", UTCDateTime),
+    UniqueConstraint("owner", "device_id"),
+    Index(None, "enrollment_id", "status"),
+    Index(None, "status"),
+)
+
+provisioning_records = Table(
+    "provisioning_records",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("request_id", String(64), nullable=False),
+    Column("device_ref", String(36)),
+    Column("enrollment_id", String(63)),
+    Column("mechanism", String(32), nullable=False),
+    Column("registration_id", String(200)),
+    Column("step", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("code", String(64)),
+    Column("detail", Text),
+    Column("source", String(64)),
+    Column("at", UTCDateTime, nullable=False),
+    Index(None, "device_ref", "at"),
+    Index(None, "request_id"),
+    Index(None, "at"),
+)
+
+used_nonces = Table(
+    "used_nonces",
+    metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("nonce", String(128), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index(None, "expires_at"),
+)
+
+oob_secrets = Table(
+    "oob_secrets",
+    metadata,
+    Column("enrollment_id", String(63), primary_key=True),
+    Column("device_id", String(200), primary_key=True),
+    Column("secret_sealed", LargeBinary, nullable=False),
+    Column("valid_until", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+registration_keys = Table(
+    "registration_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("enrollment_id", String(63), nullable=False),
+    Column("lookup_sha256", String(64), nullable=False, unique=True),
+    Column("key_sealed", LargeBinary, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "enrollment_id", "state"),
+)
+
+client_cas = Table(
+    "client_cas",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("enrollment_id", String(63), nullable=False),
+    Column("fingerprint_sha256", String(64), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("pem", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("enrollment_id", "fingerprint_sha256"),
+)
+
+denied_certificates = Table(
+    "denied_certificates",
+    metadata,
+    Column("fingerprint_sha256", String(64), primary_key=True),
+    Column("reason", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )

@@ -1,0 +1,149 @@
+"""The native device protocol: the directory and provisioning."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import serialization
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from imprint import __version__
+from imprint.api.identity import RuntimeDep, client_certificate
+from imprint.attestation.base import Evidence
+from imprint.pki.csr import load_csr
+from imprint.provisioning.bundle import Bundle
+from imprint.provisioning.enrollments import Mechanism
+from imprint.provisioning.service import Outcome
+
+router = APIRouter(tags=["devices"])
+
+
+class ProvisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mechanism: Mechanism
+    csr: str = Field(max_length=65536, description="PEM PKCS#10 request made on the device")
+    registration_id: str | None = Field(
+        default=None, max_length=200, description="The identity the device claims"
+    )
+    enrollment_id: str | None = Field(default=None, max_length=63)
+    evidence: dict[str, Any] = Field(
+        default_factory=dict, description="Mechanism-specific proof (see docs/provisioning.md)"
+    )
+
+
+class BundleOut(BaseModel):
+    device_id: str
+    owner: str
+    enrollment_id: str
+    serial: str
+    certificate: str
+    certificate_chain: str = Field(description="PEM: the certificate, then the issuing CA(s)")
+    trust_anchors: list[str]
+    not_after: datetime
+    renew_after: datetime
+    services: dict[str, str]
+    pre_shared_key: str | None
+    tokens: dict[str, str]
+    sealed: dict[str, str] | None = Field(
+        description="Secrets encrypted for the device (HKDF-SHA256 + AES-256-GCM)"
+    )
+
+    @classmethod
+    def of(cls, bundle: Bundle) -> BundleOut:
+        return cls(
+            device_id=bundle.device_id,
+            owner=bundle.owner,
+            enrollment_id=bundle.enrollment_id,
+            serial=bundle.serial,
+            certificate=bundle.certificate_pem,
+            certificate_chain=bundle.chain_pem,
+            trust_anchors=list(bundle.trust_anchors_pem),
+            not_after=bundle.not_after,
+            renew_after=bundle.renew_after,
+            services=dict(bundle.services),
+            pre_shared_key=bundle.pre_shared_key,
+            tokens=dict(bundle.tokens),
+            sealed=None if bundle.sealed is None else dict(bundle.sealed),
+        )
+
+
+class ProvisionOut(BaseModel):
+    status: Literal["approved", "pending"]
+    request_id: str
+    device_id: str
+    retry_after: int | None = None
+    bundle: BundleOut | None = None
+
+
+def outcome_response(outcome: Outcome) -> Response:
+    """200 with the bundle, or 202 with Retry-After while the request waits."""
+    body = ProvisionOut(
+        status=outcome.status,
+        request_id=outcome.request_id,
+        device_id=outcome.device_id,
+        retry_after=outcome.retry_after,
+        bundle=BundleOut.of(outcome.bundle) if outcome.bundle else None,
+    )
+    if outcome.status == "pending":
+        return JSONResponse(
+            body.model_dump(mode="json"),
+            status_code=202,
+            headers={"Retry-After": str(outcome.retry_after or 30)},
+        )
+    return JSONResponse(body.model_dump(mode="json"))
+
+
+@router.post(
+    "/api/v1/provision",
+    summary="Prove who you are, get a certificate and everything else",
+    response_model=ProvisionOut,
+    responses={202: {"description": "Pending: retry after the Retry-After seconds"}},
+)
+def provision(body: ProvisionIn, request: Request, runtime: RuntimeDep) -> Response:
+    csr = load_csr(body.csr)
+    presented = client_certificate(request)
+    evidence = Evidence(
+        mechanism=body.mechanism,
+        csr=csr,
+        at=datetime.now(UTC),
+        registration_id=body.registration_id,
+        enrollment_id=body.enrollment_id,
+        fields=body.evidence,
+        client_certificate=presented.certificate if presented else None,
+        source=request.client.host if request.client else None,
+    )
+    return outcome_response(runtime.provisioner.provision(evidence))
+
+
+class Directory(BaseModel):
+    service: str = "imprint"
+    version: str
+    endpoints: dict[str, str]
+    ca_chain: str
+    trust_anchors: list[str]
+    services: dict[str, str]
+    mechanisms: list[str]
+
+
+@router.get("/.well-known/imprint", summary="Where everything is")
+def directory(runtime: RuntimeDep) -> Directory:
+    base = runtime.settings.server.base_url()
+    authority = runtime.authority
+    pem = serialization.Encoding.PEM
+    return Directory(
+        version=__version__,
+        endpoints={
+            "provision": f"{base}/api/v1/provision",
+            "renew": f"{base}/api/v1/renew",
+            "crl": f"{base}/crl/issuing.crl",
+            "ca_chain": f"{base}/ca/chain.pem",
+        },
+        ca_chain="".join(c.public_bytes(pem).decode() for c in authority.chain),
+        trust_anchors=[c.public_bytes(pem).decode() for c in authority.trust_anchors],
+        services=dict(runtime.settings.services),
+        mechanisms=runtime.provisioner.mechanisms,
+    )

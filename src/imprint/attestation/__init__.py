@@ -1,0 +1,1 @@
+"""Attestation mechanisms, one module each, behind :class:`~imprint.attestation.base.Attestor`."""

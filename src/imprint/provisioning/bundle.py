@@ -1,0 +1,88 @@
+"""The provisioning bundle, and sealing its secrets for a device that holds a key.
+
+A mechanism with a shared device secret (a registration-key half, an OOB secret)
+can have the bundle's secrets encrypted for the device: AES-256-GCM under a key that
+HKDF-SHA256 derives from that secret with a random salt, the device id as associated
+data. The device derives the same key and opens it; nobody else can.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+__all__ = ["SEAL_ALGORITHM", "Bundle", "open_for_device", "seal_for_device"]
+
+SEAL_ALGORITHM = "HKDF-SHA256+A256GCM"
+_INFO = b"imprint bundle v1"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _key(secret: bytes, salt: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_INFO).derive(secret)
+
+
+def seal_for_device(secret: bytes, device_id: str, payload: Mapping[str, Any]) -> dict[str, str]:
+    """Encrypt ``payload`` (JSON) so that only a holder of ``secret`` can read it."""
+    salt, nonce = os.urandom(16), os.urandom(12)
+    ciphertext = AESGCM(_key(secret, salt)).encrypt(
+        nonce, json.dumps(payload, separators=(",", ":")).encode(), device_id.encode()
+    )
+    return {
+        "alg": SEAL_ALGORITHM,
+        "salt": _b64(salt),
+        "nonce": _b64(nonce),
+        "ciphertext": _b64(ciphertext),
+    }
+
+
+def open_for_device(secret: bytes, device_id: str, sealed: Mapping[str, str]) -> dict[str, Any]:
+    """The device side of :func:`seal_for_device`.
+
+    Raises:
+        cryptography.exceptions.InvalidTag: wrong secret, device id, or tampered data.
+        ValueError: an unknown algorithm.
+    """
+    if sealed.get("alg") != SEAL_ALGORITHM:
+        raise ValueError(f"unknown sealing algorithm {sealed.get('alg')!r}")
+    key = _key(secret, _unb64(sealed["salt"]))
+    plaintext = AESGCM(key).decrypt(
+        _unb64(sealed["nonce"]), _unb64(sealed["ciphertext"]), device_id.encode()
+    )
+    result: dict[str, Any] = json.loads(plaintext)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """Everything a provisioned device receives."""
+
+    device_id: str
+    owner: str
+    enrollment_id: str
+    serial: str
+    certificate_pem: str
+    chain_pem: str  # the certificate, then each CA below the root
+    trust_anchors_pem: tuple[str, ...]
+    not_after: datetime
+    renew_after: datetime
+    services: Mapping[str, str] = field(default_factory=dict)
+    pre_shared_key: str | None = None
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    sealed: Mapping[str, str] | None = None

@@ -1,0 +1,97 @@
+"""Devices as imprint knows them, and the per-step provisioning record."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+__all__ = [
+    "Device",
+    "DeviceStatus",
+    "DeviceStore",
+    "NonceStore",
+    "ProvisioningStep",
+    "StepRecord",
+    "StepRecorder",
+]
+
+
+class DeviceStatus(StrEnum):
+    PENDING = "pending"  # waiting for an administrator's approval
+    APPROVED = "approved"  # approved, certificate not collected yet
+    PROVISIONED = "provisioned"
+    DISABLED = "disabled"
+    RESET = "reset"  # factory reset: released, may provision again
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    owner: str
+    device_id: str
+    enrollment_id: str
+    mechanism: str
+    status: DeviceStatus
+    created_at: datetime
+    updated_at: datetime
+    certificate_serial: str | None = None
+    pinned_fingerprint: str | None = None
+    public_key_sha256: str | None = None
+    provisioned_at: datetime | None = None
+
+
+class DeviceStore(Protocol):
+    def find(self, owner: str, device_id: str) -> Device | None: ...
+    def get(self, device_ref: str) -> Device: ...
+    def save(self, device: Device) -> None:
+        """Insert or update by ``id``; raise Conflict when (owner, device_id) is taken."""
+
+    def count_in_enrollment(self, enrollment_id: str) -> int:
+        """Devices holding or awaiting a certificate under this enrollment (not reset)."""
+
+    def search(
+        self,
+        *,
+        owner: str | None = None,
+        enrollment_id: str | None = None,
+        status: DeviceStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Sequence[Device]: ...
+
+
+class ProvisioningStep(StrEnum):
+    ATTEST = "attest"
+    POLICY = "policy"
+    ISSUE = "issue"
+    BUNDLE = "bundle"
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    request_id: str
+    mechanism: str
+    step: ProvisioningStep
+    status: str  # ok | failed | pending
+    at: datetime
+    device_ref: str | None = None
+    enrollment_id: str | None = None
+    registration_id: str | None = None
+    code: str | None = None
+    detail: str | None = None
+    source: str | None = None
+
+
+class StepRecorder(Protocol):
+    def record(self, steps: Sequence[StepRecord]) -> None:
+        """Store the steps of one request in one transaction."""
+
+    def for_device(self, device_ref: str, limit: int = 100) -> Sequence[StepRecord]: ...
+
+
+class NonceStore(Protocol):
+    def use(self, scope: str, nonce: str, expires_at: datetime) -> bool:
+        """Remember ``nonce``; False when it was already used in ``scope``."""

@@ -1,0 +1,438 @@
+"""The one provisioning use case that every route calls.
+
+find the enrollment → attest → apply policy (window, key type, device-id pattern,
+quota, approval) → issue → record → build the bundle.
+
+The attestor finds the enrollment (only it can tell which one the evidence matches)
+and names the device; everything after that is the same for every mechanism. Each
+request leaves one record per step it reached, written in one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from imprint.attestation.base import (
+    Attestation,
+    AttestationFailed,
+    Attestor,
+    Evidence,
+    KeyMismatch,
+)
+from imprint.errors import Conflict, ImprintError, InvalidRequest, NotFound, PermissionDenied
+from imprint.pki.authority import CertificateAuthority, IssuanceRequest
+from imprint.pki.csr import check_public_key
+from imprint.pki.records import CertificateRecord, CertificateStatus
+from imprint.provisioning.bundle import Bundle, seal_for_device
+from imprint.provisioning.devices import (
+    Device,
+    DeviceStatus,
+    DeviceStore,
+    ProvisioningStep,
+    StepRecord,
+    StepRecorder,
+)
+from imprint.provisioning.enrollments import Enrollment, Mechanism
+from imprint.provisioning.ratelimit import FailureLimiter
+
+__all__ = [
+    "DeviceDisabled",
+    "DeviceIdRejected",
+    "EnrollmentClosed",
+    "KeyTypeNotAllowed",
+    "Outcome",
+    "PolicyDenied",
+    "Provisioner",
+    "QuotaExceeded",
+    "approve",
+    "key_type_of",
+    "public_key_sha256",
+]
+
+APPROVAL_RETRY_SECONDS = 30
+
+
+class PolicyDenied(PermissionDenied):
+    code = "policy_denied"
+
+
+class EnrollmentClosed(PolicyDenied):
+    code = "enrollment_closed"
+
+
+class KeyTypeNotAllowed(PolicyDenied):
+    code = "key_type_not_allowed"
+
+
+class DeviceIdRejected(PolicyDenied):
+    code = "device_id_rejected"
+
+
+class QuotaExceeded(PolicyDenied):
+    code = "quota_exceeded"
+
+
+class DeviceDisabled(PolicyDenied):
+    code = "device_disabled"
+
+
+class UnsupportedMechanism(InvalidRequest):
+    code = "mechanism_unsupported"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Literal["approved", "pending"]
+    request_id: str
+    device_id: str
+    bundle: Bundle | None = None
+    retry_after: int | None = None
+    device_ref: str | None = None
+
+
+def key_type_of(public_key: object) -> str:
+    """The enrollment key-type name of a public key, e.g. ``ec-p256`` or ``rsa-3072``."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(public_key.curve.name, "ec")
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"rsa-{public_key.key_size}"
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return "ed25519"
+    return "unknown"
+
+
+def public_key_sha256(public_key: object) -> str:
+    assert isinstance(
+        public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+    )
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def _pem(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+class Provisioner:
+    """Runs a provisioning request from evidence to bundle."""
+
+    def __init__(
+        self,
+        *,
+        authority: CertificateAuthority,
+        devices: DeviceStore,
+        recorder: StepRecorder,
+        attestors: Mapping[Mechanism, Attestor],
+        limiter: FailureLimiter | None = None,
+        services: Mapping[str, str] | None = None,
+    ) -> None:
+        self._authority = authority
+        self._devices = devices
+        self._recorder = recorder
+        self._attestors = dict(attestors)
+        self._limiter = limiter or FailureLimiter()
+        self._services = dict(services or {})
+
+    @property
+    def mechanisms(self) -> list[str]:
+        return sorted(m.value for m in self._attestors)
+
+    def provision(self, evidence: Evidence) -> Outcome:
+        """Attest, apply policy, issue and record.
+
+        Raises:
+            TooManyAttempts: this source or identity failed too often recently.
+            AttestationFailed: the evidence does not prove an enrolled identity.
+            PolicyDenied: the enrollment's policy refuses the request.
+            InvalidRequest: the request is malformed (bad CSR, missing evidence).
+        """
+        request_id = uuid.uuid4().hex
+        step = _Steps(request_id, evidence)
+        self._limiter.check(evidence.source, evidence.registration_id)
+        attestor = self._attestors.get(evidence.mechanism)
+        try:
+            if attestor is None:
+                raise UnsupportedMechanism(
+                    f"mechanism {evidence.mechanism.value!r} is not enabled on this server"
+                )
+            attestation = attestor.attest(evidence)
+        except (AttestationFailed, InvalidRequest) as exc:
+            self._limiter.failure(evidence.source, evidence.registration_id)
+            step.failed(ProvisioningStep.ATTEST, exc)
+            self._recorder.record(step.records)
+            raise
+        step.ok(ProvisioningStep.ATTEST, attestation)
+        try:
+            outcome = self._after_attestation(evidence, attestation, step)
+        except ImprintError as exc:
+            step.failed(step.current, exc)
+            self._recorder.record(step.records)
+            raise
+        self._recorder.record(step.records)
+        return outcome
+
+    def _after_attestation(
+        self, evidence: Evidence, attestation: Attestation, step: _Steps
+    ) -> Outcome:
+        enrollment = attestation.enrollment
+        device_id = attestation.device_id
+        if attestation.waiting:
+            step.pending(ProvisioningStep.ATTEST, "waiting for the out-of-band secret")
+            return Outcome(
+                "pending", step.request_id, device_id, retry_after=APPROVAL_RETRY_SECONDS
+            )
+        step.current = ProvisioningStep.POLICY
+        now = evidence.at
+        public_key = check_public_key(evidence.csr.public_key())
+        key_hash = public_key_sha256(public_key)
+        self._check_policy(enrollment, device_id, public_key, now)
+        device = self._devices.find(enrollment.owner, device_id)
+        step.device_ref = device.id if device else None
+        if device is not None and device.status is DeviceStatus.DISABLED:
+            raise DeviceDisabled(f"device {device_id!r} is disabled")
+        reused = self._current_bundle(device, key_hash, attestation, now)
+        if reused is not None:
+            step.ok(ProvisioningStep.POLICY, attestation, detail="retry of a completed request")
+            return Outcome(
+                "approved", step.request_id, device_id, reused, device_ref=step.device_ref
+            )
+        is_new = device is None or device.status is DeviceStatus.RESET
+        if (
+            is_new
+            and enrollment.quota is not None
+            and self._devices.count_in_enrollment(enrollment.id) >= enrollment.quota
+        ):
+            raise QuotaExceeded(f"enrollment {enrollment.id!r} has reached its quota")
+        if enrollment.manual_approval:
+            waiting = self._await_approval(device, enrollment, attestation, key_hash, now)
+            if waiting is not None:
+                step.device_ref = waiting.id
+                step.pending(ProvisioningStep.POLICY, "waiting for an administrator's approval")
+                return Outcome(
+                    "pending",
+                    step.request_id,
+                    device_id,
+                    retry_after=APPROVAL_RETRY_SECONDS,
+                    device_ref=waiting.id,
+                )
+        step.ok(ProvisioningStep.POLICY, attestation)
+
+        step.current = ProvisioningStep.ISSUE
+        issued = self._authority.issue(
+            IssuanceRequest(
+                public_key=public_key,
+                profile=enrollment.profile,
+                common_name=device_id,
+                organizational_unit=enrollment.owner,
+                validity=timedelta(days=enrollment.validity_days)
+                if enrollment.validity_days
+                else None,
+                requested_by=f"{enrollment.mechanism.value}:{attestation.identity}"[:200],
+            )
+        )
+        step.ok(ProvisioningStep.ISSUE, attestation, detail=f"serial {issued.record.serial}")
+        previous = device.certificate_serial if device else None
+        saved = Device(
+            id=device.id if device else str(uuid.uuid4()),
+            owner=enrollment.owner,
+            device_id=device_id,
+            enrollment_id=enrollment.id,
+            mechanism=enrollment.mechanism.value,
+            status=DeviceStatus.PROVISIONED,
+            created_at=device.created_at if device else now,
+            updated_at=now,
+            certificate_serial=issued.record.serial,
+            pinned_fingerprint=attestation.pinned_fingerprint
+            or (device.pinned_fingerprint if device else None),
+            public_key_sha256=key_hash,
+            provisioned_at=now,
+        )
+        self._devices.save(saved)
+        step.device_ref = saved.id
+        if previous and previous != issued.record.serial:
+            self._supersede(previous)
+        step.current = ProvisioningStep.BUNDLE
+        bundle = self._bundle(enrollment, attestation, issued.certificate)
+        step.ok(ProvisioningStep.BUNDLE, attestation)
+        return Outcome("approved", step.request_id, device_id, bundle, device_ref=saved.id)
+
+    def _check_policy(
+        self, enrollment: Enrollment, device_id: str, public_key: object, now: datetime
+    ) -> None:
+        if not enrollment.is_open(now):
+            raise EnrollmentClosed(
+                f"enrollment {enrollment.id!r} is disabled or outside its window"
+            )
+        key_type = key_type_of(public_key)
+        if key_type not in enrollment.key_types:
+            raise KeyTypeNotAllowed(
+                f"key type {key_type} is not allowed; use one of {', '.join(enrollment.key_types)}"
+            )
+        pattern = enrollment.device_id_pattern
+        if pattern is not None and not re.fullmatch(pattern, device_id):
+            raise DeviceIdRejected(
+                f"device id {device_id!r} does not match the enrollment's pattern"
+            )
+
+    def _await_approval(
+        self,
+        device: Device | None,
+        enrollment: Enrollment,
+        attestation: Attestation,
+        key_hash: str,
+        now: datetime,
+    ) -> Device | None:
+        """The pending device when approval is still needed, else None."""
+        if device is not None and device.status is DeviceStatus.APPROVED:
+            if device.public_key_sha256 != key_hash:
+                raise KeyMismatch("the approved request was made with another key")
+            return None
+        if device is not None and device.status is DeviceStatus.PROVISIONED:
+            return None  # approved once; re-provisioning needs no new approval
+        pending = Device(
+            id=device.id if device else str(uuid.uuid4()),
+            owner=enrollment.owner,
+            device_id=attestation.device_id,
+            enrollment_id=enrollment.id,
+            mechanism=enrollment.mechanism.value,
+            status=DeviceStatus.PENDING,
+            created_at=device.created_at if device else now,
+            updated_at=now,
+            certificate_serial=device.certificate_serial if device else None,
+            pinned_fingerprint=attestation.pinned_fingerprint,
+            public_key_sha256=key_hash,
+        )
+        self._devices.save(pending)
+        return pending
+
+    def _current_bundle(
+        self, device: Device | None, key_hash: str, attestation: Attestation, now: datetime
+    ) -> Bundle | None:
+        """A retry with the same key gets the certificate already issued, not a new one."""
+        if device is None or device.status is not DeviceStatus.PROVISIONED:
+            return None
+        if device.public_key_sha256 != key_hash or device.certificate_serial is None:
+            return None
+        record = self._authority_ledger_get(device.certificate_serial)
+        if record is None or record.status is not CertificateStatus.ISSUED or record.der is None:
+            return None
+        if record.not_after <= now:
+            return None
+        certificate = x509.load_der_x509_certificate(record.der)
+        return self._bundle(attestation.enrollment, attestation, certificate)
+
+    def _authority_ledger_get(self, serial: str) -> CertificateRecord | None:
+        try:
+            return self._authority.ledger.get(serial)
+        except NotFound:
+            return None
+
+    def _supersede(self, serial: str) -> None:
+        # Already revoked, or never issued: then there is nothing left to supersede.
+        with contextlib.suppress(ImprintError):
+            self._authority.revoke(serial, x509.ReasonFlags.superseded)
+
+    def _bundle(
+        self, enrollment: Enrollment, attestation: Attestation, certificate: x509.Certificate
+    ) -> Bundle:
+        chain = self._authority.chain
+        lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+        services = {**self._services, **enrollment.services}
+        psk = enrollment.pre_shared_key
+        sealed = None
+        if attestation.response_key is not None and psk is not None:
+            sealed = seal_for_device(
+                attestation.response_key, attestation.device_id, {"pre_shared_key": psk}
+            )
+            psk = None
+        return Bundle(
+            device_id=attestation.device_id,
+            owner=enrollment.owner,
+            enrollment_id=enrollment.id,
+            serial=format(certificate.serial_number, "x"),
+            certificate_pem=_pem(certificate),
+            chain_pem="".join(_pem(c) for c in (certificate, *chain[:-1])),
+            trust_anchors_pem=tuple(_pem(c) for c in self._authority.trust_anchors),
+            not_after=certificate.not_valid_after_utc,
+            renew_after=certificate.not_valid_before_utc + lifetime * 2 / 3,
+            services=services,
+            pre_shared_key=psk,
+            sealed=sealed,
+        )
+
+
+class _Steps:
+    """Collects the step records of one request."""
+
+    def __init__(self, request_id: str, evidence: Evidence) -> None:
+        self.request_id = request_id
+        self.evidence = evidence
+        self.records: list[StepRecord] = []
+        self.current = ProvisioningStep.ATTEST
+        self.device_ref: str | None = None
+        self.enrollment_id: str | None = None
+
+    def _add(
+        self,
+        step: ProvisioningStep,
+        status: str,
+        *,
+        code: str | None = None,
+        detail: str | None = None,
+        registration_id: str | None = None,
+    ) -> None:
+        self.records.append(
+            StepRecord(
+                request_id=self.request_id,
+                mechanism=self.evidence.mechanism.value,
+                step=step,
+                status=status,
+                at=datetime.now(UTC),
+                device_ref=self.device_ref,
+                enrollment_id=self.enrollment_id,
+                registration_id=registration_id or self.evidence.registration_id,
+                code=code,
+                detail=detail,
+                source=self.evidence.source,
+            )
+        )
+
+    def ok(
+        self, step: ProvisioningStep, attestation: Attestation, detail: str | None = None
+    ) -> None:
+        self.enrollment_id = attestation.enrollment.id
+        self._add(step, "ok", detail=detail, registration_id=attestation.device_id)
+
+    def pending(self, step: ProvisioningStep, detail: str) -> None:
+        self._add(step, "pending", detail=detail)
+
+    def failed(self, step: ProvisioningStep, error: ImprintError) -> None:
+        self._add(step, "failed", code=error.code, detail=error.message[:500])
+
+
+def approve(devices: DeviceStore, device_ref: str) -> Device:
+    """Approve a pending device; its next request with the same key is issued.
+
+    Raises:
+        NotFound: no such device.
+        Conflict: the device is not pending.
+    """
+    device = devices.get(device_ref)
+    if device.status is not DeviceStatus.PENDING:
+        raise Conflict(f"device {device.device_id!r} is {device.status.value}, not pending")
+    approved = replace(device, status=DeviceStatus.APPROVED, updated_at=datetime.now(UTC))
+    devices.save(approved)
+    return approved
