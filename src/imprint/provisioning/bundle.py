@@ -9,6 +9,8 @@ data. The device derives the same key and opens it; nobody else can.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 from collections.abc import Mapping
@@ -20,7 +22,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["SEAL_ALGORITHM", "Bundle", "open_for_device", "seal_for_device"]
+__all__ = [
+    "SEAL_ALGORITHM",
+    "Bundle",
+    "open_for_device",
+    "response_mac",
+    "seal_for_device",
+]
 
 SEAL_ALGORITHM = "HKDF-SHA256+A256GCM"
 _INFO = b"imprint bundle v1"
@@ -69,6 +77,19 @@ def open_for_device(secret: bytes, device_id: str, sealed: Mapping[str, str]) ->
     return result
 
 
+def response_mac(secret: bytes, device_id: str, chain_pem: str) -> str:
+    """Authenticates the answer to a device that shares ``secret`` with the server.
+
+    base64url(HMAC-SHA256(HKDF-SHA256(secret, info="imprint response mac v1"),
+    device_id + "\n" + chain_pem)); the device recomputes it before trusting the chain.
+    """
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"imprint response mac v1"
+    ).derive(secret)
+    mac = hmac.new(key, f"{device_id}\n{chain_pem}".encode(), hashlib.sha256).digest()
+    return _b64(mac)
+
+
 @dataclass(frozen=True, slots=True)
 class Bundle:
     """Everything a provisioned device receives."""
@@ -86,3 +107,4 @@ class Bundle:
     pre_shared_key: str | None = None
     tokens: Mapping[str, str] = field(default_factory=dict)
     sealed: Mapping[str, str] | None = None
+    response_mac: str | None = None

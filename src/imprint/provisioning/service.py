@@ -34,7 +34,7 @@ from imprint.errors import Conflict, ImprintError, InvalidRequest, NotFound, Per
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.csr import check_public_key
 from imprint.pki.records import CertificateRecord, CertificateStatus
-from imprint.provisioning.bundle import Bundle, seal_for_device
+from imprint.provisioning.bundle import Bundle, response_mac, seal_for_device
 from imprint.provisioning.devices import (
     Device,
     DeviceStatus,
@@ -352,25 +352,29 @@ class Provisioner:
         lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
         services = {**self._services, **enrollment.services}
         psk = enrollment.pre_shared_key
-        sealed = None
-        if attestation.response_key is not None and psk is not None:
-            sealed = seal_for_device(
-                attestation.response_key, attestation.device_id, {"pre_shared_key": psk}
-            )
-            psk = None
+        sealed = mac = None
+        chain_pem = "".join(_pem(c) for c in (certificate, *chain[:-1]))
+        if attestation.response_key is not None:
+            mac = response_mac(attestation.response_key, attestation.device_id, chain_pem)
+            if psk is not None:
+                sealed = seal_for_device(
+                    attestation.response_key, attestation.device_id, {"pre_shared_key": psk}
+                )
+                psk = None
         return Bundle(
             device_id=attestation.device_id,
             owner=enrollment.owner,
             enrollment_id=enrollment.id,
             serial=format(certificate.serial_number, "x"),
             certificate_pem=_pem(certificate),
-            chain_pem="".join(_pem(c) for c in (certificate, *chain[:-1])),
+            chain_pem=chain_pem,
             trust_anchors_pem=tuple(_pem(c) for c in self._authority.trust_anchors),
             not_after=certificate.not_valid_after_utc,
             renew_after=certificate.not_valid_before_utc + lifetime * 2 / 3,
             services=services,
             pre_shared_key=psk,
             sealed=sealed,
+            response_mac=mac,
         )
 
 

@@ -51,6 +51,9 @@ class BundleOut(BaseModel):
     sealed: dict[str, str] | None = Field(
         description="Secrets encrypted for the device (HKDF-SHA256 + AES-256-GCM)"
     )
+    response_mac: str | None = Field(
+        description="HMAC over device id and chain, for mechanisms with a shared secret"
+    )
 
     @classmethod
     def of(cls, bundle: Bundle) -> BundleOut:
@@ -68,6 +71,7 @@ class BundleOut(BaseModel):
             pre_shared_key=bundle.pre_shared_key,
             tokens=dict(bundle.tokens),
             sealed=None if bundle.sealed is None else dict(bundle.sealed),
+            response_mac=bundle.response_mac,
         )
 
 

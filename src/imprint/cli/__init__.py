@@ -401,5 +401,13 @@ def cert_list(
     out.print(table)
 
 
+def _register_extensions() -> None:
+    """Command groups that live in their own modules (one per area)."""
+    from imprint.cli.enrollment import app as enrollment_app
+
+    app.add_typer(enrollment_app, name="enrollment")
+
+
 def main() -> None:
+    _register_extensions()
     app()

@@ -1,0 +1,129 @@
+"""Enrollment specifications: what an administrator asks for, from the API or the CLI.
+
+Both front ends validate the same model and turn it into an
+:class:`~imprint.provisioning.enrollments.Enrollment` with :func:`enrollment_from`,
+which also generates what was asked to be generated (id, pre-shared key, group key).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imprint.errors import InvalidValue
+from imprint.provisioning.enrollments import (
+    DeviceIdRule,
+    Enrollment,
+    EnrollmentKind,
+    Mechanism,
+    X509Material,
+    generate_pre_shared_key,
+    new_enrollment_id,
+    now,
+)
+
+__all__ = ["EnrollmentSpec", "X509Spec", "enrollment_from"]
+
+_DEFAULT_RULE = {
+    Mechanism.X509: DeviceIdRule.COMMON_NAME,
+    Mechanism.CLIENT_CA: DeviceIdRule.COMMON_NAME,
+}
+
+
+class X509Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    certificate_chain: list[Annotated[str, Field(max_length=16384)]] = Field(
+        max_length=10,
+        description="Manufacturer chain in PEM: nearest intermediate first, root last",
+    )
+    lead_certificate_name: str | None = Field(default=None, max_length=200)
+    accept_expired: bool = Field(
+        default=False, description="Accept an expired manufacturer certificate (IDevID)"
+    )
+
+
+class EnrollmentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, max_length=63, description="Default: generated")
+    kind: EnrollmentKind = EnrollmentKind.GROUP
+    mechanism: Mechanism
+    owner: str = Field(max_length=100, description="Owner organization id")
+    profile: str = Field(default="device", max_length=32)
+    validity_days: int | None = None
+    key_types: list[str] = Field(default_factory=lambda: ["ec-p256", "ec-p384"], max_length=10)
+    device_id_rule: DeviceIdRule | None = Field(
+        default=None,
+        description="Default: common-name for x509 and client-ca, else registration-id",
+    )
+    device_id_pattern: str | None = Field(default=None, max_length=500)
+    registration_id: str | None = Field(default=None, max_length=200)
+    manual_approval: bool = False
+    pre_shared_key: str | None = Field(default=None, max_length=200)
+    generate_pre_shared_key: bool = False
+    services: dict[str, str] = Field(default_factory=dict, max_length=50)
+    enabled: bool = True
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    quota: int | None = None
+    x509: X509Spec | None = None
+    group_key: str | None = Field(
+        default=None, max_length=200, description="symmetric-key: base64, default generated"
+    )
+
+
+def _group_key(body: EnrollmentSpec) -> bytes | None:
+    if body.mechanism is not Mechanism.SYMMETRIC_KEY:
+        if body.group_key is not None:
+            raise InvalidValue(f"group_key: not used by the {body.mechanism.value} mechanism")
+        return None
+    if body.group_key is None:
+        return secrets.token_bytes(32)
+    try:
+        return base64.b64decode(body.group_key, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidValue("group_key: not base64") from None
+
+
+def enrollment_from(body: EnrollmentSpec) -> Enrollment:
+    """Turn the request into an enrollment, generating what was asked to be generated."""
+    if body.pre_shared_key is not None and body.generate_pre_shared_key:
+        raise InvalidValue("pre_shared_key: give one, or ask for one to be generated, not both")
+    psk = generate_pre_shared_key() if body.generate_pre_shared_key else body.pre_shared_key
+    stamp = now()
+    return Enrollment(
+        id=body.id or new_enrollment_id(),
+        kind=body.kind,
+        mechanism=body.mechanism,
+        owner=body.owner,
+        created_at=stamp,
+        updated_at=stamp,
+        profile=body.profile,
+        validity_days=body.validity_days,
+        key_types=tuple(body.key_types),
+        device_id_rule=body.device_id_rule
+        or _DEFAULT_RULE.get(body.mechanism, DeviceIdRule.REGISTRATION_ID),
+        device_id_pattern=body.device_id_pattern,
+        registration_id=body.registration_id,
+        manual_approval=body.manual_approval,
+        pre_shared_key=psk,
+        services=body.services,
+        enabled=body.enabled,
+        valid_from=body.valid_from,
+        valid_until=body.valid_until,
+        quota=body.quota,
+        x509=None
+        if body.x509 is None
+        else X509Material(
+            certificate_chain=tuple(body.x509.certificate_chain),
+            lead_certificate_name=body.x509.lead_certificate_name,
+            accept_expired=body.x509.accept_expired,
+        ),
+        group_key=_group_key(body),
+    )
