@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench sync clean
+.PHONY: run test lint format sync clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)

@@ -32,6 +32,7 @@ __all__ = [
     "SecretsSettings",
     "ServerSettings",
     "Settings",
+    "describe_validation_error",
     "load_settings",
 ]
 
@@ -232,7 +233,7 @@ def _mask_url_password(url: str) -> str:
         return url
     if parsed.password is None:
         return url
-    return parsed.render_as_string(hide_password=True)
+    return parsed.render_as_string(hide_password=True).replace(":***@", f":{MASK}@")
 
 
 def _known_env_keys(model: type[BaseModel], prefix: str) -> set[str]:
@@ -275,7 +276,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _describe(error: ValidationError, origin: str) -> str:
+def describe_validation_error(error: ValidationError, origin: str) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
@@ -312,4 +313,4 @@ def load_settings(config_file: Path | None = None) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigurationError(_describe(exc, origin)) from None
+        raise ConfigurationError(describe_validation_error(exc, origin)) from None

@@ -293,3 +293,25 @@ def test_ledger_records_every_issued_certificate(service: Service) -> None:
         x509.load_der_x509_certificate(record.der).public_bytes(serialization.Encoding.PEM).decode()
         == body["certificate"]
     )
+
+
+def test_serials_are_found_as_openssl_prints_them(service: Service) -> None:
+    csr, _key = make_csr("padded")
+    with service.admin() as client:
+        serial = client.post("/api/v1/certificates", json={"csr": csr}).json()["serial"]
+        as_openssl = "0" + serial.upper()
+        with_colons = ":".join(as_openssl[i : i + 2] for i in range(0, len(as_openssl), 2))
+        shown = client.get(f"/api/v1/certificates/{with_colons}")
+        revoked = client.post(f"/api/v1/certificates/{as_openssl}/revoke")
+        garbage = client.get("/api/v1/certificates/not-hex")
+    assert shown.status_code == 200
+    assert shown.json()["serial"] == serial
+    assert revoked.status_code == 200
+    assert revoked.json()["revocation_reason"] == "unspecified"
+    assert (garbage.status_code, garbage.json()["code"]) == (400, "value_invalid")
+
+
+def test_unknown_ca_file_is_404(service: Service) -> None:
+    with service.client() as client:
+        response = client.get("/ca/chain.crt")
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")

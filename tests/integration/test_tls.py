@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from cryptography import x509
 
 from imprint.settings import Settings
 from tests.integration.conftest import Service, foreign_credentials, start_service
@@ -127,3 +128,13 @@ def test_garbage_forwarded_certificate_is_a_clear_error(proxied_service: Service
         response = client.get("/api/v1/whoami", headers={"X-Client-Cert": "not%20a%20cert"})
     assert response.status_code == 400
     assert response.json()["code"] == "value_invalid"
+
+
+def test_revoked_client_certificate_is_refused_by_the_application(service: Service) -> None:
+    cert, key = service.device_credentials("revoked-one")
+    serial = format(x509.load_pem_x509_certificate(cert.read_bytes()).serial_number, "x")
+    service.runtime.authority.revoke(serial, x509.ReasonFlags.key_compromise)
+    with service.client(cert=(cert, key)) as client:
+        response = client.get("/api/v1/whoami")
+    assert response.status_code == 403
+    assert response.json()["code"] == "certificate_revoked"

@@ -162,7 +162,7 @@ def test_masked_configuration_hides_the_ca_passphrase_and_database_password() ->
     assert "very-secret-passphrase" not in text
     assert "s3cret-pw" not in text
     assert masked["ca"]["passphrase"] == "********"
-    assert masked["database"]["url"] == "postgresql+psycopg://imprint:***@db.internal/imprint"
+    assert masked["database"]["url"] == "postgresql+psycopg://imprint:********@db.internal/imprint"
     assert masked["database"]["effective_url"] == masked["database"]["url"]
     assert masked["server"]["port"] == 8443  # everything else is shown as is
 

@@ -13,9 +13,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, Request
 
+from imprint.attestation.base import CertificateRevoked
 from imprint.auth.api_keys import ApiKey, authenticate
-from imprint.errors import AuthenticationRequired, InvalidValue
+from imprint.errors import AuthenticationRequired, InvalidValue, NotFound
 from imprint.pki.chain import verify_client_certificate
+from imprint.pki.records import CertificateStatus
 from imprint.runtime import Runtime
 
 __all__ = [
@@ -81,13 +83,35 @@ def client_certificate(request: Request) -> PresentedCertificate | None:
 
     A certificate on the TLS connection itself wins; otherwise a certificate forwarded
     in the configured header is used, but only from a configured proxy address, and
-    only after it verifies against imprint's CA.
+    only after it verifies against imprint's CA. A certificate imprint issued and
+    later revoked is refused here, whatever the TLS layer accepted.
+
+    Raises:
+        CertificateRevoked: the certificate is one of ours and revoked.
     """
+    runtime = runtime_of(request)
     direct = _from_tls(request)
-    if direct is not None:
-        return PresentedCertificate(direct, "tls")
-    forwarded = _from_trusted_proxy(request, runtime_of(request))
-    return PresentedCertificate(forwarded, "proxy") if forwarded is not None else None
+    presented = (
+        PresentedCertificate(direct, "tls")
+        if direct is not None
+        else _proxied(_from_trusted_proxy(request, runtime))
+    )
+    if (
+        presented is not None
+        and presented.certificate.issuer == runtime.authority.material.issuing.subject
+    ):
+        serial = format(presented.certificate.serial_number, "x")
+        try:
+            record = runtime.ledger.get(serial)
+        except NotFound:
+            record = None
+        if record is not None and record.status is CertificateStatus.REVOKED:
+            raise CertificateRevoked(f"client certificate {serial} has been revoked")
+    return presented
+
+
+def _proxied(certificate: x509.Certificate | None) -> PresentedCertificate | None:
+    return PresentedCertificate(certificate, "proxy") if certificate is not None else None
 
 
 def optional_api_key(request: Request) -> ApiKey | None:

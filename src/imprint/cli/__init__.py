@@ -12,11 +12,12 @@ from typing import Annotated, NoReturn
 
 import typer
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from imprint.errors import ConfigurationError, ImprintError
-from imprint.settings import KeyType, Settings, load_settings
+from imprint.settings import KeyType, Settings, describe_validation_error, load_settings
 
 app = typer.Typer(
     help="imprint: self-hosted IoT device provisioning and certificate authority.",
@@ -36,8 +37,12 @@ app.add_typer(ca_app, name="ca")
 app.add_typer(admin_app, name="admin")
 app.add_typer(cert_app, name="cert")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Emoji codes off: fingerprints such as ":AB:" must print as they are. Off a terminal,
+# a wide console keeps serials in tables whole so they can be copied.
+out = Console(
+    highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 200
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 _config_path: Path | None = None
 
@@ -65,7 +70,10 @@ def _settings(**overrides: object) -> Settings:
         for dotted, value in overrides.items():
             section, _, key = dotted.partition(".")
             data[section][key] = value
-        settings = Settings.model_validate(data)
+        try:
+            settings = Settings.model_validate(data)
+        except ValidationError as exc:
+            _fail(describe_validation_error(exc, "command-line options"), 2)
     return settings
 
 
@@ -263,12 +271,14 @@ def admin_create(name: Annotated[str, typer.Argument(help="A name for the key")]
 def admin_list() -> None:
     """List API keys (never their secrets)."""
     from imprint.store.api_keys import SqlApiKeyStore
-    from imprint.store.db import create_engine
+    from imprint.store.db import create_engine, upgrade
 
     settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     with _errors():
         engine = create_engine(settings.database_url())
         try:
+            upgrade(engine)
             keys = SqlApiKeyStore(engine).all()
         finally:
             engine.dispose()

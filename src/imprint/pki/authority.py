@@ -30,7 +30,7 @@ from imprint.pki.profiles import (
     subject_name,
 )
 from imprint.pki.records import CertificateLedger, CertificateRecord, CertificateStatus
-from imprint.pki.serials import random_serial, serial_hex
+from imprint.pki.serials import normalize_serial, random_serial, serial_hex
 from imprint.settings import ProfileSettings
 
 __all__ = [
@@ -42,9 +42,12 @@ __all__ = [
     "parse_reason",
 ]
 
-# RFC 5280 reason codes by their ASN.1 names; "removeFromCRL" only applies to delta CRLs.
+# RFC 5280 reason codes by their ASN.1 names. "removeFromCRL" belongs to delta CRLs and
+# "certificateHold" would need a release that imprint does not offer: revocation is final.
 REVOCATION_REASONS: dict[str, x509.ReasonFlags] = {
-    flag.value: flag for flag in x509.ReasonFlags if flag is not x509.ReasonFlags.remove_from_crl
+    flag.value: flag
+    for flag in x509.ReasonFlags
+    if flag not in (x509.ReasonFlags.remove_from_crl, x509.ReasonFlags.certificate_hold)
 }
 _BACKDATE = timedelta(minutes=5)
 _CRL_CACHE_SECONDS = 60.0
@@ -238,7 +241,7 @@ class CertificateAuthority:
             NotFound: no such serial.
             Conflict: already revoked, or never issued.
         """
-        serial = serial.lower().replace(":", "")
+        serial = normalize_serial(serial)
         record = self._ledger.revoke(serial, reason.value, datetime.now(UTC).replace(microsecond=0))
         with self._crl_lock:
             self._crl_cache.pop(record.issuer, None)

@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from imprint.errors import CAKeyLocked, UnencryptedCAKey
+from imprint.errors import CAError, CAKeyLocked, UnencryptedCAKey
 from imprint.settings import KeyType
 
 __all__ = [
@@ -77,13 +77,18 @@ def load_private_key(
         UnencryptedCAKey: the key is plaintext and ``allow_unencrypted`` is false.
     """
     data = path.read_bytes()
+    if b"PRIVATE KEY-----" not in data:
+        raise CAError(f"CA key {path.name} is not a PEM private key")
     encrypted = b"ENCRYPTED" in data.split(b"\n", 1)[0] or b"Proc-Type: 4,ENCRYPTED" in data
     if not encrypted:
         if not allow_unencrypted:
             raise UnencryptedCAKey(
                 f"CA key {path.name} is not encrypted; encrypt it or run in development mode"
             )
-        key = serialization.load_pem_private_key(data, password=None)
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            raise CAError(f"CA key {path.name} cannot be read") from None
     else:
         if not passphrase:
             raise CAKeyLocked(f"CA key {path.name} is encrypted and no passphrase is configured")

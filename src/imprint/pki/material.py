@@ -242,6 +242,14 @@ def import_ca(
         raise InvalidValue("the key does not belong to the CA certificate")
     if not _is_ca(issuing):
         raise InvalidValue("the certificate is not a CA (basicConstraints CA and keyCertSign)")
+    for ca_certificate in (issuing, *above):
+        try:
+            ca_certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        except x509.ExtensionNotFound:
+            raise InvalidValue(
+                f"CA certificate {ca_certificate.subject.rfc4514_string()} has no subject key "
+                "identifier; imprint names issuers by it"
+            ) from None
     full_chain = [issuing, *[c for c in above if c != issuing]]
     root = full_chain[-1]
     if root.subject != root.issuer:

@@ -116,14 +116,18 @@ def test_revocation_reason_spellings(text: str) -> None:
     assert parse_reason(text) is x509.ReasonFlags.key_compromise
 
 
-def test_every_crl_reason_except_remove_from_crl_is_known() -> None:
+def test_every_final_crl_reason_is_known() -> None:
+    # removeFromCRL is for delta CRLs; certificateHold would need a release.
     assert x509.ReasonFlags.remove_from_crl not in REVOCATION_REASONS.values()
-    assert len(REVOCATION_REASONS) == len(x509.ReasonFlags) - 1
+    assert x509.ReasonFlags.certificate_hold not in REVOCATION_REASONS.values()
+    assert len(REVOCATION_REASONS) == len(x509.ReasonFlags) - 2
     for name, flag in REVOCATION_REASONS.items():
         assert parse_reason(name) is flag
 
 
-@pytest.mark.parametrize("text", ["", "stolen", "removeFromCRL", "key compromise"])
+@pytest.mark.parametrize(
+    "text", ["", "stolen", "removeFromCRL", "certificateHold", "key compromise"]
+)
 def test_unknown_revocation_reason_is_refused(text: str) -> None:
     with pytest.raises(InvalidValue, match="unknown revocation reason"):
         parse_reason(text)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Response
 
@@ -16,18 +14,23 @@ PEM = "application/x-pem-file"
 
 
 @router.get("/ca/{name}.crt", summary="A CA certificate in DER (root or issuing)")
-def ca_der(name: Literal["root", "issuing"], runtime: RuntimeDep) -> Response:
+def ca_der(name: str, runtime: RuntimeDep) -> Response:
     material = runtime.authority.material
-    certificate = material.root if name == "root" else material.issuing
+    certificates = {"root": material.root, "issuing": material.issuing}
+    if name not in certificates:
+        raise NotFound("CA certificates: root.crt and issuing.crt (DER)")
+    certificate = certificates[name]
     return Response(
         certificate.public_bytes(serialization.Encoding.DER), media_type="application/pkix-cert"
     )
 
 
 @router.get("/ca/{name}.pem", summary="CA certificates in PEM (root, issuing or chain)")
-def ca_pem(name: Literal["root", "issuing", "chain"], runtime: RuntimeDep) -> Response:
+def ca_pem(name: str, runtime: RuntimeDep) -> Response:
     material = runtime.authority.material
     certificates = {"root": [material.root], "issuing": [material.issuing], "chain": material.chain}
+    if name not in certificates:
+        raise NotFound("CA certificates: root.pem, issuing.pem and chain.pem")
     body = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates[name])
     return Response(body, media_type=PEM)
 

@@ -15,6 +15,7 @@ from imprint.durations import parse_duration
 from imprint.pki.authority import IssuanceRequest, parse_reason
 from imprint.pki.csr import common_name, load_csr
 from imprint.pki.records import CertificateRecord, CertificateStatus
+from imprint.pki.serials import normalize_serial
 
 router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
 
@@ -127,10 +128,13 @@ def list_certificates(
 
 @router.get("/{serial}", summary="One certificate")
 def show(serial: str, runtime: RuntimeDep, _key: AdminKey) -> CertificateOut:
-    return CertificateOut.of(runtime.ledger.get(serial.lower().replace(":", "")))
+    return CertificateOut.of(runtime.ledger.get(normalize_serial(serial)))
 
 
 @router.post("/{serial}/revoke", summary="Revoke a certificate; the CRL lists it at once")
-def revoke(serial: str, body: RevokeBody, runtime: RuntimeDep, _key: AdminKey) -> CertificateOut:
-    record = runtime.authority.revoke(serial, parse_reason(body.reason))
+def revoke(
+    serial: str, runtime: RuntimeDep, _key: AdminKey, body: RevokeBody | None = None
+) -> CertificateOut:
+    reason = body.reason if body is not None else "unspecified"
+    record = runtime.authority.revoke(serial, parse_reason(reason))
     return CertificateOut.of(record)
