@@ -7,6 +7,7 @@ the HTTPS server certificate and the first admin API key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -19,18 +20,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.engine import Engine
 
 from imprint.attestation.registry import build_attestors
+from imprint.attestation.renewal import RenewalAttestor
+from imprint.attestation.x509 import MAX_ENROLLMENTS, manufacturer_certificates
 from imprint.auth.api_keys import create_api_key
+from imprint.client_trust import ClientTrust
 from imprint.errors import CANotInitialized
 from imprint.logs import get_logger
 from imprint.metrics import Metrics
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.material import init_ca, load_ca
 from imprint.pki.profiles import parse_sans
+from imprint.provisioning.enrollments import Enrollment, Mechanism
 from imprint.provisioning.service import Provisioner
 from imprint.sealing import SecretBox, load_secret_box
 from imprint.settings import Settings
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.certificates import SqlCertificateLedger
+from imprint.store.client_cas import SqlClientCAStore
 from imprint.store.db import create_engine, upgrade
 from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
@@ -63,6 +69,26 @@ class Runtime:
     box: SecretBox
     provisioner: Provisioner
     metrics: Metrics = field(default_factory=Metrics)
+
+    @functools.cached_property
+    def client_cas(self) -> SqlClientCAStore:
+        return SqlClientCAStore(self.engine)
+
+    @functools.cached_property
+    def client_trust(self) -> ClientTrust:
+        """The CAs the TLS handshake admits client certificates from: imprint's chain, the
+        manufacturer chain of every x509 enrollment and the CAs of client-ca enrollments
+        (see :mod:`imprint.client_trust`)."""
+        trust = ClientTrust(self.authority.chain)
+        found = self.enrollments.search(mechanism=Mechanism.X509, limit=MAX_ENROLLMENTS)
+        trust.add(manufacturer_certificates(found))
+        trust.add(ca.certificate() for ca in self.client_cas.all())
+        return trust
+
+    def enrollment_added(self, enrollment: Enrollment) -> None:
+        """Let what is derived from enrollments (the TLS gate) learn about a new one."""
+        if enrollment.x509 is not None:
+            self.client_trust.add(enrollment.x509.certificates())
 
     @property
     def tls_dir(self) -> Path:
@@ -130,7 +156,20 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     records = SqlStepRecorder(engine)
     nonces = SqlNonceStore(engine)
     attestors = build_attestors(
-        engine=engine, box=box, enrollments=enrollments, devices=devices, nonces=nonces
+        engine=engine,
+        box=box,
+        enrollments=enrollments,
+        devices=devices,
+        nonces=nonces,
+        provision_url=f"{settings.server.base_url()}/api/v1/provision",
+    )
+    attestors[Mechanism.RENEWAL] = RenewalAttestor(
+        issuing=material.issuing,
+        ledger=ledger,
+        devices=devices,
+        enrollments=enrollments,
+        nonces=nonces,
+        audience=f"{settings.server.base_url()}/api/v1/renew",
     )
     provisioner = Provisioner(
         authority=authority,

@@ -15,12 +15,13 @@ __all__ = ["build_server", "ssl_context_for"]
 
 
 def ssl_context_for(runtime: Runtime) -> ssl.SSLContext:
-    """The server's TLS context; client certificates are verified against our CA chain."""
+    """The server's TLS context; client certificates are verified against our CA chain
+    and the CAs of enrollments (``runtime.client_trust``)."""
     wants_client_certs = runtime.settings.server.client_certificates == "optional"
     return server_ssl_context(
         certfile=runtime.server_certfile,
         keyfile=runtime.server_keyfile,
-        client_ca_file=runtime.chain_certfile if wants_client_certs else None,
+        client_trust=runtime.client_trust if wants_client_certs else None,
     )
 
 

@@ -7,7 +7,8 @@ to every request's scope as the ASGI TLS extension::
 
     scope["extensions"]["tls"] = {"client_cert_chain": [PEM], "tls_version": ..., ...}
 
-Only certificates the handshake verified against the CA bundle get there, because
+Only certificates the handshake verified against the CA bundle (a
+:class:`~imprint.client_trust.ClientTrust`) get there, because
 the context verifies in ``CERT_OPTIONAL`` mode: a client may present no certificate,
 but one that does not verify ends the handshake.
 """
@@ -22,6 +23,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from imprint.client_trust import ClientTrust
+
 __all__ = ["PeerCertificateProtocol", "server_ssl_context"]
 
 Scope = MutableMapping[str, Any]
@@ -31,15 +34,15 @@ _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
 
 def server_ssl_context(
-    *, certfile: Path, keyfile: Path, client_ca_file: Path | None
+    *, certfile: Path, keyfile: Path, client_trust: ClientTrust | None
 ) -> ssl.SSLContext:
-    """A TLS 1.2+ server context; with ``client_ca_file``, client certificates are optional
-    but verified against it when presented."""
+    """A TLS 1.2+ server context; with ``client_trust``, client certificates are optional
+    but verified against its CAs when presented (including CAs added later)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile, keyfile)
-    if client_ca_file is not None:
-        context.load_verify_locations(cafile=str(client_ca_file))
+    if client_trust is not None:
+        client_trust.attach(context)
         context.verify_mode = ssl.CERT_OPTIONAL
     context.set_alpn_protocols(["http/1.1"])
     return context

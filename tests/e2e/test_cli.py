@@ -199,3 +199,37 @@ def test_admin_create_prints_a_working_token_once(imprint: Run, tmp_path: Path) 
     finally:
         engine.dispose()
     assert "ci-bot" in imprint("admin", "list").stdout
+
+
+def test_enrollment_lifecycle_from_the_command_line(imprint: Run, tmp_path: Path) -> None:
+    import json
+
+    imprint("ca", "init", **PASS)
+    created = imprint(
+        "enrollment", "create", "--mechanism", "symmetric-key", "--owner", "acme",
+        "--id", "plant-7", "--generate-psk", "--service", "mqtt=mqtts://broker:8883",
+        "--quota", "5", **PASS,
+    )  # fmt: skip
+    shown = json.loads(created.stdout.split("\npre-shared key")[0])
+    assert shown["id"] == "plant-7"
+    assert shown["has_group_key"] is True
+    assert shown["services"] == {"mqtt": "mqtts://broker:8883"}
+    assert "pre-shared key (shown once):" in created.stdout
+    assert "group key (shown once, base64):" in created.stdout
+    assert "plant-7" in imprint("enrollment", "list", **PASS).stdout
+    details = imprint("enrollment", "show", "plant-7", **PASS).stdout
+    psk = created.stdout.split("pre-shared key (shown once): ")[1].split()[0]
+    assert psk not in details
+    assert json.loads(details)["has_pre_shared_key"] is True
+    imprint("enrollment", "disable", "plant-7", **PASS)
+    assert json.loads(imprint("enrollment", "show", "plant-7", **PASS).stdout)["enabled"] is False
+    bad = imprint(
+        "enrollment", "create", "--mechanism", "x509", "--owner", "acme", check=False, **PASS
+    )
+    assert bad.returncode == 1
+    assert "certificate chain is required" in bad.stderr
+    imprint("enrollment", "delete", "plant-7", **PASS)
+    gone = imprint("enrollment", "show", "plant-7", check=False, **PASS)
+    assert gone.returncode == 1
+    assert "no enrollment" in gone.stderr
+    assert "0 device(s)" in imprint("devices", "list", **PASS).stdout

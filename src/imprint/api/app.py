@@ -7,7 +7,20 @@ from fastapi import FastAPI
 from imprint import __version__
 from imprint.api.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from imprint.api.problems import install_problem_handlers
-from imprint.api.routes import ca, certificates, enrollments, health, provision, whoami
+from imprint.api.routes import (
+    ca,
+    certificates,
+    client_cas,
+    deny_list,
+    devices,
+    enrollments,
+    health,
+    idprov,
+    oob_secrets,
+    provision,
+    registration_keys,
+    whoami,
+)
 from imprint.runtime import Runtime
 
 __all__ = ["create_app"]
@@ -25,7 +38,20 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     install_problem_handlers(app)
-    for module in (health, ca, certificates, enrollments, provision, whoami):
+    for module in (
+        health,
+        ca,
+        certificates,
+        client_cas,
+        enrollments,
+        devices,
+        deny_list,
+        provision,
+        oob_secrets,
+        idprov,
+        registration_keys,
+        whoami,
+    ):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, limit=runtime.settings.server.max_body_bytes)
     app.add_middleware(RequestLogMiddleware, metrics=runtime.metrics)

@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from imprint.attestation.base import CertificateRevoked
 from imprint.auth.api_keys import ApiKey, authenticate
 from imprint.errors import AuthenticationRequired, InvalidValue, NotFound
-from imprint.pki.chain import verify_client_certificate
+from imprint.pki.chain import ChainInvalid, verify_client_certificate
 from imprint.pki.records import CertificateStatus
 from imprint.runtime import Runtime
 
@@ -27,12 +27,13 @@ __all__ = [
     "PresentedCertificate",
     "RuntimeDep",
     "client_certificate",
+    "peer_certificate",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class PresentedCertificate:
-    """A client certificate verified against imprint's CA."""
+    """A client certificate that passed the TLS gate (see :func:`peer_certificate`)."""
 
     certificate: x509.Certificate
     source: Literal["tls", "proxy"]
@@ -57,6 +58,8 @@ def _from_tls(request: Request) -> x509.Certificate | None:
 
 
 def _from_trusted_proxy(request: Request, runtime: Runtime) -> x509.Certificate | None:
+    """A certificate forwarded by a configured proxy, checked against the same CAs as
+    the TLS handshake (``runtime.client_trust``)."""
     server = runtime.settings.server
     header = request.headers.get(server.client_cert_header)
     if not header or not server.trusted_proxies or request.client is None:
@@ -71,35 +74,60 @@ def _from_trusted_proxy(request: Request, runtime: Runtime) -> x509.Certificate 
         certificate = x509.load_pem_x509_certificate(unquote(header).encode("ascii"))
     except (ValueError, UnicodeEncodeError):
         raise InvalidValue("the forwarded client certificate cannot be parsed") from None
-    authority = runtime.authority
+    trust = runtime.client_trust
     verify_client_certificate(
-        certificate, authority.chain[:-1], authority.trust_anchors, at=datetime.now(UTC)
+        certificate, trust.intermediates(), trust.roots(), at=datetime.now(UTC)
     )
     return certificate
 
 
+def peer_certificate(request: Request) -> PresentedCertificate | None:
+    """The client certificate of this request as the TLS gate let it in, if any.
+
+    The gate admits imprint's CA *and* the CAs enrollments bring (manufacturer
+    chains), so this is evidence for an attestor to check, never an identity by
+    itself; :func:`client_certificate` is the identity. A certificate on the TLS
+    connection itself wins; otherwise one forwarded in the configured header is used,
+    only from a configured proxy address and only if it verifies against the gate's CAs.
+
+    Raises:
+        ChainInvalid: a trusted proxy forwarded a certificate no known CA issued.
+    """
+    direct = _from_tls(request)
+    if direct is not None:
+        return PresentedCertificate(direct, "tls")
+    return _proxied(_from_trusted_proxy(request, runtime_of(request)))
+
+
+def _issued_by_imprint(certificate: x509.Certificate, runtime: Runtime) -> bool:
+    authority = runtime.authority
+    try:
+        verify_client_certificate(
+            certificate, authority.chain[:-1], authority.trust_anchors, at=datetime.now(UTC)
+        )
+    except ChainInvalid:
+        return False
+    return True
+
+
 def client_certificate(request: Request) -> PresentedCertificate | None:
-    """The verified client certificate of this request, if one was presented.
+    """The client certificate of this request if imprint's CA issued it, else None.
 
     A certificate on the TLS connection itself wins; otherwise a certificate forwarded
-    in the configured header is used, but only from a configured proxy address, and
-    only after it verifies against imprint's CA. A certificate imprint issued and
-    later revoked is refused here, whatever the TLS layer accepted.
+    in the configured header is used, but only from a configured proxy address (see
+    :func:`peer_certificate`). Either must verify against imprint's CA: one the TLS
+    gate let in for an attestor (a manufacturer certificate) is no identity here. A
+    certificate imprint issued and later revoked is refused, whatever TLS accepted.
 
     Raises:
         CertificateRevoked: the certificate is one of ours and revoked.
+        ChainInvalid: a trusted proxy forwarded a certificate no known CA issued.
     """
     runtime = runtime_of(request)
-    direct = _from_tls(request)
-    presented = (
-        PresentedCertificate(direct, "tls")
-        if direct is not None
-        else _proxied(_from_trusted_proxy(request, runtime))
-    )
-    if (
-        presented is not None
-        and presented.certificate.issuer == runtime.authority.material.issuing.subject
-    ):
+    presented = peer_certificate(request)
+    if presented is None or not _issued_by_imprint(presented.certificate, runtime):
+        return None  # none, or one the gate let in for an attestor (a manufacturer's)
+    if presented.certificate.issuer == runtime.authority.material.issuing.subject:
         serial = format(presented.certificate.serial_number, "x")
         try:
             record = runtime.ledger.get(serial)

@@ -13,6 +13,8 @@ and the errors it raises. Attestors authorize; they never sign.
     ├── RequestExpired                   timestamp too old or in the future
     ├── ReplayDetected                   nonce seen before
     ├── KeyMismatch                      CSR key differs from the attested key
+    ├── SecretExpired                    the out-of-band secret is past its validity
+    ├── SecretUsed                       the out-of-band secret was used already
     └── IdentityTaken                    another certificate is pinned to this id
     TooManyAttempts (429)                failed attestations are rate limited
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography import x509
 
@@ -36,6 +38,7 @@ __all__ = [
     "CertificateDenied",
     "CertificateExpired",
     "CertificateRevoked",
+    "CompletionAware",
     "Evidence",
     "EvidenceMissing",
     "IdentityNotEnrolled",
@@ -43,6 +46,8 @@ __all__ = [
     "KeyMismatch",
     "ReplayDetected",
     "RequestExpired",
+    "SecretExpired",
+    "SecretUsed",
     "SignatureInvalid",
     "TooManyAttempts",
 ]
@@ -92,6 +97,14 @@ class IdentityTaken(AttestationFailed):
     code = "identity_taken"
 
 
+class SecretExpired(AttestationFailed):
+    code = "secret_expired"
+
+
+class SecretUsed(AttestationFailed):
+    code = "secret_used"
+
+
 class TooManyAttempts(ImprintError):
     code = "too_many_attempts"
 
@@ -125,6 +138,7 @@ class Attestation:
     pinned_fingerprint: str | None = None
     waiting: bool = False
     claims: Mapping[str, str] = field(default_factory=dict)
+    renewal: bool = False  # the device renews its current certificate
 
 
 class Attestor(Protocol):
@@ -140,3 +154,16 @@ class Attestor(Protocol):
             EvidenceMissing: the request lacks what this mechanism needs.
         """
         ...
+
+
+@runtime_checkable
+class CompletionAware(Protocol):
+    """An attestor that must learn when its attestation ended in a certificate.
+
+    The Provisioner calls :meth:`completed` after an approved outcome (a new
+    certificate, or the one already issued to a retry with the same key), never after
+    a refusal or a pending request. One-time material is spent here, not in ``attest``,
+    so a request refused by policy after attestation leaves it unused.
+    """
+
+    def completed(self, attestation: Attestation) -> None: ...

@@ -413,9 +413,20 @@ def cert_list(
 
 def _register_extensions() -> None:
     """Command groups that live in their own modules (one per area)."""
+    from imprint.cli.devices import app as devices_app
     from imprint.cli.enrollment import app as enrollment_app
 
     app.add_typer(enrollment_app, name="enrollment")
+    app.add_typer(devices_app, name="devices")
+    from imprint.cli.regkey import app as regkey_app
+
+    app.add_typer(regkey_app, name="regkey")
+    from imprint.cli.oob import app as oob_app
+
+    app.add_typer(oob_app, name="oob")
+    from imprint.cli.denylist import app as denylist_app
+
+    app.add_typer(denylist_app, name="denylist")
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "EnrollmentKind",
     "EnrollmentStore",
     "Mechanism",
+    "ReprovisionPolicy",
     "X509Material",
     "create_enrollment",
     "generate_pre_shared_key",
@@ -56,6 +57,14 @@ class Mechanism(StrEnum):
     OOB_SECRET = "oob-secret"  # noqa: S105 (a mechanism name, not a secret)
     REGISTRATION_KEY = "registration-key"
     SYMMETRIC_KEY = "symmetric-key"
+    RENEWAL = "renewal"  # a device renewing its own certificate; not for enrollments
+
+
+class ReprovisionPolicy(StrEnum):
+    """What a device that is already provisioned may do when it provisions again."""
+
+    ALLOW = "allow"  # a new certificate; the old one is revoked as superseded
+    RESET_REQUIRED = "reset-required"  # only after a factory reset (same-key retries still work)
 
 
 class DeviceIdRule(StrEnum):
@@ -103,6 +112,8 @@ class Enrollment:
     quota: int | None = None
     x509: X509Material | None = None
     group_key: bytes | None = None
+    reprovision: ReprovisionPolicy = ReprovisionPolicy.ALLOW
+    renewal_grace_days: int = 0
 
     def is_open(self, at: datetime) -> bool:
         """Enabled and inside its window."""
@@ -187,6 +198,10 @@ def validate_enrollment(enrollment: Enrollment) -> None:
     for name, address in enrollment.services.items():
         if not _SERVICE.fullmatch(name) or not address or len(address) > 500:
             raise InvalidValue(f"services.{name}: a lowercase name and an address")
+    if enrollment.mechanism is Mechanism.RENEWAL:
+        raise InvalidValue("mechanism: renewal is how devices renew, not an enrollment mechanism")
+    if not 0 <= enrollment.renewal_grace_days <= 365:
+        raise InvalidValue("renewal_grace_days: 0 to 365")
     if enrollment.quota is not None and enrollment.quota < 1:
         raise InvalidValue("quota: at least 1, or none for no limit")
     if (

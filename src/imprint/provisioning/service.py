@@ -27,10 +27,11 @@ from imprint.attestation.base import (
     Attestation,
     AttestationFailed,
     Attestor,
+    CompletionAware,
     Evidence,
     KeyMismatch,
 )
-from imprint.errors import Conflict, ImprintError, InvalidRequest, NotFound, PermissionDenied
+from imprint.errors import ImprintError, InvalidRequest, NotFound, PermissionDenied
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.csr import check_public_key
 from imprint.pki.records import CertificateRecord, CertificateStatus
@@ -43,7 +44,7 @@ from imprint.provisioning.devices import (
     StepRecord,
     StepRecorder,
 )
-from imprint.provisioning.enrollments import Enrollment, Mechanism
+from imprint.provisioning.enrollments import Enrollment, Mechanism, ReprovisionPolicy
 from imprint.provisioning.ratelimit import FailureLimiter
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "PolicyDenied",
     "Provisioner",
     "QuotaExceeded",
-    "approve",
     "key_type_of",
     "public_key_sha256",
 ]
@@ -85,6 +85,10 @@ class QuotaExceeded(PolicyDenied):
 
 class DeviceDisabled(PolicyDenied):
     code = "device_disabled"
+
+
+class ReprovisionRefused(PolicyDenied):
+    code = "reprovision_refused"
 
 
 class UnsupportedMechanism(InvalidRequest):
@@ -172,16 +176,18 @@ class Provisioner:
         except (AttestationFailed, InvalidRequest) as exc:
             self._limiter.failure(evidence.source, evidence.registration_id)
             step.failed(ProvisioningStep.ATTEST, exc)
-            self._recorder.record(step.records)
+            self._recorder.record(step.finished())
             raise
         step.ok(ProvisioningStep.ATTEST, attestation)
         try:
             outcome = self._after_attestation(evidence, attestation, step)
         except ImprintError as exc:
             step.failed(step.current, exc)
-            self._recorder.record(step.records)
+            self._recorder.record(step.finished())
             raise
-        self._recorder.record(step.records)
+        self._recorder.record(step.finished())
+        if outcome.status == "approved" and isinstance(attestor, CompletionAware):
+            attestor.completed(attestation)
         return outcome
 
     def _after_attestation(
@@ -203,11 +209,21 @@ class Provisioner:
         step.device_ref = device.id if device else None
         if device is not None and device.status is DeviceStatus.DISABLED:
             raise DeviceDisabled(f"device {device_id!r} is disabled")
+        if attestation.renewal:
+            return self._renew(evidence, attestation, device, key_hash, step)
         reused = self._current_bundle(device, key_hash, attestation, now)
         if reused is not None:
             step.ok(ProvisioningStep.POLICY, attestation, detail="retry of a completed request")
             return Outcome(
                 "approved", step.request_id, device_id, reused, device_ref=step.device_ref
+            )
+        if (
+            device is not None
+            and device.status is DeviceStatus.PROVISIONED
+            and enrollment.reprovision is ReprovisionPolicy.RESET_REQUIRED
+        ):
+            raise ReprovisionRefused(
+                f"device {device_id!r} is provisioned; a factory reset must come first"
             )
         is_new = device is None or device.status is DeviceStatus.RESET
         if (
@@ -230,6 +246,35 @@ class Provisioner:
                 )
         step.ok(ProvisioningStep.POLICY, attestation)
 
+        return self._issue(evidence, attestation, device, key_hash, step)
+
+    def _renew(
+        self,
+        evidence: Evidence,
+        attestation: Attestation,
+        device: Device | None,
+        key_hash: str,
+        step: _Steps,
+    ) -> Outcome:
+        """Renewal skips approval, quota and the re-provisioning policy: the device proved
+        it holds its current certificate, which the attestor checked is still its own."""
+        if device is None or device.status is not DeviceStatus.PROVISIONED:
+            raise DeviceDisabled(f"device {attestation.device_id!r} cannot renew")
+        step.ok(ProvisioningStep.POLICY, attestation, detail="renewal")
+        return self._issue(evidence, attestation, device, key_hash, step)
+
+    def _issue(
+        self,
+        evidence: Evidence,
+        attestation: Attestation,
+        device: Device | None,
+        key_hash: str,
+        step: _Steps,
+    ) -> Outcome:
+        enrollment = attestation.enrollment
+        device_id = attestation.device_id
+        now = evidence.at
+        public_key = check_public_key(evidence.csr.public_key())
         step.current = ProvisioningStep.ISSUE
         issued = self._authority.issue(
             IssuanceRequest(
@@ -240,7 +285,7 @@ class Provisioner:
                 validity=timedelta(days=enrollment.validity_days)
                 if enrollment.validity_days
                 else None,
-                requested_by=f"{enrollment.mechanism.value}:{attestation.identity}"[:200],
+                requested_by=attestation.identity[:200],  # "<mechanism>:<who>"
             )
         )
         step.ok(ProvisioningStep.ISSUE, attestation, detail=f"serial {issued.record.serial}")
@@ -420,23 +465,19 @@ class _Steps:
         self.enrollment_id = attestation.enrollment.id
         self._add(step, "ok", detail=detail, registration_id=attestation.device_id)
 
+    def finished(self) -> list[StepRecord]:
+        """The records, each tied to the device once the request has found it."""
+        if self.device_ref is None:
+            return self.records
+        return [
+            r
+            if r.device_ref
+            else replace(r, device_ref=self.device_ref, enrollment_id=self.enrollment_id)
+            for r in self.records
+        ]
+
     def pending(self, step: ProvisioningStep, detail: str) -> None:
         self._add(step, "pending", detail=detail)
 
     def failed(self, step: ProvisioningStep, error: ImprintError) -> None:
         self._add(step, "failed", code=error.code, detail=error.message[:500])
-
-
-def approve(devices: DeviceStore, device_ref: str) -> Device:
-    """Approve a pending device; its next request with the same key is issued.
-
-    Raises:
-        NotFound: no such device.
-        Conflict: the device is not pending.
-    """
-    device = devices.get(device_ref)
-    if device.status is not DeviceStatus.PENDING:
-        raise Conflict(f"device {device.device_id!r} is {device.status.value}, not pending")
-    approved = replace(device, status=DeviceStatus.APPROVED, updated_at=datetime.now(UTC))
-    devices.save(approved)
-    return approved

@@ -21,6 +21,7 @@ from imprint.provisioning.enrollments import (
     Enrollment,
     EnrollmentKind,
     Mechanism,
+    ReprovisionPolicy,
     X509Material,
     generate_pre_shared_key,
     new_enrollment_id,
@@ -72,6 +73,14 @@ class EnrollmentSpec(BaseModel):
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     quota: int | None = None
+    renewal_grace_days: int = Field(
+        default=0, description="Days after expiry in which a signed renewal is still accepted"
+    )
+    reprovision: ReprovisionPolicy = Field(
+        default=ReprovisionPolicy.ALLOW,
+        description="allow: a provisioned device may provision again (old certificate "
+        "superseded); reset-required: only after a factory reset",
+    )
     x509: X509Spec | None = None
     group_key: str | None = Field(
         default=None, max_length=200, description="symmetric-key: base64, default generated"
@@ -126,4 +135,6 @@ def enrollment_from(body: EnrollmentSpec) -> Enrollment:
             accept_expired=body.x509.accept_expired,
         ),
         group_key=_group_key(body),
+        reprovision=body.reprovision,
+        renewal_grace_days=body.renewal_grace_days,
     )

@@ -16,6 +16,7 @@ from imprint.provisioning.enrollments import (
     Enrollment,
     EnrollmentKind,
     Mechanism,
+    ReprovisionPolicy,
     X509Material,
 )
 from imprint.sealing import SecretBox
@@ -66,6 +67,8 @@ class SqlEnrollmentStore:
             "group_key_sealed": None
             if enrollment.group_key is None
             else self._box.seal(enrollment.group_key, f"enrollment:{enrollment.id}:group-key"),
+            "reprovision": enrollment.reprovision.value,
+            "renewal_grace_days": enrollment.renewal_grace_days,
             "created_at": enrollment.created_at,
             "updated_at": enrollment.updated_at,
         }
@@ -106,6 +109,8 @@ class SqlEnrollmentStore:
             group_key=None
             if group_key is None
             else self._box.open(group_key, f"enrollment:{row['id']}:group-key"),
+            reprovision=ReprovisionPolicy(row["reprovision"]),
+            renewal_grace_days=row["renewal_grace_days"],
         )
 
     def add(self, enrollment: Enrollment) -> None:

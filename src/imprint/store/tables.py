@@ -35,6 +35,7 @@ __all__ = [
     "denied_certificates",
     "devices",
     "enrollments",
+    "manufacturer_crls",
     "metadata",
     "oob_secrets",
     "provisioning_records",
@@ -135,6 +136,8 @@ enrollments = Table(
     Column("quota", Integer),
     Column("x509", Text),
     Column("group_key_sealed", LargeBinary),
+    Column("reprovision", String(16), nullable=False, server_default="allow"),
+    Column("renewal_grace_days", Integer, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "mechanism", "enabled"),
@@ -232,4 +235,19 @@ denied_certificates = Table(
     Column("fingerprint_sha256", String(64), primary_key=True),
     Column("reason", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The CRL number is up to 20 octets (RFC 5280), too big for BIGINT: stored as hex.
+manufacturer_crls = Table(
+    "manufacturer_crls",
+    metadata,
+    Column("issuer_key_sha256", String(64), primary_key=True),
+    Column("issuer", Text, nullable=False),
+    Column("crl_number", String(42)),
+    Column("this_update", UTCDateTime, nullable=False),
+    Column("next_update", UTCDateTime),
+    Column("revoked_count", Integer, nullable=False),
+    Column("fingerprint_sha256", String(64), nullable=False),
+    Column("der", LargeBinary, nullable=False),
+    Column("uploaded_at", UTCDateTime, nullable=False),
 )

@@ -15,6 +15,7 @@ from imprint.provisioning.enrollments import (
     Enrollment,
     EnrollmentKind,
     Mechanism,
+    ReprovisionPolicy,
     create_enrollment,
     set_enabled,
 )
@@ -43,6 +44,8 @@ class EnrollmentOut(BaseModel):
     quota: int | None
     x509: X509Spec | None
     has_group_key: bool
+    reprovision: ReprovisionPolicy
+    renewal_grace_days: int
     created_at: datetime
     updated_at: datetime
 
@@ -75,6 +78,8 @@ class EnrollmentOut(BaseModel):
                 accept_expired=x509.accept_expired,
             ),
             has_group_key=enrollment.group_key is not None,
+            reprovision=enrollment.reprovision,
+            renewal_grace_days=enrollment.renewal_grace_days,
             created_at=enrollment.created_at,
             updated_at=enrollment.updated_at,
         )
@@ -92,6 +97,7 @@ class EnrollmentPage(BaseModel):
 @router.post("", status_code=201, summary="Create an enrollment group or individual enrollment")
 def create(body: EnrollmentSpec, runtime: RuntimeDep, _key: AdminKey) -> CreatedEnrollment:
     enrollment = create_enrollment(runtime.enrollments, enrollment_from(body))
+    runtime.enrollment_added(enrollment)
     group_key = enrollment.group_key
     return CreatedEnrollment(
         **EnrollmentOut.of(enrollment).model_dump(),

@@ -11,8 +11,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint import __version__
-from imprint.api.identity import RuntimeDep, client_certificate
+from imprint.api.identity import RuntimeDep, peer_certificate
 from imprint.attestation.base import Evidence
+from imprint.attestation.registration_key import KEY_HALF_HEADER
 from imprint.pki.csr import load_csr
 from imprint.provisioning.bundle import Bundle
 from imprint.provisioning.enrollments import Mechanism
@@ -101,6 +102,14 @@ def outcome_response(outcome: Outcome) -> Response:
     return JSONResponse(body.model_dump(mode="json"))
 
 
+def _with_key_half(body: ProvisionIn, request: Request) -> dict[str, Any]:
+    """The registration-key half may come in a header, which stays out of URLs and logs."""
+    half = request.headers.get(KEY_HALF_HEADER)
+    if half is None or body.mechanism is not Mechanism.REGISTRATION_KEY:
+        return body.evidence
+    return {**body.evidence, "key_half": half}
+
+
 @router.post(
     "/api/v1/provision",
     summary="Prove who you are, get a certificate and everything else",
@@ -109,13 +118,42 @@ def outcome_response(outcome: Outcome) -> Response:
 )
 def provision(body: ProvisionIn, request: Request, runtime: RuntimeDep) -> Response:
     csr = load_csr(body.csr)
-    presented = client_certificate(request)
+    presented = peer_certificate(request)  # evidence: the attestor decides what it proves
     evidence = Evidence(
         mechanism=body.mechanism,
         csr=csr,
         at=datetime.now(UTC),
         registration_id=body.registration_id,
         enrollment_id=body.enrollment_id,
+        fields=_with_key_half(body, request),
+        client_certificate=presented.certificate if presented else None,
+        source=request.client.host if request.client else None,
+    )
+    return outcome_response(runtime.provisioner.provision(evidence))
+
+
+class RenewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    csr: str = Field(max_length=65536, description="PEM PKCS#10 request for the new key")
+    evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Empty over mutual TLS; {'jws': ...} signed with the current certificate's key",
+    )
+
+
+@router.post(
+    "/api/v1/renew",
+    summary="Renew with the current certificate (mutual TLS or a signed request)",
+    response_model=ProvisionOut,
+)
+def renew(body: RenewIn, request: Request, runtime: RuntimeDep) -> Response:
+    csr = load_csr(body.csr)
+    presented = peer_certificate(request)
+    evidence = Evidence(
+        mechanism=Mechanism.RENEWAL,
+        csr=csr,
+        at=datetime.now(UTC),
         fields=body.evidence,
         client_certificate=presented.certificate if presented else None,
         source=request.client.host if request.client else None,

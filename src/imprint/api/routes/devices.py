@@ -1,0 +1,177 @@
+"""Admin device API: the fleet, each device's provisioning timeline, and its lifecycle."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from imprint.api.identity import AdminKey, RuntimeDep
+from imprint.pki.authority import parse_reason
+from imprint.provisioning.devices import Device, DeviceStatus, StepRecord
+from imprint.provisioning.lifecycle import (
+    approve,
+    disable,
+    enable,
+    factory_reset,
+    revoke_device,
+    revoke_enrollment,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["devices"])
+
+
+class DeviceOut(BaseModel):
+    id: str = Field(description="imprint's reference for the device")
+    device_id: str
+    owner: str
+    enrollment_id: str
+    mechanism: str
+    status: DeviceStatus
+    certificate_serial: str | None
+    pinned_fingerprint: str | None
+    created_at: datetime
+    updated_at: datetime
+    provisioned_at: datetime | None
+
+    @classmethod
+    def of(cls, device: Device) -> DeviceOut:
+        return cls(
+            id=device.id,
+            device_id=device.device_id,
+            owner=device.owner,
+            enrollment_id=device.enrollment_id,
+            mechanism=device.mechanism,
+            status=device.status,
+            certificate_serial=device.certificate_serial,
+            pinned_fingerprint=device.pinned_fingerprint,
+            created_at=device.created_at,
+            updated_at=device.updated_at,
+            provisioned_at=device.provisioned_at,
+        )
+
+
+class StepOut(BaseModel):
+    request_id: str
+    step: str
+    status: str
+    code: str | None
+    detail: str | None
+    at: datetime
+
+    @classmethod
+    def of(cls, record: StepRecord) -> StepOut:
+        return cls(
+            request_id=record.request_id,
+            step=record.step.value,
+            status=record.status,
+            code=record.code,
+            detail=record.detail,
+            at=record.at,
+        )
+
+
+class DeviceDetail(DeviceOut):
+    timeline: list[StepOut]
+
+
+class DevicePage(BaseModel):
+    items: list[DeviceOut]
+    next: str | None
+
+
+class RevokeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="unspecified", max_length=32)
+    disable: bool = Field(default=True, description="Also disable the device")
+
+
+class EnrollmentRevocationOut(BaseModel):
+    enrollment_id: str
+    devices: int
+    certificates_revoked: int
+
+
+@router.get("/devices", summary="List devices")
+def list_devices(
+    runtime: RuntimeDep,
+    _key: AdminKey,
+    status: DeviceStatus | None = None,
+    enrollment_id: Annotated[str | None, Query(max_length=63)] = None,
+    owner: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=36)] = None,
+) -> DevicePage:
+    found = runtime.devices.search(
+        owner=owner, enrollment_id=enrollment_id, status=status, limit=limit + 1, after=after
+    )
+    page = list(found[:limit])
+    return DevicePage(
+        items=[DeviceOut.of(d) for d in page], next=page[-1].id if len(found) > limit else None
+    )
+
+
+@router.get("/devices/{device_ref}", summary="One device and its provisioning timeline")
+def show_device(device_ref: str, runtime: RuntimeDep, _key: AdminKey) -> DeviceDetail:
+    device = runtime.devices.get(device_ref)
+    timeline = [StepOut.of(r) for r in runtime.records.for_device(device.id)]
+    return DeviceDetail(**DeviceOut.of(device).model_dump(), timeline=timeline)
+
+
+@router.post("/devices/{device_ref}/approve", summary="Approve a pending device")
+def approve_device(device_ref: str, runtime: RuntimeDep, _key: AdminKey) -> DeviceOut:
+    return DeviceOut.of(approve(runtime.devices, device_ref))
+
+
+@router.post("/devices/{device_ref}/disable", summary="Refuse provisioning and renewal")
+def disable_device(device_ref: str, runtime: RuntimeDep, _key: AdminKey) -> DeviceOut:
+    return DeviceOut.of(disable(runtime.devices, device_ref))
+
+
+@router.post("/devices/{device_ref}/enable", summary="Allow a disabled device again")
+def enable_device(device_ref: str, runtime: RuntimeDep, _key: AdminKey) -> DeviceOut:
+    return DeviceOut.of(enable(runtime.devices, device_ref))
+
+
+@router.post("/devices/{device_ref}/revoke", summary="Revoke the device's certificate")
+def revoke(
+    device_ref: str, runtime: RuntimeDep, _key: AdminKey, body: RevokeBody | None = None
+) -> DeviceOut:
+    body = body or RevokeBody()
+    device = revoke_device(
+        runtime.authority,
+        runtime.devices,
+        device_ref,
+        parse_reason(body.reason),
+        disable_device=body.disable,
+    )
+    return DeviceOut.of(device)
+
+
+@router.post("/devices/{device_ref}/reset", summary="Factory reset: release the device")
+def reset(device_ref: str, runtime: RuntimeDep, _key: AdminKey) -> DeviceOut:
+    return DeviceOut.of(factory_reset(runtime.authority, runtime.devices, device_ref))
+
+
+@router.post(
+    "/enrollments/{enrollment_id}/revoke",
+    summary="Disable an enrollment and revoke every certificate of its devices",
+)
+def revoke_all(
+    enrollment_id: str, runtime: RuntimeDep, _key: AdminKey, body: RevokeBody | None = None
+) -> EnrollmentRevocationOut:
+    result = revoke_enrollment(
+        runtime.authority,
+        runtime.enrollments,
+        runtime.devices,
+        enrollment_id,
+        parse_reason((body or RevokeBody()).reason),
+    )
+    return EnrollmentRevocationOut(
+        enrollment_id=result.enrollment_id,
+        devices=result.devices,
+        certificates_revoked=result.certificates_revoked,
+    )

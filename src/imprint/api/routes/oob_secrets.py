@@ -1,0 +1,174 @@
+"""Admin API for out-of-band secrets: register one or many, list, remove."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from imprint.api.identity import AdminKey, RuntimeDep
+from imprint.api.problems import problem_response
+from imprint.provisioning.oob_secrets import (
+    ImportReport,
+    OobSecretSummary,
+    RegistrationResult,
+    RowsInvalid,
+    parse_json,
+    register_secret,
+    register_secrets,
+    secret_enrollment,
+)
+from imprint.runtime import Runtime
+from imprint.store.oob_secrets import SqlOobSecretStore
+
+router = APIRouter(prefix="/api/v1/enrollments", tags=["oob-secrets"])
+
+MAX_BULK_ROWS = 50_000
+
+
+def secret_store(runtime: Runtime) -> SqlOobSecretStore:
+    return SqlOobSecretStore(runtime.engine, runtime.box)
+
+
+class SecretIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(max_length=200, description="The registration id the device sends")
+    secret: str = Field(max_length=1024, description="8 to 256 characters; stored sealed")
+    valid_until: datetime | None = Field(
+        default=None, description="Default: three days from now; at most a year ahead"
+    )
+
+
+class SecretOut(BaseModel):
+    enrollment_id: str
+    device_id: str
+    valid_until: datetime
+    created_at: datetime
+    used_at: datetime | None
+
+    @classmethod
+    def of(cls, summary: OobSecretSummary) -> SecretOut:
+        return cls(
+            enrollment_id=summary.enrollment_id,
+            device_id=summary.device_id,
+            valid_until=summary.valid_until,
+            created_at=summary.created_at,
+            used_at=summary.used_at,
+        )
+
+
+class RegisteredSecret(SecretOut):
+    result: RegistrationResult
+
+
+class SecretPage(BaseModel):
+    items: list[SecretOut]
+    next: str | None = Field(description="Pass as 'after' for the next page")
+
+
+class RowProblemOut(BaseModel):
+    line: int = Field(description="CSV line, or 1-based item number in a JSON list")
+    field: str | None
+    device_id: str | None
+    message: str
+
+
+class ImportOut(BaseModel):
+    enrollment_id: str
+    rows: int
+    created: int
+    updated: int
+    unchanged: int
+    invalid: list[RowProblemOut]
+    dry_run: bool
+    written: bool
+
+    @classmethod
+    def of(cls, report: ImportReport) -> ImportOut:
+        return cls(
+            enrollment_id=report.enrollment_id,
+            rows=report.rows,
+            created=report.created,
+            updated=report.updated,
+            unchanged=report.unchanged,
+            invalid=[
+                RowProblemOut(line=p.line, field=p.field, device_id=p.device_id, message=p.message)
+                for p in report.problems
+            ],
+            dry_run=report.dry_run,
+            written=report.written,
+        )
+
+
+@router.post(
+    "/{enrollment_id}/oob-secrets",
+    summary="Register a device's out-of-band secret (idempotent)",
+    responses={201: {"description": "Created"}, 200: {"description": "Updated or unchanged"}},
+)
+def register(
+    enrollment_id: str,
+    body: SecretIn,
+    response: Response,
+    runtime: RuntimeDep,
+    _key: AdminKey,
+) -> RegisteredSecret:
+    enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
+    result, summary = register_secret(
+        secret_store(runtime), enrollment, body.device_id, body.secret, body.valid_until
+    )
+    response.status_code = 201 if result is RegistrationResult.CREATED else 200
+    return RegisteredSecret(**SecretOut.of(summary).model_dump(), result=result)
+
+
+@router.post(
+    "/{enrollment_id}/oob-secrets:bulk",
+    summary="Register many secrets at once: all rows or none",
+    response_model=ImportOut,
+    responses={400: {"description": "Some rows are invalid; nothing was written"}},
+)
+def register_bulk(
+    enrollment_id: str,
+    rows: Annotated[list[Any], Body(max_length=MAX_BULK_ROWS)],
+    runtime: RuntimeDep,
+    _key: AdminKey,
+    dry_run: Annotated[bool, Query(description="Report what would change; write nothing")] = False,
+) -> Response | ImportOut:
+    enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
+    try:
+        report = register_secrets(
+            secret_store(runtime), enrollment, parse_json(rows), dry_run=dry_run
+        )
+    except RowsInvalid as exc:
+        body = ImportOut.of(exc.report).model_dump(mode="json")
+        return problem_response(400, exc.code, exc.message, **body)
+    return ImportOut.of(report)
+
+
+@router.get("/{enrollment_id}/oob-secrets", summary="List registered secrets (never the secret)")
+def list_secrets(
+    enrollment_id: str,
+    runtime: RuntimeDep,
+    _key: AdminKey,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=200)] = None,
+) -> SecretPage:
+    secret_enrollment(runtime.enrollments, enrollment_id)
+    found = secret_store(runtime).search(enrollment_id, limit=limit, after=after)
+    return SecretPage(
+        items=[SecretOut.of(s) for s in found],
+        next=found[-1].device_id if len(found) == limit else None,
+    )
+
+
+@router.delete(
+    "/{enrollment_id}/oob-secrets/{device_id:path}",
+    status_code=204,
+    summary="Remove a device's secret",
+)
+def remove(enrollment_id: str, device_id: str, runtime: RuntimeDep, _key: AdminKey) -> Response:
+    secret_enrollment(runtime.enrollments, enrollment_id)
+    secret_store(runtime).remove(enrollment_id, device_id)
+    return Response(status_code=204)

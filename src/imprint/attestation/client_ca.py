@@ -1,0 +1,105 @@
+"""client-ca self-provisioning: a device certificate signed by a trusted client CA.
+
+The device presents its own certificate over mutual TLS. If one of an enabled
+client-ca enrollment's CAs signed it, the device is provisioned on this first
+contact: its id is the certificate's common name and the certificate is pinned, so a
+different certificate with the same common name is refused until a factory reset.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from imprint.attestation.base import (
+    Attestation,
+    CertificateExpired,
+    Evidence,
+    EvidenceMissing,
+    IdentityNotEnrolled,
+    IdentityTaken,
+)
+from imprint.provisioning.client_cas import ClientCAStore, fingerprint
+from imprint.provisioning.devices import DeviceStatus, DeviceStore
+from imprint.provisioning.enrollments import Enrollment, EnrollmentStore, Mechanism
+
+__all__ = ["ClientCAAttestor"]
+
+MAX_ENROLLMENTS = 1000
+
+
+def _signed_by(leaf: x509.Certificate, ca: x509.Certificate) -> bool:
+    if leaf.issuer != ca.subject:
+        return False
+    try:
+        leaf.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _usable_for_client_auth(leaf: x509.Certificate) -> bool:
+    try:
+        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return True  # plain `openssl x509 -req` certificates carry no EKU at all
+    return (
+        ExtendedKeyUsageOID.CLIENT_AUTH in usages
+        or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages
+    )
+
+
+class ClientCAAttestor:
+    mechanism = Mechanism.CLIENT_CA
+
+    def __init__(
+        self, *, enrollments: EnrollmentStore, cas: ClientCAStore, devices: DeviceStore
+    ) -> None:
+        self._enrollments = enrollments
+        self._cas = cas
+        self._devices = devices
+
+    def _candidates(self, enrollment_id: str | None) -> list[Enrollment]:
+        if enrollment_id is not None:
+            enrollment = self._enrollments.get(enrollment_id)
+            return [enrollment] if enrollment.mechanism is Mechanism.CLIENT_CA else []
+        return list(self._enrollments.search(mechanism=Mechanism.CLIENT_CA, limit=MAX_ENROLLMENTS))
+
+    def attest(self, evidence: Evidence) -> Attestation:
+        leaf = evidence.client_certificate
+        if leaf is None:
+            raise EvidenceMissing("client-ca needs the device certificate over mutual TLS")
+        at: datetime = evidence.at
+        if not leaf.not_valid_before_utc <= at <= leaf.not_valid_after_utc:
+            raise CertificateExpired("the device certificate is not valid now")
+        names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not names or not isinstance(names[0].value, str) or not names[0].value:
+            raise IdentityNotEnrolled("the device certificate has no common name")
+        common_name = names[0].value
+        if not _usable_for_client_auth(leaf):
+            raise IdentityNotEnrolled("the device certificate is not for client authentication")
+        pin = fingerprint(leaf)
+        for enrollment in self._candidates(evidence.enrollment_id):
+            if not enrollment.enabled:
+                continue  # a disabled list admits nobody
+            if not any(
+                _signed_by(leaf, ca.certificate()) for ca in self._cas.for_enrollment(enrollment.id)
+            ):
+                continue
+            existing = self._devices.find(enrollment.owner, common_name)
+            if (
+                existing is not None
+                and existing.status is not DeviceStatus.RESET
+                and existing.pinned_fingerprint not in (None, pin)
+            ):
+                raise IdentityTaken(f"device {common_name!r} is pinned to another certificate")
+            return Attestation(
+                enrollment=enrollment,
+                device_id=common_name,
+                identity=f"client-ca:{pin}",
+                pinned_fingerprint=pin,
+            )
+        raise IdentityNotEnrolled("no enabled client-ca enrollment trusts the certificate's issuer")

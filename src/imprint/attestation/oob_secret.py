@@ -1,0 +1,329 @@
+"""OOB-secret attestation: the device proves it knows the secret an administrator
+registered for its device id (see :mod:`imprint.provisioning.oob_secrets`).
+
+The native request (``POST /api/v1/provision``) carries ``registration_id`` (the
+device id) and ``evidence``::
+
+    {"timestamp": <unix seconds>, "nonce": "<16..128 chars>", "mac": "<base64>"}
+    mac = base64(HMAC-SHA256(secret, "imprint-oob-v1\\n" + device_id + "\\n"
+                 + str(timestamp) + "\\n" + nonce + "\\n" + csr_sha256))
+
+where ``csr_sha256`` is base64url (no padding) of SHA-256 over the CSR's DER, the key
+is the secret's UTF-8 bytes, the timestamp must be within five minutes of the server's
+clock and the nonce is accepted once. An idprov request (``evidence.format`` is
+``"idprov"``, built by :mod:`imprint.compat.idprov`) carries idprov's signature instead:
+base64(HMAC-SHA256(secret, message)) over the exact JSON bytes the device signed; the
+message must name the same device id and the CSR's public key. idprov has no timestamp
+or nonce: a replay can only ever fetch the certificate already issued for that key.
+
+Outcomes, in the order they are checked:
+
+1. no secret registered for the device yet: *waiting* (the Provisioner answers 202
+   and creates nothing); the device retries later;
+2. the MAC does not verify with any registered secret: ``signature_invalid``;
+3. the secret is past its ``valid_until``: ``secret_expired``;
+4. the secret was used by a provisioning already: ``secret_used``, unless this is a
+   retry with the same key by the device provisioned with it (it gets the same
+   certificate back), or an administrator factory-reset the device since;
+5. the nonce was seen before: ``replay_detected``.
+
+The secret is marked used only once a certificate went out (:meth:`completed`), and
+it keys the response MAC, so the device can tell the answer came from this server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography.hazmat.primitives import serialization
+
+from imprint.attestation.base import (
+    Attestation,
+    Evidence,
+    EvidenceMissing,
+    IdentityNotEnrolled,
+    KeyMismatch,
+    ReplayDetected,
+    RequestExpired,
+    SecretExpired,
+    SecretUsed,
+    SignatureInvalid,
+)
+from imprint.attestation.symmetric_key import csr_sha256
+from imprint.errors import InvalidValue, NotFound
+from imprint.provisioning.devices import DeviceStatus, DeviceStore, NonceStore
+from imprint.provisioning.enrollments import (
+    DeviceIdRule,
+    Enrollment,
+    EnrollmentKind,
+    EnrollmentStore,
+    Mechanism,
+)
+from imprint.provisioning.oob_secrets import OobSecret, OobSecretStore
+from imprint.provisioning.service import public_key_sha256
+
+__all__ = [
+    "CLOCK_SKEW",
+    "IDPROV_FORMAT",
+    "NONCE_SCOPE",
+    "OobSecretAttestor",
+    "idprov_signature",
+    "oob_mac",
+]
+
+NONCE_SCOPE = "oob-secret"
+CLOCK_SKEW = timedelta(seconds=300)
+NONCE_LIFETIME = timedelta(seconds=600)
+IDPROV_FORMAT = "idprov"
+_LABEL = "imprint-oob-v1"
+_NONCE = re.compile(r"[A-Za-z0-9._~+/=-]{16,128}")
+_DEVICE_ID = re.compile(r"[\x21-\x7e]{1,200}")
+_MAX_ENROLLMENTS = 10_000
+_WRONG = "the MAC does not prove the secret registered for this device"
+
+
+def oob_mac(secret: str, device_id: str, timestamp: int, nonce: str, csr_digest: str) -> str:
+    """The native evidence MAC: base64 of HMAC-SHA256 over the labelled fields.
+
+    Args:
+        secret: the device's OOB secret (its UTF-8 bytes are the key).
+        device_id: the registration id the device claims.
+        timestamp: unix seconds, within five minutes of the server's clock.
+        nonce: 16 to 128 of ``A-Z a-z 0-9 . _ ~ + / = -``, used once.
+        csr_digest: base64url (no padding) of SHA-256 over the CSR's DER.
+    """
+    return base64.b64encode(_native_mac(secret, device_id, timestamp, nonce, csr_digest)).decode()
+
+
+def _native_mac(secret: str, device_id: str, timestamp: int, nonce: str, digest: str) -> bytes:
+    message = f"{_LABEL}\n{device_id}\n{timestamp}\n{nonce}\n{digest}".encode()
+    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).digest()
+
+
+def idprov_signature(secret: str, message: bytes) -> str:
+    """idprov's signature: base64 of HMAC-SHA256 keyed with the raw secret."""
+    return base64.b64encode(
+        hmac.new(secret.encode("utf-8"), message, hashlib.sha256).digest()
+    ).decode()
+
+
+def _b64(value: object, name: str) -> bytes:
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise InvalidValue(f"evidence.{name}: base64 of an HMAC-SHA256")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidValue(f"evidence.{name}: not base64") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _NativeProof:
+    device_id: str
+    timestamp: int
+    nonce: str
+    mac: bytes
+    digest: str
+
+    @classmethod
+    def read(cls, evidence: Evidence, device_id: str) -> _NativeProof:
+        fields = evidence.fields
+        missing = [n for n in ("timestamp", "nonce", "mac") if fields.get(n) is None]
+        if missing:
+            raise EvidenceMissing(f"evidence: {', '.join(missing)} required for oob-secret")
+        timestamp, nonce = fields["timestamp"], fields["nonce"]
+        if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+            raise InvalidValue("evidence.timestamp: unix seconds as an integer")
+        if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+            raise InvalidValue("evidence.nonce: 16 to 128 of A-Z a-z 0-9 . _ ~ + / = -")
+        mac = _b64(fields["mac"], "mac")
+        if abs(evidence.at.timestamp() - timestamp) > CLOCK_SKEW.total_seconds():
+            raise RequestExpired("the timestamp is more than five minutes off the server's clock")
+        return cls(device_id, timestamp, nonce, mac, csr_sha256(evidence.csr))
+
+    def verifies(self, secret: str) -> bool:
+        expected = _native_mac(secret, self.device_id, self.timestamp, self.nonce, self.digest)
+        return hmac.compare_digest(expected, self.mac)
+
+
+@dataclass(frozen=True, slots=True)
+class _IdprovProof:
+    message: bytes
+    signature: bytes
+
+    @classmethod
+    def read(cls, evidence: Evidence, device_id: str) -> _IdprovProof:
+        fields = evidence.fields
+        message, signature = fields.get("message"), fields.get("signature")
+        if not isinstance(message, str) or not message:
+            raise EvidenceMissing("evidence.message: the JSON the idprov device signed")
+        if not isinstance(signature, str):
+            raise EvidenceMissing("evidence.signature: the idprov request's signature")
+        try:
+            signed = json.loads(message)
+        except ValueError:
+            raise InvalidValue("evidence.message: not JSON") from None
+        if not isinstance(signed, dict) or signed.get("deviceID") != device_id:
+            raise InvalidValue("evidence.message: must name the registration id as deviceID")
+        pem = signed.get("publicKeyPEM")
+        try:
+            signed_key = serialization.load_pem_public_key(str(pem).encode("utf-8"))
+        except (ValueError, TypeError, UnicodeEncodeError):
+            raise InvalidValue("evidence.message: publicKeyPEM is not a PEM public key") from None
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        der = serialization.Encoding.DER
+        if signed_key.public_bytes(der, spki) != evidence.csr.public_key().public_bytes(der, spki):
+            raise KeyMismatch("the signed public key is not the key to be certified")
+        # An unsigned request still learns that it must wait for a secret to be registered.
+        raw = _b64(signature, "signature") if signature else b""
+        return cls(message.encode("utf-8"), raw)
+
+    def verifies(self, secret: str) -> bool:
+        expected = hmac.new(secret.encode("utf-8"), self.message, hashlib.sha256).digest()
+        return hmac.compare_digest(expected, self.signature)
+
+
+class OobSecretAttestor:
+    """Checks a device's proof of its OOB secret; spends the secret once it is issued."""
+
+    mechanism = Mechanism.OOB_SECRET
+
+    def __init__(
+        self,
+        secrets: OobSecretStore,
+        enrollments: EnrollmentStore,
+        devices: DeviceStore,
+        nonces: NonceStore,
+    ) -> None:
+        self._secrets = secrets
+        self._enrollments = enrollments
+        self._devices = devices
+        self._nonces = nonces
+
+    def attest(self, evidence: Evidence) -> Attestation:
+        """Verify the proof; nothing is written unless every check passed.
+
+        Raises:
+            EvidenceMissing: no registration id, or a proof field is absent.
+            InvalidValue: a proof field is malformed.
+            RequestExpired: the timestamp is more than five minutes off.
+            IdentityNotEnrolled: no (open) oob-secret enrollment for this device.
+            SignatureInvalid: the MAC does not verify with the registered secret.
+            KeyMismatch: an idprov message signed another public key.
+            SecretExpired: the secret is past its validity.
+            SecretUsed: the secret was spent on another provisioning.
+            ReplayDetected: the nonce was used before.
+        """
+        device_id = _registration_id(evidence)
+        idprov = evidence.fields.get("format") == IDPROV_FORMAT
+        proof: _NativeProof | _IdprovProof = (
+            _IdprovProof.read(evidence, device_id)
+            if idprov
+            else _NativeProof.read(evidence, device_id)
+        )
+        candidates = self._candidates(evidence.enrollment_id, device_id)
+        by_id = {e.id: e for e in candidates}
+        registered = self._secrets.for_device(device_id, list(by_id))
+        if not registered:
+            return Attestation(
+                enrollment=self._waiting_in(candidates, evidence.at),
+                device_id=device_id,
+                identity=f"oob-secret:{device_id}",
+                waiting=True,
+            )
+        secret = next((s for s in registered if proof.verifies(s.secret)), None)
+        if secret is None:
+            raise SignatureInvalid(_WRONG)
+        enrollment = by_id[secret.enrollment_id]
+        if enrollment.device_id_rule is not DeviceIdRule.REGISTRATION_ID:
+            raise IdentityNotEnrolled(
+                f"enrollment {enrollment.id!r} names devices by "
+                f"{enrollment.device_id_rule.value}; oob-secret needs registration-id"
+            )
+        if secret.expired(evidence.at):
+            raise SecretExpired("the out-of-band secret for this device has expired")
+        if secret.used_at is not None and not self._may_reuse(enrollment, secret, evidence):
+            raise SecretUsed(
+                "the out-of-band secret for this device was used already; "
+                "register a new one to provision again"
+            )
+        if isinstance(proof, _NativeProof):
+            expires = datetime.fromtimestamp(proof.timestamp, UTC) + NONCE_LIFETIME
+            if not self._nonces.use(NONCE_SCOPE, proof.nonce, expires):
+                raise ReplayDetected("this nonce was used before")
+        return Attestation(
+            enrollment=enrollment,
+            device_id=device_id,
+            identity=f"oob-secret:{enrollment.id}",
+            response_key=secret.secret.encode("utf-8"),
+            claims={
+                "registration_id": device_id,
+                "format": IDPROV_FORMAT if idprov else "imprint",
+            },
+        )
+
+    def completed(self, attestation: Attestation) -> None:
+        """A certificate went out: the secret is spent (kept, for retries and MACs)."""
+        # Kept to the second, like device lifecycle times (see _may_reuse).
+        used_at = datetime.now(UTC).replace(microsecond=0)
+        self._secrets.mark_used(attestation.enrollment.id, attestation.device_id, used_at)
+
+    def _candidates(self, enrollment_id: str | None, device_id: str) -> Sequence[Enrollment]:
+        """The named oob-secret enrollment, else every enabled one that could admit it."""
+        if enrollment_id is not None:
+            try:
+                named = self._enrollments.get(enrollment_id)
+            except NotFound:
+                named = None
+            if named is None or named.mechanism is not Mechanism.OOB_SECRET:
+                raise IdentityNotEnrolled(f"no oob-secret enrollment {enrollment_id!r}")
+            found = [named]
+        else:
+            found = [
+                e
+                for e in self._enrollments.search(
+                    mechanism=Mechanism.OOB_SECRET, limit=_MAX_ENROLLMENTS
+                )
+                if e.enabled
+            ]
+        return [
+            e for e in found if e.kind is EnrollmentKind.GROUP or e.registration_id == device_id
+        ]
+
+    def _waiting_in(self, candidates: Sequence[Enrollment], at: datetime) -> Enrollment:
+        """Where a device without a secret waits: its own individual enrollment first."""
+        ordered = sorted(candidates, key=lambda e: (e.kind is EnrollmentKind.GROUP, e.id))
+        for enrollment in ordered:
+            if enrollment.is_open(at):
+                return enrollment
+        raise IdentityNotEnrolled("no open oob-secret enrollment admits this device")
+
+    def _may_reuse(self, enrollment: Enrollment, secret: OobSecret, evidence: Evidence) -> bool:
+        """A spent secret still admits the device's own retry, or a reset device."""
+        device = self._devices.find(enrollment.owner, secret.device_id)
+        if device is None:
+            return False
+        if device.status is DeviceStatus.PROVISIONED:
+            return device.public_key_sha256 == public_key_sha256(evidence.csr.public_key())
+        if device.status is DeviceStatus.RESET:
+            # A reset in the same second as the use still came after it: a device is
+            # reset only once provisioned.
+            assert secret.used_at is not None
+            return device.updated_at >= secret.used_at
+        return False
+
+
+def _registration_id(evidence: Evidence) -> str:
+    value = evidence.registration_id
+    if not value:
+        raise EvidenceMissing("registration_id: the device id is required for oob-secret")
+    if not _DEVICE_ID.fullmatch(value):
+        raise InvalidValue("registration_id: 1 to 200 printable ASCII characters, no spaces")
+    return value

@@ -1,0 +1,153 @@
+"""``imprint denylist ...``: the certificate deny-list and manufacturer CRLs.
+
+Both are read from the database on every attestation, so a change made here reaches a
+running server at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography import x509
+from rich.table import Table
+
+from imprint.attestation.revocation import (
+    DeniedCertificate,
+    certificate_fingerprint,
+    import_crl,
+    normalize_fingerprint,
+)
+from imprint.attestation.x509 import MAX_ENROLLMENTS, manufacturer_certificates
+from imprint.cli import _errors, _fail, _settings, out
+from imprint.provisioning.enrollments import Mechanism
+from imprint.runtime import Runtime, open_runtime
+from imprint.store.deny_list import SqlDenyList, SqlManufacturerCrlStore
+
+app = typer.Typer(
+    help="Refuse certificates: the deny-list and manufacturer CRLs (x509 attestation).",
+    no_args_is_help=True,
+)
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    settings = _settings()
+    with _errors():
+        runtime = open_runtime(settings)
+    try:
+        with _errors():
+            yield runtime
+    finally:
+        runtime.close()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror}")
+
+
+@app.command("add")
+def add(
+    reason: Annotated[str, typer.Option(help="Why, for the record (1 to 200 characters)")],
+    fingerprint: Annotated[
+        str | None, typer.Option(help="SHA-256 fingerprint of the certificate, hex")
+    ] = None,
+    cert: Annotated[Path | None, typer.Option(help="Or the certificate file (PEM)")] = None,
+) -> None:
+    """Refuse a certificate (device or CA) in every attestation."""
+    if (fingerprint is None) == (cert is None):
+        _fail("give --fingerprint or --cert, exactly one")
+    if not 1 <= len(reason) <= 200:
+        _fail("--reason: 1 to 200 characters")
+    with _errors():
+        if cert is not None:
+            try:
+                value = certificate_fingerprint(x509.load_pem_x509_certificate(_read(cert)))
+            except ValueError:
+                _fail(f"{cert} is not a PEM certificate")
+        else:
+            assert fingerprint is not None
+            value = normalize_fingerprint(fingerprint)
+    with _runtime() as runtime:
+        SqlDenyList(runtime.engine).add(
+            DeniedCertificate(value, reason, datetime.now(UTC).replace(microsecond=0))
+        )
+    out.print(f"denied {value}")
+
+
+@app.command("list")
+def list_denied(limit: Annotated[int, typer.Option(help="At most this many")] = 1000) -> None:
+    """List the deny-list."""
+    with _runtime() as runtime:
+        entries = SqlDenyList(runtime.engine).search(limit=limit)
+    table = Table(title=f"{len(entries)} denied certificate(s)")
+    for column in ("SHA-256 fingerprint", "reason", "since"):
+        table.add_column(column)
+    for entry in entries:
+        since = entry.created_at.strftime("%Y-%m-%d %H:%M")
+        table.add_row(entry.fingerprint_sha256, entry.reason, since)
+    out.print(table)
+
+
+@app.command("remove")
+def remove(fingerprint: Annotated[str, typer.Argument(help="SHA-256 fingerprint, hex")]) -> None:
+    """Accept a denied certificate again."""
+    with _runtime() as runtime:
+        value = normalize_fingerprint(fingerprint)
+        SqlDenyList(runtime.engine).remove(value)
+    out.print(f"removed {value} from the deny-list")
+
+
+@app.command("crl-upload")
+def crl_upload(crl: Annotated[Path, typer.Argument(help="CRL file, PEM or DER")]) -> None:
+    """Store a manufacturer CA's CRL; it must be signed by a CA of an x509 enrollment."""
+    data = _read(crl)
+    with _runtime() as runtime:
+        found = runtime.enrollments.search(mechanism=Mechanism.X509, limit=MAX_ENROLLMENTS)
+        stored = import_crl(
+            SqlManufacturerCrlStore(runtime.engine),
+            data,
+            manufacturer_certificates(found),
+            at=datetime.now(UTC).replace(microsecond=0),
+        )
+    out.print(
+        f"stored the CRL of {stored.issuer} ({stored.revoked_count} revoked), "
+        f"issuer key {stored.issuer_key_sha256}"
+    )
+
+
+@app.command("crl-list")
+def crl_list() -> None:
+    """List the uploaded manufacturer CRLs."""
+    now = datetime.now(UTC)
+    with _runtime() as runtime:
+        crls = SqlManufacturerCrlStore(runtime.engine).search(limit=1000)
+    table = Table(title=f"{len(crls)} manufacturer CRL(s)")
+    for column in ("issuer", "issuer key SHA-256", "revoked", "next update", "stale"):
+        table.add_column(column)
+    for crl in crls:
+        table.add_row(
+            crl.issuer,
+            crl.issuer_key_sha256,
+            str(crl.revoked_count),
+            crl.next_update.strftime("%Y-%m-%d %H:%M") if crl.next_update else "-",
+            "yes" if crl.is_stale(now) else "no",
+        )
+    out.print(table)
+
+
+@app.command("crl-remove")
+def crl_remove(
+    issuer_key: Annotated[str, typer.Argument(help="The issuer key SHA-256 from crl-list")],
+) -> None:
+    """Forget a manufacturer CRL; that CA's certificates are no longer checked."""
+    with _runtime() as runtime:
+        SqlManufacturerCrlStore(runtime.engine).remove(normalize_fingerprint(issuer_key))
+    out.print("removed")

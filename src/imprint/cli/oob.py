@@ -1,0 +1,181 @@
+"""``imprint oob ...``: register out-of-band secrets for oob-secret enrollments."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from imprint.cli import _errors, _fail, _settings, err, out
+from imprint.provisioning.oob_secrets import (
+    ImportReport,
+    RawRow,
+    RowsInvalid,
+    parse_csv,
+    parse_json,
+    register_secret,
+    register_secrets,
+    secret_enrollment,
+)
+from imprint.runtime import Runtime, open_runtime
+from imprint.store.oob_secrets import SqlOobSecretStore
+
+app = typer.Typer(
+    help="Register out-of-band secrets: device id + secret, one by one or from a file.",
+    no_args_is_help=True,
+)
+
+_SHOWN_PROBLEMS = 50
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    settings = _settings()
+    with _errors():
+        runtime = open_runtime(settings)
+    try:
+        with _errors():
+            yield runtime
+    finally:
+        runtime.close()
+
+
+@app.command("add")
+def add(
+    enrollment_id: Annotated[str, typer.Argument(help="An oob-secret enrollment")],
+    device_id: Annotated[str, typer.Argument(help="The registration id the device sends")],
+    secret: Annotated[
+        str,
+        typer.Option(
+            prompt=True, hide_input=True, help="8 to 256 characters (asked for when left out)"
+        ),
+    ],
+    valid_until: Annotated[
+        str | None, typer.Option(help="ISO 8601, e.g. 2030-01-31T12:00:00Z; default +3 days")
+    ] = None,
+) -> None:
+    """Register one device's secret (idempotent)."""
+    with _runtime() as runtime:
+        enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
+        store = SqlOobSecretStore(runtime.engine, runtime.box)
+        result, summary = register_secret(store, enrollment, device_id, secret, valid_until)
+    until = summary.valid_until.strftime("%Y-%m-%d %H:%M")
+    out.print(f"{device_id}: {result.value}, valid until {until} UTC")
+
+
+def _rows(path: Path) -> list[RawRow]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read {path}: {exc}")
+    with _errors():
+        if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                _fail(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})")
+            return parse_json(data)
+        return list(parse_csv(text))
+
+
+def _print_report(report: ImportReport) -> None:
+    verb = "would be " if report.dry_run else ""
+    out.print(
+        f"{report.rows} row(s): {report.created} {verb}created, {report.updated} {verb}updated, "
+        f"{report.unchanged} unchanged, {len(report.problems)} invalid"
+    )
+    if not report.problems:
+        return
+    table = Table(title="invalid rows (nothing was written)" if not report.dry_run else None)
+    for column in ("line", "device id", "field", "problem"):
+        table.add_column(column)
+    for problem in report.problems[:_SHOWN_PROBLEMS]:
+        table.add_row(
+            str(problem.line), problem.device_id or "", problem.field or "", problem.message
+        )
+    err.print(table)
+    if len(report.problems) > _SHOWN_PROBLEMS:
+        err.print(f"... and {len(report.problems) - _SHOWN_PROBLEMS} more")
+
+
+@app.command("import")
+def import_file(
+    enrollment_id: Annotated[str, typer.Argument(help="An oob-secret enrollment")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with the header device_id,secret[,valid_until], or a JSON list of "
+            "objects with those fields"
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option(help="Report what would change; write nothing")] = False,
+) -> None:
+    """Register many secrets: every row is checked first; one bad row and nothing is written."""
+    rows = _rows(file)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with _runtime() as runtime:
+        enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
+        store = SqlOobSecretStore(runtime.engine, runtime.box)
+        with Progress(*columns, console=err, transient=True) as progress:
+            tasks = {
+                "check": progress.add_task("checking", total=len(rows)),
+                "write": progress.add_task("writing", total=None, visible=False),
+            }
+
+            def advance(phase: str, done: int, total: int) -> None:
+                progress.update(tasks[phase], completed=done, total=total, visible=True)
+
+            try:
+                report = register_secrets(
+                    store, enrollment, rows, dry_run=dry_run, progress=advance
+                )
+            except RowsInvalid as exc:
+                report = exc.report
+        _print_report(report)
+    if report.problems and not report.dry_run:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_secrets(
+    enrollment_id: Annotated[str, typer.Argument(help="An oob-secret enrollment")],
+    limit: Annotated[int, typer.Option(help="At most this many rows")] = 100,
+) -> None:
+    """List registered secrets (never the secrets themselves)."""
+    with _runtime() as runtime:
+        secret_enrollment(runtime.enrollments, enrollment_id)
+        found = SqlOobSecretStore(runtime.engine, runtime.box).search(enrollment_id, limit=limit)
+    table = Table(title=f"{len(found)} secret(s) in {enrollment_id}")
+    for column in ("device id", "valid until", "used", "registered"):
+        table.add_column(column)
+    for item in found:
+        table.add_row(
+            item.device_id,
+            item.valid_until.strftime("%Y-%m-%d %H:%M"),
+            item.used_at.strftime("%Y-%m-%d %H:%M") if item.used_at else "no",
+            item.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table)
+
+
+@app.command("remove")
+def remove(
+    enrollment_id: Annotated[str, typer.Argument(help="An oob-secret enrollment")],
+    device_id: Annotated[str, typer.Argument(help="The device whose secret goes")],
+) -> None:
+    """Remove a device's secret; the device waits again until a new one is registered."""
+    with _runtime() as runtime:
+        secret_enrollment(runtime.enrollments, enrollment_id)
+        SqlOobSecretStore(runtime.engine, runtime.box).remove(enrollment_id, device_id)
+    out.print(f"secret of {device_id} removed")

@@ -1,0 +1,118 @@
+"""``imprint regkey ...``: an enrollment's registration key (create, rotate, show)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from imprint.cli import _errors, _settings, err, out
+from imprint.durations import parse_duration
+from imprint.provisioning.registration_keys import (
+    DEFAULT_HALF_LENGTH,
+    RegistrationKey,
+    create_registration_key,
+    rotate_registration_key,
+)
+from imprint.runtime import Runtime, open_runtime
+from imprint.store.registration_keys import SqlRegistrationKeyStore
+
+app = typer.Typer(
+    help="Manage registration keys: the key an owner types into devices.", no_args_is_help=True
+)
+
+EnrollmentArg = Annotated[str, typer.Argument(help="Enrollment id (mechanism registration-key)")]
+HalfLength = Annotated[int, typer.Option(help="Characters per half of a generated key (8 to 32)")]
+KeyOption = Annotated[
+    str | None,
+    typer.Option("--key", help="Install this key (e.g. from midPoint) instead of generating one"),
+]
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    settings = _settings()
+    with _errors():
+        runtime = open_runtime(settings)
+    try:
+        with _errors():
+            yield runtime
+    finally:
+        runtime.close()
+
+
+def _print_once(enrollment_id: str, key: RegistrationKey) -> None:
+    err.print(f"registration key of {enrollment_id} (shown once; type it into the devices):")
+    sys.stdout.write(key.key + "\n")
+
+
+@app.command("create")
+def create(
+    enrollment_id: EnrollmentArg,
+    key: KeyOption = None,
+    half_length: HalfLength = DEFAULT_HALF_LENGTH,
+) -> None:
+    """Give an enrollment its first registration key and print it once."""
+    with _runtime() as runtime:
+        made = create_registration_key(
+            SqlRegistrationKeyStore(runtime.engine, runtime.box),
+            runtime.enrollments,
+            enrollment_id,
+            at=datetime.now(UTC),
+            key=key,
+            half_length=half_length,
+        )
+    _print_once(enrollment_id, made)
+
+
+@app.command("rotate")
+def rotate(
+    enrollment_id: EnrollmentArg,
+    transition: Annotated[
+        str, typer.Option(help="How long the old key keeps working, e.g. 7d, 12h or 0s")
+    ] = "7d",
+    key: KeyOption = None,
+    half_length: HalfLength = DEFAULT_HALF_LENGTH,
+) -> None:
+    """Replace the registration key; the old one works for the transition, then stops."""
+    with _runtime() as runtime:
+        rotation = rotate_registration_key(
+            SqlRegistrationKeyStore(runtime.engine, runtime.box),
+            runtime.enrollments,
+            enrollment_id,
+            at=datetime.now(UTC),
+            transition=parse_duration(transition),
+            key=key,
+            half_length=half_length,
+            require_current=True,
+        )
+    _print_once(enrollment_id, rotation.current)
+    if rotation.previous is not None and rotation.previous.expires_at is not None:
+        until = rotation.previous.expires_at.strftime("%Y-%m-%d %H:%M:%S")
+        err.print(f"the previous key ({rotation.previous.first_half}-...) works until {until} UTC")
+
+
+@app.command("show")
+def show(enrollment_id: EnrollmentArg) -> None:
+    """Show the enrollment's keys: first half, state and expiry (never the second half)."""
+    with _runtime() as runtime:
+        runtime.enrollments.get(enrollment_id)
+        keys = SqlRegistrationKeyStore(runtime.engine, runtime.box).for_enrollment(enrollment_id)
+    now = datetime.now(UTC)
+    table = Table(title=f"registration keys of {enrollment_id}")
+    for column in ("first half", "state", "active", "created", "expires"):
+        table.add_column(column)
+    for item in keys:
+        table.add_row(
+            item.first_half,
+            item.state.value,
+            "yes" if item.is_active(now) else "no",
+            item.created_at.strftime("%Y-%m-%d %H:%M"),
+            item.expires_at.strftime("%Y-%m-%d %H:%M:%S") if item.expires_at else "-",
+        )
+    out.print(table)

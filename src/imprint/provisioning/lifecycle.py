@@ -1,0 +1,171 @@
+"""What happens to a device after it first provisions: approval, disabling, revocation,
+factory reset ("death" in the resurrecting-duckling model) and re-provisioning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from cryptography import x509
+
+from imprint.errors import Conflict, ImprintError
+from imprint.pki.authority import CertificateAuthority
+from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore
+from imprint.provisioning.enrollments import EnrollmentStore, set_enabled
+
+__all__ = [
+    "EnrollmentRevocation",
+    "approve",
+    "disable",
+    "enable",
+    "factory_reset",
+    "revoke_device",
+    "revoke_enrollment",
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def approve(devices: DeviceStore, device_ref: str) -> Device:
+    """Approve a pending device; its next request with the same key is issued.
+
+    Raises:
+        NotFound: no such device.
+        Conflict: the device is not pending.
+    """
+    device = devices.get(device_ref)
+    if device.status is not DeviceStatus.PENDING:
+        raise Conflict(
+            f"device {device.device_id!r} is {device.status.value}, not pending", code="not_pending"
+        )
+    approved = replace(device, status=DeviceStatus.APPROVED, updated_at=_now())
+    devices.save(approved)
+    return approved
+
+
+def disable(devices: DeviceStore, device_ref: str) -> Device:
+    """Refuse the device's provisioning and renewal until it is enabled again.
+
+    Its current certificate stays valid; revoke it as well to cut it off everywhere.
+    """
+    device = devices.get(device_ref)
+    disabled = replace(device, status=DeviceStatus.DISABLED, updated_at=_now())
+    devices.save(disabled)
+    return disabled
+
+
+def enable(devices: DeviceStore, device_ref: str) -> Device:
+    """Undo :func:`disable`: back to provisioned, or released when it holds no certificate.
+
+    Raises:
+        Conflict: the device is not disabled.
+    """
+    device = devices.get(device_ref)
+    if device.status is not DeviceStatus.DISABLED:
+        raise Conflict(
+            f"device {device.device_id!r} is {device.status.value}, not disabled",
+            code="not_disabled",
+        )
+    status = DeviceStatus.PROVISIONED if device.certificate_serial else DeviceStatus.RESET
+    enabled = replace(device, status=status, updated_at=_now())
+    devices.save(enabled)
+    return enabled
+
+
+def _revoke_quietly(
+    authority: CertificateAuthority, serial: str | None, reason: x509.ReasonFlags
+) -> bool:
+    if serial is None:
+        return False
+    try:
+        authority.revoke(serial, reason)
+    except Conflict:
+        return False  # already revoked, or never issued
+    return True
+
+
+def revoke_device(
+    authority: CertificateAuthority,
+    devices: DeviceStore,
+    device_ref: str,
+    reason: x509.ReasonFlags,
+    *,
+    disable_device: bool = True,
+) -> Device:
+    """Revoke the device's current certificate (the CRL lists it at once).
+
+    With ``disable_device`` (the default) the device is also disabled, so its
+    attestation cannot simply fetch a new certificate.
+
+    Raises:
+        NotFound: no such device.
+        Conflict: the device holds no certificate.
+    """
+    device = devices.get(device_ref)
+    if device.certificate_serial is None:
+        raise Conflict(f"device {device.device_id!r} holds no certificate", code="no_certificate")
+    _revoke_quietly(authority, device.certificate_serial, reason)
+    status = DeviceStatus.DISABLED if disable_device else device.status
+    revoked = replace(device, status=status, updated_at=_now())
+    devices.save(revoked)
+    return revoked
+
+
+def factory_reset(authority: CertificateAuthority, devices: DeviceStore, device_ref: str) -> Device:
+    """Release the device: revoke its certificate, forget its key and pinned certificate.
+
+    It may then provision again, through any enrollment that admits it.
+    """
+    device = devices.get(device_ref)
+    _revoke_quietly(authority, device.certificate_serial, x509.ReasonFlags.cessation_of_operation)
+    released = replace(
+        device,
+        status=DeviceStatus.RESET,
+        certificate_serial=None,
+        pinned_fingerprint=None,
+        public_key_sha256=None,
+        updated_at=_now(),
+    )
+    devices.save(released)
+    return released
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentRevocation:
+    enrollment_id: str
+    devices: int
+    certificates_revoked: int
+
+
+def revoke_enrollment(
+    authority: CertificateAuthority,
+    enrollments: EnrollmentStore,
+    devices: DeviceStore,
+    enrollment_id: str,
+    reason: x509.ReasonFlags,
+) -> EnrollmentRevocation:
+    """Disable an enrollment and revoke the certificates of all its devices.
+
+    Raises:
+        NotFound: no such enrollment.
+    """
+    set_enabled(enrollments, enrollment_id, enabled=False)
+    revoked = total = 0
+    after: str | None = None
+    while True:
+        page: Sequence[Device] = devices.search(enrollment_id=enrollment_id, limit=500, after=after)
+        if not page:
+            break
+        for device in page:
+            total += 1
+            with contextlib.suppress(ImprintError):
+                if _revoke_quietly(authority, device.certificate_serial, reason):
+                    revoked += 1
+                devices.save(replace(device, status=DeviceStatus.DISABLED, updated_at=_now()))
+        after = page[-1].id
+    return EnrollmentRevocation(enrollment_id, total, revoked)

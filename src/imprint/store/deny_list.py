@@ -1,0 +1,143 @@
+"""The certificate deny-list and uploaded manufacturer CRLs on SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from imprint.attestation.revocation import DeniedCertificate, ManufacturerCrl
+from imprint.errors import Conflict, NotFound
+from imprint.store.tables import denied_certificates, manufacturer_crls
+
+__all__ = ["SqlDenyList", "SqlManufacturerCrlStore"]
+
+
+class SqlDenyList:
+    """Implements :class:`imprint.attestation.revocation.DenyList`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def add(self, entry: DeniedCertificate) -> None:
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(denied_certificates).values(
+                        fingerprint_sha256=entry.fingerprint_sha256,
+                        reason=entry.reason,
+                        created_at=entry.created_at,
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(
+                "this certificate is on the deny-list already", code="already_denied"
+            ) from None
+
+    def remove(self, fingerprint_sha256: str) -> None:
+        table = denied_certificates
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                delete(table).where(table.c.fingerprint_sha256 == fingerprint_sha256)
+            )
+        if result.rowcount == 0:
+            raise NotFound("this certificate is not on the deny-list")
+
+    def first_of(self, fingerprints: Sequence[str]) -> DeniedCertificate | None:
+        if not fingerprints:
+            return None
+        table = denied_certificates
+        query = select(table).where(table.c.fingerprint_sha256.in_(list(fingerprints)))
+        with self._engine.connect() as conn:
+            found = {row["fingerprint_sha256"]: row for row in conn.execute(query).mappings()}
+        for fingerprint in fingerprints:
+            if fingerprint in found:
+                return _denied(found[fingerprint])
+        return None
+
+    def search(self, *, limit: int = 100, after: str | None = None) -> Sequence[DeniedCertificate]:
+        table = denied_certificates
+        query = select(table).order_by(table.c.fingerprint_sha256).limit(limit)
+        if after is not None:
+            query = query.where(table.c.fingerprint_sha256 > after)
+        with self._engine.connect() as conn:
+            return [_denied(row) for row in conn.execute(query).mappings()]
+
+
+def _denied(row: RowMapping) -> DeniedCertificate:
+    return DeniedCertificate(
+        fingerprint_sha256=row["fingerprint_sha256"],
+        reason=row["reason"],
+        created_at=row["created_at"],
+    )
+
+
+def _crl(row: RowMapping) -> ManufacturerCrl:
+    number = row["crl_number"]
+    return ManufacturerCrl(
+        issuer_key_sha256=row["issuer_key_sha256"],
+        issuer=row["issuer"],
+        crl_number=None if number is None else int(number, 16),
+        this_update=row["this_update"],
+        next_update=row["next_update"],
+        revoked_count=row["revoked_count"],
+        fingerprint_sha256=row["fingerprint_sha256"],
+        der=bytes(row["der"]),
+        uploaded_at=row["uploaded_at"],
+    )
+
+
+class SqlManufacturerCrlStore:
+    """Implements :class:`imprint.attestation.revocation.ManufacturerCrlStore`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def put(self, crl: ManufacturerCrl) -> None:
+        values: dict[str, Any] = {
+            "issuer": crl.issuer,
+            "crl_number": None if crl.crl_number is None else format(crl.crl_number, "x"),
+            "this_update": crl.this_update,
+            "next_update": crl.next_update,
+            "revoked_count": crl.revoked_count,
+            "fingerprint_sha256": crl.fingerprint_sha256,
+            "der": crl.der,
+            "uploaded_at": crl.uploaded_at,
+        }
+        table = manufacturer_crls
+        key = table.c.issuer_key_sha256 == crl.issuer_key_sha256
+        with self._engine.begin() as conn:
+            if conn.execute(update(table).where(key).values(**values)).rowcount == 0:
+                conn.execute(
+                    insert(table).values(issuer_key_sha256=crl.issuer_key_sha256, **values)
+                )
+
+    def get(self, issuer_key_sha256: str) -> ManufacturerCrl | None:
+        found = self.for_issuers([issuer_key_sha256])
+        return found[0] if found else None
+
+    def for_issuers(self, issuer_keys: Sequence[str]) -> Sequence[ManufacturerCrl]:
+        if not issuer_keys:
+            return []
+        table = manufacturer_crls
+        query = select(table).where(table.c.issuer_key_sha256.in_(list(issuer_keys)))
+        with self._engine.connect() as conn:
+            return [_crl(row) for row in conn.execute(query).mappings()]
+
+    def remove(self, issuer_key_sha256: str) -> None:
+        table = manufacturer_crls
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                delete(table).where(table.c.issuer_key_sha256 == issuer_key_sha256)
+            )
+        if result.rowcount == 0:
+            raise NotFound("no manufacturer CRL for this issuer key")
+
+    def search(self, *, limit: int = 100) -> Sequence[ManufacturerCrl]:
+        table = manufacturer_crls
+        query = select(table).order_by(table.c.issuer, table.c.issuer_key_sha256).limit(limit)
+        with self._engine.connect() as conn:
+            return [_crl(row) for row in conn.execute(query).mappings()]

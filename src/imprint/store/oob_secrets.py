@@ -1,0 +1,200 @@
+"""Out-of-band secrets on SQL, sealed with the KEK (the server needs them back for HMACs).
+
+Each secret is sealed for ``oob-secret:<enrollment>:<device>``, so a sealed value
+copied to another row does not open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from imprint.errors import Conflict, NotFound
+from imprint.provisioning.oob_secrets import OobSecret, OobSecretSummary
+from imprint.sealing import SecretBox
+from imprint.store.tables import oob_secrets
+
+__all__ = ["SqlOobSecretStore", "sealing_context"]
+
+_BATCH = 1000
+_IN_CHUNK = 500
+
+
+def sealing_context(enrollment_id: str, device_id: str) -> str:
+    return f"oob-secret:{enrollment_id}:{device_id}"
+
+
+class SqlOobSecretStore:
+    """Implements :class:`imprint.provisioning.oob_secrets.OobSecretStore`."""
+
+    def __init__(self, engine: Engine, box: SecretBox) -> None:
+        self._engine = engine
+        self._box = box
+
+    def _open(self, row: RowMapping) -> OobSecret:
+        context = sealing_context(row["enrollment_id"], row["device_id"])
+        return OobSecret(
+            enrollment_id=row["enrollment_id"],
+            device_id=row["device_id"],
+            secret=self._box.open(row["secret_sealed"], context).decode("utf-8"),
+            valid_until=row["valid_until"],
+            created_at=row["created_at"],
+            used_at=row["used_at"],
+        )
+
+    def _row(self, secret: OobSecret) -> dict[str, Any]:
+        context = sealing_context(secret.enrollment_id, secret.device_id)
+        return {
+            "enrollment_id": secret.enrollment_id,
+            "device_id": secret.device_id,
+            "secret_sealed": self._box.seal(secret.secret.encode("utf-8"), context),
+            "valid_until": secret.valid_until,
+            "used_at": secret.used_at,
+            "created_at": secret.created_at,
+        }
+
+    def get(self, enrollment_id: str, device_id: str) -> OobSecret | None:
+        query = select(oob_secrets).where(
+            oob_secrets.c.enrollment_id == enrollment_id, oob_secrets.c.device_id == device_id
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else self._open(row)
+
+    def for_device(self, device_id: str, enrollment_ids: Sequence[str]) -> list[OobSecret]:
+        if not enrollment_ids:
+            return []
+        # (enrollment_id, device_id) is the primary key: one index probe per enrollment.
+        query = (
+            select(oob_secrets)
+            .where(
+                oob_secrets.c.enrollment_id.in_(list(enrollment_ids)),
+                oob_secrets.c.device_id == device_id,
+            )
+            .order_by(oob_secrets.c.enrollment_id)
+        )
+        with self._engine.connect() as conn:
+            return [self._open(row) for row in conn.execute(query).mappings()]
+
+    def existing(self, enrollment_id: str, device_ids: Sequence[str]) -> dict[str, OobSecret]:
+        found: dict[str, OobSecret] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(device_ids), _IN_CHUNK):
+                chunk = list(device_ids[start : start + _IN_CHUNK])
+                query = select(oob_secrets).where(
+                    oob_secrets.c.enrollment_id == enrollment_id,
+                    oob_secrets.c.device_id.in_(chunk),
+                )
+                for row in conn.execute(query).mappings():
+                    found[row["device_id"]] = self._open(row)
+        return found
+
+    def write(
+        self,
+        inserts: Sequence[OobSecret],
+        updates: Sequence[OobSecret],
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        change = (
+            update(oob_secrets)
+            .where(
+                and_(
+                    oob_secrets.c.enrollment_id == bindparam("key_enrollment"),
+                    oob_secrets.c.device_id == bindparam("key_device"),
+                )
+            )
+            .values(
+                secret_sealed=bindparam("new_sealed"),
+                valid_until=bindparam("new_valid_until"),
+                used_at=bindparam("new_used_at"),
+                created_at=bindparam("new_created_at"),
+            )
+        )
+        try:
+            with self._engine.begin() as conn:
+                for start in range(0, len(inserts), _BATCH):
+                    batch = inserts[start : start + _BATCH]
+                    conn.execute(insert(oob_secrets), [self._row(s) for s in batch])
+                    if progress is not None:
+                        progress(len(batch))
+                for start in range(0, len(updates), _BATCH):
+                    batch = updates[start : start + _BATCH]
+                    rows = []
+                    for secret in batch:
+                        row = self._row(secret)
+                        rows.append(
+                            {
+                                "key_enrollment": row["enrollment_id"],
+                                "key_device": row["device_id"],
+                                "new_sealed": row["secret_sealed"],
+                                "new_valid_until": row["valid_until"],
+                                "new_used_at": row["used_at"],
+                                "new_created_at": row["created_at"],
+                            }
+                        )
+                    conn.execute(change, rows)
+                    if progress is not None:
+                        progress(len(batch))
+        except IntegrityError:
+            raise Conflict(
+                "another registration wrote some of these devices at the same time; "
+                "nothing was written, try again",
+                code="oob_secret_conflict",
+            ) from None
+
+    def mark_used(self, enrollment_id: str, device_id: str, at: datetime) -> bool:
+        statement = (
+            update(oob_secrets)
+            .where(
+                oob_secrets.c.enrollment_id == enrollment_id,
+                oob_secrets.c.device_id == device_id,
+                oob_secrets.c.used_at.is_(None),
+            )
+            .values(used_at=at)
+        )
+        with self._engine.begin() as conn:
+            return bool(conn.execute(statement).rowcount)
+
+    def search(
+        self, enrollment_id: str, *, limit: int = 100, after: str | None = None
+    ) -> list[OobSecretSummary]:
+        columns = [c for c in oob_secrets.c if c.name != "secret_sealed"]
+        query = (
+            select(*columns)
+            .where(oob_secrets.c.enrollment_id == enrollment_id)
+            .order_by(oob_secrets.c.device_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(oob_secrets.c.device_id > after)
+        with self._engine.connect() as conn:
+            return [
+                OobSecretSummary(
+                    enrollment_id=row["enrollment_id"],
+                    device_id=row["device_id"],
+                    valid_until=row["valid_until"],
+                    created_at=row["created_at"],
+                    used_at=row["used_at"],
+                )
+                for row in conn.execute(query).mappings()
+            ]
+
+    def remove(self, enrollment_id: str, device_id: str) -> None:
+        statement = delete(oob_secrets).where(
+            oob_secrets.c.enrollment_id == enrollment_id, oob_secrets.c.device_id == device_id
+        )
+        with self._engine.begin() as conn:
+            if conn.execute(statement).rowcount == 0:
+                raise NotFound(f"no secret for device {device_id!r} in {enrollment_id!r}")
+
+    def count(self, enrollment_id: str | None = None) -> int:
+        query = select(func.count()).select_from(oob_secrets)
+        if enrollment_id is not None:
+            query = query.where(oob_secrets.c.enrollment_id == enrollment_id)
+        with self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())

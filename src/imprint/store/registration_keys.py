@@ -1,0 +1,128 @@
+"""Registration keys on SQL: sealed with the KEK, found by SHA-256 of the first half."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import case, delete, insert, select, update
+from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from imprint.errors import Conflict, NotFound
+from imprint.provisioning.registration_keys import KeyState, RegistrationKey, lookup_sha256
+from imprint.sealing import SecretBox
+from imprint.store.tables import enrollments, registration_keys
+
+__all__ = ["SqlRegistrationKeyStore"]
+
+
+def _context(key_id: str) -> str:
+    return f"registration-key:{key_id}"
+
+
+class SqlRegistrationKeyStore:
+    """Implements :class:`imprint.provisioning.registration_keys.RegistrationKeyStore`."""
+
+    def __init__(self, engine: Engine, box: SecretBox) -> None:
+        self._engine = engine
+        self._box = box
+
+    def _key(self, row: RowMapping) -> RegistrationKey:
+        return RegistrationKey(
+            id=row["id"],
+            enrollment_id=row["enrollment_id"],
+            key=self._box.open(row["key_sealed"], _context(row["id"])).decode("ascii"),
+            state=KeyState(row["state"]),
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+        )
+
+    def find(self, lookup_sha256: str) -> RegistrationKey | None:
+        query = select(registration_keys).where(registration_keys.c.lookup_sha256 == lookup_sha256)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else self._key(row)
+
+    def for_enrollment(self, enrollment_id: str) -> Sequence[RegistrationKey]:
+        current_first = case((registration_keys.c.state == KeyState.CURRENT.value, 0), else_=1)
+        query = (
+            select(registration_keys)
+            .where(registration_keys.c.enrollment_id == enrollment_id)
+            .order_by(current_first, registration_keys.c.created_at.desc())
+        )
+        with self._engine.connect() as conn:
+            return [self._key(row) for row in conn.execute(query).mappings()]
+
+    def _serialize(self, conn: Connection, enrollment_id: str) -> None:
+        """Make concurrent installs for one enrollment take turns.
+
+        PostgreSQL: lock the enrollment's row. SQLite: writing first takes the database's
+        write lock before anything is read, so the check below sees the latest state.
+        """
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                select(enrollments.c.id).where(enrollments.c.id == enrollment_id).with_for_update()
+            )
+        conn.execute(
+            delete(registration_keys).where(
+                registration_keys.c.enrollment_id == enrollment_id,
+                registration_keys.c.state == KeyState.PREVIOUS.value,
+            )
+        )
+
+    def install(
+        self, key: RegistrationKey, *, replacing: str | None, previous_expires_at: datetime
+    ) -> None:
+        table = registration_keys
+        try:
+            with self._engine.begin() as conn:
+                self._serialize(conn, key.enrollment_id)
+                current = set(
+                    conn.execute(
+                        select(table.c.id).where(
+                            table.c.enrollment_id == key.enrollment_id,
+                            table.c.state == KeyState.CURRENT.value,
+                        )
+                    ).scalars()
+                )
+                if current != ({replacing} if replacing else set()):
+                    raise Conflict(
+                        "the registration key changed meanwhile; look at it and try again",
+                        code="registration_key_changed",
+                    )
+                if replacing is not None:
+                    conn.execute(
+                        update(table)
+                        .where(table.c.id == replacing)
+                        .values(state=KeyState.PREVIOUS.value, expires_at=previous_expires_at)
+                    )
+                conn.execute(
+                    insert(table).values(
+                        id=key.id,
+                        enrollment_id=key.enrollment_id,
+                        lookup_sha256=lookup_sha256(key.first_half),
+                        key_sealed=self._box.seal(key.key.encode("ascii"), _context(key.id)),
+                        state=key.state.value,
+                        expires_at=key.expires_at,
+                        created_at=key.created_at,
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(
+                "this key's first half is in use already; choose another key",
+                code="registration_key_taken",
+            ) from None
+
+    def set_expiry(self, key_id: str, expires_at: datetime) -> None:
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                update(registration_keys)
+                .where(
+                    registration_keys.c.id == key_id,
+                    registration_keys.c.state == KeyState.PREVIOUS.value,
+                )
+                .values(expires_at=expires_at)
+            ).rowcount
+        if changed == 0:
+            raise NotFound(f"no previous registration key {key_id!r}")

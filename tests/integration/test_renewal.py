@@ -1,0 +1,136 @@
+"""Renewal with the current certificate, over mutual TLS or as a signed request."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from imprint.attestation.jws import provision_payload, sign_compact
+from imprint.pki.authority import IssuanceRequest
+from tests.integration.conftest import Service, write_credentials
+from tests.integration.test_lifecycle import Factory, csr_of
+
+
+def provisioned(service: Service, tmp_path: Path, name: str, **policy: object):  # type: ignore[no-untyped-def]
+    """A device provisioned through client-ca; returns (factory, its imprint key, bundle)."""
+    factory = Factory(service, tmp_path, f"renew-{name}", **policy)
+    key = ec.generate_private_key(ec.SECP256R1())
+    response = factory.provision(factory.device(name), csr_of(key))
+    assert response.status_code == 200, response.text
+    return factory, key, response.json()["bundle"]
+
+
+def test_renew_over_mtls_with_the_imprint_certificate(service: Service, tmp_path: Path) -> None:
+    _factory, key, bundle = provisioned(service, tmp_path, "m1")
+    credentials = write_credentials(tmp_path, "m1-op", bundle["certificate_chain"], key)
+    new_key = ec.generate_private_key(ec.SECP256R1())
+    with service.client(cert=credentials) as client:
+        renewed = client.post("/api/v1/renew", json={"csr": csr_of(new_key)})
+    assert renewed.status_code == 200, renewed.text
+    fresh = renewed.json()["bundle"]
+    assert fresh["serial"] != bundle["serial"]
+    assert fresh["device_id"] == "m1"
+    assert service.runtime.ledger.get(bundle["serial"]).revocation_reason == "superseded"
+    # The superseded certificate cannot renew again (and is refused as revoked).
+    with service.client(cert=credentials) as client:
+        again = client.post("/api/v1/renew", json={"csr": csr_of(new_key)})
+    assert again.status_code == 403
+    assert again.json()["code"] == "certificate_revoked"
+
+
+def test_renew_with_a_signed_request(service: Service, tmp_path: Path) -> None:
+    _factory, key, bundle = provisioned(service, tmp_path, "s1")
+    current = x509.load_pem_x509_certificate(bundle["certificate"].encode())
+    new_key = ec.generate_private_key(ec.SECP256R1())
+    csr_pem = csr_of(new_key)
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    token = sign_compact(provision_payload(csr, f"{service.base_url}/api/v1/renew"), key, [current])
+    with service.client() as client:
+        renewed = client.post("/api/v1/renew", json={"csr": csr_pem, "evidence": {"jws": token}})
+        replayed = client.post("/api/v1/renew", json={"csr": csr_pem, "evidence": {"jws": token}})
+        wrong_audience = client.post(
+            "/api/v1/renew",
+            json={
+                "csr": csr_pem,
+                "evidence": {
+                    "jws": sign_compact(
+                        provision_payload(csr, f"{service.base_url}/api/v1/provision"),
+                        key,
+                        [current],
+                    )
+                },
+            },
+        )
+    assert renewed.status_code == 200, renewed.text
+    assert (replayed.status_code, replayed.json()["code"]) == (403, "replay_detected")
+    assert wrong_audience.status_code == 403
+
+
+def test_renewal_without_evidence_and_with_a_foreign_certificate(
+    service: Service, tmp_path: Path
+) -> None:
+    factory, _key, _bundle = provisioned(service, tmp_path, "x1")
+    with service.client() as client:
+        missing = client.post(
+            "/api/v1/renew", json={"csr": csr_of(ec.generate_private_key(ec.SECP256R1()))}
+        )
+    # The maker's certificate passes the TLS gate but is not an imprint certificate.
+    with service.client(cert=factory.device("x1")) as client:
+        foreign = client.post(
+            "/api/v1/renew", json={"csr": csr_of(ec.generate_private_key(ec.SECP256R1()))}
+        )
+    assert (missing.status_code, missing.json()["code"]) == (400, "evidence_missing")
+    assert (foreign.status_code, foreign.json()["code"]) == (403, "not_enrolled")
+
+
+def test_expired_certificate_renews_only_within_the_grace_period(
+    service: Service, tmp_path: Path
+) -> None:
+    results = {}
+    for name, grace in (("g0", 0), ("g1", 1)):
+        _factory, _key, _bundle = provisioned(service, tmp_path, name, renewal_grace_days=grace)
+        device = next(d for d in service.runtime.devices.search(limit=100) if d.device_id == name)
+        short_key = ec.generate_private_key(ec.SECP256R1())
+        short = service.runtime.authority.issue(
+            IssuanceRequest(
+                public_key=short_key.public_key(),
+                profile="device",
+                common_name=name,
+                organizational_unit="acme",
+                validity=timedelta(seconds=1),
+            )
+        )
+        service.runtime.devices.save(replace(device, certificate_serial=short.record.serial))
+        time.sleep(1.5)
+        csr_pem = csr_of(ec.generate_private_key(ec.SECP256R1()))
+        token = sign_compact(
+            provision_payload(
+                x509.load_pem_x509_csr(csr_pem.encode()), f"{service.base_url}/api/v1/renew"
+            ),
+            short_key,
+            [short.certificate],
+        )
+        with service.client() as client:
+            results[name] = client.post(
+                "/api/v1/renew", json={"csr": csr_pem, "evidence": {"jws": token}}
+            )
+    assert (results["g0"].status_code, results["g0"].json()["code"]) == (403, "certificate_expired")
+    assert results["g1"].status_code == 200, results["g1"].text
+
+
+def test_disabled_device_cannot_renew(service: Service, tmp_path: Path) -> None:
+    _factory, key, bundle = provisioned(service, tmp_path, "d1")
+    device = next(d for d in service.runtime.devices.search(limit=100) if d.device_id == "d1")
+    with service.admin() as client:
+        client.post(f"/api/v1/devices/{device.id}/disable")
+    credentials = write_credentials(tmp_path, "d1-op", bundle["certificate_chain"], key)
+    with service.client(cert=credentials) as client:
+        refused = client.post(
+            "/api/v1/renew", json={"csr": csr_of(ec.generate_private_key(ec.SECP256R1()))}
+        )
+    assert (refused.status_code, refused.json()["code"]) == (403, "device_disabled")
