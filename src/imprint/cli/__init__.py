@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 import yaml
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from imprint.errors import ConfigurationError, ImprintError
 from imprint.settings import KeyType, Settings, describe_validation_error, load_settings
+
+if TYPE_CHECKING:
+    from imprint.runtime import Runtime
 
 app = typer.Typer(
     help="imprint: self-hosted IoT device provisioning and certificate authority.",
@@ -60,6 +63,21 @@ def _errors() -> Iterator[None]:
         _fail(exc.message, 2)
     except ImprintError as exc:
         _fail(exc.message)
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    """An open runtime for one command; errors become one line and an exit code."""
+    from imprint.runtime import open_runtime
+
+    settings = _settings()
+    with _errors():
+        runtime = open_runtime(settings)
+    try:
+        with _errors():
+            yield runtime
+    finally:
+        runtime.close()
 
 
 def _settings(**overrides: object) -> Settings:
@@ -427,6 +445,13 @@ def _register_extensions() -> None:
     from imprint.cli.denylist import app as denylist_app
 
     app.add_typer(denylist_app, name="denylist")
+    from imprint.cli.client import app as client_app
+    from imprint.cli.org import app as org_app
+    from imprint.cli.user import app as user_app
+
+    app.add_typer(org_app, name="org")
+    app.add_typer(user_app, name="user")
+    app.add_typer(client_app, name="client")
 
 
 def main() -> None:

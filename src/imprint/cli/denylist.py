@@ -6,8 +6,6 @@ running server at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -23,27 +21,14 @@ from imprint.attestation.revocation import (
     normalize_fingerprint,
 )
 from imprint.attestation.x509 import MAX_ENROLLMENTS, manufacturer_certificates
-from imprint.cli import _errors, _fail, _settings, out
+from imprint.cli import _errors, _fail, _runtime, out
 from imprint.provisioning.enrollments import Mechanism
-from imprint.runtime import Runtime, open_runtime
 from imprint.store.deny_list import SqlDenyList, SqlManufacturerCrlStore
 
 app = typer.Typer(
     help="Refuse certificates: the deny-list and manufacturer CRLs (x509 attestation).",
     no_args_is_help=True,
 )
-
-
-@contextmanager
-def _runtime() -> Iterator[Runtime]:
-    settings = _settings()
-    with _errors():
-        runtime = open_runtime(settings)
-    try:
-        with _errors():
-            yield runtime
-    finally:
-        runtime.close()
 
 
 def _read(path: Path) -> bytes:

@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from imprint.cli import out
-from imprint.cli.enrollment import _runtime
+from imprint.cli import _runtime, out
 from imprint.pki.authority import parse_reason
 from imprint.provisioning.devices import Device, DeviceStatus
 from imprint.provisioning.lifecycle import (

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 from rich.table import Table
 
-from imprint.cli import _errors, _fail, _settings, out
+from imprint.cli import _fail, _runtime, out
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -25,23 +23,10 @@ from imprint.provisioning.enrollments import (
     set_enabled,
 )
 from imprint.provisioning.specs import EnrollmentSpec, enrollment_from
-from imprint.runtime import Runtime, open_runtime
 
 app = typer.Typer(
     help="Manage enrollments: who may provision, and what they get.", no_args_is_help=True
 )
-
-
-@contextmanager
-def _runtime() -> Iterator[Runtime]:
-    settings = _settings()
-    with _errors():
-        runtime = open_runtime(settings)
-    try:
-        with _errors():
-            yield runtime
-    finally:
-        runtime.close()
 
 
 def _describe(enrollment: Enrollment) -> dict[str, object]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from imprint.cli import _errors, _fail, _settings, err, out
+from imprint.cli import _errors, _fail, _runtime, err, out
 from imprint.provisioning.oob_secrets import (
     ImportReport,
     RawRow,
@@ -23,7 +21,6 @@ from imprint.provisioning.oob_secrets import (
     register_secrets,
     secret_enrollment,
 )
-from imprint.runtime import Runtime, open_runtime
 from imprint.store.oob_secrets import SqlOobSecretStore
 
 app = typer.Typer(
@@ -32,18 +29,6 @@ app = typer.Typer(
 )
 
 _SHOWN_PROBLEMS = 50
-
-
-@contextmanager
-def _runtime() -> Iterator[Runtime]:
-    settings = _settings()
-    with _errors():
-        runtime = open_runtime(settings)
-    try:
-        with _errors():
-            yield runtime
-    finally:
-        runtime.close()
 
 
 @app.command("add")

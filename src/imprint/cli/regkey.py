@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from imprint.cli import _errors, _settings, err, out
+from imprint.cli import _runtime, err, out
 from imprint.durations import parse_duration
 from imprint.provisioning.registration_keys import (
     DEFAULT_HALF_LENGTH,
@@ -19,7 +17,6 @@ from imprint.provisioning.registration_keys import (
     create_registration_key,
     rotate_registration_key,
 )
-from imprint.runtime import Runtime, open_runtime
 from imprint.store.registration_keys import SqlRegistrationKeyStore
 
 app = typer.Typer(
@@ -32,18 +29,6 @@ KeyOption = Annotated[
     str | None,
     typer.Option("--key", help="Install this key (e.g. from midPoint) instead of generating one"),
 ]
-
-
-@contextmanager
-def _runtime() -> Iterator[Runtime]:
-    settings = _settings()
-    with _errors():
-        runtime = open_runtime(settings)
-    try:
-        with _errors():
-            yield runtime
-    finally:
-        runtime.close()
 
 
 def _print_once(enrollment_id: str, key: RegistrationKey) -> None:
