@@ -23,23 +23,35 @@ from imprint.attestation.registry import build_attestors
 from imprint.attestation.renewal import RenewalAttestor
 from imprint.attestation.x509 import MAX_ENROLLMENTS, manufacturer_certificates
 from imprint.auth.api_keys import create_api_key
+from imprint.auth.bearer import BearerAuthenticator
+from imprint.auth.clients import ClientRegistry, configured_clients
+from imprint.auth.oidc import ExternalProvider
+from imprint.auth.tokens import TokenService
 from imprint.client_trust import ClientTrust
-from imprint.errors import CANotInitialized
+from imprint.errors import CANotInitialized, ConfigurationError
 from imprint.logs import get_logger
 from imprint.metrics import Metrics
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.material import init_ca, load_ca
 from imprint.pki.profiles import parse_sans
 from imprint.provisioning.enrollments import Enrollment, Mechanism
+from imprint.provisioning.ratelimit import FailureLimiter
 from imprint.provisioning.service import Provisioner
 from imprint.sealing import SecretBox, load_secret_box
 from imprint.settings import Settings
 from imprint.store.api_keys import SqlApiKeyStore
+from imprint.store.audit import SqlAuditLog
 from imprint.store.certificates import SqlCertificateLedger
+from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
 from imprint.store.db import create_engine, upgrade
 from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
+from imprint.store.oauth import SqlAuthorizationCodeStore, SqlOAuthClientStore, SqlSigningKeyStore
+from imprint.store.orgs import SqlOrganizationStore
+from imprint.store.users import SqlUserStore
+from imprint.tenancy.orgs import OrgTree
+from imprint.tenancy.roles import Role
 
 __all__ = ["FirstStart", "Runtime", "open_runtime", "prepare"]
 
@@ -71,8 +83,86 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
 
     @functools.cached_property
+    def channels(self) -> SqlChannelStore:
+        return SqlChannelStore(self.engine, self.box)
+
+    @functools.cached_property
     def client_cas(self) -> SqlClientCAStore:
         return SqlClientCAStore(self.engine)
+
+    @functools.cached_property
+    def orgs(self) -> SqlOrganizationStore:
+        return SqlOrganizationStore(self.engine)
+
+    def org_tree(self) -> OrgTree:
+        """The organization tree as it is now (read per request: it changes)."""
+        return OrgTree(self.orgs.all())
+
+    @functools.cached_property
+    def users(self) -> SqlUserStore:
+        return SqlUserStore(self.engine)
+
+    @functools.cached_property
+    def audit(self) -> SqlAuditLog:
+        return SqlAuditLog(self.engine)
+
+    @functools.cached_property
+    def oauth_clients(self) -> SqlOAuthClientStore:
+        return SqlOAuthClientStore(self.engine)
+
+    @functools.cached_property
+    def clients(self) -> ClientRegistry:
+        """Stored OAuth clients plus the development clients of ``auth.clients``."""
+        return ClientRegistry(self.oauth_clients, configured_clients(self.settings.auth.clients))
+
+    @functools.cached_property
+    def authorization_codes(self) -> SqlAuthorizationCodeStore:
+        return SqlAuthorizationCodeStore(self.engine)
+
+    @functools.cached_property
+    def tokens(self) -> TokenService:
+        auth = self.settings.auth
+        base = self.settings.server.base_url()
+        return TokenService(
+            SqlSigningKeyStore(self.engine),
+            self.box,
+            issuer=auth.issuer or base,
+            audience=auth.audience or base,
+            owner_claim=auth.owner_claim,
+            lifetime=timedelta(seconds=auth.token_lifetime_seconds),
+        )
+
+    @functools.cached_property
+    def external_oidc(self) -> ExternalProvider | None:
+        auth = self.settings.auth
+        oidc = auth.oidc
+        if oidc.issuer is None:
+            return None
+        if oidc.audience is None:
+            raise ConfigurationError("auth.oidc.audience: required with auth.oidc.issuer")
+        return ExternalProvider(
+            issuer=oidc.issuer,
+            audience=oidc.audience,
+            jwks_url=oidc.jwks_url,
+            owner_claim=oidc.owner_claim or auth.owner_claim,
+            roles_claim=oidc.roles_claim,
+            default_role=None if oidc.default_role is None else Role(oidc.default_role),
+        )
+
+    @functools.cached_property
+    def bearer(self) -> BearerAuthenticator:
+        return BearerAuthenticator(
+            api_keys=self.api_keys,
+            tokens=self.tokens,
+            users=self.users,
+            clients=self.clients,
+            external=self.external_oidc,
+        )
+
+    @functools.cached_property
+    def login_limiter(self) -> FailureLimiter:
+        """Failed logins and client authentications, per source and per name."""
+        return FailureLimiter(limit=10, window=60.0)
 
     @functools.cached_property
     def client_trust(self) -> ClientTrust:
@@ -177,8 +267,9 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         recorder=records,
         attestors=attestors,
         services=settings.services,
+        channels=SqlChannelStore(engine, box),
     )
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         engine=engine,
         ledger=ledger,
@@ -192,6 +283,12 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         provisioner=provisioner,
         metrics=metrics,
     )
+    try:
+        runtime.bearer  # noqa: B018 (the auth configuration is checked at start)
+    except Exception:
+        engine.dispose()
+        raise
+    return runtime
 
 
 def prepare(settings: Settings) -> tuple[Runtime, FirstStart]:

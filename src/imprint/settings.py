@@ -24,10 +24,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from imprint.errors import ConfigurationError
 
 __all__ = [
+    "AuthSettings",
     "CASettings",
     "DatabaseSettings",
     "KeyType",
     "LoggingSettings",
+    "OAuthClientSettings",
+    "OIDCSettings",
     "ProfileSettings",
     "SecretsSettings",
     "ServerSettings",
@@ -38,6 +41,9 @@ __all__ = [
 
 ENV_PREFIX = "IMPRINT_"
 CONFIG_ENV = "IMPRINT_CONFIG"
+#: Not configuration: the admin token that the docs have users export for curl. It
+#: shares the prefix, so it is named here to keep it from counting as a typo.
+CLIENT_ENV = frozenset({"IMPRINT_TOKEN"})
 DEFAULT_CONFIG_FILE = Path("imprint.yaml")
 MASK = "********"
 
@@ -151,6 +157,72 @@ class SecretsSettings(_Section):
     )
 
 
+class OAuthClientSettings(BaseModel):
+    """A development OAuth client, with the field names of plgd's mockoauthserver."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    client_id: str = Field(alias="clientID", min_length=1, max_length=100)
+    client_secret: SecretStr | None = Field(
+        default=None, alias="clientSecret", description="None: a public client (PKCE only)"
+    )
+    grant_type: Literal["clientCredentials", "authorizationCode"] = Field(
+        default="authorizationCode", alias="grantType"
+    )
+    scopes: list[str] = Field(default_factory=list)
+    audience: str | None = Field(default=None, description="aud of its tokens")
+    redirect_url: str | None = Field(default=None, alias="redirectURL")
+    use_in_ui: bool = Field(default=False, alias="useInUi")
+    owner: str | None = Field(
+        default=None, max_length=100, description="Organization id for the owner claim"
+    )
+    role: Literal["viewer", "operator", "admin"] = "viewer"
+
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("an empty secret: leave clientSecret out for a public client")
+        return value
+
+
+class OIDCSettings(_Section):
+    issuer: str | None = Field(
+        default=None, description="External OpenID provider; its tokens are accepted too"
+    )
+    jwks_url: str | None = Field(
+        default=None, description="Its JWKS; default the jwks_uri of its discovery document"
+    )
+    audience: str | None = Field(default=None, description="The aud its tokens must carry")
+    owner_claim: str | None = Field(
+        default=None, description="Claim with the organization id; default auth.owner_claim"
+    )
+    roles_claim: str = Field(default="roles", description="Claim with admin/operator/viewer")
+    default_role: Literal["viewer", "operator", "admin"] | None = Field(
+        default=None, description="Role when the roles claim names none (None: refuse)"
+    )
+
+
+class AuthSettings(_Section):
+    issuer: str | None = Field(default=None, description="iss of tokens; default the base URL")
+    audience: str | None = Field(
+        default=None, description="aud the admin API accepts; default the base URL"
+    )
+    owner_claim: str = Field(
+        default="https://plgd.dev/owner", min_length=1, description="Claim with the org id"
+    )
+    token_lifetime_seconds: int = Field(default=3600, ge=60, le=86_400)
+    code_lifetime_seconds: int = Field(default=60, ge=10, le=600)
+    self_registration: bool = Field(
+        default=False, description="POST /api/v1/signup creates an organization and its admin"
+    )
+    clients: list[OAuthClientSettings] = Field(
+        default_factory=list, description="Development OAuth clients (mockoauthserver fields)"
+    )
+    oidc: OIDCSettings = OIDCSettings()
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_format: bool = Field(default=False, alias="json")
@@ -178,6 +250,7 @@ class Settings(BaseSettings):
     profiles: ProfileSettings = ProfileSettings()
     secrets: SecretsSettings = SecretsSettings()
     logging: LoggingSettings = LoggingSettings()
+    auth: AuthSettings = AuthSettings()
     services: dict[str, str] = Field(
         default_factory=dict,
         description="Services devices should use, by name (e.g. mqtt: mqtts://broker:8883)",
@@ -218,6 +291,9 @@ class Settings(BaseSettings):
             data["ca"]["passphrase"] = MASK
         if self.secrets.key is not None:
             data["secrets"]["key"] = MASK
+        for client in data["auth"]["clients"]:
+            if client.get("clientSecret") is not None:
+                client["clientSecret"] = MASK
         if self.database.url:
             data["database"]["url"] = _mask_url_password(self.database.url)
         data["database"]["effective_url"] = _mask_url_password(self.database_url())
@@ -254,7 +330,7 @@ def _known_env_keys(model: type[BaseModel], prefix: str) -> set[str]:
 
 
 def _check_environment(environ: dict[str, str]) -> None:
-    known = _known_env_keys(Settings, ENV_PREFIX) | {CONFIG_ENV}
+    known = _known_env_keys(Settings, ENV_PREFIX) | {CONFIG_ENV} | CLIENT_ENV
     for key in sorted(environ):
         if key.upper().startswith(ENV_PREFIX) and key.upper() not in known:
             raise ConfigurationError(f"unknown configuration variable {key}")

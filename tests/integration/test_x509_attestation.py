@@ -327,7 +327,7 @@ def test_idevid_over_mutual_tls_gets_a_certificate(service: Service, acme: Manuf
     assert device.mechanism == "x509"
     assert device.pinned_fingerprint == leaf.fingerprint(hashes.SHA256()).hex()
     record = service.runtime.ledger.get(bundle["serial"])
-    assert record.requested_by == f"x509:{device.pinned_fingerprint}"
+    assert record.requested_by == f"x509:sha256:{device.pinned_fingerprint}"
 
 
 @contextmanager

@@ -108,6 +108,14 @@ def test_unknown_imprint_variable_is_an_error_naming_it(
         load_settings()
 
 
+def test_the_admin_token_variable_from_the_readme_is_not_a_typo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMPRINT_TOKEN", "imp_x_y")
+    assert load_settings().server.port == Settings().server.port
+
+
 def test_bad_value_in_file_is_an_error_naming_the_key(tmp_path: Path) -> None:
     path = write_config(tmp_path, "server:\n  port: not-a-number\n")
     with pytest.raises(ConfigurationError, match=r"server\.port: .*integer"):

@@ -8,6 +8,7 @@ from imprint import __version__
 from imprint.api.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from imprint.api.problems import install_problem_handlers
 from imprint.api.routes import (
+    audit,
     ca,
     certificates,
     client_cas,
@@ -16,9 +17,15 @@ from imprint.api.routes import (
     enrollments,
     health,
     idprov,
+    midpoint,
+    oauth,
+    oauth_clients,
     oob_secrets,
+    orgs,
     provision,
     registration_keys,
+    signup,
+    users,
     whoami,
 )
 from imprint.runtime import Runtime
@@ -49,8 +56,15 @@ def create_app(runtime: Runtime) -> FastAPI:
         provision,
         oob_secrets,
         idprov,
+        midpoint,
         registration_keys,
         whoami,
+        oauth,
+        orgs,
+        users,
+        oauth_clients,
+        audit,
+        signup,
     ):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, limit=runtime.settings.server.max_body_bytes)

@@ -14,17 +14,20 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, Request
 
 from imprint.attestation.base import CertificateRevoked
-from imprint.auth.api_keys import ApiKey, authenticate
-from imprint.errors import AuthenticationRequired, InvalidValue, NotFound
+from imprint.auth.api_keys import ApiKey
+from imprint.errors import AuthenticationRequired, InvalidValue, NotFound, PermissionDenied
 from imprint.pki.chain import ChainInvalid, verify_client_certificate
 from imprint.pki.records import CertificateStatus
 from imprint.runtime import Runtime
+from imprint.tenancy.access import Principal
 
 __all__ = [
     "AdminKey",
     "OptionalApiKey",
     "OptionalClientCertificate",
+    "OptionalPrincipal",
     "PresentedCertificate",
+    "PrincipalDep",
     "RuntimeDep",
     "client_certificate",
     "peer_certificate",
@@ -142,32 +145,71 @@ def _proxied(certificate: x509.Certificate | None) -> PresentedCertificate | Non
     return PresentedCertificate(certificate, "proxy") if certificate is not None else None
 
 
-def optional_api_key(request: Request) -> ApiKey | None:
+def optional_principal(request: Request) -> Principal | None:
+    """The caller named by ``Authorization: Bearer``: an API key, one of imprint's access
+    tokens, or a token of the configured external OpenID provider; None without one.
+
+    Raises:
+        AuthenticationRequired: a malformed header, or a credential that does not verify.
+    """
+    if hasattr(request.state, "principal"):
+        known: Principal | None = request.state.principal
+        return known
     header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise AuthenticationRequired("use 'Authorization: Bearer <API key>'")
-    runtime = runtime_of(request)
-    key = authenticate(runtime.api_keys, token.strip())
-    runtime.api_keys.touch(key.key_id, datetime.now(UTC))
-    return key
+    principal = None
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationRequired("use 'Authorization: Bearer <API key or access token>'")
+        principal = runtime_of(request).bearer.principal(token.strip())
+    request.state.principal = principal
+    return principal
 
 
-def admin_key(request: Request) -> ApiKey:
-    """Require an admin API key.
+def require_principal(request: Request) -> Principal:
+    """Require an authenticated caller (API key or access token).
 
     Raises:
         AuthenticationRequired: none, or an invalid one.
     """
+    principal = optional_principal(request)
+    if principal is None:
+        raise AuthenticationRequired("this endpoint needs an API key or an access token")
+    return principal
+
+
+def optional_api_key(request: Request) -> ApiKey | None:
+    """The API key of this request; None without one or for an access token."""
+    principal = optional_principal(request)
+    if principal is None or principal.kind != "api-key":
+        return None
+    return runtime_of(request).api_keys.find(principal.subject)
+
+
+def admin_key(request: Request) -> ApiKey:
+    """Require an admin API key (the whole instance).
+
+    Endpoints not yet scoped by organization take only API keys: an access token of an
+    organization member must not reach the objects of other organizations.
+
+    Raises:
+        AuthenticationRequired: none, or an invalid one.
+        PermissionDenied: an access token instead of an API key.
+    """
+    principal = require_principal(request)
     key = optional_api_key(request)
     if key is None:
-        raise AuthenticationRequired("this endpoint needs an admin API key")
+        raise PermissionDenied(
+            f"{principal.kind} credentials do not reach this endpoint yet: it is not scoped "
+            "by organization, so it needs an admin API key",
+            code="api_key_required",
+        )
     return key
 
 
 AdminKey = Annotated[ApiKey, Depends(admin_key)]
 OptionalApiKey = Annotated[ApiKey | None, Depends(optional_api_key)]
 OptionalClientCertificate = Annotated[PresentedCertificate | None, Depends(client_certificate)]
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
+PrincipalDep = Annotated[Principal, Depends(require_principal)]
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]

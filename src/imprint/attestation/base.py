@@ -115,16 +115,31 @@ class TooManyAttempts(ImprintError):
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Everything a device presented in one provisioning request."""
+    """Everything a device presented in one provisioning request.
+
+    ``csr`` is None for a device that holds no key pair and collects only credentials
+    (its channel): the midPoint-style registration. Mechanisms that bind the request
+    to a key read it with :meth:`signing_request`.
+    """
 
     mechanism: Mechanism
-    csr: x509.CertificateSigningRequest
+    csr: x509.CertificateSigningRequest | None
     at: datetime
     registration_id: str | None = None
     enrollment_id: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
     client_certificate: x509.Certificate | None = None
     source: str | None = None
+
+    def signing_request(self) -> x509.CertificateSigningRequest:
+        """The CSR, for mechanisms that need one.
+
+        Raises:
+            EvidenceMissing: the request carries no CSR.
+        """
+        if self.csr is None:
+            raise EvidenceMissing(f"{self.mechanism.value}: a CSR is required")
+        return self.csr
 
 
 @dataclass(frozen=True, slots=True)

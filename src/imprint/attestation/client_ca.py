@@ -99,7 +99,7 @@ class ClientCAAttestor:
             return Attestation(
                 enrollment=enrollment,
                 device_id=common_name,
-                identity=f"client-ca:{pin}",
+                identity=f"client-ca:sha256:{pin}",
                 pinned_fingerprint=pin,
             )
         raise IdentityNotEnrolled("no enabled client-ca enrollment trusts the certificate's issuer")

@@ -146,7 +146,7 @@ class _NativeProof:
         mac = _b64(fields["mac"], "mac")
         if abs(evidence.at.timestamp() - timestamp) > CLOCK_SKEW.total_seconds():
             raise RequestExpired("the timestamp is more than five minutes off the server's clock")
-        return cls(device_id, timestamp, nonce, mac, csr_sha256(evidence.csr))
+        return cls(device_id, timestamp, nonce, mac, csr_sha256(evidence.signing_request()))
 
     def verifies(self, secret: str) -> bool:
         expected = _native_mac(secret, self.device_id, self.timestamp, self.nonce, self.digest)
@@ -179,7 +179,9 @@ class _IdprovProof:
             raise InvalidValue("evidence.message: publicKeyPEM is not a PEM public key") from None
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
         der = serialization.Encoding.DER
-        if signed_key.public_bytes(der, spki) != evidence.csr.public_key().public_bytes(der, spki):
+        if signed_key.public_bytes(
+            der, spki
+        ) != evidence.signing_request().public_key().public_bytes(der, spki):
             raise KeyMismatch("the signed public key is not the key to be certified")
         # An unsigned request still learns that it must wait for a secret to be registered.
         raw = _b64(signature, "signature") if signature else b""
@@ -286,12 +288,20 @@ class OobSecretAttestor:
                 raise IdentityNotEnrolled(f"no oob-secret enrollment {enrollment_id!r}")
             found = [named]
         else:
+            # The enabled groups and this device's own individual enrollments, by query.
             found = [
-                e
-                for e in self._enrollments.search(
-                    mechanism=Mechanism.OOB_SECRET, limit=_MAX_ENROLLMENTS
-                )
-                if e.enabled
+                *self._enrollments.search(
+                    mechanism=Mechanism.OOB_SECRET,
+                    enabled=True,
+                    kind=EnrollmentKind.GROUP,
+                    limit=_MAX_ENROLLMENTS,
+                ),
+                *self._enrollments.search(
+                    mechanism=Mechanism.OOB_SECRET,
+                    enabled=True,
+                    registration_id=device_id,
+                    limit=_MAX_ENROLLMENTS,
+                ),
             ]
         return [
             e for e in found if e.kind is EnrollmentKind.GROUP or e.registration_id == device_id
@@ -311,7 +321,9 @@ class OobSecretAttestor:
         if device is None:
             return False
         if device.status is DeviceStatus.PROVISIONED:
-            return device.public_key_sha256 == public_key_sha256(evidence.csr.public_key())
+            return device.public_key_sha256 == public_key_sha256(
+                evidence.signing_request().public_key()
+            )
         if device.status is DeviceStatus.RESET:
             # A reset in the same second as the use still came after it: a device is
             # reset only once provisioned.

@@ -65,30 +65,28 @@ class RenewalAttestor:
         self._nonces = nonces
         self._audience = audience
 
-    def _current(self, evidence: Evidence) -> x509.Certificate:
+    def _current(self, evidence: Evidence) -> tuple[x509.Certificate, tuple[str, datetime] | None]:
+        """The certificate to renew, and a signed request's nonce with its expiry."""
         token = evidence.fields.get("jws")
         if token is not None:
             verified = verify_compact(token)
             nonce, iat = check_claims(
                 verified,
-                csr=evidence.csr,
+                csr=evidence.signing_request(),
                 audience=self._audience,
                 at=evidence.at,
                 max_skew_seconds=_MAX_SKEW_SECONDS,
             )
-            expires = datetime.fromtimestamp(iat, UTC) + _NONCE_LIFETIME
-            if not self._nonces.use("renewal-jws", nonce, expires):
-                raise ReplayDetected("this signed request was used before")
-            return verified.leaf
+            return verified.leaf, (nonce, datetime.fromtimestamp(iat, UTC) + _NONCE_LIFETIME)
         if evidence.client_certificate is not None:
-            return evidence.client_certificate
+            return evidence.client_certificate, None
         raise EvidenceMissing(
             "renewal: present the current certificate over mutual TLS, "
             "or send a signed request in evidence.jws"
         )
 
     def attest(self, evidence: Evidence) -> Attestation:
-        current = self._current(evidence)
+        current, signed = self._current(evidence)
         if current.issuer != self._issuing.subject:
             raise IdentityNotEnrolled("only certificates imprint issued can be renewed")
         try:
@@ -114,6 +112,9 @@ class RenewalAttestor:
                 raise CertificateExpired(
                     "the certificate expired and the enrollment's renewal grace period is over"
                 )
+        # Spent last, so a refused signed request leaves no trace.
+        if signed is not None and not self._nonces.use("renewal-jws", *signed):
+            raise ReplayDetected("this signed request was used before")
         return Attestation(
             enrollment=enrollment,
             device_id=device.device_id,

@@ -150,14 +150,21 @@ def normalize_fingerprint(text: str) -> str:
     return value
 
 
-def refuse_denied(deny_list: DenyList, certificates: Sequence[x509.Certificate]) -> None:
-    """Raises CertificateDenied when any of ``certificates`` is on the deny-list."""
+def refuse_denied(
+    deny_list: DenyList, certificates: Sequence[x509.Certificate], *, device_first: bool = True
+) -> None:
+    """Raises CertificateDenied when any of ``certificates`` is on the deny-list.
+
+    ``certificates`` starts with the device certificate unless ``device_first`` is False
+    (then they are all CA certificates).
+    """
     fingerprints = [certificate_fingerprint(c) for c in certificates]
     entry = deny_list.first_of(fingerprints)
     if entry is None:
         return
     which = fingerprints.index(entry.fingerprint_sha256)
-    what = "the device certificate" if which == 0 else "a CA certificate in its chain"
+    device = device_first and which == 0
+    what = "the device certificate" if device else "a CA certificate in its chain"
     raise CertificateDenied(f"{what} is on imprint's deny-list")
 
 

@@ -163,7 +163,7 @@ class SymmetricKeyAttestor:
             raise RequestExpired("the token has expired")
         if expiry > (now + MAX_TOKEN_LIFETIME).timestamp():
             raise RequestExpired("the token's expiry is more than an hour ahead")
-        digest = csr_sha256(evidence.csr)
+        digest = csr_sha256(evidence.signing_request())
         enrollment = self._match(evidence.enrollment_id, device_id, expiry, nonce, digest, token)
         if not self._nonces.use(NONCE_SCOPE, nonce, datetime.fromtimestamp(expiry, UTC)):
             raise ReplayDetected("this nonce was used before")
@@ -213,15 +213,20 @@ class SymmetricKeyAttestor:
             if named.kind is EnrollmentKind.GROUP or named.registration_id == device_id:
                 yield named
             return
-        every = self._enrollments.search(
-            mechanism=Mechanism.SYMMETRIC_KEY, limit=_ENROLLMENT_SCAN_LIMIT
+        # Two narrow queries, not every enrollment per request: the device's own individual
+        # enrollment (a disabled one is refused by policy), else each enabled group.
+        individual = self._enrollments.search(
+            mechanism=Mechanism.SYMMETRIC_KEY,
+            kind=EnrollmentKind.INDIVIDUAL,
+            registration_id=device_id,
+            limit=_ENROLLMENT_SCAN_LIMIT,
         )
-        individual = [
-            e
-            for e in every
-            if e.kind is EnrollmentKind.INDIVIDUAL and e.registration_id == device_id
-        ]
         if individual:
             yield from individual
             return
-        yield from (e for e in every if e.kind is EnrollmentKind.GROUP and e.enabled)
+        yield from self._enrollments.search(
+            mechanism=Mechanism.SYMMETRIC_KEY,
+            enabled=True,
+            kind=EnrollmentKind.GROUP,
+            limit=_ENROLLMENT_SCAN_LIMIT,
+        )

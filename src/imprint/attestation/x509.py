@@ -242,9 +242,12 @@ class X509Attestor:
         """
         presented = self._presented(evidence)
         leaf = presented.leaf
-        refuse_denied(self._deny_list, [leaf, *presented.intermediates])
+        shown = [leaf, *presented.intermediates]
+        refuse_denied(self._deny_list, shown)
         match = self._match(presented, self._candidates(evidence), evidence.at)
-        refuse_denied(self._deny_list, match.chain)
+        # Only the enrollment's CA certificates on the path are left to check.
+        added = [c for c in match.chain if c not in shown]
+        refuse_denied(self._deny_list, added, device_first=False)
         check_revocation(match.chain, self._crls, at=evidence.at)
         enrollment = match.enrollment
         device_id = device_id_from(leaf, enrollment.device_id_rule)
@@ -257,7 +260,7 @@ class X509Attestor:
         return Attestation(
             enrollment=enrollment,
             device_id=device_id,
-            identity=f"x509:{fingerprint}",  # the IDevID's SHA-256 fingerprint
+            identity=f"x509:sha256:{fingerprint}",  # the IDevID's fingerprint
             pinned_fingerprint=fingerprint,
             claims={
                 "manufacturer_subject": leaf.subject.rfc4514_string(),
@@ -273,7 +276,7 @@ class X509Attestor:
             verified = verify_compact(token)
             nonce, iat = check_claims(
                 verified,
-                csr=evidence.csr,
+                csr=evidence.signing_request(),
                 audience=self._audience,
                 at=evidence.at,
                 max_skew_seconds=self._max_skew,

@@ -429,31 +429,41 @@ def cert_list(
     out.print(table)
 
 
-def _register_extensions() -> None:
-    """Command groups that live in their own modules (one per area)."""
-    from imprint.cli.devices import app as devices_app
-    from imprint.cli.enrollment import app as enrollment_app
+#: Command groups that live in their own modules (one per area), by command name.
+_EXTENSIONS = {
+    "enrollment": "imprint.cli.enrollment",
+    "devices": "imprint.cli.devices",
+    "regkey": "imprint.cli.regkey",
+    "oob": "imprint.cli.oob",
+    "denylist": "imprint.cli.denylist",
+    "org": "imprint.cli.org",
+    "user": "imprint.cli.user",
+    "client": "imprint.cli.client",
+    "device": "imprint.cli.device",
+}
 
-    app.add_typer(enrollment_app, name="enrollment")
-    app.add_typer(devices_app, name="devices")
-    from imprint.cli.regkey import app as regkey_app
 
-    app.add_typer(regkey_app, name="regkey")
-    from imprint.cli.oob import app as oob_app
+def _register_extensions(argv: list[str] | None = None) -> None:
+    """Add the command groups ``argv`` names, or all of them when it names none.
 
-    app.add_typer(oob_app, name="oob")
-    from imprint.cli.denylist import app as denylist_app
+    Importing a group pulls in the storage and server modules (about two seconds), so a
+    command such as ``imprint device show`` loads only its own group, and a core command
+    such as ``imprint cert list`` none. Anything else (``--help``, a typo) gets every
+    group, so that the listing of commands is complete.
+    """
+    import importlib
 
-    app.add_typer(denylist_app, name="denylist")
-    from imprint.cli.client import app as client_app
-    from imprint.cli.org import app as org_app
-    from imprint.cli.user import app as user_app
-
-    app.add_typer(org_app, name="org")
-    app.add_typer(user_app, name="user")
-    app.add_typer(client_app, name="client")
+    words = set(argv or ())
+    named = [name for name in _EXTENSIONS if name in words]
+    if not named:
+        core = words & {command.name or "" for command in app.registered_commands}
+        core |= words & {group.name or "" for group in app.registered_groups}
+        named = [] if core else list(_EXTENSIONS)
+    for name in named:
+        module = importlib.import_module(_EXTENSIONS[name])
+        app.add_typer(module.app, name=name)
 
 
 def main() -> None:
-    _register_extensions()
+    _register_extensions(sys.argv[1:])
     app()

@@ -51,6 +51,13 @@ def _describe(enrollment: Enrollment) -> dict[str, object]:
         "quota": enrollment.quota,
         "x509_chain_certificates": len(enrollment.x509.certificate_chain) if enrollment.x509 else 0,
         "has_group_key": enrollment.group_key is not None,
+        "channel": None
+        if enrollment.channel is None
+        else {
+            "fields": dict(enrollment.channel.fields),
+            "name": enrollment.channel.name,
+            "delivery": enrollment.channel.delivery.value,
+        },
     }
 
 

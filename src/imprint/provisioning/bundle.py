@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 __all__ = [
     "SEAL_ALGORITHM",
     "Bundle",
+    "ChannelGrant",
     "open_for_device",
     "response_mac",
     "seal_for_device",
@@ -91,20 +92,33 @@ def response_mac(secret: bytes, device_id: str, chain_pem: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelGrant:
+    """The device's data channel; ``write_key`` is None when it travels sealed."""
+
+    id: int
+    write_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Bundle:
-    """Everything a provisioned device receives."""
+    """Everything a provisioned device receives.
+
+    The certificate fields are None only for a device that registered without a key
+    pair (the midPoint-style registration): it receives credentials, no certificate.
+    """
 
     device_id: str
     owner: str
     enrollment_id: str
-    serial: str
-    certificate_pem: str
-    chain_pem: str  # the certificate, then each CA below the root
+    serial: str | None
+    certificate_pem: str | None
+    chain_pem: str | None  # the certificate, then each CA below the root
     trust_anchors_pem: tuple[str, ...]
-    not_after: datetime
-    renew_after: datetime
+    not_after: datetime | None
+    renew_after: datetime | None
     services: Mapping[str, str] = field(default_factory=dict)
     pre_shared_key: str | None = None
     tokens: Mapping[str, str] = field(default_factory=dict)
     sealed: Mapping[str, str] | None = None
     response_mac: str | None = None
+    channel: ChannelGrant | None = None

@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 
 from imprint.errors import InvalidValue
 from imprint.pki.profiles import PROFILE_NAMES
+from imprint.provisioning.channels import ChannelTemplate, validate_template
 
 __all__ = [
     "DeviceIdRule",
@@ -114,6 +115,7 @@ class Enrollment:
     group_key: bytes | None = None
     reprovision: ReprovisionPolicy = ReprovisionPolicy.ALLOW
     renewal_grace_days: int = 0
+    channel: ChannelTemplate | None = None  # a data channel per device, made at provisioning
 
     def is_open(self, at: datetime) -> bool:
         """Enabled and inside its window."""
@@ -130,7 +132,14 @@ class EnrollmentStore(Protocol):
     def replace(self, enrollment: Enrollment) -> None: ...
     def remove(self, enrollment_id: str) -> None: ...
     def search(
-        self, *, mechanism: Mechanism | None = None, owner: str | None = None, limit: int = 100
+        self,
+        *,
+        mechanism: Mechanism | None = None,
+        owner: str | None = None,
+        kind: EnrollmentKind | None = None,
+        registration_id: str | None = None,
+        enabled: bool | None = None,
+        limit: int = 100,
     ) -> Sequence[Enrollment]: ...
 
 
@@ -221,6 +230,8 @@ def validate_enrollment(enrollment: Enrollment) -> None:
             raise InvalidValue("group_key: at least 32 bytes")
     elif enrollment.group_key is not None:
         raise InvalidValue(f"group_key: not used by the {enrollment.mechanism.value} mechanism")
+    if enrollment.channel is not None:
+        validate_template(enrollment.channel)
 
 
 def now() -> datetime:

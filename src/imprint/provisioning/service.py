@@ -35,7 +35,8 @@ from imprint.errors import ImprintError, InvalidRequest, NotFound, PermissionDen
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.csr import check_public_key
 from imprint.pki.records import CertificateRecord, CertificateStatus
-from imprint.provisioning.bundle import Bundle, response_mac, seal_for_device
+from imprint.provisioning.bundle import Bundle, ChannelGrant, response_mac, seal_for_device
+from imprint.provisioning.channels import ChannelStore, KeyDelivery, channel_for_device
 from imprint.provisioning.devices import (
     Device,
     DeviceStatus,
@@ -48,6 +49,7 @@ from imprint.provisioning.enrollments import Enrollment, Mechanism, ReprovisionP
 from imprint.provisioning.ratelimit import FailureLimiter
 
 __all__ = [
+    "ChannelNotConfigured",
     "DeviceDisabled",
     "DeviceIdRejected",
     "EnrollmentClosed",
@@ -89,6 +91,10 @@ class DeviceDisabled(PolicyDenied):
 
 class ReprovisionRefused(PolicyDenied):
     code = "reprovision_refused"
+
+
+class ChannelNotConfigured(PolicyDenied):
+    code = "channel_not_configured"
 
 
 class UnsupportedMechanism(InvalidRequest):
@@ -142,8 +148,10 @@ class Provisioner:
         attestors: Mapping[Mechanism, Attestor],
         limiter: FailureLimiter | None = None,
         services: Mapping[str, str] | None = None,
+        channels: ChannelStore | None = None,
     ) -> None:
         self._authority = authority
+        self._channels = channels
         self._devices = devices
         self._recorder = recorder
         self._attestors = dict(attestors)
@@ -202,8 +210,9 @@ class Provisioner:
             )
         step.current = ProvisioningStep.POLICY
         now = evidence.at
-        public_key = check_public_key(evidence.csr.public_key())
-        key_hash = public_key_sha256(public_key)
+        # No CSR: a device without a key pair that collects only its credentials.
+        public_key = None if evidence.csr is None else check_public_key(evidence.csr.public_key())
+        key_hash = None if public_key is None else public_key_sha256(public_key)
         self._check_policy(enrollment, device_id, public_key, now)
         device = self._devices.find(enrollment.owner, device_id)
         step.device_ref = device.id if device else None
@@ -253,7 +262,7 @@ class Provisioner:
         evidence: Evidence,
         attestation: Attestation,
         device: Device | None,
-        key_hash: str,
+        key_hash: str | None,
         step: _Steps,
     ) -> Outcome:
         """Renewal skips approval, quota and the re-provisioning policy: the device proved
@@ -268,28 +277,32 @@ class Provisioner:
         evidence: Evidence,
         attestation: Attestation,
         device: Device | None,
-        key_hash: str,
+        key_hash: str | None,
         step: _Steps,
     ) -> Outcome:
         enrollment = attestation.enrollment
         device_id = attestation.device_id
         now = evidence.at
-        public_key = check_public_key(evidence.csr.public_key())
         step.current = ProvisioningStep.ISSUE
-        issued = self._authority.issue(
-            IssuanceRequest(
-                public_key=public_key,
-                profile=enrollment.profile,
-                common_name=device_id,
-                organizational_unit=enrollment.owner,
-                validity=timedelta(days=enrollment.validity_days)
-                if enrollment.validity_days
-                else None,
-                requested_by=attestation.identity[:200],  # "<mechanism>:<who>"
-            )
-        )
-        step.ok(ProvisioningStep.ISSUE, attestation, detail=f"serial {issued.record.serial}")
         previous = device.certificate_serial if device else None
+        certificate, serial = None, previous
+        if evidence.csr is None:
+            step.ok(ProvisioningStep.ISSUE, attestation, detail="no key pair: no certificate")
+        else:
+            issued = self._authority.issue(
+                IssuanceRequest(
+                    public_key=check_public_key(evidence.csr.public_key()),
+                    profile=enrollment.profile,
+                    common_name=device_id,
+                    organizational_unit=enrollment.owner,
+                    validity=timedelta(days=enrollment.validity_days)
+                    if enrollment.validity_days
+                    else None,
+                    requested_by=attestation.identity[:200],  # "<mechanism>:<who>"
+                )
+            )
+            certificate, serial = issued.certificate, issued.record.serial
+            step.ok(ProvisioningStep.ISSUE, attestation, detail=f"serial {serial}")
         saved = Device(
             id=device.id if device else str(uuid.uuid4()),
             owner=enrollment.owner,
@@ -299,7 +312,7 @@ class Provisioner:
             status=DeviceStatus.PROVISIONED,
             created_at=device.created_at if device else now,
             updated_at=now,
-            certificate_serial=issued.record.serial,
+            certificate_serial=serial,
             pinned_fingerprint=attestation.pinned_fingerprint
             or (device.pinned_fingerprint if device else None),
             public_key_sha256=key_hash,
@@ -307,22 +320,30 @@ class Provisioner:
         )
         self._devices.save(saved)
         step.device_ref = saved.id
-        if previous and previous != issued.record.serial:
+        if previous and previous != serial:
             self._supersede(previous)
         step.current = ProvisioningStep.BUNDLE
-        bundle = self._bundle(enrollment, attestation, issued.certificate)
+        bundle = self._bundle(enrollment, attestation, certificate, saved.id, now)
         step.ok(ProvisioningStep.BUNDLE, attestation)
         return Outcome("approved", step.request_id, device_id, bundle, device_ref=saved.id)
 
     def _check_policy(
-        self, enrollment: Enrollment, device_id: str, public_key: object, now: datetime
+        self, enrollment: Enrollment, device_id: str, public_key: object | None, now: datetime
     ) -> None:
         if not enrollment.is_open(now):
             raise EnrollmentClosed(
                 f"enrollment {enrollment.id!r} is disabled or outside its window"
             )
-        key_type = key_type_of(public_key)
-        if key_type not in enrollment.key_types:
+        if public_key is None:
+            if enrollment.channel is None:
+                raise ChannelNotConfigured(
+                    f"enrollment {enrollment.id!r} gives devices no channel: a device without "
+                    "a key pair has nothing to collect (send a CSR to /api/v1/provision)"
+                )
+            key_type = None
+        else:
+            key_type = key_type_of(public_key)
+        if key_type is not None and key_type not in enrollment.key_types:
             raise KeyTypeNotAllowed(
                 f"key type {key_type} is not allowed; use one of {', '.join(enrollment.key_types)}"
             )
@@ -337,7 +358,7 @@ class Provisioner:
         device: Device | None,
         enrollment: Enrollment,
         attestation: Attestation,
-        key_hash: str,
+        key_hash: str | None,
         now: datetime,
     ) -> Device | None:
         """The pending device when approval is still needed, else None."""
@@ -364,11 +385,14 @@ class Provisioner:
         return pending
 
     def _current_bundle(
-        self, device: Device | None, key_hash: str, attestation: Attestation, now: datetime
+        self, device: Device | None, key_hash: str | None, attestation: Attestation, now: datetime
     ) -> Bundle | None:
-        """A retry with the same key gets the certificate already issued, not a new one."""
+        """A retry with the same key gets the certificate already issued, not a new one;
+        a device without a key pair gets its credentials again."""
         if device is None or device.status is not DeviceStatus.PROVISIONED:
             return None
+        if key_hash is None:
+            return self._bundle(attestation.enrollment, attestation, None, device.id, now)
         if device.public_key_sha256 != key_hash or device.certificate_serial is None:
             return None
         record = self._authority_ledger_get(device.certificate_serial)
@@ -377,7 +401,7 @@ class Provisioner:
         if record.not_after <= now:
             return None
         certificate = x509.load_der_x509_certificate(record.der)
-        return self._bundle(attestation.enrollment, attestation, certificate)
+        return self._bundle(attestation.enrollment, attestation, certificate, device.id, now)
 
     def _authority_ledger_get(self, serial: str) -> CertificateRecord | None:
         try:
@@ -390,36 +414,70 @@ class Provisioner:
         with contextlib.suppress(ImprintError):
             self._authority.revoke(serial, x509.ReasonFlags.superseded)
 
+    def _channel(
+        self, enrollment: Enrollment, device_id: str, device_ref: str, at: datetime
+    ) -> ChannelGrant | None:
+        """The device's channel, made the first time (kept across re-provisioning)."""
+        if enrollment.channel is None or self._channels is None:
+            return None
+        channel = channel_for_device(
+            self._channels,
+            enrollment.channel,
+            owner=enrollment.owner,
+            enrollment_id=enrollment.id,
+            device_ref=device_ref,
+            device_id=device_id,
+            at=at,
+        )
+        return ChannelGrant(channel.id, channel.write_key.key)
+
     def _bundle(
-        self, enrollment: Enrollment, attestation: Attestation, certificate: x509.Certificate
+        self,
+        enrollment: Enrollment,
+        attestation: Attestation,
+        certificate: x509.Certificate | None,
+        device_ref: str,
+        at: datetime,
     ) -> Bundle:
         chain = self._authority.chain
-        lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
         services = {**self._services, **enrollment.services}
         psk = enrollment.pre_shared_key
-        sealed = mac = None
-        chain_pem = "".join(_pem(c) for c in (certificate, *chain[:-1]))
+        grant = self._channel(enrollment, attestation.device_id, device_ref, at)
+        sealed = mac = chain_pem = None
+        if certificate is not None:
+            chain_pem = "".join(_pem(c) for c in (certificate, *chain[:-1]))
         if attestation.response_key is not None:
-            mac = response_mac(attestation.response_key, attestation.device_id, chain_pem)
+            if chain_pem is not None:
+                mac = response_mac(attestation.response_key, attestation.device_id, chain_pem)
+            secrets: dict[str, object] = {}
             if psk is not None:
-                sealed = seal_for_device(
-                    attestation.response_key, attestation.device_id, {"pre_shared_key": psk}
-                )
-                psk = None
+                secrets["pre_shared_key"], psk = psk, None
+            channel = enrollment.channel
+            if grant is not None and channel is not None and channel.delivery is KeyDelivery.SEALED:
+                secrets["channel"] = {"id": grant.id, "write_key": grant.write_key}
+                grant = ChannelGrant(grant.id)  # the id stays readable, the key does not
+            if secrets:
+                sealed = seal_for_device(attestation.response_key, attestation.device_id, secrets)
+        not_after = renew_after = None
+        if certificate is not None:
+            not_after = certificate.not_valid_after_utc
+            lifetime = not_after - certificate.not_valid_before_utc
+            renew_after = certificate.not_valid_before_utc + lifetime * 2 / 3
         return Bundle(
             device_id=attestation.device_id,
             owner=enrollment.owner,
             enrollment_id=enrollment.id,
-            serial=format(certificate.serial_number, "x"),
-            certificate_pem=_pem(certificate),
+            serial=None if certificate is None else format(certificate.serial_number, "x"),
+            certificate_pem=None if certificate is None else _pem(certificate),
             chain_pem=chain_pem,
             trust_anchors_pem=tuple(_pem(c) for c in self._authority.trust_anchors),
-            not_after=certificate.not_valid_after_utc,
-            renew_after=certificate.not_valid_before_utc + lifetime * 2 / 3,
+            not_after=not_after,
+            renew_after=renew_after,
             services=services,
             pre_shared_key=psk,
             sealed=sealed,
             response_mac=mac,
+            channel=grant,
         )
 
 

@@ -16,6 +16,11 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.errors import InvalidValue
+from imprint.provisioning.channels import (
+    DEVICE_ID_PLACEHOLDER,
+    ChannelTemplate,
+    KeyDelivery,
+)
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -28,7 +33,7 @@ from imprint.provisioning.enrollments import (
     now,
 )
 
-__all__ = ["EnrollmentSpec", "X509Spec", "enrollment_from"]
+__all__ = ["ChannelSpec", "EnrollmentSpec", "X509Spec", "enrollment_from"]
 
 _DEFAULT_RULE = {
     Mechanism.X509: DeviceIdRule.COMMON_NAME,
@@ -46,6 +51,25 @@ class X509Spec(BaseModel):
     lead_certificate_name: str | None = Field(default=None, max_length=200)
     accept_expired: bool = Field(
         default=False, description="Accept an expired manufacturer certificate (IDevID)"
+    )
+
+
+class ChannelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fields: dict[str, Annotated[str, Field(max_length=100)]] = Field(
+        max_length=8, description='Labels of the fields in use, e.g. {"field1": "temperature"}'
+    )
+    name: str = Field(
+        default=DEVICE_ID_PLACEHOLDER,
+        max_length=100,
+        description="Channel name; {device_id} is replaced by the device's id",
+    )
+    delivery: KeyDelivery = Field(
+        default=KeyDelivery.SEALED,
+        description="sealed: the write key is encrypted for devices that share a secret "
+        "(registration-key); plain: in the clear inside TLS, and the midPoint route answers "
+        "channel=/writeKey= lines as midPoint-era firmware expects",
     )
 
 
@@ -84,6 +108,9 @@ class EnrollmentSpec(BaseModel):
     x509: X509Spec | None = None
     group_key: str | None = Field(
         default=None, max_length=200, description="symmetric-key: base64, default generated"
+    )
+    channel: ChannelSpec | None = Field(
+        default=None, description="Give every device a data channel (the ThingSpeak model)"
     )
 
 
@@ -137,4 +164,11 @@ def enrollment_from(body: EnrollmentSpec) -> Enrollment:
         group_key=_group_key(body),
         reprovision=body.reprovision,
         renewal_grace_days=body.renewal_grace_days,
+        channel=None
+        if body.channel is None
+        else ChannelTemplate(
+            fields=dict(body.channel.fields),
+            name=body.channel.name,
+            delivery=body.channel.delivery,
+        ),
     )

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from imprint.errors import Conflict, NotFound
+from imprint.provisioning.channels import ChannelTemplate, KeyDelivery
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -23,6 +24,23 @@ from imprint.sealing import SecretBox
 from imprint.store.tables import enrollments
 
 __all__ = ["SqlEnrollmentStore"]
+
+
+def _channel_json(template: ChannelTemplate | None) -> str | None:
+    if template is None:
+        return None
+    return json.dumps(
+        {"fields": dict(template.fields), "name": template.name, "delivery": template.delivery}
+    )
+
+
+def _channel_template(text: str | None) -> ChannelTemplate | None:
+    if text is None:
+        return None
+    data = json.loads(text)
+    return ChannelTemplate(
+        fields=data["fields"], name=data["name"], delivery=KeyDelivery(data["delivery"])
+    )
 
 
 class SqlEnrollmentStore:
@@ -69,6 +87,7 @@ class SqlEnrollmentStore:
             else self._box.seal(enrollment.group_key, f"enrollment:{enrollment.id}:group-key"),
             "reprovision": enrollment.reprovision.value,
             "renewal_grace_days": enrollment.renewal_grace_days,
+            "channel": _channel_json(enrollment.channel),
             "created_at": enrollment.created_at,
             "updated_at": enrollment.updated_at,
         }
@@ -111,6 +130,7 @@ class SqlEnrollmentStore:
             else self._box.open(group_key, f"enrollment:{row['id']}:group-key"),
             reprovision=ReprovisionPolicy(row["reprovision"]),
             renewal_grace_days=row["renewal_grace_days"],
+            channel=_channel_template(row["channel"]),
         )
 
     def add(self, enrollment: Enrollment) -> None:
@@ -148,12 +168,27 @@ class SqlEnrollmentStore:
                 raise NotFound(f"no enrollment {enrollment_id!r}")
 
     def search(
-        self, *, mechanism: Mechanism | None = None, owner: str | None = None, limit: int = 100
+        self,
+        *,
+        mechanism: Mechanism | None = None,
+        owner: str | None = None,
+        kind: EnrollmentKind | None = None,
+        registration_id: str | None = None,
+        enabled: bool | None = None,
+        limit: int = 100,
     ) -> Sequence[Enrollment]:
+        """Enrollments by id; each filter given narrows the query (mechanism and enabled
+        together use the (mechanism, enabled) index)."""
         query = select(enrollments).order_by(enrollments.c.id).limit(limit)
         if mechanism is not None:
             query = query.where(enrollments.c.mechanism == mechanism.value)
+        if enabled is not None:
+            query = query.where(enrollments.c.enabled == enabled)
         if owner is not None:
             query = query.where(enrollments.c.owner == owner)
+        if kind is not None:
+            query = query.where(enrollments.c.kind == kind.value)
+        if registration_id is not None:
+            query = query.where(enrollments.c.registration_id == registration_id)
         with self._engine.connect() as conn:
             return [self._enrollment(row) for row in conn.execute(query).mappings()]

@@ -29,18 +29,28 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "UTCDateTime",
     "api_keys",
+    "audit_log",
+    "authorization_codes",
     "certificates",
+    "channel_entries",
+    "channel_keys",
+    "channels",
     "client_cas",
     "crl_numbers",
     "denied_certificates",
     "devices",
     "enrollments",
     "manufacturer_crls",
+    "memberships",
     "metadata",
+    "oauth_clients",
     "oob_secrets",
+    "organizations",
     "provisioning_records",
     "registration_keys",
+    "signing_keys",
     "used_nonces",
+    "users",
 ]
 
 metadata = MetaData(
@@ -138,6 +148,7 @@ enrollments = Table(
     Column("group_key_sealed", LargeBinary),
     Column("reprovision", String(16), nullable=False, server_default="allow"),
     Column("renewal_grace_days", Integer, nullable=False, server_default="0"),
+    Column("channel", Text),  # JSON channel template, or NULL for no channel per device
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "mechanism", "enabled"),
@@ -250,4 +261,139 @@ manufacturer_crls = Table(
     Column("fingerprint_sha256", String(64), nullable=False),
     Column("der", LargeBinary, nullable=False),
     Column("uploaded_at", UTCDateTime, nullable=False),
+)
+
+# Channels (migration 0006): the ThingSpeak model. Ids are integers, as ThingSpeak's are;
+# keys are sealed (owners see them again) and found by SHA-256; ``last_entry_id`` numbers
+# a channel's entries 1, 2, 3, ...
+channels = Table(
+    "channels",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(100), nullable=False),
+    Column("device_ref", String(36), nullable=False, unique=True),
+    Column("device_id", String(200), nullable=False),
+    Column("enrollment_id", String(63), nullable=False),
+    Column("name", String(200), nullable=False),
+    *(Column(f"field{n}", String(100)) for n in range(1, 9)),
+    Column("last_entry_id", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "owner"),
+)
+
+channel_keys = Table(
+    "channel_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("channel_id", Integer, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("lookup_sha256", String(64), nullable=False, unique=True),
+    Column("key_sealed", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "channel_id", "kind"),
+)
+
+channel_entries = Table(
+    "channel_entries",
+    metadata,
+    Column("channel_id", Integer, primary_key=True),
+    Column("entry_id", Integer, primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    *(Column(f"field{n}", Text) for n in range(1, 9)),
+    Column("latitude", String(32)),
+    Column("longitude", String(32)),
+    Column("elevation", String(32)),
+    Column("status", Text),
+    Index(None, "channel_id", "created_at"),
+)
+
+# Tenancy and authentication (migration 0007). Organization ids are the owner values
+# enrollments and devices carry, so they are stable strings chosen once.
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("parent_id", String(100)),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "parent_id"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("username", String(200), nullable=False, unique=True),
+    Column("password_hash", Text),
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("user_id", String(36), primary_key=True),
+    Column("org_id", String(100), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "org_id"),
+)
+
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    Column("client_id", String(100), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("secret_sha256", String(64)),
+    Column("grant_types", Text, nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("audience", String(500)),
+    Column("redirect_uris", Text, nullable=False),
+    Column("org_id", String(100)),
+    Column("role", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "org_id"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("private_key_sealed", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("retired_at", UTCDateTime),
+)
+
+authorization_codes = Table(
+    "authorization_codes",
+    metadata,
+    Column("code_sha256", String(64), primary_key=True),
+    Column("client_id", String(100), nullable=False),
+    Column("user_id", String(36), nullable=False),
+    Column("org_id", String(100)),
+    Column("redirect_uri", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("nonce", String(200)),
+    Column("code_challenge", String(128), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "expires_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target_type", String(32), nullable=False),
+    Column("target_id", String(200)),
+    Column("org_id", String(100)),
+    Column("outcome", String(16), nullable=False),
+    Column("details", Text, nullable=False),
+    Index(None, "at"),
+    Index(None, "org_id", "at"),
 )

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from imprint.api.auditing import audit
 from imprint.api.identity import AdminKey, RuntimeDep
 from imprint.durations import parse_duration
 from imprint.pki.authority import IssuanceRequest, parse_reason
@@ -101,6 +102,7 @@ def issue(body: IssueBody, runtime: RuntimeDep, key: AdminKey) -> IssuedOut:
             requested_by=f"api-key:{key.name}",
         )
     )
+    audit(runtime, key, "certificate.issue", "certificate", issued.record.serial)
     return IssuedOut(**CertificateOut.of(issued.record).model_dump(), chain=issued.chain_pem())
 
 
@@ -137,4 +139,5 @@ def revoke(
 ) -> CertificateOut:
     reason = body.reason if body is not None else "unspecified"
     record = runtime.authority.revoke(serial, parse_reason(reason))
+    audit(runtime, _key, "certificate.revoke", "certificate", record.serial, reason=reason)
     return CertificateOut.of(record)

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
+from imprint.api.auditing import audit
 from imprint.api.identity import AdminKey, RuntimeDep
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
@@ -19,7 +20,7 @@ from imprint.provisioning.enrollments import (
     create_enrollment,
     set_enabled,
 )
-from imprint.provisioning.specs import EnrollmentSpec, X509Spec, enrollment_from
+from imprint.provisioning.specs import ChannelSpec, EnrollmentSpec, X509Spec, enrollment_from
 
 router = APIRouter(prefix="/api/v1/enrollments", tags=["enrollments"])
 
@@ -46,6 +47,7 @@ class EnrollmentOut(BaseModel):
     has_group_key: bool
     reprovision: ReprovisionPolicy
     renewal_grace_days: int
+    channel: ChannelSpec | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -80,6 +82,13 @@ class EnrollmentOut(BaseModel):
             has_group_key=enrollment.group_key is not None,
             reprovision=enrollment.reprovision,
             renewal_grace_days=enrollment.renewal_grace_days,
+            channel=None
+            if enrollment.channel is None
+            else ChannelSpec(
+                fields=dict(enrollment.channel.fields),
+                name=enrollment.channel.name,
+                delivery=enrollment.channel.delivery,
+            ),
             created_at=enrollment.created_at,
             updated_at=enrollment.updated_at,
         )
@@ -98,6 +107,7 @@ class EnrollmentPage(BaseModel):
 def create(body: EnrollmentSpec, runtime: RuntimeDep, _key: AdminKey) -> CreatedEnrollment:
     enrollment = create_enrollment(runtime.enrollments, enrollment_from(body))
     runtime.enrollment_added(enrollment)
+    audit(runtime, _key, "enrollment.create", "enrollment", enrollment.id, org_id=enrollment.owner)
     group_key = enrollment.group_key
     return CreatedEnrollment(
         **EnrollmentOut.of(enrollment).model_dump(),
@@ -125,15 +135,20 @@ def show(enrollment_id: str, runtime: RuntimeDep, _key: AdminKey) -> EnrollmentO
 
 @router.post("/{enrollment_id}/disable", summary="Stop admitting devices")
 def disable(enrollment_id: str, runtime: RuntimeDep, _key: AdminKey) -> EnrollmentOut:
-    return EnrollmentOut.of(set_enabled(runtime.enrollments, enrollment_id, enabled=False))
+    changed = set_enabled(runtime.enrollments, enrollment_id, enabled=False)
+    audit(runtime, _key, "enrollment.disable", "enrollment", enrollment_id, org_id=changed.owner)
+    return EnrollmentOut.of(changed)
 
 
 @router.post("/{enrollment_id}/enable", summary="Admit devices again")
 def enable(enrollment_id: str, runtime: RuntimeDep, _key: AdminKey) -> EnrollmentOut:
-    return EnrollmentOut.of(set_enabled(runtime.enrollments, enrollment_id, enabled=True))
+    changed = set_enabled(runtime.enrollments, enrollment_id, enabled=True)
+    audit(runtime, _key, "enrollment.enable", "enrollment", enrollment_id, org_id=changed.owner)
+    return EnrollmentOut.of(changed)
 
 
 @router.delete("/{enrollment_id}", status_code=204, summary="Delete an enrollment")
 def delete(enrollment_id: str, runtime: RuntimeDep, _key: AdminKey) -> Response:
     runtime.enrollments.remove(enrollment_id)
+    audit(runtime, _key, "enrollment.delete", "enrollment", enrollment_id)
     return Response(status_code=204)

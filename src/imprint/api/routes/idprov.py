@@ -119,6 +119,9 @@ def provision(body: ProvisionRequestIn, request: Request, runtime: RuntimeDep) -
         waiting = provision_response("Waiting", retry_seconds=retry)
         return Response(waiting, media_type=JSON, headers={"Retry-After": str(retry)})
     bundle = outcome.bundle
+    # idprov requests always carry a key, so the bundle always holds a certificate.
+    assert bundle.chain_pem is not None
+    assert bundle.renew_after is not None
     secret = secret_store(runtime).get(bundle.enrollment_id, bundle.device_id)
     if secret is None:  # removed between issuing and answering: cannot sign the answer
         raise NotFound("the device's out-of-band secret was removed; register it again")

@@ -36,6 +36,13 @@ class ProvisionIn(BaseModel):
     )
 
 
+class ChannelOut(BaseModel):
+    id: int = Field(description="The channel to write to (ThingSpeak-style integer id)")
+    write_key: str | None = Field(
+        description="null when it travels sealed (then it is in `sealed`, under `channel`)"
+    )
+
+
 class BundleOut(BaseModel):
     device_id: str
     owner: str
@@ -55,9 +62,19 @@ class BundleOut(BaseModel):
     response_mac: str | None = Field(
         description="HMAC over device id and chain, for mechanisms with a shared secret"
     )
+    channel: ChannelOut | None = Field(
+        default=None, description="The device's data channel, when its enrollment gives one"
+    )
 
     @classmethod
     def of(cls, bundle: Bundle) -> BundleOut:
+        # This route always sends a CSR, so the bundle always holds a certificate.
+        assert bundle.certificate_pem is not None
+        assert bundle.chain_pem is not None
+        assert bundle.serial is not None
+        assert bundle.not_after is not None
+        assert bundle.renew_after is not None
+        channel = bundle.channel
         return cls(
             device_id=bundle.device_id,
             owner=bundle.owner,
@@ -73,6 +90,9 @@ class BundleOut(BaseModel):
             tokens=dict(bundle.tokens),
             sealed=None if bundle.sealed is None else dict(bundle.sealed),
             response_mac=bundle.response_mac,
+            channel=None
+            if channel is None
+            else ChannelOut(id=channel.id, write_key=channel.write_key),
         )
 
 

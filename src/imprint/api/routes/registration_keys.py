@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from imprint.api.auditing import audit
 from imprint.api.identity import AdminKey, RuntimeDep
 from imprint.durations import parse_duration
 from imprint.provisioning.registration_keys import (
@@ -102,6 +103,7 @@ def issue(
         key=body.key,
         half_length=body.half_length,
     )
+    audit(runtime, _key, "registration_key.rotate", "enrollment", enrollment_id)
     return IssuedRegistrationKey(
         enrollment_id=enrollment_id,
         key=rotation.current.key,

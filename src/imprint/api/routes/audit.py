@@ -1,0 +1,110 @@
+"""The audit log: filter and page through who did what."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.audit import AuditEntry, AuditQuery
+from imprint.errors import NotFound, PermissionDenied
+from imprint.tenancy.access import Principal
+from imprint.tenancy.orgs import OrgTree
+from imprint.tenancy.roles import Role
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+Text = Annotated[str | None, Query(max_length=200)]
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str | None
+    org_id: str | None
+    outcome: str
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryOut:
+        assert entry.id is not None
+        return cls(
+            id=entry.id,
+            at=entry.at,
+            actor=entry.actor,
+            action=entry.action,
+            target_type=entry.target_type,
+            target_id=entry.target_id,
+            org_id=entry.org_id,
+            outcome=entry.outcome,
+            details=dict(entry.details),
+        )
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_before: int | None = Field(description="Pass as ?before= for the next (older) page")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A time without an offset is taken as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _admin_scope(principal: Principal, tree: OrgTree) -> set[str] | None:
+    """Organizations whose log the principal reads: where she is admin, and below."""
+    if principal.instance_admin:
+        return None
+    scope: set[str] = set()
+    for org_id, role in principal.memberships.items():
+        if role is Role.ADMIN:
+            scope |= tree.descendants(org_id)
+    if not scope:
+        raise PermissionDenied("the audit log is for admins", code="role_insufficient")
+    return scope
+
+
+@router.get("", summary="Audit entries, newest first (admins: of their organizations)")
+def search(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    action: Text = None,
+    actor: Text = None,
+    target_type: Text = None,
+    target_id: Text = None,
+    org: Text = None,
+    outcome: Text = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AuditPage:
+    scope = _admin_scope(principal, runtime.org_tree())
+    if org is not None:
+        if scope is not None and org not in scope:
+            raise NotFound(f"no organization {org!r}")
+        scope = {org}
+    found = runtime.audit.search(
+        AuditQuery(
+            org_ids=scope,
+            actor=actor,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            outcome=outcome,
+            since=_utc(since),
+            until=_utc(until),
+            before_id=before,
+            limit=limit,
+        )
+    )
+    items = [AuditEntryOut.of(e) for e in found]
+    return AuditPage(items=items, next_before=items[-1].id if len(items) == limit else None)

@@ -1,0 +1,75 @@
+"""``imprint user ...``: people who log in (create, list, role)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from imprint.cli import _fail, out
+from imprint.cli.org import cli_audit, open_local_runtime
+from imprint.tenancy.roles import Role
+from imprint.tenancy.users import create_user, normalize_username
+
+app = typer.Typer(help="Manage users and their roles in organizations.")
+
+RoleOption = Annotated[Role, typer.Option(help="viewer, operator or admin")]
+
+
+@app.command("create")
+def create(
+    username: Annotated[str, typer.Argument(help="User name, usually an e-mail address")],
+    org: Annotated[str, typer.Option(help="Organization of the first membership")],
+    role: RoleOption = Role.VIEWER,
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ] = "",
+) -> None:
+    """Create a user with a password (asked for) and a role in one organization."""
+    with open_local_runtime() as runtime:
+        runtime.orgs.get(org)
+        user = create_user(runtime.users, username, password, org_id=org, role=role)
+        cli_audit(
+            runtime, "user.create", "user", user.id, org, username=user.username, role=role.value
+        )
+    out.print(user.id)
+
+
+@app.command("list")
+def list_users(
+    org: Annotated[str | None, typer.Option(help="Only members of this organization")] = None,
+) -> None:
+    """List users and their memberships."""
+    with open_local_runtime() as runtime:
+        users = runtime.users.in_orgs(None if org is None else {org}, 10_000)
+    table = Table(title="users")
+    for column in ("id", "username", "memberships", "disabled"):
+        table.add_column(column)
+    for user in users:
+        roles = ", ".join(f"{o}:{r.value}" for o, r in sorted((user.memberships or {}).items()))
+        table.add_row(user.id, user.username, roles or "-", "yes" if user.disabled else "no")
+    out.print(table)
+
+
+@app.command("role")
+def role(
+    username: Annotated[str, typer.Argument(help="User name")],
+    org: Annotated[str, typer.Argument(help="Organization id")],
+    new_role: Annotated[
+        str, typer.Argument(metavar="ROLE", help="viewer, operator, admin or none")
+    ],
+) -> None:
+    """Give a user a role in an organization, or take it away with ``none``."""
+    if new_role not in {*Role._value2member_map_, "none"}:
+        _fail("ROLE: viewer, operator, admin or none", 2)
+    with open_local_runtime() as runtime:
+        user = runtime.users.find_by_username(normalize_username(username))
+        if user is None:
+            _fail(f"no user {username!r}")
+        runtime.orgs.get(org)
+        given = None if new_role == "none" else Role(new_role)
+        runtime.users.set_membership(user.id, org, given)
+        action = "user.role.remove" if given is None else "user.role.set"
+        cli_audit(runtime, action, "user", user.id, org, role=new_role)
+    out.print(f"{user.username}: {org} {new_role}")

@@ -1,0 +1,145 @@
+"""Channels on SQL: keys sealed with the KEK and found by SHA-256."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from imprint.errors import Conflict, NotFound
+from imprint.provisioning.channels import (
+    FIELD_NAMES,
+    Channel,
+    ChannelDraft,
+    ChannelKey,
+    KeyKind,
+    key_sha256,
+)
+from imprint.sealing import SecretBox
+from imprint.store.tables import channel_keys, channels
+
+__all__ = ["SqlChannelStore"]
+
+
+def _context(key_id: str) -> str:
+    return f"channel-key:{key_id}"
+
+
+class SqlChannelStore:
+    """Implements :class:`imprint.provisioning.channels.ChannelStore`."""
+
+    def __init__(self, engine: Engine, box: SecretBox) -> None:
+        self._engine = engine
+        self._box = box
+
+    def _key_row(self, channel_id: int, key: ChannelKey) -> dict[str, Any]:
+        return {
+            "id": key.id,
+            "channel_id": channel_id,
+            "kind": key.kind.value,
+            "lookup_sha256": key_sha256(key.key),
+            "key_sealed": self._box.seal(key.key.encode("ascii"), _context(key.id)),
+            "created_at": key.created_at,
+        }
+
+    def _channel(self, conn: Connection, row: RowMapping) -> Channel:
+        query = (
+            select(channel_keys)
+            .where(channel_keys.c.channel_id == row["id"])
+            .order_by(channel_keys.c.created_at, channel_keys.c.id)
+        )
+        keys = tuple(
+            ChannelKey(
+                id=k["id"],
+                kind=KeyKind(k["kind"]),
+                key=self._box.open(k["key_sealed"], _context(k["id"])).decode("ascii"),
+                created_at=k["created_at"],
+            )
+            for k in conn.execute(query).mappings()
+        )
+        return Channel(
+            id=row["id"],
+            owner=row["owner"],
+            device_ref=row["device_ref"],
+            device_id=row["device_id"],
+            enrollment_id=row["enrollment_id"],
+            name=row["name"],
+            fields={name: row[name] for name in FIELD_NAMES if row[name] is not None},
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            keys=keys,
+        )
+
+    def _one(self, where: Any) -> Channel | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(channels).where(where)).mappings().first()
+            return None if row is None else self._channel(conn, row)
+
+    def get(self, channel_id: int) -> Channel:
+        found = self._one(channels.c.id == channel_id)
+        if found is None:
+            raise NotFound(f"no channel {channel_id}")
+        return found
+
+    def for_device(self, device_ref: str) -> Channel | None:
+        return self._one(channels.c.device_ref == device_ref)
+
+    def find_by_key(self, lookup_sha256: str) -> tuple[Channel, KeyKind] | None:
+        query = select(channel_keys.c.channel_id, channel_keys.c.kind).where(
+            channel_keys.c.lookup_sha256 == lookup_sha256
+        )
+        with self._engine.connect() as conn:
+            hit = conn.execute(query).first()
+            if hit is None:
+                return None
+            row = conn.execute(select(channels).where(channels.c.id == hit[0])).mappings().first()
+            if row is None:
+                return None
+            return self._channel(conn, row), KeyKind(hit[1])
+
+    def create(self, draft: ChannelDraft, keys: Sequence[ChannelKey]) -> Channel:
+        values: dict[str, Any] = {
+            "owner": draft.owner,
+            "device_ref": draft.device_ref,
+            "device_id": draft.device_id,
+            "enrollment_id": draft.enrollment_id,
+            "name": draft.name,
+            "created_at": draft.created_at,
+            "updated_at": draft.created_at,
+            **{name: draft.fields.get(name) for name in FIELD_NAMES},
+        }
+        try:
+            with self._engine.begin() as conn:
+                made = conn.execute(insert(channels).values(**values)).inserted_primary_key
+                assert made is not None
+                channel_id = int(made[0])
+                for key in keys:
+                    conn.execute(insert(channel_keys).values(**self._key_row(channel_id, key)))
+        except IntegrityError:
+            raise Conflict(
+                f"device {draft.device_id!r} has a channel already", code="channel_exists"
+            ) from None
+        return self.get(channel_id)
+
+    def replace_key(
+        self, channel_id: int, old_key_id: str | None, new: ChannelKey, at: datetime
+    ) -> None:
+        with self._engine.begin() as conn:
+            touched = conn.execute(
+                update(channels).where(channels.c.id == channel_id).values(updated_at=at)
+            ).rowcount
+            if touched == 0:
+                raise NotFound(f"no channel {channel_id}")
+            if old_key_id is not None:
+                removed = conn.execute(
+                    delete(channel_keys).where(
+                        channel_keys.c.id == old_key_id, channel_keys.c.channel_id == channel_id
+                    )
+                ).rowcount
+                if removed == 0:
+                    raise NotFound(f"channel {channel_id} has no key {old_key_id!r}")
+            conn.execute(insert(channel_keys).values(**self._key_row(channel_id, new)))

@@ -1,0 +1,95 @@
+"""Users (people who log in) and their memberships: a role in an organization.
+
+A membership reaches down the tree: an admin of ``acme`` is an admin of every
+organization below ``acme`` too, unless a membership nearer to the object says more.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from imprint.auth.passwords import hash_password
+from imprint.errors import InvalidValue
+from imprint.tenancy.roles import Role
+
+__all__ = ["Membership", "User", "UserStore", "create_user", "normalize_username"]
+
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,199}")
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    user_id: str
+    org_id: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    username: str
+    password_hash: str | None = None
+    disabled: bool = False
+    created_at: datetime | None = None
+    memberships: Mapping[str, Role] | None = None
+
+    def __repr__(self) -> str:  # the hash stays out of logs
+        return f"User(id={self.id!r}, username={self.username!r}, disabled={self.disabled})"
+
+
+class UserStore(Protocol):
+    def add(self, user: User, memberships: Sequence[Membership]) -> None:
+        """Store a user and her first memberships in one transaction (Conflict: taken)."""
+
+    def get(self, user_id: str) -> User:
+        """The user with her memberships (NotFound)."""
+
+    def find_by_username(self, username: str) -> User | None: ...
+
+    def set_membership(self, user_id: str, org_id: str, role: Role | None) -> None:
+        """Give a role in an organization, or take the membership away (None)."""
+
+    def in_orgs(self, org_ids: set[str] | None, limit: int) -> Sequence[User]:
+        """Users with a membership in one of ``org_ids`` (None: every user)."""
+
+
+def normalize_username(username: str) -> str:
+    """Lower-case and check a user name (usually an e-mail address).
+
+    Raises:
+        InvalidValue: not 1 to 200 of ``a-z 0-9 . _ @ + -``.
+    """
+    value = username.strip().lower()
+    if not _USERNAME.fullmatch(value):
+        raise InvalidValue("username: 1 to 200 of letters, digits and . _ @ + - (an e-mail)")
+    return value
+
+
+def create_user(
+    store: UserStore,
+    username: str,
+    password: str,
+    *,
+    org_id: str,
+    role: Role,
+) -> User:
+    """Create a user with a password and a first membership.
+
+    Raises:
+        InvalidValue: a bad user name or password.
+        Conflict: the user name is taken.
+    """
+    user = User(
+        id=f"usr-{secrets.token_hex(8)}",
+        username=normalize_username(username),
+        password_hash=hash_password(password),
+        created_at=datetime.now(UTC).replace(microsecond=0),
+        memberships={org_id: role},
+    )
+    store.add(user, [Membership(user.id, org_id, role)])
+    return user
