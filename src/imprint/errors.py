@@ -18,6 +18,7 @@ classes to HTTP statuses; nothing here knows about HTTP.
     ├── PermissionDenied          authenticated, but not allowed
     ├── NotFound                  no such object (or not visible to the caller)
     ├── Conflict                  the object's state forbids the operation
+    ├── UpstreamError             a service imprint relies on failed or answered wrongly
     └── CAError                   the certificate authority cannot act
         ├── CANotInitialized      no CA material in the data directory
         ├── CAKeyLocked           passphrase missing or wrong
@@ -43,6 +44,7 @@ __all__ = [
     "UnencryptedCAKey",
     "UnknownProfile",
     "UnsupportedKey",
+    "UpstreamError",
 ]
 
 
@@ -100,6 +102,10 @@ class NotFound(ImprintError):
 
 class Conflict(ImprintError):
     code = "conflict"
+
+
+class UpstreamError(ImprintError):
+    code = "upstream_error"
 
 
 class CAError(ImprintError):

@@ -24,10 +24,16 @@ def _drop_color_message(
 
 def configure_logging(level: str = "info", *, json_format: bool = False) -> None:
     """Route structlog and the standard library (uvicorn, alembic) through one renderer."""
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+    # Tracebacks are rendered plain: a "rich" one lists every frame's local variables,
+    # which may hold secrets, and costs seconds of CPU per error (cheap to provoke).
+    renderer: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if json_format
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else [
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -44,7 +50,7 @@ def configure_logging(level: str = "info", *, json_format: bool = False) -> None
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
         )
     )
     root = logging.getLogger()

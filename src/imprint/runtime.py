@@ -29,12 +29,14 @@ from imprint.auth.oidc import ExternalProvider
 from imprint.auth.tokens import TokenService
 from imprint.client_trust import ClientTrust
 from imprint.errors import CANotInitialized, ConfigurationError
+from imprint.identities import ClientIdentities, IdentityIssuer
 from imprint.logs import get_logger
 from imprint.metrics import Metrics
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.material import init_ca, load_ca
 from imprint.pki.profiles import parse_sans
 from imprint.provisioning.enrollments import Enrollment, Mechanism
+from imprint.provisioning.hub import HubTokenSource
 from imprint.provisioning.ratelimit import FailureLimiter
 from imprint.provisioning.service import Provisioner
 from imprint.sealing import SecretBox, load_secret_box
@@ -42,11 +44,13 @@ from imprint.settings import Settings
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.audit import SqlAuditLog
 from imprint.store.certificates import SqlCertificateLedger
+from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
 from imprint.store.db import create_engine, upgrade
 from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
+from imprint.store.identities import SqlIdentityStore, SqlPskStore, SqlRelayStore
 from imprint.store.oauth import SqlAuthorizationCodeStore, SqlOAuthClientStore, SqlSigningKeyStore
 from imprint.store.orgs import SqlOrganizationStore
 from imprint.store.users import SqlUserStore
@@ -85,6 +89,10 @@ class Runtime:
     @functools.cached_property
     def channels(self) -> SqlChannelStore:
         return SqlChannelStore(self.engine, self.box)
+
+    @functools.cached_property
+    def channel_entries(self) -> SqlEntryStore:
+        return SqlEntryStore(self.engine)
 
     @functools.cached_property
     def client_cas(self) -> SqlClientCAStore:
@@ -165,15 +173,35 @@ class Runtime:
         return FailureLimiter(limit=10, window=60.0)
 
     @functools.cached_property
+    def identities(self) -> ClientIdentities:
+        """Identity certificates, the browser relay and PSKs of client applications."""
+        config = self.settings.identities
+        return ClientIdentities(
+            issuer=IdentityIssuer(self.authority, SqlIdentityStore(self.engine)),
+            relays=SqlRelayStore(self.engine),
+            psks=SqlPskStore(self.engine, self.box),
+            relay_lifetime=timedelta(seconds=config.relay_lifetime_seconds),
+            relay_limiter=FailureLimiter(limit=config.relay_requests_per_minute, window=60.0),
+        )
+
+    @functools.cached_property
     def client_trust(self) -> ClientTrust:
         """The CAs the TLS handshake admits client certificates from: imprint's chain, the
         manufacturer chain of every x509 enrollment and the CAs of client-ca enrollments
         (see :mod:`imprint.client_trust`)."""
         trust = ClientTrust(self.authority.chain)
-        found = self.enrollments.search(mechanism=Mechanism.X509, limit=MAX_ENROLLMENTS)
-        trust.add(manufacturer_certificates(found))
-        trust.add(ca.certificate() for ca in self.client_cas.all())
+        self._load_enrolled_cas(trust)
         return trust
+
+    def refresh_client_trust(self) -> int:
+        """Admit CAs that enrollments gained behind this process's back (another node, or
+        the CLI); return how many were new. The server calls this every few seconds."""
+        return self._load_enrolled_cas(self.client_trust)
+
+    def _load_enrolled_cas(self, trust: ClientTrust) -> int:
+        found = self.enrollments.search(mechanism=Mechanism.X509, limit=MAX_ENROLLMENTS)
+        added = trust.add(manufacturer_certificates(found))
+        return added + trust.add(ca.certificate() for ca in self.client_cas.all())
 
     def enrollment_added(self, enrollment: Enrollment) -> None:
         """Let what is derived from enrollments (the TLS gate) learn about a new one."""
@@ -283,8 +311,16 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         provisioner=provisioner,
         metrics=metrics,
     )
+    if settings.mqtt.enabled:
+        from imprint.mqtt.broker import BrokerFiles, BrokerSync
+
+        files = BrokerFiles(settings.mqtt_dir())
+        authority.add_listener(BrokerSync(settings.mqtt, files, authority))
     try:
         runtime.bearer  # noqa: B018 (the auth configuration is checked at start)
+        provisioner.hub_tokens = HubTokenSource(
+            clients=runtime.clients, tokens=runtime.tokens, owner_claim=settings.auth.owner_claim
+        )
     except Exception:
         engine.dispose()
         raise

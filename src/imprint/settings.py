@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +27,13 @@ from imprint.errors import ConfigurationError
 __all__ = [
     "AuthSettings",
     "CASettings",
+    "ChannelSettings",
     "DatabaseSettings",
+    "DiscoverySettings",
+    "IdentitySettings",
     "KeyType",
     "LoggingSettings",
+    "MqttSettings",
     "OAuthClientSettings",
     "OIDCSettings",
     "ProfileSettings",
@@ -223,11 +228,89 @@ class AuthSettings(_Section):
     oidc: OIDCSettings = OIDCSettings()
 
 
+class ChannelSettings(_Section):
+    min_write_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=86_400,
+        description="Least time between two entries of one channel (0: no limit)",
+    )
+
+
+class IdentitySettings(_Section):
+    relay_lifetime_seconds: int = Field(
+        default=60, ge=1, le=3600, description="How long a browser-relay state lives"
+    )
+    relay_requests_per_minute: int = Field(
+        default=20, ge=1, description="Relay requests one source address may start per minute"
+    )
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_format: bool = Field(default=False, alias="json")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DiscoverySettings(_Section):
+    enabled: bool = Field(
+        default=False, description="Advertise _imprint._tcp and _idprov._tcp by DNS-SD (mDNS)"
+    )
+    interfaces: list[str] = Field(
+        default_factory=list,
+        description="IPv4 addresses to advertise on and to announce (default: all)",
+    )
+    name: str = Field(
+        default="imprint", min_length=1, max_length=60, description="DNS-SD instance name"
+    )
+
+    @field_validator("interfaces")
+    @classmethod
+    def _ipv4(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.IPv4Address(item)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IPv4 address") from None
+        return value
+
+
+class MqttSettings(_Section):
+    enabled: bool = Field(
+        default=False,
+        description="Keep the broker's CRL and ACL files in mqtt.dir current on every "
+        "issuance and revocation, and make the broker reload them",
+    )
+    dir: Path | None = Field(
+        default=None, description="Where 'imprint mqtt config' writes; default DATA_DIR/mqtt"
+    )
+    host: str = Field(default="127.0.0.1", description="Address the broker listens on")
+    port: int = Field(default=8883, ge=1, le=65535, description="The broker's TLS port")
+    san: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1"],
+        description="DNS names and IP addresses in the broker's certificate",
+    )
+    pid_file: Path | None = Field(
+        default=None,
+        description="The broker's pid file: it gets SIGHUP after the files change "
+        "(default: MQTT_DIR/mosquitto.pid)",
+    )
+    reload_command: list[str] = Field(
+        default_factory=list,
+        description="Run instead of SIGHUP to reload the broker, e.g. [systemctl, reload, "
+        "mosquitto]",
+    )
+
+    @field_validator("san")
+    @classmethod
+    def _san_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one DNS name or IP address is needed")
+        return value
+
+
+_SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
 class Settings(BaseSettings):
@@ -251,10 +334,24 @@ class Settings(BaseSettings):
     secrets: SecretsSettings = SecretsSettings()
     logging: LoggingSettings = LoggingSettings()
     auth: AuthSettings = AuthSettings()
+    identities: IdentitySettings = IdentitySettings()
+    channels: ChannelSettings = ChannelSettings()
     services: dict[str, str] = Field(
         default_factory=dict,
         description="Services devices should use, by name (e.g. mqtt: mqtts://broker:8883)",
     )
+    discovery: DiscoverySettings = DiscoverySettings()
+    mqtt: MqttSettings = MqttSettings()
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, address in value.items():
+            if not _SERVICE_NAME.fullmatch(name):
+                raise ValueError(f"{name!r}: a service name is lowercase letters, digits and -")
+            if not address or len(address) > 500:
+                raise ValueError(f"{name}: an address of 1 to 500 characters")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -280,6 +377,9 @@ class Settings(BaseSettings):
 
     def passphrase_path(self) -> Path:
         return self.ca.passphrase_file or self.data_dir / "ca-passphrase"
+
+    def mqtt_dir(self) -> Path:
+        return self.mqtt.dir or self.data_dir / "mqtt"
 
     def secrets_key_path(self) -> Path:
         return self.secrets.key_file or self.data_dir / "secrets.key"

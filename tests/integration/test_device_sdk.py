@@ -427,6 +427,31 @@ def test_renew(service: Service, tmp_path: Path, mode_: Any, new_key: bool) -> N
     assert old.revocation_reason == "superseded"
 
 
+def test_a_renewal_lost_in_a_crash_is_collected_on_the_next_attempt(
+    service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = provisioned(service, tmp_path, "cr-1")
+    before = store.load()
+    lost: list[str] = []
+    save = DeviceStore.save
+
+    def power_cut(self: DeviceStore, bundle: Bundle, **_: Any) -> None:
+        lost.append(bundle.serial)
+        raise OSError("power cut")
+
+    monkeypatch.setattr(DeviceStore, "save", power_cut)
+    with connect(store) as client, pytest.raises(OSError, match="power cut"):
+        renew(client, store)
+    monkeypatch.setattr(DeviceStore, "save", save)
+    assert store.load().serial == before.serial  # the answer never reached the disk
+    assert service.runtime.ledger.get(before.serial).revocation_reason == "superseded"
+    with connect(store) as client:
+        renewed = renew(client, store)
+    assert renewed.serial == lost[0]  # the certificate already issued, not a third one
+    assert store.load().serial == lost[0]
+    assert "OK" in openssl_verify(store)
+
+
 def test_renewal_of_a_revoked_device_is_refused_and_keeps_the_files(
     service: Service, tmp_path: Path
 ) -> None:

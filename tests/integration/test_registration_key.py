@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,36 @@ def test_a_device_provisions_and_opens_its_sealed_psk(service: Service) -> None:
     device = service.runtime.devices.find("the-simpsons", SERIAL)
     assert device is not None
     assert device.mechanism == "registration-key"
+
+
+def test_racing_first_requests_with_one_key_get_one_certificate(service: Service) -> None:
+    with service.admin() as admin:
+        key = enrollment_with_key(admin, "racers", "acme")
+    first, _second = key.split("-")
+    body = {
+        "mechanism": "registration-key",
+        "csr": make_csr(),
+        "registration_id": "race-1",
+        "evidence": {"key_half": first},
+    }
+
+    def one(_: int) -> httpx.Response:
+        with service.client() as client:
+            return client.post("/api/v1/provision", json=body)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(one, range(6)))
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    serials = {a.json()["bundle"]["serial"] for a in answers}
+    assert len(serials) == 1  # every request got the one certificate handed out
+    device = service.runtime.devices.find("acme", "race-1")
+    assert device is not None
+    assert device.certificate_serial in serials
+    # A certificate issued by a request that lost the race was never handed out: revoked.
+    issued = [r for r in service.runtime.ledger.search(limit=10_000) if "CN=race-1" in r.subject]
+    live = [r for r in issued if r.status.value == "issued"]
+    assert [r.serial for r in live] == [device.certificate_serial]
+    assert all(r.revocation_reason == "superseded" for r in issued if r not in live)
 
 
 def test_wrong_or_missing_halves_create_nothing(service: Service) -> None:

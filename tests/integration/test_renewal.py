@@ -36,11 +36,19 @@ def test_renew_over_mtls_with_the_imprint_certificate(service: Service, tmp_path
     assert fresh["serial"] != bundle["serial"]
     assert fresh["device_id"] == "m1"
     assert service.runtime.ledger.get(bundle["serial"]).revocation_reason == "superseded"
-    # The superseded certificate cannot renew again (and is refused as revoked).
+    # A device that lost the answer asks again with the superseded certificate and the
+    # same new key: it gets the certificate already issued, not a third one.
+    # With any other key the superseded certificate is refused as revoked.
     with service.client(cert=credentials) as client:
         again = client.post("/api/v1/renew", json={"csr": csr_of(new_key)})
-    assert again.status_code == 403
-    assert again.json()["code"] == "certificate_revoked"
+        other = client.post(
+            "/api/v1/renew", json={"csr": csr_of(ec.generate_private_key(ec.SECP256R1()))}
+        )
+    assert again.status_code == 200, again.text
+    assert again.json()["bundle"]["serial"] == fresh["serial"]
+    assert service.runtime.ledger.get(fresh["serial"]).status.value == "issued"
+    assert other.status_code == 403
+    assert other.json()["code"] == "certificate_revoked"
 
 
 def test_renew_with_a_signed_request(service: Service, tmp_path: Path) -> None:
@@ -67,9 +75,10 @@ def test_renew_with_a_signed_request(service: Service, tmp_path: Path) -> None:
             },
         )
     assert renewed.status_code == 200, renewed.text
-    # The nonce is spent only once every other check passed (a refusal leaves no trace),
-    # so a replay after the renewal meets the superseded certificate first.
-    assert (replayed.status_code, replayed.json()["code"]) == (403, "certificate_revoked")
+    # The nonce is spent only once every other check passed (a refusal leaves no trace);
+    # the replay names the superseded certificate and the renewed key, as a device
+    # collecting a lost answer would, and is refused for its spent nonce.
+    assert (replayed.status_code, replayed.json()["code"]) == (403, "replay_detected")
     assert wrong_audience.status_code == 403
 
 

@@ -130,10 +130,11 @@ def test_roles_are_enforced_viewer_reads_operator_runs_admin_manages(service: Se
         assert promoted.json()["memberships"] == {"household": "admin"}
         top = http.post("/api/v1/orgs", json={"name": "Top"})
         assert top.status_code == 403  # only an API key makes top-level organizations
-        # the endpoints not yet scoped by organization still need an API key
-        legacy = http.get("/api/v1/enrollments")
-        assert legacy.status_code == 403
-        assert legacy.json()["code"] == "api_key_required"
+        # enrollments are scoped by organization; the deny-list is the whole instance's
+        assert http.get("/api/v1/enrollments").status_code == 200
+        instance = http.get("/api/v1/denied-certificates")
+        assert instance.status_code == 403
+        assert instance.json()["code"] == "instance_admin_required"
     with service.admin() as admin:
         assert admin.get(f"/api/v1/users/{user_id}").json()["memberships"] == {"household": "admin"}
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+import imprint.server
 from imprint.attestation.jws import provision_payload, sign_compact
 from imprint.runtime import open_runtime
 from imprint.server import build_server
@@ -366,6 +367,37 @@ def test_enrollments_are_trusted_in_the_handshake_after_a_restart(
         response = device.post("/api/v1/provision", json={"mechanism": "x509", "csr": csr_pem})
     assert response.status_code == 200, response.text
     assert response.json()["device_id"] == "meter-restart"
+
+
+def test_enrollments_made_elsewhere_reach_the_handshake_within_seconds(
+    service: Service, acme: Manufacturer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another node (or the CLI) enrolls a manufacturer: this server's TLS gate follows."""
+    monkeypatch.setattr(imprint.server, "TRUST_REFRESH_SECONDS", 0.2)
+    leaf, key = acme.line.idevid("meter-peer")
+    credentials = idevid_files(service, "meter-peer", leaf, key, acme.line)
+    _csr, csr_pem = make_csr()
+    context = ssl.create_default_context(cafile=str(service.root_cert))
+    context.load_cert_chain(*map(str, credentials))
+
+    def attempt(url: httpx.URL) -> httpx.Response:
+        with httpx.Client(base_url=url, verify=context) as device:
+            return device.post("/api/v1/provision", json={"mechanism": "x509", "csr": csr_pem})
+
+    with restarted(service) as url:
+        with pytest.raises(httpx.TransportError):
+            attempt(url)  # nobody vouches for this manufacturer yet
+        enroll(service, acme.chain())  # through the other server
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                response = attempt(url)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the gate never learned the new CA"
+                time.sleep(0.1)
+    assert response.status_code == 200, response.text
+    assert response.json()["device_id"] == "meter-peer"
 
 
 def test_signed_request_without_client_certificate(service: Service, acme: Manufacturer) -> None:

@@ -19,10 +19,11 @@ from imprint.errors import AuthenticationRequired, InvalidValue, NotFound, Permi
 from imprint.pki.chain import ChainInvalid, verify_client_certificate
 from imprint.pki.records import CertificateStatus
 from imprint.runtime import Runtime
-from imprint.tenancy.access import Principal
+from imprint.tenancy.access import Principal, require_instance_admin
 
 __all__ = [
     "AdminKey",
+    "InstanceAdmin",
     "OptionalApiKey",
     "OptionalClientCertificate",
     "OptionalPrincipal",
@@ -207,7 +208,20 @@ def admin_key(request: Request) -> ApiKey:
     return key
 
 
+def instance_admin(request: Request) -> Principal:
+    """Require the whole instance (an API key), for objects no organization owns.
+
+    Raises:
+        AuthenticationRequired: none, or an invalid one.
+        PermissionDenied: an access token (code ``instance_admin_required``).
+    """
+    principal = require_principal(request)
+    require_instance_admin(principal, "this endpoint")
+    return principal
+
+
 AdminKey = Annotated[ApiKey, Depends(admin_key)]
+InstanceAdmin = Annotated[Principal, Depends(instance_admin)]
 OptionalApiKey = Annotated[ApiKey | None, Depends(optional_api_key)]
 OptionalClientCertificate = Annotated[PresentedCertificate | None, Depends(client_certificate)]
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]

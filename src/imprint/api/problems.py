@@ -23,6 +23,7 @@ from imprint.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    UpstreamError,
 )
 from imprint.logs import get_logger
 
@@ -40,6 +41,7 @@ _STATUS: list[tuple[type[ImprintError], int]] = [
     (PermissionDenied, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (UpstreamError, 502),
     (CAError, 503),
 ]
 
@@ -55,6 +57,7 @@ _TITLES = {
     429: "Too many requests",
     422: "Invalid request",
     500: "Internal error",
+    502: "Bad gateway",
     503: "Unavailable",
 }
 

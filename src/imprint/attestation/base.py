@@ -154,6 +154,9 @@ class Attestation:
     waiting: bool = False
     claims: Mapping[str, str] = field(default_factory=dict)
     renewal: bool = False  # the device renews its current certificate
+    #: The device presents the certificate its last renewal superseded, with the key that
+    #: renewal certified: it never received the answer, so it gets that answer again.
+    renewal_retry: bool = False
 
 
 class Attestor(Protocol):

@@ -29,6 +29,7 @@ from imprint.attestation.base import (
 )
 from imprint.attestation.jws import check_claims, verify_compact
 from imprint.errors import NotFound
+from imprint.pki.keys import public_key_sha256 as _key_sha256
 from imprint.pki.records import CertificateLedger, CertificateStatus
 from imprint.provisioning.devices import DeviceStore, NonceStore
 from imprint.provisioning.enrollments import EnrollmentStore, Mechanism
@@ -98,12 +99,23 @@ class RenewalAttestor:
             record = self._ledger.get(serial)
         except NotFound:
             raise IdentityNotEnrolled("imprint has no record of this certificate") from None
-        if record.status is CertificateStatus.REVOKED:
-            raise CertificateRevoked(f"certificate {serial} has been revoked")
         device_id = _attribute(current, NameOID.COMMON_NAME)
         owner = _attribute(current, NameOID.ORGANIZATIONAL_UNIT_NAME)
         device = self._devices.find(owner, device_id) if owner and device_id else None
-        if device is None or device.certificate_serial != serial:
+        retry = False
+        if record.status is CertificateStatus.REVOKED:
+            # A device that crashed before storing its renewed certificate comes back with
+            # the one that renewal superseded and the key it certified: it may collect it.
+            retry = (
+                record.revocation_reason == "superseded"
+                and device is not None
+                and device.public_key_sha256 is not None
+                and evidence.csr is not None
+                and _key_sha256(evidence.csr.public_key()) == device.public_key_sha256
+            )
+            if not retry:
+                raise CertificateRevoked(f"certificate {serial} has been revoked")
+        if device is None or (device.certificate_serial != serial and not retry):
             raise IdentityNotEnrolled("this is not the device's current certificate")
         enrollment = self._enrollments.get(device.enrollment_id)
         if evidence.at > current.not_valid_after_utc:
@@ -120,4 +132,5 @@ class RenewalAttestor:
             device_id=device.device_id,
             identity=f"renewal:{serial}",
             renewal=True,
+            renewal_retry=retry,
         )

@@ -440,6 +440,8 @@ _EXTENSIONS = {
     "user": "imprint.cli.user",
     "client": "imprint.cli.client",
     "device": "imprint.cli.device",
+    "mqtt": "imprint.cli.mqtt",
+    "import": "imprint.cli.importer",
 }
 
 

@@ -33,6 +33,7 @@ from imprint.device import (
     ServiceUnavailable,
     WaitPolicy,
     connect,
+    connect_to,
     due_at,
     load_certificates,
     load_private_key,
@@ -43,6 +44,7 @@ from imprint.device import (
     provision_x509,
     renew,
 )
+from imprint.device.discovery import dns_sd
 
 app = typer.Typer(
     help="Be a device: provision with imprint, renew the certificate, show what is stored.",
@@ -127,9 +129,18 @@ def _when(moment: datetime) -> str:
 
 @app.command("provision")
 def provision(
-    url: Annotated[str, typer.Option(help="The imprint server, e.g. https://imprint.local:8443")],
     directory: Annotated[Path, typer.Option("--dir", help="Where to keep key and bundle")],
     mechanism: Annotated[MechanismName, typer.Option(help="How the device proves itself")],
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="The imprint server, e.g. https://imprint.local:8443 (default: find it by "
+            "DNS-SD on the local network)"
+        ),
+    ] = None,
+    discover_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds to look for the server by DNS-SD")
+    ] = 5.0,
     ca_file: Annotated[
         Path | None,
         typer.Option(help="CA certificate(s) the server's TLS must chain to (default: system)"),
@@ -180,8 +191,10 @@ def provision(
                 "renew it with 'imprint device renew', or pass --force to provision anew"
             )
         run = _provisioner(mechanism, device_id, secret_file, group_key_file, cert, key, signed)
-        with ImprintClient.from_url(
+        with connect_to(
             url,
+            discover=dns_sd(),
+            timeout=discover_timeout,
             ca_file=ca_file,
             retry=RetryPolicy(max_attempts=attempts),
             wait=WaitPolicy(max_total=wait, max_interval=min(wait, 300) or 1),

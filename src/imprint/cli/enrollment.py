@@ -22,7 +22,7 @@ from imprint.provisioning.enrollments import (
     create_enrollment,
     set_enabled,
 )
-from imprint.provisioning.specs import EnrollmentSpec, enrollment_from
+from imprint.provisioning.specs import EnrollmentSpec, HubView, enrollment_from
 
 app = typer.Typer(
     help="Manage enrollments: who may provision, and what they get.", no_args_is_help=True
@@ -58,6 +58,7 @@ def _describe(enrollment: Enrollment) -> dict[str, object]:
             "name": enrollment.channel.name,
             "delivery": enrollment.channel.delivery.value,
         },
+        "hub": None if enrollment.hub is None else HubView.of(enrollment.hub).model_dump(),
     }
 
 

@@ -51,7 +51,7 @@ class Bundle:
     mechanism: str
     services: Mapping[str, str] = field(default_factory=dict)
     pre_shared_key: str | None = field(default=None, repr=False)
-    tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+    tokens: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
     request_id: str | None = None
 
     @property
@@ -117,6 +117,15 @@ def _strings(value: object, name: str) -> dict[str, str]:
     return {str(k): v for k, v in value.items()}
 
 
+def _tokens(value: object) -> dict[str, dict[str, str]]:
+    """``{"hub": {"access_token": ..., "token_type": ..., "expires_at": ...}}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError("the bundle's tokens is not an object")
+    return {str(name): _strings(token, f"tokens.{name}") for name, token in value.items()}
+
+
 def _time(data: Mapping[str, Any], name: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(_text(data, name))
@@ -176,12 +185,14 @@ def verify_bundle(
     anchors = tuple(c for pem in anchors_raw for c in _certificates(pem, "trust_anchors"))
     verify_chain(chain, anchors, at=at)
     psk = data.get("pre_shared_key")
+    tokens = _tokens(data.get("tokens"))
     sealed = data.get("sealed")
     if sealed is not None:
         if secret is None or not isinstance(sealed, dict):
             raise ProtocolError("the bundle holds sealed secrets this mechanism cannot open")
         opened = open_sealed(secret, answered_id, sealed)
         psk = opened.get("pre_shared_key", psk)
+        tokens.update(_tokens(opened.get("tokens")))
     if psk is not None and not isinstance(psk, str):
         raise ProtocolError("the bundle's pre_shared_key is not a string")
     return Bundle(
@@ -197,6 +208,6 @@ def verify_bundle(
         mechanism=mechanism,
         services=_strings(data.get("services"), "services"),
         pre_shared_key=psk,
-        tokens=_strings(data.get("tokens"), "tokens"),
+        tokens=tokens,
         request_id=request_id,
     )

@@ -130,6 +130,13 @@ def _strings(data: Mapping[str, Any], name: str) -> dict[str, str]:
     return {str(k): v for k, v in value.items()}
 
 
+def _tokens(data: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    value = data.get("tokens", {})
+    if not isinstance(value, dict):
+        raise StoreError("bundle.json: tokens is not an object")
+    return {str(name): _strings(value, str(name)) for name in value}
+
+
 def _certificates(value: object, name: str) -> tuple[x509.Certificate, ...]:
     try:
         if not isinstance(value, str):
@@ -271,7 +278,7 @@ class DeviceStore:
             "renew_after": bundle.renew_after.isoformat(),
             "services": dict(bundle.services),
             "pre_shared_key": bundle.pre_shared_key,
-            "tokens": dict(bundle.tokens),
+            "tokens": {name: dict(token) for name, token in bundle.tokens.items()},
             "request_id": bundle.request_id,
             "certificate_chain": bundle.chain_pem,
             "trust_anchors": bundle.trust_anchors_pem,
@@ -392,7 +399,7 @@ class DeviceStore:
             mechanism=_text(record, "mechanism"),
             services=_strings(record, "services"),
             pre_shared_key=psk if isinstance(psk, str) else None,
-            tokens=_strings(record, "tokens"),
+            tokens=_tokens(record),
             request_id=request_id if isinstance(request_id, str) else None,
         )
         server = record.get("server")

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from imprint.errors import InvalidValue, NotFound
+from imprint.logs import get_logger
 from imprint.pki.csr import IssuablePublicKey, check_public_key
 from imprint.pki.keys import SigningKey, signature_hash
 from imprint.pki.material import CAMaterial
@@ -37,6 +38,7 @@ __all__ = [
     "REVOCATION_REASONS",
     "AuthorityEvents",
     "CertificateAuthority",
+    "CertificateListener",
     "IssuanceRequest",
     "IssuedCertificate",
     "parse_reason",
@@ -50,6 +52,7 @@ REVOCATION_REASONS: dict[str, x509.ReasonFlags] = {
     if flag not in (x509.ReasonFlags.remove_from_crl, x509.ReasonFlags.certificate_hold)
 }
 _BACKDATE = timedelta(minutes=5)
+log = get_logger(__name__)
 _CRL_CACHE_SECONDS = 60.0
 
 
@@ -73,6 +76,16 @@ class AuthorityEvents(Protocol):
     def certificate_revoked(self, reason: str) -> None: ...
 
 
+class CertificateListener(Protocol):
+    """Told after a certificate was issued or revoked (e.g. to update a broker's files).
+
+    It runs in the caller's thread once the change is committed; what it raises is
+    logged and swallowed, since the change itself stands.
+    """
+
+    def certificate_changed(self, record: CertificateRecord) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class IssuanceRequest:
     public_key: IssuablePublicKey
@@ -83,6 +96,7 @@ class IssuanceRequest:
     organizational_unit: str | None = None
     validity: timedelta | None = None
     requested_by: str = "system"
+    owner: str | None = None  # the organization it is for (scoping); None: instance-wide
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +147,20 @@ class CertificateAuthority:
         self._events = events
         self._crl_cache: dict[str, _CachedCRL] = {}
         self._crl_lock = threading.Lock()
+        self._listeners: list[CertificateListener] = []
         self.issuing_id = key_id(material.issuing)
         self.root_id = key_id(material.root)
+
+    def add_listener(self, listener: CertificateListener) -> None:
+        """Call ``listener`` after every issuance and revocation from now on."""
+        self._listeners.append(listener)
+
+    def _tell(self, record: CertificateRecord) -> None:
+        for listener in self._listeners:
+            try:
+                listener.certificate_changed(record)
+            except Exception:
+                log.exception("certificate_listener_failed", serial=record.serial)
 
     @property
     def ledger(self) -> CertificateLedger:
@@ -201,6 +227,7 @@ class CertificateAuthority:
             not_after=not_after,
             requested_by=request.requested_by,
             created_at=now,
+            owner=request.owner,
         )
         self._ledger.reserve(record)
         try:
@@ -232,6 +259,7 @@ class CertificateAuthority:
             fingerprint_sha256=fingerprint,
             issued_at=now,
         )
+        self._tell(issued)
         return IssuedCertificate(certificate=certificate, record=issued, chain=self.chain)
 
     def revoke(self, serial: str, reason: x509.ReasonFlags) -> CertificateRecord:
@@ -247,6 +275,7 @@ class CertificateAuthority:
             self._crl_cache.pop(record.issuer, None)
         if self._events:
             self._events.certificate_revoked(reason.value)
+        self._tell(record)
         return record
 
     def _issuer(self, name: str) -> tuple[str, x509.Certificate, SigningKey]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from imprint.errors import CAError, CAKeyLocked, UnencryptedCAKey
 from imprint.settings import KeyType
@@ -16,6 +17,7 @@ __all__ = [
     "generate_key",
     "key_description",
     "load_private_key",
+    "public_key_sha256",
     "save_private_key",
     "signature_hash",
 ]
@@ -99,3 +101,15 @@ def load_private_key(
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise CAKeyLocked(f"CA key {path.name} is neither EC nor RSA")
     return key
+
+
+def public_key_sha256(public_key: object) -> str:
+    """Hex SHA-256 of a public key's DER SubjectPublicKeyInfo (how devices' keys are kept)."""
+    if not isinstance(
+        public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+    ):
+        raise TypeError("an EC, RSA or Ed25519 public key is needed")
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()

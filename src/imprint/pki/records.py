@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -37,6 +37,7 @@ class CertificateRecord:
     der: bytes | None = None
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
+    owner: str | None = None  # the organization it was issued for; None: instance-wide
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,10 @@ class CertificateLedger(Protocol):
         expiring_before: datetime | None = None,
         limit: int = 100,
         after_serial: str | None = None,
+        owners: Collection[str] | None = None,
     ) -> Sequence[CertificateRecord]:
-        """Records ordered by serial, optionally filtered."""
+        """Records ordered by serial, optionally filtered (``owners``: only records
+        issued for these organizations; None: all)."""
 
     def revoked(self, issuer: str) -> Sequence[RevokedEntry]:
         """Every revoked serial of one issuer (for its CRL)."""

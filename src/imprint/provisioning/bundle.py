@@ -118,7 +118,7 @@ class Bundle:
     renew_after: datetime | None
     services: Mapping[str, str] = field(default_factory=dict)
     pre_shared_key: str | None = None
-    tokens: Mapping[str, str] = field(default_factory=dict)
+    tokens: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # {"hub": {...}}
     sealed: Mapping[str, str] | None = None
     response_mac: str | None = None
     channel: ChannelGrant | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -60,12 +60,15 @@ class DeviceStore(Protocol):
         status: DeviceStatus | None = None,
         limit: int = 100,
         after: str | None = None,
+        owners: Collection[str] | None = None,
     ) -> Sequence[Device]: ...
 
 
 class ProvisioningStep(StrEnum):
     ATTEST = "attest"
     POLICY = "policy"
+    # Before issue: a refused hub token leaves no certificate behind.
+    HUB_TOKEN = "hub-token"  # noqa: S105 (a step name, not a secret)
     ISSUE = "issue"
     BUNDLE = "bundle"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -25,6 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from imprint.errors import InvalidValue
 from imprint.pki.profiles import PROFILE_NAMES
 from imprint.provisioning.channels import ChannelTemplate, validate_template
+from imprint.provisioning.hub import HubProvider, validate_hub_provider
 
 __all__ = [
     "DeviceIdRule",
@@ -116,6 +117,7 @@ class Enrollment:
     reprovision: ReprovisionPolicy = ReprovisionPolicy.ALLOW
     renewal_grace_days: int = 0
     channel: ChannelTemplate | None = None  # a data channel per device, made at provisioning
+    hub: HubProvider | None = None  # where the hub token in the bundle comes from
 
     def is_open(self, at: datetime) -> bool:
         """Enabled and inside its window."""
@@ -140,6 +142,7 @@ class EnrollmentStore(Protocol):
         registration_id: str | None = None,
         enabled: bool | None = None,
         limit: int = 100,
+        owners: Collection[str] | None = None,
     ) -> Sequence[Enrollment]: ...
 
 
@@ -232,6 +235,8 @@ def validate_enrollment(enrollment: Enrollment) -> None:
         raise InvalidValue(f"group_key: not used by the {enrollment.mechanism.value} mechanism")
     if enrollment.channel is not None:
         validate_template(enrollment.channel)
+    if enrollment.hub is not None:
+        validate_hub_provider(enrollment.hub)
 
 
 def now() -> datetime:

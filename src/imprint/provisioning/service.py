@@ -11,7 +11,6 @@ request leaves one record per step it reached, written in one transaction.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import uuid
 from collections.abc import Mapping
@@ -27,13 +26,15 @@ from imprint.attestation.base import (
     Attestation,
     AttestationFailed,
     Attestor,
+    CertificateRevoked,
     CompletionAware,
     Evidence,
     KeyMismatch,
 )
-from imprint.errors import ImprintError, InvalidRequest, NotFound, PermissionDenied
+from imprint.errors import Conflict, ImprintError, InvalidRequest, NotFound, PermissionDenied
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.csr import check_public_key
+from imprint.pki.keys import public_key_sha256
 from imprint.pki.records import CertificateRecord, CertificateStatus
 from imprint.provisioning.bundle import Bundle, ChannelGrant, response_mac, seal_for_device
 from imprint.provisioning.channels import ChannelStore, KeyDelivery, channel_for_device
@@ -46,6 +47,7 @@ from imprint.provisioning.devices import (
     StepRecorder,
 )
 from imprint.provisioning.enrollments import Enrollment, Mechanism, ReprovisionPolicy
+from imprint.provisioning.hub import HubToken, HubTokenSource, HubTokenUnavailable
 from imprint.provisioning.ratelimit import FailureLimiter
 
 __all__ = [
@@ -122,16 +124,6 @@ def key_type_of(public_key: object) -> str:
     return "unknown"
 
 
-def public_key_sha256(public_key: object) -> str:
-    assert isinstance(
-        public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
-    )
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).hexdigest()
-
-
 def _pem(certificate: x509.Certificate) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
@@ -157,6 +149,7 @@ class Provisioner:
         self._attestors = dict(attestors)
         self._limiter = limiter or FailureLimiter()
         self._services = dict(services or {})
+        self.hub_tokens: HubTokenSource | None = None  # set once the OAuth side is ready
 
     @property
     def mechanisms(self) -> list[str]:
@@ -220,7 +213,7 @@ class Provisioner:
             raise DeviceDisabled(f"device {device_id!r} is disabled")
         if attestation.renewal:
             return self._renew(evidence, attestation, device, key_hash, step)
-        reused = self._current_bundle(device, key_hash, attestation, now)
+        reused = self._current_bundle(device, key_hash, attestation, now, step)
         if reused is not None:
             step.ok(ProvisioningStep.POLICY, attestation, detail="retry of a completed request")
             return Outcome(
@@ -269,6 +262,14 @@ class Provisioner:
         it holds its current certificate, which the attestor checked is still its own."""
         if device is None or device.status is not DeviceStatus.PROVISIONED:
             raise DeviceDisabled(f"device {attestation.device_id!r} cannot renew")
+        if attestation.renewal_retry:
+            reused = self._current_bundle(device, key_hash, attestation, evidence.at, step)
+            if reused is None:
+                raise CertificateRevoked("the certificate was superseded and can't renew again")
+            step.ok(ProvisioningStep.POLICY, attestation, detail="retry of a completed renewal")
+            return Outcome(
+                "approved", step.request_id, device.device_id, reused, device_ref=device.id
+            )
         step.ok(ProvisioningStep.POLICY, attestation, detail="renewal")
         return self._issue(evidence, attestation, device, key_hash, step)
 
@@ -283,6 +284,7 @@ class Provisioner:
         enrollment = attestation.enrollment
         device_id = attestation.device_id
         now = evidence.at
+        hub_token = self._hub_token(attestation, step)
         step.current = ProvisioningStep.ISSUE
         previous = device.certificate_serial if device else None
         certificate, serial = None, previous
@@ -299,6 +301,7 @@ class Provisioner:
                     if enrollment.validity_days
                     else None,
                     requested_by=attestation.identity[:200],  # "<mechanism>:<who>"
+                    owner=enrollment.owner,
                 )
             )
             certificate, serial = issued.certificate, issued.record.serial
@@ -318,14 +321,48 @@ class Provisioner:
             public_key_sha256=key_hash,
             provisioned_at=now,
         )
-        self._devices.save(saved)
+        try:
+            self._devices.save(saved)
+        except Conflict:
+            return self._lost_race(attestation, key_hash, serial, previous, step, now)
         step.device_ref = saved.id
         if previous and previous != serial:
             self._supersede(previous)
         step.current = ProvisioningStep.BUNDLE
-        bundle = self._bundle(enrollment, attestation, certificate, saved.id, now)
+        bundle = self._bundle(enrollment, attestation, certificate, saved.id, now, hub_token)
         step.ok(ProvisioningStep.BUNDLE, attestation)
         return Outcome("approved", step.request_id, device_id, bundle, device_ref=saved.id)
+
+    def _lost_race(
+        self,
+        attestation: Attestation,
+        key_hash: str | None,
+        serial: str | None,
+        previous: str | None,
+        step: _Steps,
+        now: datetime,
+    ) -> Outcome:
+        """Two first requests for one device ran at once and the other one saved first.
+
+        The certificate issued here is never handed out, so it is revoked at once. When the
+        winner certified the same key (a device retrying in parallel), this request gets
+        the winner's answer; otherwise the device exists already, as a conflict says.
+        """
+        if serial is not None and serial != previous:
+            self._supersede(serial)
+        enrollment = attestation.enrollment
+        winner = self._devices.find(enrollment.owner, attestation.device_id)
+        reused = self._current_bundle(winner, key_hash, attestation, now, step)
+        if winner is None or reused is None:
+            raise Conflict(
+                f"device {attestation.device_id!r} was provisioned by a concurrent request",
+                code="device_exists",
+            )
+        step.device_ref = winner.id
+        step.ok(ProvisioningStep.BUNDLE, attestation, detail="a concurrent request won")
+        return Outcome(
+            "approved", step.request_id, attestation.device_id, reused, device_ref=winner.id
+        )
 
     def _check_policy(
         self, enrollment: Enrollment, device_id: str, public_key: object | None, now: datetime
@@ -384,15 +421,35 @@ class Provisioner:
         self._devices.save(pending)
         return pending
 
+    def _hub_token(self, attestation: Attestation, step: _Steps) -> HubToken | None:
+        """A fresh hub token when the enrollment names a provider. Fetched before anything
+        is issued or saved, so a refusal leaves no state behind."""
+        enrollment = attestation.enrollment
+        if enrollment.hub is None:
+            return None
+        step.current = ProvisioningStep.HUB_TOKEN
+        if self.hub_tokens is None:
+            raise HubTokenUnavailable("this server has no OAuth side to get hub tokens from")
+        token = self.hub_tokens.token_for(enrollment.hub, enrollment.owner)
+        step.ok(ProvisioningStep.HUB_TOKEN, attestation, detail=f"from {enrollment.hub.name}")
+        return token
+
     def _current_bundle(
-        self, device: Device | None, key_hash: str | None, attestation: Attestation, now: datetime
+        self,
+        device: Device | None,
+        key_hash: str | None,
+        attestation: Attestation,
+        now: datetime,
+        step: _Steps,
     ) -> Bundle | None:
-        """A retry with the same key gets the certificate already issued, not a new one;
-        a device without a key pair gets its credentials again."""
+        """A retry with the same key gets the certificate already issued, not a new one
+        (with a fresh hub token); a device without a key pair gets its credentials again."""
         if device is None or device.status is not DeviceStatus.PROVISIONED:
             return None
         if key_hash is None:
-            return self._bundle(attestation.enrollment, attestation, None, device.id, now)
+            hub_token = self._hub_token(attestation, step)
+            enrollment = attestation.enrollment
+            return self._bundle(enrollment, attestation, None, device.id, now, hub_token)
         if device.public_key_sha256 != key_hash or device.certificate_serial is None:
             return None
         record = self._authority_ledger_get(device.certificate_serial)
@@ -401,7 +458,10 @@ class Provisioner:
         if record.not_after <= now:
             return None
         certificate = x509.load_der_x509_certificate(record.der)
-        return self._bundle(attestation.enrollment, attestation, certificate, device.id, now)
+        hub_token = self._hub_token(attestation, step)
+        return self._bundle(
+            attestation.enrollment, attestation, certificate, device.id, now, hub_token
+        )
 
     def _authority_ledger_get(self, serial: str) -> CertificateRecord | None:
         try:
@@ -438,8 +498,12 @@ class Provisioner:
         certificate: x509.Certificate | None,
         device_ref: str,
         at: datetime,
+        hub_token: HubToken | None = None,
     ) -> Bundle:
         chain = self._authority.chain
+        tokens: dict[str, dict[str, str]] = {}
+        if hub_token is not None:
+            tokens["hub"] = hub_token.as_bundle()
         services = {**self._services, **enrollment.services}
         psk = enrollment.pre_shared_key
         grant = self._channel(enrollment, attestation.device_id, device_ref, at)
@@ -452,6 +516,8 @@ class Provisioner:
             secrets: dict[str, object] = {}
             if psk is not None:
                 secrets["pre_shared_key"], psk = psk, None
+            if tokens:
+                secrets["tokens"], tokens = tokens, {}
             channel = enrollment.channel
             if grant is not None and channel is not None and channel.delivery is KeyDelivery.SEALED:
                 secrets["channel"] = {"id": grant.id, "write_key": grant.write_key}
@@ -475,6 +541,7 @@ class Provisioner:
             renew_after=renew_after,
             services=services,
             pre_shared_key=psk,
+            tokens=tokens,
             sealed=sealed,
             response_mac=mac,
             channel=grant,

@@ -13,7 +13,7 @@ import secrets
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 
 from imprint.errors import InvalidValue
 from imprint.provisioning.channels import (
@@ -32,8 +32,16 @@ from imprint.provisioning.enrollments import (
     new_enrollment_id,
     now,
 )
+from imprint.provisioning.hub import HubProvider
 
-__all__ = ["ChannelSpec", "EnrollmentSpec", "X509Spec", "enrollment_from"]
+__all__ = [
+    "ChannelSpec",
+    "EnrollmentSpec",
+    "HubSpec",
+    "HubView",
+    "X509Spec",
+    "enrollment_from",
+]
 
 _DEFAULT_RULE = {
     Mechanism.X509: DeviceIdRule.COMMON_NAME,
@@ -71,6 +79,77 @@ class ChannelSpec(BaseModel):
         "(registration-key); plain: in the clear inside TLS, and the midPoint route answers "
         "channel=/writeKey= lines as midPoint-era firmware expects",
     )
+
+
+class HubProviderSpec(BaseModel):
+    """The seed's ``hub.authorization.provider``; its camelCase keys are accepted too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=100, description="A label, e.g. plgd.dps")
+    client_id: str = Field(
+        max_length=100, validation_alias=AliasChoices("client_id", "clientId", "clientID")
+    )
+    client_secret: SecretStr = Field(
+        validation_alias=AliasChoices("client_secret", "clientSecret"),
+        description="Sealed at rest, never shown back",
+    )
+    scopes: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=20)
+    audience: str | None = Field(default=None, max_length=500)
+    token_url: str | None = Field(
+        default=None,
+        max_length=500,
+        validation_alias=AliasChoices("token_url", "tokenUrl", "tokenURL"),
+        description="External token endpoint; absent: imprint's own OAuth server",
+    )
+
+
+class HubAuthorizationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: HubProviderSpec
+
+
+class HubSpec(BaseModel):
+    """Where the hub token in each bundle comes from (plgd's ``hub`` section)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    authorization: HubAuthorizationSpec
+
+
+class HubProviderView(BaseModel):
+    name: str
+    client_id: str
+    has_client_secret: bool
+    scopes: list[str]
+    audience: str | None
+    token_url: str | None
+
+
+class HubAuthorizationView(BaseModel):
+    provider: HubProviderView
+
+
+class HubView(BaseModel):
+    """An enrollment's hub provider as shown: everything but the client secret."""
+
+    authorization: HubAuthorizationView
+
+    @classmethod
+    def of(cls, provider: HubProvider) -> HubView:
+        return cls(
+            authorization=HubAuthorizationView(
+                provider=HubProviderView(
+                    name=provider.name,
+                    client_id=provider.client_id,
+                    has_client_secret=bool(provider.client_secret),
+                    scopes=list(provider.scopes),
+                    audience=provider.audience,
+                    token_url=provider.token_url,
+                )
+            )
+        )
 
 
 class EnrollmentSpec(BaseModel):
@@ -111,6 +190,9 @@ class EnrollmentSpec(BaseModel):
     )
     channel: ChannelSpec | None = Field(
         default=None, description="Give every device a data channel (the ThingSpeak model)"
+    )
+    hub: HubSpec | None = Field(
+        default=None, description="Put a hub (OAuth) token acting for the owner in each bundle"
     )
 
 
@@ -171,4 +253,17 @@ def enrollment_from(body: EnrollmentSpec) -> Enrollment:
             name=body.channel.name,
             delivery=body.channel.delivery,
         ),
+        hub=None if body.hub is None else _hub_provider(body.hub),
+    )
+
+
+def _hub_provider(hub: HubSpec) -> HubProvider:
+    provider = hub.authorization.provider
+    return HubProvider(
+        name=provider.name,
+        client_id=provider.client_id,
+        client_secret=provider.client_secret.get_secret_value(),
+        scopes=tuple(provider.scopes),
+        audience=provider.audience,
+        token_url=provider.token_url,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ def _record(row: RowMapping) -> CertificateRecord:
         der=row["der"],
         revoked_at=row["revoked_at"],
         revocation_reason=row["revocation_reason"],
+        owner=row["owner"],
     )
 
 
@@ -56,6 +57,7 @@ class SqlCertificateLedger:
             "not_after": record.not_after,
             "requested_by": record.requested_by,
             "created_at": record.created_at,
+            "owner": record.owner,
         }
         try:
             with self._engine.begin() as conn:
@@ -138,8 +140,11 @@ class SqlCertificateLedger:
         expiring_before: datetime | None = None,
         limit: int = 100,
         after_serial: str | None = None,
+        owners: Collection[str] | None = None,
     ) -> Sequence[CertificateRecord]:
         query = select(certificates).order_by(certificates.c.serial).limit(limit)
+        if owners is not None:
+            query = query.where(certificates.c.owner.in_(sorted(owners)))
         if status is not None:
             query = query.where(certificates.c.status == status.value)
         if expiring_before is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +62,10 @@ class SqlChannelStore:
             )
             for k in conn.execute(query).mappings()
         )
+        return replace(self._channel_row(row), keys=keys)
+
+    @staticmethod
+    def _channel_row(row: RowMapping) -> Channel:
         return Channel(
             id=row["id"],
             owner=row["owner"],
@@ -71,7 +76,6 @@ class SqlChannelStore:
             fields={name: row[name] for name in FIELD_NAMES if row[name] is not None},
             created_at=row["created_at"],
             updated_at=row["updated_at"],
-            keys=keys,
         )
 
     def _one(self, where: Any) -> Channel | None:
@@ -87,6 +91,19 @@ class SqlChannelStore:
 
     def for_device(self, device_ref: str) -> Channel | None:
         return self._one(channels.c.device_ref == device_ref)
+
+    def search(
+        self, *, owners: Collection[str] | None, limit: int, after: int | None = None
+    ) -> Sequence[Channel]:
+        """Channels in id order, of ``owners`` (None: all), without their keys."""
+        query = select(channels).order_by(channels.c.id).limit(limit)
+        if owners is not None:
+            query = query.where(channels.c.owner.in_(sorted(owners)))
+        if after is not None:
+            query = query.where(channels.c.id > after)
+        with self._engine.connect() as conn:
+            rows = list(conn.execute(query).mappings())
+        return [self._channel_row(row) for row in rows]
 
     def find_by_key(self, lookup_sha256: str) -> tuple[Channel, KeyKind] | None:
         query = select(channel_keys.c.channel_id, channel_keys.c.kind).where(

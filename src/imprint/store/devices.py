@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from datetime import datetime
 
@@ -91,8 +91,11 @@ class SqlDeviceStore:
         status: DeviceStatus | None = None,
         limit: int = 100,
         after: str | None = None,
+        owners: Collection[str] | None = None,
     ) -> Sequence[Device]:
         query = select(devices).order_by(devices.c.id).limit(limit)
+        if owners is not None:
+            query = query.where(devices.c.owner.in_(sorted(owners)))
         if owner is not None:
             query = query.where(devices.c.owner == owner)
         if enrollment_id is not None:

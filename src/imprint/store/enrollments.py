@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -20,6 +20,7 @@ from imprint.provisioning.enrollments import (
     ReprovisionPolicy,
     X509Material,
 )
+from imprint.provisioning.hub import HubProvider
 from imprint.sealing import SecretBox
 from imprint.store.tables import enrollments
 
@@ -40,6 +41,21 @@ def _channel_template(text: str | None) -> ChannelTemplate | None:
     data = json.loads(text)
     return ChannelTemplate(
         fields=data["fields"], name=data["name"], delivery=KeyDelivery(data["delivery"])
+    )
+
+
+def _hub_json(provider: HubProvider | None) -> str | None:
+    """The provider without its secret (that is sealed in its own column)."""
+    if provider is None:
+        return None
+    return json.dumps(
+        {
+            "name": provider.name,
+            "client_id": provider.client_id,
+            "scopes": list(provider.scopes),
+            "audience": provider.audience,
+            "token_url": provider.token_url,
+        }
     )
 
 
@@ -88,6 +104,12 @@ class SqlEnrollmentStore:
             "reprovision": enrollment.reprovision.value,
             "renewal_grace_days": enrollment.renewal_grace_days,
             "channel": _channel_json(enrollment.channel),
+            "hub": _hub_json(enrollment.hub),
+            "hub_client_secret_sealed": None
+            if enrollment.hub is None
+            else self._box.seal(
+                enrollment.hub.client_secret.encode(), f"enrollment:{enrollment.id}:hub-secret"
+            ),
             "created_at": enrollment.created_at,
             "updated_at": enrollment.updated_at,
         }
@@ -131,6 +153,22 @@ class SqlEnrollmentStore:
             reprovision=ReprovisionPolicy(row["reprovision"]),
             renewal_grace_days=row["renewal_grace_days"],
             channel=_channel_template(row["channel"]),
+            hub=self._hub(row),
+        )
+
+    def _hub(self, row: RowMapping) -> HubProvider | None:
+        if row["hub"] is None:
+            return None
+        data = json.loads(row["hub"])
+        sealed = row["hub_client_secret_sealed"]
+        secret = self._box.open(sealed, f"enrollment:{row['id']}:hub-secret")
+        return HubProvider(
+            name=data["name"],
+            client_id=data["client_id"],
+            client_secret=secret.decode(),
+            scopes=tuple(data["scopes"]),
+            audience=data["audience"],
+            token_url=data["token_url"],
         )
 
     def add(self, enrollment: Enrollment) -> None:
@@ -176,10 +214,13 @@ class SqlEnrollmentStore:
         registration_id: str | None = None,
         enabled: bool | None = None,
         limit: int = 100,
+        owners: Collection[str] | None = None,
     ) -> Sequence[Enrollment]:
         """Enrollments by id; each filter given narrows the query (mechanism and enabled
-        together use the (mechanism, enabled) index)."""
+        together use the (mechanism, enabled) index; ``owners``: of these organizations)."""
         query = select(enrollments).order_by(enrollments.c.id).limit(limit)
+        if owners is not None:
+            query = query.where(enrollments.c.owner.in_(sorted(owners)))
         if mechanism is not None:
             query = query.where(enrollments.c.mechanism == mechanism.value)
         if enabled is not None:

@@ -36,6 +36,8 @@ __all__ = [
     "channel_keys",
     "channels",
     "client_cas",
+    "client_identities",
+    "client_psks",
     "crl_numbers",
     "denied_certificates",
     "devices",
@@ -48,6 +50,7 @@ __all__ = [
     "organizations",
     "provisioning_records",
     "registration_keys",
+    "relay_requests",
     "signing_keys",
     "used_nonces",
     "users",
@@ -101,8 +104,10 @@ certificates = Table(
     Column("der", LargeBinary),
     Column("revoked_at", UTCDateTime),
     Column("revocation_reason", String(32)),
+    Column("owner", String(100)),  # organization it was issued for (0009); NULL: instance
     Index(None, "issuer", "status"),
     Index(None, "not_after"),
+    Index(None, "owner"),
 )
 
 crl_numbers = Table(
@@ -149,6 +154,8 @@ enrollments = Table(
     Column("reprovision", String(16), nullable=False, server_default="allow"),
     Column("renewal_grace_days", Integer, nullable=False, server_default="0"),
     Column("channel", Text),  # JSON channel template, or NULL for no channel per device
+    Column("hub", Text),  # JSON hub/OAuth provider without its secret, or NULL
+    Column("hub_client_secret_sealed", LargeBinary),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "mechanism", "enabled"),
@@ -396,4 +403,46 @@ audit_log = Table(
     Column("details", Text, nullable=False),
     Index(None, "at"),
     Index(None, "org_id", "at"),
+)
+
+client_identities = Table(
+    "client_identities",
+    metadata,
+    Column("owner", String(100), primary_key=True),
+    Column("spki_sha256", String(64), nullable=False),
+    Column("serial", String(40)),
+    Column("not_after", UTCDateTime),
+    Column("claimed_at", UTCDateTime, nullable=False),
+    Column("requested_by", String(200), nullable=False),
+)
+
+relay_requests = Table(
+    "relay_requests",
+    metadata,
+    Column("state_sha256", String(64), primary_key=True),
+    Column("csr", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("spki_sha256", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("owner", String(100)),
+    Column("serial", String(40)),
+    Column("decided_by", String(200)),
+    Column("source", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index(None, "expires_at"),
+)
+
+client_psks = Table(
+    "client_psks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("org_id", String(100), nullable=False),
+    Column("subject", String(100), nullable=False),
+    Column("key_sealed", LargeBinary, nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("org_id", "subject"),
+    Index(None, "org_id"),
 )

@@ -17,7 +17,14 @@ from imprint.errors import NotFound, PermissionDenied
 from imprint.tenancy.orgs import OrgTree
 from imprint.tenancy.roles import Role
 
-__all__ = ["Principal", "PrincipalKind", "authorize", "org_scope", "role_in"]
+__all__ = [
+    "Principal",
+    "PrincipalKind",
+    "authorize",
+    "org_scope",
+    "require_instance_admin",
+    "role_in",
+]
 
 PrincipalKind = Literal["api-key", "user", "client", "external"]
 
@@ -93,3 +100,18 @@ def authorize(
             f"this needs the {needed.value} role; you are {role.value}", code="role_insufficient"
         )
     return role
+
+
+def require_instance_admin(principal: Principal, what: str) -> None:
+    """Require the whole instance (an API key) for objects no organization owns: the
+    deny-list, manufacturer CRLs, certificates of any name.
+
+    Raises:
+        PermissionDenied: any other caller (code ``instance_admin_required``).
+    """
+    if not principal.instance_admin:
+        raise PermissionDenied(
+            f"{what} belongs to the whole instance, not to an organization: "
+            "it needs an admin API key",
+            code="instance_admin_required",
+        )

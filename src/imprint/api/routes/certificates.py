@@ -1,4 +1,9 @@
-"""Admin certificate API: issue from a CSR, list, show, revoke."""
+"""Admin certificate API: issue from a CSR, list, show, revoke.
+
+Scoped by organization (the one a certificate was issued for): viewers read, operators
+revoke; a foreign certificate answers 404. Issuing a certificate of any name from a CSR,
+and certificates issued for no organization, belong to the whole instance (API keys).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,13 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.auditing import audit
-from imprint.api.identity import AdminKey, RuntimeDep
+from imprint.api.identity import InstanceAdmin, PrincipalDep, RuntimeDep
+from imprint.api.scoping import scope_of, visible_certificate
 from imprint.durations import parse_duration
 from imprint.pki.authority import IssuanceRequest, parse_reason
 from imprint.pki.csr import common_name, load_csr
 from imprint.pki.records import CertificateRecord, CertificateStatus
-from imprint.pki.serials import normalize_serial
+from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
 
@@ -49,6 +55,7 @@ class CertificateOut(BaseModel):
     not_before: datetime
     not_after: datetime
     requested_by: str
+    owner: str | None = Field(description="The organization it was issued for (null: instance)")
     fingerprint_sha256: str | None
     revoked_at: datetime | None
     revocation_reason: str | None
@@ -73,6 +80,7 @@ class CertificateOut(BaseModel):
             not_before=record.not_before,
             not_after=record.not_after,
             requested_by=record.requested_by,
+            owner=record.owner,
             fingerprint_sha256=record.fingerprint_sha256,
             revoked_at=record.revoked_at,
             revocation_reason=record.revocation_reason,
@@ -90,7 +98,7 @@ class CertificatePage(BaseModel):
 
 
 @router.post("", status_code=201, summary="Issue a certificate from a CSR")
-def issue(body: IssueBody, runtime: RuntimeDep, key: AdminKey) -> IssuedOut:
+def issue(body: IssueBody, runtime: RuntimeDep, principal: InstanceAdmin) -> IssuedOut:
     csr = load_csr(body.csr)
     issued = runtime.authority.issue(
         IssuanceRequest(
@@ -99,17 +107,17 @@ def issue(body: IssueBody, runtime: RuntimeDep, key: AdminKey) -> IssuedOut:
             common_name=body.common_name or common_name(csr),
             sans=body.sans,
             validity=timedelta(days=body.validity_days) if body.validity_days else None,
-            requested_by=f"api-key:{key.name}",
+            requested_by=principal.actor,
         )
     )
-    audit(runtime, key, "certificate.issue", "certificate", issued.record.serial)
+    audit(runtime, principal, "certificate.issue", "certificate", issued.record.serial)
     return IssuedOut(**CertificateOut.of(issued.record).model_dump(), chain=issued.chain_pem())
 
 
 @router.get("", summary="List certificates")
 def list_certificates(
     runtime: RuntimeDep,
-    _key: AdminKey,
+    principal: PrincipalDep,
     status: CertificateStatus | None = None,
     expiring_within: Annotated[
         str | None, Query(max_length=10, description="e.g. 30d: not after now + this")
@@ -119,7 +127,11 @@ def list_certificates(
 ) -> CertificatePage:
     before = datetime.now(UTC) + parse_duration(expiring_within) if expiring_within else None
     records = runtime.ledger.search(
-        status=status, expiring_before=before, limit=limit + 1, after_serial=after
+        status=status,
+        expiring_before=before,
+        limit=limit + 1,
+        after_serial=after,
+        owners=scope_of(runtime, principal),
     )
     page = list(records[:limit])
     return CertificatePage(
@@ -129,15 +141,24 @@ def list_certificates(
 
 
 @router.get("/{serial}", summary="One certificate")
-def show(serial: str, runtime: RuntimeDep, _key: AdminKey) -> CertificateOut:
-    return CertificateOut.of(runtime.ledger.get(normalize_serial(serial)))
+def show(serial: str, runtime: RuntimeDep, principal: PrincipalDep) -> CertificateOut:
+    return CertificateOut.of(visible_certificate(runtime, principal, serial, Role.VIEWER))
 
 
 @router.post("/{serial}/revoke", summary="Revoke a certificate; the CRL lists it at once")
 def revoke(
-    serial: str, runtime: RuntimeDep, _key: AdminKey, body: RevokeBody | None = None
+    serial: str, runtime: RuntimeDep, principal: PrincipalDep, body: RevokeBody | None = None
 ) -> CertificateOut:
     reason = body.reason if body is not None else "unspecified"
-    record = runtime.authority.revoke(serial, parse_reason(reason))
-    audit(runtime, _key, "certificate.revoke", "certificate", record.serial, reason=reason)
+    visible = visible_certificate(runtime, principal, serial, Role.OPERATOR)
+    record = runtime.authority.revoke(visible.serial, parse_reason(reason))
+    audit(
+        runtime,
+        principal,
+        "certificate.revoke",
+        "certificate",
+        record.serial,
+        org_id=record.owner,
+        reason=reason,
+    )
     return CertificateOut.of(record)

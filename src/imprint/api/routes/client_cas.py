@@ -1,4 +1,9 @@
-"""Trusted client CAs: decode before saving, then trust them for an enrollment."""
+"""Trusted client CAs: decode before saving, then trust them for an enrollment.
+
+Scoped by the enrollment's organization: admins add and remove trusted CAs (they
+decide which devices get in), viewers list them; a foreign enrollment answers 404.
+Decoding stores nothing and is open to every caller.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.identity import AdminKey, RuntimeDep
+from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.api.scoping import visible_enrollment
 from imprint.errors import InvalidValue
 from imprint.provisioning.client_cas import (
     ClientCA,
@@ -17,6 +23,7 @@ from imprint.provisioning.client_cas import (
     parse_pem_bundle,
 )
 from imprint.provisioning.enrollments import Mechanism
+from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/api/v1", tags=["client CAs"])
 
@@ -72,7 +79,7 @@ class TrustedCAList(BaseModel):
 
 
 @router.post("/client-cas/decode", summary="Show what a PEM holds, without saving anything")
-def decode_pem(body: PemIn, _key: AdminKey) -> list[DecodedOut]:
+def decode_pem(body: PemIn, _principal: PrincipalDep) -> list[DecodedOut]:
     return [DecodedOut.of(item) for item in decode(body.pem)]
 
 
@@ -81,8 +88,10 @@ def decode_pem(body: PemIn, _key: AdminKey) -> list[DecodedOut]:
     status_code=201,
     summary="Trust these CAs for a client-ca enrollment",
 )
-def add(enrollment_id: str, body: PemIn, runtime: RuntimeDep, _key: AdminKey) -> TrustedCAList:
-    enrollment = runtime.enrollments.get(enrollment_id)
+def add(
+    enrollment_id: str, body: PemIn, runtime: RuntimeDep, principal: PrincipalDep
+) -> TrustedCAList:
+    enrollment = visible_enrollment(runtime, principal, enrollment_id, Role.ADMIN)
     if enrollment.mechanism is not Mechanism.CLIENT_CA:
         raise InvalidValue(f"enrollment {enrollment_id!r} is not a client-ca enrollment")
     certificates = parse_pem_bundle(body.pem)
@@ -111,8 +120,8 @@ def add(enrollment_id: str, body: PemIn, runtime: RuntimeDep, _key: AdminKey) ->
 
 
 @router.get("/enrollments/{enrollment_id}/client-cas", summary="The CAs an enrollment trusts")
-def list_cas(enrollment_id: str, runtime: RuntimeDep, _key: AdminKey) -> TrustedCAList:
-    runtime.enrollments.get(enrollment_id)
+def list_cas(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> TrustedCAList:
+    visible_enrollment(runtime, principal, enrollment_id, Role.VIEWER)
     return TrustedCAList(
         items=[TrustedCA.of(ca) for ca in runtime.client_cas.for_enrollment(enrollment_id)]
     )
@@ -124,7 +133,8 @@ def list_cas(enrollment_id: str, runtime: RuntimeDep, _key: AdminKey) -> Trusted
     summary="Stop trusting a CA",
 )
 def remove(
-    enrollment_id: str, fingerprint_sha256: str, runtime: RuntimeDep, _key: AdminKey
+    enrollment_id: str, fingerprint_sha256: str, runtime: RuntimeDep, principal: PrincipalDep
 ) -> Response:
+    visible_enrollment(runtime, principal, enrollment_id, Role.ADMIN)
     runtime.client_cas.remove(enrollment_id, fingerprint_sha256)
     return Response(status_code=204)

@@ -1,4 +1,9 @@
-"""Admin API: the certificate deny-list, and manufacturer CRLs uploaded for x509 attestation."""
+"""Admin API: the certificate deny-list, and manufacturer CRLs uploaded for x509 attestation.
+
+Both apply to every enrollment of the instance, so they belong to no organization: only
+the whole instance (an API key) reaches them; an access token gets 403
+``instance_admin_required``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from cryptography import x509
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.identity import AdminKey, RuntimeDep
+from imprint.api.identity import InstanceAdmin, RuntimeDep
 from imprint.attestation.revocation import (
     DeniedCertificate,
     ManufacturerCrl,
@@ -75,7 +80,7 @@ def _fingerprint_of(body: DenyIn) -> str:
     status_code=201,
     summary="Refuse a certificate in every attestation, however well it chains",
 )
-def deny(body: DenyIn, runtime: RuntimeDep, _key: AdminKey) -> DeniedOut:
+def deny(body: DenyIn, runtime: RuntimeDep, _admin: InstanceAdmin) -> DeniedOut:
     entry = DeniedCertificate(
         fingerprint_sha256=_fingerprint_of(body),
         reason=body.reason,
@@ -88,7 +93,7 @@ def deny(body: DenyIn, runtime: RuntimeDep, _key: AdminKey) -> DeniedOut:
 @router.get("/api/v1/denied-certificates", summary="List the deny-list")
 def list_denied(
     runtime: RuntimeDep,
-    _key: AdminKey,
+    _admin: InstanceAdmin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> DeniedPage:
@@ -97,7 +102,7 @@ def list_denied(
 
 
 @router.get("/api/v1/denied-certificates/{fingerprint}", summary="One deny-list entry")
-def show_denied(fingerprint: str, runtime: RuntimeDep, _key: AdminKey) -> DeniedOut:
+def show_denied(fingerprint: str, runtime: RuntimeDep, _admin: InstanceAdmin) -> DeniedOut:
     entry = SqlDenyList(runtime.engine).first_of([normalize_fingerprint(fingerprint)])
     if entry is None:
         raise NotFound("this certificate is not on the deny-list")
@@ -109,7 +114,7 @@ def show_denied(fingerprint: str, runtime: RuntimeDep, _key: AdminKey) -> Denied
     status_code=204,
     summary="Accept the certificate again",
 )
-def undeny(fingerprint: str, runtime: RuntimeDep, _key: AdminKey) -> Response:
+def undeny(fingerprint: str, runtime: RuntimeDep, _admin: InstanceAdmin) -> Response:
     SqlDenyList(runtime.engine).remove(normalize_fingerprint(fingerprint))
     return Response(status_code=204)
 
@@ -155,7 +160,7 @@ class CrlPage(BaseModel):
     status_code=201,
     summary="Upload a manufacturer CA's CRL (replaces an older one of the same CA)",
 )
-def upload_crl(body: CrlIn, runtime: RuntimeDep, _key: AdminKey) -> CrlOut:
+def upload_crl(body: CrlIn, runtime: RuntimeDep, _admin: InstanceAdmin) -> CrlOut:
     now = datetime.now(UTC).replace(microsecond=0)
     enrollments = runtime.enrollments.search(mechanism=Mechanism.X509, limit=MAX_ENROLLMENTS)
     stored = import_crl(
@@ -170,7 +175,7 @@ def upload_crl(body: CrlIn, runtime: RuntimeDep, _key: AdminKey) -> CrlOut:
 @router.get("/api/v1/manufacturer-crls", summary="List uploaded manufacturer CRLs")
 def list_crls(
     runtime: RuntimeDep,
-    _key: AdminKey,
+    _admin: InstanceAdmin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> CrlPage:
     now = datetime.now(UTC)
@@ -181,7 +186,7 @@ def list_crls(
 @router.get(
     "/api/v1/manufacturer-crls/{issuer_key_sha256}", summary="One uploaded manufacturer CRL"
 )
-def show_crl(issuer_key_sha256: str, runtime: RuntimeDep, _key: AdminKey) -> CrlOut:
+def show_crl(issuer_key_sha256: str, runtime: RuntimeDep, _admin: InstanceAdmin) -> CrlOut:
     found = SqlManufacturerCrlStore(runtime.engine).get(normalize_fingerprint(issuer_key_sha256))
     if found is None:
         raise NotFound("no manufacturer CRL for this issuer key")
@@ -193,6 +198,6 @@ def show_crl(issuer_key_sha256: str, runtime: RuntimeDep, _key: AdminKey) -> Crl
     status_code=204,
     summary="Forget a manufacturer CRL (its CA is no longer checked)",
 )
-def delete_crl(issuer_key_sha256: str, runtime: RuntimeDep, _key: AdminKey) -> Response:
+def delete_crl(issuer_key_sha256: str, runtime: RuntimeDep, _admin: InstanceAdmin) -> Response:
     SqlManufacturerCrlStore(runtime.engine).remove(normalize_fingerprint(issuer_key_sha256))
     return Response(status_code=204)

@@ -1,4 +1,8 @@
-"""Admin device API: the fleet, each device's provisioning timeline, and its lifecycle."""
+"""Admin device API: the fleet, each device's provisioning timeline, and its lifecycle.
+
+Scoped by organization (the device's owner): viewers read, operators approve, disable,
+enable, revoke and reset; a foreign device answers 404.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.identity import AdminKey, RuntimeDep
+from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.api.scoping import scope_of, visible_device, visible_enrollment
 from imprint.pki.authority import parse_reason
 from imprint.provisioning.devices import Device, DeviceStatus, StepRecord
 from imprint.provisioning.lifecycle import (
@@ -19,6 +24,7 @@ from imprint.provisioning.lifecycle import (
     revoke_device,
     revoke_enrollment,
 )
+from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
 
@@ -98,7 +104,7 @@ class EnrollmentRevocationOut(BaseModel):
 @router.get("/devices", summary="List devices")
 def list_devices(
     runtime: RuntimeDep,
-    _key: AdminKey,
+    principal: PrincipalDep,
     status: DeviceStatus | None = None,
     enrollment_id: Annotated[str | None, Query(max_length=63)] = None,
     owner: Annotated[str | None, Query(max_length=100)] = None,
@@ -106,7 +112,12 @@ def list_devices(
     after: Annotated[str | None, Query(max_length=36)] = None,
 ) -> DevicePage:
     found = runtime.devices.search(
-        owner=owner, enrollment_id=enrollment_id, status=status, limit=limit + 1, after=after
+        owner=owner,
+        enrollment_id=enrollment_id,
+        status=status,
+        limit=limit + 1,
+        after=after,
+        owners=scope_of(runtime, principal),
     )
     page = list(found[:limit])
     return DevicePage(
@@ -115,31 +126,35 @@ def list_devices(
 
 
 @router.get("/devices/{device_ref}", summary="One device and its provisioning timeline")
-def show_device(device_ref: str, runtime: RuntimeDep, _key: AdminKey) -> DeviceDetail:
-    device = runtime.devices.get(device_ref)
+def show_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceDetail:
+    device = visible_device(runtime, principal, device_ref, Role.VIEWER)
     timeline = [StepOut.of(r) for r in runtime.records.for_device(device.id)]
     return DeviceDetail(**DeviceOut.of(device).model_dump(), timeline=timeline)
 
 
 @router.post("/devices/{device_ref}/approve", summary="Approve a pending device")
-def approve_device(device_ref: str, runtime: RuntimeDep, _key: AdminKey) -> DeviceOut:
+def approve_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
+    visible_device(runtime, principal, device_ref, Role.OPERATOR)
     return DeviceOut.of(approve(runtime.devices, device_ref))
 
 
 @router.post("/devices/{device_ref}/disable", summary="Refuse provisioning and renewal")
-def disable_device(device_ref: str, runtime: RuntimeDep, _key: AdminKey) -> DeviceOut:
+def disable_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
+    visible_device(runtime, principal, device_ref, Role.OPERATOR)
     return DeviceOut.of(disable(runtime.devices, device_ref))
 
 
 @router.post("/devices/{device_ref}/enable", summary="Allow a disabled device again")
-def enable_device(device_ref: str, runtime: RuntimeDep, _key: AdminKey) -> DeviceOut:
+def enable_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
+    visible_device(runtime, principal, device_ref, Role.OPERATOR)
     return DeviceOut.of(enable(runtime.devices, device_ref))
 
 
 @router.post("/devices/{device_ref}/revoke", summary="Revoke the device's certificate")
 def revoke(
-    device_ref: str, runtime: RuntimeDep, _key: AdminKey, body: RevokeBody | None = None
+    device_ref: str, runtime: RuntimeDep, principal: PrincipalDep, body: RevokeBody | None = None
 ) -> DeviceOut:
+    visible_device(runtime, principal, device_ref, Role.OPERATOR)
     body = body or RevokeBody()
     device = revoke_device(
         runtime.authority,
@@ -152,7 +167,8 @@ def revoke(
 
 
 @router.post("/devices/{device_ref}/reset", summary="Factory reset: release the device")
-def reset(device_ref: str, runtime: RuntimeDep, _key: AdminKey) -> DeviceOut:
+def reset(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
+    visible_device(runtime, principal, device_ref, Role.OPERATOR)
     return DeviceOut.of(factory_reset(runtime.authority, runtime.devices, device_ref))
 
 
@@ -161,8 +177,9 @@ def reset(device_ref: str, runtime: RuntimeDep, _key: AdminKey) -> DeviceOut:
     summary="Disable an enrollment and revoke every certificate of its devices",
 )
 def revoke_all(
-    enrollment_id: str, runtime: RuntimeDep, _key: AdminKey, body: RevokeBody | None = None
+    enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep, body: RevokeBody | None = None
 ) -> EnrollmentRevocationOut:
+    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
     result = revoke_enrollment(
         runtime.authority,
         runtime.enrollments,

@@ -1,4 +1,8 @@
-"""Admin enrollment API: create, list, show, enable/disable, delete."""
+"""Admin enrollment API: create, list, show, enable/disable, delete.
+
+Scoped by organization (the enrollment's owner): viewers read, operators enable and
+disable, admins create and delete; a foreign enrollment answers 404.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from imprint.api.auditing import audit
-from imprint.api.identity import AdminKey, RuntimeDep
+from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.api.scoping import scope_of, visible_enrollment
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -20,7 +25,15 @@ from imprint.provisioning.enrollments import (
     create_enrollment,
     set_enabled,
 )
-from imprint.provisioning.specs import ChannelSpec, EnrollmentSpec, X509Spec, enrollment_from
+from imprint.provisioning.specs import (
+    ChannelSpec,
+    EnrollmentSpec,
+    HubView,
+    X509Spec,
+    enrollment_from,
+)
+from imprint.tenancy.access import authorize
+from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/api/v1/enrollments", tags=["enrollments"])
 
@@ -48,6 +61,7 @@ class EnrollmentOut(BaseModel):
     reprovision: ReprovisionPolicy
     renewal_grace_days: int
     channel: ChannelSpec | None = None
+    hub: HubView | None = Field(default=None, description="Hub provider (its secret is not shown)")
     created_at: datetime
     updated_at: datetime
 
@@ -89,6 +103,7 @@ class EnrollmentOut(BaseModel):
                 name=enrollment.channel.name,
                 delivery=enrollment.channel.delivery,
             ),
+            hub=None if enrollment.hub is None else HubView.of(enrollment.hub),
             created_at=enrollment.created_at,
             updated_at=enrollment.updated_at,
         )
@@ -104,10 +119,19 @@ class EnrollmentPage(BaseModel):
 
 
 @router.post("", status_code=201, summary="Create an enrollment group or individual enrollment")
-def create(body: EnrollmentSpec, runtime: RuntimeDep, _key: AdminKey) -> CreatedEnrollment:
+def create(body: EnrollmentSpec, runtime: RuntimeDep, principal: PrincipalDep) -> CreatedEnrollment:
+    what = f"organization {body.owner!r}"
+    authorize(principal, body.owner, Role.ADMIN, runtime.org_tree(), what=what)
     enrollment = create_enrollment(runtime.enrollments, enrollment_from(body))
     runtime.enrollment_added(enrollment)
-    audit(runtime, _key, "enrollment.create", "enrollment", enrollment.id, org_id=enrollment.owner)
+    audit(
+        runtime,
+        principal,
+        "enrollment.create",
+        "enrollment",
+        enrollment.id,
+        org_id=enrollment.owner,
+    )
     group_key = enrollment.group_key
     return CreatedEnrollment(
         **EnrollmentOut.of(enrollment).model_dump(),
@@ -119,36 +143,45 @@ def create(body: EnrollmentSpec, runtime: RuntimeDep, _key: AdminKey) -> Created
 @router.get("", summary="List enrollments")
 def list_enrollments(
     runtime: RuntimeDep,
-    _key: AdminKey,
+    principal: PrincipalDep,
     mechanism: Mechanism | None = None,
     owner: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EnrollmentPage:
-    found = runtime.enrollments.search(mechanism=mechanism, owner=owner, limit=limit)
+    found = runtime.enrollments.search(
+        mechanism=mechanism, owner=owner, limit=limit, owners=scope_of(runtime, principal)
+    )
     return EnrollmentPage(items=[EnrollmentOut.of(e) for e in found])
 
 
 @router.get("/{enrollment_id}", summary="One enrollment (secrets are never shown again)")
-def show(enrollment_id: str, runtime: RuntimeDep, _key: AdminKey) -> EnrollmentOut:
-    return EnrollmentOut.of(runtime.enrollments.get(enrollment_id))
+def show(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> EnrollmentOut:
+    return EnrollmentOut.of(visible_enrollment(runtime, principal, enrollment_id, Role.VIEWER))
 
 
 @router.post("/{enrollment_id}/disable", summary="Stop admitting devices")
-def disable(enrollment_id: str, runtime: RuntimeDep, _key: AdminKey) -> EnrollmentOut:
+def disable(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> EnrollmentOut:
+    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
     changed = set_enabled(runtime.enrollments, enrollment_id, enabled=False)
-    audit(runtime, _key, "enrollment.disable", "enrollment", enrollment_id, org_id=changed.owner)
+    audit(
+        runtime, principal, "enrollment.disable", "enrollment", enrollment_id, org_id=changed.owner
+    )
     return EnrollmentOut.of(changed)
 
 
 @router.post("/{enrollment_id}/enable", summary="Admit devices again")
-def enable(enrollment_id: str, runtime: RuntimeDep, _key: AdminKey) -> EnrollmentOut:
+def enable(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> EnrollmentOut:
+    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
     changed = set_enabled(runtime.enrollments, enrollment_id, enabled=True)
-    audit(runtime, _key, "enrollment.enable", "enrollment", enrollment_id, org_id=changed.owner)
+    audit(
+        runtime, principal, "enrollment.enable", "enrollment", enrollment_id, org_id=changed.owner
+    )
     return EnrollmentOut.of(changed)
 
 
 @router.delete("/{enrollment_id}", status_code=204, summary="Delete an enrollment")
-def delete(enrollment_id: str, runtime: RuntimeDep, _key: AdminKey) -> Response:
+def delete(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
+    owner = visible_enrollment(runtime, principal, enrollment_id, Role.ADMIN).owner
     runtime.enrollments.remove(enrollment_id)
-    audit(runtime, _key, "enrollment.delete", "enrollment", enrollment_id)
+    audit(runtime, principal, "enrollment.delete", "enrollment", enrollment_id, org_id=owner)
     return Response(status_code=204)

@@ -19,12 +19,13 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import (
-    AdminKey,
-    OptionalApiKey,
     OptionalClientCertificate,
+    OptionalPrincipal,
+    PrincipalDep,
     RuntimeDep,
 )
 from imprint.api.routes.oob_secrets import secret_store
+from imprint.api.scoping import scope_of, visible_enrollment
 from imprint.attestation.base import AttestationFailed
 from imprint.compat.idprov import (
     ProvisionRequest,
@@ -44,6 +45,8 @@ from imprint.provisioning.devices import Device, DeviceStatus
 from imprint.provisioning.enrollments import Enrollment, Mechanism
 from imprint.provisioning.oob_secrets import register_secret, secret_enrollment
 from imprint.runtime import Runtime
+from imprint.tenancy.access import Principal, authorize
+from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/idprov", tags=["idprov"])
 
@@ -87,9 +90,13 @@ def _pem(runtime: Runtime) -> str:
     return root.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
-def _oob_enrollments(runtime: Runtime) -> list[Enrollment]:
-    found = runtime.enrollments.search(mechanism=Mechanism.OOB_SECRET, limit=_MAX_ENROLLMENTS)
-    return [e for e in found if e.enabled]
+def _oob_enrollments(runtime: Runtime, principal: Principal | None = None) -> list[Enrollment]:
+    """The enabled oob-secret enrollments (of the organizations ``principal`` sees)."""
+    owners = None if principal is None else scope_of(runtime, principal)
+    found = runtime.enrollments.search(
+        mechanism=Mechanism.OOB_SECRET, enabled=True, limit=_MAX_ENROLLMENTS, owners=owners
+    )
+    return list(found)
 
 
 @router.get("/directory", summary="idprov: endpoints, CA certificate and services")
@@ -139,22 +146,25 @@ def provision(body: ProvisionRequestIn, request: Request, runtime: RuntimeDep) -
 def post_oob_secret(
     body: OobSecretIn,
     runtime: RuntimeDep,
-    _key: AdminKey,
+    principal: PrincipalDep,
     enrollment_id: Annotated[
         str | None,
         Query(max_length=63, description="Default: the only enabled oob-secret enrollment"),
     ] = None,
 ) -> OobSecretOut:
     if enrollment_id is not None:
+        visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
         enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
     else:
-        enabled = _oob_enrollments(runtime)
+        enabled = _oob_enrollments(runtime, principal)
         if len(enabled) != 1:
             raise InvalidRequest(
                 f"{len(enabled)} enabled oob-secret enrollments; name one with ?enrollment_id=",
                 code="enrollment_ambiguous",
             )
         enrollment = enabled[0]
+        what = f"enrollment {enrollment.id!r}"
+        authorize(principal, enrollment.owner, Role.OPERATOR, runtime.org_tree(), what=what)
     result, summary = register_secret(
         secret_store(runtime), enrollment, body.deviceID, body.oobSecret, body.validUntil or None
     )
@@ -166,8 +176,9 @@ def post_oob_secret(
     )
 
 
-def _find_device(runtime: Runtime, device_id: str) -> Device | None:
-    owners = dict.fromkeys(e.owner for e in _oob_enrollments(runtime))
+def _find_device(runtime: Runtime, device_id: str, principal: Principal | None) -> Device | None:
+    """The oob-secret device of that id (among those ``principal`` sees, if given)."""
+    owners = dict.fromkeys(e.owner for e in _oob_enrollments(runtime, principal))
     for owner in owners:
         device = runtime.devices.find(owner, device_id)
         if device is not None and device.mechanism == Mechanism.OOB_SECRET.value:
@@ -177,19 +188,20 @@ def _find_device(runtime: Runtime, device_id: str) -> Device | None:
 
 @router.get(
     "/status/{device_id}",
-    summary="idprov: a device's provisioning status (admin key, or the device's certificate)",
+    summary="idprov: a device's provisioning status (admin credentials, or its certificate)",
 )
 def status(
     device_id: str,
     runtime: RuntimeDep,
-    key: OptionalApiKey,
+    principal: OptionalPrincipal,
     certificate: OptionalClientCertificate,
 ) -> Response:
-    device = _find_device(runtime, device_id)
-    if key is None:
+    # A device of an organization the caller does not see answers as an unknown one.
+    device = _find_device(runtime, device_id, principal)
+    if principal is None:
         if certificate is None:
             raise AuthenticationRequired(
-                "use an admin API key, or the device's own client certificate"
+                "use an API key or access token, or the device's own client certificate"
             )
         serial = format(certificate.certificate.serial_number, "x")
         if device is None or device.certificate_serial != serial:

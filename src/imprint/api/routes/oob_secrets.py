@@ -1,4 +1,8 @@
-"""Admin API for out-of-band secrets: register one or many, list, remove."""
+"""Admin API for out-of-band secrets: register one or many, list, remove.
+
+Scoped by the enrollment's organization: operators register and remove secrets,
+viewers list them (never the secret); a foreign enrollment answers 404.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.identity import AdminKey, RuntimeDep
+from imprint.api.identity import PrincipalDep, RuntimeDep
 from imprint.api.problems import problem_response
+from imprint.api.scoping import visible_enrollment
 from imprint.provisioning.oob_secrets import (
     ImportReport,
     OobSecretSummary,
@@ -22,6 +27,7 @@ from imprint.provisioning.oob_secrets import (
 )
 from imprint.runtime import Runtime
 from imprint.store.oob_secrets import SqlOobSecretStore
+from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/api/v1/enrollments", tags=["oob-secrets"])
 
@@ -113,8 +119,9 @@ def register(
     body: SecretIn,
     response: Response,
     runtime: RuntimeDep,
-    _key: AdminKey,
+    principal: PrincipalDep,
 ) -> RegisteredSecret:
+    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
     enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
     result, summary = register_secret(
         secret_store(runtime), enrollment, body.device_id, body.secret, body.valid_until
@@ -133,9 +140,10 @@ def register_bulk(
     enrollment_id: str,
     rows: Annotated[list[Any], Body(max_length=MAX_BULK_ROWS)],
     runtime: RuntimeDep,
-    _key: AdminKey,
+    principal: PrincipalDep,
     dry_run: Annotated[bool, Query(description="Report what would change; write nothing")] = False,
 ) -> Response | ImportOut:
+    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
     enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
     try:
         report = register_secrets(
@@ -151,10 +159,11 @@ def register_bulk(
 def list_secrets(
     enrollment_id: str,
     runtime: RuntimeDep,
-    _key: AdminKey,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(max_length=200)] = None,
 ) -> SecretPage:
+    visible_enrollment(runtime, principal, enrollment_id, Role.VIEWER)
     secret_enrollment(runtime.enrollments, enrollment_id)
     found = secret_store(runtime).search(enrollment_id, limit=limit, after=after)
     return SecretPage(
@@ -168,7 +177,10 @@ def list_secrets(
     status_code=204,
     summary="Remove a device's secret",
 )
-def remove(enrollment_id: str, device_id: str, runtime: RuntimeDep, _key: AdminKey) -> Response:
+def remove(
+    enrollment_id: str, device_id: str, runtime: RuntimeDep, principal: PrincipalDep
+) -> Response:
+    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
     secret_enrollment(runtime.enrollments, enrollment_id)
     secret_store(runtime).remove(enrollment_id, device_id)
     return Response(status_code=204)

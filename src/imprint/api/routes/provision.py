@@ -55,7 +55,10 @@ class BundleOut(BaseModel):
     renew_after: datetime
     services: dict[str, str]
     pre_shared_key: str | None
-    tokens: dict[str, str]
+    tokens: dict[str, dict[str, str]] = Field(
+        description='{"hub": {access_token, token_type, expires_at}} when the enrollment names '
+        "a hub provider (in `sealed`, under `tokens`, for mechanisms with a shared secret)"
+    )
     sealed: dict[str, str] | None = Field(
         description="Secrets encrypted for the device (HKDF-SHA256 + AES-256-GCM)"
     )
@@ -87,7 +90,7 @@ class BundleOut(BaseModel):
             renew_after=bundle.renew_after,
             services=dict(bundle.services),
             pre_shared_key=bundle.pre_shared_key,
-            tokens=dict(bundle.tokens),
+            tokens={name: dict(token) for name, token in bundle.tokens.items()},
             sealed=None if bundle.sealed is None else dict(bundle.sealed),
             response_mac=bundle.response_mac,
             channel=None
@@ -192,6 +195,7 @@ class Directory(BaseModel):
 
 
 @router.get("/.well-known/imprint", summary="Where everything is")
+@router.get("/api/v1/directory", summary="Where everything is (same as /.well-known/imprint)")
 def directory(runtime: RuntimeDep) -> Directory:
     base = runtime.settings.server.base_url()
     authority = runtime.authority

@@ -1,4 +1,8 @@
-"""Admin API for an enrollment's registration key: create or rotate, and show."""
+"""Admin API for an enrollment's registration key: create or rotate, and show.
+
+Scoped by the enrollment's organization: admins create and rotate keys, viewers see
+the first halves; a foreign enrollment answers 404.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.auditing import audit
-from imprint.api.identity import AdminKey, RuntimeDep
+from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.api.scoping import visible_enrollment
 from imprint.durations import parse_duration
 from imprint.provisioning.registration_keys import (
     DEFAULT_HALF_LENGTH,
@@ -20,6 +25,7 @@ from imprint.provisioning.registration_keys import (
 )
 from imprint.runtime import Runtime
 from imprint.store.registration_keys import SqlRegistrationKeyStore
+from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/api/v1/enrollments", tags=["enrollments"])
 
@@ -86,10 +92,11 @@ def _store(runtime: Runtime) -> SqlRegistrationKeyStore:
 def issue(
     enrollment_id: str,
     runtime: RuntimeDep,
-    _key: AdminKey,
+    principal: PrincipalDep,
     response: Response,
     body: Annotated[RegistrationKeyIn | None, Body()] = None,
 ) -> IssuedRegistrationKey:
+    enrollment = visible_enrollment(runtime, principal, enrollment_id, Role.ADMIN)
     response.headers["Cache-Control"] = "no-store"
     body = body or RegistrationKeyIn()
     at = datetime.now(UTC)
@@ -103,7 +110,14 @@ def issue(
         key=body.key,
         half_length=body.half_length,
     )
-    audit(runtime, _key, "registration_key.rotate", "enrollment", enrollment_id)
+    audit(
+        runtime,
+        principal,
+        "registration_key.rotate",
+        "enrollment",
+        enrollment_id,
+        org_id=enrollment.owner,
+    )
     return IssuedRegistrationKey(
         enrollment_id=enrollment_id,
         key=rotation.current.key,
@@ -118,8 +132,8 @@ def issue(
     "/{enrollment_id}/registration-key",
     summary="The registration keys of an enrollment (first halves only)",
 )
-def show(enrollment_id: str, runtime: RuntimeDep, _key: AdminKey) -> RegistrationKeys:
-    runtime.enrollments.get(enrollment_id)  # 404 for an unknown enrollment
+def show(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> RegistrationKeys:
+    visible_enrollment(runtime, principal, enrollment_id, Role.VIEWER)  # 404: unknown, foreign
     at = datetime.now(UTC)
     keys = _store(runtime).for_enrollment(enrollment_id)
     return RegistrationKeys(

@@ -1,0 +1,396 @@
+"""The browser relay: a client posts its CSR, a signed-in user approves it in a browser.
+
+* ``POST /api/v1/relay`` (no credentials): the client's CSR -> ``{state, approve_url,
+  expires_in}``.
+* ``GET /relay/{state}``: the approval page; it shows the requested subject and the key
+  fingerprint so the user can compare them with what the client shows.
+* ``POST /relay/{state}``: approve or deny (CSRF token bound to a ``__Host-`` cookie;
+  signed in with a bearer token or with user name and password on the form). Approval
+  signs the identity certificate for the user's owner.
+* ``GET /api/v1/relay/{state}``: the client collects: 202 while pending, 200 with the
+  chain once approved (once: the state is then gone), 403 when denied, 410 after the
+  state's lifetime, 404 for an unknown state.
+
+The page is deliberately plain; the console will restyle it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import re
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from imprint.api.auditing import audit
+from imprint.api.identity import RuntimeDep, optional_principal
+from imprint.api.problems import problem_response
+from imprint.api.routes.identity_csr import CSR_BODY_SCHEMA, IdentityOut, read_csr, sign_for
+from imprint.attestation.base import TooManyAttempts
+from imprint.auth.passwords import verify_password
+from imprint.errors import ImprintError, NotFound
+from imprint.identities.identity import IdentityCertificate
+from imprint.identities.relay import (
+    MAX_STATE_LENGTH,
+    RelayDecided,
+    RelayExpired,
+    RelayRequest,
+    RelayStatus,
+    RelayUnknown,
+    csrf_token,
+    new_relay,
+    state_digest,
+)
+from imprint.runtime import Runtime
+from imprint.tenancy.access import Principal
+
+router = APIRouter(tags=["client identities"])
+
+CSRF_COOKIE = "__Host-imprint-csrf"
+_STATE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_COOKIE = re.compile(r"[A-Za-z0-9_-]{32,64}")
+_PURGE_AFTER = timedelta(minutes=10)
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class RelayStarted(BaseModel):
+    state: str = Field(description="Secret of this request: collect the certificate with it")
+    approve_url: str = Field(description="Open in a browser where the user can sign in")
+    collect_url: str
+    expires_in: int = Field(description="Seconds until the state expires")
+    expires_at: datetime
+    public_key_sha256: str = Field(description="SHA-256 of the CSR's public key (SPKI DER)")
+    fingerprint: str = Field(description="The same, as the approval page shows it")
+
+
+class RelayPending(BaseModel):
+    status: str = "pending"
+    expires_in: int
+
+
+class RelayCollected(IdentityOut):
+    status: str = "approved"
+
+
+def _find(runtime: Runtime, state: str, at: datetime) -> RelayRequest:
+    """The request named by ``state``.
+
+    Raises:
+        RelayUnknown: no such state (or it was collected).
+        RelayExpired: its lifetime is over.
+    """
+    if len(state) > MAX_STATE_LENGTH or not _STATE.fullmatch(state):
+        raise RelayUnknown("no relay request with this state")
+    relay = runtime.identities.relays.get(state_digest(state))
+    if relay is None:
+        raise RelayUnknown("no relay request with this state (unknown, or collected already)")
+    if relay.expired(at):
+        raise RelayExpired("this relay request has expired; start a new one")
+    return relay
+
+
+# --- the client's side --------------------------------------------------------------------
+
+
+@router.post(
+    "/api/v1/relay",
+    status_code=201,
+    summary="Start a browser relay: post a CSR, get a state and the approval URL",
+    response_model=RelayStarted,
+    openapi_extra=CSR_BODY_SCHEMA,
+)
+async def start(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    source = request.client.host if request.client else None
+    limiter = runtime.identities.relay_limiter
+    limiter.check(source)
+    csr, _ = await read_csr(request)
+    limiter.failure(source)  # every request started counts against its source
+    started = await run_in_threadpool(_start, runtime, csr, source)
+    return JSONResponse(
+        started.model_dump(mode="json"), status_code=201, headers={"Cache-Control": "no-store"}
+    )
+
+
+def _start(
+    runtime: Runtime, csr: x509.CertificateSigningRequest, source: str | None
+) -> RelayStarted:
+    identities = runtime.identities
+    now = datetime.now(UTC)
+    identities.relays.purge(now - _PURGE_AFTER)
+    state, relay = new_relay(csr, at=now, lifetime=identities.relay_lifetime, source=source)
+    identities.relays.add(relay)
+    base = runtime.settings.server.base_url()
+    return RelayStarted(
+        state=state,
+        approve_url=f"{base}/relay/{state}",
+        collect_url=f"{base}/api/v1/relay/{state}",
+        expires_in=int(identities.relay_lifetime.total_seconds()),
+        expires_at=relay.expires_at,
+        public_key_sha256=relay.spki_sha256,
+        fingerprint=relay.fingerprint,
+    )
+
+
+def _gone(exc: RelayExpired) -> JSONResponse:
+    return problem_response(410, exc.code, exc.message, title="Gone")
+
+
+@router.get(
+    "/api/v1/relay/{state}",
+    summary="Collect the certificate: 202 pending, 200 approved (once), 410 expired",
+    response_model=RelayCollected,
+    responses={202: {"model": RelayPending}},
+)
+def collect(state: str, runtime: RuntimeDep) -> JSONResponse:
+    now = datetime.now(UTC)
+    try:
+        relay = _find(runtime, state, now)
+    except RelayExpired as exc:
+        return _gone(exc)
+    if relay.status is RelayStatus.PENDING:
+        left = max(1, int((relay.expires_at - now).total_seconds()))
+        return JSONResponse(
+            RelayPending(expires_in=left).model_dump(),
+            status_code=202,
+            headers={"Retry-After": "1", "Cache-Control": "no-store"},
+        )
+    taken = runtime.identities.relays.take(relay.state_sha256)
+    if taken is None:
+        raise RelayUnknown("no relay request with this state (unknown, or collected already)")
+    if taken.status is RelayStatus.DENIED:
+        return problem_response(403, "relay_denied", "the user denied this request")
+    assert taken.serial is not None
+    assert taken.owner is not None
+    record = runtime.ledger.get(taken.serial)
+    assert record.der is not None
+    authority = runtime.authority
+    identity = IdentityCertificate(
+        owner=taken.owner,
+        certificate=x509.load_der_x509_certificate(record.der),
+        intermediates=authority.chain[:-1],
+        trust_anchors=authority.trust_anchors,
+        reused=False,
+    )
+    body = RelayCollected(**IdentityOut.of(identity).model_dump())
+    return JSONResponse(body.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
+
+
+# --- the user's side: the approval page ---------------------------------------------------
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    document = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<meta name=viewport content='width=device-width'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:34rem;margin:4rem auto;"
+        "padding:0 1rem}label,input{display:block;width:100%;margin:.4rem 0}"
+        "code{word-break:break-all}button{margin:.6rem .6rem 0 0}"
+        ".error{color:#b00020}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+    return HTMLResponse(document, status_code=status, headers=_PAGE_HEADERS)
+
+
+def _message(title: str, text: str, status: int) -> HTMLResponse:
+    return _page(title, f"<p class=error role=alert>{html.escape(text)}</p>", status)
+
+
+def _refusal(exc: ImprintError) -> HTMLResponse:
+    if isinstance(exc, RelayExpired):
+        return _message("Request expired", exc.message, 410)
+    if isinstance(exc, RelayDecided):
+        return _message("Request already decided", exc.message, 409)
+    return _message("Request not found", exc.message, 404)
+
+
+def _form(
+    state: str,
+    relay: RelayRequest,
+    csrf: str,
+    principal: Principal | None,
+    message: str | None = None,
+) -> str:
+    left = max(0, int((relay.expires_at - datetime.now(UTC)).total_seconds()))
+    error = f"<p class=error role=alert>{html.escape(message)}</p>" if message else ""
+    sign_in = (
+        f"<p>Signed in as <strong>{html.escape(principal.name)}</strong>.</p>"
+        if principal is not None
+        else "<label>User name <input name=username autocomplete=username required></label>"
+        "<label>Password <input name=password type=password "
+        "autocomplete=current-password required></label>"
+        "<label>Organization (optional) <input name=organization></label>"
+    )
+    return (
+        "<p>A client application asks for an identity certificate of your organization. "
+        "Approve only if the fingerprint matches the one the application shows.</p>"
+        f"{error}<dl><dt>Requested subject</dt><dd><code>{html.escape(relay.subject or '-')}"
+        "</code></dd><dt>Public key fingerprint (SHA-256)</dt>"
+        f"<dd><code id=fingerprint>{html.escape(relay.fingerprint)}</code></dd>"
+        f"<dt>Expires in</dt><dd>{left} s</dd></dl>"
+        f"<form method=post action='/relay/{html.escape(state)}'>"
+        f'<input type=hidden name=csrf value="{html.escape(csrf)}">{sign_in}'
+        "<button type=submit name=decision value=approve>Approve</button>"
+        "<button type=submit name=decision value=deny>Deny</button></form>"
+        "<p><small>The certificate names your organization, not the subject above.</small></p>"
+    )
+
+
+def _csrf_cookie(request: Request) -> str | None:
+    value = request.cookies.get(CSRF_COOKIE)
+    return value if value is not None and _COOKIE.fullmatch(value) else None
+
+
+@router.get(
+    "/relay/{state}", summary="The approval page of a relay request", response_class=HTMLResponse
+)
+def approval_page(state: str, request: Request, runtime: RuntimeDep) -> Response:
+    try:
+        relay = _find(runtime, state, datetime.now(UTC))
+        if relay.status is not RelayStatus.PENDING:
+            raise RelayDecided(f"this request was {relay.status.value} already")
+    except (RelayUnknown, RelayExpired, RelayDecided) as exc:
+        return _refusal(exc)
+    principal = optional_principal(request)
+    cookie = _csrf_cookie(request) or secrets.token_urlsafe(32)
+    page = _page(
+        "Approve a client identity", _form(state, relay, csrf_token(cookie, state), principal)
+    )
+    page.set_cookie(CSRF_COOKIE, cookie, path="/", secure=True, httponly=True, samesite="strict")
+    return page
+
+
+def _password_principal(
+    runtime: Runtime, request: Request, form: Mapping[str, str]
+) -> Principal | None:
+    """The user of the form's user name and password; None when they do not match."""
+    username = form.get("username", "").strip().lower()[:200]
+    password = form.get("password", "")
+    source = request.client.host if request.client else None
+    runtime.login_limiter.check(source, f"user:{username}")
+    user = runtime.users.find_by_username(username) if username else None
+    if (
+        not verify_password(user.password_hash if user else None, password)
+        or user is None
+        or user.disabled
+    ):
+        runtime.login_limiter.failure(source, f"user:{username}")
+        audit(
+            runtime,
+            f"user:{username}",
+            "user.login",
+            "user",
+            user.id if user else None,
+            outcome="failure",
+            via="relay",
+        )
+        return None
+    roles = dict(user.memberships or {})
+    wanted = form.get("organization", "").strip()
+    owner = wanted if wanted in roles else (sorted(roles)[0] if roles else None)
+    return Principal(
+        kind="user", subject=user.id, name=user.username, memberships=roles, owner=owner
+    )
+
+
+@router.post(
+    "/relay/{state}", summary="Approve or deny a relay request", response_class=HTMLResponse
+)
+async def decide(state: str, request: Request, runtime: RuntimeDep) -> Response:
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str) and len(v) <= 2000}
+    cookie = _csrf_cookie(request)
+    expected = csrf_token(cookie, state) if cookie is not None else None
+    if expected is None or not hmac.compare_digest(
+        expected.encode(), fields.get("csrf", "").encode()
+    ):
+        return _message(
+            "Form refused",
+            "The form is stale or did not come from this page: open the approval link again.",
+            403,
+        )
+    return await run_in_threadpool(_decide, state, request, runtime, fields)
+
+
+def _decide(state: str, request: Request, runtime: Runtime, fields: Mapping[str, str]) -> Response:
+    now = datetime.now(UTC)
+    try:
+        relay = _find(runtime, state, now)
+        if relay.status is not RelayStatus.PENDING:
+            raise RelayDecided(f"this request was {relay.status.value} already")
+    except (RelayUnknown, RelayExpired, RelayDecided) as exc:
+        return _refusal(exc)
+    csrf = fields["csrf"]
+    principal = optional_principal(request)
+    if principal is None:
+        try:
+            principal = _password_principal(runtime, request, fields)
+        except TooManyAttempts:
+            return _page(
+                "Approve a client identity",
+                _form(state, relay, csrf, None, "Too many failed attempts; try again later."),
+                429,
+            )
+        if principal is None:
+            return _page(
+                "Approve a client identity",
+                _form(state, relay, csrf, None, "Wrong user name or password."),
+                401,
+            )
+    decision = fields.get("decision")
+    relays = runtime.identities.relays
+    if decision == "deny":
+        if not relays.decide(
+            relay.state_sha256,
+            RelayStatus.DENIED,
+            owner=None,
+            serial=None,
+            decided_by=principal.actor,
+            at=datetime.now(UTC),
+        ):
+            return _message("Request not pending", "The request expired or was decided.", 409)
+        audit(runtime, principal, "relay.deny", "relay", relay.spki_sha256, org_id=principal.owner)
+        return _page("Request denied", "<p>The application will not get a certificate.</p>")
+    if decision != "approve":
+        return _page(
+            "Approve a client identity",
+            _form(state, relay, csrf, principal, "Choose Approve or Deny."),
+            400,
+        )
+    try:
+        identity = sign_for(runtime, principal, principal.owner, relay.csr())
+    except NotFound:
+        return _message("Not allowed", "You cannot sign for that organization.", 404)
+    except ImprintError as exc:
+        status = 409 if exc.code == "identity_key_conflict" else 403
+        return _message("Not approved", exc.message, status)
+    if not relays.decide(
+        relay.state_sha256,
+        RelayStatus.APPROVED,
+        owner=identity.owner,
+        serial=identity.serial,
+        decided_by=principal.actor,
+        at=datetime.now(UTC),
+    ):
+        return _message("Request not pending", "The request expired or was decided meanwhile.", 409)
+    audit(
+        runtime, principal, "relay.approve", "certificate", identity.serial, org_id=identity.owner
+    )
+    return _page(
+        "Approved",
+        f"<p>The certificate for <strong>{html.escape(identity.owner)}</strong> is ready; "
+        "return to the application.</p>",
+    )

@@ -1,0 +1,225 @@
+"""Mosquitto's files, kept by imprint: configuration, certificates, CRL and ACL.
+
+``imprint mqtt config`` writes everything into one directory (:func:`write_broker_setup`).
+From then on, with ``mqtt.enabled``, every issuance and revocation rewrites the CRL and
+the ACL there and makes the running broker reload them (:class:`BrokerSync`): SIGHUP to
+the pid in the broker's pid file, or the configured ``mqtt.reload_command``. Mosquitto
+re-reads ``crlfile`` and ``acl_file`` on SIGHUP, so a revoked device's next TLS
+handshake is refused without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from imprint.errors import ConfigurationError
+from imprint.logs import get_logger
+from imprint.mqtt.acl import acl_entries, current_certificates, render_acl
+from imprint.pki.authority import CertificateAuthority, IssuanceRequest
+from imprint.pki.records import CertificateRecord
+from imprint.settings import MqttSettings, Settings
+
+__all__ = ["BrokerFiles", "BrokerSync", "SyncResult", "render_config", "write_broker_setup"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerFiles:
+    """Where the broker's files live (all in one directory)."""
+
+    directory: Path
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "mosquitto.conf"
+
+    @property
+    def acl(self) -> Path:
+        return self.directory / "acl"
+
+    @property
+    def crl(self) -> Path:
+        return self.directory / "crl.pem"
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def certificate(self) -> Path:
+        return self.directory / "broker.crt"
+
+    @property
+    def key(self) -> Path:
+        return self.directory / "broker.key"
+
+    @property
+    def default_pid_file(self) -> Path:
+        return self.directory / "mosquitto.pid"
+
+
+def render_config(files: BrokerFiles, settings: MqttSettings, *, run_as: str | None = None) -> str:
+    """The text of mosquitto.conf for these files and settings."""
+    pid_file = settings.pid_file or files.default_pid_file
+    lines = [
+        "# Mosquitto configuration written by 'imprint mqtt config'.",
+        "# Devices connect with the certificate imprint issued them; its common name (the",
+        "# device id) is their user name. imprint rewrites crl.pem and acl on every",
+        "# issuance and revocation and sends this broker SIGHUP to reload them.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        "persistence false",
+        f"pid_file {pid_file.resolve()}",
+        f"acl_file {files.acl.resolve()}",
+    ]
+    if run_as:
+        lines.append(f"user {run_as}")
+    lines += [
+        "",
+        f"listener {settings.port} {settings.host}",
+        "protocol mqtt",
+        f"cafile {files.ca.resolve()}",
+        f"certfile {files.certificate.resolve()}",
+        f"keyfile {files.key.resolve()}",
+        f"crlfile {files.crl.resolve()}",
+        "require_certificate true",
+        "use_identity_as_username true",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write atomically: the broker never reads half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)
+
+
+def _pem(certificates: Sequence[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What one sync did: ACL users written, names left out, whether the broker reloaded."""
+
+    users: int
+    skipped: tuple[str, ...]
+    reloaded: bool
+
+
+class BrokerSync:
+    """Keeps the CRL and ACL files current and makes the broker reload them.
+
+    Registered as a :class:`~imprint.pki.authority.CertificateListener` when
+    ``mqtt.enabled``; does nothing until ``imprint mqtt config`` has written the setup.
+    """
+
+    def __init__(self, settings: MqttSettings, files: BrokerFiles, authority: CertificateAuthority):
+        self._settings = settings
+        self._files = files
+        self._authority = authority
+        self._lock = threading.Lock()
+
+    def certificate_changed(self, record: CertificateRecord) -> None:
+        if record.profile == "server" or not self._files.config.is_file():
+            return
+        result = self.sync()
+        log.info(
+            "mqtt_broker_synced",
+            serial=record.serial,
+            status=record.status.value,
+            users=result.users,
+            reloaded=result.reloaded,
+        )
+
+    def sync(self, *, reload: bool = True) -> SyncResult:
+        """Rewrite crl.pem and acl from the ledger, then reload the broker.
+
+        Raises:
+            ConfigurationError: the reload command failed.
+        """
+        with self._lock:
+            crl = self._authority.crl("issuing").public_bytes(serialization.Encoding.PEM)
+            entries, skipped = acl_entries(current_certificates(self._authority.ledger))
+            _write(self._files.crl, crl)
+            _write(self._files.acl, render_acl(entries, skipped).encode("utf-8"))
+            reloaded = self.reload() if reload else False
+        return SyncResult(len(entries), tuple(skipped), reloaded)
+
+    def reload(self) -> bool:
+        """Make the broker re-read its files; False when no broker is running.
+
+        Raises:
+            ConfigurationError: the reload command failed.
+        """
+        if self._settings.reload_command:
+            try:
+                done = subprocess.run(
+                    self._settings.reload_command,
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise ConfigurationError(f"mqtt.reload_command failed: {exc}") from None
+            if done.returncode != 0:
+                raise ConfigurationError(
+                    f"mqtt.reload_command exited with status {done.returncode}"
+                )
+            return True
+        pid_file = self._settings.pid_file or self._files.default_pid_file
+        try:
+            pid = int(pid_file.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return False
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def write_broker_setup(
+    settings: Settings, authority: CertificateAuthority, *, run_as: str | None = None
+) -> BrokerFiles:
+    """Write mosquitto.conf, the broker's certificate and key, our CA chain, CRL and ACL.
+
+    The broker's certificate (server profile, names from ``mqtt.san``) is issued anew
+    each time; its key never leaves the directory (0600).
+    """
+    files = BrokerFiles(settings.mqtt_dir())
+    files.directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = authority.issue(
+        IssuanceRequest(
+            public_key=key.public_key(),
+            profile="server",
+            common_name=settings.mqtt.san[0],
+            sans=list(settings.mqtt.san),
+            requested_by="imprint:mqtt",
+        )
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write(files.key, key_pem, 0o600)
+    _write(files.certificate, _pem((issued.certificate, *authority.chain[:-1])))
+    _write(files.ca, _pem(authority.chain))
+    _write(files.config, render_config(files, settings.mqtt, run_as=run_as).encode("utf-8"))
+    BrokerSync(settings.mqtt, files, authority).sync(reload=False)
+    return files
