@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format sync clean
+.PHONY: run test lint format sync clean bench bench-quick
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -32,6 +32,13 @@ format: sync
 
 test: lint
 	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+# Benchmarks (not part of `make test`): see bench/README.md. cfssl: apt-get install golang-cfssl
+bench: sync
+	$(BIN)/python -m bench
+
+bench-quick: sync
+	BENCH_QUICK=1 $(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .coverage

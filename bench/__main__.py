@@ -1,0 +1,5 @@
+"""``python -m bench``: the whole benchmark (see :mod:`bench.run`)."""
+
+from bench.run import main
+
+main()

@@ -1,0 +1,343 @@
+"""The load generator: a separate process that provisions N distinct devices.
+
+It is started by :mod:`bench.run` with a job (JSON) on stdin. It first builds every
+request (keys, CSRs, manufacturer certificates, evidence), untimed, then prints
+``ready``; the parent snapshots the server's CPU counters and answers ``go``; the
+generator sends the requests and prints one JSON line with what it measured.
+
+The HTTP/1.1 client is a small one on asyncio streams (uvloop when installed): a
+general-purpose client costs more CPU per request than the server's crypto floor, and
+on a two-core machine the generator shares the CPU with the server it measures.
+
+Modes:
+
+* closed loop: ``concurrency`` connections each send their next request as soon as
+  the previous answer arrived;
+* open loop (``rate`` set): requests are due at a fixed pace and latency counts from
+  the moment a request was due, so a slow server cannot hide queueing delay.
+
+With ``fresh_connection`` every request opens a new TLS connection (a full handshake,
+with the device's own client certificate for x509 over mutual TLS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from imprint.device.evidence import (
+    derive_device_key,
+    oob_secret_evidence,
+    signed_request,
+    symmetric_key_evidence,
+)
+
+OK_STATUSES = (200, 201)
+REQUEST_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    path: str
+    body: bytes
+    context: ssl.SSLContext | None = None  # a per-device context (mutual TLS)
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    first_error: str | None = None
+
+    def error(self, kind: str, detail: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        if self.first_error is None:
+            self.first_error = f"{kind}: {detail[:300]}"
+
+
+def oob_secret_for(master: str, device_id: str) -> str:
+    """The secret the bench registered for a device (the parent computes the same)."""
+    return hmac.new(master.encode(), device_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def new_csr(common_name: str) -> tuple[x509.CertificateSigningRequest, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, hashes.SHA256())
+    )
+    return csr, csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def idevid(
+    common_name: str, issuer: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKey
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A manufacturer device certificate, as a factory would make it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def _pem(item: x509.Certificate | ec.EllipticCurvePrivateKey) -> bytes:
+    if isinstance(item, x509.Certificate):
+        return item.public_bytes(serialization.Encoding.PEM)
+    return item.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _client_context(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def build_requests(job: dict[str, Any]) -> list[Request]:
+    """Every request of the job, with its evidence, before any timing starts."""
+    kind, count, prefix = job["kind"], int(job["count"]), job["prefix"]
+    base = job["base_url"]
+    requests: list[Request] = []
+    if kind in ("csr-imprint", "csr-cfssl"):
+        csrs = json.loads(Path(job["csr_file"]).read_text())[:count]
+        for pem in csrs:
+            if kind == "csr-imprint":
+                body = {"csr": pem, "profile": "device"}
+                requests.append(Request("/api/v1/certificates", json.dumps(body).encode()))
+            else:
+                body = {"certificate_request": pem}
+                requests.append(Request("/api/v1/cfssl/sign", json.dumps(body).encode()))
+        return requests
+    if kind.startswith("x509"):
+        issuer = x509.load_pem_x509_certificate(job["line_cert"].encode())
+        issuer_key = serialization.load_pem_private_key(job["line_key"].encode(), None)
+        assert isinstance(issuer_key, ec.EllipticCurvePrivateKey)
+    workdir = Path(tempfile.mkdtemp(prefix="imprint-bench-load-"))
+    for index in range(count):
+        device_id = f"{prefix}-{index:07d}"
+        csr, csr_pem = new_csr(device_id)
+        context = None
+        body: dict[str, Any] = {"csr": csr_pem}
+        if kind == "x509-signed":
+            leaf, key = idevid(device_id, issuer, issuer_key)
+            token = signed_request(csr, key, [leaf, issuer], f"{base}/api/v1/provision")
+            body |= {"mechanism": "x509", "evidence": {"jws": token}}
+        elif kind == "x509-mtls":
+            leaf, key = idevid(device_id, issuer, issuer_key)
+            chain_file, key_file = workdir / "chain.pem", workdir / "key.pem"
+            chain_file.write_bytes(_pem(leaf) + _pem(issuer))
+            key_file.write_bytes(_pem(key))
+            context = _client_context(job["ca_file"])
+            context.load_cert_chain(str(chain_file), str(key_file))
+            body |= {"mechanism": "x509"}
+        elif kind == "oob-secret":
+            secret = oob_secret_for(job["oob_master"], device_id)
+            body |= {
+                "mechanism": "oob-secret",
+                "registration_id": device_id,
+                "evidence": oob_secret_evidence(secret, device_id, csr),
+            }
+        elif kind == "symmetric-key":
+            device_key = derive_device_key(base64.b64decode(job["group_key"]), device_id)
+            body |= {
+                "mechanism": "symmetric-key",
+                "registration_id": device_id,
+                "evidence": symmetric_key_evidence(device_key, device_id, csr),
+            }
+        else:
+            raise SystemExit(f"unknown job kind {kind!r}")
+        requests.append(Request("/api/v1/provision", json.dumps(body).encode(), context))
+    for leftover in workdir.iterdir():
+        leftover.unlink()
+    workdir.rmdir()
+    return requests
+
+
+class Connection:
+    """One HTTP/1.1 connection over TLS; keeps itself alive unless told otherwise."""
+
+    def __init__(self, host: str, port: int, headers: bytes) -> None:
+        self._host, self._port, self._headers = host, port, headers
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self, context: ssl.SSLContext) -> None:
+        self._reader, self._writer = await asyncio.open_connection(
+            self._host, self._port, ssl=context, server_hostname=self._host
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await self._writer.wait_closed()
+        self._reader = self._writer = None
+
+    async def post(self, request: Request, *, close: bool) -> tuple[int, bytes]:
+        assert self._reader is not None
+        assert self._writer is not None
+        head = (
+            f"POST {request.path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(request.body)}\r\n"
+        ).encode()
+        if close:
+            head += b"Connection: close\r\n"
+        self._writer.write(head + self._headers + b"\r\n" + request.body)
+        status_line = await self._reader.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        status = int(status_line.split(b" ", 2)[1])
+        length, chunked, closing = 0, False, close
+        while True:
+            line = await self._reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+            elif name == b"connection" and b"close" in value.lower():
+                closing = True
+        if chunked:
+            parts = []
+            while True:
+                size = int((await self._reader.readline()).split(b";")[0], 16)
+                if size == 0:
+                    await self._reader.readline()
+                    break
+                parts.append(await self._reader.readexactly(size))
+                await self._reader.readexactly(2)
+            body = b"".join(parts)
+        else:
+            body = await self._reader.readexactly(length)
+        if closing:
+            await self.close()
+        return status, body
+
+
+async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
+    host, port = job["host"], int(job["port"])
+    headers = b"".join(f"{k}: {v}\r\n".encode() for k, v in job.get("headers", {}).items())
+    shared = _client_context(job["ca_file"])
+    fresh = bool(job.get("fresh_connection"))
+    concurrency = int(job["concurrency"])
+    rate = job.get("rate")
+    deadline = time.monotonic() + float(job["max_seconds"])
+    tally = Tally()
+    pending: Iterator[tuple[int, Request]] = iter(enumerate(requests))
+    start = time.monotonic()
+
+    async def worker() -> None:
+        connection = Connection(host, port, headers)
+        for index, request in pending:
+            due = start + index / rate if rate else time.monotonic()
+            if rate:
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if time.monotonic() > deadline:
+                break
+            try:
+                if not connection.is_open:
+                    await connection.open(request.context or shared)
+                status, body = await asyncio.wait_for(
+                    connection.post(request, close=fresh), REQUEST_TIMEOUT
+                )
+            except (
+                OSError,
+                ssl.SSLError,
+                ConnectionError,
+                asyncio.IncompleteReadError,
+                TimeoutError,
+            ) as exc:
+                tally.error(type(exc).__name__, str(exc))
+                await connection.close()
+                continue
+            if status in OK_STATUSES:
+                tally.latencies.append(time.monotonic() - due)
+            else:
+                tally.error(f"http {status}", body.decode(errors="replace"))
+        await connection.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.monotonic() - start
+    latencies = sorted(tally.latencies)
+
+    def quantile(q: float) -> float | None:
+        if not latencies:
+            return None
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 2)
+
+    return {
+        "ok": len(latencies),
+        "errors": sum(tally.errors.values()),
+        "error_kinds": tally.errors,
+        "first_error": tally.first_error,
+        "seconds": round(elapsed, 3),
+        "rate": round(len(latencies) / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": quantile(0.50),
+        "p95_ms": quantile(0.95),
+        "p99_ms": quantile(0.99),
+        "client_cpu_s": None,
+    }
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.readline())
+    requests = build_requests(job)
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        raise SystemExit("expected 'go'")
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    before = os.times()
+    result = run(_run(job, requests))
+    after = os.times()
+    result["client_cpu_s"] = round((after.user - before.user) + (after.system - before.system), 3)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Profile the server under load with py-spy: where does a registration's CPU go?
+
+    .venv/bin/python -m bench.profile x509-signed [sqlite|postgresql] [concurrency]
+
+Starts imprint, runs one load job of the mechanism while ``py-spy record`` samples the
+server (every thread, native frames off, idle threads left out), and prints the
+functions with the most samples, inclusive and on their own. The collapsed stacks are
+kept in ``bench/results/profile-<mechanism>-<backend>.txt`` (feed them to a flame graph
+tool, or grep them).
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from bench.run import RESULTS, Manufacturer, Target, run_load
+from bench.servers import VENV_BIN, ImprintServer, Postgres
+
+
+def summarize(collapsed: Path, top: int = 40) -> str:
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] += count
+        own[frames[-1]] += count
+    out = [f"{total} samples", "", "inclusive:"]
+    out += [f"{100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
+    out += ["", "own:"]
+    out += [f"{100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    return "\n".join(out)
+
+
+def main() -> None:
+    kind = sys.argv[1] if len(sys.argv) > 1 else "x509-signed"
+    backend = sys.argv[2] if len(sys.argv) > 2 else "sqlite"
+    concurrency = int(sys.argv[3]) if len(sys.argv) > 3 else 16
+    workdir = Path(tempfile.mkdtemp(prefix="imprint-profile-"))
+    postgres = None
+    url = None
+    if backend == "postgresql":
+        postgres = Postgres()
+        postgres.start()
+        url = postgres.create_database(f"profile_{uuid.uuid4().hex[:8]}")
+    server = ImprintServer(workdir, url, backend)
+    server.start()
+    target = Target(server, Manufacturer())
+    RESULTS.mkdir(exist_ok=True)
+    collapsed = RESULTS / f"profile-{kind}-{backend}.txt"
+    try:
+        target.job(kind, 200, concurrency, 10)  # warm up: caches, pools, first requests
+        run_load(target.job(kind, 200, concurrency, 10), server.pid)
+        spy = subprocess.Popen(
+            [str(VENV_BIN / "py-spy"), "record", "--pid", str(server.pid), "--format", "raw",
+             "--output", str(collapsed), "--rate", "250", "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        result = run_load(target.job(kind, 1500, concurrency, 15), server.pid)
+        spy.send_signal(2)
+        spy.wait(timeout=60)
+        print(result)
+        print(summarize(collapsed))
+    finally:
+        target.close()
+        server.stop()
+        if postgres is not None:
+            postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

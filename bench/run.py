@@ -1,0 +1,391 @@
+"""``make bench``: every part of the benchmark in one run, one table, one JSON file.
+
+1. the crypto floor (:mod:`bench.floor`);
+2. registration load per mechanism and concurrency, on SQLite and PostgreSQL, with the
+   load generator (:mod:`bench.load`) in its own process and the server's CPU read
+   from ``/proc``;
+3. CSR signing: imprint's ``POST /api/v1/certificates`` against ``cfssl serve`` with
+   the same CSRs and the same load generator;
+4. scale: the x509 rate with 10k against 1M devices stored; a 1M-secret import;
+5. the table, ``bench/results/<date>-<host>.json`` and a markdown copy of the tables.
+
+``BENCH_QUICK=1`` (``make bench-quick``) runs the same parts small, in a minute or two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from bench import floor, machine, report, scale
+from bench.load import new_csr, oob_secret_for
+from bench.servers import Cfssl, ImprintServer, Postgres, cpu_seconds, memory
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MECHANISMS = ("x509-signed", "x509-mtls", "oob-secret", "symmetric-key")
+OOB_MASTER = "bench-oob-master"
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    count: int  # devices per load run (the most; a run also stops at max_seconds)
+    concurrencies: tuple[int, ...]
+    max_seconds: float
+    backends: tuple[str, ...]
+    scale_backends: tuple[str, ...]
+    scale_small: int
+    scale_large: int
+    import_rows: int
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(True, 300, (16,), 5, ("sqlite", "postgresql"), ("sqlite",), 2_000,
+                       20_000, 20_000)  # fmt: skip
+        # Seeding 1M devices takes minutes per backend: scale runs on SQLite only.
+        return cls(False, 2500, (1, 8, 32), 10, ("sqlite", "postgresql"), ("sqlite",),
+                   10_000, 1_000_000, 1_000_000)  # fmt: skip
+
+
+def say(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def _ca(name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
+        issuer_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:  # fmt: skip
+    now = datetime.now(UTC)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Bench Devices"),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+class Manufacturer:
+    """A device maker's root and production-line CA: what x509 enrollments trust."""
+
+    def __init__(self) -> None:
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        self.root = _ca("Bench Root CA", root_key, None, root_key)
+        self.line_key = ec.generate_private_key(ec.SECP256R1())
+        self.line = _ca("Bench Line A", self.line_key, self.root, root_key)
+
+    def pem(self, what: x509.Certificate | ec.EllipticCurvePrivateKey) -> str:
+        if isinstance(what, x509.Certificate):
+            return what.public_bytes(serialization.Encoding.PEM).decode()
+        return what.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+
+
+class Target:
+    """One imprint server set up with an enrollment per mechanism."""
+
+    def __init__(self, server: ImprintServer, manufacturer: Manufacturer) -> None:
+        self.server = server
+        self.manufacturer = manufacturer
+        context = ssl.create_default_context(cafile=str(server.root_cert))
+        self.admin = httpx.Client(
+            base_url=server.base_url,
+            verify=context,
+            timeout=300,
+            headers={"Authorization": f"Bearer {server.admin_token}"},
+        )
+        m = manufacturer
+        self.x509 = self._enroll(
+            {"id": "bench-x509", "mechanism": "x509",
+             "x509": {"certificate_chain": [m.pem(m.line), m.pem(m.root)]}}
+        )  # fmt: skip
+        self._enroll({"id": "bench-oob", "mechanism": "oob-secret"})
+        self._enroll({"id": "bench-oob-import", "mechanism": "oob-secret"})
+        self.group_key = self._enroll({"id": "bench-sym", "mechanism": "symmetric-key"})[
+            "group_key"
+        ]
+        issuing = x509.load_pem_x509_certificate(self.admin.get("/ca/issuing.pem").content)
+        ski = issuing.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        self.issuing_id = ski.digest.hex()  # how the ledger names the issuer
+
+    def _enroll(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.admin.post("/api/v1/enrollments", json={"owner": "bench", **body})
+        response.raise_for_status()
+        created: dict[str, Any] = response.json()
+        return created
+
+    def register_secrets(self, prefix: str, count: int) -> None:
+        rows = []
+        for index in range(count):
+            device_id = f"{prefix}-{index:07d}"
+            rows.append({"device_id": device_id, "secret": oob_secret_for(OOB_MASTER, device_id)})
+        for start in range(0, len(rows), 20_000):
+            response = self.admin.post(
+                "/api/v1/enrollments/bench-oob/oob-secrets:bulk", json=rows[start : start + 20_000]
+            )
+            response.raise_for_status()
+
+    def job(self, kind: str, count: int, concurrency: int, max_seconds: float) -> dict[str, Any]:
+        prefix = f"{kind}-{uuid.uuid4().hex[:6]}"
+        if kind == "oob-secret":
+            self.register_secrets(prefix, count)
+        m = self.manufacturer
+        return {
+            "kind": kind,
+            "count": count,
+            "prefix": prefix,
+            "concurrency": concurrency,
+            "max_seconds": max_seconds,
+            "host": "127.0.0.1",
+            "port": self.server.port,
+            "base_url": self.server.base_url,
+            "ca_file": str(self.server.root_cert),
+            "fresh_connection": kind == "x509-mtls",
+            "line_cert": m.pem(m.line),
+            "line_key": m.pem(m.line_key),
+            "oob_master": OOB_MASTER,
+            "group_key": self.group_key,
+        }
+
+    def close(self) -> None:
+        self.admin.close()
+
+
+def run_load(job: dict[str, Any], server_pid: int) -> dict[str, Any]:
+    """Start the load generator, let it build its requests, then time the run."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.load"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.write(json.dumps(job) + "\n")
+    process.stdin.flush()
+    if process.stdout.readline().strip() != "ready":
+        process.kill()
+        raise RuntimeError(f"the load generator failed to prepare {job['kind']}")
+    before = cpu_seconds(server_pid)
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    line = process.stdout.readline()
+    after = cpu_seconds(server_pid)
+    process.wait(timeout=60)
+    result: dict[str, Any] = json.loads(line)
+    ok = result["ok"]
+    result["server_cpu_s"] = round(after - before, 2)
+    result["server_cpu_ms_per_reg"] = round((after - before) * 1000 / ok, 3) if ok else None
+    result["server_rss_mb"] = memory(server_pid)["rss_mb"]
+    return result
+
+
+def _row(section: str, backend: str, kind: str, job: dict[str, Any], result: dict[str, Any],
+         floor_us: float | None) -> dict[str, Any]:  # fmt: skip
+    cpu = result.get("server_cpu_ms_per_reg")
+    return {
+        "section": section,
+        "backend": backend,
+        "mechanism": kind,
+        "concurrency": job["concurrency"],
+        "rate_target": job.get("rate"),
+        "floor_ms": round(floor_us / 1000, 3) if floor_us else None,
+        "cpu_over_floor": round(cpu * 1000 / floor_us, 2) if cpu and floor_us else None,
+        **result,
+    }
+
+
+def _floor_of(kind: str, floors: dict[str, float]) -> float | None:
+    return floors.get("csr-sign" if kind.startswith("csr") else kind)
+
+
+def bench_backend(backend: str, plan: Plan, workdir: Path, manufacturer: Manufacturer,
+                  floors: dict[str, float], results: dict[str, Any], csr_file: Path,
+                  postgres: Postgres | None) -> None:  # fmt: skip
+    url = postgres.create_database(f"bench_{uuid.uuid4().hex[:8]}") if postgres else None
+    server = ImprintServer(workdir, url, backend)
+    say(f"{backend}: starting imprint")
+    server.start()
+    target = Target(server, manufacturer)
+    try:
+        best: dict[str, float] = {}
+        for kind in MECHANISMS:
+            for concurrency in plan.concurrencies:
+                job = target.job(kind, plan.count, concurrency, plan.max_seconds)
+                result = run_load(job, server.pid)
+                row = _row("load", backend, kind, job, result, _floor_of(kind, floors))
+                results["runs"].append(row)
+                best[kind] = max(best.get(kind, 0.0), result["rate"])
+                say(report.line(row))
+        # p99 at half the highest x509 (signed) rate, paced (open loop).
+        rate = max(1.0, round(best["x509-signed"] / 2, 1))
+        count = int(rate * plan.max_seconds)
+        job = target.job("x509-signed", count, 64, plan.max_seconds * 2) | {"rate": rate}
+        row = _row("paced", backend, "x509-signed", job, run_load(job, server.pid),
+                   floors["x509-signed"])  # fmt: skip
+        results["runs"].append(row)
+        say(report.line(row))
+        if backend == "sqlite":
+            for concurrency in plan.concurrencies[-2:]:
+                job = target.job("csr-imprint", plan.count, concurrency, plan.max_seconds)
+                job |= {"csr_file": str(csr_file),
+                        "headers": {"Authorization": f"Bearer {server.admin_token}"}}  # fmt: skip
+                row = _row("csr-sign", backend, "csr-imprint", job, run_load(job, server.pid),
+                           floors["csr-sign"])  # fmt: skip
+                results["runs"].append(row)
+                say(report.line(row))
+        if backend in plan.scale_backends:
+            try:
+                results["scale"][backend] = scale_runs(target, plan, floors)
+            except Exception as exc:  # a failed part must not lose the rest of the run
+                say(f"{backend}: scale failed: {exc!r}")
+                results.setdefault("failures", []).append(f"scale {backend}: {exc!r}")
+        if backend == "sqlite":
+            say(f"{backend}: importing {plan.import_rows} OOB secrets with the CLI")
+            results["import"] = scale.import_secrets(server, "bench-oob-import", plan.import_rows)
+            say(f"import: {results['import']}")
+        results["server_memory"][backend] = memory(server.pid)
+    finally:
+        target.close()
+        server.stop()
+
+
+def scale_runs(target: Target, plan: Plan, floors: dict[str, float]) -> dict[str, Any]:
+    server = target.server
+    enrollment = "bench-x509"
+    issuer = target.issuing_id
+    found: dict[str, Any] = {}
+    seeded = 0
+    for size in (plan.scale_small, plan.scale_large):
+        stored = scale.device_count(server)
+        missing = size - stored
+        seconds = 0.0
+        if missing > 0:
+            say(f"{server.label}: seeding {missing} devices to reach {size}")
+            seconds = scale.seed_devices(server, seeded + 1, seeded + missing, enrollment, issuer)
+            seeded += missing
+        concurrency = 16
+        job = target.job("x509-signed", plan.count, concurrency, plan.max_seconds)
+        row = _row(f"scale {size}", server.label, "x509-signed", job,
+                   run_load(job, server.pid), floors["x509-signed"])  # fmt: skip
+        row["devices_stored"] = scale.device_count(server)
+        row["seed_seconds"] = round(seconds, 1)
+        say(report.line(row))
+        found[str(size)] = row
+    small, large = found[str(plan.scale_small)], found[str(plan.scale_large)]
+    found["ratio"] = round(large["rate"] / small["rate"], 3) if small["rate"] else None
+    return found
+
+
+def bench_cfssl(plan: Plan, workdir: Path, floors: dict[str, float], csr_file: Path,
+                results: dict[str, Any]) -> None:  # fmt: skip
+    if not Cfssl.available():
+        say("cfssl is not installed (apt-get install golang-cfssl): skipping the peer")
+        results["cfssl"] = None
+        return
+    cfssl = Cfssl(workdir)
+    cfssl.start()
+    results["cfssl"] = {"version": Cfssl.version()}
+    try:
+        for concurrency in plan.concurrencies[-2:]:
+            job = {
+                "kind": "csr-cfssl", "count": plan.count, "prefix": "cfssl",
+                "concurrency": concurrency, "max_seconds": plan.max_seconds,
+                "host": "127.0.0.1", "port": cfssl.port, "base_url": "",
+                "ca_file": str(cfssl.ca_file), "csr_file": str(csr_file),
+            }  # fmt: skip
+            row = _row("csr-sign", "none", "csr-cfssl", job, run_load(job, cfssl.pid),
+                       floors["csr-sign"])  # fmt: skip
+            results["runs"].append(row)
+            say(report.line(row))
+        results["cfssl"]["memory"] = memory(cfssl.pid)
+    finally:
+        cfssl.stop()
+
+
+def main() -> None:
+    plan = Plan.make(os.environ.get("BENCH_QUICK") == "1")
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": plan.quick,
+        "plan": plan.__dict__,
+        "machine": machine.describe(),
+        "runs": [],
+        "scale": {},
+        "server_memory": {},
+    }
+    say("measuring the crypto floor")
+    primitives = floor.primitives(plan.quick)
+    floors = floor.floors(primitives)
+    results["floor"] = {"primitives_us": primitives, "per_registration_us": floors}
+    workdir = Path(tempfile.mkdtemp(prefix="imprint-bench-"))
+    csr_file = workdir / "csrs.json"
+    csr_file.write_text(json.dumps([new_csr(f"csr-{i:06d}")[1] for i in range(plan.count)]))
+    manufacturer = Manufacturer()
+    postgres = None
+    try:
+        for backend in plan.backends:
+            if backend == "postgresql":
+                postgres = Postgres()
+                postgres.start()
+                results["machine"]["postgresql"] = postgres.version
+            bench_backend(backend, plan, workdir, manufacturer, floors, results, csr_file,
+                          postgres)  # fmt: skip
+        bench_cfssl(plan, workdir, floors, csr_file, results)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+    results["seconds"] = round(time.monotonic() - started, 1)
+    results["targets"] = report.targets(results)
+    text = report.render(results)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    stem = f"{datetime.now(UTC):%Y-%m-%d}-{results['machine']['host']}"
+    if plan.quick:
+        stem += "-quick"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(report.markdown(results))
+    say(f"wrote bench/results/{stem}.json and .md in {results['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

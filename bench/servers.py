@@ -1,0 +1,320 @@
+"""The servers a benchmark talks to, each a subprocess on 127.0.0.1 with a temp directory.
+
+* :class:`ImprintServer`: ``imprint serve`` on SQLite or PostgreSQL;
+* :class:`Postgres`: a throw-away PostgreSQL cluster (fsync on, as in production),
+  started as the ``postgres`` user when we are root, like the test suite does;
+* :class:`Cfssl`: ``cfssl serve`` signing with its own P-256 CA, over TLS.
+
+:func:`cpu_seconds` and :func:`memory` read a process's counters from ``/proc``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+VENV_BIN = Path(sys.executable).parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def memory(pid: int) -> dict[str, float]:
+    """Resident set size now and at its peak, in MB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(value.split()[0]) / 1024
+    return {"rss_mb": round(values["VmRSS"], 1), "peak_rss_mb": round(values["VmHWM"], 1)}
+
+
+def _wait_for(url: str, context: ssl.SSLContext | None, process: subprocess.Popen[Any]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=2):  # noqa: S310
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within 60 s")
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+class ImprintServer:
+    """``imprint serve`` in a subprocess, with its own data directory."""
+
+    def __init__(self, workdir: Path, database_url: str | None, label: str) -> None:
+        self.workdir = workdir / f"imprint-{label}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.workdir / "data"
+        self.port = free_port()
+        self.base_url = f"https://127.0.0.1:{self.port}"
+        self.database_url = database_url or f"sqlite:///{self.data_dir}/imprint.db"
+        self.label = label
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMPRINT_")}
+        env |= {
+            "IMPRINT_DATA_DIR": str(self.data_dir),
+            "IMPRINT_SERVER__PORT": str(self.port),
+            "IMPRINT_DATABASE__URL": self.database_url,
+            "IMPRINT_CA__PASSPHRASE": "bench-passphrase",
+        }
+        return env
+
+    def start(self) -> None:
+        log = (self.workdir / "server.log").open("ab")
+        self._process = subprocess.Popen(
+            [str(VENV_BIN / "imprint"), "serve"],
+            cwd=self.workdir,
+            env=self.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        root = self.data_dir / "ca" / "root.crt"
+        deadline = time.monotonic() + 60
+        while not root.exists() and time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                log_tail = (self.workdir / "server.log").read_text()[-2000:]
+                raise RuntimeError(f"imprint serve exited during start-up:\n{log_tail}")
+            time.sleep(0.1)
+        _wait_for(f"{self.base_url}/healthz", self.context(), self._process)
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.root_cert))
+
+    @property
+    def root_cert(self) -> Path:
+        return self.data_dir / "ca" / "root.crt"
+
+    @property
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    @property
+    def cli_path(self) -> Path:
+        return VENV_BIN / "imprint"
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Run an ``imprint`` command on this server's data (the server may keep running)."""
+        return subprocess.run(
+            [str(VENV_BIN / "imprint"), *args],
+            cwd=self.workdir,
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=timeout,
+        )
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop(self._process)
+            self._process = None
+
+
+def _postgres_bin_dir() -> Path | None:
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for candidate in versions:
+        if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
+            return candidate
+    return None
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 with trust authentication."""
+
+    def __init__(self) -> None:
+        bin_dir = _postgres_bin_dir()
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found")
+        self._bin = bin_dir
+        self._prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self._workdir = Path(tempfile.mkdtemp(prefix="imprint-bench-pg-"))
+        self._data = self._workdir / "data"
+        self.port = free_port()
+        self.version = bin_dir.parent.name
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._prefix, *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        sockets = self._workdir / "sockets"
+        sockets.mkdir()
+        if self._prefix:
+            for path in (self._workdir, sockets):
+                shutil.chown(path, "postgres", "postgres")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {sockets}"
+            " -c shared_buffers=256MB -c max_connections=100"
+        )
+        initdb = ["-D", str(self._data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+        self._run(str(self._bin / "initdb"), *initdb, "--locale=C", "--no-sync")
+        log = self._workdir / "server.log"
+        self._run(
+            str(self._bin / "pg_ctl"), "start", "-w", "-D", str(self._data), "-l", str(log),
+            "-o", options,
+        )  # fmt: skip
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        admin = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self._prefix, str(self._bin / "pg_ctl"), "stop", "-m", "fast", "-D", str(self._data)],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+@dataclass
+class Cfssl:
+    """``cfssl serve`` over TLS, signing CSRs with a P-256 CA of its own."""
+
+    workdir: Path
+    port: int = 0
+    pid: int = 0
+    _process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("cfssl") is not None
+
+    @staticmethod
+    def version() -> str:
+        result = subprocess.run(["cfssl", "version"], capture_output=True, text=True, check=False)
+        return " ".join(result.stdout.split())
+
+    def start(self) -> None:
+        directory = self.workdir / "cfssl"
+        directory.mkdir(parents=True, exist_ok=True)
+        now = datetime.now(UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cfssl bench CA")])
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, True, True, False, False), True
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256())
+        )
+        tls_key = ec.generate_private_key(ec.SECP256R1())
+        tls = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(name)
+            .public_key(tls_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=30))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                False,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        pem = serialization.Encoding.PEM
+
+        def private(k: ec.EllipticCurvePrivateKey) -> bytes:
+            return k.private_bytes(
+                pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+            )
+
+        (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+        (directory / "ca-key.pem").write_bytes(private(key))
+        (directory / "tls.pem").write_bytes(tls.public_bytes(pem))
+        (directory / "tls-key.pem").write_bytes(private(tls_key))
+        # The same kind of leaf imprint's device profile makes: client auth, 90 days.
+        (directory / "config.json").write_text(
+            '{"signing": {"default": {"expiry": "2160h",'
+            ' "usages": ["digital signature", "client auth"]}}}'
+        )
+        self.port = free_port()
+        log = (directory / "server.log").open("ab")
+        self._process = subprocess.Popen(
+            [
+                "cfssl", "serve", "-address", "127.0.0.1", "-port", str(self.port),
+                "-ca", "ca.pem", "-ca-key", "ca-key.pem", "-config", "config.json",
+                "-tls-cert", "tls.pem", "-tls-key", "tls-key.pem", "-loglevel", "3",
+            ],
+            cwd=directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.pid = self._process.pid
+        self.ca_file = directory / "ca.pem"
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        _wait_for(f"https://127.0.0.1:{self.port}/api/v1/cfssl/health", context, self._process)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop(self._process)
+            self._process = None
