@@ -4,8 +4,10 @@ it, and it filters, pages and stays inside the reader's organizations."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.integration.conftest import Service
 from tests.integration.oauth_helpers import (
@@ -18,6 +20,7 @@ from tests.integration.oauth_helpers import (
     pkce_pair,
     token_for,
 )
+from tests.integration.test_lifecycle import Factory, csr_of, device_ref
 
 
 def entries(http: httpx.Client, **params: str | int) -> list[dict[str, object]]:
@@ -128,3 +131,58 @@ def test_logins_are_logged_with_their_outcome(service: Service) -> None:
     assert [e["outcome"] for e in logins] == ["success", "failure"]
     assert "beep beep" not in json.dumps(logins)
     assert PASSWORD not in json.dumps(logins)
+
+
+def test_device_trust_and_secret_changes_are_logged(service: Service, tmp_path: Path) -> None:
+    factory = Factory(service, tmp_path, "audited")
+    answer = factory.provision(
+        factory.device("m-1"), csr_of(ec.generate_private_key(ec.SECP256R1()))
+    )
+    assert answer.status_code == 200, answer.text
+    ref = device_ref(service, "m-1")
+    fingerprint = "ab" * 32
+    with service.admin() as admin:
+        steps = [
+            admin.post(f"/api/v1/devices/{ref}/disable"),
+            admin.post(f"/api/v1/devices/{ref}/enable"),
+            admin.post(f"/api/v1/devices/{ref}/revoke", json={"reason": "keyCompromise"}),
+            admin.post(f"/api/v1/devices/{ref}/reset"),
+            admin.post(
+                "/api/v1/enrollments",
+                json={"id": "labels", "mechanism": "oob-secret", "owner": "acme"},
+            ),
+            admin.post(
+                "/api/v1/enrollments/labels/oob-secrets",
+                json={"device_id": "s-1", "secret": "label-secret-0001"},
+            ),
+            admin.delete("/api/v1/enrollments/labels/oob-secrets/s-1"),
+            admin.post(
+                "/api/v1/denied-certificates",
+                json={"fingerprint_sha256": fingerprint, "reason": "cloned"},
+            ),
+            admin.delete(f"/api/v1/denied-certificates/{fingerprint}"),
+            admin.post("/api/v1/enrollments/audited/revoke", json={}),
+        ]
+        assert [s.status_code for s in steps] == [
+            200, 200, 200, 200, 201, 201, 204, 201, 204, 200,
+        ], [s.text for s in steps]  # fmt: skip
+        logged = entries(admin, limit=50)
+    actions = [e["action"] for e in reversed(logged)]
+    assert actions[actions.index("client_ca.add") :] == [
+        "client_ca.add",
+        "device.disable",
+        "device.enable",
+        "device.revoke",
+        "device.reset",
+        "enrollment.create",
+        "oob_secret.register",
+        "oob_secret.remove",
+        "deny_list.add",
+        "deny_list.remove",
+        "enrollment.revoke",
+    ]
+    assert "label-secret-0001" not in json.dumps(logged)
+    by_action = {e["action"]: e for e in logged}
+    assert by_action["device.revoke"]["target_id"] == ref
+    assert by_action["device.revoke"]["org_id"] == "acme"
+    assert by_action["deny_list.add"]["target_id"] == fingerprint

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
 from imprint.api.scoping import visible_enrollment
 from imprint.errors import InvalidValue
@@ -114,6 +115,15 @@ def add(
         ]
     )
     runtime.client_trust.add(certificates)
+    audit(
+        runtime,
+        principal,
+        "client_ca.add",
+        "enrollment",
+        enrollment_id,
+        org_id=enrollment.owner,
+        fingerprints=[fingerprint(c) for c in certificates],
+    )
     return TrustedCAList(
         items=[TrustedCA.of(ca) for ca in runtime.client_cas.for_enrollment(enrollment_id)]
     )
@@ -135,6 +145,15 @@ def list_cas(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -
 def remove(
     enrollment_id: str, fingerprint_sha256: str, runtime: RuntimeDep, principal: PrincipalDep
 ) -> Response:
-    visible_enrollment(runtime, principal, enrollment_id, Role.ADMIN)
+    enrollment = visible_enrollment(runtime, principal, enrollment_id, Role.ADMIN)
     runtime.client_cas.remove(enrollment_id, fingerprint_sha256)
+    audit(
+        runtime,
+        principal,
+        "client_ca.remove",
+        "enrollment",
+        enrollment_id,
+        org_id=enrollment.owner,
+        fingerprint=fingerprint_sha256,
+    )
     return Response(status_code=204)

@@ -14,6 +14,7 @@ from cryptography import x509
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from imprint.api.auditing import audit
 from imprint.api.identity import InstanceAdmin, RuntimeDep
 from imprint.attestation.revocation import (
     DeniedCertificate,
@@ -80,13 +81,14 @@ def _fingerprint_of(body: DenyIn) -> str:
     status_code=201,
     summary="Refuse a certificate in every attestation, however well it chains",
 )
-def deny(body: DenyIn, runtime: RuntimeDep, _admin: InstanceAdmin) -> DeniedOut:
+def deny(body: DenyIn, runtime: RuntimeDep, admin: InstanceAdmin) -> DeniedOut:
     entry = DeniedCertificate(
         fingerprint_sha256=_fingerprint_of(body),
         reason=body.reason,
         created_at=datetime.now(UTC).replace(microsecond=0),
     )
     SqlDenyList(runtime.engine).add(entry)
+    audit(runtime, admin, "deny_list.add", "certificate", entry.fingerprint_sha256)
     return DeniedOut.of(entry)
 
 
@@ -114,8 +116,9 @@ def show_denied(fingerprint: str, runtime: RuntimeDep, _admin: InstanceAdmin) ->
     status_code=204,
     summary="Accept the certificate again",
 )
-def undeny(fingerprint: str, runtime: RuntimeDep, _admin: InstanceAdmin) -> Response:
+def undeny(fingerprint: str, runtime: RuntimeDep, admin: InstanceAdmin) -> Response:
     SqlDenyList(runtime.engine).remove(normalize_fingerprint(fingerprint))
+    audit(runtime, admin, "deny_list.remove", "certificate", normalize_fingerprint(fingerprint))
     return Response(status_code=204)
 
 
@@ -160,7 +163,7 @@ class CrlPage(BaseModel):
     status_code=201,
     summary="Upload a manufacturer CA's CRL (replaces an older one of the same CA)",
 )
-def upload_crl(body: CrlIn, runtime: RuntimeDep, _admin: InstanceAdmin) -> CrlOut:
+def upload_crl(body: CrlIn, runtime: RuntimeDep, admin: InstanceAdmin) -> CrlOut:
     now = datetime.now(UTC).replace(microsecond=0)
     enrollments = runtime.enrollments.search(mechanism=Mechanism.X509, limit=MAX_ENROLLMENTS)
     stored = import_crl(
@@ -169,6 +172,7 @@ def upload_crl(body: CrlIn, runtime: RuntimeDep, _admin: InstanceAdmin) -> CrlOu
         manufacturer_certificates(enrollments),
         at=now,
     )
+    audit(runtime, admin, "manufacturer_crl.upload", "crl", stored.issuer_key_sha256)
     return CrlOut.of(stored, now)
 
 
@@ -198,6 +202,8 @@ def show_crl(issuer_key_sha256: str, runtime: RuntimeDep, _admin: InstanceAdmin)
     status_code=204,
     summary="Forget a manufacturer CRL (its CA is no longer checked)",
 )
-def delete_crl(issuer_key_sha256: str, runtime: RuntimeDep, _admin: InstanceAdmin) -> Response:
-    SqlManufacturerCrlStore(runtime.engine).remove(normalize_fingerprint(issuer_key_sha256))
+def delete_crl(issuer_key_sha256: str, runtime: RuntimeDep, admin: InstanceAdmin) -> Response:
+    issuer = normalize_fingerprint(issuer_key_sha256)
+    SqlManufacturerCrlStore(runtime.engine).remove(issuer)
+    audit(runtime, admin, "manufacturer_crl.remove", "crl", issuer)
     return Response(status_code=204)

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
 from imprint.api.scoping import scope_of, visible_device, visible_enrollment
 from imprint.pki.authority import parse_reason
@@ -135,19 +136,25 @@ def show_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -
 @router.post("/devices/{device_ref}/approve", summary="Approve a pending device")
 def approve_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
     visible_device(runtime, principal, device_ref, Role.OPERATOR)
-    return DeviceOut.of(approve(runtime.devices, device_ref))
+    device = approve(runtime.devices, device_ref)
+    audit(runtime, principal, "device.approve", "device", device.id, org_id=device.owner)
+    return DeviceOut.of(device)
 
 
 @router.post("/devices/{device_ref}/disable", summary="Refuse provisioning and renewal")
 def disable_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
     visible_device(runtime, principal, device_ref, Role.OPERATOR)
-    return DeviceOut.of(disable(runtime.devices, device_ref))
+    device = disable(runtime.devices, device_ref)
+    audit(runtime, principal, "device.disable", "device", device.id, org_id=device.owner)
+    return DeviceOut.of(device)
 
 
 @router.post("/devices/{device_ref}/enable", summary="Allow a disabled device again")
 def enable_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
     visible_device(runtime, principal, device_ref, Role.OPERATOR)
-    return DeviceOut.of(enable(runtime.devices, device_ref))
+    device = enable(runtime.devices, device_ref)
+    audit(runtime, principal, "device.enable", "device", device.id, org_id=device.owner)
+    return DeviceOut.of(device)
 
 
 @router.post("/devices/{device_ref}/revoke", summary="Revoke the device's certificate")
@@ -163,13 +170,24 @@ def revoke(
         parse_reason(body.reason),
         disable_device=body.disable,
     )
+    audit(
+        runtime,
+        principal,
+        "device.revoke",
+        "device",
+        device.id,
+        org_id=device.owner,
+        reason=body.reason,
+    )
     return DeviceOut.of(device)
 
 
 @router.post("/devices/{device_ref}/reset", summary="Factory reset: release the device")
 def reset(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
     visible_device(runtime, principal, device_ref, Role.OPERATOR)
-    return DeviceOut.of(factory_reset(runtime.authority, runtime.devices, device_ref))
+    device = factory_reset(runtime.authority, runtime.devices, device_ref)
+    audit(runtime, principal, "device.reset", "device", device.id, org_id=device.owner)
+    return DeviceOut.of(device)
 
 
 @router.post(
@@ -179,13 +197,23 @@ def reset(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> Devi
 def revoke_all(
     enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep, body: RevokeBody | None = None
 ) -> EnrollmentRevocationOut:
-    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
+    enrollment = visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
     result = revoke_enrollment(
         runtime.authority,
         runtime.enrollments,
         runtime.devices,
         enrollment_id,
         parse_reason((body or RevokeBody()).reason),
+    )
+    audit(
+        runtime,
+        principal,
+        "enrollment.revoke",
+        "enrollment",
+        enrollment_id,
+        org_id=enrollment.owner,
+        devices=result.devices,
+        certificates_revoked=result.certificates_revoked,
     )
     return EnrollmentRevocationOut(
         enrollment_id=result.enrollment_id,

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from imprint.api.auditing import audit
 from imprint.api.identity import (
     OptionalClientCertificate,
     OptionalPrincipal,
@@ -167,6 +168,16 @@ def post_oob_secret(
         authorize(principal, enrollment.owner, Role.OPERATOR, runtime.org_tree(), what=what)
     result, summary = register_secret(
         secret_store(runtime), enrollment, body.deviceID, body.oobSecret, body.validUntil or None
+    )
+    audit(
+        runtime,
+        principal,
+        "oob_secret.register",
+        "device",
+        body.deviceID,
+        org_id=enrollment.owner,
+        enrollment_id=enrollment.id,
+        result=result.value,
     )
     return OobSecretOut(
         deviceID=summary.device_id,

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
 from imprint.api.problems import problem_response
 from imprint.api.scoping import visible_enrollment
@@ -127,6 +128,16 @@ def register(
         secret_store(runtime), enrollment, body.device_id, body.secret, body.valid_until
     )
     response.status_code = 201 if result is RegistrationResult.CREATED else 200
+    audit(
+        runtime,
+        principal,
+        "oob_secret.register",
+        "device",
+        body.device_id,
+        org_id=enrollment.owner,
+        enrollment_id=enrollment_id,
+        result=result.value,
+    )
     return RegisteredSecret(**SecretOut.of(summary).model_dump(), result=result)
 
 
@@ -152,6 +163,16 @@ def register_bulk(
     except RowsInvalid as exc:
         body = ImportOut.of(exc.report).model_dump(mode="json")
         return problem_response(400, exc.code, exc.message, **body)
+    if not report.dry_run:
+        audit(
+            runtime,
+            principal,
+            "oob_secret.import",
+            "enrollment",
+            enrollment_id,
+            org_id=enrollment.owner,
+            written=report.written,
+        )
     return ImportOut.of(report)
 
 
@@ -181,6 +202,15 @@ def remove(
     enrollment_id: str, device_id: str, runtime: RuntimeDep, principal: PrincipalDep
 ) -> Response:
     visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
-    secret_enrollment(runtime.enrollments, enrollment_id)
+    enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
     secret_store(runtime).remove(enrollment_id, device_id)
+    audit(
+        runtime,
+        principal,
+        "oob_secret.remove",
+        "device",
+        device_id,
+        org_id=enrollment.owner,
+        enrollment_id=enrollment_id,
+    )
     return Response(status_code=204)
