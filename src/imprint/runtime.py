@@ -47,7 +47,7 @@ from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
-from imprint.store.db import create_engine, upgrade
+from imprint.store.db import create_engine, unit_of_work, upgrade
 from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
 from imprint.store.identities import SqlIdentityStore, SqlPskStore, SqlRelayStore
@@ -296,6 +296,7 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         attestors=attestors,
         services=settings.services,
         channels=SqlChannelStore(engine, box),
+        transaction=functools.partial(unit_of_work, engine),
     )
     runtime = Runtime(
         settings=settings,

@@ -183,8 +183,12 @@ class CertificateAuthority:
             issuer_url=f"{self._base_url}/ca/issuing.crt",
         )
 
-    def issue(self, request: IssuanceRequest) -> IssuedCertificate:
+    def issue(self, request: IssuanceRequest, *, notify: bool = True) -> IssuedCertificate:
         """Sign a certificate for ``request`` under its profile.
+
+        The record is committed before the signature. ``notify=False`` leaves telling
+        the listeners to the caller (:meth:`notify`), for a caller that marks the record
+        issued inside its own transaction and tells them once that has committed.
 
         Raises:
             UnknownProfile: no such profile.
@@ -259,8 +263,13 @@ class CertificateAuthority:
             fingerprint_sha256=fingerprint,
             issued_at=now,
         )
-        self._tell(issued)
+        if notify:
+            self._tell(issued)
         return IssuedCertificate(certificate=certificate, record=issued, chain=self.chain)
+
+    def notify(self, record: CertificateRecord) -> None:
+        """Tell the listeners about an issuance made with ``notify=False``."""
+        self._tell(record)
 
     def revoke(self, serial: str, reason: x509.ReasonFlags) -> CertificateRecord:
         """Revoke a certificate; the next CRL of its issuer lists it.

@@ -5,7 +5,12 @@ quota, approval) → issue → record → build the bundle.
 
 The attestor finds the enrollment (only it can tell which one the evidence matches)
 and names the device; everything after that is the same for every mechanism. Each
-request leaves one record per step it reached, written in one transaction.
+request leaves one record per step it reached. Everything a request writes after the
+certificate record is reserved (the reserve commits on its own before the signature:
+record before sign) goes into one transaction when the runtime gives a unit of work:
+the issued mark, the device, its channel and the step records. What only makes sense
+once that has committed (revoking the superseded certificate, telling the certificate
+listeners) runs after the commit.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Literal
 
 from cryptography import x509
@@ -141,8 +148,10 @@ class Provisioner:
         limiter: FailureLimiter | None = None,
         services: Mapping[str, str] | None = None,
         channels: ChannelStore | None = None,
+        transaction: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> None:
         self._authority = authority
+        self._transaction = transaction or contextlib.nullcontext
         self._channels = channels
         self._devices = devices
         self._recorder = recorder
@@ -180,13 +189,18 @@ class Provisioner:
             self._recorder.record(step.finished())
             raise
         step.ok(ProvisioningStep.ATTEST, attestation)
-        try:
-            outcome = self._after_attestation(evidence, attestation, step)
-        except ImprintError as exc:
-            step.failed(step.current, exc)
+        outcome: Outcome | ImprintError
+        with self._transaction():
+            try:
+                outcome = self._after_attestation(evidence, attestation, step)
+            except ImprintError as exc:
+                step.failed(step.current, exc)
+                outcome = exc
             self._recorder.record(step.finished())
-            raise
-        self._recorder.record(step.finished())
+        for action in step.after_commit:
+            action()
+        if isinstance(outcome, ImprintError):
+            raise outcome
         if outcome.status == "approved" and isinstance(attestor, CompletionAware):
             attestor.completed(attestation)
         return outcome
@@ -302,8 +316,10 @@ class Provisioner:
                     else None,
                     requested_by=attestation.identity[:200],  # "<mechanism>:<who>"
                     owner=enrollment.owner,
-                )
+                ),
+                notify=False,
             )
+            step.after_commit.append(partial(self._authority.notify, issued.record))
             certificate, serial = issued.certificate, issued.record.serial
             step.ok(ProvisioningStep.ISSUE, attestation, detail=f"serial {serial}")
         saved = Device(
@@ -327,7 +343,7 @@ class Provisioner:
             return self._lost_race(attestation, key_hash, serial, previous, step, now)
         step.device_ref = saved.id
         if previous and previous != serial:
-            self._supersede(previous)
+            step.after_commit.append(partial(self._supersede, previous))
         step.current = ProvisioningStep.BUNDLE
         bundle = self._bundle(enrollment, attestation, certificate, saved.id, now, hub_token)
         step.ok(ProvisioningStep.BUNDLE, attestation)
@@ -349,7 +365,7 @@ class Provisioner:
         the winner's answer; otherwise the device exists already, as a conflict says.
         """
         if serial is not None and serial != previous:
-            self._supersede(serial)
+            step.after_commit.append(partial(self._supersede, serial))
         enrollment = attestation.enrollment
         winner = self._devices.find(enrollment.owner, attestation.device_id)
         reused = self._current_bundle(winner, key_hash, attestation, now, step)
@@ -558,6 +574,7 @@ class _Steps:
         self.current = ProvisioningStep.ATTEST
         self.device_ref: str | None = None
         self.enrollment_id: str | None = None
+        self.after_commit: list[Callable[[], object]] = []
 
     def _add(
         self,

@@ -7,15 +7,37 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from imprint.errors import Conflict, NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus, RevokedEntry
+from imprint.store.db import reading, writing
 from imprint.store.tables import certificates, crl_numbers
 
 __all__ = ["SqlCertificateLedger"]
+
+# The statements of the issuing path, built once (see store/devices.py).
+_RESERVE = certificates.insert()
+_MARK_ISSUED = (
+    update(certificates)
+    .where(certificates.c.serial == bindparam("_serial"))
+    .values(
+        # A record revoked while it was being signed stays revoked.
+        status=case(
+            (
+                certificates.c.status == CertificateStatus.PENDING.value,
+                CertificateStatus.ISSUED.value,
+            ),
+            else_=certificates.c.status,
+        ),
+        der=bindparam("_der"),
+        fingerprint_sha256=bindparam("_fingerprint"),
+        issued_at=bindparam("_at"),
+    )
+)
+_GET = select(certificates).where(certificates.c.serial == bindparam("_serial"))
 
 
 def _record(row: RowMapping) -> CertificateRecord:
@@ -60,29 +82,18 @@ class SqlCertificateLedger:
             "owner": record.owner,
         }
         try:
+            # Its own commit, never a caller's unit of work: the record is durable
+            # before anything is signed.
             with self._engine.begin() as conn:
-                conn.execute(certificates.insert().values(**values))
+                conn.execute(_RESERVE, values)
         except IntegrityError:
             raise Conflict(f"serial {record.serial} is already recorded") from None
 
     def mark_issued(self, serial: str, der: bytes, fingerprint: str, at: datetime) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(
-                update(certificates)
-                .where(certificates.c.serial == serial)
-                .values(
-                    # A record revoked while it was being signed stays revoked.
-                    status=case(
-                        (
-                            certificates.c.status == CertificateStatus.PENDING.value,
-                            CertificateStatus.ISSUED.value,
-                        ),
-                        else_=certificates.c.status,
-                    ),
-                    der=der,
-                    fingerprint_sha256=fingerprint,
-                    issued_at=at,
-                )
+                _MARK_ISSUED,
+                {"_serial": serial, "_der": der, "_fingerprint": fingerprint, "_at": at},
             )
 
     def mark_failed(self, serial: str) -> None:
@@ -123,12 +134,8 @@ class SqlCertificateLedger:
         return _record(updated)
 
     def get(self, serial: str) -> CertificateRecord:
-        with self._engine.connect() as conn:
-            row = (
-                conn.execute(select(certificates).where(certificates.c.serial == serial))
-                .mappings()
-                .first()
-            )
+        with reading(self._engine) as conn:
+            row = conn.execute(_GET, {"_serial": serial}).mappings().first()
         if row is None:
             raise NotFound(f"no certificate with serial {serial}")
         return _record(row)

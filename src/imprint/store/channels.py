@@ -21,6 +21,7 @@ from imprint.provisioning.channels import (
     key_sha256,
 )
 from imprint.sealing import SecretBox
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import channel_keys, channels
 
 __all__ = ["SqlChannelStore"]
@@ -79,7 +80,7 @@ class SqlChannelStore:
         )
 
     def _one(self, where: Any) -> Channel | None:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = conn.execute(select(channels).where(where)).mappings().first()
             return None if row is None else self._channel(conn, row)
 
@@ -130,7 +131,7 @@ class SqlChannelStore:
             **{name: draft.fields.get(name) for name in FIELD_NAMES},
         }
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn, guarded(conn):
                 made = conn.execute(insert(channels).values(**values)).inserted_primary_key
                 assert made is not None
                 channel_id = int(made[0])

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine, RowMapping
 
 from imprint.errors import NotFound
 from imprint.provisioning.client_cas import ClientCA
+from imprint.store.cache import ReadCache
 from imprint.store.tables import client_cas
 
 __all__ = ["SqlClientCAStore"]
@@ -31,8 +32,15 @@ class SqlClientCAStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._cache = ReadCache(engine, "client_cas")
 
     def add(self, cas: Sequence[ClientCA]) -> int:
+        try:
+            return self._add(cas)
+        finally:
+            self._cache.changed()
+
+    def _add(self, cas: Sequence[ClientCA]) -> int:
         added = 0
         with self._engine.begin() as conn:
             for ca in cas:
@@ -57,19 +65,31 @@ class SqlClientCAStore:
         return added
 
     def for_enrollment(self, enrollment_id: str) -> Sequence[ClientCA]:
+        return self._cache.get(("enrollment", enrollment_id), lambda: self._for(enrollment_id))
+
+    def _for(self, enrollment_id: str) -> Sequence[ClientCA]:
         query = (
             select(client_cas)
             .where(client_cas.c.enrollment_id == enrollment_id)
             .order_by(client_cas.c.created_at, client_cas.c.id)
         )
         with self._engine.connect() as conn:
-            return [_ca(row) for row in conn.execute(query).mappings()]
+            return tuple(_ca(row) for row in conn.execute(query).mappings())
 
     def all(self) -> Sequence[ClientCA]:
+        return self._cache.get("all", self._all)
+
+    def _all(self) -> Sequence[ClientCA]:
         with self._engine.connect() as conn:
-            return [_ca(row) for row in conn.execute(select(client_cas)).mappings()]
+            return tuple(_ca(row) for row in conn.execute(select(client_cas)).mappings())
 
     def remove(self, enrollment_id: str, fingerprint: str) -> None:
+        try:
+            self._remove(enrollment_id, fingerprint)
+        finally:
+            self._cache.changed()
+
+    def _remove(self, enrollment_id: str, fingerprint: str) -> None:
         with self._engine.begin() as conn:
             gone = conn.execute(
                 delete(client_cas).where(

@@ -6,6 +6,9 @@ fast enough to be the embedded default); PostgreSQL is chosen by URL.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +18,21 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from imprint.errors import ConfigurationError
 
-__all__ = ["create_engine", "current_revision", "head_revision", "upgrade"]
+__all__ = [
+    "create_engine",
+    "current_revision",
+    "guarded",
+    "head_revision",
+    "reading",
+    "unit_of_work",
+    "upgrade",
+    "writing",
+]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -89,3 +101,83 @@ def head_revision() -> str | None:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     return ScriptDirectory.from_config(config).get_current_head()
+
+
+# One transaction for several store calls ------------------------------------------------
+#
+# A unit of work makes the store calls of one thread share one connection and one
+# transaction, committed when the unit ends without an error. It is lazy: it takes a
+# connection at the first write made inside it, so writes that must be durable on their
+# own first (the certificate ledger's reserve) and reads before the first write run on
+# their own connections, and a thread never holds two pooled connections at once.
+
+
+class _Unit:
+    __slots__ = ("connection", "engine")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.connection: Connection | None = None
+
+
+_unit: ContextVar[_Unit | None] = ContextVar("imprint_unit_of_work", default=None)
+
+
+def _joined(engine: Engine) -> _Unit | None:
+    unit = _unit.get()
+    return unit if unit is not None and unit.engine is engine else None
+
+
+@contextmanager
+def unit_of_work(engine: Engine) -> Iterator[None]:
+    """Run the store writes inside the block in one transaction (nested units join)."""
+    if _unit.get() is not None:
+        yield
+        return
+    unit = _Unit(engine)
+    token = _unit.set(unit)
+    try:
+        yield
+        if unit.connection is not None:
+            unit.connection.commit()
+    finally:
+        _unit.reset(token)
+        if unit.connection is not None:
+            unit.connection.close()  # rolls back what was not committed
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction: the unit of work's, else one committed on exit."""
+    unit = _joined(engine)
+    if unit is None:
+        with engine.begin() as conn:
+            yield conn
+        return
+    if unit.connection is None:
+        unit.connection = engine.connect()
+        unit.connection.begin()
+    yield unit.connection
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads: the unit of work's once it has written, else a fresh one."""
+    unit = _joined(engine)
+    if unit is not None and unit.connection is not None:
+        yield unit.connection
+        return
+    with engine.connect() as conn:
+        yield conn
+
+
+@contextmanager
+def guarded(conn: Connection) -> Iterator[None]:
+    """Let a statement that may fail on a constraint fail alone inside a shared
+    transaction: a savepoint on PostgreSQL (a failed statement aborts the whole
+    transaction there); SQLite undoes only the failed statement by itself."""
+    if conn.dialect.name == "sqlite" or _unit.get() is None:
+        yield
+        return
+    with conn.begin_nested():
+        yield

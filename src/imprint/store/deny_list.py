@@ -5,15 +5,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from imprint.attestation.revocation import DeniedCertificate, ManufacturerCrl
 from imprint.errors import Conflict, NotFound
+from imprint.store.cache import ReadCache
 from imprint.store.tables import denied_certificates, manufacturer_crls
 
 __all__ = ["SqlDenyList", "SqlManufacturerCrlStore"]
+
+# Up to this many entries the whole deny-list is kept in memory (see store/cache.py);
+# a longer one is asked entry by entry.
+WHOLE_LIST_MAX = 10_000
+
+_DENIED_ANY = select(denied_certificates).where(
+    denied_certificates.c.fingerprint_sha256.in_(bindparam("fingerprints", expanding=True))
+)
+_DENIED_ALL = select(denied_certificates).limit(WHOLE_LIST_MAX + 1)
+_CRLS_FOR = select(manufacturer_crls).where(
+    manufacturer_crls.c.issuer_key_sha256.in_(bindparam("keys", expanding=True))
+)
 
 
 class SqlDenyList:
@@ -21,8 +34,15 @@ class SqlDenyList:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._cache = ReadCache(engine, "deny_list")
 
     def add(self, entry: DeniedCertificate) -> None:
+        try:
+            self._add(entry)
+        finally:
+            self._cache.changed()
+
+    def _add(self, entry: DeniedCertificate) -> None:
         try:
             with self._engine.begin() as conn:
                 conn.execute(
@@ -38,6 +58,12 @@ class SqlDenyList:
             ) from None
 
     def remove(self, fingerprint_sha256: str) -> None:
+        try:
+            self._remove(fingerprint_sha256)
+        finally:
+            self._cache.changed()
+
+    def _remove(self, fingerprint_sha256: str) -> None:
         table = denied_certificates
         with self._engine.begin() as conn:
             result = conn.execute(
@@ -49,14 +75,22 @@ class SqlDenyList:
     def first_of(self, fingerprints: Sequence[str]) -> DeniedCertificate | None:
         if not fingerprints:
             return None
-        table = denied_certificates
-        query = select(table).where(table.c.fingerprint_sha256.in_(list(fingerprints)))
-        with self._engine.connect() as conn:
-            found = {row["fingerprint_sha256"]: row for row in conn.execute(query).mappings()}
+        found = self._cache.get("whole", self._whole)
+        if found is None:  # too long to keep: ask the database
+            with self._engine.connect() as conn:
+                rows = conn.execute(_DENIED_ANY, {"fingerprints": list(fingerprints)}).mappings()
+                found = {row["fingerprint_sha256"]: _denied(row) for row in rows}
         for fingerprint in fingerprints:
             if fingerprint in found:
-                return _denied(found[fingerprint])
+                return found[fingerprint]
         return None
+
+    def _whole(self) -> dict[str, DeniedCertificate] | None:
+        with self._engine.connect() as conn:
+            rows = conn.execute(_DENIED_ALL).mappings().all()
+        if len(rows) > WHOLE_LIST_MAX:
+            return None
+        return {row["fingerprint_sha256"]: _denied(row) for row in rows}
 
     def search(self, *, limit: int = 100, after: str | None = None) -> Sequence[DeniedCertificate]:
         table = denied_certificates
@@ -95,8 +129,15 @@ class SqlManufacturerCrlStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._cache = ReadCache(engine, "manufacturer_crls")
 
     def put(self, crl: ManufacturerCrl) -> None:
+        try:
+            self._put(crl)
+        finally:
+            self._cache.changed()
+
+    def _put(self, crl: ManufacturerCrl) -> None:
         values: dict[str, Any] = {
             "issuer": crl.issuer,
             "crl_number": None if crl.crl_number is None else format(crl.crl_number, "x"),
@@ -122,12 +163,21 @@ class SqlManufacturerCrlStore:
     def for_issuers(self, issuer_keys: Sequence[str]) -> Sequence[ManufacturerCrl]:
         if not issuer_keys:
             return []
-        table = manufacturer_crls
-        query = select(table).where(table.c.issuer_key_sha256.in_(list(issuer_keys)))
+        keys = tuple(issuer_keys)
+        return self._cache.get(keys, lambda: self._for_issuers(keys))
+
+    def _for_issuers(self, keys: tuple[str, ...]) -> Sequence[ManufacturerCrl]:
         with self._engine.connect() as conn:
-            return [_crl(row) for row in conn.execute(query).mappings()]
+            rows = conn.execute(_CRLS_FOR, {"keys": list(keys)}).mappings()
+            return tuple(_crl(row) for row in rows)
 
     def remove(self, issuer_key_sha256: str) -> None:
+        try:
+            self._remove(issuer_key_sha256)
+        finally:
+            self._cache.changed()
+
+    def _remove(self, issuer_key_sha256: str) -> None:
         table = manufacturer_crls
         with self._engine.begin() as conn:
             result = conn.execute(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
-from dataclasses import asdict
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -18,9 +17,27 @@ from imprint.provisioning.devices import (
     ProvisioningStep,
     StepRecord,
 )
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import devices, provisioning_records, used_nonces
 
 __all__ = ["SqlDeviceStore", "SqlNonceStore", "SqlStepRecorder"]
+
+# The statements of the provisioning path, built once: building a Core statement and
+# its cache key costs more than running it on SQLite.
+_FIND = select(devices).where(
+    devices.c.owner == bindparam("owner"), devices.c.device_id == bindparam("device_id")
+)
+_GET = select(devices).where(devices.c.id == bindparam("ref"))
+_UPDATE = update(devices).where(devices.c.id == bindparam("_ref"))  # SET from the values
+_INSERT = insert(devices)
+_COUNT = (
+    select(func.count())
+    .select_from(devices)
+    .where(devices.c.enrollment_id == bindparam("enrollment_id"))
+    .where(devices.c.status != DeviceStatus.RESET.value)
+)
+_RECORD = insert(provisioning_records)
+_USE_NONCE = insert(used_nonces)
 
 
 def _device(row: RowMapping) -> Device:
@@ -47,41 +64,45 @@ class SqlDeviceStore:
         self._engine = engine
 
     def find(self, owner: str, device_id: str) -> Device | None:
-        query = select(devices).where(devices.c.owner == owner, devices.c.device_id == device_id)
-        with self._engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
+        with reading(self._engine) as conn:
+            row = conn.execute(_FIND, {"owner": owner, "device_id": device_id}).mappings().first()
         return None if row is None else _device(row)
 
     def get(self, device_ref: str) -> Device:
-        with self._engine.connect() as conn:
-            row = conn.execute(select(devices).where(devices.c.id == device_ref)).mappings().first()
+        with reading(self._engine) as conn:
+            row = conn.execute(_GET, {"ref": device_ref}).mappings().first()
         if row is None:
             raise NotFound(f"no device {device_ref!r}")
         return _device(row)
 
     def save(self, device: Device) -> None:
-        values = {**asdict(device), "status": device.status.value}
+        values = {
+            "id": device.id,
+            "owner": device.owner,
+            "device_id": device.device_id,
+            "enrollment_id": device.enrollment_id,
+            "mechanism": device.mechanism,
+            "status": device.status.value,
+            "created_at": device.created_at,
+            "updated_at": device.updated_at,
+            "certificate_serial": device.certificate_serial,
+            "pinned_fingerprint": device.pinned_fingerprint,
+            "public_key_sha256": device.public_key_sha256,
+            "provisioned_at": device.provisioned_at,
+        }
         try:
-            with self._engine.begin() as conn:
-                changed = conn.execute(
-                    update(devices).where(devices.c.id == device.id).values(**values)
-                ).rowcount
+            with writing(self._engine) as conn, guarded(conn):
+                changed = conn.execute(_UPDATE, {**values, "_ref": device.id}).rowcount
                 if changed == 0:
-                    conn.execute(insert(devices).values(**values))
+                    conn.execute(_INSERT, values)
         except IntegrityError:
             raise Conflict(
                 f"device {device.device_id!r} exists already for this owner", code="device_exists"
             ) from None
 
     def count_in_enrollment(self, enrollment_id: str) -> int:
-        query = (
-            select(func.count())
-            .select_from(devices)
-            .where(devices.c.enrollment_id == enrollment_id)
-            .where(devices.c.status != DeviceStatus.RESET.value)
-        )
-        with self._engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+        with reading(self._engine) as conn:
+            return int(conn.execute(_COUNT, {"enrollment_id": enrollment_id}).scalar_one())
 
     def search(
         self,
@@ -118,10 +139,24 @@ class SqlStepRecorder:
         if not steps:
             return
         rows = [
-            {**asdict(step), "id": str(uuid.uuid4()), "step": step.step.value} for step in steps
+            {
+                "id": str(uuid.uuid4()),
+                "request_id": step.request_id,
+                "mechanism": step.mechanism,
+                "step": step.step.value,
+                "status": step.status,
+                "at": step.at,
+                "device_ref": step.device_ref,
+                "enrollment_id": step.enrollment_id,
+                "registration_id": step.registration_id,
+                "code": step.code,
+                "detail": step.detail,
+                "source": step.source,
+            }
+            for step in steps
         ]
-        with self._engine.begin() as conn:
-            conn.execute(insert(provisioning_records), rows)
+        with writing(self._engine) as conn:
+            conn.execute(_RECORD, rows)
 
     def for_device(self, device_ref: str, limit: int = 100) -> Sequence[StepRecord]:
         query = (
@@ -158,9 +193,7 @@ class SqlNonceStore:
     def use(self, scope: str, nonce: str, expires_at: datetime) -> bool:
         try:
             with self._engine.begin() as conn:
-                conn.execute(
-                    insert(used_nonces).values(scope=scope, nonce=nonce, expires_at=expires_at)
-                )
+                conn.execute(_USE_NONCE, {"scope": scope, "nonce": nonce, "expires_at": expires_at})
         except IntegrityError:
             return False
         return True

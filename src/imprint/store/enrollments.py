@@ -6,7 +6,7 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -22,9 +22,12 @@ from imprint.provisioning.enrollments import (
 )
 from imprint.provisioning.hub import HubProvider
 from imprint.sealing import SecretBox
+from imprint.store.cache import ReadCache
 from imprint.store.tables import enrollments
 
 __all__ = ["SqlEnrollmentStore"]
+
+_GET = select(enrollments).where(enrollments.c.id == bindparam("id"))
 
 
 def _channel_json(template: ChannelTemplate | None) -> str | None:
@@ -65,6 +68,7 @@ class SqlEnrollmentStore:
     def __init__(self, engine: Engine, box: SecretBox) -> None:
         self._engine = engine
         self._box = box
+        self._cache = ReadCache(engine, "enrollments")
 
     def _row(self, enrollment: Enrollment) -> dict[str, Any]:
         psk = enrollment.pre_shared_key
@@ -173,23 +177,35 @@ class SqlEnrollmentStore:
 
     def add(self, enrollment: Enrollment) -> None:
         try:
+            self._add(enrollment)
+        finally:
+            self._cache.changed()
+
+    def _add(self, enrollment: Enrollment) -> None:
+        try:
             with self._engine.begin() as conn:
                 conn.execute(enrollments.insert().values(**self._row(enrollment)))
         except IntegrityError:
             raise Conflict(f"an enrollment with id {enrollment.id!r} exists already") from None
 
     def get(self, enrollment_id: str) -> Enrollment:
-        with self._engine.connect() as conn:
-            row = (
-                conn.execute(select(enrollments).where(enrollments.c.id == enrollment_id))
-                .mappings()
-                .first()
-            )
-        if row is None:
+        found = self._cache.get(("id", enrollment_id), lambda: self._get(enrollment_id))
+        if found is None:
             raise NotFound(f"no enrollment {enrollment_id!r}")
-        return self._enrollment(row)
+        return found
+
+    def _get(self, enrollment_id: str) -> Enrollment | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(_GET, {"id": enrollment_id}).mappings().first()
+        return None if row is None else self._enrollment(row)
 
     def replace(self, enrollment: Enrollment) -> None:
+        try:
+            self._replace(enrollment)
+        finally:
+            self._cache.changed()
+
+    def _replace(self, enrollment: Enrollment) -> None:
         values = self._row(enrollment)
         values.pop("created_at")
         with self._engine.begin() as conn:
@@ -200,6 +216,12 @@ class SqlEnrollmentStore:
                 raise NotFound(f"no enrollment {enrollment.id!r}")
 
     def remove(self, enrollment_id: str) -> None:
+        try:
+            self._remove(enrollment_id)
+        finally:
+            self._cache.changed()
+
+    def _remove(self, enrollment_id: str) -> None:
         with self._engine.begin() as conn:
             result = conn.execute(delete(enrollments).where(enrollments.c.id == enrollment_id))
             if result.rowcount == 0:
@@ -218,6 +240,31 @@ class SqlEnrollmentStore:
     ) -> Sequence[Enrollment]:
         """Enrollments by id; each filter given narrows the query (mechanism and enabled
         together use the (mechanism, enabled) index; ``owners``: of these organizations)."""
+        key = (
+            "search",
+            mechanism,
+            owner,
+            kind,
+            registration_id,
+            enabled,
+            limit,
+            None if owners is None else frozenset(owners),
+        )
+        return self._cache.get(
+            key,
+            lambda: self._search(mechanism, owner, kind, registration_id, enabled, limit, owners),
+        )
+
+    def _search(
+        self,
+        mechanism: Mechanism | None,
+        owner: str | None,
+        kind: EnrollmentKind | None,
+        registration_id: str | None,
+        enabled: bool | None,
+        limit: int,
+        owners: Collection[str] | None,
+    ) -> Sequence[Enrollment]:
         query = select(enrollments).order_by(enrollments.c.id).limit(limit)
         if owners is not None:
             query = query.where(enrollments.c.owner.in_(sorted(owners)))
@@ -232,4 +279,4 @@ class SqlEnrollmentStore:
         if registration_id is not None:
             query = query.where(enrollments.c.registration_id == registration_id)
         with self._engine.connect() as conn:
-            return [self._enrollment(row) for row in conn.execute(query).mappings()]
+            return tuple(self._enrollment(row) for row in conn.execute(query).mappings())

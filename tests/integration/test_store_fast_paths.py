@@ -1,0 +1,185 @@
+"""The provisioning path's storage shortcuts, on SQLite and PostgreSQL: the unit of work
+that puts a request's writes in one transaction, and the per-process read caches."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
+
+from imprint.attestation.revocation import DeniedCertificate
+from imprint.errors import Conflict
+from imprint.pki.records import CertificateRecord, CertificateStatus
+from imprint.provisioning.devices import Device, DeviceStatus, ProvisioningStep, StepRecord
+from imprint.provisioning.enrollments import Enrollment, EnrollmentKind, Mechanism
+from imprint.sealing import SecretBox
+from imprint.store import db
+from imprint.store.cache import TTL_SECONDS
+from imprint.store.certificates import SqlCertificateLedger
+from imprint.store.deny_list import SqlDenyList
+from imprint.store.devices import SqlDeviceStore, SqlStepRecorder
+from imprint.store.enrollments import SqlEnrollmentStore
+from imprint.store.tables import denied_certificates, devices, provisioning_records
+
+NOW = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC)
+
+
+def device(ref: str, device_id: str = "sensor-1") -> Device:
+    return Device(
+        id=ref,
+        owner="acme",
+        device_id=device_id,
+        enrollment_id="line-1",
+        mechanism="x509",
+        status=DeviceStatus.PROVISIONED,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def step(request_id: str) -> StepRecord:
+    return StepRecord(
+        request_id=request_id, mechanism="x509", step=ProvisioningStep.ISSUE, status="ok", at=NOW
+    )
+
+
+def stored_devices(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(devices.c.id)).scalars())
+
+
+def stored_steps(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(provisioning_records.c.request_id)).scalars())
+
+
+def test_unit_of_work_writes_in_one_transaction(engine: Engine) -> None:
+    store, recorder = SqlDeviceStore(engine), SqlStepRecorder(engine)
+    with db.unit_of_work(engine):
+        store.save(device("d-1"))
+        recorder.record([step("r-1")])
+        assert store.get("d-1").device_id == "sensor-1"  # the unit reads its own writes
+        assert stored_devices(engine) == []  # another connection sees nothing yet
+        assert stored_steps(engine) == []
+    assert stored_devices(engine) == ["d-1"]
+    assert stored_steps(engine) == ["r-1"]
+
+
+def test_unit_of_work_keeps_nothing_when_it_fails(engine: Engine) -> None:
+    store, recorder = SqlDeviceStore(engine), SqlStepRecorder(engine)
+
+    def request() -> None:
+        with db.unit_of_work(engine):
+            store.save(device("d-1"))
+            recorder.record([step("r-1")])
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        request()
+    assert stored_devices(engine) == []
+    assert stored_steps(engine) == []
+
+
+def test_reserve_commits_on_its_own_inside_a_unit(engine: Engine) -> None:
+    """Record before sign: the reserved record is durable even if the unit fails later."""
+    ledger = SqlCertificateLedger(engine)
+    record = CertificateRecord(
+        serial="0a1b",
+        issuer="ab" * 20,
+        profile="device",
+        subject="CN=sensor-1",
+        sans=(),
+        status=CertificateStatus.PENDING,
+        not_before=NOW,
+        not_after=NOW + timedelta(days=30),
+        requested_by="x509:sensor-1",
+        created_at=NOW,
+    )
+
+    def request() -> None:
+        with db.unit_of_work(engine):
+            ledger.reserve(record)
+            assert SqlCertificateLedger(engine).get("0a1b").status is CertificateStatus.PENDING
+            ledger.mark_issued("0a1b", b"\x30\x00", "cd" * 32, NOW)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        request()
+    kept = ledger.get("0a1b")
+    assert kept.status is CertificateStatus.PENDING
+    assert kept.der is None
+
+
+def test_a_conflict_inside_a_unit_leaves_the_rest_of_it_intact(engine: Engine) -> None:
+    """A device saved twice under one name fails alone; on PostgreSQL a failed statement
+    would otherwise abort the whole transaction."""
+    store, recorder = SqlDeviceStore(engine), SqlStepRecorder(engine)
+    store.save(device("d-1"))
+    with db.unit_of_work(engine):
+        store.save(replace(device("d-2", device_id="sensor-2")))
+        with pytest.raises(Conflict):
+            store.save(device("d-3"))  # sensor-1 exists already as d-1
+        recorder.record([step("r-1")])
+    assert stored_devices(engine) == ["d-1", "d-2"]
+    assert stored_steps(engine) == ["r-1"]
+
+
+def denied(fingerprint: str) -> DeniedCertificate:
+    return DeniedCertificate(fingerprint_sha256=fingerprint, reason="stolen", created_at=NOW)
+
+
+def test_deny_list_changes_are_seen_at_once_by_every_store_in_the_process(
+    engine: Engine,
+) -> None:
+    writer, reader = SqlDenyList(engine), SqlDenyList(engine)
+    assert reader.first_of(["aa" * 32]) is None  # now cached as empty
+    writer.add(denied("aa" * 32))
+    found = reader.first_of(["bb" * 32, "aa" * 32])
+    assert found is not None
+    assert found.fingerprint_sha256 == "aa" * 32
+    writer.remove("aa" * 32)
+    assert reader.first_of(["aa" * 32]) is None
+
+
+def test_another_process_deny_list_change_is_seen_within_the_bound(engine: Engine) -> None:
+    """A row written behind this process's back (another node) is seen within the TTL."""
+    reader = SqlDenyList(engine)
+    assert reader.first_of(["cc" * 32]) is None
+    with engine.begin() as conn:
+        conn.execute(
+            insert(denied_certificates).values(
+                fingerprint_sha256="cc" * 32, reason="stolen", created_at=NOW
+            )
+        )
+    written = time.monotonic()
+    while reader.first_of(["cc" * 32]) is None:
+        assert time.monotonic() - written < TTL_SECONDS + 1, "not seen within the TTL"
+        time.sleep(0.05)
+
+
+def test_enrollment_changes_are_seen_at_once(engine: Engine) -> None:
+    box = SecretBox(os.urandom(32))
+    writer, reader = SqlEnrollmentStore(engine, box), SqlEnrollmentStore(engine, box)
+    enrollment = Enrollment(
+        id="line-1",
+        kind=EnrollmentKind.GROUP,
+        mechanism=Mechanism.SYMMETRIC_KEY,
+        owner="acme",
+        created_at=NOW,
+        updated_at=NOW,
+        group_key=os.urandom(32),
+    )
+    assert reader.search(mechanism=Mechanism.SYMMETRIC_KEY) == ()
+    writer.add(enrollment)
+    assert [e.id for e in reader.search(mechanism=Mechanism.SYMMETRIC_KEY)] == ["line-1"]
+    assert reader.get("line-1").enabled
+    writer.replace(replace(enrollment, enabled=False))
+    assert not reader.get("line-1").enabled
+    assert not reader.search(mechanism=Mechanism.SYMMETRIC_KEY)[0].enabled
+    writer.remove("line-1")
+    assert reader.search(mechanism=Mechanism.SYMMETRIC_KEY) == ()
