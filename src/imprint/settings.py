@@ -207,6 +207,14 @@ class OIDCSettings(_Section):
     default_role: Literal["viewer", "operator", "admin"] | None = Field(
         default=None, description="Role when the roles claim names none (None: refuse)"
     )
+    console_client_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Client id of the console at this provider: enables its sign-in button",
+    )
+    console_client_secret: SecretStr | None = Field(
+        default=None, description="That client's secret; None: a public client (PKCE only)"
+    )
 
 
 class AuthSettings(_Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from imprint import __version__
+from imprint import __version__, console
 from imprint.api.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from imprint.api.problems import install_problem_handlers
 from imprint.api.routes import (
@@ -79,6 +79,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         psk,
     ):
         app.include_router(module.router)
+    app.include_router(console.router)
     app.add_middleware(BodyLimitMiddleware, limit=runtime.settings.server.max_body_bytes)
     app.add_middleware(RequestLogMiddleware, metrics=runtime.metrics)
     return app

@@ -11,7 +11,7 @@
   chain once approved (once: the state is then gone), 403 when denied, 410 after the
   state's lifetime, 404 for an unknown state.
 
-The page is deliberately plain; the console will restyle it.
+The page uses the console's layout; a console session counts as signed in.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from markupsafe import Markup
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -35,6 +36,11 @@ from imprint.api.problems import problem_response
 from imprint.api.routes.identity_csr import CSR_BODY_SCHEMA, IdentityOut, read_csr, sign_for
 from imprint.attestation.base import TooManyAttempts
 from imprint.auth.passwords import verify_password
+from imprint.console.csrf import csrf_field
+from imprint.console.pages import ENV as CONSOLE_TEMPLATES
+from imprint.console.pages import HEADERS as CONSOLE_HEADERS
+from imprint.console.pages import NAV
+from imprint.console.session import load_session
 from imprint.errors import ImprintError, NotFound
 from imprint.identities.identity import IdentityCertificate
 from imprint.identities.relay import (
@@ -48,6 +54,7 @@ from imprint.identities.relay import (
     new_relay,
     state_digest,
 )
+from imprint.pki.keys import key_description
 from imprint.runtime import Runtime
 from imprint.tenancy.access import Principal
 
@@ -58,12 +65,12 @@ _STATE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _COOKIE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 _PURGE_AFTER = timedelta(minutes=10)
 _PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+    **CONSOLE_HEADERS,
+    "Content-Security-Policy": (  # the console's files only; no fetches from the page
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "no-referrer",  # the state is in the URL
 }
 
 
@@ -192,21 +199,23 @@ def collect(state: str, runtime: RuntimeDep) -> JSONResponse:
 # --- the user's side: the approval page ---------------------------------------------------
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    document = (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<meta name=viewport content='width=device-width'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:34rem;margin:4rem auto;"
-        "padding:0 1rem}label,input{display:block;width:100%;margin:.4rem 0}"
-        "code{word-break:break-all}button{margin:.6rem .6rem 0 0}"
-        ".error{color:#b00020}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>{body}</body></html>"
+def _page(title: str, body: str, status: int = 200, request: Request | None = None) -> HTMLResponse:
+    """The page in the console's layout (with its nav when a console session is open)."""
+    session = load_session(request.app.state.runtime, request) if request is not None else None
+    document = CONSOLE_TEMPLATES.get_template("relay.html").render(
+        title=title,
+        body=Markup(body),  # noqa: S704 (built from html.escape'd parts above)
+        user=session.principal if session else None,
+        nav=NAV,
+        active="",
+        flash=None,
+        csrf_field=lambda: csrf_field(session.csrf if session else ""),
     )
     return HTMLResponse(document, status_code=status, headers=_PAGE_HEADERS)
 
 
 def _message(title: str, text: str, status: int) -> HTMLResponse:
-    return _page(title, f"<p class=error role=alert>{html.escape(text)}</p>", status)
+    return _page(title, f"<p class='banner error' role=alert>{html.escape(text)}</p>", status)
 
 
 def _refusal(exc: ImprintError) -> HTMLResponse:
@@ -225,7 +234,7 @@ def _form(
     message: str | None = None,
 ) -> str:
     left = max(0, int((relay.expires_at - datetime.now(UTC)).total_seconds()))
-    error = f"<p class=error role=alert>{html.escape(message)}</p>" if message else ""
+    error = f"<p class='banner error' role=alert>{html.escape(message)}</p>" if message else ""
     sign_in = (
         f"<p>Signed in as <strong>{html.escape(principal.name)}</strong>.</p>"
         if principal is not None
@@ -234,19 +243,32 @@ def _form(
         "autocomplete=current-password required></label>"
         "<label>Organization (optional) <input name=organization></label>"
     )
+    key = key_description(relay.csr().public_key())
     return (
         "<p>A client application asks for an identity certificate of your organization. "
         "Approve only if the fingerprint matches the one the application shows.</p>"
-        f"{error}<dl><dt>Requested subject</dt><dd><code>{html.escape(relay.subject or '-')}"
-        "</code></dd><dt>Public key fingerprint (SHA-256)</dt>"
-        f"<dd><code id=fingerprint>{html.escape(relay.fingerprint)}</code></dd>"
-        f"<dt>Expires in</dt><dd>{left} s</dd></dl>"
-        f"<form method=post action='/relay/{html.escape(state)}'>"
+        f"{error}<table class=kv id=relay-request>"
+        f"<tr><th>Requested subject</th><td><code>{html.escape(relay.subject or '-')}"
+        f"</code></td></tr><tr><th>Key</th><td id=key-type>{html.escape(key)}</td></tr>"
+        "<tr><th>Public key fingerprint (SHA-256)</th>"
+        f"<td><code id=fingerprint class=wrap>{html.escape(relay.fingerprint)}</code></td></tr>"
+        f"<tr><th>Expires in</th><td>{left} s</td></tr></table>"
+        f"<form method=post action='/relay/{html.escape(state)}' class=stack>"
         f'<input type=hidden name=csrf value="{html.escape(csrf)}">{sign_in}'
-        "<button type=submit name=decision value=approve>Approve</button>"
-        "<button type=submit name=decision value=deny>Deny</button></form>"
-        "<p><small>The certificate names your organization, not the subject above.</small></p>"
+        "<div class=actions><button type=submit name=decision value=approve class=primary>"
+        "Approve</button><button type=submit name=decision value=deny class=danger>Deny</button>"
+        "</div></form>"
+        "<p class=muted>The certificate names your organization, not the subject above.</p>"
     )
+
+
+def _signed_in(request: Request) -> Principal | None:
+    """The caller's bearer token, else her console session."""
+    principal = optional_principal(request)
+    if principal is None:
+        session = load_session(request.app.state.runtime, request)
+        principal = session.principal if session is not None else None
+    return principal
 
 
 def _csrf_cookie(request: Request) -> str | None:
@@ -264,10 +286,12 @@ def approval_page(state: str, request: Request, runtime: RuntimeDep) -> Response
             raise RelayDecided(f"this request was {relay.status.value} already")
     except (RelayUnknown, RelayExpired, RelayDecided) as exc:
         return _refusal(exc)
-    principal = optional_principal(request)
+    principal = _signed_in(request)
     cookie = _csrf_cookie(request) or secrets.token_urlsafe(32)
     page = _page(
-        "Approve a client identity", _form(state, relay, csrf_token(cookie, state), principal)
+        "Approve a client identity",
+        _form(state, relay, csrf_token(cookie, state), principal),
+        request=request,
     )
     page.set_cookie(CSRF_COOKIE, cookie, path="/", secure=True, httponly=True, samesite="strict")
     return page
@@ -334,7 +358,7 @@ def _decide(state: str, request: Request, runtime: Runtime, fields: Mapping[str,
     except (RelayUnknown, RelayExpired, RelayDecided) as exc:
         return _refusal(exc)
     csrf = fields["csrf"]
-    principal = optional_principal(request)
+    principal = _signed_in(request)
     if principal is None:
         try:
             principal = _password_principal(runtime, request, fields)
@@ -391,6 +415,7 @@ def _decide(state: str, request: Request, runtime: Runtime, fields: Mapping[str,
     )
     return _page(
         "Approved",
-        f"<p>The certificate for <strong>{html.escape(identity.owner)}</strong> is ready; "
+        request=request,
+        body=f"<p>The certificate for <strong>{html.escape(identity.owner)}</strong> is ready; "
         "return to the application.</p>",
     )

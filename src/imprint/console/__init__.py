@@ -1,0 +1,40 @@
+"""The web console at ``/console``: server-rendered pages over the same stores and
+rules as the admin API. See README.md in this package for how to add a page."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from imprint.console import (
+    audit,
+    auth,
+    channels,
+    dashboard,
+    devices,
+    enrollments,
+    oidc,
+    orgs,
+    trusted_cas,
+)
+from imprint.console.pages import ConsoleRoute, static_file
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    found = static_file(name)
+    if found is None:
+        return Response("not found", status_code=404, media_type="text/plain")
+    body, media_type = found
+    return Response(
+        body,
+        media_type=media_type,
+        headers={"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+for _module in (auth, oidc, dashboard, devices, audit, orgs, trusted_cas, enrollments, channels):
+    router.include_router(_module.router)

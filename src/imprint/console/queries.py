@@ -1,0 +1,281 @@
+"""Read-only queries of the console's overview pages, scoped like the admin API.
+
+``owners`` is :func:`~imprint.api.scoping.scope_of`: the organization ids the user
+sees, or None for the whole instance.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.engine import Engine
+
+from imprint.pki.records import CertificateStatus
+from imprint.provisioning.devices import DeviceStatus
+from imprint.store.tables import (
+    certificates,
+    devices,
+    enrollments,
+    oob_secrets,
+    provisioning_records,
+)
+
+__all__ = [
+    "DayCount",
+    "DeviceRow",
+    "Failure",
+    "attempts_per_day",
+    "device_counts",
+    "expiring_counts",
+    "recent_failures",
+    "search_devices",
+]
+
+EXPIRY_WINDOWS = (7, 30, 90)
+
+
+def _scoped(query: Select[Any], column: Any, owners: Collection[str] | None) -> Select[Any]:
+    return query if owners is None else query.where(column.in_(sorted(owners)))
+
+
+def device_counts(
+    engine: Engine, owners: Collection[str] | None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(devices per status, devices per organization); reset devices are not counted."""
+    live = devices.c.status != DeviceStatus.RESET.value
+    by_status = _scoped(
+        select(devices.c.status, func.count()).group_by(devices.c.status), devices.c.owner, owners
+    )
+    by_org = _scoped(
+        select(devices.c.owner, func.count()).where(live).group_by(devices.c.owner),
+        devices.c.owner,
+        owners,
+    )
+    with engine.connect() as conn:
+        statuses = {str(s): int(n) for s, n in conn.execute(by_status)}
+        orgs = {str(o): int(n) for o, n in conn.execute(by_org)}
+    return statuses, dict(sorted(orgs.items()))
+
+
+def expiring_counts(
+    engine: Engine, owners: Collection[str] | None, now: datetime
+) -> dict[int, int]:
+    """Issued certificates that expire within 7, 30 and 90 days (each window counts all
+    that end before it)."""
+    answer: dict[int, int] = {}
+    with engine.connect() as conn:
+        for days in EXPIRY_WINDOWS:
+            query = select(func.count()).where(
+                certificates.c.status == CertificateStatus.ISSUED.value,
+                certificates.c.not_after > now,
+                certificates.c.not_after <= now + timedelta(days=days),
+            )
+            answer[days] = int(
+                conn.execute(_scoped(query, certificates.c.owner, owners)).scalar_one()
+            )
+    return answer
+
+
+def _records_in(owners: Collection[str] | None, query: Select[Any]) -> Select[Any]:
+    """Provisioning records of ``owners``: those of their enrollments or devices, and
+    failures before an enrollment was known (a wrong OOB secret) for a device id one of
+    their enrollments registered a secret for. Failures nothing ties to an organization
+    (an unknown manufacturer CA) are the instance's: only an instance admin sees them."""
+    if owners is None:
+        return query
+    records = provisioning_records.c
+    mine = select(enrollments.c.id).where(enrollments.c.owner.in_(sorted(owners)))
+    registered = select(oob_secrets.c.device_id).where(oob_secrets.c.enrollment_id.in_(mine))
+    owned_devices = select(devices.c.id).where(devices.c.owner.in_(sorted(owners)))
+    return query.where(
+        or_(
+            records.enrollment_id.in_(mine),
+            records.device_ref.in_(owned_devices),
+            and_(
+                records.enrollment_id.is_(None),
+                records.mechanism == "oob-secret",
+                records.registration_id.in_(registered),
+            ),
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DayCount:
+    day: date
+    ok: int
+    failed: int
+
+
+def attempts_per_day(
+    engine: Engine, owners: Collection[str] | None, now: datetime, days: int = 14
+) -> list[DayCount]:
+    """Provisioning attempts (one per request) per UTC day, succeeded and failed; an
+    attempt with any failed step counts as failed."""
+    start = datetime.combine((now - timedelta(days=days - 1)).date(), datetime.min.time(), UTC)
+    query = _records_in(
+        owners,
+        select(
+            provisioning_records.c.request_id,
+            provisioning_records.c.at,
+            provisioning_records.c.status,
+        )
+        .where(provisioning_records.c.at >= start)
+        .limit(100_000),
+    )
+    first: dict[str, date] = {}
+    failed: set[str] = set()
+    with engine.connect() as conn:
+        for request_id, at, status in conn.execute(query):
+            day = at.astimezone(UTC).date()
+            if request_id not in first or day < first[request_id]:
+                first[request_id] = day
+            if status == "failed":
+                failed.add(request_id)
+    ok_count = Counter(d for r, d in first.items() if r not in failed)
+    failed_count = Counter(d for r, d in first.items() if r in failed)
+    return [
+        DayCount(day, ok_count[day], failed_count[day])
+        for day in (start.date() + timedelta(days=i) for i in range(days))
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    at: datetime
+    mechanism: str
+    step: str
+    code: str | None
+    detail: str | None
+    enrollment_id: str | None
+    registration_id: str | None
+    device_ref: str | None
+
+
+def recent_failures(
+    engine: Engine, owners: Collection[str] | None, limit: int = 10
+) -> list[Failure]:
+    """The latest failed provisioning steps (scoped as :func:`_records_in` says)."""
+    records = provisioning_records.c
+    query = _records_in(
+        owners,
+        select(provisioning_records)
+        .where(records.status == "failed")
+        .order_by(records.at.desc(), records.id)
+        .limit(limit),
+    )
+    with engine.connect() as conn:
+        return [
+            Failure(
+                at=row["at"],
+                mechanism=row["mechanism"],
+                step=row["step"],
+                code=row["code"],
+                detail=row["detail"],
+                enrollment_id=row["enrollment_id"],
+                registration_id=row["registration_id"],
+                device_ref=row["device_ref"],
+            )
+            for row in conn.execute(query).mappings()
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    id: str
+    device_id: str
+    owner: str
+    enrollment_id: str
+    mechanism: str
+    status: str
+    not_after: datetime | None
+    updated_at: datetime
+
+
+EXPIRY_FILTERS = {"7": 7, "30": 30, "90": 90}
+
+
+def search_devices(
+    engine: Engine,
+    owners: Collection[str] | None,
+    *,
+    text: str | None,
+    status: str | None,
+    owner: str | None,
+    enrollment_id: str | None,
+    expiry: str | None,
+    now: datetime,
+    offset: int,
+    limit: int,
+) -> tuple[Sequence[DeviceRow], bool]:
+    """(a page of devices with their certificate's expiry, whether there are more)."""
+    query: Any = (
+        select(
+            devices.c.id,
+            devices.c.device_id,
+            devices.c.owner,
+            devices.c.enrollment_id,
+            devices.c.mechanism,
+            devices.c.status,
+            devices.c.updated_at,
+            certificates.c.not_after,
+        )
+        .select_from(
+            devices.outerjoin(certificates, certificates.c.serial == devices.c.certificate_serial)
+        )
+        .order_by(devices.c.updated_at.desc(), devices.c.id)
+        .offset(offset)
+        .limit(limit + 1)
+    )
+    query = _scoped(query, devices.c.owner, owners)
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(
+            or_(
+                devices.c.device_id.ilike(pattern, escape="\\"),
+                devices.c.id.ilike(pattern, escape="\\"),
+                devices.c.certificate_serial.ilike(pattern, escape="\\"),
+            )
+        )
+    if status:
+        query = query.where(devices.c.status == status)
+    if owner:
+        query = query.where(devices.c.owner == owner)
+    if enrollment_id:
+        query = query.where(devices.c.enrollment_id == enrollment_id)
+    if expiry == "expired":
+        query = query.where(certificates.c.not_after <= now)
+    elif expiry in EXPIRY_FILTERS:
+        query = query.where(
+            certificates.c.not_after > now,
+            certificates.c.not_after <= now + timedelta(days=EXPIRY_FILTERS[expiry]),
+        )
+    with engine.connect() as conn:
+        rows = [
+            DeviceRow(
+                id=row["id"],
+                device_id=row["device_id"],
+                owner=row["owner"],
+                enrollment_id=row["enrollment_id"],
+                mechanism=row["mechanism"],
+                status=row["status"],
+                not_after=row["not_after"],
+                updated_at=row["updated_at"],
+            )
+            for row in conn.execute(query).mappings()
+        ]
+    return rows[:limit], len(rows) > limit
+
+
+def enrollment_ids(engine: Engine, owners: Collection[str] | None) -> list[str]:
+    """The enrollments the user sees, for the filter's choices."""
+    query = _scoped(
+        select(enrollments.c.id).order_by(enrollments.c.id), enrollments.c.owner, owners
+    )
+    with engine.connect() as conn:
+        return [str(row[0]) for row in conn.execute(query.limit(500))]

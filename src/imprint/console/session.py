@@ -1,0 +1,213 @@
+"""The console's session: a sealed cookie, checked against the user store on every request.
+
+The cookie holds the user id, the organization chosen at sign-in, the CSRF token of the
+session and its expiry, sealed with the instance's :class:`~imprint.sealing.SecretBox`
+(AES-GCM: it can be neither read nor forged without the key-encryption key). It is
+``__Host-`` prefixed, ``Secure``, ``HttpOnly`` and ``SameSite=Lax``. Every request loads
+the user again, so a disabled user or a changed membership takes effect at once.
+Signing out deletes the cookie.
+
+Sign-in uses the same checks as the ``/oauth/authorize`` form: the shared failure
+limiter, argon2 verification, disabled users refused, every attempt audited. With an
+external OpenID provider configured for the console (``auth.oidc.console_client_id``,
+see :mod:`imprint.console.oidc`) the session carries the principal the provider's
+token named, until that token's expiry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from fastapi import Request, Response
+
+from imprint.api.auditing import audit
+from imprint.attestation.base import TooManyAttempts
+from imprint.auth.passwords import verify_password
+from imprint.errors import NotFound
+from imprint.runtime import Runtime
+from imprint.sealing import SealedSecretInvalid
+from imprint.tenancy.access import Principal
+from imprint.tenancy.roles import Role
+
+__all__ = [
+    "SESSION_COOKIE",
+    "SESSION_SECONDS",
+    "ConsoleSession",
+    "LoginFailed",
+    "clear_session",
+    "load_session",
+    "password_login",
+    "start_session",
+]
+
+SESSION_COOKIE = "__Host-imprint-console"
+SESSION_SECONDS = 8 * 3600
+_CONTEXT = "console:session"
+_MAX_COOKIE = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A signed-in browser: who, which organization, its CSRF token, until when."""
+
+    user_id: str
+    owner: str | None
+    csrf: str
+    expires_at: int
+    principal: Principal
+
+
+class LoginFailed(Exception):
+    """Sign-in refused; ``message`` is what the page shows."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _principal(runtime: Runtime, user_id: str, owner: str | None) -> Principal | None:
+    try:
+        user = runtime.users.get(user_id)
+    except NotFound:
+        return None
+    if user.disabled:
+        return None
+    roles = dict(user.memberships or {})
+    return Principal(
+        kind="user",
+        subject=user.id,
+        name=user.username,
+        memberships=roles,
+        owner=owner if owner in roles else None,
+    )
+
+
+def password_login(
+    runtime: Runtime, request: Request, username: str, password: str
+) -> tuple[str, str | None]:
+    """Check a user name and password as the OAuth sign-in form does.
+
+    Returns:
+        (user id, the organization the session acts for).
+
+    Raises:
+        LoginFailed: wrong name or password, a disabled user, or too many attempts.
+    """
+    username = username.strip().lower()[:200]
+    source = request.client.host if request.client else None
+    try:
+        runtime.login_limiter.check(source, f"user:{username}")
+    except TooManyAttempts:
+        raise LoginFailed("Too many failed attempts; try again later.", 429) from None
+    user = runtime.users.find_by_username(username) if username else None
+    if (
+        not verify_password(user.password_hash if user else None, password)
+        or user is None
+        or user.disabled
+    ):
+        runtime.login_limiter.failure(source, f"user:{username}")
+        audit(
+            runtime,
+            f"user:{username}",
+            "user.login",
+            "user",
+            user.id if user else None,
+            outcome="failure",
+            via="console",
+        )
+        raise LoginFailed("Wrong user name or password.", 401)
+    roles = sorted(user.memberships or {})
+    owner = roles[0] if roles else None
+    audit(
+        runtime, f"user:{user.username}", "user.login", "user", user.id, org_id=owner, via="console"
+    )
+    return user.id, owner
+
+
+def start_session(
+    runtime: Runtime,
+    response: Response,
+    user_id: str,
+    owner: str | None,
+    *,
+    external: Principal | None = None,
+    expires_at: int | None = None,
+) -> None:
+    """Set a fresh session cookie (a new CSRF token too) on ``response``.
+
+    ``external``: the principal an external provider's token named; the session then
+    carries it (there is no local user to load again) and ends no later than
+    ``expires_at``, the token's expiry.
+    """
+    expires = int(time.time()) + SESSION_SECONDS
+    if expires_at is not None:
+        expires = min(expires, expires_at)
+    payload: dict[str, object] = {
+        "u": user_id,
+        "o": owner,
+        "c": secrets.token_urlsafe(32),
+        "e": expires,
+    }
+    if external is not None:
+        payload["x"] = {
+            "n": external.name,
+            "m": {org: role.value for org, role in external.memberships.items()},
+        }
+    sealed = runtime.box.seal(json.dumps(payload).encode(), _CONTEXT)
+    response.set_cookie(
+        SESSION_COOKIE,
+        base64.urlsafe_b64encode(sealed).decode("ascii").rstrip("="),
+        max_age=max(1, expires - int(time.time())),
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def _external(user_id: str, owner: str | None, data: object) -> Principal | None:
+    if not isinstance(data, dict):
+        return None
+    name, memberships = data.get("n"), data.get("m")
+    if not isinstance(name, str) or not isinstance(memberships, dict):
+        return None
+    try:
+        roles = {str(org): Role(role) for org, role in memberships.items()}
+    except ValueError:
+        return None
+    return Principal(kind="external", subject=user_id, name=name, memberships=roles, owner=owner)
+
+
+def clear_session(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+
+
+def load_session(runtime: Runtime, request: Request) -> ConsoleSession | None:
+    """The session of this request; None when there is none, or it is invalid or over."""
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw or len(raw) > _MAX_COOKIE:
+        return None
+    try:
+        sealed = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        payload = json.loads(runtime.box.open(sealed, _CONTEXT))
+        user_id, owner, csrf, expires = payload["u"], payload["o"], payload["c"], payload["e"]
+    except (binascii.Error, ValueError, KeyError, TypeError, SealedSecretInvalid):
+        return None
+    if not isinstance(user_id, str) or not isinstance(csrf, str) or not isinstance(expires, int):
+        return None
+    if expires <= time.time():
+        return None
+    owner = owner if isinstance(owner, str) else None
+    if "x" in payload:
+        principal = _external(user_id, owner, payload["x"])
+    else:
+        principal = _principal(runtime, user_id, owner)
+    if principal is None:
+        return None
+    return ConsoleSession(user_id, principal.owner, csrf, expires, principal)
