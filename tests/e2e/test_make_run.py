@@ -72,6 +72,16 @@ def test_make_run_starts_the_service_and_explains_how_to_use_it(tmp_path: Path) 
             capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
         assert '"api_key":"admin"' in whoami.stdout
+
+        # The printed console URL leads to its sign-in page.
+        console = re.search(r"Web console: (\S+)", output).group(1)  # type: ignore[union-attr]
+        sign_in = subprocess.run(
+            ["curl", "--silent", "--show-error", "--location", "--cacert", str(ca_path),
+             "--output", "/dev/null", "--write-out", "%{http_code} %{url_effective}", console],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert sign_in.stdout.startswith("200 "), sign_in
+        assert "/console/login" in sign_in.stdout, sign_in
         assert token not in output, "the token itself must not be printed to the log"
     finally:
         process.send_signal(signal.SIGINT)

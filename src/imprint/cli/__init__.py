@@ -136,7 +136,8 @@ def serve() -> None:
         out.print(
             "  Admin: use your API key as a bearer token ('imprint admin create NAME' makes one)"
         )
-    out.print(f"  API docs: {url}/docs\n")
+    out.print(f"  API docs: {url}/docs")
+    out.print(f"  Web console: {url}/console/ (for users: imprint user create --help)\n")
     server = build_server(runtime)
     try:
         server.run()
