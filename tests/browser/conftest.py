@@ -5,7 +5,9 @@
 * ``browser`` — one chromium for the session (``/usr/bin/chromium``; never downloaded).
   Without it the tests are skipped, except under ``CI=true`` where they fail.
 * ``page`` — a fresh browser context per test that records console errors, page
-  errors and failed requests, and FAILS the test if there were any.
+  errors and failed requests, and FAILS the test if there were any. The context is
+  closed as soon as the test body returns, before the server fixtures stop, so a
+  request chromium makes lazily (the favicon) never meets a stopped server.
 * ``login(page, console, user)`` signs in through the form; ``screenshot(page, name)``
   saves ``test-artifacts/screenshots/<name>-1280.png`` and ``-390.png``.
 """
@@ -130,6 +132,17 @@ def problems() -> Problems:
     return Problems()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Close the test's browser context when its body returns. Fixtures are torn down in
+    reverse order of set-up, so a server fixture named after ``page`` would otherwise stop
+    while the page may still be fetching something."""
+    yield
+    page = getattr(item, "funcargs", {}).get("page")
+    if page is not None and not page.is_closed():
+        page.context.close()
+
+
 @pytest.fixture
 def page(browser: Any, problems: Problems) -> Iterator[Any]:
     """A page at 1280 px that fails the test on console errors or page errors."""
@@ -156,7 +169,7 @@ def page(browser: Any, problems: Problems) -> Iterator[Any]:
         ),
     )
     yield page
-    context.close()
+    context.close()  # a no-op when pytest_runtest_call closed it already
     unexpected = problems.unexpected()
     assert not unexpected, "the browser reported errors:\n" + "\n".join(unexpected)
 
