@@ -1,12 +1,13 @@
 """Profile the server under load with py-spy: where does a registration's CPU go?
 
-    .venv/bin/python -m bench.profile x509-signed [sqlite|postgresql] [concurrency]
+    .venv/bin/python -m bench.profile x509-signed [sqlite|postgresql] [concurrency] [--gil]
 
 Starts imprint, runs one load job of the mechanism while ``py-spy record`` samples the
 server (every thread, native frames off, idle threads left out), and prints the
 functions with the most samples, inclusive and on their own. The collapsed stacks are
 kept in ``bench/results/profile-<mechanism>-<backend>.txt`` (feed them to a flame graph
-tool, or grep them).
+tool, or grep them). With ``--gil`` only the thread holding the GIL is sampled: a view
+of where the Python CPU goes, without the threads waiting for a lock or the database.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ def summarize(collapsed: Path, top: int = 40) -> str:
 
 
 def main() -> None:
-    kind = sys.argv[1] if len(sys.argv) > 1 else "x509-signed"
-    backend = sys.argv[2] if len(sys.argv) > 2 else "sqlite"
-    concurrency = int(sys.argv[3]) if len(sys.argv) > 3 else 16
+    gil = "--gil" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--gil"]
+    kind = args[0] if args else "x509-signed"
+    backend = args[1] if len(args) > 1 else "sqlite"
+    concurrency = int(args[2]) if len(args) > 2 else 16
     workdir = Path(tempfile.mkdtemp(prefix="imprint-profile-"))
     postgres = None
     url = None
@@ -57,13 +60,14 @@ def main() -> None:
     server.start()
     target = Target(server, Manufacturer())
     RESULTS.mkdir(exist_ok=True)
-    collapsed = RESULTS / f"profile-{kind}-{backend}.txt"
+    collapsed = RESULTS / f"profile-{kind}-{backend}{'-gil' if gil else ''}.txt"
     try:
         target.job(kind, 200, concurrency, 10)  # warm up: caches, pools, first requests
         run_load(target.job(kind, 200, concurrency, 10), server.pid)
         spy = subprocess.Popen(
             [str(VENV_BIN / "py-spy"), "record", "--pid", str(server.pid), "--format", "raw",
-             "--output", str(collapsed), "--rate", "250", "--nonblocking"],
+             "--output", str(collapsed), "--rate", "250", "--nonblocking",
+             *(["--gil"] if gil else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -4,13 +4,15 @@ that puts a request's writes in one transaction, and the per-process read caches
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import insert, select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from imprint.attestation.revocation import DeniedCertificate
 from imprint.errors import Conflict
@@ -183,3 +185,85 @@ def test_enrollment_changes_are_seen_at_once(engine: Engine) -> None:
     assert not reader.search(mechanism=Mechanism.SYMMETRIC_KEY)[0].enabled
     writer.remove("line-1")
     assert reader.search(mechanism=Mechanism.SYMMETRIC_KEY) == ()
+
+
+# SQLite's writers queue on a lock of the process ------------------------------------------
+
+
+def _sqlite_engine(tmp_path: os.PathLike[str]) -> Engine:
+    engine = db.create_engine(f"sqlite:///{tmp_path}/writers.db")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (k TEXT PRIMARY KEY)"))
+    return engine
+
+
+def _writer_lock(conn: Connection) -> threading.Lock:
+    lock: threading.Lock = conn.connection.driver_connection.writer_lock  # type: ignore[union-attr]
+    return lock
+
+
+def _put(conn: Connection, key: str) -> None:
+    conn.execute(text("INSERT INTO t (k) VALUES (:k)"), {"k": key})
+
+
+def test_sqlite_writers_of_one_process_wait_in_turn_instead_of_failing(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """Sixteen threads writing at once all succeed, and a second writer's insert starts
+    only when the first one's transaction ends."""
+    engine = _sqlite_engine(tmp_path)
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            for n in range(25):
+                with engine.begin() as conn:
+                    _put(conn, f"{worker}-{n}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 400
+
+    with engine.connect() as first:
+        _put(first, "first")
+        lock = _writer_lock(first)
+        assert lock.locked()  # held from the first write to the end of the transaction
+        done = threading.Event()
+
+        def second() -> None:
+            with engine.begin() as conn:
+                _put(conn, "second")
+            done.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not done.wait(0.3)  # queued behind the open write transaction
+        first.commit()
+        assert done.wait(5)
+        thread.join()
+        assert not lock.locked()
+    engine.dispose()
+
+
+def test_sqlite_writer_lock_is_given_back_after_a_failed_write(
+    tmp_path: os.PathLike[str],
+) -> None:
+    engine = _sqlite_engine(tmp_path)
+    with engine.begin() as conn:
+        _put(conn, "a")
+        lock = _writer_lock(conn)
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        _put(conn, "a")  # the same key
+    assert not lock.locked()
+    started = time.monotonic()
+    with engine.begin() as conn:
+        _put(conn, "b")
+    assert time.monotonic() - started < 1.0  # not the 5 s lock timeout
+    engine.dispose()

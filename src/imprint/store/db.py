@@ -6,11 +6,13 @@ fast enough to be the embedded default); PostgreSQL is chosen by URL.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from alembic import command
 from alembic.config import Config
@@ -36,13 +38,87 @@ __all__ = [
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
+#: How long a writer waits for SQLite's lock (and for this process's writer lock).
+_BUSY_TIMEOUT_MS = 5000
+
+
+# One writer at a time, in this process ------------------------------------------------
+#
+# SQLite lets one connection write at a time; the others wait in its busy handler, which
+# sleeps 1, 2, 5, 10 ... 100 ms between tries. Under concurrent registrations those sleeps
+# become the latency tail. The connections of one engine therefore take a process-wide
+# lock before their first write and give it back when the transaction ends, so writers of
+# this process queue in order instead of polling. SQLite's own lock still guards the file
+# (other processes, and any write that could not get the lock in time).
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
+
+
+class _WriterCursor(sqlite3.Cursor):
+    connection: _WriterConnection
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Self:
+        self.connection.before(sql)
+        return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> Self:
+        self.connection.before(sql)
+        return super().executemany(sql, seq_of_parameters)
+
+
+class _WriterConnection(sqlite3.Connection):
+    """A sqlite3 connection that holds its engine's writer lock from its first write to
+    the end of that transaction (commit, rollback or close)."""
+
+    writer_lock: threading.Lock
+    lock_timeout: float
+    holding = False
+
+    def before(self, sql: str) -> None:
+        if self.holding or sql.lstrip()[:6].upper() not in _WRITES:
+            return
+        # Bounded: past the timeout, SQLite's busy handler decides as it did before.
+        self.holding = self.writer_lock.acquire(timeout=self.lock_timeout)
+
+    def release(self) -> None:
+        if self.holding:
+            self.holding = False
+            self.writer_lock.release()
+
+    def cursor(self, factory: Any = _WriterCursor) -> Any:
+        return super().cursor(factory)
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.release()
+
+
+def _writer_connection_class(timeout: float) -> type[_WriterConnection]:
+    """A connection class with its own lock: one per engine (per database file)."""
+    attributes = {"writer_lock": threading.Lock(), "lock_timeout": timeout}
+    return type("SerializedWriterConnection", (_WriterConnection,), attributes)
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -60,7 +136,17 @@ def create_engine(url: str) -> Engine:
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa_create_engine(parsed, connect_args={"check_same_thread": False})
+            # Pool sized for the server's thread pool (40 threads): overflow connections
+            # would otherwise be opened and closed on every burst.
+            engine = sa_create_engine(
+                parsed,
+                connect_args={
+                    "check_same_thread": False,
+                    "factory": _writer_connection_class(_BUSY_TIMEOUT_MS / 1000),
+                },
+                pool_size=16,
+                max_overflow=32,
+            )
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         if parsed.drivername == "postgresql":
