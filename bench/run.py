@@ -36,6 +36,7 @@ from cryptography.x509.oid import NameOID
 from bench import floor, machine, report, scale
 from bench.load import new_csr, oob_secret_for
 from bench.servers import Cfssl, ImprintServer, Postgres, cpu_seconds, memory
+from imprint.server import TRUST_REFRESH_SECONDS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MECHANISMS = ("x509-signed", "x509-mtls", "oob-secret", "symmetric-key")
@@ -287,6 +288,34 @@ def bench_backend(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
         server.stop()
 
 
+def bench_workers(backend: str, plan: Plan, workdir: Path, manufacturer: Manufacturer,
+                  floors: dict[str, float], results: dict[str, Any],
+                  postgres: Postgres | None, workers: int = 2) -> None:  # fmt: skip
+    """The x509 rates again, from ``workers`` server processes sharing the port."""
+    url = postgres.create_database(f"bench_{uuid.uuid4().hex[:8]}") if postgres else None
+    server = ImprintServer(workdir, url, backend, workers=workers)
+    say(f"{backend}: starting imprint with {workers} worker processes")
+    server.start()
+    target = Target(server, manufacturer)
+    # The enrollments were made through one worker; the others see them within the cache
+    # TTL (2 s) and admit their CAs to the TLS handshake within the trust refresh (5 s).
+    time.sleep(TRUST_REFRESH_SECONDS + 1)
+    section = f"workers {workers}"
+    try:
+        for kind in ("x509-signed", "x509-mtls"):
+            concurrency = plan.concurrencies[-1]
+            run_load(target.job(kind, 200, concurrency, 5), server.pid)  # warm up each worker
+            job = target.job(kind, plan.count, concurrency, plan.max_seconds)
+            row = _row(section, backend, kind, job, run_load(job, server.pid), floors[kind])
+            results["runs"].append(row)
+            say(report.line(row))
+        # Summed over the supervisor and its workers; not the per-process RSS target.
+        results.setdefault("workers_memory", {})[backend] = memory(server.pid)
+    finally:
+        target.close()
+        server.stop()
+
+
 def scale_runs(target: Target, plan: Plan, floors: dict[str, float]) -> dict[str, Any]:
     server = target.server
     enrollment = "bench-x509"
@@ -369,6 +398,7 @@ def main() -> None:
                 results["machine"]["postgresql"] = postgres.version
             bench_backend(backend, plan, workdir, manufacturer, floors, results, csr_file,
                           postgres)  # fmt: skip
+            bench_workers(backend, plan, workdir, manufacturer, floors, results, postgres)
         bench_cfssl(plan, workdir, floors, csr_file, results)
     finally:
         if postgres is not None:

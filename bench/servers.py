@@ -42,19 +42,47 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _family(pid: int) -> list[int]:
+    """The process and its children (the worker processes of ``server.workers``)."""
+    found = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """User + system CPU seconds so far of a process (all its threads), its live children
+    and the children it has waited for."""
+    total = 0
+    for member in _family(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+        if member == pid:
+            total += int(fields[13]) + int(fields[14])
+    return total / CLOCK_TICKS
 
 
 def memory(pid: int) -> dict[str, float]:
-    """Resident set size now and at its peak, in MB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            values[name] = int(value.split()[0]) / 1024
+    """Resident set size now and at its peak, in MB, summed over the process and its
+    children (each worker process counts)."""
+    values = {"VmRSS": 0.0, "VmHWM": 0.0}
+    for member in _family(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            name, _, value = line.partition(":")
+            if name in values:
+                values[name] += int(value.split()[0]) / 1024
     return {"rss_mb": round(values["VmRSS"], 1), "peak_rss_mb": round(values["VmHWM"], 1)}
 
 
@@ -86,8 +114,11 @@ def _stop(process: subprocess.Popen[Any]) -> None:
 class ImprintServer:
     """``imprint serve`` in a subprocess, with its own data directory."""
 
-    def __init__(self, workdir: Path, database_url: str | None, label: str) -> None:
-        self.workdir = workdir / f"imprint-{label}"
+    def __init__(
+        self, workdir: Path, database_url: str | None, label: str, workers: int = 1
+    ) -> None:
+        self.workers = workers
+        self.workdir = workdir / f"imprint-{label}-w{workers}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
         self.port = free_port()
@@ -103,6 +134,7 @@ class ImprintServer:
             "IMPRINT_SERVER__PORT": str(self.port),
             "IMPRINT_DATABASE__URL": self.database_url,
             "IMPRINT_CA__PASSPHRASE": "bench-passphrase",
+            "IMPRINT_SERVER__WORKERS": str(self.workers),
         }
         return env
 

@@ -1,20 +1,27 @@
-"""Run the HTTPS service with uvicorn."""
+"""Run the HTTPS service with uvicorn: in this process, or in several worker processes
+that share one listening socket (``server.workers``)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import socket
 import ssl
+import time
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
 from imprint.api import create_app
-from imprint.runtime import Runtime
+from imprint.runtime import Runtime, open_runtime
+from imprint.settings import Settings
 from imprint.tls import PeerCertificateProtocol, server_ssl_context
 
-__all__ = ["ImprintServer", "build_server", "ssl_context_for"]
+__all__ = ["ImprintServer", "bind_socket", "build_server", "run_workers", "ssl_context_for"]
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +42,13 @@ def ssl_context_for(runtime: Runtime) -> ssl.SSLContext:
 
 class ImprintServer(uvicorn.Server):
     """uvicorn's server, plus the DNS-SD announcement while it listens (when enabled) and
-    the refresh of the MQTT broker's CRL (with ``mqtt.enabled``)."""
+    the refresh of the MQTT broker's CRL (with ``mqtt.enabled``). With several worker
+    processes only the primary one announces and refreshes."""
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: Runtime, *, primary: bool = True) -> None:
         super().__init__(config)
         self._runtime = runtime
+        self._primary = primary
         self._advertiser: Any = None
         self._trust_refresh: asyncio.Task[None] | None = None
         self._broker_refresh: asyncio.Task[None] | None = None
@@ -77,6 +86,8 @@ class ImprintServer(uvicorn.Server):
         listening = self._runtime.settings.server
         if listening.tls and listening.client_certificates == "optional":
             self._trust_refresh = asyncio.create_task(self._refresh_trust())
+        if not self._primary:
+            return
         if self._runtime.settings.mqtt.enabled:
             self._broker_refresh = asyncio.create_task(self._refresh_broker_files())
         discovery = self._runtime.settings.discovery
@@ -104,11 +115,11 @@ class ImprintServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def build_server(runtime: Runtime) -> uvicorn.Server:
+def build_server(runtime: Runtime, *, primary: bool = True) -> uvicorn.Server:
     """A uvicorn server for the runtime.
 
     Run it with ``server.run()``, or ``server.run(sockets=[sock])`` on a socket that is
-    already bound (tests bind port 0).
+    already bound (tests bind port 0; worker processes share the supervisor's).
     """
     settings = runtime.settings
     context = ssl_context_for(runtime) if settings.server.tls else None
@@ -131,4 +142,104 @@ def build_server(runtime: Runtime) -> uvicorn.Server:
         timeout_keep_alive=30,
         ssl_context_factory=context_factory if context is not None else None,
     )
-    return ImprintServer(config, runtime)
+    return ImprintServer(config, runtime, primary=primary)
+
+
+# Worker processes ------------------------------------------------------------------------
+#
+# One Python process serves on one core at a time (the GIL), so ``server.workers`` forks
+# that many processes after the first-start work is done. They accept on one socket bound
+# here; each opens its own runtime (database pool, CA key, caches). The supervisor starts a
+# new worker when one dies, and stops them all on SIGTERM or SIGINT.
+
+#: A worker that exits sooner than this after its start did not start at all.
+_STARTUP_SECONDS = 5.0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket the worker processes inherit.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(settings: Settings, sock: socket.socket, primary: bool) -> int:
+    runtime = open_runtime(settings, migrate=False)
+    try:
+        server = build_server(runtime, primary=primary)
+        server.run(sockets=[sock])
+    finally:
+        runtime.close()
+    return 0 if server.started else 1
+
+
+def _fork_worker(settings: Settings, sock: socket.socket, index: int) -> int:
+    pid = os.fork()
+    if pid != 0:
+        return pid
+    # The child: the supervisor's signal handlers are not ours (uvicorn installs its own).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    code = 1
+    try:
+        code = _worker(settings, sock, primary=index == 0)
+    except BaseException:
+        log.exception("worker %d failed", index)
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def run_workers(settings: Settings, sock: socket.socket, count: int) -> int:
+    """Serve on ``sock`` from ``count`` worker processes until SIGTERM or SIGINT.
+
+    Returns the exit status: 0 after a requested stop, 1 when a worker could not start.
+    """
+    workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
+    stopping = False
+    status = 0
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for index in range(count):
+            workers[_fork_worker(settings, sock, index)] = (index, time.monotonic())
+        log.info("workers started", extra={"count": count, "pids": sorted(workers)})
+        while workers:
+            try:
+                pid, wait_status = os.wait()
+            except ChildProcessError:
+                break
+            index, started = workers.pop(pid, (-1, 0.0))
+            if index < 0 or stopping:
+                continue
+            code = os.waitstatus_to_exitcode(wait_status)
+            if time.monotonic() - started < _STARTUP_SECONDS:
+                log.error("worker %d exited at start (status %d); stopping", index, code)
+                status = 1
+                stop(signal.SIGTERM, None)
+                continue
+            log.warning("worker %d exited (status %d); starting another", index, code)
+            workers[_fork_worker(settings, sock, index)] = (index, time.monotonic())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status

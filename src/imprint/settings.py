@@ -101,6 +101,12 @@ class ServerSettings(_Section):
         description="Header carrying the URL-encoded PEM client certificate from a trusted proxy",
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the port (one per core is a good start)",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

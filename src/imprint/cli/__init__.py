@@ -111,7 +111,7 @@ def serve() -> None:
     """Run the HTTPS service (sets up data directory, database and CA on first start)."""
     from imprint.logs import configure_logging
     from imprint.runtime import prepare
-    from imprint.server import build_server
+    from imprint.server import bind_socket, build_server, run_workers
 
     settings = _settings()
     configure_logging(settings.logging.level, json_format=settings.logging.json_format)
@@ -137,7 +137,23 @@ def serve() -> None:
             "  Admin: use your API key as a bearer token ('imprint admin create NAME' makes one)"
         )
     out.print(f"  API docs: {url}/docs")
-    out.print(f"  Web console: {url}/console/ (for users: imprint user create --help)\n")
+    out.print(f"  Web console: {url}/console/ (for users: imprint user create --help)")
+    workers = settings.server.workers
+    out.print(f"  Workers: {workers} process{'es' if workers > 1 else ''}\n")
+    if workers > 1:
+        runtime.close()  # each worker opens its own after the fork
+        try:
+            sock = bind_socket(settings.server.host, settings.server.port)
+        except OSError as exc:
+            _fail(
+                f"the server could not start on {settings.server.host}:{settings.server.port}: "
+                f"{exc.strerror}"
+            )
+        with sock:
+            status = run_workers(settings, sock, workers)
+        if status:
+            _fail("a worker process could not start; see the log above")
+        return
     server = build_server(runtime)
     try:
         server.run()

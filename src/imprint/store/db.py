@@ -6,6 +6,8 @@ fast enough to be the embedded default); PostgreSQL is chosen by URL.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -42,14 +44,16 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _BUSY_TIMEOUT_MS = 5000
 
 
-# One writer at a time, in this process ------------------------------------------------
+# One writer at a time ------------------------------------------------------------------
 #
 # SQLite lets one connection write at a time; the others wait in its busy handler, which
 # sleeps 1, 2, 5, 10 ... 100 ms between tries. Under concurrent registrations those sleeps
-# become the latency tail. The connections of one engine therefore take a process-wide
-# lock before their first write and give it back when the transaction ends, so writers of
-# this process queue in order instead of polling. SQLite's own lock still guards the file
-# (other processes, and any write that could not get the lock in time).
+# become the latency tail. A connection therefore takes two locks before its first write
+# and gives them back when the transaction ends: its engine's lock, so the threads of this
+# process queue in order, and an exclusive flock(2) on ``<database>.writer-lock``, so the
+# worker processes (and the CLI) queue in the kernel instead of polling. SQLite's own lock
+# still guards the file: a write that could not get the thread lock in time goes on to
+# SQLite's busy handler as before.
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
 
@@ -72,17 +76,27 @@ class _WriterConnection(sqlite3.Connection):
 
     writer_lock: threading.Lock
     lock_timeout: float
+    lock_file: str | None
     holding = False
+    _lock_fd: int | None = None
 
     def before(self, sql: str) -> None:
         if self.holding or sql.lstrip()[:6].upper() not in _WRITES:
             return
         # Bounded: past the timeout, SQLite's busy handler decides as it did before.
         self.holding = self.writer_lock.acquire(timeout=self.lock_timeout)
+        if self.holding and self.lock_file is not None:
+            if self._lock_fd is None:
+                flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+                self._lock_fd = os.open(self.lock_file, flags, 0o600)
+            # Held by a live transaction only: the kernel drops it if its process dies.
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
 
     def release(self) -> None:
         if self.holding:
             self.holding = False
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             self.writer_lock.release()
 
     def cursor(self, factory: Any = _WriterCursor) -> Any:
@@ -105,11 +119,19 @@ class _WriterConnection(sqlite3.Connection):
             super().close()
         finally:
             self.release()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
 
-def _writer_connection_class(timeout: float) -> type[_WriterConnection]:
-    """A connection class with its own lock: one per engine (per database file)."""
-    attributes = {"writer_lock": threading.Lock(), "lock_timeout": timeout}
+def _writer_connection_class(database: str | None, timeout: float) -> type[_WriterConnection]:
+    """A connection class with its own locks: one per engine (per database file)."""
+    in_memory = not database or database == ":memory:" or database.startswith("file:")
+    attributes = {
+        "writer_lock": threading.Lock(),
+        "lock_timeout": timeout,
+        "lock_file": None if in_memory else f"{database}.writer-lock",
+    }
     return type("SerializedWriterConnection", (_WriterConnection,), attributes)
 
 
@@ -142,7 +164,7 @@ def create_engine(url: str) -> Engine:
                 parsed,
                 connect_args={
                     "check_same_thread": False,
-                    "factory": _writer_connection_class(_BUSY_TIMEOUT_MS / 1000),
+                    "factory": _writer_connection_class(parsed.database, _BUSY_TIMEOUT_MS / 1000),
                 },
                 pool_size=16,
                 max_overflow=32,

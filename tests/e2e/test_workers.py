@@ -1,0 +1,153 @@
+"""`imprint serve` with `server.workers: 2`: two processes share the port and the SQLite
+database, a worker that dies is replaced, and SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.e2e.conftest import IMPRINT, clean_env
+from tests.e2e.test_make_run import _free_port
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    url: str
+    ca: Path
+    token: str
+    log: Path
+
+
+def _workers_of(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _wait(condition: object, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _trust(ca: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca))
+
+
+def _healthy(url: str, ca: Path) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", verify=_trust(ca), timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    env = clean_env(
+        tmp_path / "data",
+        IMPRINT_SERVER__PORT=str(port),
+        IMPRINT_SERVER__WORKERS="2",
+        IMPRINT_CA__PASSPHRASE="workers-passphrase",
+    )
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(IMPRINT), "serve"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+    url = f"https://127.0.0.1:{port}"
+    ca = tmp_path / "data" / "ca" / "root.crt"
+    try:
+        _wait(lambda: ca.exists() and _healthy(url, ca), "the server to answer", 90)
+        token = (tmp_path / "data" / "admin-token").read_text().strip()
+        yield Served(process, url, ca, token, log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _csr(name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_two_workers_share_the_port_and_the_database(served: Served) -> None:
+    assert "Workers: 2 processes" in served.log.read_text()
+    _wait(lambda: len(_workers_of(served.process.pid)) == 2, "two worker processes")
+
+    # Forty concurrent issuances over fresh connections land on both workers, which
+    # write to one SQLite file: every one succeeds and is recorded once.
+    headers = {"Authorization": f"Bearer {served.token}"}
+
+    def issue(n: int) -> httpx.Response:
+        with httpx.Client(verify=_trust(served.ca), headers=headers, timeout=30) as client:
+            body = {"csr": _csr(f"worker-test-{n}"), "profile": "device"}
+            return client.post(f"{served.url}/api/v1/certificates", json=body)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(issue, range(40)))
+    assert [a.status_code for a in answers] == [201] * 40, [a.text for a in answers[:3]]
+    serials = {a.json()["serial"] for a in answers}
+    assert len(serials) == 40
+    listed = httpx.get(
+        f"{served.url}/api/v1/certificates",
+        params={"limit": 200},
+        headers=headers,
+        verify=_trust(served.ca),
+    ).json()["items"]
+    assert serials <= {item["serial"] for item in listed}
+    assert all(item["status"] == "issued" for item in listed if item["serial"] in serials)
+
+
+def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(served: Served) -> None:
+    _wait(lambda: len(_workers_of(served.process.pid)) == 2, "two worker processes")
+    first = _workers_of(served.process.pid)
+    victim = min(first)
+    time.sleep(5.5)  # past the start-up grace: a death now is a crash, not a failed start
+    subprocess.run(["kill", "-KILL", str(victim)], check=True)
+    _wait(
+        lambda: len(_workers_of(served.process.pid) - {victim}) == 2,
+        "a replacement worker",
+    )
+    assert victim not in _workers_of(served.process.pid)
+    assert _healthy(served.url, served.ca)
+    assert "exited (status -9); starting another" in served.log.read_text()
+
+    workers = _workers_of(served.process.pid)
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=30) == 0
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
