@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,6 +86,10 @@ class Runtime:
     box: SecretBox
     provisioner: Provisioner
     metrics: Metrics = field(default_factory=Metrics)
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One transaction for the store writes made inside the block (a unit of work)."""
+        return unit_of_work(self.engine)
 
     @functools.cached_property
     def channels(self) -> SqlChannelStore:

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from imprint.auth.bearer import LAST_USED_RESOLUTION
 from imprint.pki.records import CertificateStatus
 from tests.integration.conftest import Service
 
@@ -42,6 +43,27 @@ def test_admin_endpoints_need_an_api_key(service: Service) -> None:
         assert response.headers["content-type"] == PROBLEM
         assert response.headers["www-authenticate"] == "Bearer"
         assert response.json()["code"] == "authentication_required"
+
+
+def test_an_api_key_records_its_last_use_to_the_minute(service: Service) -> None:
+    """The first request writes last_used_at; a burst within the minute does not write
+    again; a request a minute after the stored value does."""
+    keys = service.runtime.api_keys
+    (key,) = [k for k in keys.all() if k.name == "admin"]
+    with service.admin() as admin:
+        assert admin.get("/api/v1/whoami").status_code == 200
+        first = keys.find(key.key_id)
+        assert first is not None
+        assert first.last_used_at is not None
+        for _ in range(5):
+            assert admin.get("/api/v1/whoami").status_code == 200
+        assert keys.find(key.key_id).last_used_at == first.last_used_at  # type: ignore[union-attr]
+        keys.touch(key.key_id, first.last_used_at - LAST_USED_RESOLUTION)
+        assert admin.get("/api/v1/whoami").status_code == 200
+    later = keys.find(key.key_id)
+    assert later is not None
+    assert later.last_used_at is not None
+    assert later.last_used_at >= first.last_used_at
 
 
 def test_issue_then_openssl_verifies_the_chain(service: Service, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from imprint.auth.api_keys import ApiKey, ApiKeyStore, authenticate
@@ -23,7 +23,10 @@ from imprint.errors import AuthenticationRequired, NotFound
 from imprint.tenancy.access import Principal
 from imprint.tenancy.users import UserStore
 
-__all__ = ["BearerAuthenticator", "api_key_principal"]
+__all__ = ["LAST_USED_RESOLUTION", "BearerAuthenticator", "api_key_principal"]
+
+#: ``last_used_at`` of an API key is written at most this often (not on every request).
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def api_key_principal(key: ApiKey) -> Principal:
@@ -66,7 +69,9 @@ class BearerAuthenticator:
         """
         if token.startswith("imp_"):
             key = authenticate(self._api_keys, token)
-            self._api_keys.touch(key.key_id, datetime.now(UTC))
+            now = datetime.now(UTC)
+            if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+                self._api_keys.touch(key.key_id, now)
             return api_key_principal(key)
         issuer = _unverified_issuer(token)
         if issuer is not None and issuer == self._tokens.issuer:

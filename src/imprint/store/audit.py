@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from imprint.audit import AuditEntry, AuditQuery, scrub
+from imprint.store.db import writing
 from imprint.store.tables import audit_log
 
 __all__ = ["SqlAuditLog"]
@@ -21,7 +22,9 @@ class SqlAuditLog:
         self._engine = engine
 
     def write(self, entry: AuditEntry) -> None:
-        with self._engine.begin() as conn:
+        """Append ``entry``: in the caller's unit of work when there is one (the entry
+        then commits with the change it records), else in a transaction of its own."""
+        with writing(self._engine) as conn:
             conn.execute(
                 audit_log.insert().values(
                     at=entry.at,

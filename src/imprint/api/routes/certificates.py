@@ -100,17 +100,22 @@ class CertificatePage(BaseModel):
 @router.post("", status_code=201, summary="Issue a certificate from a CSR")
 def issue(body: IssueBody, runtime: RuntimeDep, principal: InstanceAdmin) -> IssuedOut:
     csr = load_csr(body.csr)
-    issued = runtime.authority.issue(
-        IssuanceRequest(
-            public_key=csr.public_key(),  # type: ignore[arg-type]  # checked by load_csr
-            profile=body.profile,
-            common_name=body.common_name or common_name(csr),
-            sans=body.sans,
-            validity=timedelta(days=body.validity_days) if body.validity_days else None,
-            requested_by=principal.actor,
+    # The record is committed before the signature; the issued mark and its audit entry
+    # commit together after it.
+    with runtime.transaction():
+        issued = runtime.authority.issue(
+            IssuanceRequest(
+                public_key=csr.public_key(),  # type: ignore[arg-type]  # checked by load_csr
+                profile=body.profile,
+                common_name=body.common_name or common_name(csr),
+                sans=body.sans,
+                validity=timedelta(days=body.validity_days) if body.validity_days else None,
+                requested_by=principal.actor,
+            ),
+            notify=False,
         )
-    )
-    audit(runtime, principal, "certificate.issue", "certificate", issued.record.serial)
+        audit(runtime, principal, "certificate.issue", "certificate", issued.record.serial)
+    runtime.authority.notify(issued.record)
     return IssuedOut(**CertificateOut.of(issued.record).model_dump(), chain=issued.chain_pem())
 
 
