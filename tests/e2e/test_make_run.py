@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -12,6 +13,29 @@ from pathlib import Path
 from tests.e2e.conftest import clean_env, openssl
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _live_members(group: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_gone(group: int, seconds: float = 20) -> None:
+    """Wait until no process of the group is left (the server exits after make)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _live_members(group):
+            return
+        time.sleep(0.1)
+    os.killpg(group, signal.SIGKILL)
+    raise AssertionError("the server outlived make run")
 
 
 def _free_port() -> int:
@@ -84,12 +108,15 @@ def test_make_run_starts_the_service_and_explains_how_to_use_it(tmp_path: Path) 
         assert "/console/login" in sign_in.stdout, sign_in
         assert token not in output, "the token itself must not be printed to the log"
     finally:
-        process.send_signal(signal.SIGINT)
+        # Ctrl-C reaches make *and* the server it started (one process group): a signal
+        # to make alone would leave the server running without it.
+        os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        _wait_gone(process.pid)
         if process.stdout is not None:
             process.stdout.close()
 
