@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import re
@@ -44,6 +43,7 @@ from imprint.attestation.base import (
     SignatureInvalid,
 )
 from imprint.errors import InvalidRequest
+from imprint.pki.csr import csr_sha256
 
 __all__ = [
     "ALGORITHMS",
@@ -106,11 +106,6 @@ def _b64url_decode(text: str, what: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise SignedRequestMalformed(f"jws: the {what} is not base64url") from None
-
-
-def csr_sha256(csr: x509.CertificateSigningRequest) -> str:
-    """The ``csr_sha256`` claim: base64url (no padding) of SHA-256 over the CSR's DER."""
-    return _b64url(hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).digest())
 
 
 def provision_payload(

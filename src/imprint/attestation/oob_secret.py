@@ -57,8 +57,9 @@ from imprint.attestation.base import (
     SecretUsed,
     SignatureInvalid,
 )
-from imprint.attestation.symmetric_key import csr_sha256
 from imprint.errors import InvalidValue, NotFound
+from imprint.pki.csr import csr_sha256
+from imprint.pki.keys import public_key_sha256
 from imprint.provisioning.devices import DeviceStatus, DeviceStore, NonceStore
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
@@ -68,7 +69,6 @@ from imprint.provisioning.enrollments import (
     Mechanism,
 )
 from imprint.provisioning.oob_secrets import OobSecret, OobSecretStore
-from imprint.provisioning.service import public_key_sha256
 
 __all__ = [
     "CLOCK_SKEW",

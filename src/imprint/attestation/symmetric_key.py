@@ -25,9 +25,6 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from imprint.attestation.base import (
     Attestation,
     Evidence,
@@ -38,6 +35,7 @@ from imprint.attestation.base import (
     SignatureInvalid,
 )
 from imprint.errors import InvalidValue, NotFound
+from imprint.pki.csr import csr_sha256
 from imprint.provisioning.devices import NonceStore
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
@@ -79,11 +77,6 @@ def derive_device_key(group_key: bytes, device_id: str) -> bytes:
         32 raw bytes; base64 them to hand them to a person.
     """
     return hmac.new(group_key, device_id.encode("utf-8"), hashlib.sha256).digest()
-
-
-def csr_sha256(csr: x509.CertificateSigningRequest) -> str:
-    """base64url (no padding) of SHA-256 over the CSR's DER: what binds a token to a CSR."""
-    return _b64url(hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).digest())
 
 
 def symmetric_key_token(

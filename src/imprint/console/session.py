@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from fastapi import Request, Response
 
 from imprint.api.auditing import audit
+from imprint.api.sign_in import check_password
 from imprint.attestation.base import TooManyAttempts
-from imprint.auth.passwords import verify_password
 from imprint.errors import NotFound
 from imprint.runtime import Runtime
 from imprint.sealing import SealedSecretInvalid
@@ -99,28 +99,12 @@ def password_login(
     Raises:
         LoginFailed: wrong name or password, a disabled user, or too many attempts.
     """
-    username = username.strip().lower()[:200]
     source = request.client.host if request.client else None
     try:
-        runtime.login_limiter.check(source, f"user:{username}")
+        user = check_password(runtime, source, username, password, via="console")
     except TooManyAttempts:
         raise LoginFailed("Too many failed attempts; try again later.", 429) from None
-    user = runtime.users.find_by_username(username) if username else None
-    if (
-        not verify_password(user.password_hash if user else None, password)
-        or user is None
-        or user.disabled
-    ):
-        runtime.login_limiter.failure(source, f"user:{username}")
-        audit(
-            runtime,
-            f"user:{username}",
-            "user.login",
-            "user",
-            user.id if user else None,
-            outcome="failure",
-            via="console",
-        )
+    if user is None:
         raise LoginFailed("Wrong user name or password.", 401)
     roles = sorted(user.memberships or {})
     owner = roles[0] if roles else None

@@ -6,18 +6,29 @@ CSR. Its requested extensions are ignored: the profile decides every extension.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from imprint.errors import CSRSignatureInvalid, InvalidCSR, UnsupportedKey
 
-__all__ = ["IssuablePublicKey", "common_name", "load_csr"]
+__all__ = ["IssuablePublicKey", "common_name", "csr_sha256", "load_csr"]
 
 IssuablePublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 _CURVES = {"secp256r1", "secp384r1"}
 _MAX_CSR_BYTES = 64 * 1024
+
+
+def csr_sha256(csr: x509.CertificateSigningRequest) -> str:
+    """base64url (no padding) of SHA-256 over the CSR's DER: what binds a signed request,
+    a symmetric-key token or an OOB-secret MAC to the CSR sent with it."""
+    digest = hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def load_csr(data: bytes | str) -> x509.CertificateSigningRequest:

@@ -22,6 +22,7 @@ from starlette.datastructures import FormData
 
 from imprint.api.auditing import audit
 from imprint.api.identity import RuntimeDep
+from imprint.api.sign_in import check_password
 from imprint.attestation.base import TooManyAttempts
 from imprint.auth.clients import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, OAuthClient
 from imprint.auth.codes import (
@@ -38,7 +39,6 @@ from imprint.auth.errors import (
     OAuthInvalidRequest,
     UnsupportedGrantType,
 )
-from imprint.auth.passwords import verify_password
 from imprint.errors import NotFound
 from imprint.runtime import Runtime
 
@@ -375,29 +375,14 @@ async def authorize_login(request: Request, runtime: RuntimeDep) -> Response:
     if problem is not None:
         return _redirect_error(redirect_uri, *problem, params.get("state"))
     params["redirect_uri"] = redirect_uri
-    username = str(form.get("username") or "").strip().lower()[:200]
+    username = str(form.get("username") or "")
     password = str(form.get("password") or "")
     source = request.client.host if request.client else None
     try:
-        runtime.login_limiter.check(source, f"user:{username}")
+        user = check_password(runtime, source, username, password, client_id=client.client_id)
     except TooManyAttempts:
         return _login_form(params, client, "Too many failed attempts; try again later.", 429)
-    user = runtime.users.find_by_username(username) if username else None
-    if (
-        not verify_password(user.password_hash if user else None, password)
-        or user is None
-        or user.disabled
-    ):
-        runtime.login_limiter.failure(source, f"user:{username}")
-        audit(
-            runtime,
-            f"user:{username}",
-            "user.login",
-            "user",
-            user.id if user else None,
-            outcome="failure",
-            client_id=client.client_id,
-        )
+    if user is None:
         return _login_form(params, client, "Wrong user name or password.", 401)
     roles = dict(user.memberships or {})
     wanted = params.get("organization")

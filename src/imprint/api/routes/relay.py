@@ -34,8 +34,8 @@ from imprint.api.auditing import audit
 from imprint.api.identity import RuntimeDep, optional_principal
 from imprint.api.problems import problem_response
 from imprint.api.routes.identity_csr import CSR_BODY_SCHEMA, IdentityOut, read_csr, sign_for
+from imprint.api.sign_in import check_password
 from imprint.attestation.base import TooManyAttempts
-from imprint.auth.passwords import verify_password
 from imprint.console.csrf import csrf_field
 from imprint.console.pages import ENV as CONSOLE_TEMPLATES
 from imprint.console.pages import HEADERS as CONSOLE_HEADERS
@@ -301,26 +301,11 @@ def _password_principal(
     runtime: Runtime, request: Request, form: Mapping[str, str]
 ) -> Principal | None:
     """The user of the form's user name and password; None when they do not match."""
-    username = form.get("username", "").strip().lower()[:200]
-    password = form.get("password", "")
     source = request.client.host if request.client else None
-    runtime.login_limiter.check(source, f"user:{username}")
-    user = runtime.users.find_by_username(username) if username else None
-    if (
-        not verify_password(user.password_hash if user else None, password)
-        or user is None
-        or user.disabled
-    ):
-        runtime.login_limiter.failure(source, f"user:{username}")
-        audit(
-            runtime,
-            f"user:{username}",
-            "user.login",
-            "user",
-            user.id if user else None,
-            outcome="failure",
-            via="relay",
-        )
+    user = check_password(
+        runtime, source, form.get("username", ""), form.get("password", ""), via="relay"
+    )
+    if user is None:
         return None
     roles = dict(user.memberships or {})
     wanted = form.get("organization", "").strip()
