@@ -1,6 +1,7 @@
 """Profile the server under load with py-spy: where does a registration's CPU go?
 
     .venv/bin/python -m bench.profile x509-signed [sqlite|postgresql] [concurrency] [--gil]
+    .venv/bin/python -m bench.profile --summarize bench/results/profile-....txt
 
 Starts imprint, runs one load job of the mechanism while ``py-spy record`` samples the
 server (every thread, native frames off, idle threads left out), and prints the
@@ -43,7 +44,40 @@ def summarize(collapsed: Path, top: int = 40) -> str:
     return "\n".join(out)
 
 
+#: Where a sample's time goes, decided by its innermost frame that matches a rule.
+_CATEGORIES = (
+    ("crypto", ("cryptography/", "x509.py:380)", "jws.py:196)", "csr.py:43)", "hashlib")),
+    ("database", ("sqlalchemy/", "imprint/store/", "sqlite3")),
+    ("logging", ("logging/", "structlog/")),
+    ("HTTP, TLS, framework", ("uvicorn/", "starlette/", "fastapi/", "anyio/", "asyncio/",
+                              "ssl.py", "h11/", "httptools", "pydantic/")),
+    ("imprint's own code", ("imprint/",)),
+)  # fmt: skip
+
+
+def categories(collapsed: Path) -> str:
+    """Samples per category (crypto, database, logging, framework, imprint, other)."""
+    found: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        total += count
+        for frame in reversed(stack.split(";")):
+            name = next((n for n, marks in _CATEGORIES if any(m in frame for m in marks)), None)
+            if name is not None:
+                found[name] += count
+                break
+        else:
+            found["other"] += count
+    return "\n".join(f"{100 * n / total:5.1f}%  {name}" for name, n in found.most_common())
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--summarize":
+        collapsed = Path(sys.argv[2])
+        print(categories(collapsed), summarize(collapsed), sep="\n\n")
+        return
     gil = "--gil" in sys.argv
     args = [a for a in sys.argv[1:] if a != "--gil"]
     kind = args[0] if args else "x509-signed"
@@ -75,7 +109,7 @@ def main() -> None:
         spy.send_signal(2)
         spy.wait(timeout=60)
         print(result)
-        print(summarize(collapsed))
+        print(categories(collapsed), summarize(collapsed), sep="\n\n")
     finally:
         target.close()
         server.stop()
