@@ -8,14 +8,9 @@ from typing import Any
 from imprint.api.auditing import audit
 from imprint.auth.passwords import verify_password
 from imprint.runtime import Runtime
-from imprint.tenancy.users import User
+from imprint.tenancy.users import User, canonical_username
 
-__all__ = ["check_password", "normalized_username"]
-
-
-def normalized_username(username: str) -> str:
-    """User names are compared trimmed and in lower case (at most 200 characters)."""
-    return username.strip().lower()[:200]
+__all__ = ["check_password"]
 
 
 def check_password(
@@ -31,7 +26,7 @@ def check_password(
     Raises:
         TooManyAttempts: too many recent failures for the address or the user name.
     """
-    username = normalized_username(username)
+    username = canonical_username(username)[:200]  # bounds the limiter's keys too
     runtime.login_limiter.check(source, f"user:{username}")
     user = runtime.users.find_by_username(username) if username else None
     if (

@@ -17,7 +17,14 @@ from imprint.auth.passwords import hash_password
 from imprint.errors import InvalidValue
 from imprint.tenancy.roles import Role
 
-__all__ = ["Membership", "User", "UserStore", "create_user", "normalize_username"]
+__all__ = [
+    "Membership",
+    "User",
+    "UserStore",
+    "canonical_username",
+    "create_user",
+    "normalize_username",
+]
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,199}")
 
@@ -58,13 +65,18 @@ class UserStore(Protocol):
         """Users with a membership in one of ``org_ids`` (None: every user)."""
 
 
+def canonical_username(username: str) -> str:
+    """A user name as stored and compared: trimmed, in lower case (not checked)."""
+    return username.strip().lower()
+
+
 def normalize_username(username: str) -> str:
     """Lower-case and check a user name (usually an e-mail address).
 
     Raises:
         InvalidValue: not 1 to 200 of ``a-z 0-9 . _ @ + -``.
     """
-    value = username.strip().lower()
+    value = canonical_username(username)
     if not _USERNAME.fullmatch(value):
         raise InvalidValue("username: 1 to 200 of letters, digits and . _ @ + - (an e-mail)")
     return value
