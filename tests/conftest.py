@@ -51,7 +51,8 @@ def _postgres_bin_dir() -> Path | None:
     return Path(initdb).parent if initdb and pg_ctl else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -87,7 +88,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     def run(*args: str) -> None:
         subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=60)
 
-    port = _free_port()
+    port = free_port()
     log = workdir / "server.log"
     options = (
         f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets}"

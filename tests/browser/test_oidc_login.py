@@ -9,8 +9,6 @@ against the provider's JWKS, exactly as it does for API calls.
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,6 @@ from typing import Any
 import pytest
 
 from imprint.audit import AuditQuery
-from imprint.runtime import prepare
-from imprint.server import build_server
 from imprint.settings import OAuthClientSettings, Settings
 from imprint.tenancy.orgs import create_organization
 from imprint.tenancy.roles import Role
@@ -28,33 +24,6 @@ from tests.browser.conftest import PASSWORD, Problems
 from tests.integration.conftest import Service, start_service
 
 CLIENT_ID = "imprint-console"
-
-
-def _serve(settings: Settings, sock: socket.socket, workdir: Path) -> Iterator[Service]:
-    """Like start_service, on a socket bound beforehand (its URL had to be known first)."""
-    runtime, first = prepare(settings)
-    assert first.admin_token_file is not None
-    server = build_server(runtime)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    try:
-        yield Service(
-            runtime=runtime,
-            base_url=settings.server.base_url(),
-            admin_token=first.admin_token_file.read_text().strip(),
-            root_cert=runtime.root_certfile,
-            workdir=workdir,
-        )
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        runtime.close()
 
 
 @pytest.fixture
@@ -102,7 +71,7 @@ def federation(
                 }
             },
         )
-        for console in _serve(console_settings, sock, tmp_path / "console"):
+        for console in start_service(console_settings, tmp_path / "console", sock=sock):
             create_organization(console.runtime.orgs, "Acme", org_id="acme")
             yield provider, console
 

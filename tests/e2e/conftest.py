@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,26 @@ def imprint(tmp_path: Path) -> Run:
         return result
 
     return run
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    parent: int
+    group: int
+
+
+def live_processes() -> list[Process]:
+    """Every process of the machine that has not exited (zombies left out), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if fields[0] != "Z":
+            found.append(Process(int(stat.parent.name), int(fields[1]), int(fields[2])))
+    return found
 
 
 def openssl(*args: str, cwd: Path) -> str:

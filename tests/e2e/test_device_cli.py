@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from imprint.device import derive_device_key
+from tests.conftest import free_port
 from tests.e2e.conftest import IMPRINT, clean_env, openssl
 
 PASS = {"IMPRINT_CA__PASSPHRASE": "correct horse battery staple"}
@@ -46,17 +46,11 @@ def trusting(root: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(root))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``imprint serve`` on a free port with a fresh data directory, for this module."""
     workdir = tmp_path_factory.mktemp("device-cli-server")
-    port = _free_port()
+    port = free_port()
     env = clean_env(workdir / "data", IMPRINT_SERVER__PORT=str(port), **PASS)
     log = (workdir / "serve.log").open("w")
     process = subprocess.Popen(
@@ -232,7 +226,7 @@ def test_errors_are_one_line_with_a_useful_exit_status(server: Server, tmp_path:
     assert "must start with https://" in http
     unreachable = failed(
         device(
-            tmp_path, "provision", "--url", f"https://127.0.0.1:{_free_port()}", "--dir", "y",
+            tmp_path, "provision", "--url", f"https://127.0.0.1:{free_port()}", "--dir", "y",
             "--mechanism", "oob-secret", "--device-id", "a", "--secret-file", "wrong.txt",
             "--attempts", "1",
         ),

@@ -5,47 +5,29 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.conftest import clean_env, openssl
+from tests.conftest import free_port
+from tests.e2e.conftest import clean_env, live_processes, openssl
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _live_members(group: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
 
 
 def _wait_gone(group: int, seconds: float = 20) -> None:
     """Wait until no process of the group is left (the server exits after make)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not _live_members(group):
+        if not [p for p in live_processes() if p.group == group]:
             return
         time.sleep(0.1)
     os.killpg(group, signal.SIGKILL)
     raise AssertionError("the server outlived make run")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_make_run_starts_the_service_and_explains_how_to_use_it(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = clean_env(tmp_path / "data", IMPRINT_SERVER__PORT=str(port))
     process = subprocess.Popen(
         ["make", "--no-print-directory", "run"],

@@ -4,10 +4,11 @@ database, a worker that dies is replaced, and SIGTERM stops them all."""
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.conftest import IMPRINT, clean_env
-from tests.e2e.test_make_run import _free_port
+from tests.conftest import free_port
+from tests.e2e.conftest import IMPRINT, clean_env, live_processes
 
 
 @dataclass
@@ -33,21 +34,13 @@ class Served:
 
 
 def _workers_of(pid: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
-    return found
+    return {p.pid for p in live_processes() if p.parent == pid}
 
 
-def _wait(condition: object, what: str, seconds: float = 30) -> None:
+def _wait(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if callable(condition) and condition():
+        if condition():
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
@@ -66,7 +59,7 @@ def _healthy(url: str, ca: Path) -> bool:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     env = clean_env(
         tmp_path / "data",
@@ -151,3 +144,23 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(served: Served) ->
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=30) == 0
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def test_workers_on_a_port_in_use_fail_with_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = clean_env(
+            tmp_path / "data",
+            IMPRINT_SERVER__PORT=str(port),
+            IMPRINT_SERVER__WORKERS="2",
+            IMPRINT_CA__PASSPHRASE="workers-passphrase",
+        )
+        result = subprocess.run(
+            [str(IMPRINT), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=90, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"could not start on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -92,15 +92,25 @@ def foreign_credentials(directory: Path, name: str) -> tuple[Path, Path]:
     )
 
 
-def start_service(settings: Settings, workdir: Path) -> Iterator[Service]:
-    """Prepare the runtime, bind a free port, serve in a thread; stop on exit."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    settings = settings.model_copy(
-        update={"server": settings.server.model_copy(update={"port": port})}
-    )
+def start_service(
+    settings: Settings, workdir: Path, sock: socket.socket | None = None
+) -> Iterator[Service]:
+    """Prepare the runtime, bind a free port, serve in a thread; stop on exit.
+
+    With ``sock`` (bound beforehand, e.g. because its URL had to be known first), serve
+    on it with ``settings`` as they are.
+    """
+    if sock is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        settings = settings.model_copy(
+            update={"server": settings.server.model_copy(update={"port": port})}
+        )
+        base_url = f"https://127.0.0.1:{port}"
+    else:
+        base_url = settings.server.base_url()
     runtime, first = prepare(settings)
     assert first.admin_token_file is not None
     server = build_server(runtime)
@@ -114,7 +124,7 @@ def start_service(settings: Settings, workdir: Path) -> Iterator[Service]:
     try:
         yield Service(
             runtime=runtime,
-            base_url=f"https://127.0.0.1:{port}",
+            base_url=base_url,
             admin_token=first.admin_token_file.read_text().strip(),
             root_cert=runtime.root_certfile,
             workdir=workdir,

@@ -23,13 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from imprint.device import DeviceStore, ImprintClient, provision_symmetric_key
 from imprint.mqtt import BrokerFiles, write_broker_setup
 from imprint.settings import Settings
+from tests.conftest import free_port
 from tests.integration.conftest import Service, start_service
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _mosquitto() -> str:
@@ -55,7 +50,7 @@ def mqtt_service(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     settings = settings.model_copy(
         update={
             "mqtt": settings.mqtt.model_copy(
-                update={"enabled": True, "dir": tmp_path / "mqtt", "port": _free_port()}
+                update={"enabled": True, "dir": tmp_path / "mqtt", "port": free_port()}
             )
         }
     )
