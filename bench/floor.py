@@ -55,11 +55,16 @@ MODES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _ca(name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
-        issuer_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:  # fmt: skip
+def ca_certificate(name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
+                   issuer_key: ec.EllipticCurvePrivateKey,
+                   organization: str | None = None) -> x509.Certificate:  # fmt: skip
+    """A CA certificate for the bench (self-signed when ``issuer`` is None)."""
     now = datetime.now(UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    return (
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, name)]
+    if organization is not None:
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    subject = x509.Name(attributes)
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer.subject if issuer else subject)
@@ -72,8 +77,12 @@ def _ca(name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | N
             x509.KeyUsage(True, False, False, False, False, True, True, False, False), True
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(issuer_key, hashes.SHA256())
     )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def _time(operation: Callable[[], object], rounds: int = 5, seconds: float = 0.15) -> float:
@@ -99,9 +108,9 @@ def _time(operation: Callable[[], object], rounds: int = 5, seconds: float = 0.1
 def primitives(quick: bool = False) -> dict[str, float]:
     """Microseconds per primitive on this machine, now."""
     root_key = ec.generate_private_key(ec.SECP256R1())
-    root = _ca("floor root", root_key, None, root_key)
+    root = ca_certificate("floor root", root_key, None, root_key)
     line_key = ec.generate_private_key(ec.SECP256R1())
-    line = _ca("floor line", line_key, root, root_key)
+    line = ca_certificate("floor line", line_key, root, root_key)
     leaf, leaf_key = idevid("floor-device", line, line_key)
     csr, csr_pem = new_csr("floor-device")
     data = os.urandom(600)
@@ -116,7 +125,7 @@ def primitives(quick: bool = False) -> dict[str, float]:
         .build_client_verifier()
     )
     issuing_key = ec.generate_private_key(ec.SECP256R1())
-    issuing = _ca("floor issuing", issuing_key, root, root_key)
+    issuing = ca_certificate("floor issuing", issuing_key, root, root_key)
     peer = x25519.X25519PrivateKey.generate().public_key()
     aead_key = os.urandom(32)
     nonce = os.urandom(12)

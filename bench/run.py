@@ -23,17 +23,17 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from bench import floor, machine, report, scale
+from bench.floor import ca_certificate
 from bench.load import new_csr, oob_secret_for
 from bench.servers import Cfssl, ImprintServer, Postgres, cpu_seconds, memory
 from imprint.server import TRUST_REFRESH_SECONDS
@@ -41,6 +41,7 @@ from imprint.server import TRUST_REFRESH_SECONDS
 RESULTS = Path(__file__).resolve().parent / "results"
 MECHANISMS = ("x509-signed", "x509-mtls", "oob-secret", "symmetric-key")
 OOB_MASTER = "bench-oob-master"
+ORG = "Bench Devices"
 
 
 @dataclass(frozen=True)
@@ -69,44 +70,14 @@ def say(message: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
-def _ca(name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
-        issuer_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:  # fmt: skip
-    now = datetime.now(UTC)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Bench Devices"),
-            x509.NameAttribute(NameOID.COMMON_NAME, name),
-        ]
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 class Manufacturer:
     """A device maker's root and production-line CA: what x509 enrollments trust."""
 
     def __init__(self) -> None:
         root_key = ec.generate_private_key(ec.SECP256R1())
-        self.root = _ca("Bench Root CA", root_key, None, root_key)
+        self.root = ca_certificate("Bench Root CA", root_key, None, root_key, ORG)
         self.line_key = ec.generate_private_key(ec.SECP256R1())
-        self.line = _ca("Bench Line A", self.line_key, self.root, root_key)
+        self.line = ca_certificate("Bench Line A", self.line_key, self.root, root_key, ORG)
 
     def pem(self, what: x509.Certificate | ec.EllipticCurvePrivateKey) -> str:
         if isinstance(what, x509.Certificate):
