@@ -463,17 +463,14 @@ def test_cli_imports_twenty_thousand_rows_then_recognises_them(
     csv_file.write_text("\n".join(lines) + "\n")
     runner = CliRunner()
 
-    started = time.monotonic()
     dry = runner.invoke(app, ["import", enrollment, str(csv_file), "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "20000 would be created" in dry.output
     assert store(service).count() == 0
     imported = runner.invoke(app, ["import", enrollment, str(csv_file)])
-    elapsed = time.monotonic() - started
     assert imported.exit_code == 0, imported.output
     assert "20000 created" in imported.output
     assert store(service).count() == 20_000
-    assert elapsed < 20, f"importing 20k rows took {elapsed:.1f} s"
 
     again = runner.invoke(app, ["import", enrollment, str(csv_file)])
     assert "20000 unchanged" in again.output
