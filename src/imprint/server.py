@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -185,7 +186,11 @@ def _worker(settings: Settings, sock: socket.socket, primary: bool) -> int:
     return 0 if server.started else 1
 
 
-def _fork_worker(settings: Settings, sock: socket.socket, index: int) -> int:
+#: What a worker process runs: (settings, the listening socket, primary?) -> exit status.
+Worker = Callable[[Settings, socket.socket, bool], int]
+
+
+def _fork_worker(settings: Settings, sock: socket.socket, index: int, worker: Worker) -> int:
     pid = os.fork()
     if pid != 0:
         return pid
@@ -194,7 +199,7 @@ def _fork_worker(settings: Settings, sock: socket.socket, index: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     code = 1
     try:
-        code = _worker(settings, sock, primary=index == 0)
+        code = worker(settings, sock, index == 0)
     except BaseException:
         log.exception("worker %d failed", index)
     finally:
@@ -202,9 +207,12 @@ def _fork_worker(settings: Settings, sock: socket.socket, index: int) -> int:
         os._exit(code)
 
 
-def run_workers(settings: Settings, sock: socket.socket, count: int) -> int:
+def run_workers(
+    settings: Settings, sock: socket.socket, count: int, *, worker: Worker = _worker
+) -> int:
     """Serve on ``sock`` from ``count`` worker processes until SIGTERM or SIGINT.
 
+    ``worker`` is what each process runs (the HTTPS server; the tests give their own).
     Returns the exit status: 0 after a requested stop, 1 when a worker could not start.
     """
     workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
@@ -221,7 +229,7 @@ def run_workers(settings: Settings, sock: socket.socket, count: int) -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for index in range(count):
-            workers[_fork_worker(settings, sock, index)] = (index, time.monotonic())
+            workers[_fork_worker(settings, sock, index, worker)] = (index, time.monotonic())
         log.info("workers started", extra={"count": count, "pids": sorted(workers)})
         while workers:
             try:
@@ -238,7 +246,7 @@ def run_workers(settings: Settings, sock: socket.socket, count: int) -> int:
                 stop(signal.SIGTERM, None)
                 continue
             log.warning("worker %d exited (status %d); starting another", index, code)
-            workers[_fork_worker(settings, sock, index)] = (index, time.monotonic())
+            workers[_fork_worker(settings, sock, index, worker)] = (index, time.monotonic())
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

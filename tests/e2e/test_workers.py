@@ -164,3 +164,38 @@ def test_workers_on_a_port_in_use_fail_with_a_clear_error(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert f"could not start on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+# A supervisor whose worker 0 cannot start (it exits with status 3 as soon as worker 1
+# runs) while worker 1 serves on; each worker leaves its pid in the directory argv[1].
+_FAILING_START = """
+import os, socket, sys, time
+from pathlib import Path
+from imprint.server import run_workers
+
+def worker(settings, sock, primary):
+    Path(sys.argv[1], str(os.getpid())).touch()
+    if primary:  # fails once worker 1 is up
+        deadline = time.monotonic() + 30
+        while len(list(Path(sys.argv[1]).iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return 3
+    time.sleep(120)
+    return 0
+
+with socket.create_server(("127.0.0.1", 0)) as sock:
+    sys.exit(run_workers(None, sock, 2, worker=worker))
+"""
+
+
+def test_a_worker_that_cannot_start_stops_the_others_with_status_1(tmp_path: Path) -> None:
+    python = IMPRINT.parent / "python"
+    result = subprocess.run(
+        [str(python), "-c", _FAILING_START, str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr  # worker 1 stopped, not waited for
+    assert "worker 0 exited at start (status 3); stopping" in result.stderr
+    pids = {int(path.name) for path in tmp_path.iterdir()}
+    assert len(pids) == 2  # both started; neither was started again
+    assert not pids & {p.pid for p in live_processes()}
