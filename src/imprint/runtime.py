@@ -48,6 +48,7 @@ from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
+from imprint.store.console_sessions import SqlEndedSessions
 from imprint.store.db import create_engine, unit_of_work, upgrade
 from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
@@ -114,6 +115,11 @@ class Runtime:
     @functools.cached_property
     def users(self) -> SqlUserStore:
         return SqlUserStore(self.engine)
+
+    @functools.cached_property
+    def ended_sessions(self) -> SqlEndedSessions:
+        """Console sessions signed out before their expiry."""
+        return SqlEndedSessions(self.engine)
 
     @functools.cached_property
     def audit(self) -> SqlAuditLog:

@@ -32,6 +32,14 @@ def test_sign_in_shows_the_dashboard_and_sign_out_ends_the_session(
     page.goto(f"{console.url}/")
     page.wait_for_url(f"{console.url}/login?next=%2Fconsole%2F")
 
+    # The session ended on the server too: a copy of the cookie kept from before is refused.
+    page.context.add_cookies([cookie])
+    page.goto(f"{console.url}/devices")
+    page.wait_for_url(f"{console.url}/login?next=%2Fconsole%2Fdevices")
+    entries = console.service.runtime.audit.search(AuditQuery(action="user.logout"))
+    actor = f"user:{console.admin.username}"
+    assert [(e.actor, e.outcome) for e in entries] == [(actor, "success")]
+
 
 def test_a_wrong_password_shows_a_clear_error(
     page: Any, console: Console, problems: Problems

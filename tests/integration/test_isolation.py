@@ -235,6 +235,14 @@ CASES: list[Case] = [
         body=lambda o: {"role": "operator"},
     ),
     Case(
+        "PUT",
+        "/api/v1/users/{user_id}/password",
+        "admin",
+        204,
+        body=lambda o: {"password": "a brand new passphrase"},
+    ),
+    Case("PATCH", "/api/v1/users/{user_id}", "admin", body=lambda o: {"disabled": True}),
+    Case(
         "POST",
         "/api/v1/oauth-clients",
         "operator",
@@ -296,6 +304,7 @@ INSTANCE_ROUTES = {
 NO_OBJECT = {
     ("POST", "/api/v1/client-cas/decode"): "decodes the PEM it is given, stores nothing",
     ("GET", "/api/v1/whoami"): "shows the caller's own credentials",
+    ("PUT", "/api/v1/users/me/password"): "changes the caller's own password",
     ("POST", "/api/v1/sign/identity-csr"): "signs only for the owner claim of the caller's token",
 }
 

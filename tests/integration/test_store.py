@@ -16,6 +16,7 @@ from imprint.pki.records import CertificateRecord, CertificateStatus
 from imprint.store import db
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.certificates import SqlCertificateLedger
+from imprint.store.console_sessions import SqlEndedSessions
 from imprint.store.tables import metadata
 
 NOW = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC)
@@ -331,3 +332,19 @@ def test_api_key_last_use_and_removal(key_store: SqlApiKeyStore) -> None:
         authenticate(key_store, issued.token)
     with pytest.raises(NotFound):
         key_store.remove("ops")
+
+
+# --- ended console sessions ---------------------------------------------------------------
+
+
+def test_an_ended_session_stays_ended_until_it_would_have_expired(engine: Engine) -> None:
+    ended = SqlEndedSessions(engine)
+    assert not ended.is_ended("a" * 64)
+    ended.end("a" * 64, NOW + timedelta(hours=1), NOW)
+    ended.end("a" * 64, NOW + timedelta(hours=1), NOW)  # a second sign-out is no error
+    assert ended.is_ended("a" * 64)
+    assert not ended.is_ended("b" * 64)
+    # Once expired, the cookie is refused for its expiry: the next sign-out forgets it.
+    ended.end("b" * 64, NOW + timedelta(hours=3), NOW + timedelta(hours=2))
+    assert not ended.is_ended("a" * 64)
+    assert ended.is_ended("b" * 64)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from imprint.auth.passwords import verify_password
 from imprint.cli.client import app as client_cli
 from imprint.cli.org import app as org_cli
 from imprint.cli.user import app as user_cli
@@ -270,6 +271,18 @@ def test_the_command_line_manages_orgs_users_and_clients(
         assert user_id.startswith("usr-")
         run("user", "role", "marge@simps.net", "simpsons", "operator")
         assert "simpsons:operator" in run("user", "list")
+        new = "a brand new passphrase"
+        short = runner.invoke(user_cli, ["password", "marge@simps.net"], input="short\nshort\n")
+        assert short.exit_code == 1
+        assert "password: 10 to 1024 characters" in short.output
+        run("user", "password", "marge@simps.net", stdin=f"{new}\n{new}\n")
+        marge = service.runtime.users.get(user_id)
+        assert verify_password(marge.password_hash, new)
+        assert marge.sessions_valid_after is not None
+        assert run("user", "disable", "marge@simps.net").strip() == "marge@simps.net: disabled"
+        assert service.runtime.users.get(user_id).disabled
+        run("user", "enable", "marge@simps.net")
+        assert not service.runtime.users.get(user_id).disabled
         lines = run("client", "create", "bot", "--org", "simpsons", "--role", "operator").split()
         client_id, secret = lines[-2], lines[-1]
         assert client_id in run("client", "list")

@@ -103,6 +103,11 @@ class BearerAuthenticator:
             raise AuthenticationRequired("the token's user no longer exists") from None
         if user.disabled:
             raise AuthenticationRequired("the token's user is disabled")
+        issued = claims.get("iat")
+        if isinstance(issued, int | float) and user.session_outdated(issued):
+            raise AuthenticationRequired(
+                "the token was issued before its user's password changed or she was disabled"
+            )
         return Principal(
             kind="user",
             subject=user.id,

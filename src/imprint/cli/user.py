@@ -1,4 +1,5 @@
-"""``imprint user ...``: people who log in (create, list, role)."""
+"""``imprint user ...``: people who log in (create, list, role, password, disable,
+enable)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from rich.table import Table
 
 from imprint.cli import _fail, out
 from imprint.cli.org import cli_audit, open_local_runtime
+from imprint.runtime import Runtime
 from imprint.tenancy.roles import Role
-from imprint.tenancy.users import create_user, normalize_username
+from imprint.tenancy.users import User, create_user, normalize_username, set_password
 
-app = typer.Typer(help="Manage users and their roles in organizations.")
+app = typer.Typer(help="Manage users, their roles in organizations and their accounts.")
 
 RoleOption = Annotated[Role, typer.Option(help="viewer, operator or admin")]
 
@@ -64,12 +66,55 @@ def role(
     if new_role not in {*Role._value2member_map_, "none"}:
         _fail("ROLE: viewer, operator, admin or none", 2)
     with open_local_runtime() as runtime:
-        user = runtime.users.find_by_username(normalize_username(username))
-        if user is None:
-            _fail(f"no user {username!r}")
+        user = _user(runtime, username)
         runtime.orgs.get(org)
         given = None if new_role == "none" else Role(new_role)
         runtime.users.set_membership(user.id, org, given)
         action = "user.role.remove" if given is None else "user.role.set"
         cli_audit(runtime, action, "user", user.id, org, role=new_role)
     out.print(f"{user.username}: {org} {new_role}")
+
+
+def _user(runtime: Runtime, username: str) -> User:
+    user = runtime.users.find_by_username(normalize_username(username))
+    if user is None:
+        _fail(f"no user {username!r}")
+    return user
+
+
+@app.command("password")
+def password(
+    username: Annotated[str, typer.Argument(help="User name")],
+    new_password: Annotated[
+        str,
+        typer.Option(
+            "--password", prompt="New password", hide_input=True, confirmation_prompt=True
+        ),
+    ] = "",
+) -> None:
+    """Set a user's password (asked for); her console sessions and tokens end."""
+    with open_local_runtime() as runtime:
+        user = _user(runtime, username)
+        set_password(runtime.users, user.id, new_password)
+        cli_audit(runtime, "user.password.reset", "user", user.id, None)
+    out.print(f"{user.username}: password changed; sessions and tokens issued before end")
+
+
+def _set_disabled(username: str, disabled: bool) -> None:
+    with open_local_runtime() as runtime:
+        user = _user(runtime, username)
+        runtime.users.set_disabled(user.id, disabled)
+        cli_audit(runtime, "user.disable" if disabled else "user.enable", "user", user.id, None)
+    out.print(f"{user.username}: {'disabled' if disabled else 'enabled'}")
+
+
+@app.command("disable")
+def disable(username: Annotated[str, typer.Argument(help="User name")]) -> None:
+    """Disable a user: she cannot sign in, and her sessions and tokens stop working."""
+    _set_disabled(username, True)
+
+
+@app.command("enable")
+def enable(username: Annotated[str, typer.Argument(help="User name")]) -> None:
+    """Enable a disabled user again."""
+    _set_disabled(username, False)

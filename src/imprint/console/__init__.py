@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from imprint.console import (
+    account,
     audit,
     auth,
     channels,
@@ -36,5 +37,16 @@ def static(name: str) -> Response:
     )
 
 
-for _module in (auth, oidc, dashboard, devices, audit, orgs, trusted_cas, enrollments, channels):
+for _module in (
+    auth,
+    oidc,
+    account,
+    dashboard,
+    devices,
+    audit,
+    orgs,
+    trusted_cas,
+    enrollments,
+    channels,
+):
     router.include_router(_module.router)

@@ -8,12 +8,22 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from imprint.api.auditing import audit
 from imprint.console import oidc
 from imprint.console.csrf import check_login_csrf, login_token, set_login_cookie
-from imprint.console.pages import ConsoleRoute, flash, form_of, redirect, render, runtime
+from imprint.console.pages import (
+    ConsoleRoute,
+    ConsoleSessionDep,
+    flash,
+    form_of,
+    redirect,
+    render,
+    runtime,
+)
 from imprint.console.session import (
     LoginFailed,
     clear_session,
+    end_session,
     load_session,
     password_login,
     start_session,
@@ -82,8 +92,20 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
+async def logout(request: Request, session: ConsoleSessionDep) -> Response:
     await form_of(request)
+    rt = runtime(request)
+    await run_in_threadpool(end_session, rt, session)
+    await run_in_threadpool(
+        audit,
+        rt,
+        session.principal,
+        "user.logout",
+        "user",
+        session.user_id,
+        org_id=session.owner,
+        via="console",
+    )
     response = redirect("/console/login")
     clear_session(response)
     flash(request, response, "You are signed out.", "info")

@@ -1,4 +1,5 @@
-"""Organizations and users: the tree of what you see, sub-organizations, members, roles.
+"""Organizations and users: the tree of what you see, sub-organizations, members, roles,
+disabling a user and resetting her password.
 
 Every action calls the admin API's route function (same checks, same audit entries):
 an admin of a parent creates sub-organizations and members; a user sees only her own
@@ -95,4 +96,29 @@ async def set_role(user_id: str, request: Request, user: ConsoleUser) -> Respons
         text = f"Role in {org_id} set to {body.role.value}."
     response = redirect("/console/orgs")
     flash(request, response, text)
+    return response
+
+
+@router.post("/users/{user_id}/disabled")
+async def set_disabled(user_id: str, request: Request, user: ConsoleUser) -> Response:
+    form = await form_of(request)
+    body = model_of(users_api.UserPatch, {"disabled": form.get("disabled", "")})
+    changed = await run_in_threadpool(
+        users_api.update_user, user_id, body, runtime_of(request), user
+    )
+    response = redirect("/console/orgs")
+    state = "disabled: her sessions and tokens have ended" if body.disabled else "enabled"
+    flash(request, response, f"User {changed.username} is {state}.")
+    return response
+
+
+@router.post("/users/{user_id}/password")
+async def reset_password(user_id: str, request: Request, user: ConsoleUser) -> Response:
+    form = await form_of(request)
+    body = model_of(users_api.PasswordIn, {"password": form.get("password", "")})
+    rt = runtime_of(request)
+    await run_in_threadpool(users_api.reset_password, user_id, body, rt, user)
+    shown = await run_in_threadpool(users_api.show, user_id, rt, user)
+    response = redirect("/console/orgs")
+    flash(request, response, f"Password of {shown.username} reset; her sessions have ended.")
     return response

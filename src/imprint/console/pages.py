@@ -67,6 +67,7 @@ NAV: list[tuple[str, str]] = [
     ("Organizations", "/console/orgs"),
     ("Channels", "/console/channels"),
     ("Audit", "/console/audit"),
+    ("Account", "/console/account"),
 ]
 
 HEADERS = {

@@ -1,11 +1,14 @@
 """The console's session: a sealed cookie, checked against the user store on every request.
 
-The cookie holds the user id, the organization chosen at sign-in, the CSRF token of the
-session and its expiry, sealed with the instance's :class:`~imprint.sealing.SecretBox`
-(AES-GCM: it can be neither read nor forged without the key-encryption key). It is
-``__Host-`` prefixed, ``Secure``, ``HttpOnly`` and ``SameSite=Lax``. Every request loads
-the user again, so a disabled user or a changed membership takes effect at once.
-Signing out deletes the cookie.
+The cookie holds a random session id, the user id, the organization chosen at sign-in,
+the CSRF token of the session, when it was issued and its expiry, sealed with the instance's
+:class:`~imprint.sealing.SecretBox` (AES-GCM: it can be neither read nor forged without
+the key-encryption key). It is ``__Host-`` prefixed, ``Secure``, ``HttpOnly`` and
+``SameSite=Lax``. Every request loads the user again, so a disabled user, a changed
+membership or a changed password (sessions started before it end) takes effect at
+once. Signing out deletes the cookie and records the session as ended
+(:class:`~imprint.store.console_sessions.SqlEndedSessions`), so a copy of the cookie
+taken before is refused from then on.
 
 Sign-in uses the same checks as the ``/oauth/authorize`` form: the shared failure
 limiter, argon2 verification, disabled users refused, every attempt audited. With an
@@ -18,10 +21,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from fastapi import Request, Response
 
@@ -40,6 +45,7 @@ __all__ = [
     "ConsoleSession",
     "LoginFailed",
     "clear_session",
+    "end_session",
     "load_session",
     "password_login",
     "start_session",
@@ -53,8 +59,10 @@ _MAX_COOKIE = 2000
 
 @dataclass(frozen=True, slots=True)
 class ConsoleSession:
-    """A signed-in browser: who, which organization, its CSRF token, until when."""
+    """A signed-in browser: which session, who, which organization, its CSRF token,
+    until when."""
 
+    session_id: str
     user_id: str
     owner: str | None
     csrf: str
@@ -71,12 +79,14 @@ class LoginFailed(Exception):
         self.status = status
 
 
-def _principal(runtime: Runtime, user_id: str, owner: str | None) -> Principal | None:
+def _principal(
+    runtime: Runtime, user_id: str, owner: str | None, issued_at: int
+) -> Principal | None:
     try:
         user = runtime.users.get(user_id)
     except NotFound:
         return None
-    if user.disabled:
+    if user.disabled or user.session_outdated(issued_at):
         return None
     roles = dict(user.memberships or {})
     return Principal(
@@ -129,10 +139,13 @@ def start_session(
     carries it (there is no local user to load again) and ends no later than
     ``expires_at``, the token's expiry.
     """
-    expires = int(time.time()) + SESSION_SECONDS
+    now = int(time.time())
+    expires = now + SESSION_SECONDS
     if expires_at is not None:
         expires = min(expires, expires_at)
     payload: dict[str, object] = {
+        "s": secrets.token_urlsafe(18),
+        "i": now,
         "u": user_id,
         "o": owner,
         "c": secrets.token_urlsafe(32),
@@ -180,18 +193,34 @@ def load_session(runtime: Runtime, request: Request) -> ConsoleSession | None:
     try:
         sealed = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
         payload = json.loads(runtime.box.open(sealed, _CONTEXT))
-        user_id, owner, csrf, expires = payload["u"], payload["o"], payload["c"], payload["e"]
+        session_id, user_id, issued = payload["s"], payload["u"], payload["i"]
+        owner, csrf, expires = payload["o"], payload["c"], payload["e"]
     except (binascii.Error, ValueError, KeyError, TypeError, SealedSecretInvalid):
         return None
-    if not isinstance(user_id, str) or not isinstance(csrf, str) or not isinstance(expires, int):
+    if not all(isinstance(value, str) for value in (session_id, user_id, csrf)):
         return None
-    if expires <= time.time():
+    if not all(isinstance(value, int) for value in (issued, expires)) or expires <= time.time():
+        return None
+    if runtime.ended_sessions.is_ended(_digest(session_id)):
         return None
     owner = owner if isinstance(owner, str) else None
     if "x" in payload:
         principal = _external(user_id, owner, payload["x"])
     else:
-        principal = _principal(runtime, user_id, owner)
+        principal = _principal(runtime, user_id, owner, issued)
     if principal is None:
         return None
-    return ConsoleSession(user_id, principal.owner, csrf, expires, principal)
+    return ConsoleSession(session_id, user_id, principal.owner, csrf, expires, principal)
+
+
+def end_session(runtime: Runtime, session: ConsoleSession) -> None:
+    """End ``session`` on the server: its cookie, wherever a copy is, no longer signs in."""
+    runtime.ended_sessions.end(
+        _digest(session.session_id),
+        datetime.fromtimestamp(session.expires_at, UTC),
+        datetime.now(UTC),
+    )
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()

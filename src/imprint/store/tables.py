@@ -41,6 +41,7 @@ __all__ = [
     "crl_numbers",
     "denied_certificates",
     "devices",
+    "ended_console_sessions",
     "enrollments",
     "manufacturer_crls",
     "memberships",
@@ -335,6 +336,7 @@ users = Table(
     Column("password_hash", Text),
     Column("disabled", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("sessions_valid_after", UTCDateTime),
 )
 
 memberships = Table(
@@ -445,4 +447,12 @@ client_psks = Table(
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("org_id", "subject"),
     Index(None, "org_id"),
+)
+
+ended_console_sessions = Table(
+    "ended_console_sessions",
+    metadata,
+    Column("session_sha256", String(64), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index(None, "expires_at"),
 )

@@ -32,6 +32,7 @@ def _user(conn: Connection, row: RowMapping) -> User:
         disabled=row["disabled"],
         created_at=row["created_at"],
         memberships=_roles(conn, row["id"]),
+        sessions_valid_after=row["sessions_valid_after"],
     )
 
 
@@ -98,10 +99,17 @@ class SqlUserStore:
                 )
 
     def set_disabled(self, user_id: str, disabled: bool) -> None:
+        if disabled:
+            self._update(user_id, disabled=True, sessions_valid_after=datetime.now(UTC))
+        else:
+            self._update(user_id, disabled=False)
+
+    def set_password(self, user_id: str, password_hash: str, at: datetime) -> None:
+        self._update(user_id, password_hash=password_hash, sessions_valid_after=at)
+
+    def _update(self, user_id: str, **values: object) -> None:
         with self._engine.begin() as conn:
-            result = conn.execute(
-                update(users).where(users.c.id == user_id).values(disabled=disabled)
-            )
+            result = conn.execute(update(users).where(users.c.id == user_id).values(**values))
             if result.rowcount == 0:
                 raise NotFound(f"no user {user_id!r}")
 

@@ -24,6 +24,7 @@ __all__ = [
     "canonical_username",
     "create_user",
     "normalize_username",
+    "set_password",
 ]
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,199}")
@@ -44,6 +45,15 @@ class User:
     disabled: bool = False
     created_at: datetime | None = None
     memberships: Mapping[str, Role] | None = None
+    #: Console sessions and access tokens issued before this are refused: set when the
+    #: password changes and when the user is disabled.
+    sessions_valid_after: datetime | None = None
+
+    def session_outdated(self, issued_at: float) -> bool:
+        """Whether a session or token issued at ``issued_at`` (POSIX seconds) was ended
+        by a later password change or disabling (whole seconds, as JWT ``iat`` is)."""
+        cutoff = self.sessions_valid_after
+        return cutoff is not None and int(issued_at) < int(cutoff.timestamp())
 
     def __repr__(self) -> str:  # the hash stays out of logs
         return f"User(id={self.id!r}, username={self.username!r}, disabled={self.disabled})"
@@ -60,6 +70,12 @@ class UserStore(Protocol):
 
     def set_membership(self, user_id: str, org_id: str, role: Role | None) -> None:
         """Give a role in an organization, or take the membership away (None)."""
+
+    def set_password(self, user_id: str, password_hash: str, at: datetime) -> None:
+        """Replace the password hash; sessions issued before ``at`` end (NotFound)."""
+
+    def set_disabled(self, user_id: str, disabled: bool) -> None:
+        """Disable or enable the user; disabling ends her sessions (NotFound)."""
 
     def in_orgs(self, org_ids: set[str] | None, limit: int) -> Sequence[User]:
         """Users with a membership in one of ``org_ids`` (None: every user)."""
@@ -105,3 +121,19 @@ def create_user(
     )
     store.add(user, [Membership(user.id, org_id, role)])
     return user
+
+
+def set_password(store: UserStore, user_id: str, password: str) -> datetime:
+    """Give the user a new password; sessions and tokens issued before now end.
+
+    Returns:
+        When the password changed.
+
+    Raises:
+        InvalidValue: the password breaks the policy.
+        NotFound: no such user.
+    """
+    password_hash = hash_password(password)
+    at = datetime.now(UTC)
+    store.set_password(user_id, password_hash, at)
+    return at

@@ -1,20 +1,22 @@
-"""Users: create with a first membership, list, show, and give or take roles."""
+"""Users: create with a first membership, list, show, give or take roles, change or
+reset a password, disable and enable."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.errors import NotFound, PermissionDenied
+from imprint.api.sign_in import check_password
+from imprint.errors import Conflict, NotFound, PermissionDenied
 from imprint.runtime import Runtime
-from imprint.tenancy.access import Principal, authorize, org_scope
+from imprint.tenancy.access import Principal, authorize, org_scope, role_in
 from imprint.tenancy.orgs import OrgTree
 from imprint.tenancy.roles import Role
-from imprint.tenancy.users import User, create_user
+from imprint.tenancy.users import User, create_user, set_password
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
@@ -32,6 +34,25 @@ class RoleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role
+
+
+class OwnPasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(min_length=1, max_length=1024, description="The new password")
+
+
+class UserPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    disabled: bool = Field(description="A disabled user cannot sign in; her sessions end")
 
 
 class UserOut(BaseModel):
@@ -72,6 +93,55 @@ def _grant(principal: Principal, org_id: str, role: Role, tree: OrgTree) -> None
     mine = authorize(principal, org_id, Role.ADMIN, tree, what=f"organization {org_id!r}")
     if not mine.allows(role):
         raise PermissionDenied("you cannot give a role above your own", code="role_insufficient")
+
+
+def _managed_user(runtime: Runtime, principal: Principal, user_id: str, tree: OrgTree) -> User:
+    """A user whose account the principal may manage: admin of every organization she
+    is a member of (or the whole instance), and not the principal herself."""
+    user = _visible_user(runtime, principal, user_id, tree)
+    if principal.kind == "user" and principal.subject == user.id:
+        raise Conflict(
+            "this is your own account: change your password with PUT "
+            "/api/v1/users/me/password; another admin disables you",
+            code="own_account",
+        )
+    if principal.instance_admin:
+        return user
+    roles = [role_in(principal, org_id, tree) for org_id in user.memberships or {}]
+    for role in roles:
+        if role is not None and role is not Role.ADMIN:
+            raise PermissionDenied(
+                f"this needs the admin role; you are {role.value}", code="role_insufficient"
+            )
+    if None in roles:
+        raise PermissionDenied(
+            "she is also a member of an organization you do not administer",
+            code="user_managed_elsewhere",
+        )
+    return user
+
+
+@router.put(
+    "/me/password",
+    status_code=204,
+    summary="Change your own password (your other sessions and tokens end)",
+)
+def change_own_password(
+    body: OwnPasswordIn, request: Request, runtime: RuntimeDep, principal: PrincipalDep
+) -> Response:
+    if principal.kind != "user":
+        raise PermissionDenied(
+            "only a user of this instance has a password here", code="not_a_local_user"
+        )
+    source = request.client.host if request.client else None
+    user = check_password(
+        runtime, source, principal.name, body.current_password, via="password-change"
+    )
+    if user is None or user.id != principal.subject:
+        raise PermissionDenied("the current password is wrong", code="password_wrong")
+    set_password(runtime.users, user.id, body.new_password)
+    audit(runtime, principal, "user.password.change", "user", user.id)
+    return Response(status_code=204)
 
 
 @router.post("", status_code=201, summary="Create a user (admin of the organization)")
@@ -134,3 +204,29 @@ def remove_role(
     runtime.users.set_membership(user_id, org_id, None)
     audit(runtime, principal, "user.role.remove", "user", user_id, org_id=org_id)
     return Response(status_code=204)
+
+
+@router.put(
+    "/{user_id}/password",
+    status_code=204,
+    summary="Reset a user's password (admin of all her organizations)",
+)
+def reset_password(
+    user_id: str, body: PasswordIn, runtime: RuntimeDep, principal: PrincipalDep
+) -> Response:
+    user = _managed_user(runtime, principal, user_id, runtime.org_tree())
+    set_password(runtime.users, user.id, body.password)
+    audit(runtime, principal, "user.password.reset", "user", user.id)
+    return Response(status_code=204)
+
+
+@router.patch("/{user_id}", summary="Disable or enable a user (admin of all her organizations)")
+def update_user(
+    user_id: str, body: UserPatch, runtime: RuntimeDep, principal: PrincipalDep
+) -> UserOut:
+    tree = runtime.org_tree()
+    user = _managed_user(runtime, principal, user_id, tree)
+    runtime.users.set_disabled(user.id, body.disabled)
+    action = "user.disable" if body.disabled else "user.enable"
+    audit(runtime, principal, action, "user", user.id)
+    return UserOut.of(runtime.users.get(user.id), org_scope(principal, tree))
