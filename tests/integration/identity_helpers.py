@@ -48,22 +48,32 @@ def user_token(service: Service, username: str, org_id: str, role: str = "operat
             make_org(admin, org_id)
         make_user(admin, username, org_id, role)
         client_id = sign_in_client(admin, org_id)
+    token = sign_in(service, client_id, username, PASSWORD)
+    assert token is not None
+    return token
+
+
+def sign_in(service: Service, client_id: str, username: str, password: str) -> str | None:
+    """The access token of a sign-in (authorization code + PKCE) with this password;
+    None when the sign-in form refuses it."""
     verifier, challenge = pkce_pair()
-    code = code_from(login(service, client_id, username, PASSWORD, challenge))
+    answer = login(service, client_id, username, password, challenge)
+    if answer.status_code != 303:
+        return None
     with service.client() as http:
-        answer = http.post(
+        token = http.post(
             "/oauth/token",
             data={
                 "grant_type": "authorization_code",
-                "code": code,
+                "code": code_from(answer),
                 "redirect_uri": REDIRECT,
                 "code_verifier": verifier,
                 "client_id": client_id,
             },
         )
-    assert answer.status_code == 200, answer.text
-    token: str = answer.json()["access_token"]
-    return token
+    assert token.status_code == 200, token.text
+    access: str = token.json()["access_token"]
+    return access
 
 
 def make_csr(

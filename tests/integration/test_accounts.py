@@ -9,41 +9,10 @@ import httpx
 
 from imprint.audit import AuditQuery
 from tests.integration.conftest import Service
-from tests.integration.identity_helpers import sign_in_client
-from tests.integration.oauth_helpers import (
-    PASSWORD,
-    REDIRECT,
-    bearer,
-    code_from,
-    login,
-    make_org,
-    make_user,
-    pkce_pair,
-)
+from tests.integration.identity_helpers import sign_in, sign_in_client
+from tests.integration.oauth_helpers import PASSWORD, bearer, make_org, make_user
 
 NEW_PASSWORD = "a brand new passphrase"
-
-
-def sign_in(service: Service, client_id: str, username: str, password: str) -> str | None:
-    """The access token of a sign-in with this password; None when it is refused."""
-    verifier, challenge = pkce_pair()
-    answer = login(service, client_id, username, password, challenge)
-    if answer.status_code != 303:
-        return None
-    with service.client() as http:
-        token = http.post(
-            "/oauth/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": code_from(answer),
-                "redirect_uri": REDIRECT,
-                "code_verifier": verifier,
-                "client_id": client_id,
-            },
-        )
-    assert token.status_code == 200, token.text
-    access: str = token.json()["access_token"]
-    return access
 
 
 def works(service: Service, token: str) -> bool:

@@ -40,16 +40,13 @@ from imprint.api.app import create_app
 from imprint.store import db
 from imprint.store.tables import certificates, devices
 from tests.integration.conftest import Service
+from tests.integration.identity_helpers import sign_in, sign_in_client
 from tests.integration.oauth_helpers import (
     PASSWORD,
-    REDIRECT,
     bearer,
-    code_from,
-    login,
     make_client,
     make_org,
     make_user,
-    pkce_pair,
     token_for,
 )
 from tests.integration.test_oob_secret import request_body
@@ -465,28 +462,8 @@ def _missing() -> Objects:
 def _user_token(service: Service, admin: httpx.Client) -> str:
     """Alice signs in (authorization code with PKCE): admin of ``a``."""
     make_user(admin, "alice@a.test", MINE, "admin")
-    client = make_client(
-        admin,
-        MINE,
-        grant_types=["authorization_code"],
-        redirect_uris=[REDIRECT],
-        scopes=["openid"],
-        public=True,
-    )
-    verifier, challenge = pkce_pair()
-    code = code_from(login(service, client["client_id"], "alice@a.test", PASSWORD, challenge))
-    with service.client() as http:
-        answer = http.post(
-            "/oauth/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": REDIRECT,
-                "code_verifier": verifier,
-                "client_id": client["client_id"],
-            },
-        )
-    token: str = _ok(answer)["access_token"]
+    token = sign_in(service, sign_in_client(admin, MINE), "alice@a.test", PASSWORD)
+    assert token is not None
     return token
 
 
