@@ -101,6 +101,11 @@ class ServerSettings(_Section):
         description="Header carrying the URL-encoded PEM client certificate from a trusted proxy",
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_upload_bytes: int = Field(
+        default=16_777_216,
+        ge=1024,
+        description="Body limit of the OOB-secret bulk imports (API and console upload)",
+    )
     workers: int = Field(
         default=1,
         ge=1,

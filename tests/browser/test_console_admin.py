@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from imprint.api.routes.oob_secrets import secret_store
 from imprint.channels.entries import EntryDraft
 from imprint.provisioning.channels import ChannelTemplate, channel_for_device
 from imprint.provisioning.enrollments import Enrollment, EnrollmentKind, Mechanism
@@ -164,6 +165,28 @@ def test_create_edit_and_disable_an_oob_enrollment_with_a_bulk_upload(
     page.goto(f"{console.url}/enrollments")
     assert "disabled" in page.locator("tr[data-enrollment=line-7]").inner_text()
     screenshot(page, "enrollments")
+
+
+def test_a_large_secrets_file_is_previewed_then_registered(
+    page: Any, console: Console, tmp_path: Path
+) -> None:
+    """The preview hands the whole file back with its confirmation: over a megabyte too."""
+    _enrollment(console, "big-batch", Mechanism.OOB_SECRET, "acme-east")
+    rows = tmp_path / "secrets.csv"
+    count = 30_000
+    lines = [f"meter-{i:05d},secret-of-meter-{i:05d}-padding" for i in range(count)]
+    rows.write_text("device_id,secret\n" + "\n".join(lines) + "\n")
+    assert rows.stat().st_size > 1024 * 1024
+    login(page, console, console.admin)
+    page.goto(f"{console.url}/enrollments/big-batch")
+    page.locator("input[type=file]").set_input_files(str(rows))
+    page.get_by_role("button", name="Upload").click()
+    assert "Preview (dry run)" in page.locator("h1").inner_text()
+    assert page.locator("[data-count=created]").inner_text() == str(count)
+    page.get_by_role("button", name=f"Register these {count} secrets").click()
+    assert page.locator("h1").inner_text() == "Imported"
+    stored = secret_store(console.service.runtime).search("big-batch", limit=count + 1)
+    assert len(stored) == count
 
 
 def test_a_registration_key_is_shown_once_and_rotates_with_a_transition(

@@ -415,6 +415,32 @@ def test_bulk_dry_run_then_import_then_reimport(service: Service) -> None:
     assert stored.secret == "changed-secret-000"
 
 
+def test_bulk_bodies_may_pass_the_general_limit_up_to_the_upload_limit(
+    service: Service,
+) -> None:
+    settings = service.runtime.settings.server
+    rows = [
+        {"device_id": f"meter-{i:06d}", "secret": f"secret-of-meter-{i:06d}"} for i in range(30_000)
+    ]
+    body = json.dumps(rows).encode()
+    assert settings.max_body_bytes < len(body) < settings.max_upload_bytes
+    with service.admin() as admin:
+        enrollment = create_enrollment(admin)
+        url = f"/api/v1/enrollments/{enrollment}/oob-secrets:bulk"
+        headers = {"content-type": "application/json"}
+        dry = admin.post(url, params={"dry_run": "true"}, content=body, headers=headers)
+        # Any other route keeps the general limit.
+        other = admin.post("/api/v1/enrollments", content=body, headers=headers)
+        huge = b"[" + b" " * settings.max_upload_bytes + b"]"
+        too_big = admin.post(url, content=huge, headers=headers)
+    assert dry.status_code == 200, dry.text
+    assert dry.json()["created"] == 30_000
+    assert (other.status_code, other.json()["code"]) == (413, "body_too_large")
+    assert (too_big.status_code, too_big.json()["code"]) == (413, "body_too_large")
+    assert f"limited to {settings.max_upload_bytes} bytes" in too_big.json()["detail"]
+    assert store(service).count() == 0
+
+
 def test_bulk_with_a_bad_row_writes_nothing_and_names_each_line(service: Service) -> None:
     rows: list[Any] = [{"device_id": f"ok-{i}", "secret": f"fine-secret-{i}"} for i in range(5)]
     rows[1] = {"device_id": "ok-1", "secret": "tiny"}

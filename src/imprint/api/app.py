@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI
 
 from imprint import __version__, console
@@ -37,6 +39,12 @@ from imprint.api.routes import (
 from imprint.runtime import Runtime
 
 __all__ = ["create_app"]
+
+
+#: The bulk imports, whose bodies may reach ``server.max_upload_bytes``.
+BULK_UPLOADS = re.compile(
+    r"/api/v1/enrollments/[^/]+/oob-secrets:bulk|/console/enrollments/[^/]+/oob-secrets"
+)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -80,6 +88,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(console.router)
-    app.add_middleware(BodyLimitMiddleware, limit=runtime.settings.server.max_body_bytes)
+    server = runtime.settings.server
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=server.max_body_bytes,
+        upload_limit=server.max_upload_bytes,
+        uploads=BULK_UPLOADS,
+    )
     app.add_middleware(RequestLogMiddleware, metrics=runtime.metrics)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -22,28 +23,46 @@ log = get_logger("imprint.http")
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over ``limit`` bytes with 413, before reading them whole."""
+    """Refuse request bodies over ``limit`` bytes with 413, before reading them whole.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    Paths matching ``uploads`` (the bulk imports) have ``upload_limit`` instead.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        *,
+        upload_limit: int | None = None,
+        uploads: re.Pattern[str] | None = None,
+    ) -> None:
         self.app = app
-        self.limit = limit
+        self.default_limit = limit
+        self.upload_limit = upload_limit or limit
+        self.uploads = uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = self.uploads is not None and self.uploads.fullmatch(scope["path"])
+        await self._limited(
+            self.upload_limit if upload else self.default_limit, scope, receive, send
+        )
+
+    async def _limited(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.limit or declared < 0:
+                if declared > limit or declared < 0:
                     response = problem_response(
-                        413 if declared > self.limit else 400,
-                        "body_too_large" if declared > self.limit else "request_invalid",
-                        f"request bodies are limited to {self.limit} bytes"
-                        if declared > self.limit
+                        413 if declared > limit else 400,
+                        "body_too_large" if declared > limit else "request_invalid",
+                        f"request bodies are limited to {limit} bytes"
+                        if declared > limit
                         else "invalid Content-Length",
                     )
                     await response(scope, receive, send)
@@ -60,7 +79,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     exceeded = True
                     return {"type": "http.disconnect"}
             return message
@@ -76,7 +95,7 @@ class BodyLimitMiddleware:
                 raise
         if exceeded:
             response = problem_response(
-                413, "body_too_large", f"request bodies are limited to {self.limit} bytes"
+                413, "body_too_large", f"request bodies are limited to {limit} bytes"
             )
             await response(scope, receive, send)
 

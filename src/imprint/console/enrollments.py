@@ -60,7 +60,6 @@ from imprint.tenancy.roles import Role
 router = APIRouter(route_class=ConsoleRoute)
 
 MECHANISMS = [m.value for m in Mechanism if m is not Mechanism.RENEWAL]
-MAX_UPLOAD = 5 * 1024 * 1024
 PAGE = "/console/enrollments"
 
 
@@ -352,20 +351,20 @@ def _import(
 async def upload_secrets(
     enrollment_id: str, request: Request, user: ConsoleUser, session: ConsoleSessionDep
 ) -> Response:
-    async with request.form(max_files=1, max_fields=10) as form:
+    rt = runtime_of(request)
+    limit = rt.settings.server.max_upload_bytes  # the whole request's limit, too
+    # The preview sends the file back as a text field: allow a whole file in one.
+    async with request.form(max_files=1, max_fields=10, max_part_size=limit) as form:
         check_csrf(session.csrf, form.get("csrf"))
         upload = form.get("file")
         dry_run = form.get("mode") != "write"
         if isinstance(upload, UploadFile):
-            raw = await upload.read(MAX_UPLOAD + 1)
+            raw = await upload.read(limit + 1)
             name = upload.filename or ""
         else:
             raw, name = str(form.get("text") or "").encode(), "pasted.csv"
-    rt = runtime_of(request)
     if not raw.strip():
         raise InvalidValue("choose a CSV or JSON file (or paste rows)")
-    if len(raw) > MAX_UPLOAD:
-        raise InvalidValue("the file is larger than 5 MiB: split it")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
