@@ -514,3 +514,21 @@ def test_cli_imports_twenty_thousand_rows_then_recognises_them(
     assert single.exit_code == 0, single.output
     assert "solo-1: created" in single.output
     assert store(service).count() == 20_002
+
+    # The CSV file is read as it is checked: a bad byte far down still writes nothing.
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(
+        "\n".join(
+            ["device_id,secret", *(f"late-{i:05d},late-secret-{i:05d}" for i in range(9000))]
+        ).encode()
+        + b"\nlate-x,\xff\xfe-not-utf-8\n"
+    )
+    unreadable = runner.invoke(app, ["import", enrollment, str(broken)])
+    assert unreadable.exit_code == 1
+    assert f"cannot read {broken}" in unreadable.output
+    no_header = tmp_path / "no-header.csv"
+    no_header.write_text("unit-1,some-secret-1\n")
+    headless = runner.invoke(app, ["import", enrollment, str(no_header)])
+    assert headless.exit_code == 1
+    assert "the CSV header must be device_id,secret" in headless.output
+    assert store(service).count() == 20_002

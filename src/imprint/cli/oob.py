@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -54,19 +55,32 @@ def add(
     out.print(f"{device_id}: {result.value}, valid until {until} UTC")
 
 
-def _rows(path: Path) -> list[RawRow]:
+def _rows(path: Path) -> Iterable[RawRow]:
+    """The file's rows: a CSV file is read as it is checked, line by line; a JSON file
+    (``.json``, or text that starts with ``[``) is read whole."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open(encoding="utf-8-sig") as peek:
+            start = peek.read(4096).lstrip()
+        if path.suffix.lower() == ".json" or start.startswith("["):
+            text = path.read_text(encoding="utf-8-sig")
+        else:
+            return _csv_rows(path)
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"cannot read {path}: {exc}")
     with _errors():
-        if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                _fail(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})")
-            return parse_json(data)
-        return list(parse_csv(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            _fail(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})")
+        return parse_json(data)
+
+
+def _csv_rows(path: Path) -> Iterator[RawRow]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as lines:
+            yield from parse_csv(lines)
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read {path}: {exc}")
 
 
 def _print_report(report: ImportReport) -> None:
@@ -114,7 +128,7 @@ def import_file(
         store = SqlOobSecretStore(runtime.engine, runtime.box)
         with Progress(*columns, console=err, transient=True) as progress:
             tasks = {
-                "check": progress.add_task("checking", total=len(rows)),
+                "check": progress.add_task("checking", total=None),
                 "write": progress.add_task("writing", total=None, visible=False),
             }
 

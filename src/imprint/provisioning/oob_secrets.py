@@ -206,13 +206,16 @@ def secret_enrollment(enrollments: EnrollmentStore, enrollment_id: str) -> Enrol
     return enrollment
 
 
-def parse_csv(text: str) -> Iterator[RawRow]:
+def parse_csv(source: str | Iterable[str]) -> Iterator[RawRow]:
     """Rows of a CSV file with the header ``device_id,secret[,valid_until]``.
+
+    ``source`` is the whole text, or its lines as they are read (a file opened with
+    ``newline=""``), so a large file is never held whole.
 
     Raises:
         InvalidValue: no header, or a header with other columns.
     """
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(source, newline="") if isinstance(source, str) else source)
     header = next(reader, None)
     if header is None:
         raise InvalidValue("the CSV file is empty; it needs a device_id,secret header")
@@ -436,6 +439,7 @@ def register_secrets(
     if problems and not dry_run:
         raise RowsInvalid(ImportReport(enrollment.id, count, problems=tuple(problems)))
     inserts, updates, unchanged = _plan(store, enrollment, entries, now, progress)
+    del entries  # the planned rows hold what is still needed (a million rows: ~100 MB)
     report = ImportReport(
         enrollment_id=enrollment.id,
         rows=count,
