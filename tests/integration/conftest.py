@@ -112,7 +112,8 @@ def start_service(
     else:
         base_url = settings.server.base_url()
     runtime, first = prepare(settings)
-    assert first.admin_token_file is not None
+    # A data directory restored from a backup has its admin token file already.
+    token_file = first.admin_token_file or settings.data_dir / "admin-token"
     server = build_server(runtime)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -125,7 +126,7 @@ def start_service(
         yield Service(
             runtime=runtime,
             base_url=base_url,
-            admin_token=first.admin_token_file.read_text().strip(),
+            admin_token=token_file.read_text().strip(),
             root_cert=runtime.root_certfile,
             workdir=workdir,
         )

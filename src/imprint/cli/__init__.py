@@ -459,6 +459,7 @@ _EXTENSIONS = {
     "device": "imprint.cli.device",
     "mqtt": "imprint.cli.mqtt",
     "import": "imprint.cli.importer",
+    "backup": "imprint.cli.backup",
 }
 
 
