@@ -433,11 +433,14 @@ def test_bulk_bodies_may_pass_the_general_limit_up_to_the_upload_limit(
         other = admin.post("/api/v1/enrollments", content=body, headers=headers)
         huge = b"[" + b" " * settings.max_upload_bytes + b"]"
         too_big = admin.post(url, content=huge, headers=headers)
+    with service.client() as anybody:  # without credentials the general limit holds
+        anonymous = anybody.post(url, content=body, headers=headers)
     assert dry.status_code == 200, dry.text
     assert dry.json()["created"] == 30_000
     assert (other.status_code, other.json()["code"]) == (413, "body_too_large")
     assert (too_big.status_code, too_big.json()["code"]) == (413, "body_too_large")
     assert f"limited to {settings.max_upload_bytes} bytes" in too_big.json()["detail"]
+    assert (anonymous.status_code, anonymous.json()["code"]) == (413, "body_too_large")
     assert store(service).count() == 0
 
 

@@ -22,10 +22,22 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = get_logger("imprint.http")
 
 
+_SESSION_COOKIE = b"__Host-imprint-console="  # imprint.console.session.SESSION_COOKIE
+
+
+def _has_credentials(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"authorization" or (name == b"cookie" and _SESSION_COOKIE in value):
+            return True
+    return False
+
+
 class BodyLimitMiddleware:
     """Refuse request bodies over ``limit`` bytes with 413, before reading them whole.
 
-    Paths matching ``uploads`` (the bulk imports) have ``upload_limit`` instead.
+    Paths matching ``uploads`` (the bulk imports) have ``upload_limit`` instead, when
+    the request carries credentials (a bearer token, or the console's session cookie):
+    an anonymous caller cannot make the server read more than ``limit``.
     """
 
     def __init__(
@@ -45,7 +57,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = self.uploads is not None and self.uploads.fullmatch(scope["path"])
+        upload = (
+            self.uploads is not None
+            and self.uploads.fullmatch(scope["path"]) is not None
+            and _has_credentials(scope)
+        )
         await self._limited(
             self.upload_limit if upload else self.default_limit, scope, receive, send
         )
