@@ -19,21 +19,26 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.run import RESULTS, Manufacturer, Target, run_load
 from bench.servers import VENV_BIN, ImprintServer, Postgres
 
 
+def _samples(collapsed: Path) -> Iterator[tuple[list[str], int]]:
+    """(frames, outermost first; sample count) of each line of a collapsed-stack file."""
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        yield stack.split(";"), int(count_text)
+
+
 def summarize(collapsed: Path, top: int = 40) -> str:
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        count = int(count_text)
+    for frames, count in _samples(collapsed):
         total += count
-        frames = stack.split(";")
         for frame in set(frames):
             inclusive[frame] += count
         own[frames[-1]] += count
@@ -59,11 +64,9 @@ def categories(collapsed: Path) -> str:
     """Samples per category (crypto, database, logging, framework, imprint, other)."""
     found: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        count = int(count_text)
+    for frames, count in _samples(collapsed):
         total += count
-        for frame in reversed(stack.split(";")):
+        for frame in reversed(frames):
             name = next((n for n, marks in _CATEGORIES if any(m in frame for m in marks)), None)
             if name is not None:
                 found[name] += count

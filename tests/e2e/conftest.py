@@ -8,8 +8,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from imprint.settings import Settings
 
 IMPRINT = Path(sys.executable).parent / "imprint"
 
@@ -20,6 +23,37 @@ def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPRINT_")}
     env.update({"IMPRINT_DATA_DIR": str(data_dir), "COLUMNS": "200", **extra})
     return env
+
+
+def run_imprint(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``imprint ARGS`` on the data directory and database of ``settings``, with the tests'
+    CA passphrase, from the nearest existing directory above the data directory."""
+    return subprocess.run(
+        [str(IMPRINT), *args],
+        cwd=next(place for place in settings.data_dir.parents if place.exists()),
+        env=clean_env(
+            settings.data_dir,
+            IMPRINT_DATABASE__URL=settings.database_url(),
+            IMPRINT_CA__PASSPHRASE="test-passphrase",
+            **env,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def stop(process: subprocess.Popen[Any], sig: int, timeout: float) -> None:
+    """Send ``sig`` and wait up to ``timeout`` seconds, then kill."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 
 from imprint.device import derive_device_key
 from tests.conftest import free_port
-from tests.e2e.conftest import IMPRINT, clean_env, openssl
+from tests.e2e.conftest import IMPRINT, clean_env, openssl, stop
 
 PASS = {"IMPRINT_CA__PASSPHRASE": "correct horse battery staple"}
 
@@ -72,12 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         token = (workdir / "data" / "admin-token").read_text().strip()
         yield Server(url, root, token, workdir / "data")
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, signal.SIGINT, 20)
         log.close()
 
 

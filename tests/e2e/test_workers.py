@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import free_port
-from tests.e2e.conftest import IMPRINT, clean_env, live_processes
+from tests.e2e.conftest import IMPRINT, clean_env, live_processes, stop
 
 
 @dataclass
@@ -79,13 +79,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         token = (tmp_path / "data" / "admin-token").read_text().strip()
         yield Served(process, url, ca, token, log)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process, signal.SIGTERM, 30)
 
 
 def _csr(name: str) -> str:

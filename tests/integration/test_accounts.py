@@ -78,7 +78,7 @@ def test_an_admin_manages_only_accounts_wholly_in_her_organizations(service: Ser
         make_org(admin, "simpsons")
         make_org(admin, "household", parent="simpsons")
         make_org(admin, "flanders")
-        make_user(admin, "marge@simps.net", "simpsons", "admin")
+        marge_id = make_user(admin, "marge@simps.net", "simpsons", "admin")
         lisa = make_user(admin, "lisa@simps.net", "simpsons", "viewer")
         bart = make_user(admin, "bart@simps.net", "household", "operator")
         both = make_user(admin, "rod@simps.net", "household", "viewer")
@@ -100,7 +100,7 @@ def test_an_admin_manages_only_accounts_wholly_in_her_organizations(service: Ser
         assert foreign.status_code == 404
         shared = http.patch(f"/api/v1/users/{both}", json={"disabled": True})
         assert (shared.status_code, shared.json()["code"]) == (403, "user_managed_elsewhere")
-        own = http.patch(f"/api/v1/users/{marge_id(service)}", json={"disabled": True})
+        own = http.patch(f"/api/v1/users/{marge_id}", json={"disabled": True})
         assert (own.status_code, own.json()["code"]) == (409, "own_account")
         for bad in ({"disabled": "maybe"}, {"disabled": True, "role": "admin"}, {}):
             assert http.patch(f"/api/v1/users/{bart}", json=bad).status_code == 422
@@ -131,9 +131,3 @@ def test_an_admin_manages_only_accounts_wholly_in_her_organizations(service: Ser
         assert admin.patch(f"/api/v1/users/{both}", json={"disabled": True}).status_code == 200
     actions = {e.action for e in service.runtime.audit.search(AuditQuery(target_type="user"))}
     assert {"user.disable", "user.enable", "user.password.reset"} <= actions
-
-
-def marge_id(service: Service) -> str:
-    found = service.runtime.users.find_by_username("marge@simps.net")
-    assert found is not None
-    return found.id

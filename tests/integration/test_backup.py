@@ -13,24 +13,12 @@ from pathlib import Path
 import pytest
 
 from imprint.settings import Settings
-from tests.e2e.conftest import IMPRINT, clean_env
+from tests.e2e.conftest import run_imprint
 from tests.integration.conftest import Service, start_service
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(IMPRINT), "backup", *args],
-        cwd=next(place for place in settings.data_dir.parents if place.exists()),
-        env=clean_env(
-            settings.data_dir,
-            IMPRINT_DATABASE__URL=settings.database_url(),
-            IMPRINT_CA__PASSPHRASE="test-passphrase",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_imprint(settings, "backup", *args)
 
 
 def create_enrollment(service: Service, enrollment_id: str) -> int:
@@ -149,22 +137,14 @@ def test_the_default_layout_round_trips_with_the_database_in_the_data_directory(
     for service in start_service(original, tmp_path):
         assert create_enrollment(service, "kept") == 201
         backup = tmp_path / "backup.tar.gz"
-        made = subprocess.run(
-            [str(IMPRINT), "backup", "create", str(backup)],
-            cwd=tmp_path, env=clean_env(original.data_dir, IMPRINT_CA__PASSPHRASE="x"),
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        made = cli(original, "create", str(backup))
         assert made.returncode == 0, made.stderr
     with tarfile.open(backup, "r:gz") as tar:
         names = set(tar.getnames())
     assert "database/imprint.db" in names
     assert not {n for n in names if n.startswith("data/imprint.db")}  # no live SQLite files
     copy = Settings(data_dir=tmp_path / "two" / "data", ca={"passphrase": "test-passphrase"})
-    restored = subprocess.run(
-        [str(IMPRINT), "backup", "restore", str(backup)],
-        cwd=tmp_path, env=clean_env(copy.data_dir, IMPRINT_CA__PASSPHRASE="x"),
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    restored = cli(copy, "restore", str(backup))
     assert restored.returncode == 0, restored.stderr
     assert f"SQLite database at revision 0011: {copy.data_dir.resolve()}/imprint.db" in (
         restored.stdout.replace("\n", "")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from imprint.store.cache import TTL_SECONDS
-from tests.e2e.conftest import IMPRINT, clean_env
+from tests.e2e.conftest import run_imprint
 from tests.integration.conftest import Service
 from tests.integration.oauth_helpers import OWNER_CLAIM, client_token, verify
 from tests.integration.test_x509_attestation import Manufacturer, signed_body
@@ -94,23 +94,9 @@ def write_values(
     return path
 
 
-def imprint(service: Service, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def imprint(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
     """The real command line, on the running service's data directory and database."""
-    settings = service.runtime.settings
-    return subprocess.run(
-        [str(IMPRINT), *args],
-        cwd=service.workdir,
-        env=clean_env(
-            settings.data_dir,
-            IMPRINT_DATABASE__URL=settings.database_url(),
-            IMPRINT_CA__PASSPHRASE="test-passphrase",
-            **env,
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_imprint(service.runtime.settings, *args)
 
 
 def stored(service: Service) -> tuple[int, bool]:
