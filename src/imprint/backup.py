@@ -54,7 +54,6 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class BackupReport:
-    path: Path
     files: int
     size: int
     database: str  # "sqlite" or "postgresql"
@@ -66,7 +65,6 @@ class BackupReport:
 class RestoreReport:
     data_dir: Path
     files: int
-    database: str
     database_path: Path | None
     revision: str | None
     created_at: str
@@ -203,7 +201,6 @@ def create_backup(settings: Settings, target: Path) -> BackupReport:
         target.unlink(missing_ok=True)
         raise
     return BackupReport(
-        path=target,
         files=len(writer.files),
         size=target.stat().st_size,
         database=kind,
@@ -226,13 +223,12 @@ def _snapshot(database: Path, copy: Path) -> None:
 # --- restore ------------------------------------------------------------------------------
 
 
-def _member_path(name: str) -> PurePosixPath:
+def _check_member_name(name: str) -> None:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or not path.parts:
         raise InvalidValue(f"the backup names a file outside its place: {name!r}")
     if name != DATABASE_MEMBER and path.parts[0] != "data":
         raise InvalidValue(f"the backup holds an unexpected file: {name!r}")
-    return path
 
 
 def _manifest(tar: tarfile.TarFile) -> dict[str, Any]:
@@ -314,7 +310,7 @@ def restore_backup(settings: Settings, source: Path) -> RestoreReport:
         if set(members) != set(files):
             raise InvalidValue("the backup is damaged: its files and its manifest differ")
         for name, member in members.items():
-            _member_path(name)
+            _check_member_name(name)
             if not member.isfile():
                 raise InvalidValue(f"the backup holds something other than a file: {name!r}")
             entry = files[name]
@@ -344,7 +340,6 @@ def restore_backup(settings: Settings, source: Path) -> RestoreReport:
     return RestoreReport(
         data_dir=settings.data_dir,
         files=len(files),
-        database=str(kind),
         database_path=database if kind == "sqlite" else None,
         revision=manifest.get("revision"),
         created_at=str(manifest.get("created_at")),
