@@ -7,6 +7,7 @@ fast enough to be the embedded default); PostgreSQL is chosen by URL.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import sqlite3
 import threading
@@ -21,7 +22,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine as sa_create_engine
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -32,6 +33,7 @@ __all__ = [
     "current_revision",
     "guarded",
     "head_revision",
+    "serialized",
     "reading",
     "unit_of_work",
     "upgrade",
@@ -289,3 +291,33 @@ def guarded(conn: Connection) -> Iterator[None]:
         return
     with conn.begin_nested():
         yield
+
+
+# One at a time per key --------------------------------------------------------------------
+#
+# Some decisions must not interleave: two requests for one device each reading "no
+# certificate yet" and each issuing one, or two audit entries each chaining onto the same
+# predecessor. ``serialized`` makes a transaction the only one holding a key until it ends.
+# On PostgreSQL that is a transaction-scoped advisory lock on the key's hash (it works for
+# rows that do not exist yet, and other keys do not wait). SQLite has one writer at a time
+# anyway: taking its write lock now, before the transaction's first read, is enough.
+
+_SQLITE_TAKE_WRITE_LOCK = text("UPDATE crl_numbers SET number = number WHERE 0 = 1")
+_PG_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def lock_key(name: str) -> int:
+    """The signed 64-bit advisory-lock key of ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def serialized(conn: Connection, name: str) -> None:
+    """Hold ``name`` until ``conn``'s transaction ends; wait while another holds it.
+
+    Call it first in a unit of work (through :func:`writing`), before the reads the
+    decision depends on.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.execute(_SQLITE_TAKE_WRITE_LOCK)
+    else:
+        conn.execute(_PG_ADVISORY_LOCK, {"key": lock_key(name)})

@@ -49,6 +49,7 @@ __all__ = [
     "oauth_clients",
     "oob_secrets",
     "organizations",
+    "outbox",
     "provisioning_records",
     "registration_keys",
     "relay_requests",
@@ -106,9 +107,26 @@ certificates = Table(
     Column("revoked_at", UTCDateTime),
     Column("revocation_reason", String(32)),
     Column("owner", String(100)),  # organization it was issued for (0009); NULL: instance
+    Column("device_ref", String(36)),  # the device it was issued to (0012); NULL: none
     Index(None, "issuer", "status"),
     Index(None, "not_after"),
     Index(None, "owner"),
+    Index(None, "device_ref"),
+)
+
+# Effects that must follow a commit, written in the transaction that causes them (0012).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", String(500)),
+    Column("done_at", UTCDateTime),
+    Index(None, "done_at", "due_at"),
 )
 
 crl_numbers = Table(
