@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,8 @@ from imprint.errors import CANotInitialized, ConfigurationError
 from imprint.identities import ClientIdentities, IdentityIssuer
 from imprint.logs import get_logger
 from imprint.metrics import Metrics
-from imprint.pki.authority import CertificateAuthority, IssuanceRequest
+from imprint.outbox import Outbox
+from imprint.pki.authority import CERTIFICATE_CHANGED, CertificateAuthority, IssuanceRequest
 from imprint.pki.material import init_ca, load_ca
 from imprint.pki.profiles import parse_sans
 from imprint.provisioning.enrollments import Enrollment, Mechanism
@@ -49,12 +51,13 @@ from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
 from imprint.store.console_sessions import SqlEndedSessions
-from imprint.store.db import create_engine, unit_of_work, upgrade
+from imprint.store.db import after_commit, create_engine, unit_of_work, upgrade
 from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
 from imprint.store.identities import SqlIdentityStore, SqlPskStore, SqlRelayStore
 from imprint.store.oauth import SqlAuthorizationCodeStore, SqlOAuthClientStore, SqlSigningKeyStore
 from imprint.store.orgs import SqlOrganizationStore
+from imprint.store.outbox import SqlOutboxStore
 from imprint.store.users import SqlUserStore
 from imprint.tenancy.orgs import OrgTree
 from imprint.tenancy.roles import Role
@@ -62,6 +65,10 @@ from imprint.tenancy.roles import Role
 __all__ = ["FirstStart", "Runtime", "open_runtime", "prepare"]
 
 log = get_logger(__name__)
+
+#: A reservation still pending after this long belongs to a request that died: signing
+#: takes milliseconds, and a unit of work's reservation commits only once issued.
+ABANDON_AFTER = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class Runtime:
     nonces: SqlNonceStore
     box: SecretBox
     provisioner: Provisioner
+    outbox: Outbox
     metrics: Metrics = field(default_factory=Metrics)
 
     def transaction(self) -> AbstractContextManager[None]:
@@ -243,6 +251,15 @@ class Runtime:
         der = self.authority.material.root.public_bytes(serialization.Encoding.DER)
         return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
 
+    def resolve_abandoned(self, grace: timedelta = ABANDON_AFTER) -> Sequence[str]:
+        """Mark abandoned the certificate reservations of requests that died before they
+        signed (reserved more than ``grace`` ago and still pending); their serials. No
+        answer carried those certificates, so none of them is in the field."""
+        serials = self.ledger.abandon_pending(datetime.now(UTC) - grace)
+        if serials:
+            log.warning("certificate_reservations_abandoned", serials=list(serials))
+        return serials
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -271,6 +288,8 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         raise
     ledger = SqlCertificateLedger(engine)
     metrics = Metrics()
+    committed = functools.partial(after_commit, engine)
+    outbox = Outbox(SqlOutboxStore(engine), committed)
     authority = CertificateAuthority(
         material,
         ledger,
@@ -278,6 +297,11 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         base_url=settings.server.base_url(),
         crl_validity=timedelta(hours=settings.ca.crl_validity_hours),
         events=metrics,
+        outbox=outbox,
+        after_commit=committed,
+    )
+    outbox.register(
+        CERTIFICATE_CHANGED, lambda payload: authority.tell_listeners(payload["serial"])
     )
     box = load_secret_box(settings, create=True)
     enrollments = SqlEnrollmentStore(engine, box)
@@ -321,6 +345,7 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         nonces=nonces,
         box=box,
         provisioner=provisioner,
+        outbox=outbox,
         metrics=metrics,
     )
     if settings.mqtt.enabled:

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 #: How often the server looks for client CAs added outside it (seconds).
 TRUST_REFRESH_SECONDS = 5.0
+#: How often each server process delivers what is due in the outbox.
+OUTBOX_SECONDS = 1.0
+#: How often it resolves abandoned certificate reservations and purges old deliveries.
+HOUSEKEEPING_SECONDS = 60.0
 
 
 def ssl_context_for(runtime: Runtime) -> ssl.SSLContext:
@@ -53,6 +57,24 @@ class ImprintServer(uvicorn.Server):
         self._advertiser: Any = None
         self._trust_refresh: asyncio.Task[None] | None = None
         self._broker_refresh: asyncio.Task[None] | None = None
+        self._outbox_rounds: asyncio.Task[None] | None = None
+
+    async def _deliver_outbox(self) -> None:
+        """Deliver the outbox: what a failed prompt delivery left for a retry, and what a
+        process that died after its commit left undelivered. Also, once a minute, resolve
+        reservations of requests that died before signing and forget old deliveries."""
+        runtime = self._runtime
+        housekeeping = 0.0
+        while True:
+            try:
+                if time.monotonic() >= housekeeping:
+                    await asyncio.to_thread(runtime.resolve_abandoned)
+                    await asyncio.to_thread(runtime.outbox.purge)
+                    housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+                await asyncio.to_thread(runtime.outbox.deliver)
+            except Exception:  # a database hiccup must not stop the loop
+                log.warning("could not deliver the outbox", exc_info=True)
+            await asyncio.sleep(OUTBOX_SECONDS)
 
     async def _refresh_trust(self) -> None:
         """Keep the TLS gate in step with enrollments made elsewhere (the CLI, a peer)."""
@@ -84,6 +106,7 @@ class ImprintServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        self._outbox_rounds = asyncio.create_task(self._deliver_outbox())
         listening = self._runtime.settings.server
         if listening.tls and listening.client_certificates == "optional":
             self._trust_refresh = asyncio.create_task(self._refresh_trust())
@@ -104,6 +127,9 @@ class ImprintServer(uvicorn.Server):
         await self._advertiser.start(port)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._outbox_rounds is not None:
+            self._outbox_rounds.cancel()
+            self._outbox_rounds = None
         if self._trust_refresh is not None:
             self._trust_refresh.cancel()
             self._trust_refresh = None

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from imprint.attestation.revocation import DeniedCertificate
-from imprint.errors import Conflict
+from imprint.errors import Conflict, NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus
 from imprint.provisioning.devices import Device, DeviceStatus, ProvisioningStep, StepRecord
 from imprint.provisioning.enrollments import Enrollment, EnrollmentKind, Mechanism
@@ -87,11 +87,9 @@ def test_unit_of_work_keeps_nothing_when_it_fails(engine: Engine) -> None:
     assert stored_steps(engine) == []
 
 
-def test_reserve_commits_on_its_own_inside_a_unit(engine: Engine) -> None:
-    """Record before sign: the reserved record is durable even if the unit fails later."""
-    ledger = SqlCertificateLedger(engine)
-    record = CertificateRecord(
-        serial="0a1b",
+def _reservation(serial: str) -> CertificateRecord:
+    return CertificateRecord(
+        serial=serial,
         issuer="ab" * 20,
         profile="device",
         subject="CN=sensor-1",
@@ -103,18 +101,47 @@ def test_reserve_commits_on_its_own_inside_a_unit(engine: Engine) -> None:
         created_at=NOW,
     )
 
-    def request() -> None:
-        with db.unit_of_work(engine):
-            ledger.reserve(record)
-            assert SqlCertificateLedger(engine).get("0a1b").status is CertificateStatus.PENDING
-            ledger.mark_issued("0a1b", b"\x30\x00", "cd" * 32, NOW)
-            raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError):
-        request()
-    kept = ledger.get("0a1b")
+def test_reserve_outside_a_unit_commits_before_the_signature(engine: Engine) -> None:
+    """Record before sign: a reservation made on its own is durable at once."""
+    ledger = SqlCertificateLedger(engine)
+    ledger.reserve(_reservation("0a1b"))
+    kept = SqlCertificateLedger(engine).get("0a1b")
     assert kept.status is CertificateStatus.PENDING
     assert kept.der is None
+
+
+def test_reserve_inside_a_unit_commits_or_rolls_back_with_it(engine: Engine) -> None:
+    """Inside a unit of work the record and its issued mark commit together with the
+    rest of the request, before any answer carries the certificate, or not at all."""
+    ledger = SqlCertificateLedger(engine)
+
+    def request(serial: str, fail: bool) -> None:
+        with db.unit_of_work(engine):
+            ledger.reserve(_reservation(serial))
+            ledger.mark_issued(serial, b"\x30\x00", "cd" * 32, NOW)
+            if fail:
+                raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        request("0a1b", fail=True)
+    with pytest.raises(NotFound):
+        ledger.get("0a1b")
+    request("0a1c", fail=False)
+    assert ledger.get("0a1c").status is CertificateStatus.ISSUED
+
+
+def test_abandon_pending_resolves_old_reservations_only(engine: Engine) -> None:
+    ledger = SqlCertificateLedger(engine)
+    ledger.reserve(_reservation("0a01"))
+    ledger.reserve(replace(_reservation("0a02"), created_at=NOW + timedelta(minutes=5)))
+    ledger.reserve(_reservation("0a03"))
+    ledger.mark_issued("0a03", b"\x30\x00", "cd" * 32, NOW)
+    assert ledger.abandon_pending(NOW + timedelta(minutes=1)) == ["0a01"]
+    assert ledger.get("0a01").status is CertificateStatus.ABANDONED
+    assert ledger.get("0a02").status is CertificateStatus.PENDING
+    assert ledger.get("0a03").status is CertificateStatus.ISSUED
+    assert ledger.abandon_pending(NOW + timedelta(minutes=1)) == []
 
 
 def test_a_conflict_inside_a_unit_leaves_the_rest_of_it_intact(engine: Engine) -> None:

@@ -157,6 +157,8 @@ class Attestation:
     #: The device presents the certificate its last renewal superseded, with the key that
     #: renewal certified: it never received the answer, so it gets that answer again.
     renewal_retry: bool = False
+    #: The serial of the certificate a renewal presents.
+    renews: str | None = None
 
 
 class Attestor(Protocol):

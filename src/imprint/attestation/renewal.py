@@ -133,4 +133,5 @@ class RenewalAttestor:
             identity=f"renewal:{serial}",
             renewal=True,
             renewal_retry=retry,
+            renews=serial,
         )

@@ -1,18 +1,26 @@
 """The certificate authority: the only place that signs.
 
-Issuance follows record → sign → mark: a PENDING record with the serial is committed
+Issuance follows record → sign → mark: a PENDING record with the serial is written
 before the signature is made, and the record is marked ISSUED with the certificate
-afterwards. A crash between the steps leaves a PENDING record, never an unknown
-certificate.
+afterwards. Outside a unit of work the record commits on its own before the signature,
+so a crash between the steps leaves a PENDING record (resolved as abandoned at the next
+start), never an unknown certificate. Inside one (provisioning), record, signature, mark
+and everything else the request changes commit together before any answer carries the
+certificate: a crash before that commit leaves no record and no certificate in the field.
+
+Issuance and revocation tell the certificate listeners through the outbox (a message
+written in the same transaction, delivered until done), so a crash after the commit
+cannot leave, say, the MQTT broker's CRL behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 from cryptography import x509
@@ -20,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 
 from imprint.errors import InvalidValue, NotFound
 from imprint.logs import get_logger
+from imprint.outbox import Outbox
 from imprint.pki.csr import IssuablePublicKey, check_public_key
 from imprint.pki.keys import SigningKey, signature_hash
 from imprint.pki.material import CAMaterial
@@ -54,6 +63,8 @@ REVOCATION_REASONS: dict[str, x509.ReasonFlags] = {
 _BACKDATE = timedelta(minutes=5)
 log = get_logger(__name__)
 _CRL_CACHE_SECONDS = 60.0
+#: The outbox message that tells the certificate listeners about a change.
+CERTIFICATE_CHANGED = "certificate.changed"
 
 
 def parse_reason(text: str) -> x509.ReasonFlags:
@@ -79,8 +90,9 @@ class AuthorityEvents(Protocol):
 class CertificateListener(Protocol):
     """Told after a certificate was issued or revoked (e.g. to update a broker's files).
 
-    It runs in the caller's thread once the change is committed; what it raises is
-    logged and swallowed, since the change itself stands.
+    It runs from the outbox once the change has committed: at once in the process that
+    made it, else by the next delivery round (at least once; what it does must be
+    idempotent). What it raises makes the outbox retry the message later.
     """
 
     def certificate_changed(self, record: CertificateRecord) -> None: ...
@@ -97,6 +109,7 @@ class IssuanceRequest:
     validity: timedelta | None = None
     requested_by: str = "system"
     owner: str | None = None  # the organization it is for (scoping); None: instance-wide
+    device_ref: str | None = None  # the device it is for; None: not a device's
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +151,8 @@ class CertificateAuthority:
         base_url: str,
         crl_validity: timedelta,
         events: AuthorityEvents | None = None,
+        outbox: Outbox | None = None,
+        after_commit: Callable[[Callable[[], object]], None] | None = None,
     ) -> None:
         self.material = material
         self._ledger = ledger
@@ -148,6 +163,8 @@ class CertificateAuthority:
         self._crl_cache: dict[str, _CachedCRL] = {}
         self._crl_lock = threading.Lock()
         self._listeners: list[CertificateListener] = []
+        self._outbox = outbox
+        self._after_commit = after_commit or _at_once
         self.issuing_id = key_id(material.issuing)
         self.root_id = key_id(material.root)
 
@@ -155,12 +172,28 @@ class CertificateAuthority:
         """Call ``listener`` after every issuance and revocation from now on."""
         self._listeners.append(listener)
 
-    def _tell(self, record: CertificateRecord) -> None:
+    def _changed(self, record: CertificateRecord) -> None:
+        """Queue telling the listeners, in the caller's transaction."""
+        if not self._listeners:
+            return
+        if self._outbox is None:
+            self._after_commit(lambda: self.tell_listeners(record.serial))
+        else:
+            self._outbox.add(CERTIFICATE_CHANGED, {"serial": record.serial})
+
+    def tell_listeners(self, serial: str) -> None:
+        """Tell every listener the record of ``serial`` as it is now (the outbox's handler
+        of ``certificate.changed``). A listener that raises makes it raise (a retry)."""
+        record = self._ledger.get(serial)
+        failed: list[Exception] = []
         for listener in self._listeners:
             try:
                 listener.certificate_changed(record)
-            except Exception:
-                log.exception("certificate_listener_failed", serial=record.serial)
+            except Exception as exc:
+                log.exception("certificate_listener_failed", serial=serial)
+                failed.append(exc)
+        if failed:
+            raise failed[0]
 
     @property
     def ledger(self) -> CertificateLedger:
@@ -183,12 +216,11 @@ class CertificateAuthority:
             issuer_url=f"{self._base_url}/ca/issuing.crt",
         )
 
-    def issue(self, request: IssuanceRequest, *, notify: bool = True) -> IssuedCertificate:
+    def issue(self, request: IssuanceRequest) -> IssuedCertificate:
         """Sign a certificate for ``request`` under its profile.
 
-        The record is committed before the signature. ``notify=False`` leaves telling
-        the listeners to the caller (:meth:`notify`), for a caller that marks the record
-        issued inside its own transaction and tells them once that has committed.
+        The record is written before the signature (see the module's docstring); the
+        listeners are told once the caller's transaction commits.
 
         Raises:
             UnknownProfile: no such profile.
@@ -232,6 +264,7 @@ class CertificateAuthority:
             requested_by=request.requested_by,
             created_at=now,
             owner=request.owner,
+            device_ref=request.device_ref,
         )
         self._ledger.reserve(record)
         try:
@@ -255,7 +288,8 @@ class CertificateAuthority:
         fingerprint = hashlib.sha256(der).hexdigest()
         self._ledger.mark_issued(record.serial, der, fingerprint, now)
         if self._events:
-            self._events.certificate_issued(profile.name)
+            events, name = self._events, profile.name
+            self._after_commit(lambda: events.certificate_issued(name))
         issued = replace(
             record,
             status=CertificateStatus.ISSUED,
@@ -263,16 +297,12 @@ class CertificateAuthority:
             fingerprint_sha256=fingerprint,
             issued_at=now,
         )
-        if notify:
-            self._tell(issued)
+        self._changed(issued)
         return IssuedCertificate(certificate=certificate, record=issued, chain=self.chain)
 
-    def notify(self, record: CertificateRecord) -> None:
-        """Tell the listeners about an issuance made with ``notify=False``."""
-        self._tell(record)
-
     def revoke(self, serial: str, reason: x509.ReasonFlags) -> CertificateRecord:
-        """Revoke a certificate; the next CRL of its issuer lists it.
+        """Revoke a certificate, in the caller's transaction when there is one; the CRLs
+        this process serves list it once that commits.
 
         Raises:
             NotFound: no such serial.
@@ -280,12 +310,15 @@ class CertificateAuthority:
         """
         serial = normalize_serial(serial)
         record = self._ledger.revoke(serial, reason.value, datetime.now(UTC).replace(microsecond=0))
-        with self._crl_lock:
-            self._crl_cache.pop(record.issuer, None)
-        if self._events:
-            self._events.certificate_revoked(reason.value)
-        self._tell(record)
+        self._after_commit(partial(self._revoked, record.issuer, reason.value))
+        self._changed(record)
         return record
+
+    def _revoked(self, issuer: str, reason: str) -> None:
+        with self._crl_lock:
+            self._crl_cache.pop(issuer, None)
+        if self._events:
+            self._events.certificate_revoked(reason)
 
     def _issuer(self, name: str) -> tuple[str, x509.Certificate, SigningKey]:
         if name in ("issuing", self.issuing_id):
@@ -341,6 +374,10 @@ class CertificateAuthority:
             crl = builder.sign(key, signature_hash(key))
             self._crl_cache[issuer_id] = _CachedCRL(crl, clock.timestamp())
             return crl
+
+
+def _at_once(callback: Callable[[], object]) -> None:
+    callback()
 
 
 def _san_text(name: x509.GeneralName) -> str:

@@ -12,12 +12,17 @@ __all__ = ["CertificateLedger", "CertificateRecord", "CertificateStatus", "Revok
 
 
 class CertificateStatus(StrEnum):
-    """Life of a certificate record: reserved before signing, issued after."""
+    """Life of a certificate record: reserved before signing, issued after.
+
+    ``abandoned``: reserved by a request that died before it marked the record issued
+    (found at start-up); no answer carried the certificate, so none is in the field.
+    """
 
     PENDING = "pending"
     ISSUED = "issued"
     FAILED = "failed"
     REVOKED = "revoked"
+    ABANDONED = "abandoned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,7 @@ class CertificateRecord:
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
     owner: str | None = None  # the organization it was issued for; None: instance-wide
+    device_ref: str | None = None  # the device it was issued to; None: not a device's
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,12 @@ class CertificateLedger(Protocol):
     ) -> Sequence[CertificateRecord]:
         """Records ordered by serial, optionally filtered (``owners``: only records
         issued for these organizations; None: all)."""
+
+    def valid_for_device(self, device_ref: str, now: datetime) -> Sequence[CertificateRecord]:
+        """The device's certificates that are issued, not revoked and not yet expired."""
+
+    def abandon_pending(self, created_before: datetime) -> Sequence[str]:
+        """Mark PENDING records reserved before ``created_before`` abandoned; their serials."""
 
     def revoked(self, issuer: str) -> Sequence[RevokedEntry]:
         """Every revoked serial of one issuer (for its CRL)."""

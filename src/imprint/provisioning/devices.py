@@ -44,6 +44,10 @@ class Device:
 
 
 class DeviceStore(Protocol):
+    def lock(self, owner: str, device_id: str) -> None:
+        """Make the caller's unit of work the only one deciding about this device (it may
+        not exist yet) until it ends; wait while another holds it."""
+
     def find(self, owner: str, device_id: str) -> Device | None: ...
     def get(self, device_ref: str) -> Device: ...
     def save(self, device: Device) -> None:

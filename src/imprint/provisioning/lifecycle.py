@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 
-from imprint.errors import Conflict, ImprintError
+from imprint.errors import Conflict, ImprintError, NotFound
 from imprint.pki.authority import CertificateAuthority
 from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore
 from imprint.provisioning.enrollments import EnrollmentStore, set_enabled
@@ -77,16 +77,20 @@ def enable(devices: DeviceStore, device_ref: str) -> Device:
     return enabled
 
 
-def _revoke_quietly(
-    authority: CertificateAuthority, serial: str | None, reason: x509.ReasonFlags
-) -> bool:
-    if serial is None:
-        return False
-    try:
-        authority.revoke(serial, reason)
-    except Conflict:
-        return False  # already revoked, or never issued
-    return True
+def _revoke_all(authority: CertificateAuthority, device: Device, reason: x509.ReasonFlags) -> int:
+    """Revoke every certificate the device still holds (its current one and any other
+    ever issued to it that is still valid); how many."""
+    serials = {r.serial for r in authority.ledger.valid_for_device(device.id, _now())}
+    if device.certificate_serial is not None:
+        serials.add(device.certificate_serial)
+    revoked = 0
+    for serial in sorted(serials):
+        try:
+            authority.revoke(serial, reason)
+        except (Conflict, NotFound):
+            continue  # already revoked, or never issued
+        revoked += 1
+    return revoked
 
 
 def revoke_device(
@@ -97,7 +101,8 @@ def revoke_device(
     *,
     disable_device: bool = True,
 ) -> Device:
-    """Revoke the device's current certificate (the CRL lists it at once).
+    """Revoke every certificate the device holds, its current one and any earlier one
+    still valid (the CRL lists them at once).
 
     With ``disable_device`` (the default) the device is also disabled, so its
     attestation cannot simply fetch a new certificate.
@@ -109,7 +114,7 @@ def revoke_device(
     device = devices.get(device_ref)
     if device.certificate_serial is None:
         raise Conflict(f"device {device.device_id!r} holds no certificate", code="no_certificate")
-    _revoke_quietly(authority, device.certificate_serial, reason)
+    _revoke_all(authority, device, reason)
     status = DeviceStatus.DISABLED if disable_device else device.status
     revoked = replace(device, status=status, updated_at=_now())
     devices.save(revoked)
@@ -117,12 +122,12 @@ def revoke_device(
 
 
 def factory_reset(authority: CertificateAuthority, devices: DeviceStore, device_ref: str) -> Device:
-    """Release the device: revoke its certificate, forget its key and pinned certificate.
+    """Release the device: revoke its certificates, forget its key and pinned certificate.
 
     It may then provision again, through any enrollment that admits it.
     """
     device = devices.get(device_ref)
-    _revoke_quietly(authority, device.certificate_serial, x509.ReasonFlags.cessation_of_operation)
+    _revoke_all(authority, device, x509.ReasonFlags.cessation_of_operation)
     released = replace(
         device,
         status=DeviceStatus.RESET,
@@ -164,8 +169,7 @@ def revoke_enrollment(
         for device in page:
             total += 1
             with contextlib.suppress(ImprintError):
-                if _revoke_quietly(authority, device.certificate_serial, reason):
-                    revoked += 1
+                revoked += _revoke_all(authority, device, reason)
                 devices.save(replace(device, status=DeviceStatus.DISABLED, updated_at=_now()))
         after = page[-1].id
     return EnrollmentRevocation(enrollment_id, total, revoked)

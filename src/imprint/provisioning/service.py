@@ -4,13 +4,15 @@ find the enrollment → attest → apply policy (window, key type, device-id pat
 quota, approval) → issue → record → build the bundle.
 
 The attestor finds the enrollment (only it can tell which one the evidence matches)
-and names the device; everything after that is the same for every mechanism. Each
-request leaves one record per step it reached. Everything a request writes after the
-certificate record is reserved (the reserve commits on its own before the signature:
-record before sign) goes into one transaction when the runtime gives a unit of work:
-the issued mark, the device, its channel and the step records. What only makes sense
-once that has committed (revoking the superseded certificate, telling the certificate
-listeners) runs after the commit.
+and names the device; everything after that is the same for every mechanism, and runs
+in one unit of work that first locks the device (:meth:`DeviceStore.lock`): requests
+for one device take turns, each deciding on the device as the one before left it. In
+that transaction: the certificate's record and signature, the device, the revocation
+of every other certificate the device still holds (superseded), its channel, the step
+records and the outbox messages for the certificate listeners. It commits before the
+answer leaves, so a crash never leaves a delivered certificate unrecorded, a device
+with two valid certificates, or a superseded one off the CRL. A refused request rolls
+all of that back and keeps only its step records.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Literal
 
 from cryptography import x509
@@ -189,18 +190,15 @@ class Provisioner:
             self._recorder.record(step.finished())
             raise
         step.ok(ProvisioningStep.ATTEST, attestation)
-        outcome: Outcome | ImprintError
-        with self._transaction():
-            try:
+        try:
+            with self._transaction():
                 outcome = self._after_attestation(evidence, attestation, step)
-            except ImprintError as exc:
-                step.failed(step.current, exc)
-                outcome = exc
+                self._recorder.record(step.finished())
+        except ImprintError as exc:
+            # Everything the request changed is rolled back; its records stay.
+            step.failed(step.current, exc)
             self._recorder.record(step.finished())
-        for action in step.after_commit:
-            action()
-        if isinstance(outcome, ImprintError):
-            raise outcome
+            raise
         if outcome.status == "approved" and isinstance(attestor, CompletionAware):
             attestor.completed(attestation)
         return outcome
@@ -221,6 +219,8 @@ class Provisioner:
         public_key = None if evidence.csr is None else check_public_key(evidence.csr.public_key())
         key_hash = None if public_key is None else public_key_sha256(public_key)
         self._check_policy(enrollment, device_id, public_key, now)
+        # From here on this request is the only one deciding about the device.
+        self._devices.lock(enrollment.owner, device_id)
         device = self._devices.find(enrollment.owner, device_id)
         step.device_ref = device.id if device else None
         if device is not None and device.status is DeviceStatus.DISABLED:
@@ -276,11 +276,16 @@ class Provisioner:
         it holds its current certificate, which the attestor checked is still its own."""
         if device is None or device.status is not DeviceStatus.PROVISIONED:
             raise DeviceDisabled(f"device {attestation.device_id!r} cannot renew")
-        if attestation.renewal_retry:
+        # A retry of a renewal whose answer was lost, or one that waited for the device
+        # while a concurrent renewal superseded the certificate it presents: the key that
+        # renewal certified gets its answer again, any other key nothing.
+        overtaken = attestation.renews not in (None, device.certificate_serial)
+        if attestation.renewal_retry or overtaken:
             reused = self._current_bundle(device, key_hash, attestation, evidence.at, step)
             if reused is None:
                 raise CertificateRevoked("the certificate was superseded and can't renew again")
-            step.ok(ProvisioningStep.POLICY, attestation, detail="retry of a completed renewal")
+            detail = "a concurrent renewal won" if overtaken else "retry of a completed renewal"
+            step.ok(ProvisioningStep.POLICY, attestation, detail=detail)
             return Outcome(
                 "approved", step.request_id, device.device_id, reused, device_ref=device.id
             )
@@ -300,6 +305,7 @@ class Provisioner:
         now = evidence.at
         hub_token = self._hub_token(attestation, step)
         step.current = ProvisioningStep.ISSUE
+        device_ref = device.id if device else str(uuid.uuid4())
         previous = device.certificate_serial if device else None
         certificate, serial = None, previous
         if evidence.csr is None:
@@ -316,14 +322,14 @@ class Provisioner:
                     else None,
                     requested_by=attestation.identity[:200],  # "<mechanism>:<who>"
                     owner=enrollment.owner,
-                ),
-                notify=False,
+                    device_ref=device_ref,
+                )
             )
-            step.after_commit.append(partial(self._authority.notify, issued.record))
             certificate, serial = issued.certificate, issued.record.serial
+            self._supersede(device_ref, previous, keep=serial, at=now)
             step.ok(ProvisioningStep.ISSUE, attestation, detail=f"serial {serial}")
         saved = Device(
-            id=device.id if device else str(uuid.uuid4()),
+            id=device_ref,
             owner=enrollment.owner,
             device_id=device_id,
             enrollment_id=enrollment.id,
@@ -337,48 +343,12 @@ class Provisioner:
             public_key_sha256=key_hash,
             provisioned_at=now,
         )
-        try:
-            self._devices.save(saved)
-        except Conflict:
-            return self._lost_race(attestation, key_hash, serial, previous, step, now)
+        self._devices.save(saved)
         step.device_ref = saved.id
-        if previous and previous != serial:
-            step.after_commit.append(partial(self._supersede, previous))
         step.current = ProvisioningStep.BUNDLE
         bundle = self._bundle(enrollment, attestation, certificate, saved.id, now, hub_token)
         step.ok(ProvisioningStep.BUNDLE, attestation)
         return Outcome("approved", step.request_id, device_id, bundle, device_ref=saved.id)
-
-    def _lost_race(
-        self,
-        attestation: Attestation,
-        key_hash: str | None,
-        serial: str | None,
-        previous: str | None,
-        step: _Steps,
-        now: datetime,
-    ) -> Outcome:
-        """Two first requests for one device ran at once and the other one saved first.
-
-        The certificate issued here is never handed out, so it is revoked at once. When the
-        winner certified the same key (a device retrying in parallel), this request gets
-        the winner's answer; otherwise the device exists already, as a conflict says.
-        """
-        if serial is not None and serial != previous:
-            step.after_commit.append(partial(self._supersede, serial))
-        enrollment = attestation.enrollment
-        winner = self._devices.find(enrollment.owner, attestation.device_id)
-        reused = self._current_bundle(winner, key_hash, attestation, now, step)
-        if winner is None or reused is None:
-            raise Conflict(
-                f"device {attestation.device_id!r} was provisioned by a concurrent request",
-                code="device_exists",
-            )
-        step.device_ref = winner.id
-        step.ok(ProvisioningStep.BUNDLE, attestation, detail="a concurrent request won")
-        return Outcome(
-            "approved", step.request_id, attestation.device_id, reused, device_ref=winner.id
-        )
 
     def _check_policy(
         self, enrollment: Enrollment, device_id: str, public_key: object | None, now: datetime
@@ -485,10 +455,16 @@ class Provisioner:
         except NotFound:
             return None
 
-    def _supersede(self, serial: str) -> None:
-        # Already revoked, or never issued: then there is nothing left to supersede.
-        with contextlib.suppress(ImprintError):
-            self._authority.revoke(serial, x509.ReasonFlags.superseded)
+    def _supersede(self, device_ref: str, previous: str | None, *, keep: str, at: datetime) -> None:
+        """Revoke, in this transaction, every certificate the device still holds but the
+        new one: its previous certificate and any other ever issued to it."""
+        serials = {r.serial for r in self._authority.ledger.valid_for_device(device_ref, at)}
+        if previous is not None:
+            serials.add(previous)
+        for serial in sorted(serials - {keep}):
+            # Already revoked, or never issued: then there is nothing left to supersede.
+            with contextlib.suppress(Conflict, NotFound):
+                self._authority.revoke(serial, x509.ReasonFlags.superseded)
 
     def _channel(
         self, enrollment: Enrollment, device_id: str, device_ref: str, at: datetime
@@ -574,7 +550,6 @@ class _Steps:
         self.current = ProvisioningStep.ATTEST
         self.device_ref: str | None = None
         self.enrollment_id: str | None = None
-        self.after_commit: list[Callable[[], object]] = []
 
     def _add(
         self,

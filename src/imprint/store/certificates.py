@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from imprint.errors import Conflict, NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus, RevokedEntry
-from imprint.store.db import reading, writing
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import certificates, crl_numbers
 
 __all__ = ["SqlCertificateLedger"]
@@ -58,6 +58,7 @@ def _record(row: RowMapping) -> CertificateRecord:
         revoked_at=row["revoked_at"],
         revocation_reason=row["revocation_reason"],
         owner=row["owner"],
+        device_ref=row["device_ref"],
     )
 
 
@@ -80,11 +81,12 @@ class SqlCertificateLedger:
             "requested_by": record.requested_by,
             "created_at": record.created_at,
             "owner": record.owner,
+            "device_ref": record.device_ref,
         }
         try:
-            # Its own commit, never a caller's unit of work: the record is durable
-            # before anything is signed.
-            with self._engine.begin() as conn:
+            # Committed before the signature on its own, or with the caller's unit of
+            # work, which then commits before any answer carries the certificate.
+            with writing(self._engine) as conn, guarded(conn):
                 conn.execute(_RESERVE, values)
         except IntegrityError:
             raise Conflict(f"serial {record.serial} is already recorded") from None
@@ -97,7 +99,7 @@ class SqlCertificateLedger:
             )
 
     def mark_failed(self, serial: str) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(
                 update(certificates)
                 .where(certificates.c.serial == serial)
@@ -106,7 +108,7 @@ class SqlCertificateLedger:
             )
 
     def revoke(self, serial: str, reason: str, at: datetime) -> CertificateRecord:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             row = (
                 conn.execute(select(certificates).where(certificates.c.serial == serial))
                 .mappings()
@@ -117,7 +119,7 @@ class SqlCertificateLedger:
             status = CertificateStatus(row["status"])
             if status is CertificateStatus.REVOKED:
                 raise Conflict(f"certificate {serial} is already revoked", code="already_revoked")
-            if status is CertificateStatus.FAILED:
+            if status in (CertificateStatus.FAILED, CertificateStatus.ABANDONED):
                 raise Conflict(f"certificate {serial} was never issued", code="not_issued")
             conn.execute(
                 update(certificates)
@@ -160,6 +162,28 @@ class SqlCertificateLedger:
             query = query.where(certificates.c.serial > after_serial)
         with self._engine.connect() as conn:
             return [_record(row) for row in conn.execute(query).mappings()]
+
+    def valid_for_device(self, device_ref: str, now: datetime) -> Sequence[CertificateRecord]:
+        query = (
+            select(certificates)
+            .where(certificates.c.device_ref == device_ref)
+            .where(certificates.c.status == CertificateStatus.ISSUED.value)
+            .where(certificates.c.not_after > now)
+            .order_by(certificates.c.created_at, certificates.c.serial)
+        )
+        with reading(self._engine) as conn:
+            return [_record(row) for row in conn.execute(query).mappings()]
+
+    def abandon_pending(self, created_before: datetime) -> Sequence[str]:
+        with writing(self._engine) as conn:
+            rows = conn.execute(
+                update(certificates)
+                .where(certificates.c.status == CertificateStatus.PENDING.value)
+                .where(certificates.c.created_at < created_before)
+                .values(status=CertificateStatus.ABANDONED.value)
+                .returning(certificates.c.serial)
+            )
+            return sorted(row.serial for row in rows)
 
     def revoked(self, issuer: str) -> Sequence[RevokedEntry]:
         query = (

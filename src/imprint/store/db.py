@@ -11,7 +11,7 @@ import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -27,20 +27,23 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from imprint.errors import ConfigurationError
+from imprint.logs import get_logger
 
 __all__ = [
+    "after_commit",
     "create_engine",
     "current_revision",
     "guarded",
     "head_revision",
-    "serialized",
     "reading",
+    "serialized",
     "unit_of_work",
     "upgrade",
     "writing",
 ]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+log = get_logger(__name__)
 
 #: How long a writer waits for SQLite's lock (and for this process's writer lock).
 _BUSY_TIMEOUT_MS = 5000
@@ -223,11 +226,12 @@ def head_revision() -> str | None:
 
 
 class _Unit:
-    __slots__ = ("connection", "engine")
+    __slots__ = ("committed", "connection", "engine")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.connection: Connection | None = None
+        self.committed: list[Callable[[], object]] = []
 
 
 _unit: ContextVar[_Unit | None] = ContextVar("imprint_unit_of_work", default=None)
@@ -254,6 +258,30 @@ def unit_of_work(engine: Engine) -> Iterator[None]:
         _unit.reset(token)
         if unit.connection is not None:
             unit.connection.close()  # rolls back what was not committed
+    for callback in unit.committed:
+        _run_quietly(callback)
+
+
+def after_commit(engine: Engine, callback: Callable[[], object]) -> None:
+    """Run ``callback`` once the active unit of work has committed (never when it rolls
+    back); at once when there is none (the caller's writes have committed already).
+
+    For what may be lost with the process (a cache to drop, a prompt delivery of an
+    outbox row the dispatcher would deliver anyway), never for an effect that must
+    happen: that is an outbox row.
+    """
+    unit = _joined(engine)
+    if unit is None:
+        _run_quietly(callback)
+    else:
+        unit.committed.append(callback)
+
+
+def _run_quietly(callback: Callable[[], object]) -> None:
+    try:
+        callback()
+    except Exception:  # the change has committed; the callback's failure is only logged
+        log.exception("after_commit_failed")
 
 
 @contextmanager

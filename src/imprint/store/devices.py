@@ -17,7 +17,7 @@ from imprint.provisioning.devices import (
     ProvisioningStep,
     StepRecord,
 )
-from imprint.store.db import guarded, reading, writing
+from imprint.store.db import guarded, reading, serialized, writing
 from imprint.store.tables import devices, provisioning_records, used_nonces
 
 __all__ = ["SqlDeviceStore", "SqlNonceStore", "SqlStepRecorder"]
@@ -62,6 +62,10 @@ class SqlDeviceStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    def lock(self, owner: str, device_id: str) -> None:
+        with writing(self._engine) as conn:
+            serialized(conn, f"device:{owner}/{device_id}")
 
     def find(self, owner: str, device_id: str) -> Device | None:
         with reading(self._engine) as conn:

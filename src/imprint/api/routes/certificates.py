@@ -100,8 +100,8 @@ class CertificatePage(BaseModel):
 @router.post("", status_code=201, summary="Issue a certificate from a CSR")
 def issue(body: IssueBody, runtime: RuntimeDep, principal: InstanceAdmin) -> IssuedOut:
     csr = load_csr(body.csr)
-    # The record is committed before the signature; the issued mark and its audit entry
-    # commit together after it.
+    # The record, the signed certificate and the audit entry commit together, before the
+    # answer carries the certificate.
     with runtime.transaction():
         issued = runtime.authority.issue(
             IssuanceRequest(
@@ -111,11 +111,9 @@ def issue(body: IssueBody, runtime: RuntimeDep, principal: InstanceAdmin) -> Iss
                 sans=body.sans,
                 validity=timedelta(days=body.validity_days) if body.validity_days else None,
                 requested_by=principal.actor,
-            ),
-            notify=False,
+            )
         )
         audit(runtime, principal, "certificate.issue", "certificate", issued.record.serial)
-    runtime.authority.notify(issued.record)
     return IssuedOut(**CertificateOut.of(issued.record).model_dump(), chain=issued.chain_pem())
 
 

@@ -1,0 +1,148 @@
+"""The transactional outbox: effects that must follow a commit, delivered until done.
+
+An operation that needs something to happen once its change has committed (the MQTT
+broker told about a revocation, later a webhook) does not do it after the commit, where
+a crash would lose it: it adds a message to the outbox inside its own transaction. The
+message commits with the change or not at all. Then:
+
+- the process that committed delivers it at once (:func:`imprint.store.db.after_commit`),
+  so effects are as prompt as before;
+- every server process runs :meth:`Outbox.deliver` every second, which picks up what
+  is due: messages whose prompt delivery failed (retried with backoff) and messages of a
+  process that died first (kill -9, power loss), on the next start at the latest.
+
+Delivery is at least once: a message is claimed for a lease before its handler runs and
+marked done after, so a process that dies mid-delivery leaves it to be delivered again.
+Handlers are idempotent (they recompute state, e.g. rewrite the whole CRL file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, Protocol
+
+from imprint.logs import get_logger
+
+__all__ = ["Handler", "Message", "Outbox", "OutboxStore", "backoff"]
+
+log = get_logger(__name__)
+
+#: How long a claimed message is left to its deliverer before another may take it.
+LEASE = timedelta(seconds=60)
+#: Retries wait 2, 4, 8 ... seconds, at most this long.
+MAX_BACKOFF = timedelta(minutes=5)
+#: Delivered messages are kept this long (to look into), then deleted.
+KEEP_DONE = timedelta(days=7)
+
+Handler = Callable[[Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    kind: str
+    payload: Mapping[str, Any]
+    attempts: int  # including the delivery this claim is for
+
+
+class OutboxStore(Protocol):
+    def add(self, kind: str, payload: Mapping[str, Any], at: datetime) -> int:
+        """Insert a message due at once, in the caller's unit of work; its id."""
+
+    def claim(
+        self, kinds: Collection[str], now: datetime, until: datetime, ids: Collection[int] | None
+    ) -> Sequence[Message]:
+        """Take the due, undelivered messages of ``kinds`` (only ``ids``, when given) until
+        ``until``: nobody else takes them meanwhile."""
+
+    def done(self, message_id: int, at: datetime) -> None: ...
+
+    def retry(self, message_id: int, due: datetime, error: str) -> None: ...
+
+    def purge(self, done_before: datetime) -> int:
+        """Delete messages delivered before ``done_before``; how many."""
+
+    def undelivered(self) -> int:
+        """How many messages are not delivered yet."""
+
+
+def backoff(attempts: int) -> timedelta:
+    """The wait before the next try after ``attempts`` failed ones."""
+    return min(timedelta(seconds=2 ** min(attempts, 20)), MAX_BACKOFF)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Outbox:
+    """Adds messages inside transactions and delivers them to their handlers.
+
+    Args:
+        store: where messages live.
+        after_commit: runs a callable once the active unit of work has committed (at
+            once without one); used for the prompt delivery.
+        clock: the current time.
+    """
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        after_commit: Callable[[Callable[[], object]], None],
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._store = store
+        self._after_commit = after_commit
+        self._clock = clock
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, kind: str, handler: Handler) -> None:
+        """Deliver messages of ``kind`` to ``handler`` (at composition, before serving)."""
+        self._handlers[kind] = handler
+
+    def add(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Write a message in the caller's transaction; deliver it once that commits."""
+        message_id = self._store.add(kind, payload, self._clock())
+        if kind in self._handlers:
+            self._after_commit(partial(self.deliver, (message_id,)))
+
+    def deliver(self, ids: Collection[int] | None = None, limit: int = 100) -> int:
+        """Deliver what is due (only ``ids``, when given); how many were delivered.
+
+        A handler that raises leaves its message for a retry after :func:`backoff`.
+        Messages of kinds this process has no handler for are left to one that has.
+        """
+        if not self._handlers:
+            return 0
+        now = self._clock()
+        claimed = self._store.claim(self._handlers, now, now + LEASE, ids)
+        delivered = 0
+        for message in claimed[:limit]:
+            try:
+                self._handlers[message.kind](message.payload)
+            except Exception as exc:
+                error = f"{exc.__class__.__name__}: {exc}"[:500]
+                due = self._clock() + backoff(message.attempts)
+                self._store.retry(message.id, due, error)
+                log.warning(
+                    "outbox_delivery_failed",
+                    id=message.id,
+                    kind=message.kind,
+                    attempts=message.attempts,
+                    retry_at=due.isoformat(),
+                    error=error,
+                )
+                continue
+            self._store.done(message.id, self._clock())
+            delivered += 1
+        return delivered
+
+    def purge(self) -> int:
+        """Forget messages delivered more than :data:`KEEP_DONE` ago."""
+        return self._store.purge(self._clock() - KEEP_DONE)
+
+    def undelivered(self) -> int:
+        return self._store.undelivered()
