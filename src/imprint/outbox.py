@@ -11,9 +11,12 @@ message commits with the change or not at all. Then:
   is due: messages whose prompt delivery failed (retried with backoff) and messages of a
   process that died first (kill -9, power loss), on the next start at the latest.
 
-Delivery is at least once: a message is claimed for a lease before its handler runs and
-marked done after, so a process that dies mid-delivery leaves it to be delivered again.
-Handlers are idempotent (they recompute state, e.g. rewrite the whole CRL file).
+Delivery is at least once. A new message is due :data:`PROMPT_GRACE` after it was
+written, which leaves it to its own process's prompt delivery; the rounds claim what is
+due for a :data:`LEASE` before running its handler, so two rounds don't run one message
+at once, and mark it done after. A process that dies mid-delivery leaves the message to
+be delivered again. Handlers are idempotent (they recompute state, e.g. rewrite the
+whole CRL file), since a message may now and then be delivered twice.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ log = get_logger(__name__)
 
 #: How long a claimed message is left to its deliverer before another may take it.
 LEASE = timedelta(seconds=60)
+#: How long a new message is left to the prompt delivery of the process that wrote it.
+PROMPT_GRACE = timedelta(seconds=5)
 #: Retries wait 2, 4, 8 ... seconds, at most this long.
 MAX_BACKOFF = timedelta(minutes=5)
 #: Delivered messages are kept this long (to look into), then deleted.
@@ -49,18 +54,20 @@ class Message:
 
 
 class OutboxStore(Protocol):
-    def add(self, kind: str, payload: Mapping[str, Any], at: datetime) -> int:
-        """Insert a message due at once, in the caller's unit of work; its id."""
+    def add(self, kind: str, payload: Mapping[str, Any], at: datetime, due: datetime) -> int:
+        """Insert a message, in the caller's unit of work; its id."""
 
-    def claim(
-        self, kinds: Collection[str], now: datetime, until: datetime, ids: Collection[int] | None
-    ) -> Sequence[Message]:
-        """Take the due, undelivered messages of ``kinds`` (only ``ids``, when given) until
-        ``until``: nobody else takes them meanwhile."""
+    def claim(self, kinds: Collection[str], now: datetime, until: datetime) -> Sequence[Message]:
+        """Take the due, undelivered messages of ``kinds`` until ``until``: no other round
+        takes them meanwhile."""
+
+    def undelivered_of(self, ids: Collection[int]) -> Sequence[Message]:
+        """The messages of ``ids`` not delivered yet (due or not)."""
 
     def done(self, message_id: int, at: datetime) -> None: ...
 
-    def retry(self, message_id: int, due: datetime, error: str) -> None: ...
+    def retry(self, message_id: int, attempts: int, due: datetime, error: str) -> None:
+        """Record a failed attempt (``attempts`` so far); try again at ``due``."""
 
     def purge(self, done_before: datetime) -> int:
         """Delete messages delivered before ``done_before``; how many."""
@@ -105,28 +112,35 @@ class Outbox:
 
     def add(self, kind: str, payload: Mapping[str, Any]) -> None:
         """Write a message in the caller's transaction; deliver it once that commits."""
-        message_id = self._store.add(kind, payload, self._clock())
+        now = self._clock()
+        message_id = self._store.add(kind, payload, now, now + PROMPT_GRACE)
         if kind in self._handlers:
             self._after_commit(partial(self.deliver, (message_id,)))
 
-    def deliver(self, ids: Collection[int] | None = None, limit: int = 100) -> int:
-        """Deliver what is due (only ``ids``, when given); how many were delivered.
+    def deliver(self, ids: Collection[int] | None = None) -> int:
+        """Deliver what is due, or the messages of ``ids`` (the prompt delivery, due or
+        not); how many were delivered.
 
         A handler that raises leaves its message for a retry after :func:`backoff`.
         Messages of kinds this process has no handler for are left to one that has.
         """
         if not self._handlers:
             return 0
-        now = self._clock()
-        claimed = self._store.claim(self._handlers, now, now + LEASE, ids)
+        if ids is None:
+            now = self._clock()
+            messages = self._store.claim(self._handlers, now, now + LEASE)
+        else:
+            messages = self._store.undelivered_of(ids)
         delivered = 0
-        for message in claimed[:limit]:
+        for message in messages:
+            if message.kind not in self._handlers:
+                continue
             try:
                 self._handlers[message.kind](message.payload)
             except Exception as exc:
                 error = f"{exc.__class__.__name__}: {exc}"[:500]
                 due = self._clock() + backoff(message.attempts)
-                self._store.retry(message.id, due, error)
+                self._store.retry(message.id, message.attempts, due, error)
                 log.warning(
                     "outbox_delivery_failed",
                     id=message.id,

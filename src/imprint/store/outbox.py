@@ -17,13 +17,18 @@ from imprint.store.tables import outbox
 __all__ = ["SqlOutboxStore"]
 
 
+def _message(row: Sequence[Any]) -> Message:
+    message_id, kind, payload, attempts = row
+    return Message(int(message_id), str(kind), json.loads(payload), int(attempts))
+
+
 class SqlOutboxStore:
     """Implements :class:`imprint.outbox.OutboxStore`."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def add(self, kind: str, payload: Mapping[str, Any], at: datetime) -> int:
+    def add(self, kind: str, payload: Mapping[str, Any], at: datetime, due: datetime) -> int:
         with writing(self._engine) as conn:
             return int(
                 conn.execute(
@@ -32,16 +37,14 @@ class SqlOutboxStore:
                         kind=kind,
                         payload=json.dumps(dict(payload), sort_keys=True),
                         created_at=at,
-                        due_at=at,
+                        due_at=due,
                         attempts=0,
                     )
                     .returning(outbox.c.id)
                 ).scalar_one()
             )
 
-    def claim(
-        self, kinds: Collection[str], now: datetime, until: datetime, ids: Collection[int] | None
-    ) -> Sequence[Message]:
+    def claim(self, kinds: Collection[str], now: datetime, until: datetime) -> Sequence[Message]:
         c = outbox.c
         statement = (
             update(outbox)
@@ -49,14 +52,19 @@ class SqlOutboxStore:
             .values(due_at=until, attempts=c.attempts + 1)
             .returning(c.id, c.kind, c.payload, c.attempts)
         )
-        if ids is not None:
-            statement = statement.where(c.id.in_(sorted(ids)))
         with writing(self._engine) as conn:
             rows = conn.execute(statement).all()
-        return sorted(
-            (Message(r.id, r.kind, json.loads(r.payload), r.attempts) for r in rows),
-            key=lambda m: m.id,
+        return sorted((_message(r) for r in rows), key=lambda m: m.id)
+
+    def undelivered_of(self, ids: Collection[int]) -> Sequence[Message]:
+        c = outbox.c
+        statement = (
+            select(c.id, c.kind, c.payload, c.attempts + 1)
+            .where(c.id.in_(sorted(ids)), c.done_at.is_(None))
+            .order_by(c.id)
         )
+        with reading(self._engine) as conn:
+            return [_message(r) for r in conn.execute(statement).all()]
 
     def done(self, message_id: int, at: datetime) -> None:
         with writing(self._engine) as conn:
@@ -64,12 +72,12 @@ class SqlOutboxStore:
                 update(outbox).where(outbox.c.id == message_id).values(done_at=at, last_error=None)
             )
 
-    def retry(self, message_id: int, due: datetime, error: str) -> None:
+    def retry(self, message_id: int, attempts: int, due: datetime, error: str) -> None:
         with writing(self._engine) as conn:
             conn.execute(
                 update(outbox)
                 .where(outbox.c.id == message_id)
-                .values(due_at=due, last_error=error[:500])
+                .values(due_at=due, attempts=attempts, last_error=error[:500])
             )
 
     def purge(self, done_before: datetime) -> int:
