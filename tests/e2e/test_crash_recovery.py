@@ -1,0 +1,166 @@
+"""kill -9 after a commit loses nothing: `imprint serve` is killed (SIGKILL, a real process)
+after a re-provisioning committed and before its effects were delivered; after a restart
+the superseded certificate is revoked and in the served CRL, the MQTT broker's CRL file
+is current again, and a reservation whose request died before signing is resolved."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from cryptography import x509
+from sqlalchemy import create_engine, select
+from sqlalchemy.engine import Engine
+
+from imprint.attestation.symmetric_key import derive_device_key
+from imprint.pki.records import CertificateRecord, CertificateStatus
+from imprint.store.certificates import SqlCertificateLedger
+from imprint.store.tables import outbox
+from tests.conftest import free_port
+from tests.e2e.conftest import IMPRINT, clean_env, stop
+from tests.integration.test_symmetric_key import make_csr, request_body
+
+# The broker's reload command: it logs each call and, while armed, kills the server that
+# ran it, as a crash between the commit and the end of its effects would.
+_RELOAD = """#!/bin/sh
+echo reload >> "$(dirname "$0")/reloads"
+if [ -e "$(dirname "$0")/armed" ]; then rm "$(dirname "$0")/armed"; kill -9 "$PPID"; fi
+"""
+
+
+def _wait(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
+    port, data, mqtt_dir = free_port(), tmp_path / "data", tmp_path / "mqtt"
+    reload = tmp_path / "reload.sh"
+    reload.write_text(_RELOAD)
+    reload.chmod(0o755)
+    env = clean_env(
+        data,
+        IMPRINT_SERVER__PORT=str(port),
+        IMPRINT_CA__PASSPHRASE="crash-passphrase",
+        IMPRINT_MQTT__ENABLED="true",
+        IMPRINT_MQTT__DIR=str(mqtt_dir),
+        IMPRINT_MQTT__RELOAD_COMMAND=json.dumps([str(reload)]),
+    )
+    url, ca = f"https://127.0.0.1:{port}", data / "ca" / "root.crt"
+
+    @contextmanager
+    def serving(name: str) -> Iterator[subprocess.Popen[str]]:
+        with (tmp_path / f"{name}.log").open("w") as out:
+            process = subprocess.Popen(
+                [str(IMPRINT), "serve"], cwd=tmp_path, env=env, stdout=out,
+                stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+        try:
+            _wait(lambda: ca.exists() and _healthy(url, ca), "the server to answer")
+            yield process
+        finally:
+            stop(process, signal.SIGTERM, 30)
+
+    with serving("first") as process:
+        config = subprocess.run(
+            [str(IMPRINT), "mqtt", "config"], cwd=tmp_path, env=env, capture_output=True,
+            text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert config.returncode == 0, config.stderr
+        token = (data / "admin-token").read_text().strip()
+        admin = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=url, verify=_trust(ca), timeout=30) as client:
+            group = client.post(
+                "/api/v1/enrollments",
+                headers=admin,
+                json={"mechanism": "symmetric-key", "owner": "acme", "id": "crashers"},
+            )
+            assert group.status_code == 201, group.text
+            key = derive_device_key(base64.b64decode(group.json()["group_key"]), "crash-1")
+            first = client.post(
+                "/api/v1/provision", json=request_body(key, "crash-1", csr=make_csr("crash-1"))
+            )
+            assert first.status_code == 200, first.text
+            old_serial = first.json()["bundle"]["serial"]
+            (tmp_path / "armed").touch()
+            try:
+                client.post(
+                    "/api/v1/provision",
+                    json=request_body(key, "crash-1", csr=make_csr("crash-1")),
+                )
+            except httpx.HTTPError:
+                pass  # the server died before it answered
+            else:
+                raise AssertionError("the server answered; the reload command did not kill it")
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+
+    # What the crash left: the re-provisioning committed (the old certificate revoked with
+    # it), the effect's outbox messages undelivered. The crash could as well have come
+    # before the broker's CRL file was written: take it away.
+    engine = create_engine(f"sqlite:///{data}/imprint.db")
+    ledger = SqlCertificateLedger(engine)
+    assert ledger.get(old_serial).status is CertificateStatus.REVOKED
+    with engine.connect() as conn:
+        undelivered = conn.execute(select(outbox).where(outbox.c.done_at.is_(None))).all()
+    assert undelivered, "no effect was left undelivered: the kill came too late"
+    (mqtt_dir / "crl.pem").unlink()
+    # And a request that died between reserving a record and signing it.
+    long_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    ledger.reserve(
+        CertificateRecord(
+            serial="dead0001",
+            issuer="ab" * 20,
+            profile="device",
+            subject="CN=never-signed",
+            sans=(),
+            status=CertificateStatus.PENDING,
+            not_before=long_ago,
+            not_after=long_ago + timedelta(days=30),
+            requested_by="x509:never-signed",
+            created_at=long_ago,
+        )
+    )
+    reloads_before = (tmp_path / "reloads").read_text().count("reload")
+
+    with serving("second"):
+        crl_file = mqtt_dir / "crl.pem"
+        _wait(crl_file.exists, "the broker's CRL file to be written again", 30)
+        broker_crl = x509.load_pem_x509_crl(crl_file.read_bytes())
+        assert broker_crl.get_revoked_certificate_by_serial_number(int(old_serial, 16))
+        with httpx.Client(base_url=url, verify=_trust(ca), timeout=30) as client:
+            served = x509.load_der_x509_crl(client.get("/crl/issuing.crl").content)
+        assert served.get_revoked_certificate_by_serial_number(int(old_serial, 16))
+        _wait(lambda: _undelivered(engine) == 0, "every outbox message to be delivered", 30)
+        assert (tmp_path / "reloads").read_text().count("reload") > reloads_before
+        assert ledger.get("dead0001").status is CertificateStatus.ABANDONED
+    engine.dispose()
+
+
+def _undelivered(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return len(conn.execute(select(outbox).where(outbox.c.done_at.is_(None))).all())
+
+
+def _trust(ca: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca))
+
+
+def _healthy(url: str, ca: Path) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", verify=_trust(ca), timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
