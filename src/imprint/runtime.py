@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -62,6 +63,9 @@ from imprint.store.users import SqlUserStore
 from imprint.tenancy.orgs import OrgTree
 from imprint.tenancy.roles import Role
 
+if TYPE_CHECKING:
+    from imprint.app import Application
+
 __all__ = ["FirstStart", "Runtime", "open_runtime", "prepare"]
 
 log = get_logger(__name__)
@@ -99,6 +103,13 @@ class Runtime:
     def transaction(self) -> AbstractContextManager[None]:
         """One transaction for the store writes made inside the block (a unit of work)."""
         return unit_of_work(self.engine)
+
+    @functools.cached_property
+    def app(self) -> Application:
+        """The application operations: what every admin surface calls."""
+        from imprint.app import Application
+
+        return Application(self)
 
     @functools.cached_property
     def channels(self) -> SqlChannelStore:

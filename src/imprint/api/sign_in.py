@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imprint.api.auditing import audit
+from imprint.app.auditing import audit
 from imprint.auth.passwords import verify_password
 from imprint.runtime import Runtime
 from imprint.tenancy.users import User, canonical_username

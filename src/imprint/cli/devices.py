@@ -8,16 +8,8 @@ import typer
 from rich.table import Table
 
 from imprint.cli import _runtime, out
-from imprint.pki.authority import parse_reason
 from imprint.provisioning.devices import Device, DeviceStatus
-from imprint.provisioning.lifecycle import (
-    approve,
-    disable,
-    enable,
-    factory_reset,
-    revoke_device,
-    revoke_enrollment,
-)
+from imprint.tenancy.access import cli_principal
 
 app = typer.Typer(
     help="List devices and act on them (approve, disable, revoke, reset).", no_args_is_help=True
@@ -56,8 +48,8 @@ def list_devices(
     """List devices as a table."""
     with _runtime() as runtime:
         found = list(
-            runtime.devices.search(
-                owner=owner, enrollment_id=enrollment, status=status, limit=limit
+            runtime.app.devices.search(
+                cli_principal(), owner=owner, enrollment_id=enrollment, status=status, limit=limit
             )
         )
     out.print(_table(found, f"{len(found)} device(s)"))
@@ -67,8 +59,7 @@ def list_devices(
 def show(device: DeviceRef) -> None:
     """A device and its provisioning timeline."""
     with _runtime() as runtime:
-        found = runtime.devices.get(device)
-        steps = runtime.records.for_device(found.id)
+        found, steps = runtime.app.devices.show(cli_principal(), device)
     out.print(_table([found], found.device_id))
     timeline = Table(title="timeline")
     for column in ("at", "request", "step", "status", "code", "detail"):
@@ -89,7 +80,7 @@ def show(device: DeviceRef) -> None:
 def approve_command(device: DeviceRef) -> None:
     """Approve a pending device; its next request with the same key is issued."""
     with _runtime() as runtime:
-        approved = approve(runtime.devices, device)
+        approved = runtime.app.devices.approve(cli_principal(), device)
     out.print(f"approved {approved.device_id}")
 
 
@@ -97,7 +88,7 @@ def approve_command(device: DeviceRef) -> None:
 def disable_command(device: DeviceRef) -> None:
     """Refuse the device's provisioning and renewal (its certificate stays valid)."""
     with _runtime() as runtime:
-        disabled = disable(runtime.devices, device)
+        disabled = runtime.app.devices.disable(cli_principal(), device)
     out.print(f"disabled {disabled.device_id}")
 
 
@@ -105,7 +96,7 @@ def disable_command(device: DeviceRef) -> None:
 def enable_command(device: DeviceRef) -> None:
     """Allow a disabled device again."""
     with _runtime() as runtime:
-        enabled = enable(runtime.devices, device)
+        enabled = runtime.app.devices.enable(cli_principal(), device)
     out.print(f"enabled {enabled.device_id} ({enabled.status.value})")
 
 
@@ -117,23 +108,19 @@ def revoke_command(
     ] = "unspecified",
     keep_enabled: Annotated[bool, typer.Option(help="Do not disable the device")] = False,
 ) -> None:
-    """Revoke the device's certificate (and disable it, unless --keep-enabled)."""
+    """Revoke every certificate the device holds (and disable it, unless --keep-enabled)."""
     with _runtime() as runtime:
-        revoked = revoke_device(
-            runtime.authority,
-            runtime.devices,
-            device,
-            parse_reason(reason),
-            disable_device=not keep_enabled,
+        revoked = runtime.app.devices.revoke(
+            cli_principal(), device, reason, disable=not keep_enabled
         )
-    out.print(f"revoked the certificate of {revoked.device_id}")
+    out.print(f"revoked the certificates of {revoked.device_id}")
 
 
 @app.command("reset")
 def reset_command(device: DeviceRef) -> None:
     """Factory reset: revoke, forget the key and pinned certificate, release the device."""
     with _runtime() as runtime:
-        released = factory_reset(runtime.authority, runtime.devices, device)
+        released = runtime.app.devices.reset(cli_principal(), device)
     out.print(f"released {released.device_id}; it may provision again")
 
 
@@ -144,13 +131,7 @@ def revoke_enrollment_command(
 ) -> None:
     """Disable an enrollment and revoke the certificates of all its devices."""
     with _runtime() as runtime:
-        result = revoke_enrollment(
-            runtime.authority,
-            runtime.enrollments,
-            runtime.devices,
-            enrollment,
-            parse_reason(reason),
-        )
+        result = runtime.app.devices.revoke_enrollment(cli_principal(), enrollment, reason)
     out.print(
         f"enrollment {result.enrollment_id} disabled; {result.certificates_revoked} of "
         f"{result.devices} device certificate(s) revoked"

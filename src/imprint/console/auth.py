@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from imprint.api.auditing import audit
+from imprint.app.auditing import audit
 from imprint.console import oidc
 from imprint.console.csrf import check_login_csrf, login_token, set_login_cookie
 from imprint.console.pages import (

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from imprint.api.scoping import scope_of
+from imprint.app.scoping import scope_of
 from imprint.console import queries
 from imprint.console.chart import bar_chart
 from imprint.console.pages import ConsoleRoute, ConsoleUser, render, runtime

@@ -18,8 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from imprint.api.auditing import audit
-from imprint.api.scoping import scope_of, visible_device
+from imprint.app.scoping import scope_of, visible_device
 from imprint.console import queries
 from imprint.console.pages import (
     ConsoleRoute,
@@ -31,10 +30,9 @@ from imprint.console.pages import (
     runtime,
 )
 from imprint.errors import InvalidValue, NotFound
-from imprint.pki.authority import REVOCATION_REASONS, parse_reason
+from imprint.pki.authority import REVOCATION_REASONS
 from imprint.pki.records import CertificateRecord
 from imprint.provisioning.devices import Device, DeviceStatus
-from imprint.provisioning.lifecycle import approve, disable, enable, factory_reset, revoke_device
 from imprint.runtime import Runtime
 from imprint.tenancy.access import Principal
 from imprint.tenancy.roles import Role
@@ -250,20 +248,16 @@ def _act(rt: Runtime, user: Principal, device_ref: str, name: str, reason: str) 
         raise InvalidValue(
             f"a {device.status.value} device cannot be {name}d", code="action_not_allowed"
         )
-    details: dict[str, Any] = {"via": "console"}
+    devices = rt.app.devices
     if name == "approve":
-        done = approve(rt.devices, device.id)
-    elif name == "disable":
-        done = disable(rt.devices, device.id)
-    elif name == "enable":
-        done = enable(rt.devices, device.id)
-    elif name == "revoke":
-        done = revoke_device(rt.authority, rt.devices, device.id, parse_reason(reason))
-        details["reason"] = reason
-    else:
-        done = factory_reset(rt.authority, rt.devices, device.id)
-    audit(rt, user, f"device.{name}", "device", device.id, org_id=device.owner, **details)
-    return done
+        return devices.approve(user, device.id)
+    if name == "disable":
+        return devices.disable(user, device.id)
+    if name == "enable":
+        return devices.enable(user, device.id)
+    if name == "revoke":
+        return devices.revoke(user, device.id, reason, disable=True)
+    return devices.reset(user, device.id)
 
 
 @router.post("/devices/{device_ref}/{name}")

@@ -18,11 +18,11 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from imprint.api.auditing import audit
 from imprint.api.routes import enrollments as enrollments_api
 from imprint.api.routes import registration_keys as keys_api
 from imprint.api.routes.oob_secrets import ImportOut, secret_store
-from imprint.api.scoping import scope_of, visible_enrollment
+from imprint.app.auditing import audit
+from imprint.app.scoping import scope_of, visible_enrollment
 from imprint.console.csrf import check_csrf
 from imprint.console.forms import model_of, orgs_with_role
 from imprint.console.pages import (

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from imprint.api.auditing import audit
+from imprint.app.auditing import audit
 from imprint.auth.oidc import _checked_url, _fetch_json
 from imprint.console.pages import ConsoleRoute, error_page, redirect, runtime
 from imprint.console.session import start_session

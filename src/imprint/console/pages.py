@@ -2,7 +2,7 @@
 
 * ``ConsoleUser`` (a dependency) is the :class:`~imprint.tenancy.access.Principal` of the
   session, the same shape the API's ``PrincipalDep`` gives, so
-  :func:`~imprint.api.scoping.scope_of`, ``visible_device`` and
+  :func:`~imprint.app.scoping.scope_of`, ``visible_device`` and
   :func:`~imprint.tenancy.access.authorize` work unchanged. Without a session the page
   redirects to the sign-in form.
 * :func:`render` renders a template of ``templates/`` inside ``base.html``.

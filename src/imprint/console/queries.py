@@ -1,6 +1,6 @@
 """Read-only queries of the console's overview pages, scoped like the admin API.
 
-``owners`` is :func:`~imprint.api.scoping.scope_of`: the organization ids the user
+``owners`` is :func:`~imprint.app.scoping.scope_of`: the organization ids the user
 sees, or None for the whole instance.
 """
 

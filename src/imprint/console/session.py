@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 
 from fastapi import Request, Response
 
-from imprint.api.auditing import audit
 from imprint.api.sign_in import check_password
+from imprint.app.auditing import audit
 from imprint.attestation.base import TooManyAttempts
 from imprint.errors import NotFound
 from imprint.runtime import Runtime

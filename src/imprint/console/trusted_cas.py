@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imprint.api.routes import client_cas as cas_api
 from imprint.api.routes import enrollments as enrollments_api
-from imprint.api.scoping import scope_of
+from imprint.app.scoping import scope_of
 from imprint.console.pages import ConsoleRoute, ConsoleUser, flash, form_of, redirect, render
 from imprint.console.pages import runtime as runtime_of
 from imprint.errors import Conflict, ImprintError, InvalidRequest

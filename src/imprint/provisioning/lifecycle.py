@@ -1,5 +1,9 @@
 """What happens to a device after it first provisions: approval, disabling, revocation,
 factory reset ("death" in the resurrecting-duckling model) and re-provisioning.
+
+Each function takes the device's lock first (inside the caller's unit of work, see
+:mod:`imprint.app.devices`), so a provisioning request running at the same time comes
+before or after it, never in between.
 """
 
 from __future__ import annotations
@@ -31,6 +35,18 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+def _locked(devices: DeviceStore, device_ref: str) -> Device:
+    """The device as it is once the caller's unit of work holds its lock, so that no
+    provisioning request changes it until the unit ends (see :meth:`DeviceStore.lock`).
+
+    Raises:
+        NotFound: no such device.
+    """
+    device = devices.get(device_ref)
+    devices.lock(device.owner, device.device_id)
+    return devices.get(device_ref)
+
+
 def approve(devices: DeviceStore, device_ref: str) -> Device:
     """Approve a pending device; its next request with the same key is issued.
 
@@ -38,7 +54,7 @@ def approve(devices: DeviceStore, device_ref: str) -> Device:
         NotFound: no such device.
         Conflict: the device is not pending.
     """
-    device = devices.get(device_ref)
+    device = _locked(devices, device_ref)
     if device.status is not DeviceStatus.PENDING:
         raise Conflict(
             f"device {device.device_id!r} is {device.status.value}, not pending", code="not_pending"
@@ -53,7 +69,7 @@ def disable(devices: DeviceStore, device_ref: str) -> Device:
 
     Its current certificate stays valid; revoke it as well to cut it off everywhere.
     """
-    device = devices.get(device_ref)
+    device = _locked(devices, device_ref)
     disabled = replace(device, status=DeviceStatus.DISABLED, updated_at=_now())
     devices.save(disabled)
     return disabled
@@ -65,7 +81,7 @@ def enable(devices: DeviceStore, device_ref: str) -> Device:
     Raises:
         Conflict: the device is not disabled.
     """
-    device = devices.get(device_ref)
+    device = _locked(devices, device_ref)
     if device.status is not DeviceStatus.DISABLED:
         raise Conflict(
             f"device {device.device_id!r} is {device.status.value}, not disabled",
@@ -111,7 +127,7 @@ def revoke_device(
         NotFound: no such device.
         Conflict: the device holds no certificate.
     """
-    device = devices.get(device_ref)
+    device = _locked(devices, device_ref)
     if device.certificate_serial is None:
         raise Conflict(f"device {device.device_id!r} holds no certificate", code="no_certificate")
     _revoke_all(authority, device, reason)
@@ -126,7 +142,7 @@ def factory_reset(authority: CertificateAuthority, devices: DeviceStore, device_
 
     It may then provision again, through any enrollment that admits it.
     """
-    device = devices.get(device_ref)
+    device = _locked(devices, device_ref)
     _revoke_all(authority, device, x509.ReasonFlags.cessation_of_operation)
     released = replace(
         device,
@@ -166,9 +182,10 @@ def revoke_enrollment(
         page: Sequence[Device] = devices.search(enrollment_id=enrollment_id, limit=500, after=after)
         if not page:
             break
-        for device in page:
+        for listed in page:
             total += 1
             with contextlib.suppress(ImprintError):
+                device = _locked(devices, listed.id)
                 revoked += _revoke_all(authority, device, reason)
                 devices.save(replace(device, status=DeviceStatus.DISABLED, updated_at=_now()))
         after = page[-1].id

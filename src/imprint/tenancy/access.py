@@ -1,7 +1,9 @@
 """Who is asking, and what she may see and do.
 
-A :class:`Principal` is the caller of the admin API: an API key (the whole instance),
-a user, an OAuth client, or the subject of an external provider's token. What it sees
+A :class:`Principal` is the caller of an operation: an API key (the whole instance),
+a user, an OAuth client, the subject of an external provider's token, or the local
+command line (:func:`cli_principal`: the whole instance, as the operating-system user
+who can read the data directory). What it sees
 is :func:`org_scope`: the organizations it is a member of and all their descendants.
 Objects of any other organization do not exist for it: :func:`authorize` answers
 :class:`~imprint.errors.NotFound`, never "forbidden", so ids of others do not leak.
@@ -9,6 +11,8 @@ Objects of any other organization do not exist for it: :func:`authorize` answers
 
 from __future__ import annotations
 
+import getpass
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -21,12 +25,13 @@ __all__ = [
     "Principal",
     "PrincipalKind",
     "authorize",
+    "cli_principal",
     "org_scope",
     "require_instance_admin",
     "role_in",
 ]
 
-PrincipalKind = Literal["api-key", "user", "client", "external"]
+PrincipalKind = Literal["api-key", "user", "client", "external", "cli"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,16 @@ class Principal:
     @property
     def actor(self) -> str:
         return f"{self.kind}:{self.name}"
+
+
+def cli_principal() -> Principal:
+    """The local command line: it holds the data directory and the CA key, so it acts for
+    the whole instance; the audit log names the operating-system user (``cli:<user>``)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (e.g. in a bare container)
+        user = str(os.getuid())
+    return Principal(kind="cli", subject=user, name=user, instance_admin=True)
 
 
 def org_scope(principal: Principal, tree: OrgTree) -> set[str] | None:

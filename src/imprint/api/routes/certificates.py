@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import InstanceAdmin, PrincipalDep, RuntimeDep
-from imprint.api.scoping import scope_of, visible_certificate
+from imprint.app.auditing import audit
+from imprint.app.scoping import scope_of, visible_certificate
 from imprint.durations import parse_duration
 from imprint.pki.authority import IssuanceRequest, parse_reason
 from imprint.pki.csr import common_name, load_csr

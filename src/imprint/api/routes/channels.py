@@ -14,8 +14,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.app.auditing import audit
 from imprint.provisioning.channels import (
     Channel,
     ChannelKey,

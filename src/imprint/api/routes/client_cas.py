@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.api.scoping import visible_enrollment
+from imprint.app.auditing import audit
+from imprint.app.scoping import visible_enrollment
 from imprint.errors import InvalidValue
 from imprint.provisioning.client_cas import (
     ClientCA,

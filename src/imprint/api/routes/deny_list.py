@@ -14,8 +14,8 @@ from cryptography import x509
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import InstanceAdmin, RuntimeDep
+from imprint.app.auditing import audit
 from imprint.attestation.revocation import (
     DeniedCertificate,
     ManufacturerCrl,

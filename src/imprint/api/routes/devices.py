@@ -12,20 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.api.scoping import scope_of, visible_device, visible_enrollment
-from imprint.pki.authority import parse_reason
 from imprint.provisioning.devices import Device, DeviceStatus, StepRecord
-from imprint.provisioning.lifecycle import (
-    approve,
-    disable,
-    enable,
-    factory_reset,
-    revoke_device,
-    revoke_enrollment,
-)
-from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
 
@@ -112,13 +100,13 @@ def list_devices(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(max_length=36)] = None,
 ) -> DevicePage:
-    found = runtime.devices.search(
+    found = runtime.app.devices.search(
+        principal,
         owner=owner,
         enrollment_id=enrollment_id,
         status=status,
         limit=limit + 1,
         after=after,
-        owners=scope_of(runtime, principal),
     )
     page = list(found[:limit])
     return DevicePage(
@@ -128,66 +116,38 @@ def list_devices(
 
 @router.get("/devices/{device_ref}", summary="One device and its provisioning timeline")
 def show_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceDetail:
-    device = visible_device(runtime, principal, device_ref, Role.VIEWER)
-    timeline = [StepOut.of(r) for r in runtime.records.for_device(device.id)]
+    device, steps = runtime.app.devices.show(principal, device_ref)
+    timeline = [StepOut.of(r) for r in steps]
     return DeviceDetail(**DeviceOut.of(device).model_dump(), timeline=timeline)
 
 
 @router.post("/devices/{device_ref}/approve", summary="Approve a pending device")
 def approve_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
-    visible_device(runtime, principal, device_ref, Role.OPERATOR)
-    device = approve(runtime.devices, device_ref)
-    audit(runtime, principal, "device.approve", "device", device.id, org_id=device.owner)
-    return DeviceOut.of(device)
+    return DeviceOut.of(runtime.app.devices.approve(principal, device_ref))
 
 
 @router.post("/devices/{device_ref}/disable", summary="Refuse provisioning and renewal")
 def disable_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
-    visible_device(runtime, principal, device_ref, Role.OPERATOR)
-    device = disable(runtime.devices, device_ref)
-    audit(runtime, principal, "device.disable", "device", device.id, org_id=device.owner)
-    return DeviceOut.of(device)
+    return DeviceOut.of(runtime.app.devices.disable(principal, device_ref))
 
 
 @router.post("/devices/{device_ref}/enable", summary="Allow a disabled device again")
 def enable_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
-    visible_device(runtime, principal, device_ref, Role.OPERATOR)
-    device = enable(runtime.devices, device_ref)
-    audit(runtime, principal, "device.enable", "device", device.id, org_id=device.owner)
-    return DeviceOut.of(device)
+    return DeviceOut.of(runtime.app.devices.enable(principal, device_ref))
 
 
-@router.post("/devices/{device_ref}/revoke", summary="Revoke the device's certificate")
+@router.post("/devices/{device_ref}/revoke", summary="Revoke every certificate the device holds")
 def revoke(
     device_ref: str, runtime: RuntimeDep, principal: PrincipalDep, body: RevokeBody | None = None
 ) -> DeviceOut:
-    visible_device(runtime, principal, device_ref, Role.OPERATOR)
     body = body or RevokeBody()
-    device = revoke_device(
-        runtime.authority,
-        runtime.devices,
-        device_ref,
-        parse_reason(body.reason),
-        disable_device=body.disable,
-    )
-    audit(
-        runtime,
-        principal,
-        "device.revoke",
-        "device",
-        device.id,
-        org_id=device.owner,
-        reason=body.reason,
-    )
+    device = runtime.app.devices.revoke(principal, device_ref, body.reason, disable=body.disable)
     return DeviceOut.of(device)
 
 
 @router.post("/devices/{device_ref}/reset", summary="Factory reset: release the device")
 def reset(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
-    visible_device(runtime, principal, device_ref, Role.OPERATOR)
-    device = factory_reset(runtime.authority, runtime.devices, device_ref)
-    audit(runtime, principal, "device.reset", "device", device.id, org_id=device.owner)
-    return DeviceOut.of(device)
+    return DeviceOut.of(runtime.app.devices.reset(principal, device_ref))
 
 
 @router.post(
@@ -197,24 +157,8 @@ def reset(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> Devi
 def revoke_all(
     enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep, body: RevokeBody | None = None
 ) -> EnrollmentRevocationOut:
-    enrollment = visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
-    result = revoke_enrollment(
-        runtime.authority,
-        runtime.enrollments,
-        runtime.devices,
-        enrollment_id,
-        parse_reason((body or RevokeBody()).reason),
-    )
-    audit(
-        runtime,
-        principal,
-        "enrollment.revoke",
-        "enrollment",
-        enrollment_id,
-        org_id=enrollment.owner,
-        devices=result.devices,
-        certificates_revoked=result.certificates_revoked,
-    )
+    reason = (body or RevokeBody()).reason
+    result = runtime.app.devices.revoke_enrollment(principal, enrollment_id, reason)
     return EnrollmentRevocationOut(
         enrollment_id=result.enrollment_id,
         devices=result.devices,

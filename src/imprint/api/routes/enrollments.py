@@ -13,9 +13,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.api.scoping import scope_of, visible_enrollment
+from imprint.app.auditing import audit
+from imprint.app.scoping import scope_of, visible_enrollment
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,

@@ -22,8 +22,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.app.auditing import audit
 from imprint.errors import InvalidCSR, InvalidValue, PermissionDenied
 from imprint.identities.identity import IdentityCertificate
 from imprint.pki.csr import load_csr

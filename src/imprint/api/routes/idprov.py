@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import (
     OptionalClientCertificate,
     OptionalPrincipal,
@@ -26,7 +25,8 @@ from imprint.api.identity import (
     RuntimeDep,
 )
 from imprint.api.routes.oob_secrets import secret_store
-from imprint.api.scoping import scope_of, visible_enrollment
+from imprint.app.auditing import audit
+from imprint.app.scoping import scope_of, visible_enrollment
 from imprint.attestation.base import AttestationFailed
 from imprint.compat.idprov import (
     ProvisionRequest,

@@ -20,9 +20,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
-from imprint.api.auditing import audit
 from imprint.api.identity import RuntimeDep
 from imprint.api.sign_in import check_password
+from imprint.app.auditing import audit
 from imprint.attestation.base import TooManyAttempts
 from imprint.auth.clients import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, OAuthClient
 from imprint.auth.codes import (

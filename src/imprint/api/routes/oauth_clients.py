@@ -7,8 +7,8 @@ from datetime import datetime
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.app.auditing import audit
 from imprint.auth.clients import CLIENT_CREDENTIALS, OAuthClient, create_client
 from imprint.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from imprint.runtime import Runtime

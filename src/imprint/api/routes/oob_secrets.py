@@ -12,10 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
 from imprint.api.problems import problem_response
-from imprint.api.scoping import visible_enrollment
+from imprint.app.auditing import audit
+from imprint.app.scoping import visible_enrollment
 from imprint.provisioning.oob_secrets import (
     ImportReport,
     OobSecretSummary,

@@ -7,8 +7,8 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.app.auditing import audit
 from imprint.errors import PermissionDenied
 from imprint.tenancy.access import authorize, org_scope, role_in
 from imprint.tenancy.orgs import Organization, OrgTree, create_organization

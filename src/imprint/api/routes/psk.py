@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.app.auditing import audit
 from imprint.errors import InvalidValue, NotFound
 from imprint.identities.psk import ClientPsk, PskOrigin, new_psk, parse_key
 from imprint.runtime import Runtime

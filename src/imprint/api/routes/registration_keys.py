@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.api.scoping import visible_enrollment
+from imprint.app.auditing import audit
+from imprint.app.scoping import visible_enrollment
 from imprint.durations import parse_duration
 from imprint.provisioning.registration_keys import (
     DEFAULT_HALF_LENGTH,

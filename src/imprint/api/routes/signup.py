@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import RuntimeDep
+from imprint.app.auditing import audit
 from imprint.auth.passwords import check_password_policy
 from imprint.errors import Conflict, PermissionDenied
 from imprint.provisioning.enrollments import (

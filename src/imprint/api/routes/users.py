@@ -8,9 +8,9 @@ from datetime import datetime
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.auditing import audit
 from imprint.api.identity import PrincipalDep, RuntimeDep
 from imprint.api.sign_in import check_password
+from imprint.app.auditing import audit
 from imprint.errors import Conflict, NotFound, PermissionDenied
 from imprint.runtime import Runtime
 from imprint.tenancy.access import Principal, authorize, org_scope, role_in

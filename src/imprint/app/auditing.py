@@ -1,12 +1,14 @@
-"""The one call admin routes make to write the audit log.
+"""The one call that writes the audit log for a change.
 
-A mutating admin route calls :func:`audit` after it has acted, e.g.::
+An operation calls :func:`audit` after it has acted, inside its transaction (the entry
+commits with the change it records), e.g.::
 
-    audit(runtime, key, "enrollment.create", "enrollment", enrollment.id,
+    audit(runtime, principal, "enrollment.create", "enrollment", enrollment.id,
           org_id=enrollment.owner)
 
-``actor`` is the route's API key or principal; ``details`` are scrubbed of anything
-that looks like a secret before they are stored (see :func:`imprint.audit.scrub`).
+``actor`` is the principal (an API key, a user, ``cli:<os user>``); ``details`` are
+scrubbed of anything that looks like a secret before they are stored (see
+:func:`imprint.audit.scrub`).
 """
 
 from __future__ import annotations

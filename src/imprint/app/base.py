@@ -1,0 +1,49 @@
+"""What every aggregate's operations share: the runtime, one transaction, the audit."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from imprint.app.auditing import audit
+from imprint.audit import Outcome
+from imprint.tenancy.access import Principal
+
+if TYPE_CHECKING:
+    from imprint.runtime import Runtime
+
+__all__ = ["Operations"]
+
+
+class Operations:
+    """Base of one aggregate's operations."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    def _transaction(self) -> AbstractContextManager[None]:
+        """One unit of work: the change, its audit entry and its outbox messages commit
+        together or not at all."""
+        return self._rt.transaction()
+
+    def _audit(
+        self,
+        principal: Principal,
+        action: str,
+        target_type: str,
+        target_id: str | None = None,
+        *,
+        org_id: str | None = None,
+        outcome: Outcome = "success",
+        **details: Any,
+    ) -> None:
+        audit(
+            self._rt,
+            principal,
+            action,
+            target_type,
+            target_id,
+            org_id=org_id,
+            outcome=outcome,
+            **details,
+        )

@@ -1,0 +1,139 @@
+"""Device operations: the fleet and each device's lifecycle, for every admin surface.
+
+Viewers read; operators approve, disable, enable, revoke and reset. Revoking a device
+revokes every certificate it still holds, not only its current one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from imprint.app.base import Operations
+from imprint.app.scoping import scope_of, visible_device, visible_enrollment
+from imprint.pki.authority import parse_reason
+from imprint.provisioning import lifecycle
+from imprint.provisioning.devices import Device, DeviceStatus, StepRecord
+from imprint.provisioning.lifecycle import EnrollmentRevocation
+from imprint.tenancy.access import Principal
+from imprint.tenancy.roles import Role
+
+__all__ = ["DeviceOperations"]
+
+
+class DeviceOperations(Operations):
+    def search(
+        self,
+        principal: Principal,
+        *,
+        status: DeviceStatus | None = None,
+        enrollment_id: str | None = None,
+        owner: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Sequence[Device]:
+        """Devices the principal sees, ordered by reference (``after``: the last one of
+        the previous page)."""
+        return self._rt.devices.search(
+            owner=owner,
+            enrollment_id=enrollment_id,
+            status=status,
+            limit=limit,
+            after=after,
+            owners=scope_of(self._rt, principal),
+        )
+
+    def show(self, principal: Principal, device_ref: str) -> tuple[Device, Sequence[StepRecord]]:
+        """A device and its provisioning timeline.
+
+        Raises:
+            NotFound: no such device, or a foreign one.
+        """
+        device = visible_device(self._rt, principal, device_ref, Role.VIEWER)
+        return device, self._rt.records.for_device(device.id)
+
+    def approve(self, principal: Principal, device_ref: str) -> Device:
+        """Approve a pending device; its next request with the same key is issued.
+
+        Raises:
+            NotFound, PermissionDenied: not visible, or the role is too low.
+            Conflict: the device is not pending.
+        """
+        with self._transaction():
+            visible_device(self._rt, principal, device_ref, Role.OPERATOR)
+            device = lifecycle.approve(self._rt.devices, device_ref)
+            self._audit(principal, "device.approve", "device", device.id, org_id=device.owner)
+        return device
+
+    def disable(self, principal: Principal, device_ref: str) -> Device:
+        """Refuse the device's provisioning and renewal (its certificates stay valid)."""
+        with self._transaction():
+            visible_device(self._rt, principal, device_ref, Role.OPERATOR)
+            device = lifecycle.disable(self._rt.devices, device_ref)
+            self._audit(principal, "device.disable", "device", device.id, org_id=device.owner)
+        return device
+
+    def enable(self, principal: Principal, device_ref: str) -> Device:
+        """Allow a disabled device again.
+
+        Raises:
+            Conflict: the device is not disabled.
+        """
+        with self._transaction():
+            visible_device(self._rt, principal, device_ref, Role.OPERATOR)
+            device = lifecycle.enable(self._rt.devices, device_ref)
+            self._audit(principal, "device.enable", "device", device.id, org_id=device.owner)
+        return device
+
+    def revoke(
+        self, principal: Principal, device_ref: str, reason: str = "unspecified", *, disable: bool
+    ) -> Device:
+        """Revoke every certificate the device holds; with ``disable``, disable it too.
+
+        Raises:
+            InvalidValue: an unknown reason.
+            Conflict: the device holds no certificate.
+        """
+        flag = parse_reason(reason)
+        with self._transaction():
+            visible_device(self._rt, principal, device_ref, Role.OPERATOR)
+            device = lifecycle.revoke_device(
+                self._rt.authority, self._rt.devices, device_ref, flag, disable_device=disable
+            )
+            self._audit(
+                principal,
+                "device.revoke",
+                "device",
+                device.id,
+                org_id=device.owner,
+                reason=flag.value,
+            )
+        return device
+
+    def reset(self, principal: Principal, device_ref: str) -> Device:
+        """Factory reset: revoke its certificates and release the device."""
+        with self._transaction():
+            visible_device(self._rt, principal, device_ref, Role.OPERATOR)
+            device = lifecycle.factory_reset(self._rt.authority, self._rt.devices, device_ref)
+            self._audit(principal, "device.reset", "device", device.id, org_id=device.owner)
+        return device
+
+    def revoke_enrollment(
+        self, principal: Principal, enrollment_id: str, reason: str = "unspecified"
+    ) -> EnrollmentRevocation:
+        """Disable an enrollment and revoke every certificate of its devices."""
+        flag = parse_reason(reason)
+        with self._transaction():
+            enrollment = visible_enrollment(self._rt, principal, enrollment_id, Role.OPERATOR)
+            result = lifecycle.revoke_enrollment(
+                self._rt.authority, self._rt.enrollments, self._rt.devices, enrollment_id, flag
+            )
+            self._audit(
+                principal,
+                "enrollment.revoke",
+                "enrollment",
+                enrollment_id,
+                org_id=enrollment.owner,
+                devices=result.devices,
+                certificates_revoked=result.certificates_revoked,
+            )
+        return result
