@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.engine import Engine
 
+from imprint.attestation.base import Attestor
 from imprint.attestation.registry import build_attestors
-from imprint.attestation.renewal import RenewalAttestor
+from imprint.attestation.renewal import RenewalAuthorizer
 from imprint.attestation.x509 import MAX_ENROLLMENTS, manufacturer_certificates
 from imprint.auth.api_keys import create_api_key
 from imprint.auth.bearer import BearerAuthenticator
@@ -96,13 +97,33 @@ class Runtime:
     records: SqlStepRecorder
     nonces: SqlNonceStore
     box: SecretBox
-    provisioner: Provisioner
+    attestors: dict[Mechanism, Attestor]
+    renewals: RenewalAuthorizer
     outbox: Outbox
     metrics: Metrics = field(default_factory=Metrics)
 
     def transaction(self) -> AbstractContextManager[None]:
         """One transaction for the store writes made inside the block (a unit of work)."""
         return unit_of_work(self.engine)
+
+    @functools.cached_property
+    def provisioner(self) -> Provisioner:
+        """The one provisioning use case every device protocol calls."""
+        return Provisioner(
+            authority=self.authority,
+            devices=self.devices,
+            recorder=self.records,
+            attestors=self.attestors,
+            renewals=self.renewals,
+            services=self.settings.services,
+            channels=self.channels,
+            transaction=self.transaction,
+            hub_tokens=HubTokenSource(
+                clients=self.clients,
+                tokens=self.tokens,
+                owner_claim=self.settings.auth.owner_claim,
+            ),
+        )
 
     @functools.cached_property
     def app(self) -> Application:
@@ -327,22 +348,13 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         nonces=nonces,
         provision_url=f"{settings.server.base_url()}/api/v1/provision",
     )
-    attestors[Mechanism.RENEWAL] = RenewalAttestor(
+    renewals = RenewalAuthorizer(
         issuing=material.issuing,
         ledger=ledger,
         devices=devices,
         enrollments=enrollments,
         nonces=nonces,
         audience=f"{settings.server.base_url()}/api/v1/renew",
-    )
-    provisioner = Provisioner(
-        authority=authority,
-        devices=devices,
-        recorder=records,
-        attestors=attestors,
-        services=settings.services,
-        channels=SqlChannelStore(engine, box),
-        transaction=functools.partial(unit_of_work, engine),
     )
     runtime = Runtime(
         settings=settings,
@@ -355,7 +367,8 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         records=records,
         nonces=nonces,
         box=box,
-        provisioner=provisioner,
+        attestors=attestors,
+        renewals=renewals,
         outbox=outbox,
         metrics=metrics,
     )
@@ -366,9 +379,7 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         authority.add_listener(BrokerSync(settings.mqtt, files, authority))
     try:
         runtime.bearer  # noqa: B018 (the auth configuration is checked at start)
-        provisioner.hub_tokens = HubTokenSource(
-            clients=runtime.clients, tokens=runtime.tokens, owner_claim=settings.auth.owner_claim
-        )
+        runtime.provisioner  # noqa: B018
     except Exception:
         engine.dispose()
         raise

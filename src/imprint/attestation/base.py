@@ -153,12 +153,6 @@ class Attestation:
     pinned_fingerprint: str | None = None
     waiting: bool = False
     claims: Mapping[str, str] = field(default_factory=dict)
-    renewal: bool = False  # the device renews its current certificate
-    #: The device presents the certificate its last renewal superseded, with the key that
-    #: renewal certified: it never received the answer, so it gets that answer again.
-    renewal_retry: bool = False
-    #: The serial of the certificate a renewal presents.
-    renews: str | None = None
 
 
 class Attestor(Protocol):

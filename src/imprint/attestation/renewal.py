@@ -6,12 +6,20 @@ expired certificate), the device sends a signed request instead: the same compac
 JWS as x509's signed requests, with ``x5c`` holding its imprint certificate and
 ``aud`` naming the renewal URL.
 
-Only the device's *current* certificate renews: a superseded or revoked one does not.
-After expiry, renewal is accepted only within the enrollment's grace period.
+Only the device's *current* certificate renews: a superseded or revoked one does not,
+except that a device which never received its renewal's answer may present the
+certificate that renewal superseded to collect it again (the provisioning use case
+hands it out only for the key that renewal certified). After expiry, renewal is
+accepted only within the enrollment's grace period.
+
+Renewal is its own operation: :meth:`RenewalAuthorizer.authorize_renew` answers a
+:class:`Renewal`, which :meth:`imprint.provisioning.service.Provisioner.renew` takes;
+provisioning's attestors answer an :class:`~imprint.attestation.base.Attestation`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -19,7 +27,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from imprint.attestation.base import (
-    Attestation,
     CertificateExpired,
     CertificateRevoked,
     Evidence,
@@ -32,9 +39,9 @@ from imprint.errors import NotFound
 from imprint.pki.keys import public_key_sha256 as _key_sha256
 from imprint.pki.records import CertificateLedger, CertificateStatus
 from imprint.provisioning.devices import DeviceStore, NonceStore
-from imprint.provisioning.enrollments import EnrollmentStore, Mechanism
+from imprint.provisioning.enrollments import Enrollment, EnrollmentStore
 
-__all__ = ["RenewalAttestor"]
+__all__ = ["Renewal", "RenewalAuthorizer"]
 
 _MAX_SKEW_SECONDS = 300
 _NONCE_LIFETIME = timedelta(seconds=600)
@@ -46,8 +53,21 @@ def _attribute(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> str
     return value if isinstance(value, str) else None
 
 
-class RenewalAttestor:
-    mechanism = Mechanism.RENEWAL
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What a renewal is authorized for: the device, and the certificate it presented."""
+
+    enrollment: Enrollment
+    device_id: str
+    presented_serial: str
+
+    @property
+    def identity(self) -> str:
+        return f"renewal:{self.presented_serial}"
+
+
+class RenewalAuthorizer:
+    """Authorizes renewals (as attestors authorize provisioning): never signs."""
 
     def __init__(
         self,
@@ -86,7 +106,15 @@ class RenewalAttestor:
             "or send a signed request in evidence.jws"
         )
 
-    def attest(self, evidence: Evidence) -> Attestation:
+    def authorize_renew(self, evidence: Evidence) -> Renewal:
+        """Check that the evidence proves possession of a certificate the device may renew
+        (or collect its renewal's answer with).
+
+        Raises:
+            AttestationFailed: not a certificate imprint issued to this device, revoked,
+                expired past the grace period, or a replayed signed request.
+            EvidenceMissing: neither mutual TLS nor a signed request.
+        """
         current, signed = self._current(evidence)
         if current.issuer != self._issuing.subject:
             raise IdentityNotEnrolled("only certificates imprint issued can be renewed")
@@ -127,11 +155,4 @@ class RenewalAttestor:
         # Spent last, so a refused signed request leaves no trace.
         if signed is not None and not self._nonces.use("renewal-jws", *signed):
             raise ReplayDetected("this signed request was used before")
-        return Attestation(
-            enrollment=enrollment,
-            device_id=device.device_id,
-            identity=f"renewal:{serial}",
-            renewal=True,
-            renewal_retry=retry,
-            renews=serial,
-        )
+        return Renewal(enrollment=enrollment, device_id=device.device_id, presented_serial=serial)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -39,6 +39,7 @@ from imprint.attestation.base import (
     Evidence,
     KeyMismatch,
 )
+from imprint.attestation.renewal import Renewal, RenewalAuthorizer
 from imprint.errors import Conflict, ImprintError, InvalidRequest, NotFound, PermissionDenied
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.csr import check_public_key
@@ -73,6 +74,19 @@ __all__ = [
 ]
 
 APPROVAL_RETRY_SECONDS = 30
+
+
+class _Grant(Protocol):
+    """What an authorization names: the enrollment and the device in it."""
+
+    @property
+    def enrollment(self) -> Enrollment: ...
+
+    @property
+    def device_id(self) -> str: ...
+
+
+_G = TypeVar("_G", bound=_Grant)
 
 
 class PolicyDenied(PermissionDenied):
@@ -150,6 +164,8 @@ class Provisioner:
         services: Mapping[str, str] | None = None,
         channels: ChannelStore | None = None,
         transaction: Callable[[], AbstractContextManager[object]] | None = None,
+        renewals: RenewalAuthorizer | None = None,
+        hub_tokens: HubTokenSource | None = None,
     ) -> None:
         self._authority = authority
         self._transaction = transaction or contextlib.nullcontext
@@ -159,11 +175,16 @@ class Provisioner:
         self._attestors = dict(attestors)
         self._limiter = limiter or FailureLimiter()
         self._services = dict(services or {})
-        self.hub_tokens: HubTokenSource | None = None  # set once the OAuth side is ready
+        self._renewals = renewals
+        self._hub_tokens = hub_tokens
 
     @property
     def mechanisms(self) -> list[str]:
-        return sorted(m.value for m in self._attestors)
+        """What devices may use: the attestation mechanisms, and renewal."""
+        names = {m.value for m in self._attestors}
+        if self._renewals is not None:
+            names.add(Mechanism.RENEWAL.value)
+        return sorted(names)
 
     def provision(self, evidence: Evidence) -> Outcome:
         """Attest, apply policy, issue and record.
@@ -174,34 +195,81 @@ class Provisioner:
             PolicyDenied: the enrollment's policy refuses the request.
             InvalidRequest: the request is malformed (bad CSR, missing evidence).
         """
-        request_id = uuid.uuid4().hex
-        step = _Steps(request_id, evidence)
-        self._limiter.check(evidence.source, evidence.registration_id)
         attestor = self._attestors.get(evidence.mechanism)
-        try:
+
+        def attest(evidence: Evidence) -> Attestation:
             if attestor is None:
                 raise UnsupportedMechanism(
                     f"mechanism {evidence.mechanism.value!r} is not enabled on this server"
                 )
-            attestation = attestor.attest(evidence)
+            return attestor.attest(evidence)
+
+        outcome, attestation = self._run(evidence, attest, self._after_attestation)
+        if outcome.status == "approved" and isinstance(attestor, CompletionAware):
+            attestor.completed(attestation)
+        return outcome
+
+    def renew(self, evidence: Evidence) -> Outcome:
+        """Renew the certificate the device presents: authorize the renewal, apply the
+        enrollment's policy (but not approval, quota or the re-provisioning policy: the
+        device proved it holds its current certificate), issue and record.
+
+        Raises:
+            TooManyAttempts, AttestationFailed, PolicyDenied, InvalidRequest: as
+                :meth:`provision`.
+        """
+        if self._renewals is None:
+            raise UnsupportedMechanism("renewal is not enabled on this server")
+        outcome, _renewal = self._run(evidence, self._renewals.authorize_renew, self._after_renewal)
+        return outcome
+
+    def _run(
+        self,
+        evidence: Evidence,
+        authorize: Callable[[Evidence], _G],
+        decide: Callable[[Evidence, _G, _Steps], Outcome],
+    ) -> tuple[Outcome, _G]:
+        """The steps every request takes: the failed-attempt limit, authorization (its
+        failures count against the limit), then ``decide`` in one unit of work with the
+        step records; a refusal rolls back all but the records."""
+        step = _Steps(uuid.uuid4().hex, evidence)
+        self._limiter.check(evidence.source, evidence.registration_id)
+        try:
+            grant = authorize(evidence)
         except (AttestationFailed, InvalidRequest) as exc:
             self._limiter.failure(evidence.source, evidence.registration_id)
             step.failed(ProvisioningStep.ATTEST, exc)
             self._recorder.record(step.finished())
             raise
-        step.ok(ProvisioningStep.ATTEST, attestation)
+        step.ok(ProvisioningStep.ATTEST, grant)
         try:
             with self._transaction():
-                outcome = self._after_attestation(evidence, attestation, step)
+                outcome = decide(evidence, grant, step)
                 self._recorder.record(step.finished())
         except ImprintError as exc:
-            # Everything the request changed is rolled back; its records stay.
             step.failed(step.current, exc)
             self._recorder.record(step.finished())
             raise
-        if outcome.status == "approved" and isinstance(attestor, CompletionAware):
-            attestor.completed(attestation)
-        return outcome
+        return outcome, grant
+
+    def _locked_device(self, evidence: Evidence, attestation: Attestation, step: _Steps) -> _Locked:
+        """Apply the enrollment's policy to the request, get the hub token (the network,
+        never while holding a lock), then lock the device: from here on this request is
+        the only one deciding about it."""
+        step.current = ProvisioningStep.POLICY
+        enrollment, device_id = attestation.enrollment, attestation.device_id
+        # No CSR: a device without a key pair that collects only its credentials.
+        public_key = None if evidence.csr is None else check_public_key(evidence.csr.public_key())
+        self._check_policy(enrollment, device_id, public_key, evidence.at)
+        hub_token = self._hub_token(attestation, step)
+        step.current = ProvisioningStep.POLICY
+        self._devices.lock(enrollment.owner, device_id)
+        device = self._devices.find(enrollment.owner, device_id)
+        step.device_ref = device.id if device else None
+        if device is not None and device.status is DeviceStatus.DISABLED:
+            raise DeviceDisabled(f"device {device_id!r} is disabled")
+        key_hash = None if public_key is None else public_key_sha256(public_key)
+        return _Locked(device, key_hash, hub_token)
 
     def _after_attestation(
         self, evidence: Evidence, attestation: Attestation, step: _Steps
@@ -213,21 +281,9 @@ class Provisioner:
             return Outcome(
                 "pending", step.request_id, device_id, retry_after=APPROVAL_RETRY_SECONDS
             )
-        step.current = ProvisioningStep.POLICY
         now = evidence.at
-        # No CSR: a device without a key pair that collects only its credentials.
-        public_key = None if evidence.csr is None else check_public_key(evidence.csr.public_key())
-        key_hash = None if public_key is None else public_key_sha256(public_key)
-        self._check_policy(enrollment, device_id, public_key, now)
-        # From here on this request is the only one deciding about the device.
-        self._devices.lock(enrollment.owner, device_id)
-        device = self._devices.find(enrollment.owner, device_id)
-        step.device_ref = device.id if device else None
-        if device is not None and device.status is DeviceStatus.DISABLED:
-            raise DeviceDisabled(f"device {device_id!r} is disabled")
-        if attestation.renewal:
-            return self._renew(evidence, attestation, device, key_hash, step)
-        reused = self._current_bundle(device, key_hash, attestation, now, step)
+        device, key_hash, hub_token = self._locked_device(evidence, attestation, step)
+        reused = self._current_bundle(device, key_hash, attestation, now, hub_token)
         if reused is not None:
             step.ok(ProvisioningStep.POLICY, attestation, detail="retry of a completed request")
             return Outcome(
@@ -262,35 +318,27 @@ class Provisioner:
                 )
         step.ok(ProvisioningStep.POLICY, attestation)
 
-        return self._issue(evidence, attestation, device, key_hash, step)
+        return self._issue(evidence, attestation, device, key_hash, hub_token, step)
 
-    def _renew(
-        self,
-        evidence: Evidence,
-        attestation: Attestation,
-        device: Device | None,
-        key_hash: str | None,
-        step: _Steps,
-    ) -> Outcome:
-        """Renewal skips approval, quota and the re-provisioning policy: the device proved
-        it holds its current certificate, which the attestor checked is still its own."""
+    def _after_renewal(self, evidence: Evidence, renewal: Renewal, step: _Steps) -> Outcome:
+        attestation = Attestation(renewal.enrollment, renewal.device_id, renewal.identity)
+        device, key_hash, hub_token = self._locked_device(evidence, attestation, step)
         if device is None or device.status is not DeviceStatus.PROVISIONED:
-            raise DeviceDisabled(f"device {attestation.device_id!r} cannot renew")
-        # A retry of a renewal whose answer was lost, or one that waited for the device
-        # while a concurrent renewal superseded the certificate it presents: the key that
-        # renewal certified gets its answer again, any other key nothing.
-        overtaken = attestation.renews not in (None, device.certificate_serial)
-        if attestation.renewal_retry or overtaken:
-            reused = self._current_bundle(device, key_hash, attestation, evidence.at, step)
+            raise DeviceDisabled(f"device {renewal.device_id!r} cannot renew")
+        if renewal.presented_serial != device.certificate_serial:
+            # The certificate a renewal superseded: presented again by a device that never
+            # received that renewal's answer, or by a request that waited for the device
+            # while a concurrent renewal won. The key that renewal certified gets its
+            # answer again, any other key nothing.
+            reused = self._current_bundle(device, key_hash, attestation, evidence.at, hub_token)
             if reused is None:
                 raise CertificateRevoked("the certificate was superseded and can't renew again")
-            detail = "a concurrent renewal won" if overtaken else "retry of a completed renewal"
-            step.ok(ProvisioningStep.POLICY, attestation, detail=detail)
+            step.ok(ProvisioningStep.POLICY, attestation, detail="retry of a completed renewal")
             return Outcome(
                 "approved", step.request_id, device.device_id, reused, device_ref=device.id
             )
         step.ok(ProvisioningStep.POLICY, attestation, detail="renewal")
-        return self._issue(evidence, attestation, device, key_hash, step)
+        return self._issue(evidence, attestation, device, key_hash, hub_token, step)
 
     def _issue(
         self,
@@ -298,12 +346,12 @@ class Provisioner:
         attestation: Attestation,
         device: Device | None,
         key_hash: str | None,
+        hub_token: HubToken | None,
         step: _Steps,
     ) -> Outcome:
         enrollment = attestation.enrollment
         device_id = attestation.device_id
         now = evidence.at
-        hub_token = self._hub_token(attestation, step)
         step.current = ProvisioningStep.ISSUE
         device_ref = device.id if device else str(uuid.uuid4())
         previous = device.certificate_serial if device else None
@@ -414,9 +462,9 @@ class Provisioner:
         if enrollment.hub is None:
             return None
         step.current = ProvisioningStep.HUB_TOKEN
-        if self.hub_tokens is None:
+        if self._hub_tokens is None:
             raise HubTokenUnavailable("this server has no OAuth side to get hub tokens from")
-        token = self.hub_tokens.token_for(enrollment.hub, enrollment.owner)
+        token = self._hub_tokens.token_for(enrollment.hub, enrollment.owner)
         step.ok(ProvisioningStep.HUB_TOKEN, attestation, detail=f"from {enrollment.hub.name}")
         return token
 
@@ -426,14 +474,13 @@ class Provisioner:
         key_hash: str | None,
         attestation: Attestation,
         now: datetime,
-        step: _Steps,
+        hub_token: HubToken | None,
     ) -> Bundle | None:
         """A retry with the same key gets the certificate already issued, not a new one
         (with a fresh hub token); a device without a key pair gets its credentials again."""
         if device is None or device.status is not DeviceStatus.PROVISIONED:
             return None
         if key_hash is None:
-            hub_token = self._hub_token(attestation, step)
             enrollment = attestation.enrollment
             return self._bundle(enrollment, attestation, None, device.id, now, hub_token)
         if device.public_key_sha256 != key_hash or device.certificate_serial is None:
@@ -444,7 +491,6 @@ class Provisioner:
         if record.not_after <= now:
             return None
         certificate = x509.load_der_x509_certificate(record.der)
-        hub_token = self._hub_token(attestation, step)
         return self._bundle(
             attestation.enrollment, attestation, certificate, device.id, now, hub_token
         )
@@ -540,6 +586,12 @@ class Provisioner:
         )
 
 
+class _Locked(NamedTuple):
+    device: Device | None  # as it is now that the request holds its lock
+    key_hash: str | None  # the requested key's SHA-256 (None without a CSR)
+    hub_token: HubToken | None
+
+
 class _Steps:
     """Collects the step records of one request."""
 
@@ -576,11 +628,9 @@ class _Steps:
             )
         )
 
-    def ok(
-        self, step: ProvisioningStep, attestation: Attestation, detail: str | None = None
-    ) -> None:
-        self.enrollment_id = attestation.enrollment.id
-        self._add(step, "ok", detail=detail, registration_id=attestation.device_id)
+    def ok(self, step: ProvisioningStep, grant: _Grant, detail: str | None = None) -> None:
+        self.enrollment_id = grant.enrollment.id
+        self._add(step, "ok", detail=detail, registration_id=grant.device_id)
 
     def finished(self) -> list[StepRecord]:
         """The records, each tied to the device once the request has found it."""

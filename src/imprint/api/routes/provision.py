@@ -181,7 +181,7 @@ def renew(body: RenewIn, request: Request, runtime: RuntimeDep) -> Response:
         client_certificate=presented.certificate if presented else None,
         source=request.client.host if request.client else None,
     )
-    return outcome_response(runtime.provisioner.provision(evidence))
+    return outcome_response(runtime.provisioner.renew(evidence))
 
 
 class Directory(BaseModel):
