@@ -145,6 +145,15 @@ def test_deleting_the_newest_entry_is_not_seen_without_an_anchor(engine: Engine)
     assert report.entries == 2
 
 
+def test_entries_of_one_unit_of_work_chain_in_order(engine: Engine) -> None:
+    log = SqlAuditLog(engine)
+    fill(log, 1)
+    with db.unit_of_work(engine):
+        fill(log, 3)  # the second reads the first's hash before either commits
+    report = verify_chain(log)
+    assert (report.ok, report.entries) == (True, 4)
+
+
 def test_concurrent_writers_never_share_a_predecessor(engine: Engine) -> None:
     """8 threads of 25 entries, every fifth in a unit of work that is rolled back (a
     gap in the ids on PostgreSQL): the chain verifies and holds every committed entry."""
