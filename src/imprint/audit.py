@@ -2,21 +2,50 @@
 
 Entries never hold a secret: :func:`scrub` replaces the value of every detail whose
 name suggests one (password, secret, token, key, psk) before anything is stored.
+
+The log is a hash chain, so that changing it behind imprint's back shows. Each entry
+stores the hash of the entry before it (64 zeros for the first) and its own hash,
+``SHA-256(prev_hash || canonical bytes of the entry)``, the previous hash as its 64
+ASCII hex digits and the canonical bytes as :meth:`AuditRecord.canonical` makes them.
+:func:`verify_chain` walks the log oldest first and names the first entry that was
+edited, or whose predecessor was deleted or moved. Deleting the newest entries leaves
+a shorter chain that is still whole: only a head hash kept elsewhere (an anchor, which
+the verification reports) shows that.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-__all__ = ["AuditEntry", "AuditLog", "AuditQuery", "Outcome", "scrub"]
+__all__ = [
+    "GENESIS",
+    "REASONS",
+    "AuditEntry",
+    "AuditLog",
+    "AuditQuery",
+    "AuditRecord",
+    "BreakReason",
+    "ChainBreak",
+    "ChainReport",
+    "Outcome",
+    "chain_time",
+    "records",
+    "scrub",
+    "verify_chain",
+]
 
 Outcome = Literal["success", "denied", "failure"]
 REDACTED = "[redacted]"
 _SECRET_NAME = re.compile(r"password|secret|token|passphrase|psk|(^|_)(key|code|verifier)$", re.I)
+
+#: The predecessor of the first entry.
+GENESIS = "0" * 64
 
 
 def scrub(details: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,9 +96,112 @@ class AuditQuery:
     limit: int = 100
 
 
+def chain_time(at: datetime) -> str:
+    """``at`` as the chain hashes it: UTC to the microsecond, the precision SQLite's text
+    and PostgreSQL's timestamptz both give back unchanged."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An entry exactly as stored: the fields its hash covers (``at`` as
+    :func:`chain_time` writes it, ``details`` the stored JSON text) and the two hashes
+    (None in a row that was written around imprint)."""
+
+    id: int
+    at: str
+    actor: str
+    action: str
+    target_type: str
+    target_id: str | None
+    org_id: str | None
+    outcome: str
+    details: str
+    prev_hash: str | None = None
+    hash: str | None = None
+
+    def canonical(self) -> bytes:
+        """The covered fields as JSON: keys sorted, no whitespace, ASCII only."""
+        fields = {
+            "id": self.id,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "target_type": self.target_type,
+            "target_id": self.target_id,
+            "org_id": self.org_id,
+            "outcome": self.outcome,
+            "details": self.details,
+        }
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+    def chained_to(self, prev_hash: str) -> str:
+        """This entry's hash when it follows the entry whose hash is ``prev_hash``."""
+        return hashlib.sha256(prev_hash.encode("ascii") + self.canonical()).hexdigest()
+
+
+#: Why an entry breaks the chain.
+BreakReason = Literal["content_changed", "predecessor_mismatch", "hash_missing"]
+
+REASONS: dict[BreakReason, str] = {
+    "content_changed": "its content (or its hash) was changed",
+    "predecessor_mismatch": "the entry before it is missing or not the one it was chained to",
+    "hash_missing": "it has no hash: it was not written by imprint",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    id: int
+    reason: BreakReason
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """The outcome of :func:`verify_chain`. ``entries`` counts the entries checked (up
+    to and including a broken one); ``head`` is the newest entry's hash (64 zeros for
+    an empty log), None when the chain is broken."""
+
+    ok: bool
+    entries: int
+    head: str | None
+    broken: ChainBreak | None = None
+
+
 class AuditLog(Protocol):
     def write(self, entry: AuditEntry) -> None:
         """Append an entry (its details are scrubbed first)."""
 
     def search(self, query: AuditQuery) -> Sequence[AuditEntry]:
         """Newest first."""
+
+    def page(self, after_id: int | None, limit: int) -> Sequence[AuditRecord]:
+        """At most ``limit`` stored entries with an id above ``after_id``, oldest first."""
+
+
+def records(log: AuditLog, page_size: int = 1000) -> Iterator[AuditRecord]:
+    """Every stored entry, oldest first, read ``page_size`` at a time."""
+    after: int | None = None
+    while batch := log.page(after, page_size):
+        yield from batch
+        after = batch[-1].id
+
+
+def verify_chain(log: AuditLog, page_size: int = 1000) -> ChainReport:
+    """Check every entry against its predecessor and its own hash; stop at the first
+    that does not hold."""
+    head, checked = GENESIS, 0
+    for record in records(log, page_size):
+        checked += 1
+        reason: BreakReason | None = None
+        if record.hash is None or record.prev_hash is None:
+            reason = "hash_missing"
+        elif record.prev_hash != head:
+            reason = "predecessor_mismatch"
+        elif record.chained_to(head) != record.hash:
+            reason = "content_changed"
+        if reason is not None:
+            return ChainReport(False, checked, None, ChainBreak(record.id, reason))
+        assert record.hash is not None
+        head = record.hash
+    return ChainReport(True, checked, head)

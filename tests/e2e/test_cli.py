@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.conftest import Run, openssl
+from imprint.settings import Settings
+from tests.e2e.conftest import Run, openssl, run_imprint
 
 PASS = {"IMPRINT_CA__PASSPHRASE": "correct horse battery staple"}
 
@@ -233,3 +234,54 @@ def test_enrollment_lifecycle_from_the_command_line(imprint: Run, tmp_path: Path
     assert gone.returncode == 1
     assert "no enrollment" in gone.stderr
     assert "0 device(s)" in imprint("devices", "list", **PASS).stdout
+
+
+def test_audit_verify_and_export(settings: Settings) -> None:
+    import hashlib
+    import json
+
+    from sqlalchemy import text
+
+    from imprint.audit import GENESIS, AuditEntry
+    from imprint.store.audit import SqlAuditLog
+    from imprint.store.db import create_engine
+
+    assert run_imprint(settings, "ca", "init").returncode == 0
+    empty = run_imprint(settings, "audit", "verify")
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.strip() == f"audit log verified: 0 entries, head {GENESIS}"
+    engine = create_engine(settings.database_url())
+    try:
+        log = SqlAuditLog(engine)
+        for n in range(3):
+            log.write(AuditEntry(actor="cli:ops", action="org.create", target_type="org",
+                                 target_id=f"org-{n}", details={"name": f"Org {n}"}))  # fmt: skip
+        verified = run_imprint(settings, "audit", "verify")
+        exported = run_imprint(settings, "audit", "export")
+        to_file = run_imprint(settings, "audit", "export", "--out", "audit.jsonl")
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE audit_log SET details = '{}' WHERE target_id = 'org-1'"))
+            changed = conn.execute(text("SELECT id FROM audit_log WHERE target_id = 'org-1'"))
+            changed_id = changed.scalar_one()
+        broken = run_imprint(settings, "audit", "verify")
+    finally:
+        engine.dispose()
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [line["target_id"] for line in lines] == ["org-0", "org-1", "org-2"]
+    assert verified.returncode == 0
+    assert verified.stdout.strip() == f"audit log verified: 3 entries, head {lines[-1]['hash']}"
+    assert "exported 3 entries" in exported.stderr
+    file = next(p for p in settings.data_dir.parents if p.exists()) / "audit.jsonl"
+    assert to_file.returncode == 0, to_file.stderr
+    assert file.read_text() == exported.stdout
+    # The export checks out without imprint: each hash covers its line minus the hashes.
+    prev = GENESIS
+    for line in lines:
+        assert line["prev_hash"] == prev
+        body = {k: v for k, v in line.items() if k not in ("prev_hash", "hash")}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        assert hashlib.sha256((prev + canonical).encode()).hexdigest() == line["hash"]
+        prev = line["hash"]
+    assert broken.returncode == 1
+    assert f"audit log broken at entry {changed_id}" in broken.stderr
+    assert "its content (or its hash) was changed (content_changed)" in broken.stderr

@@ -1,14 +1,25 @@
 """The audit log over real HTTPS: every admin change is written, nothing secret is in
-it, and it filters, pages and stays inside the reader's organizations."""
+it, it filters, pages and stays inside the reader's organizations, and its hash chain
+is verified for API keys (and the console's instance-wide viewer)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import Request
+from sqlalchemy import text
 
+from imprint.api.app import create_app
+from imprint.audit import records
+from imprint.console import pages
+from imprint.console.session import ConsoleSession
+from imprint.tenancy.access import Principal
+from imprint.tenancy.roles import Role
 from tests.integration.conftest import Service
 from tests.integration.oauth_helpers import (
     PASSWORD,
@@ -186,3 +197,77 @@ def test_device_trust_and_secret_changes_are_logged(service: Service, tmp_path: 
     assert by_action["device.revoke"]["target_id"] == ref
     assert by_action["device.revoke"]["org_id"] == "acme"
     assert by_action["deny_list.add"]["target_id"] == fingerprint
+
+
+def test_the_chain_is_verified_for_api_keys_only(service: Service) -> None:
+    with service.admin() as admin:
+        make_org(admin, "acme")
+        make_user(admin, "wile@acme.test", "acme", "operator")
+        acme_admin = token_for(service, admin, "acme", "admin")
+        whole = admin.get("/api/v1/audit/verify")
+    stored = list(records(service.runtime.audit))
+    assert whole.status_code == 200, whole.text
+    assert whole.json() == {
+        "ok": True,
+        "entries": len(stored),
+        "head": stored[-1].hash,
+        "broken": None,
+    }
+    changed = next(r.id for r in stored if r.action == "user.create")
+    with service.runtime.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE audit_log SET actor = 'api-key:x' WHERE id = :id"), {"id": changed}
+        )
+    with service.admin() as admin:
+        broken = admin.get("/api/v1/audit/verify").json()
+    assert broken["ok"] is False
+    assert broken["head"] is None
+    assert broken["broken"] == {"id": changed, "reason": "content_changed"}
+    assert broken["entries"] == [r.id for r in stored].index(changed) + 1
+    with bearer(service, acme_admin) as http:
+        refused = http.get("/api/v1/audit/verify")
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "instance_admin_required"
+
+
+def test_the_console_verifies_the_chain_for_the_whole_instance(service: Service) -> None:
+    """Console sign-ins are members of organizations, never the whole instance: the
+    page is asked here as a session of the whole instance would ask it."""
+    with service.admin() as admin:
+        make_org(admin, "acme")
+        make_org(admin, "globex")
+    stored = list(records(service.runtime.audit))
+    app = create_app(service.runtime)
+    whole = Principal(kind="api-key", subject="k-1", name="ops", instance_admin=True)
+    member = Principal(kind="user", subject="u-1", name="a@acme", memberships={"acme": Role.ADMIN})
+    viewer = whole
+
+    def signed_in(request: Request) -> Principal:
+        request.state.console_session = ConsoleSession(
+            "s-1", viewer.subject, None, "csrf", int(time.time()) + 600, viewer
+        )
+        return viewer
+
+    app.dependency_overrides[pages._user] = signed_in
+
+    async def visit() -> tuple[str, str, str, httpx.Response]:
+        nonlocal viewer
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as b:
+            offered = (await b.get("/console/audit")).text
+            verified = (await b.get("/console/audit", params={"verify": "1"})).text
+            with service.runtime.engine.begin() as conn:
+                first = {"id": stored[0].id}
+                conn.execute(text("DELETE FROM audit_log WHERE id = :id"), first)
+            broken = (await b.get("/console/audit", params={"verify": "1"})).text
+            viewer = member
+            return offered, verified, broken, await b.get("/console/audit?verify=1")
+
+    offered, verified, broken, org_admin = asyncio.run(visit())
+    assert 'href="/console/audit?verify=1"' in offered
+    assert 'id="chain"' not in offered
+    assert f"Chain verified: {len(stored)} entries, head <code>{stored[-1].hash}</code>" in verified
+    assert f"Chain broken at entry {stored[1].id}: the entry before it is missing" in broken
+    assert org_admin.status_code == 200
+    assert 'id="chain"' not in org_admin.text
+    assert "verify=1" not in org_admin.text

@@ -11,7 +11,7 @@ would. Alice, a signed-in user with the admin role in ``a``, must:
 
 Viewers and operators of ``a`` get 403 ``role_insufficient`` for what their role does
 not allow, and instance-wide objects (deny-list, manufacturer CRLs, certificates of any
-name) are for API keys only.
+name, the audit log's hash chain) are for API keys only.
 
 Every route of the application is classified below: a new route with no case here
 makes :func:`test_every_route_has_a_case` fail until someone decides how it is scoped.
@@ -284,6 +284,7 @@ INSTANCE: list[Call] = [
     Call("GET", "/api/v1/manufacturer-crls"),
     Call("GET", f"/api/v1/manufacturer-crls/{FP}"),
     Call("DELETE", f"/api/v1/manufacturer-crls/{FP}"),
+    Call("GET", "/api/v1/audit/verify"),
 ]
 INSTANCE_ROUTES = {
     ("POST", "/api/v1/certificates"),
@@ -295,6 +296,7 @@ INSTANCE_ROUTES = {
     ("GET", "/api/v1/manufacturer-crls"),
     ("GET", "/api/v1/manufacturer-crls/{issuer_key_sha256}"),
     ("DELETE", "/api/v1/manufacturer-crls/{issuer_key_sha256}"),
+    ("GET", "/api/v1/audit/verify"),
 }
 
 # Admin credentials that touch no organization's object.

@@ -460,6 +460,7 @@ _EXTENSIONS = {
     "mqtt": "imprint.cli.mqtt",
     "import": "imprint.cli.importer",
     "backup": "imprint.cli.backup",
+    "audit": "imprint.cli.audit",
 }
 
 

@@ -1,4 +1,8 @@
-"""The audit log: filterable, newest first, paginated (admins, of their organizations)."""
+"""The audit log: filterable, newest first, paginated (admins, of their organizations).
+
+A viewer of the whole instance may also verify the log's hash chain from here
+(``?verify=1``): it reads every entry, so it runs when asked, not on every page.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from imprint.api.routes.audit import _admin_scope
-from imprint.audit import AuditEntry, AuditQuery
+from imprint.audit import REASONS, AuditEntry, AuditQuery, ChainReport, verify_chain
 from imprint.console.pages import ConsoleRoute, ConsoleUser, render, runtime
 from imprint.errors import InvalidValue, NotFound
 
@@ -43,6 +47,7 @@ async def audit_log(
     since: Text = None,
     until: Text = None,
     before: Annotated[int | None, Query(ge=1)] = None,
+    verify: bool = False,
 ) -> Response:
     rt = runtime(request)
     filters = {
@@ -55,8 +60,10 @@ async def audit_log(
         "until": (until or "").strip(),
     }
 
-    def load() -> tuple[list[AuditEntry], list[str]]:
+    def load() -> tuple[list[AuditEntry], list[str], ChainReport | None]:
         scope = _admin_scope(user, rt.org_tree())
+        # The chain spans every organization: only the whole instance's viewer checks it.
+        chain = verify_chain(rt.audit) if verify and scope is None else None
         visible = sorted(scope) if scope is not None else sorted(rt.org_tree().orgs)
         if filters["org"]:
             if scope is not None and filters["org"] not in scope:
@@ -75,9 +82,9 @@ async def audit_log(
                 limit=PAGE_SIZE + 1,
             )
         )
-        return list(found), visible
+        return list(found), visible, chain
 
-    entries, orgs = await run_in_threadpool(load)
+    entries, orgs, chain = await run_in_threadpool(load)
     more = len(entries) > PAGE_SIZE
     entries = entries[:PAGE_SIZE]
     return render(
@@ -97,4 +104,7 @@ async def audit_log(
         filtered=any(filters.values()),
         orgs=orgs,
         first_page=before is None,
+        can_verify=user.instance_admin,
+        chain=chain,
+        reasons=REASONS,
     )

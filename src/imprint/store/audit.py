@@ -1,18 +1,39 @@
-"""The audit log on SQL: append-only, details as JSON (scrubbed of secrets first)."""
+"""The audit log on SQL: append-only, details as JSON (scrubbed of secrets first), each
+entry chained to the one before it (see :mod:`imprint.audit`)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from imprint.audit import AuditEntry, AuditQuery, scrub
-from imprint.store.db import writing
+from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
+from imprint.store.db import serialized, writing
 from imprint.store.tables import audit_log
 
 __all__ = ["SqlAuditLog"]
+
+#: The lock that makes appends to the chain one at a time.
+CHAIN_LOCK = "audit-chain"
+
+
+def _record(row: Any) -> AuditRecord:
+    return AuditRecord(
+        id=row.id,
+        at=chain_time(row.at),
+        actor=row.actor,
+        action=row.action,
+        target_type=row.target_type,
+        target_id=row.target_id,
+        org_id=row.org_id,
+        outcome=row.outcome,
+        details=row.details,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
 
 
 class SqlAuditLog:
@@ -23,20 +44,40 @@ class SqlAuditLog:
 
     def write(self, entry: AuditEntry) -> None:
         """Append ``entry``: in the caller's unit of work when there is one (the entry
-        then commits with the change it records), else in a transaction of its own."""
+        then commits with the change it records), else in a transaction of its own.
+
+        The chain lock is held from before the tail is read to the end of the
+        transaction, so no two entries follow the same predecessor and, on PostgreSQL,
+        ids (drawn from the sequence under the lock) follow the chain's order.
+        """
+        c = audit_log.c
+        values: dict[str, Any] = {
+            "actor": entry.actor[:200],
+            "action": entry.action[:64],
+            "target_type": entry.target_type[:32],
+            "target_id": None if entry.target_id is None else entry.target_id[:200],
+            "org_id": entry.org_id,
+            "outcome": entry.outcome,
+            "details": json.dumps(scrub(entry.details), sort_keys=True),
+        }
         with writing(self._engine) as conn:
+            serialized(conn, CHAIN_LOCK)
+            tail = select(c.hash).order_by(c.id.desc()).limit(1)
+            prev = conn.execute(tail).scalar_one_or_none() or GENESIS
+            insert = audit_log.insert().values(at=entry.at, prev_hash=prev, **values)
+            new_id: int = conn.execute(insert.returning(c.id)).scalar_one()
+            record = AuditRecord(id=new_id, at=chain_time(entry.at), **values)
             conn.execute(
-                audit_log.insert().values(
-                    at=entry.at,
-                    actor=entry.actor[:200],
-                    action=entry.action[:64],
-                    target_type=entry.target_type[:32],
-                    target_id=None if entry.target_id is None else entry.target_id[:200],
-                    org_id=entry.org_id,
-                    outcome=entry.outcome,
-                    details=json.dumps(scrub(entry.details), sort_keys=True),
-                )
+                audit_log.update().where(c.id == new_id).values(hash=record.chained_to(prev))
             )
+
+    def page(self, after_id: int | None, limit: int) -> Sequence[AuditRecord]:
+        c = audit_log.c
+        statement = select(audit_log).order_by(c.id).limit(limit)
+        if after_id is not None:
+            statement = statement.where(c.id > after_id)
+        with self._engine.connect() as conn:
+            return [_record(row) for row in conn.execute(statement)]
 
     def search(self, query: AuditQuery) -> Sequence[AuditEntry]:
         c = audit_log.c

@@ -421,6 +421,9 @@ audit_log = Table(
     Column("org_id", String(100)),
     Column("outcome", String(16), nullable=False),
     Column("details", Text, nullable=False),
+    # The hash chain (imprint.audit): the predecessor's hash and this entry's.
+    Column("prev_hash", String(64)),
+    Column("hash", String(64)),
     Index(None, "at"),
     Index(None, "org_id", "at"),
 )

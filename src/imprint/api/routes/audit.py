@@ -1,4 +1,4 @@
-"""The audit log: filter and page through who did what."""
+"""The audit log: filter and page through who did what; verify its hash chain."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.audit import AuditEntry, AuditQuery
+from imprint.api.identity import InstanceAdmin, PrincipalDep, RuntimeDep
+from imprint.audit import AuditEntry, AuditQuery, BreakReason, ChainReport, verify_chain
 from imprint.errors import NotFound, PermissionDenied
 from imprint.tenancy.access import Principal
 from imprint.tenancy.orgs import OrgTree
@@ -108,3 +108,38 @@ def search(
     )
     items = [AuditEntryOut.of(e) for e in found]
     return AuditPage(items=items, next_before=items[-1].id if len(items) == limit else None)
+
+
+class ChainBreakOut(BaseModel):
+    id: int = Field(description="The first entry that does not hold")
+    reason: BreakReason = Field(
+        description="content_changed: the entry (or its hash) was edited; "
+        "predecessor_mismatch: the entry before it was deleted or moved; "
+        "hash_missing: the entry was not written by imprint"
+    )
+
+
+class ChainReportOut(BaseModel):
+    ok: bool
+    entries: int = Field(description="Entries checked, oldest first")
+    head: str | None = Field(
+        description="The newest entry's hash (64 zeros for an empty log) when the chain "
+        "holds: keep it elsewhere, the chain alone cannot show its newest entries deleted"
+    )
+    broken: ChainBreakOut | None
+
+    @classmethod
+    def of(cls, report: ChainReport) -> ChainReportOut:
+        broken = report.broken
+        return cls(
+            ok=report.ok,
+            entries=report.entries,
+            head=report.head,
+            broken=None if broken is None else ChainBreakOut(id=broken.id, reason=broken.reason),
+        )
+
+
+@router.get("/verify", summary="Verify the audit log's hash chain (API keys only)")
+def verify(runtime: RuntimeDep, _admin: InstanceAdmin) -> ChainReportOut:
+    # The chain spans every organization: only the whole instance may see its shape.
+    return ChainReportOut.of(verify_chain(runtime.audit))

@@ -1,0 +1,225 @@
+"""The audit log's hash chain on SQLite and PostgreSQL: it verifies as written, names
+the first entry changed, deleted around or moved behind imprint's back, holds under
+concurrent writers, and migration 0013 chains the entries written before it."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from alembic import command
+from sqlalchemy import column, select, table, text
+from sqlalchemy.engine import Engine
+
+from imprint.audit import GENESIS, AuditEntry, ChainBreak, chain_time, records, verify_chain
+from imprint.store import db
+from imprint.store.audit import SqlAuditLog
+from imprint.store.tables import UTCDateTime, audit_log
+
+
+def fill(log: SqlAuditLog, count: int) -> None:
+    for n in range(1, count + 1):
+        log.write(
+            AuditEntry(
+                actor=f"user:ops-{n}",
+                action="device.revoke",
+                target_type="device",
+                target_id=f"d-{n}",
+                org_id="acme",
+                details={"reason": "keyCompromise", "n": n, "password": "hunter2"},
+            )
+        )
+
+
+def hashes(engine: Engine) -> dict[int, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(select(audit_log.c.id, audit_log.c.hash)).all())
+
+
+def tamper(engine: Engine, *statements: str) -> None:
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+
+
+def test_an_untouched_log_verifies_and_reports_its_head(engine: Engine) -> None:
+    log = SqlAuditLog(engine)
+    assert verify_chain(log) == verify_chain(log, page_size=1)
+    empty = verify_chain(log)
+    assert (empty.ok, empty.entries, empty.head, empty.broken) == (True, 0, GENESIS, None)
+    fill(log, 7)
+    report = verify_chain(log, page_size=3)  # pages of 3, 3 and 1
+    assert (report.ok, report.entries, report.broken) == (True, 7, None)
+    stored = hashes(engine)
+    assert report.head == stored[max(stored)]
+    assert len(set(stored.values())) == 7
+    chain = list(records(log, page_size=2))
+    assert [r.prev_hash for r in chain] == [GENESIS, *(r.hash for r in chain[:-1])]
+    assert all(r.hash == r.chained_to(r.prev_hash or "") for r in chain)
+    assert "hunter2" not in "".join(r.details for r in chain)
+
+
+def test_times_and_text_survive_the_database_exactly(engine: Engine) -> None:
+    log = SqlAuditLog(engine)
+    odd = datetime(2030, 7, 1, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-9)))
+    for at in (odd, datetime(2030, 1, 1, tzinfo=UTC), datetime.now(UTC)):
+        log.write(
+            AuditEntry(
+                actor="user:zoë@例え.example",
+                action="org.create",
+                target_type="org",
+                at=at,
+                details={"name": "Ünïcode \u2603", "nested": {"b": 1, "a": [1.5, None]}},
+            )
+        )
+    first = next(records(log))
+    assert first.at == "2030-07-02T08:59:59.999999Z" == chain_time(odd)
+    assert verify_chain(log).ok
+
+
+@pytest.mark.parametrize(
+    ("statements", "broken"),
+    [
+        (["UPDATE audit_log SET details = '{\"reason\": \"superseded\"}' WHERE id = 3"],
+         ChainBreak(3, "content_changed")),
+        (["UPDATE audit_log SET actor = 'user:someone-else' WHERE id = 4"],
+         ChainBreak(4, "content_changed")),
+        (["UPDATE audit_log SET outcome = 'failure' WHERE id = 2"],
+         ChainBreak(2, "content_changed")),
+        (["UPDATE audit_log SET hash = prev_hash WHERE id = 5"], ChainBreak(5, "content_changed")),
+        (["DELETE FROM audit_log WHERE id = 3"], ChainBreak(4, "predecessor_mismatch")),
+        (["DELETE FROM audit_log WHERE id = 1"], ChainBreak(2, "predecessor_mismatch")),
+        (
+            [
+                "UPDATE audit_log SET id = 100 WHERE id = 3",
+                "UPDATE audit_log SET id = 3 WHERE id = 4",
+                "UPDATE audit_log SET id = 4 WHERE id = 100",
+            ],
+            ChainBreak(3, "predecessor_mismatch"),
+        ),
+        (["UPDATE audit_log SET hash = NULL WHERE id = 6"], ChainBreak(6, "hash_missing")),
+    ],
+    ids=["details", "actor", "outcome", "hash", "delete-middle", "delete-first", "swap", "null"],
+)  # fmt: skip
+def test_tampering_names_the_first_broken_entry(
+    engine: Engine, statements: list[str], broken: ChainBreak
+) -> None:
+    log = SqlAuditLog(engine)
+    fill(log, 6)
+    assert verify_chain(log).ok
+    tamper(engine, *statements)
+    report = verify_chain(log, page_size=2)
+    assert report.broken == broken
+    assert not report.ok
+    assert report.head is None
+    assert report.entries == len([i for i in hashes(engine) if i <= broken.id])
+
+
+def test_an_entry_with_a_forged_hash_still_breaks_at_its_successor(engine: Engine) -> None:
+    """Rewriting an entry and its hash moves the break to the next entry."""
+    log = SqlAuditLog(engine)
+    fill(log, 4)
+    forged = next(r for r in records(log) if r.id == 2)
+    rewritten = replace(forged, actor="user:innocent")
+    new_hash = rewritten.chained_to(forged.prev_hash or "")
+    with engine.begin() as conn:
+        conn.execute(
+            audit_log.update()
+            .where(audit_log.c.id == 2)
+            .values(actor="user:innocent", hash=new_hash)
+        )
+    assert verify_chain(log).broken == ChainBreak(3, "predecessor_mismatch")
+
+
+def test_deleting_the_newest_entry_is_not_seen_without_an_anchor(engine: Engine) -> None:
+    log = SqlAuditLog(engine)
+    fill(log, 3)
+    anchor = verify_chain(log).head
+    tamper(engine, "DELETE FROM audit_log WHERE id = 3")
+    report = verify_chain(log)
+    assert report.ok  # the chain alone cannot tell: the head kept elsewhere can
+    assert report.head != anchor
+    assert report.entries == 2
+
+
+def test_entries_of_one_unit_of_work_chain_in_order(engine: Engine) -> None:
+    log = SqlAuditLog(engine)
+    fill(log, 1)
+    with db.unit_of_work(engine):
+        fill(log, 3)  # the second reads the first's hash before either commits
+    report = verify_chain(log)
+    assert (report.ok, report.entries) == (True, 4)
+
+
+def test_concurrent_writers_never_share_a_predecessor(engine: Engine) -> None:
+    """8 threads of 25 entries, every fifth in a unit of work that is rolled back (a
+    gap in the ids on PostgreSQL): the chain verifies and holds every committed entry."""
+    log = SqlAuditLog(engine)
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def abandon(entry: AuditEntry) -> None:
+        with db.unit_of_work(engine):
+            log.write(entry)
+            raise RuntimeError("rolled back")
+
+    def writer(worker: int) -> None:
+        try:
+            start.wait()
+            for n in range(25):
+                entry = AuditEntry(
+                    actor=f"worker-{worker}", action="test.write", target_type="n", target_id=str(n)
+                )
+                if n % 5 == 4:
+                    with pytest.raises(RuntimeError):
+                        abandon(entry)
+                else:
+                    with db.unit_of_work(engine) if n % 2 else nullcontext():
+                        log.write(entry)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    report = verify_chain(log, page_size=50)
+    assert (report.ok, report.entries, report.broken) == (True, 8 * 20, None)
+    prevs = [r.prev_hash for r in records(log)]
+    assert len(set(prevs)) == len(prevs)
+
+
+def test_migration_chains_the_entries_written_before_it(engine: Engine) -> None:
+    with engine.begin() as connection:
+        command.downgrade(db._alembic_config(connection), "0012")
+    base = datetime(2029, 12, 31, 23, 0, 0, 123456, tzinfo=UTC)
+    before_0013 = table(  # audit_log as 0012 left it
+        "audit_log",
+        *(column(name) for name in ("actor", "action", "target_type", "outcome", "details")),
+        column("at", UTCDateTime),
+    )
+    with engine.begin() as connection:
+        for n in range(5):
+            connection.execute(
+                before_0013.insert().values(
+                    at=base + timedelta(minutes=n),
+                    actor=f"cli:root-{n}",
+                    action="org.create",
+                    target_type="org",
+                    outcome="success",
+                    details='{"name": "Acme"}',
+                )
+            )
+    db.upgrade(engine)
+    log = SqlAuditLog(engine)
+    assert verify_chain(log, page_size=2) == verify_chain(log)
+    assert verify_chain(log).entries == 5
+    fill(log, 2)  # new entries chain onto the migrated ones
+    report = verify_chain(log)
+    assert (report.ok, report.entries) == (True, 7)
+    assert next(records(log)).at == "2029-12-31T23:00:00.123456Z"
