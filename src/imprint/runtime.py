@@ -123,6 +123,7 @@ class Runtime:
                 tokens=self.tokens,
                 owner_claim=self.settings.auth.owner_claim,
             ),
+            audit=self.audit,
         )
 
     @functools.cached_property

@@ -181,6 +181,7 @@ def test_device_trust_and_secret_changes_are_logged(service: Service, tmp_path: 
     actions = [e["action"] for e in reversed(logged)]
     assert actions[actions.index("client_ca.add") :] == [
         "client_ca.add",
+        "device.provision",  # the device itself, through the provisioning use case
         "device.disable",
         "device.enable",
         "device.revoke",
@@ -194,6 +195,7 @@ def test_device_trust_and_secret_changes_are_logged(service: Service, tmp_path: 
     ]
     assert "label-secret-0001" not in json.dumps(logged)
     by_action = {e["action"]: e for e in logged}
+    assert by_action["device.provision"]["actor"] == "device:m-1"
     assert by_action["device.revoke"]["target_id"] == ref
     assert by_action["device.revoke"]["org_id"] == "acme"
     assert by_action["deny_list.add"]["target_id"] == fingerprint

@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from imprint.attestation.base import CertificateRevoked, Evidence
 from imprint.attestation.symmetric_key import csr_sha256, derive_device_key, symmetric_key_token
-from imprint.audit import AuditQuery
+from imprint.audit import AuditQuery, verify_chain
 from imprint.errors import NotFound, PermissionDenied
 from imprint.pki.records import CertificateStatus
 from imprint.provisioning.devices import DeviceStatus
@@ -85,6 +85,14 @@ def test_provisioning_issues_and_reprovisioning_supersedes(runtime: Runtime) -> 
     assert old.device_ref == device.id
     valid = runtime.ledger.valid_for_device(device.id, datetime.now(UTC))
     assert [r.serial for r in valid] == [second.bundle.serial]
+    # Each issuance is in the audit log, with the device as its evidence named it.
+    entries = runtime.audit.search(AuditQuery(action="device.provision"))
+    assert [(e.actor, e.target_id, e.details["serial"]) for e in entries] == [
+        ("device:uc-1", device.id, second.bundle.serial),
+        ("device:uc-1", device.id, first.bundle.serial),
+    ]
+    assert entries[0].details["superseded"] == first.bundle.serial
+    assert verify_chain(runtime.audit).ok
 
 
 def test_a_refusal_rolls_back_everything_but_its_step_records(runtime: Runtime) -> None:

@@ -40,6 +40,7 @@ from imprint.attestation.base import (
     KeyMismatch,
 )
 from imprint.attestation.renewal import Renewal, RenewalAuthorizer
+from imprint.audit import AuditEntry, AuditLog
 from imprint.errors import Conflict, ImprintError, InvalidRequest, NotFound, PermissionDenied
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.csr import check_public_key
@@ -166,6 +167,7 @@ class Provisioner:
         transaction: Callable[[], AbstractContextManager[object]] | None = None,
         renewals: RenewalAuthorizer | None = None,
         hub_tokens: HubTokenSource | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._authority = authority
         self._transaction = transaction or contextlib.nullcontext
@@ -177,6 +179,7 @@ class Provisioner:
         self._services = dict(services or {})
         self._renewals = renewals
         self._hub_tokens = hub_tokens
+        self._audit_log = audit
 
     @property
     def mechanisms(self) -> list[str]:
@@ -307,6 +310,13 @@ class Provisioner:
         if enrollment.manual_approval:
             waiting = self._await_approval(device, enrollment, attestation, key_hash, now)
             if waiting is not None:
+                self._audit(
+                    "device.await_approval",
+                    attestation,
+                    waiting.id,
+                    request_id=step.request_id,
+                    mechanism=evidence.mechanism.value,
+                )
                 step.device_ref = waiting.id
                 step.pending(ProvisioningStep.POLICY, "waiting for an administrator's approval")
                 return Outcome(
@@ -396,7 +406,35 @@ class Provisioner:
         step.current = ProvisioningStep.BUNDLE
         bundle = self._bundle(enrollment, attestation, certificate, saved.id, now, hub_token)
         step.ok(ProvisioningStep.BUNDLE, attestation)
+        renewal = evidence.mechanism is Mechanism.RENEWAL
+        self._audit(
+            "device.renew" if renewal else "device.provision",
+            attestation,
+            saved.id,
+            request_id=step.request_id,
+            mechanism=evidence.mechanism.value,
+            serial=serial,
+            superseded=previous if previous != serial else None,
+        )
         return Outcome("approved", step.request_id, device_id, bundle, device_ref=saved.id)
+
+    def _audit(
+        self, action: str, attestation: Attestation, device_ref: str, **details: object
+    ) -> None:
+        """The audit entry of a request that changed something, in its transaction: the
+        actor is the device (``device:<device id>``), ``identity`` what vouched for it."""
+        if self._audit_log is None:
+            return
+        self._audit_log.write(
+            AuditEntry(
+                actor=f"device:{attestation.device_id}",
+                action=action,
+                target_type="device",
+                target_id=device_ref,
+                org_id=attestation.enrollment.owner,
+                details={"identity": attestation.identity, **details},
+            )
+        )
 
     def _check_policy(
         self, enrollment: Enrollment, device_id: str, public_key: object | None, now: datetime
