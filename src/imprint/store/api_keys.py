@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from imprint.auth.api_keys import ApiKey
 from imprint.errors import Conflict, NotFound
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import api_keys
 
 __all__ = ["SqlApiKeyStore"]
@@ -35,7 +36,7 @@ class SqlApiKeyStore:
 
     def add(self, key: ApiKey) -> None:
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn, guarded(conn):
                 conn.execute(
                     api_keys.insert().values(
                         key_id=key.key_id,
@@ -49,29 +50,31 @@ class SqlApiKeyStore:
             raise Conflict(f"an API key named {key.name!r} exists already") from None
 
     def find(self, key_id: str) -> ApiKey | None:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = (
                 conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
             )
         return None if row is None else _key(row)
 
     def touch(self, key_id: str, at: datetime) -> None:
+        # Its own commit, never a request's unit of work: bookkeeping of the credential's
+        # use, kept whatever the request then does (authentication runs before its unit).
         with self._engine.begin() as conn:
             conn.execute(
                 update(api_keys).where(api_keys.c.key_id == key_id).values(last_used_at=at)
             )
 
     def all(self) -> Sequence[ApiKey]:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [
                 _key(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.name)).mappings()
             ]
 
     def count(self) -> int:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return int(conn.execute(select(func.count()).select_from(api_keys)).scalar_one())
 
     def remove(self, name: str) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             if conn.execute(delete(api_keys).where(api_keys.c.name == name)).rowcount == 0:
                 raise NotFound(f"no API key named {name!r}")

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine, RowMapping
 from imprint.channels.entries import ChannelRateLimited, Entry, EntryDraft
 from imprint.errors import NotFound
 from imprint.provisioning.channels import FIELD_NAMES
+from imprint.store.db import reading, writing
 from imprint.store.tables import channel_entries, channels
 
 __all__ = ["SqlEntryStore"]
@@ -50,7 +51,12 @@ class SqlEntryStore:
             .values(last_entry_id=channels.c.last_entry_id + 1)
             .returning(channels.c.last_entry_id)
         )
-        with self._engine.begin() as conn:
+        unbump = (
+            update(channels)
+            .where(channels.c.id == channel_id)
+            .values(last_entry_id=channels.c.last_entry_id - 1)
+        )
+        with writing(self._engine) as conn:
             bumped = conn.execute(bump).first()
             if bumped is None:
                 raise NotFound(f"no channel {channel_id}")
@@ -65,7 +71,9 @@ class SqlEntryStore:
                 ).scalar_one_or_none()
                 if previous is not None and at - previous < min_interval:
                     wait = (min_interval - (at - previous)).total_seconds()
-                    raise ChannelRateLimited(  # leaves the transaction: the counter rolls back
+                    # Undone by hand: in a unit of work the transaction goes on.
+                    conn.execute(unbump)
+                    raise ChannelRateLimited(
                         f"channel {channel_id} takes one entry per "
                         f"{min_interval.total_seconds():g} s",
                         retry_after=max(1, math.ceil(wait)),
@@ -99,14 +107,14 @@ class SqlEntryStore:
             .order_by(channel_entries.c.entry_id.desc())
             .limit(results)
         )
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             found = [_entry(row) for row in conn.execute(query).mappings()]
         found.reverse()
         return found
 
     def last_entry_id(self, channel_id: int) -> int:
         query = select(channels.c.last_entry_id).where(channels.c.id == channel_id)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             value = conn.execute(query).scalar_one_or_none()
         if value is None:
             raise NotFound(f"no channel {channel_id}")

@@ -13,6 +13,7 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from imprint.store.db import reading
 from imprint.store.tables import ended_console_sessions
 
 __all__ = ["SqlEndedSessions"]
@@ -27,7 +28,12 @@ class SqlEndedSessions:
         self._engine = engine
 
     def end(self, session_sha256: str, expires_at: datetime, now: datetime) -> None:
-        """Record the session as ended (again is fine) and forget the ones now expired."""
+        """Record the session as ended (again is fine) and forget the ones now expired.
+
+        Its own commits, never a caller's unit of work: a sign-out holds whatever the
+        request does next (call it before the unit's first write: on SQLite a unit that
+        has written holds the database's write lock).
+        """
         with self._engine.begin() as conn:
             conn.execute(delete(_table).where(_table.c.expires_at <= now))
         try:
@@ -40,5 +46,5 @@ class SqlEndedSessions:
 
     def is_ended(self, session_sha256: str) -> bool:
         query = select(exists().where(_table.c.session_sha256 == session_sha256))
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return bool(conn.execute(query).scalar())

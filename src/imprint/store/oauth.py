@@ -14,6 +14,7 @@ from imprint.auth.clients import OAuthClient
 from imprint.auth.codes import AuthorizationCode
 from imprint.auth.tokens import SigningKeyRecord
 from imprint.errors import Conflict, NotFound
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import authorization_codes, oauth_clients, signing_keys
 from imprint.tenancy.roles import Role
 
@@ -43,7 +44,7 @@ class SqlOAuthClientStore:
 
     def add(self, client: OAuthClient) -> None:
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn, guarded(conn):
                 conn.execute(
                     oauth_clients.insert().values(
                         client_id=client.client_id,
@@ -62,7 +63,7 @@ class SqlOAuthClientStore:
             raise Conflict(f"an OAuth client {client.client_id!r} exists already") from None
 
     def find(self, client_id: str) -> OAuthClient | None:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = (
                 conn.execute(select(oauth_clients).where(oauth_clients.c.client_id == client_id))
                 .mappings()
@@ -74,11 +75,11 @@ class SqlOAuthClientStore:
         query = select(oauth_clients).order_by(oauth_clients.c.name).limit(limit)
         if org_ids is not None:
             query = query.where(oauth_clients.c.org_id.in_(sorted(org_ids)))
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [_client(r) for r in conn.execute(query).mappings()]
 
     def remove(self, client_id: str) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             gone = conn.execute(delete(oauth_clients).where(oauth_clients.c.client_id == client_id))
             if gone.rowcount == 0:
                 raise NotFound(f"no OAuth client {client_id!r}")
@@ -91,7 +92,7 @@ class SqlAuthorizationCodeStore:
         self._engine = engine
 
     def add(self, code: AuthorizationCode) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(
                 delete(authorization_codes).where(
                     authorization_codes.c.expires_at < code.created_at
@@ -114,6 +115,9 @@ class SqlAuthorizationCodeStore:
 
     def consume(self, code_sha256: str, at: datetime) -> AuthorizationCode | None:
         where = authorization_codes.c.code_sha256 == code_sha256
+        # Its own commit, never a caller's unit of work: a code is used once even when
+        # the token request then fails (call it before the unit's first write: on SQLite
+        # a unit that has written holds the database's write lock).
         with self._engine.begin() as conn:
             marked = conn.execute(
                 update(authorization_codes)
@@ -145,7 +149,7 @@ class SqlSigningKeyStore:
         self._engine = engine
 
     def add(self, record: SigningKeyRecord) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(
                 signing_keys.insert().values(
                     kid=record.kid,
@@ -156,7 +160,7 @@ class SqlSigningKeyStore:
             )
 
     def all(self) -> Sequence[SigningKeyRecord]:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             rows = conn.execute(select(signing_keys).order_by(signing_keys.c.created_at))
             return [
                 SigningKeyRecord(
@@ -169,7 +173,7 @@ class SqlSigningKeyStore:
             ]
 
     def retire(self, kid: str, at: datetime) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(
                 update(signing_keys)
                 .where((signing_keys.c.kid == kid) & signing_keys.c.retired_at.is_(None))

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from imprint.errors import Conflict, NotFound
 from imprint.provisioning.oob_secrets import OobSecret, OobSecretSummary
 from imprint.sealing import SecretBox
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import oob_secrets
 
 __all__ = ["SqlOobSecretStore", "sealing_context"]
@@ -62,7 +63,7 @@ class SqlOobSecretStore:
         query = select(oob_secrets).where(
             oob_secrets.c.enrollment_id == enrollment_id, oob_secrets.c.device_id == device_id
         )
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else self._open(row)
 
@@ -78,12 +79,12 @@ class SqlOobSecretStore:
             )
             .order_by(oob_secrets.c.enrollment_id)
         )
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [self._open(row) for row in conn.execute(query).mappings()]
 
     def existing(self, enrollment_id: str, device_ids: Sequence[str]) -> dict[str, OobSecret]:
         found: dict[str, OobSecret] = {}
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             for start in range(0, len(device_ids), _IN_CHUNK):
                 chunk = list(device_ids[start : start + _IN_CHUNK])
                 query = select(oob_secrets).where(
@@ -115,8 +116,10 @@ class SqlOobSecretStore:
                 created_at=bindparam("new_created_at"),
             )
         )
+        # One transaction, in statements of _BATCH rows (to bound the memory of a large
+        # import, not to commit part of it): a unit of work's when there is one.
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn, guarded(conn):
                 for start in range(0, len(inserts), _BATCH):
                     batch = inserts[start : start + _BATCH]
                     conn.execute(insert(oob_secrets), [self._row(s) for s in batch])
@@ -157,7 +160,7 @@ class SqlOobSecretStore:
             )
             .values(used_at=at)
         )
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             return bool(conn.execute(statement).rowcount)
 
     def search(
@@ -172,7 +175,7 @@ class SqlOobSecretStore:
         )
         if after is not None:
             query = query.where(oob_secrets.c.device_id > after)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [
                 OobSecretSummary(
                     enrollment_id=row["enrollment_id"],
@@ -188,7 +191,7 @@ class SqlOobSecretStore:
         statement = delete(oob_secrets).where(
             oob_secrets.c.enrollment_id == enrollment_id, oob_secrets.c.device_id == device_id
         )
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             if conn.execute(statement).rowcount == 0:
                 raise NotFound(f"no secret for device {device_id!r} in {enrollment_id!r}")
 
@@ -196,5 +199,5 @@ class SqlOobSecretStore:
         query = select(func.count()).select_from(oob_secrets)
         if enrollment_id is not None:
             query = query.where(oob_secrets.c.enrollment_id == enrollment_id)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return int(conn.execute(query).scalar_one())

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from imprint.errors import Conflict, NotFound
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import organizations
 from imprint.tenancy.orgs import Organization
 
@@ -29,7 +30,7 @@ class SqlOrganizationStore:
 
     def add(self, org: Organization) -> None:
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn, guarded(conn):
                 conn.execute(
                     organizations.insert().values(
                         id=org.id, parent_id=org.parent_id, name=org.name, created_at=org.created_at
@@ -39,7 +40,7 @@ class SqlOrganizationStore:
             raise Conflict(f"an organization {org.id!r} exists already") from None
 
     def get(self, org_id: str) -> Organization:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = (
                 conn.execute(select(organizations).where(organizations.c.id == org_id))
                 .mappings()
@@ -50,6 +51,6 @@ class SqlOrganizationStore:
         return _org(row)
 
     def all(self) -> Sequence[Organization]:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             rows = conn.execute(select(organizations).order_by(organizations.c.id)).mappings()
             return [_org(r) for r in rows]

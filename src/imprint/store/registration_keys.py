@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from imprint.errors import Conflict, NotFound
 from imprint.provisioning.registration_keys import KeyState, RegistrationKey, lookup_sha256
 from imprint.sealing import SecretBox
+from imprint.store.db import guarded, reading, serialized, writing
 from imprint.store.tables import enrollments, registration_keys
 
 __all__ = ["SqlRegistrationKeyStore"]
@@ -40,7 +41,7 @@ class SqlRegistrationKeyStore:
 
     def find(self, lookup_sha256: str) -> RegistrationKey | None:
         query = select(registration_keys).where(registration_keys.c.lookup_sha256 == lookup_sha256)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else self._key(row)
 
@@ -51,32 +52,30 @@ class SqlRegistrationKeyStore:
             .where(registration_keys.c.enrollment_id == enrollment_id)
             .order_by(current_first, registration_keys.c.created_at.desc())
         )
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [self._key(row) for row in conn.execute(query).mappings()]
 
     def _serialize(self, conn: Connection, enrollment_id: str) -> None:
-        """Make concurrent installs for one enrollment take turns.
+        """Make concurrent installs for one enrollment take turns, writing nothing.
 
-        PostgreSQL: lock the enrollment's row. SQLite: writing first takes the database's
-        write lock before anything is read, so the check below sees the latest state.
+        PostgreSQL: lock the enrollment's row. SQLite: take the database's write lock
+        before anything is read, so the check below sees the latest state.
         """
         if conn.dialect.name == "postgresql":
             conn.execute(
                 select(enrollments.c.id).where(enrollments.c.id == enrollment_id).with_for_update()
             )
-        conn.execute(
-            delete(registration_keys).where(
-                registration_keys.c.enrollment_id == enrollment_id,
-                registration_keys.c.state == KeyState.PREVIOUS.value,
-            )
-        )
+        else:
+            serialized(conn, f"registration-keys:{enrollment_id}")
 
     def install(
         self, key: RegistrationKey, *, replacing: str | None, previous_expires_at: datetime
     ) -> None:
         table = registration_keys
+        # What may fail (the check, the insert) comes before the other writes: in a unit
+        # of work on SQLite, which has no savepoint here, a failure then leaves nothing.
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn, guarded(conn):
                 self._serialize(conn, key.enrollment_id)
                 current = set(
                     conn.execute(
@@ -91,12 +90,6 @@ class SqlRegistrationKeyStore:
                         "the registration key changed meanwhile; look at it and try again",
                         code="registration_key_changed",
                     )
-                if replacing is not None:
-                    conn.execute(
-                        update(table)
-                        .where(table.c.id == replacing)
-                        .values(state=KeyState.PREVIOUS.value, expires_at=previous_expires_at)
-                    )
                 conn.execute(
                     insert(table).values(
                         id=key.id,
@@ -108,6 +101,19 @@ class SqlRegistrationKeyStore:
                         created_at=key.created_at,
                     )
                 )
+                conn.execute(
+                    delete(table).where(
+                        table.c.enrollment_id == key.enrollment_id,
+                        table.c.state == KeyState.PREVIOUS.value,
+                        table.c.id != key.id,
+                    )
+                )
+                if replacing is not None:
+                    conn.execute(
+                        update(table)
+                        .where(table.c.id == replacing)
+                        .values(state=KeyState.PREVIOUS.value, expires_at=previous_expires_at)
+                    )
         except IntegrityError:
             raise Conflict(
                 "this key's first half is in use already; choose another key",
@@ -115,7 +121,7 @@ class SqlRegistrationKeyStore:
             ) from None
 
     def set_expiry(self, key_id: str, expires_at: datetime) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             changed = conn.execute(
                 update(registration_keys)
                 .where(

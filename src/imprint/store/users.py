@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from imprint.errors import Conflict, NotFound
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import memberships, users
 from imprint.tenancy.roles import Role
 from imprint.tenancy.users import Membership, User
@@ -45,7 +46,7 @@ class SqlUserStore:
     def add(self, user: User, first: Sequence[Membership]) -> None:
         created = user.created_at or datetime.now(UTC)
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn, guarded(conn):
                 conn.execute(
                     users.insert().values(
                         id=user.id,
@@ -68,19 +69,19 @@ class SqlUserStore:
             raise Conflict(f"a user named {user.username!r} exists already") from None
 
     def get(self, user_id: str) -> User:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = conn.execute(select(users).where(users.c.id == user_id)).mappings().first()
             if row is None:
                 raise NotFound(f"no user {user_id!r}")
             return _user(conn, row)
 
     def find_by_username(self, username: str) -> User | None:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = conn.execute(select(users).where(users.c.username == username)).mappings().first()
             return None if row is None else _user(conn, row)
 
     def set_membership(self, user_id: str, org_id: str, role: Role | None) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             if conn.execute(select(users.c.id).where(users.c.id == user_id)).first() is None:
                 raise NotFound(f"no user {user_id!r}")
             where = (memberships.c.user_id == user_id) & (memberships.c.org_id == org_id)
@@ -108,7 +109,7 @@ class SqlUserStore:
         self._update(user_id, password_hash=password_hash, sessions_valid_after=at)
 
     def _update(self, user_id: str, **values: object) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             result = conn.execute(update(users).where(users.c.id == user_id).values(**values))
             if result.rowcount == 0:
                 raise NotFound(f"no user {user_id!r}")
@@ -118,5 +119,5 @@ class SqlUserStore:
         if org_ids is not None:
             members = select(memberships.c.user_id).where(memberships.c.org_id.in_(sorted(org_ids)))
             query = query.where(users.c.id.in_(members))
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [_user(conn, row) for row in conn.execute(query).mappings().all()]
