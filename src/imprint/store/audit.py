@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
-from imprint.store.db import serialized, writing
+from imprint.store.db import reading, serialized, writing
 from imprint.store.tables import audit_log
 
 __all__ = ["SqlAuditLog"]
@@ -76,7 +76,7 @@ class SqlAuditLog:
         statement = select(audit_log).order_by(c.id).limit(limit)
         if after_id is not None:
             statement = statement.where(c.id > after_id)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [_record(row) for row in conn.execute(statement)]
 
     def search(self, query: AuditQuery) -> Sequence[AuditEntry]:
@@ -99,7 +99,7 @@ class SqlAuditLog:
             statement = statement.where(c.at < query.until)
         if query.before_id is not None:
             statement = statement.where(c.id < query.before_id)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [
                 AuditEntry(
                     id=r.id,

@@ -160,7 +160,7 @@ class SqlCertificateLedger:
             query = query.where(certificates.c.not_after < expiring_before)
         if after_serial is not None:
             query = query.where(certificates.c.serial > after_serial)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [_record(row) for row in conn.execute(query).mappings()]
 
     def valid_for_device(self, device_ref: str, now: datetime) -> Sequence[CertificateRecord]:
@@ -194,7 +194,7 @@ class SqlCertificateLedger:
             .where(certificates.c.status == CertificateStatus.REVOKED.value)
             .order_by(certificates.c.serial)
         )
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [
                 RevokedEntry(
                     serial=row.serial, revoked_at=row.revoked_at, reason=row.revocation_reason
@@ -203,6 +203,7 @@ class SqlCertificateLedger:
             ]
 
     def next_crl_number(self, issuer: str, at: datetime) -> int:
+        # Its own commit: a CRL number, once handed out, is never handed out again.
         with self._engine.begin() as conn:
             result = conn.execute(
                 update(crl_numbers)

@@ -129,7 +129,7 @@ class SqlDeviceStore:
             query = query.where(devices.c.status == status.value)
         if after is not None:
             query = query.where(devices.c.id > after)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [_device(row) for row in conn.execute(query).mappings()]
 
 
@@ -169,7 +169,7 @@ class SqlStepRecorder:
             .order_by(provisioning_records.c.at, provisioning_records.c.id)
             .limit(limit)
         )
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [
                 StepRecord(
                     request_id=row["request_id"],
@@ -196,6 +196,7 @@ class SqlNonceStore:
 
     def use(self, scope: str, nonce: str, expires_at: datetime) -> bool:
         try:
+            # Its own commit: a spent nonce stays spent whatever the request does next.
             with self._engine.begin() as conn:
                 conn.execute(_USE_NONCE, {"scope": scope, "nonce": nonce, "expires_at": expires_at})
         except IntegrityError:
