@@ -32,6 +32,7 @@ from imprint.auth.clients import ClientRegistry, configured_clients
 from imprint.auth.oidc import ExternalProvider
 from imprint.auth.tokens import TokenService
 from imprint.client_trust import ClientTrust
+from imprint.clock import Clock, SystemClock
 from imprint.errors import CANotInitialized, ConfigurationError
 from imprint.identities import ClientIdentities, IdentityIssuer
 from imprint.logs import get_logger
@@ -100,6 +101,7 @@ class Runtime:
     attestors: dict[Mechanism, Attestor]
     renewals: RenewalAuthorizer
     outbox: Outbox
+    clock: Clock
     metrics: Metrics = field(default_factory=Metrics)
 
     def transaction(self) -> AbstractContextManager[None]:
@@ -288,7 +290,7 @@ class Runtime:
         """Mark abandoned the certificate reservations of requests that died before they
         signed (reserved more than ``grace`` ago and still pending); their serials. No
         answer carried those certificates, so none of them is in the field."""
-        serials = self.ledger.abandon_pending(datetime.now(UTC) - grace)
+        serials = self.ledger.abandon_pending(self.clock.now() - grace)
         if serials:
             log.warning("certificate_reservations_abandoned", serials=list(serials))
         return serials
@@ -302,7 +304,9 @@ def _make_data_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
-def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
+def open_runtime(
+    settings: Settings, *, migrate: bool = True, clock: Clock | None = None
+) -> Runtime:
     """Connect to the database and load the CA (which must exist).
 
     Raises:
@@ -321,8 +325,9 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         raise
     ledger = SqlCertificateLedger(engine)
     metrics = Metrics()
+    clock = clock or SystemClock()
     committed = functools.partial(after_commit, engine)
-    outbox = Outbox(SqlOutboxStore(engine), committed)
+    outbox = Outbox(SqlOutboxStore(engine), committed, clock.now)
     authority = CertificateAuthority(
         material,
         ledger,
@@ -332,6 +337,7 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         events=metrics,
         outbox=outbox,
         after_commit=committed,
+        clock=clock,
     )
     outbox.register(
         CERTIFICATE_CHANGED, lambda payload: authority.tell_listeners(payload["serial"])
@@ -371,6 +377,7 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         attestors=attestors,
         renewals=renewals,
         outbox=outbox,
+        clock=clock,
         metrics=metrics,
     )
     if settings.mqtt.enabled:
@@ -387,17 +394,17 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     return runtime
 
 
-def prepare(settings: Settings) -> tuple[Runtime, FirstStart]:
+def prepare(settings: Settings, *, clock: Clock | None = None) -> tuple[Runtime, FirstStart]:
     """Open the runtime, creating on first start what does not exist yet."""
     _make_data_dir(settings.data_dir)
     created_ca = False
     try:
-        runtime = open_runtime(settings)
+        runtime = open_runtime(settings, clock=clock)
     except CANotInitialized:
         init_ca(settings)
         created_ca = True
         log.info("ca_created", directory=str(settings.ca_dir), key_type=settings.ca.key_type.value)
-        runtime = open_runtime(settings)
+        runtime = open_runtime(settings, clock=clock)
     issued = _ensure_server_certificate(runtime) if settings.server.tls else False
     token_file = _ensure_admin(runtime)
     return runtime, FirstStart(created_ca, token_file, issued)

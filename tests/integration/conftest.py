@@ -24,6 +24,20 @@ from imprint.server import build_server
 from imprint.settings import Settings
 
 
+class ServerClock:
+    """The system's time, moved forward when a test says so: a test that needs something
+    to expire advances the server's clock instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, delta: timedelta) -> None:
+        self.offset += delta
+
+
 @dataclass
 class Service:
     """A running server and what a test needs to talk to it."""
@@ -33,6 +47,7 @@ class Service:
     admin_token: str
     root_cert: Path
     workdir: Path
+    clock: ServerClock
 
     def client(self, cert: tuple[Path, Path] | None = None, **kwargs: object) -> httpx.Client:
         """An HTTPS client trusting our root; ``cert`` = (certificate chain, key) for mTLS."""
@@ -111,7 +126,8 @@ def start_service(
         base_url = f"https://127.0.0.1:{port}"
     else:
         base_url = settings.server.base_url()
-    runtime, first = prepare(settings)
+    clock = ServerClock()
+    runtime, first = prepare(settings, clock=clock)
     # A data directory restored from a backup has its admin token file already.
     token_file = first.admin_token_file or settings.data_dir / "admin-token"
     server = build_server(runtime)
@@ -129,6 +145,7 @@ def start_service(
             admin_token=token_file.read_text().strip(),
             root_cert=runtime.root_certfile,
             workdir=workdir,
+            clock=clock,
         )
     finally:
         server.should_exit = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -117,7 +116,7 @@ def test_expired_certificate_renews_only_within_the_grace_period(
             )
         )
         service.runtime.devices.save(replace(device, certificate_serial=short.record.serial))
-        time.sleep(1.5)
+        service.clock.advance(timedelta(seconds=2))  # the short certificate has expired
         csr_pem = csr_of(ec.generate_private_key(ec.SECP256R1()))
         token = sign_compact(
             provision_payload(

@@ -13,7 +13,6 @@ Two kinds of certificate name a device:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -78,7 +77,7 @@ def _from_client_ca(
     evidence = Evidence(
         mechanism=Mechanism.CLIENT_CA,
         csr=None,
-        at=datetime.now(UTC),
+        at=runtime.clock.now(),
         client_certificate=certificate,
         source=request.client.host if request.client else None,
     )

@@ -19,13 +19,14 @@ import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from imprint.clock import Clock, SystemClock
 from imprint.errors import InvalidValue, NotFound
 from imprint.logs import get_logger
 from imprint.outbox import Outbox
@@ -153,6 +154,7 @@ class CertificateAuthority:
         events: AuthorityEvents | None = None,
         outbox: Outbox | None = None,
         after_commit: Callable[[Callable[[], object]], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.material = material
         self._ledger = ledger
@@ -165,6 +167,7 @@ class CertificateAuthority:
         self._listeners: list[CertificateListener] = []
         self._outbox = outbox
         self._after_commit = after_commit or _at_once
+        self._clock = clock or SystemClock()
         self.issuing_id = key_id(material.issuing)
         self.root_id = key_id(material.root)
 
@@ -239,7 +242,7 @@ class CertificateAuthority:
         if validity <= timedelta(0):
             raise InvalidValue("validity must be positive")
         issuer = self.material.issuing
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = self._clock.now().replace(microsecond=0)
         not_before = max(now - _BACKDATE, issuer.not_valid_before_utc)
         not_after = min(now + validity, issuer.not_valid_after_utc)
         if not_after <= now:
@@ -309,7 +312,7 @@ class CertificateAuthority:
             Conflict: already revoked, or never issued.
         """
         serial = normalize_serial(serial)
-        record = self._ledger.revoke(serial, reason.value, datetime.now(UTC).replace(microsecond=0))
+        record = self._ledger.revoke(serial, reason.value, self._clock.now().replace(microsecond=0))
         self._after_commit(partial(self._revoked, record.issuer, reason.value))
         self._changed(record)
         return record
@@ -337,7 +340,7 @@ class CertificateAuthority:
             NotFound: an unknown issuer, or the root when its key is not held.
         """
         issuer_id, certificate, key = self._issuer(issuer_name)
-        clock = datetime.now(UTC)
+        clock = self._clock.now()
         with self._crl_lock:
             cached = self._crl_cache.get(issuer_id)
             if cached and clock.timestamp() - cached.made < _CRL_CACHE_SECONDS:

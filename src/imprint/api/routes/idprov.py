@@ -10,7 +10,7 @@ requests get ``400`` and too many failures ``429``, as problem+json.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from cryptography import x509
@@ -115,7 +115,7 @@ def provision(body: ProvisionRequestIn, request: Request, runtime: RuntimeDep) -
         public_key_pem=body.publicKeyPEM or "",
         signature=body.signature or "",
     )
-    now = datetime.now(UTC)
+    now = runtime.clock.now()
     evidence = idprov.evidence(now, request.client.host if request.client else None)
     try:
         outcome = runtime.provisioner.provision(evidence)
@@ -237,7 +237,7 @@ def _current_chain(runtime: Runtime, device: Device) -> bytes | None:
         return None
     if record.status is not CertificateStatus.ISSUED or record.der is None:
         return None
-    if record.not_after <= datetime.now(UTC):
+    if record.not_after <= runtime.clock.now():
         return None
     leaf = x509.load_der_x509_certificate(record.der)
     pem = serialization.Encoding.PEM

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -84,7 +83,7 @@ async def register(
     evidence = registration_evidence(
         serial,
         half,
-        at=datetime.now(UTC),
+        at=runtime.clock.now(),
         source=request.client.host if request.client else None,
     )
     outcome = await run_in_threadpool(runtime.provisioner.provision, evidence)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
@@ -145,7 +145,7 @@ def provision(body: ProvisionIn, request: Request, runtime: RuntimeDep) -> Respo
     evidence = Evidence(
         mechanism=body.mechanism,
         csr=csr,
-        at=datetime.now(UTC),
+        at=runtime.clock.now(),
         registration_id=body.registration_id,
         enrollment_id=body.enrollment_id,
         fields=_with_key_half(body, request),
@@ -176,7 +176,7 @@ def renew(body: RenewIn, request: Request, runtime: RuntimeDep) -> Response:
     evidence = Evidence(
         mechanism=Mechanism.RENEWAL,
         csr=csr,
-        at=datetime.now(UTC),
+        at=runtime.clock.now(),
         fields=body.evidence,
         client_certificate=presented.certificate if presented else None,
         source=request.client.host if request.client else None,
