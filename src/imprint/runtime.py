@@ -35,6 +35,7 @@ from imprint.client_trust import ClientTrust
 from imprint.clock import Clock, SystemClock
 from imprint.errors import CANotInitialized, ConfigurationError
 from imprint.identities import ClientIdentities, IdentityIssuer
+from imprint.layout import DataLayout
 from imprint.logs import get_logger
 from imprint.metrics import Metrics
 from imprint.outbox import Outbox
@@ -262,25 +263,21 @@ class Runtime:
         if enrollment.x509 is not None:
             self.client_trust.add(enrollment.x509.certificates())
 
-    @property
-    def tls_dir(self) -> Path:
-        return self.settings.data_dir / "tls"
+    @functools.cached_property
+    def layout(self) -> DataLayout:
+        return self.settings.layout()
 
     @property
     def server_certfile(self) -> Path:
-        return self.tls_dir / "server.crt"
+        return self.layout.server_certificate
 
     @property
     def server_keyfile(self) -> Path:
-        return self.tls_dir / "server.key"
+        return self.layout.server_key
 
     @property
     def root_certfile(self) -> Path:
-        return self.settings.ca_dir / "root.crt"
-
-    @property
-    def chain_certfile(self) -> Path:
-        return self.settings.ca_dir / "chain.crt"
+        return self.layout.ca.root_certificate
 
     def root_fingerprint(self) -> str:
         der = self.authority.material.root.public_bytes(serialization.Encoding.DER)
@@ -452,7 +449,7 @@ def _ensure_server_certificate(runtime: Runtime) -> bool:
             requested_by="imprint:server",
         )
     )
-    runtime.tls_dir.mkdir(parents=True, exist_ok=True)
+    runtime.layout.tls_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(runtime.server_keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(
@@ -475,7 +472,7 @@ def _ensure_admin(runtime: Runtime) -> Path | None:
     if runtime.api_keys.count() > 0:
         return None
     issued = create_api_key(runtime.api_keys, "admin")
-    path = runtime.settings.data_dir / "admin-token"
+    path = runtime.layout.admin_token
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(issued.token + "\n")

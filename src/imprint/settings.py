@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from imprint.errors import ConfigurationError
+from imprint.layout import CAFiles, DataLayout
 
 __all__ = [
     "AuthSettings",
@@ -393,6 +394,10 @@ class Settings(BaseSettings):
     @property
     def ca_dir(self) -> Path:
         return self.data_dir / "ca"
+
+    def layout(self) -> DataLayout:
+        """Where the files of this configuration's data directory are."""
+        return DataLayout(self.data_dir, CAFiles(self.ca_dir))
 
     def passphrase_path(self) -> Path:
         return self.ca.passphrase_file or self.data_dir / "ca-passphrase"

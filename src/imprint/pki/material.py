@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from imprint.errors import CAError, CAKeyLocked, CANotInitialized, Conflict, InvalidValue
+from imprint.layout import CAFiles
 from imprint.pki.keys import (
     SigningKey,
     generate_key,
@@ -131,8 +132,8 @@ def _write_pem(path: Path, certificates: list[x509.Certificate]) -> None:
     path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates))
 
 
-def _has_material(directory: Path) -> bool:
-    return (directory / "issuing.crt").exists() or (directory / "issuing.key").exists()
+def _has_material(files: CAFiles) -> bool:
+    return files.issuing_certificate.exists() or files.issuing_key.exists()
 
 
 def init_ca(settings: Settings, *, force: bool = False) -> CAMaterial:
@@ -141,8 +142,9 @@ def init_ca(settings: Settings, *, force: bool = False) -> CAMaterial:
     Raises:
         Conflict: CA material exists and ``force`` is not set.
     """
-    directory = settings.ca_dir
-    if _has_material(directory) and not force:
+    files = settings.layout().ca
+    directory = files.directory
+    if _has_material(files) and not force:
         raise Conflict(f"a CA exists already in {directory}; pass --force to replace it")
     passphrase = resolve_passphrase(settings, create=True)
     directory.mkdir(parents=True, exist_ok=True)
@@ -171,11 +173,11 @@ def init_ca(settings: Settings, *, force: bool = False) -> CAMaterial:
         ),
         path_length=0,
     )
-    save_private_key(directory / "root.key", root_key, passphrase)
-    save_private_key(directory / "issuing.key", issuing_key, passphrase)
-    _write_pem(directory / "root.crt", [root])
-    _write_pem(directory / "issuing.crt", [issuing])
-    _write_pem(directory / "chain.crt", [issuing, root])
+    save_private_key(files.root_key, root_key, passphrase)
+    save_private_key(files.issuing_key, issuing_key, passphrase)
+    _write_pem(files.root_certificate, [root])
+    _write_pem(files.issuing_certificate, [issuing])
+    _write_pem(files.chain, [issuing, root])
     return CAMaterial(root, root_key, issuing, issuing_key, (issuing, root))
 
 
@@ -225,8 +227,9 @@ def import_ca(
     """
     from imprint.pki.chain import verify_ca_chain
 
-    directory = settings.ca_dir
-    if _has_material(directory) and not force:
+    files = settings.layout().ca
+    directory = files.directory
+    if _has_material(files) and not force:
         raise Conflict(f"a CA exists already in {directory}; pass --force to replace it")
     issuing = _load_certificates(certificate, "the CA certificate")[0]
     above = _load_certificates(chain, "the chain") if chain else []
@@ -258,15 +261,14 @@ def import_ca(
     passphrase = resolve_passphrase(settings, create=True)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    for stale in ("root.key",):
-        (directory / stale).unlink(missing_ok=True)
+    files.root_key.unlink(missing_ok=True)  # stale, unless this import brings the root's
     root_key = issuing_key if root == issuing else None
-    save_private_key(directory / "issuing.key", issuing_key, passphrase)
+    save_private_key(files.issuing_key, issuing_key, passphrase)
     if root_key is not None:
-        save_private_key(directory / "root.key", root_key, passphrase)
-    _write_pem(directory / "root.crt", [root])
-    _write_pem(directory / "issuing.crt", [issuing])
-    _write_pem(directory / "chain.crt", full_chain)
+        save_private_key(files.root_key, root_key, passphrase)
+    _write_pem(files.root_certificate, [root])
+    _write_pem(files.issuing_certificate, [issuing])
+    _write_pem(files.chain, full_chain)
     return CAMaterial(root, root_key, issuing, issuing_key, tuple(full_chain))
 
 
@@ -278,22 +280,21 @@ def load_ca(settings: Settings) -> CAMaterial:
         CAKeyLocked: missing or wrong passphrase.
         UnencryptedCAKey: a plaintext key outside development mode.
     """
-    directory = settings.ca_dir
-    if not (directory / "issuing.crt").is_file() or not (directory / "issuing.key").is_file():
+    files = settings.layout().ca
+    directory = files.directory
+    if not files.issuing_certificate.is_file() or not (files.issuing_key).is_file():
         raise CANotInitialized(
             f"no CA in {directory}; run 'imprint ca init' or 'imprint ca import'"
         )
     passphrase = resolve_passphrase(settings, create=False)
     allow_plain = settings.development
     try:
-        chain = tuple(_load_certificates((directory / "chain.crt").read_bytes(), "chain.crt"))
-        root = _load_certificates((directory / "root.crt").read_bytes(), "root.crt")[0]
+        chain = tuple(_load_certificates(files.chain.read_bytes(), "chain.crt"))
+        root = _load_certificates(files.root_certificate.read_bytes(), "root.crt")[0]
     except (OSError, InvalidValue) as exc:
         raise CAError(f"CA files in {directory} are unreadable: {exc}") from None
-    issuing_key = load_private_key(
-        directory / "issuing.key", passphrase, allow_unencrypted=allow_plain
-    )
-    root_key_path = directory / "root.key"
+    issuing_key = load_private_key(files.issuing_key, passphrase, allow_unencrypted=allow_plain)
+    root_key_path = files.root_key
     root_key = (
         load_private_key(root_key_path, passphrase, allow_unencrypted=allow_plain)
         if root_key_path.is_file()
