@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,6 +14,17 @@ from imprint.logs import configure_logging, get_logger
 def _fail_holding_a_secret() -> None:
     passphrase = "hunter2-do-not-log"  # noqa: F841 - a local a rich traceback would print
     raise RuntimeError("boom")
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """configure_logging sets up the root logger for the whole process: put it back, so
+    tests that run later (in any order) see the logging pytest set up."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.mark.parametrize("json_format", [False, True])
