@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from imprint.app.audit import AuditOperations
 from imprint.app.devices import DeviceOperations
 
 if TYPE_CHECKING:
@@ -24,4 +25,5 @@ class Application:
     """Every aggregate's operations over one runtime (``runtime.app``)."""
 
     def __init__(self, runtime: Runtime) -> None:
+        self.audit = AuditOperations(runtime)
         self.devices = DeviceOperations(runtime)

@@ -14,10 +14,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from imprint.api.routes.audit import _admin_scope
-from imprint.audit import REASONS, AuditEntry, AuditQuery, ChainReport, verify_chain
+from imprint.audit import REASONS, AuditEntry, AuditQuery, ChainReport
 from imprint.console.pages import ConsoleRoute, ConsoleUser, render, runtime
-from imprint.errors import InvalidValue, NotFound
+from imprint.errors import InvalidValue
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -61,17 +60,13 @@ async def audit_log(
     }
 
     def load() -> tuple[list[AuditEntry], list[str], ChainReport | None]:
-        scope = _admin_scope(user, rt.org_tree())
+        scope = rt.app.audit.scope(user)
         # The chain spans every organization: only the whole instance's viewer checks it.
-        chain = verify_chain(rt.audit) if verify and scope is None else None
+        chain = rt.app.audit.verify(user) if verify and scope is None else None
         visible = sorted(scope) if scope is not None else sorted(rt.org_tree().orgs)
-        if filters["org"]:
-            if scope is not None and filters["org"] not in scope:
-                raise NotFound(f"no organization {filters['org']!r}")
-            scope = {filters["org"]}
-        found = rt.audit.search(
+        found = rt.app.audit.search(
+            user,
             AuditQuery(
-                org_ids=scope,
                 actor=filters["actor"] or None,
                 action=filters["action"] or None,
                 target_id=filters["target"] or None,
@@ -80,7 +75,8 @@ async def audit_log(
                 until=_day(filters["until"], end=True),
                 before_id=before,
                 limit=PAGE_SIZE + 1,
-            )
+            ),
+            org=filters["org"] or None,
         )
         return list(found), visible, chain
 
