@@ -11,18 +11,24 @@ writes that kind, through any store object on the same database. So:
   next to a server) is seen within :data:`TTL_SECONDS`.
 
 An answer read while a write of its kind was under way is not kept: each write bumps a
-generation counter after it commits, and an answer is stored with the generation seen
-before its query ran.
+generation counter when it is made and again once its transaction has ended (its
+connection went back to the pool, committed or rolled back), and an answer is stored with
+the generation seen before its query ran. A write inside a unit of work commits only when
+the unit ends, so until then the context that made it reads past the cache: its reads may
+see the unit's uncommitted rows, which no other thread must be handed.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable
-from typing import TypeVar
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
-from sqlalchemy.engine import Engine
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
 
 __all__ = ["TTL_SECONDS", "ReadCache"]
 
@@ -34,24 +40,59 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _generations: dict[tuple[str, str], int] = {}
 
+_Slot = tuple[str, str]  # (database, kind)
+
+#: The slots this context wrote in a transaction that has not ended yet.
+_writing: ContextVar[frozenset[_Slot]] = ContextVar("imprint_cache_writing", default=frozenset())
+
+#: Where a pooled connection keeps the slots written in its open transaction.
+_PENDING = "imprint_cache_pending"
+
+_watched: weakref.WeakSet[Engine] = weakref.WeakSet()
+
 
 def _database(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
+
+
+def _bump(slot: _Slot) -> None:
+    with _lock:
+        _generations[slot] = _generations.get(slot, 0) + 1
+
+
+def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+    """A connection went back to the pool: its transaction has ended (committed or not)."""
+    pending: set[_Slot] | None = record.info.pop(_PENDING, None)
+    if pending:
+        for slot in pending:
+            _bump(slot)
+        _writing.set(_writing.get() - pending)
+
+
+def _watch(engine: Engine) -> None:
+    with _lock:
+        if engine in _watched:
+            return
+        _watched.add(engine)
+    event.listen(engine, "checkin", _checked_in)
 
 
 class ReadCache:
     """Cached reads of one kind of stored object (``kind``) on one database."""
 
     def __init__(self, engine: Engine, kind: str, ttl: float = TTL_SECONDS) -> None:
-        self._slot = (_database(engine), kind)
+        self._slot: _Slot = (_database(engine), kind)
         self._ttl = ttl
         self._entries: dict[Hashable, tuple[float, int, object]] = {}
+        _watch(engine)
 
     def _generation(self) -> int:
         return _generations.get(self._slot, 0)
 
     def get(self, key: Hashable, load: Callable[[], T]) -> T:
         """The cached answer for ``key``, else ``load()`` (kept for the next caller)."""
+        if self._slot in _writing.get():
+            return load()  # it may read this context's uncommitted writes
         now = time.monotonic()
         generation = self._generation()
         entry = self._entries.get(key)
@@ -64,7 +105,10 @@ class ReadCache:
             self._entries[key] = (now + self._ttl, generation, value)
         return value
 
-    def changed(self) -> None:
-        """Forget every answer of this kind in this process (call after a write commits)."""
-        with _lock:
-            _generations[self._slot] = _generations.get(self._slot, 0) + 1
+    def changed(self, conn: Connection) -> None:
+        """Forget every answer of this kind in this process, now and when the transaction
+        of ``conn`` ends. Call it in the transaction, before writing this kind on ``conn``."""
+        _bump(self._slot)
+        pending: set[_Slot] = conn.info.setdefault(_PENDING, set())
+        pending.add(self._slot)
+        _writing.set(_writing.get() | {self._slot})

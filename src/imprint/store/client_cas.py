@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine, RowMapping
 from imprint.errors import NotFound
 from imprint.provisioning.client_cas import ClientCA
 from imprint.store.cache import ReadCache
+from imprint.store.db import reading, writing
 from imprint.store.tables import client_cas
 
 __all__ = ["SqlClientCAStore"]
@@ -35,14 +36,9 @@ class SqlClientCAStore:
         self._cache = ReadCache(engine, "client_cas")
 
     def add(self, cas: Sequence[ClientCA]) -> int:
-        try:
-            return self._add(cas)
-        finally:
-            self._cache.changed()
-
-    def _add(self, cas: Sequence[ClientCA]) -> int:
         added = 0
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
+            self._cache.changed(conn)
             for ca in cas:
                 exists = conn.execute(
                     select(client_cas.c.id).where(
@@ -73,24 +69,19 @@ class SqlClientCAStore:
             .where(client_cas.c.enrollment_id == enrollment_id)
             .order_by(client_cas.c.created_at, client_cas.c.id)
         )
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return tuple(_ca(row) for row in conn.execute(query).mappings())
 
     def all(self) -> Sequence[ClientCA]:
         return self._cache.get("all", self._all)
 
     def _all(self) -> Sequence[ClientCA]:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return tuple(_ca(row) for row in conn.execute(select(client_cas)).mappings())
 
     def remove(self, enrollment_id: str, fingerprint: str) -> None:
-        try:
-            self._remove(enrollment_id, fingerprint)
-        finally:
-            self._cache.changed()
-
-    def _remove(self, enrollment_id: str, fingerprint: str) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
+            self._cache.changed(conn)
             gone = conn.execute(
                 delete(client_cas).where(
                     client_cas.c.enrollment_id == enrollment_id,

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from imprint.attestation.revocation import DeniedCertificate, ManufacturerCrl
 from imprint.errors import Conflict, NotFound
 from imprint.store.cache import ReadCache
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import denied_certificates, manufacturer_crls
 
 __all__ = ["SqlDenyList", "SqlManufacturerCrlStore"]
@@ -38,13 +39,8 @@ class SqlDenyList:
 
     def add(self, entry: DeniedCertificate) -> None:
         try:
-            self._add(entry)
-        finally:
-            self._cache.changed()
-
-    def _add(self, entry: DeniedCertificate) -> None:
-        try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn, guarded(conn):
+                self._cache.changed(conn)
                 conn.execute(
                     insert(denied_certificates).values(
                         fingerprint_sha256=entry.fingerprint_sha256,
@@ -58,14 +54,9 @@ class SqlDenyList:
             ) from None
 
     def remove(self, fingerprint_sha256: str) -> None:
-        try:
-            self._remove(fingerprint_sha256)
-        finally:
-            self._cache.changed()
-
-    def _remove(self, fingerprint_sha256: str) -> None:
         table = denied_certificates
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
+            self._cache.changed(conn)
             result = conn.execute(
                 delete(table).where(table.c.fingerprint_sha256 == fingerprint_sha256)
             )
@@ -77,7 +68,7 @@ class SqlDenyList:
             return None
         found = self._cache.get("whole", self._whole)
         if found is None:  # too long to keep: ask the database
-            with self._engine.connect() as conn:
+            with reading(self._engine) as conn:
                 rows = conn.execute(_DENIED_ANY, {"fingerprints": list(fingerprints)}).mappings()
                 found = {row["fingerprint_sha256"]: _denied(row) for row in rows}
         for fingerprint in fingerprints:
@@ -86,7 +77,7 @@ class SqlDenyList:
         return None
 
     def _whole(self) -> dict[str, DeniedCertificate] | None:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             rows = conn.execute(_DENIED_ALL).mappings().all()
         if len(rows) > WHOLE_LIST_MAX:
             return None
@@ -97,7 +88,7 @@ class SqlDenyList:
         query = select(table).order_by(table.c.fingerprint_sha256).limit(limit)
         if after is not None:
             query = query.where(table.c.fingerprint_sha256 > after)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [_denied(row) for row in conn.execute(query).mappings()]
 
 
@@ -132,12 +123,6 @@ class SqlManufacturerCrlStore:
         self._cache = ReadCache(engine, "manufacturer_crls")
 
     def put(self, crl: ManufacturerCrl) -> None:
-        try:
-            self._put(crl)
-        finally:
-            self._cache.changed()
-
-    def _put(self, crl: ManufacturerCrl) -> None:
         values: dict[str, Any] = {
             "issuer": crl.issuer,
             "crl_number": None if crl.crl_number is None else format(crl.crl_number, "x"),
@@ -150,7 +135,8 @@ class SqlManufacturerCrlStore:
         }
         table = manufacturer_crls
         key = table.c.issuer_key_sha256 == crl.issuer_key_sha256
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
+            self._cache.changed(conn)
             if conn.execute(update(table).where(key).values(**values)).rowcount == 0:
                 conn.execute(
                     insert(table).values(issuer_key_sha256=crl.issuer_key_sha256, **values)
@@ -167,19 +153,14 @@ class SqlManufacturerCrlStore:
         return self._cache.get(keys, lambda: self._for_issuers(keys))
 
     def _for_issuers(self, keys: tuple[str, ...]) -> Sequence[ManufacturerCrl]:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             rows = conn.execute(_CRLS_FOR, {"keys": list(keys)}).mappings()
             return tuple(_crl(row) for row in rows)
 
     def remove(self, issuer_key_sha256: str) -> None:
-        try:
-            self._remove(issuer_key_sha256)
-        finally:
-            self._cache.changed()
-
-    def _remove(self, issuer_key_sha256: str) -> None:
         table = manufacturer_crls
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
+            self._cache.changed(conn)
             result = conn.execute(
                 delete(table).where(table.c.issuer_key_sha256 == issuer_key_sha256)
             )
@@ -189,5 +170,5 @@ class SqlManufacturerCrlStore:
     def search(self, *, limit: int = 100) -> Sequence[ManufacturerCrl]:
         table = manufacturer_crls
         query = select(table).order_by(table.c.issuer, table.c.issuer_key_sha256).limit(limit)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [_crl(row) for row in conn.execute(query).mappings()]

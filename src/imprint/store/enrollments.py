@@ -23,6 +23,7 @@ from imprint.provisioning.enrollments import (
 from imprint.provisioning.hub import HubProvider
 from imprint.sealing import SecretBox
 from imprint.store.cache import ReadCache
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import enrollments
 
 __all__ = ["SqlEnrollmentStore"]
@@ -177,13 +178,8 @@ class SqlEnrollmentStore:
 
     def add(self, enrollment: Enrollment) -> None:
         try:
-            self._add(enrollment)
-        finally:
-            self._cache.changed()
-
-    def _add(self, enrollment: Enrollment) -> None:
-        try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn, guarded(conn):
+                self._cache.changed(conn)
                 conn.execute(enrollments.insert().values(**self._row(enrollment)))
         except IntegrityError:
             raise Conflict(f"an enrollment with id {enrollment.id!r} exists already") from None
@@ -195,20 +191,15 @@ class SqlEnrollmentStore:
         return found
 
     def _get(self, enrollment_id: str) -> Enrollment | None:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = conn.execute(_GET, {"id": enrollment_id}).mappings().first()
         return None if row is None else self._enrollment(row)
 
     def replace(self, enrollment: Enrollment) -> None:
-        try:
-            self._replace(enrollment)
-        finally:
-            self._cache.changed()
-
-    def _replace(self, enrollment: Enrollment) -> None:
         values = self._row(enrollment)
         values.pop("created_at")
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
+            self._cache.changed(conn)
             result = conn.execute(
                 update(enrollments).where(enrollments.c.id == enrollment.id).values(**values)
             )
@@ -216,13 +207,8 @@ class SqlEnrollmentStore:
                 raise NotFound(f"no enrollment {enrollment.id!r}")
 
     def remove(self, enrollment_id: str) -> None:
-        try:
-            self._remove(enrollment_id)
-        finally:
-            self._cache.changed()
-
-    def _remove(self, enrollment_id: str) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
+            self._cache.changed(conn)
             result = conn.execute(delete(enrollments).where(enrollments.c.id == enrollment_id))
             if result.rowcount == 0:
                 raise NotFound(f"no enrollment {enrollment_id!r}")
@@ -278,5 +264,5 @@ class SqlEnrollmentStore:
             query = query.where(enrollments.c.kind == kind.value)
         if registration_id is not None:
             query = query.where(enrollments.c.registration_id == registration_id)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return tuple(self._enrollment(row) for row in conn.execute(query).mappings())
