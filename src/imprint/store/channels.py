@@ -102,7 +102,7 @@ class SqlChannelStore:
             query = query.where(channels.c.owner.in_(sorted(owners)))
         if after is not None:
             query = query.where(channels.c.id > after)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             rows = list(conn.execute(query).mappings())
         return [self._channel_row(row) for row in rows]
 
@@ -110,7 +110,7 @@ class SqlChannelStore:
         query = select(channel_keys.c.channel_id, channel_keys.c.kind).where(
             channel_keys.c.lookup_sha256 == lookup_sha256
         )
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             hit = conn.execute(query).first()
             if hit is None:
                 return None
@@ -146,7 +146,9 @@ class SqlChannelStore:
     def replace_key(
         self, channel_id: int, old_key_id: str | None, new: ChannelKey, at: datetime
     ) -> None:
-        with self._engine.begin() as conn:
+        # Guarded: a NotFound after the first write leaves nothing behind in a unit of work
+        # on PostgreSQL (on SQLite at most ``updated_at`` moved).
+        with writing(self._engine) as conn, guarded(conn):
             touched = conn.execute(
                 update(channels).where(channels.c.id == channel_id).values(updated_at=at)
             ).rowcount

@@ -20,6 +20,7 @@ from imprint.identities.psk import ClientPsk, PskOrigin, PskSubjectTaken
 from imprint.identities.relay import RelayRequest, RelayStatus
 from imprint.pki.records import CertificateStatus
 from imprint.sealing import SecretBox
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import certificates, client_identities, client_psks, relay_requests
 
 __all__ = ["SqlIdentityStore", "SqlPskStore", "SqlRelayStore"]
@@ -37,6 +38,9 @@ class SqlIdentityStore:
         table = client_identities
         for attempt in range(2):
             try:
+                # Its own commit, never a caller's unit of work: like the certificate
+                # ledger's reserve, the claim is seen by concurrent requests before
+                # anything is signed (and the ledger's reserve, next, writes on its own).
                 with self._engine.begin() as conn:
                     # Lock the owner's row first (SQLite: take the write lock before
                     # reading), so concurrent claims for one owner take turns.
@@ -117,7 +121,7 @@ class SqlIdentityStore:
 
     def record(self, owner: str, spki_sha256: str, serial: str, not_after: datetime) -> None:
         table = client_identities
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(
                 update(table)
                 .where(table.c.owner == owner, table.c.spki_sha256 == spki_sha256)
@@ -126,6 +130,8 @@ class SqlIdentityStore:
 
     def release(self, owner: str, spki_sha256: str) -> None:
         table = client_identities
+        # Its own commit, like the claim it undoes: a caller's unit is failing here and
+        # would take the release back with it.
         with self._engine.begin() as conn:
             conn.execute(
                 delete(table).where(
@@ -159,7 +165,7 @@ class SqlRelayStore:
         self._engine = engine
 
     def add(self, request: RelayRequest) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             conn.execute(
                 insert(relay_requests).values(
                     state_sha256=request.state_sha256,
@@ -178,7 +184,7 @@ class SqlRelayStore:
 
     def get(self, state_sha256: str) -> RelayRequest | None:
         query = select(relay_requests).where(relay_requests.c.state_sha256 == state_sha256)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else _relay(row)
 
@@ -193,7 +199,7 @@ class SqlRelayStore:
         at: datetime,
     ) -> bool:
         table = relay_requests
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             result = conn.execute(
                 update(table)
                 .where(
@@ -207,7 +213,7 @@ class SqlRelayStore:
 
     def take(self, state_sha256: str) -> RelayRequest | None:
         table = relay_requests
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             row = (
                 conn.execute(
                     delete(table)
@@ -223,7 +229,7 @@ class SqlRelayStore:
         return None if row is None else _relay(row)
 
     def purge(self, before: datetime) -> int:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             result = conn.execute(
                 delete(relay_requests).where(relay_requests.c.expires_at < before)
             )
@@ -255,7 +261,7 @@ class SqlPskStore:
 
     def add(self, psk: ClientPsk) -> None:
         try:
-            with self._engine.begin() as conn:
+            with writing(self._engine) as conn, guarded(conn):
                 conn.execute(
                     insert(client_psks).values(
                         id=psk.id,
@@ -274,7 +280,7 @@ class SqlPskStore:
 
     def _row(self, psk_id: str) -> RowMapping:
         query = select(client_psks).where(client_psks.c.id == psk_id)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = conn.execute(query).mappings().first()
         if row is None:
             raise NotFound(f"no PSK {psk_id!r}")
@@ -292,11 +298,11 @@ class SqlPskStore:
         query = select(client_psks).order_by(client_psks.c.created_at, client_psks.c.id)
         if org_ids is not None:
             query = query.where(client_psks.c.org_id.in_(sorted(org_ids)))
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [_psk(row) for row in conn.execute(query.limit(limit)).mappings()]
 
     def remove(self, psk_id: str) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             result = conn.execute(delete(client_psks).where(client_psks.c.id == psk_id))
         if result.rowcount != 1:
             raise NotFound(f"no PSK {psk_id!r}")
