@@ -53,6 +53,7 @@ from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
 from imprint.store.console_sessions import SqlEndedSessions
 from imprint.store.db import after_commit, create_engine, unit_of_work, upgrade
+from imprint.store.deny_list import SqlDenyList, SqlManufacturerCrlStore
 from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
 from imprint.store.identities import SqlIdentityStore, SqlPskStore, SqlRelayStore
@@ -98,6 +99,10 @@ class Runtime:
     box: SecretBox
     provisioner: Provisioner
     outbox: Outbox
+    channels: SqlChannelStore
+    client_cas: SqlClientCAStore
+    deny_list: SqlDenyList
+    manufacturer_crls: SqlManufacturerCrlStore
     metrics: Metrics = field(default_factory=Metrics)
 
     def transaction(self) -> AbstractContextManager[None]:
@@ -112,16 +117,8 @@ class Runtime:
         return Application(self)
 
     @functools.cached_property
-    def channels(self) -> SqlChannelStore:
-        return SqlChannelStore(self.engine, self.box)
-
-    @functools.cached_property
     def channel_entries(self) -> SqlEntryStore:
         return SqlEntryStore(self.engine)
-
-    @functools.cached_property
-    def client_cas(self) -> SqlClientCAStore:
-        return SqlClientCAStore(self.engine)
 
     @functools.cached_property
     def orgs(self) -> SqlOrganizationStore:
@@ -319,12 +316,19 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     devices = SqlDeviceStore(engine)
     records = SqlStepRecorder(engine)
     nonces = SqlNonceStore(engine)
+    channels = SqlChannelStore(engine, box)
+    client_cas = SqlClientCAStore(engine)
+    deny_list = SqlDenyList(engine)
+    manufacturer_crls = SqlManufacturerCrlStore(engine)
     attestors = build_attestors(
         engine=engine,
         box=box,
         enrollments=enrollments,
         devices=devices,
         nonces=nonces,
+        client_cas=client_cas,
+        deny_list=deny_list,
+        crls=manufacturer_crls,
         provision_url=f"{settings.server.base_url()}/api/v1/provision",
     )
     attestors[Mechanism.RENEWAL] = RenewalAttestor(
@@ -341,7 +345,7 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         recorder=records,
         attestors=attestors,
         services=settings.services,
-        channels=SqlChannelStore(engine, box),
+        channels=channels,
         transaction=functools.partial(unit_of_work, engine),
     )
     runtime = Runtime(
@@ -357,6 +361,10 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         box=box,
         provisioner=provisioner,
         outbox=outbox,
+        channels=channels,
+        client_cas=client_cas,
+        deny_list=deny_list,
+        manufacturer_crls=manufacturer_crls,
         metrics=metrics,
     )
     if settings.mqtt.enabled:

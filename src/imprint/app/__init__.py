@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from imprint.app.deny_list import DenyListOperations
 from imprint.app.devices import DeviceOperations
 
 if TYPE_CHECKING:
@@ -25,3 +26,4 @@ class Application:
 
     def __init__(self, runtime: Runtime) -> None:
         self.devices = DeviceOperations(runtime)
+        self.deny_list = DenyListOperations(runtime)
