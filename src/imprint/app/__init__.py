@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from imprint.app.client_cas import ClientCAOperations
 from imprint.app.deny_list import DenyListOperations
 from imprint.app.devices import DeviceOperations
 
@@ -26,4 +27,5 @@ class Application:
 
     def __init__(self, runtime: Runtime) -> None:
         self.devices = DeviceOperations(runtime)
+        self.client_cas = ClientCAOperations(runtime)
         self.deny_list = DenyListOperations(runtime)
