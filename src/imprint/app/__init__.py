@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from imprint.app.channels import ChannelOperations
 from imprint.app.client_cas import ClientCAOperations
 from imprint.app.deny_list import DenyListOperations
 from imprint.app.devices import DeviceOperations
@@ -29,3 +30,4 @@ class Application:
         self.devices = DeviceOperations(runtime)
         self.client_cas = ClientCAOperations(runtime)
         self.deny_list = DenyListOperations(runtime)
+        self.channels = ChannelOperations(runtime)
