@@ -16,6 +16,7 @@ from imprint.app.channels import ChannelOperations
 from imprint.app.client_cas import ClientCAOperations
 from imprint.app.deny_list import DenyListOperations
 from imprint.app.devices import DeviceOperations
+from imprint.app.identities import IdentityOperations
 
 if TYPE_CHECKING:
     from imprint.runtime import Runtime
@@ -31,3 +32,4 @@ class Application:
         self.client_cas = ClientCAOperations(runtime)
         self.deny_list = DenyListOperations(runtime)
         self.channels = ChannelOperations(runtime)
+        self.identities = IdentityOperations(runtime)
