@@ -56,6 +56,7 @@ from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
 from imprint.store.console_sessions import SqlEndedSessions
 from imprint.store.db import after_commit, create_engine, unit_of_work, upgrade
+from imprint.store.deny_list import SqlDenyList, SqlManufacturerCrlStore
 from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
 from imprint.store.identities import SqlIdentityStore, SqlPskStore, SqlRelayStore
@@ -103,6 +104,10 @@ class Runtime:
     renewals: RenewalAuthorizer
     outbox: Outbox
     clock: Clock
+    channels: SqlChannelStore
+    client_cas: SqlClientCAStore
+    deny_list: SqlDenyList
+    manufacturer_crls: SqlManufacturerCrlStore
     metrics: Metrics = field(default_factory=Metrics)
 
     def transaction(self) -> AbstractContextManager[None]:
@@ -137,16 +142,8 @@ class Runtime:
         return Application(self)
 
     @functools.cached_property
-    def channels(self) -> SqlChannelStore:
-        return SqlChannelStore(self.engine, self.box)
-
-    @functools.cached_property
     def channel_entries(self) -> SqlEntryStore:
         return SqlEntryStore(self.engine)
-
-    @functools.cached_property
-    def client_cas(self) -> SqlClientCAStore:
-        return SqlClientCAStore(self.engine)
 
     @functools.cached_property
     def orgs(self) -> SqlOrganizationStore:
@@ -344,12 +341,19 @@ def open_runtime(
     devices = SqlDeviceStore(engine)
     records = SqlStepRecorder(engine)
     nonces = SqlNonceStore(engine)
+    channels = SqlChannelStore(engine, box)
+    client_cas = SqlClientCAStore(engine)
+    deny_list = SqlDenyList(engine)
+    manufacturer_crls = SqlManufacturerCrlStore(engine)
     attestors = build_attestors(
         engine=engine,
         box=box,
         enrollments=enrollments,
         devices=devices,
         nonces=nonces,
+        client_cas=client_cas,
+        deny_list=deny_list,
+        crls=manufacturer_crls,
         provision_url=f"{settings.server.base_url()}/api/v1/provision",
     )
     renewals = RenewalAuthorizer(
@@ -375,6 +379,10 @@ def open_runtime(
         renewals=renewals,
         outbox=outbox,
         clock=clock,
+        channels=channels,
+        client_cas=client_cas,
+        deny_list=deny_list,
+        manufacturer_crls=manufacturer_crls,
         metrics=metrics,
     )
     if settings.mqtt.enabled:

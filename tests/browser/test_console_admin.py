@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from imprint.api.routes.oob_secrets import secret_store
+from imprint.audit import AuditQuery
 from imprint.channels.entries import EntryDraft
 from imprint.provisioning.channels import ChannelTemplate, channel_for_device
 from imprint.provisioning.enrollments import Enrollment, EnrollmentKind, Mechanism
@@ -39,6 +40,14 @@ def _ca(name: str) -> tuple[x509.Certificate, str]:
         .sign(key, hashes.SHA256())
     )
     return certificate, certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _audited(console: Console, prefix: str) -> list[tuple[str, str, str | None]]:
+    """The audit log's entries whose action starts with ``prefix``, oldest first."""
+    logged = console.service.runtime.audit.search(AuditQuery(limit=200))
+    return [
+        (e.action, e.actor, e.target_id) for e in reversed(logged) if e.action.startswith(prefix)
+    ]
 
 
 def _enrollment(console: Console, enrollment_id: str, mechanism: Mechanism, owner: str) -> None:
@@ -82,6 +91,15 @@ def test_a_pasted_ca_is_decoded_before_it_is_saved(page: Any, console: Console) 
     assert "disabled" in page.locator("#list-factory-cas h2").inner_text()
     assert console.service.runtime.enrollments.get("factory-cas").enabled is False
     screenshot(page, "trusted-cas")
+
+    page.locator("#list-factory-cas").get_by_role("button", name="Remove").click()
+    assert "no longer trusts" in page.get_by_role("status").inner_text()
+    assert console.service.runtime.client_cas.for_enrollment("factory-cas") == ()
+    admin = f"user:{console.admin.username}"
+    assert _audited(console, "client_ca.") == [
+        ("client_ca.add", admin, "factory-cas"),
+        ("client_ca.remove", admin, "factory-cas"),
+    ]
 
 
 def test_a_device_certificate_is_not_saved_as_a_ca(
@@ -293,6 +311,14 @@ def test_channel_keys_and_live_chart(page: Any, console: Console) -> None:
     assert "write key was regenerated" in page.get_by_role("status").inner_text()
     assert page.locator("#write-key").inner_text() != old_write
     assert rt.channels.get(channel.id).write_key.key != old_write
+    page.get_by_role("button", name="Add a read key").click()
+    assert "read key was added" in page.get_by_role("status").inner_text()
+    assert len(rt.channels.get(channel.id).read_keys) == 2
+    admin = f"user:{console.admin.username}"
+    assert _audited(console, "channel.") == [
+        ("channel.key_regenerate", admin, str(channel.id)),
+        ("channel.key_add", admin, str(channel.id)),
+    ]
 
 
 def test_a_sibling_cannot_open_another_subtrees_channel(

@@ -13,7 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from imprint.app.audit import AuditOperations
+from imprint.app.channels import ChannelOperations
+from imprint.app.client_cas import ClientCAOperations
+from imprint.app.deny_list import DenyListOperations
 from imprint.app.devices import DeviceOperations
+from imprint.app.identities import IdentityOperations
 
 if TYPE_CHECKING:
     from imprint.runtime import Runtime
@@ -27,3 +31,7 @@ class Application:
     def __init__(self, runtime: Runtime) -> None:
         self.audit = AuditOperations(runtime)
         self.devices = DeviceOperations(runtime)
+        self.client_cas = ClientCAOperations(runtime)
+        self.deny_list = DenyListOperations(runtime)
+        self.channels = ChannelOperations(runtime)
+        self.identities = IdentityOperations(runtime)

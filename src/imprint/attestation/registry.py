@@ -8,13 +8,13 @@ from imprint.attestation.base import Attestor
 from imprint.attestation.client_ca import ClientCAAttestor
 from imprint.attestation.oob_secret import OobSecretAttestor
 from imprint.attestation.registration_key import RegistrationKeyAttestor
+from imprint.attestation.revocation import DenyList, ManufacturerCrlStore
 from imprint.attestation.symmetric_key import SymmetricKeyAttestor
 from imprint.attestation.x509 import X509Attestor
+from imprint.provisioning.client_cas import ClientCAStore
 from imprint.provisioning.devices import DeviceStore, NonceStore
 from imprint.provisioning.enrollments import EnrollmentStore, Mechanism
 from imprint.sealing import SecretBox
-from imprint.store.client_cas import SqlClientCAStore
-from imprint.store.deny_list import SqlDenyList, SqlManufacturerCrlStore
 from imprint.store.oob_secrets import SqlOobSecretStore
 from imprint.store.registration_keys import SqlRegistrationKeyStore
 
@@ -28,22 +28,26 @@ def build_attestors(
     enrollments: EnrollmentStore,
     devices: DeviceStore,
     nonces: NonceStore,
+    client_cas: ClientCAStore,
+    deny_list: DenyList,
+    crls: ManufacturerCrlStore,
     provision_url: str,
 ) -> dict[Mechanism, Attestor]:
-    """One attestor per mechanism (the engine is only for mechanism-specific stores).
+    """One attestor per mechanism (the engine is only for mechanism-specific stores the
+    runtime does not hold).
 
     ``provision_url`` is the audience signed requests must name.
     """
     attestors: dict[Mechanism, Attestor] = {}
     attestors[Mechanism.CLIENT_CA] = ClientCAAttestor(
-        enrollments=enrollments, cas=SqlClientCAStore(engine), devices=devices
+        enrollments=enrollments, cas=client_cas, devices=devices
     )
     attestors[Mechanism.X509] = X509Attestor(
         enrollments=enrollments,
         devices=devices,
         nonces=nonces,
-        deny_list=SqlDenyList(engine),
-        crls=SqlManufacturerCrlStore(engine),
+        deny_list=deny_list,
+        crls=crls,
         audience=provision_url,
     )
     attestors[Mechanism.SYMMETRIC_KEY] = SymmetricKeyAttestor(enrollments, nonces)

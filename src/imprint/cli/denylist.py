@@ -14,16 +14,9 @@ import typer
 from cryptography import x509
 from rich.table import Table
 
-from imprint.attestation.revocation import (
-    DeniedCertificate,
-    certificate_fingerprint,
-    import_crl,
-    normalize_fingerprint,
-)
-from imprint.attestation.x509 import MAX_ENROLLMENTS, manufacturer_certificates
+from imprint.attestation.revocation import certificate_fingerprint, normalize_fingerprint
 from imprint.cli import _errors, _fail, _runtime, out
-from imprint.provisioning.enrollments import Mechanism
-from imprint.store.deny_list import SqlDenyList, SqlManufacturerCrlStore
+from imprint.tenancy.access import cli_principal
 
 app = typer.Typer(
     help="Refuse certificates: the deny-list and manufacturer CRLs (x509 attestation).",
@@ -61,9 +54,7 @@ def add(
             assert fingerprint is not None
             value = normalize_fingerprint(fingerprint)
     with _runtime() as runtime:
-        SqlDenyList(runtime.engine).add(
-            DeniedCertificate(value, reason, datetime.now(UTC).replace(microsecond=0))
-        )
+        runtime.app.deny_list.deny(cli_principal(), value, reason)
     out.print(f"denied {value}")
 
 
@@ -71,7 +62,7 @@ def add(
 def list_denied(limit: Annotated[int, typer.Option(help="At most this many")] = 1000) -> None:
     """List the deny-list."""
     with _runtime() as runtime:
-        entries = SqlDenyList(runtime.engine).search(limit=limit)
+        entries = runtime.app.deny_list.search(cli_principal(), limit=limit)
     table = Table(title=f"{len(entries)} denied certificate(s)")
     for column in ("SHA-256 fingerprint", "reason", "since"):
         table.add_column(column)
@@ -85,8 +76,7 @@ def list_denied(limit: Annotated[int, typer.Option(help="At most this many")] = 
 def remove(fingerprint: Annotated[str, typer.Argument(help="SHA-256 fingerprint, hex")]) -> None:
     """Accept a denied certificate again."""
     with _runtime() as runtime:
-        value = normalize_fingerprint(fingerprint)
-        SqlDenyList(runtime.engine).remove(value)
+        value = runtime.app.deny_list.undeny(cli_principal(), fingerprint)
     out.print(f"removed {value} from the deny-list")
 
 
@@ -95,13 +85,7 @@ def crl_upload(crl: Annotated[Path, typer.Argument(help="CRL file, PEM or DER")]
     """Store a manufacturer CA's CRL; it must be signed by a CA of an x509 enrollment."""
     data = _read(crl)
     with _runtime() as runtime:
-        found = runtime.enrollments.search(mechanism=Mechanism.X509, limit=MAX_ENROLLMENTS)
-        stored = import_crl(
-            SqlManufacturerCrlStore(runtime.engine),
-            data,
-            manufacturer_certificates(found),
-            at=datetime.now(UTC).replace(microsecond=0),
-        )
+        stored = runtime.app.deny_list.upload_crl(cli_principal(), data)
     out.print(
         f"stored the CRL of {stored.issuer} ({stored.revoked_count} revoked), "
         f"issuer key {stored.issuer_key_sha256}"
@@ -113,7 +97,7 @@ def crl_list() -> None:
     """List the uploaded manufacturer CRLs."""
     now = datetime.now(UTC)
     with _runtime() as runtime:
-        crls = SqlManufacturerCrlStore(runtime.engine).search(limit=1000)
+        crls = runtime.app.deny_list.search_crls(cli_principal(), limit=1000)
     table = Table(title=f"{len(crls)} manufacturer CRL(s)")
     for column in ("issuer", "issuer key SHA-256", "revoked", "next update", "stale"):
         table.add_column(column)
@@ -134,5 +118,5 @@ def crl_remove(
 ) -> None:
     """Forget a manufacturer CRL; that CA's certificates are no longer checked."""
     with _runtime() as runtime:
-        SqlManufacturerCrlStore(runtime.engine).remove(normalize_fingerprint(issuer_key))
+        runtime.app.deny_list.remove_crl(cli_principal(), issuer_key)
     out.print("removed")

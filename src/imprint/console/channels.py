@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from imprint.api.routes import channels as channels_api
+from imprint.app.channels import ChannelView
 from imprint.console.pages import (
     HEADERS,
     ConsoleRoute,
@@ -28,8 +28,7 @@ from imprint.console.pages import runtime as runtime_of
 from imprint.errors import InvalidValue
 from imprint.provisioning.channels import KeyKind
 from imprint.runtime import Runtime
-from imprint.tenancy.access import Principal, authorize
-from imprint.tenancy.roles import Role
+from imprint.tenancy.access import Principal
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -39,12 +38,25 @@ PAGE = "/console/channels"
 @router.get("/channels")
 async def channel_list(request: Request, user: ConsoleUser) -> Response:
     rt = runtime_of(request)
-    found = await run_in_threadpool(channels_api.list_channels, rt, user, 500, None)
-    return render(request, "channels.html", title="Channels", active=PAGE, channels=found.items)
+    found = await run_in_threadpool(rt.app.channels.search, user, limit=500)
+    return render(request, "channels.html", title="Channels", active=PAGE, channels=found)
 
 
-def _detail(rt: Runtime, user: Principal, channel_id: int) -> channels_api.ChannelDetail:
-    return channels_api.show_channel(channel_id, rt, user, Response())
+def _shown(view: ChannelView) -> dict[str, object]:
+    """What channel.html shows: the channel, its entry count, the write key only to
+    operators and admins."""
+    channel = view.channel
+    return {
+        "id": channel.id,
+        "name": channel.name,
+        "owner": channel.owner,
+        "device_ref": channel.device_ref,
+        "device_id": channel.device_id,
+        "fields": dict(channel.fields),
+        "read_keys": channel.read_keys,
+        "write_key": channel.write_key if view.shows_write_key else None,
+        "last_entry_id": view.last_entry_id,
+    }
 
 
 def _check_id(channel_id: int) -> int:
@@ -56,22 +68,19 @@ def _check_id(channel_id: int) -> int:
 @router.get("/channels/{channel_id}")
 async def channel_page(channel_id: int, request: Request, user: ConsoleUser) -> Response:
     rt = runtime_of(request)
-    detail = await run_in_threadpool(_detail, rt, user, _check_id(channel_id))
-    role = authorize(user, detail.owner, Role.VIEWER, rt.org_tree(), what="channel")
+    view = await run_in_threadpool(rt.app.channels.show, user, _check_id(channel_id))
     return render(
         request,
         "channel.html",
-        title=f"Channel {detail.name}",
+        title=f"Channel {view.channel.name}",
         active=PAGE,
-        channel=detail,
-        operator=role.allows(Role.OPERATOR),
+        channel=_shown(view),
+        operator=view.shows_write_key,
     )
 
 
 def _entries(rt: Runtime, user: Principal, channel_id: int, results: int) -> dict[str, object]:
-    channel = rt.channels.get(channel_id)
-    authorize(user, channel.owner, Role.VIEWER, rt.org_tree(), what=f"channel {channel_id}")
-    entries = rt.channel_entries.latest(channel.id, results)
+    channel, entries = rt.app.channels.entries(user, channel_id, results)
     return {
         "fields": dict(channel.fields),
         "last_entry_id": entries[-1].entry_id if entries else 0,
@@ -106,14 +115,14 @@ async def regenerate(channel_id: int, request: Request, user: ConsoleUser) -> Re
     channel_id = _check_id(channel_id)
     action = form.get("action", "")
     if action == "add-read":
-        await run_in_threadpool(channels_api.add_read, channel_id, rt, user, Response())
+        await run_in_threadpool(rt.app.channels.add_read_key, user, channel_id)
         text = "A read key was added."
     elif action in {"read", "write"}:
         key_id = form.get("key_id") or None
         if key_id is not None and len(key_id) > 36:
             raise InvalidValue("key_id: too long")
         await run_in_threadpool(
-            channels_api.regenerate, channel_id, KeyKind(action), rt, user, Response(), key_id
+            rt.app.channels.regenerate_key, user, channel_id, KeyKind(action), key_id
         )
         text = f"The {action} key was regenerated: the old one no longer works."
     else:

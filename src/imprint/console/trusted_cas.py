@@ -14,14 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from imprint.api.routes import client_cas as cas_api
 from imprint.api.routes import enrollments as enrollments_api
-from imprint.app.scoping import scope_of
 from imprint.console.pages import ConsoleRoute, ConsoleUser, flash, form_of, redirect, render
 from imprint.console.pages import runtime as runtime_of
-from imprint.errors import Conflict, ImprintError, InvalidRequest
-from imprint.provisioning.client_cas import decode
-from imprint.provisioning.enrollments import Mechanism
+from imprint.errors import Conflict, ImprintError, InvalidRequest, InvalidValue
+from imprint.provisioning.client_cas import DecodedCertificate, decode
 from imprint.runtime import Runtime
 from imprint.tenancy.access import Principal
 
@@ -30,13 +27,14 @@ router = APIRouter(route_class=ConsoleRoute)
 PAGE = "/console/trusted-cas"
 
 
+#: The API's limit on a pasted PEM text.
+MAX_PEM = 262144
+
+
 def _lists(rt: Runtime, user: Principal) -> list[dict[str, object]]:
-    found = rt.enrollments.search(
-        mechanism=Mechanism.CLIENT_CA, owner=None, limit=200, owners=scope_of(rt, user)
-    )
     return [
-        {"enrollment": e, "cas": rt.client_cas.for_enrollment(e.id)}
-        for e in sorted(found, key=lambda e: e.id)
+        {"enrollment": enrollment, "cas": cas}
+        for enrollment, cas in rt.app.client_cas.by_enrollment(user)
     ]
 
 
@@ -47,7 +45,7 @@ def _page(
     *,
     pem: str = "",
     chosen: str = "",
-    decoded: list[cas_api.DecodedOut] | None = None,
+    decoded: list[DecodedCertificate] | None = None,
     error: str | None = None,
     status: int = 200,
 ) -> Response:
@@ -86,15 +84,16 @@ async def decode_or_save(request: Request, user: ConsoleUser) -> Response:
     chosen = form.get("enrollment", "").strip()
     if form.get("action") == "save":
         try:
-            body = cas_api.PemIn(pem=pem)
-            saved = await run_in_threadpool(cas_api.add, chosen, body, rt, user)
+            if len(pem) > MAX_PEM:
+                raise InvalidValue(f"pem: at most {MAX_PEM} characters")
+            saved = await run_in_threadpool(rt.app.client_cas.add, user, chosen, pem)
         except (InvalidRequest, Conflict) as exc:
             return _page(request, user, rt, pem=pem, chosen=chosen, error=exc.message, status=400)
         response = redirect(f"{PAGE}?enrollment={chosen}")
-        flash(request, response, f"Saved: {chosen} now trusts {len(saved.items)} CA(s).")
+        flash(request, response, f"Saved: {chosen} now trusts {len(saved)} CA(s).")
         return response
     try:
-        decoded = [cas_api.DecodedOut.of(item) for item in decode(pem)]
+        decoded = decode(pem)
     except ImprintError as exc:
         return _page(request, user, rt, pem=pem, chosen=chosen, error=exc.message, status=400)
     return _page(request, user, rt, pem=pem, chosen=chosen, decoded=decoded)
@@ -104,7 +103,7 @@ async def decode_or_save(request: Request, user: ConsoleUser) -> Response:
 async def remove(enrollment_id: str, request: Request, user: ConsoleUser) -> Response:
     form = await form_of(request)
     fp = form.get("fingerprint", "")
-    await run_in_threadpool(cas_api.remove, enrollment_id, fp, runtime_of(request), user)
+    await run_in_threadpool(runtime_of(request).app.client_cas.remove, user, enrollment_id, fp)
     response = redirect(f"{PAGE}?enrollment={enrollment_id}")
     flash(request, response, f"{enrollment_id} no longer trusts {fp[:16]}…")
     return response

@@ -8,25 +8,15 @@ lets one write as the device, only to operators and admins.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.app.auditing import audit
-from imprint.provisioning.channels import (
-    Channel,
-    ChannelKey,
-    KeyKind,
-    add_read_key,
-    regenerate_read_key,
-    regenerate_write_key,
-)
-from imprint.runtime import Runtime
-from imprint.tenancy.access import Principal, authorize, org_scope
-from imprint.tenancy.roles import Role
+from imprint.app.channels import ChannelView
+from imprint.provisioning.channels import Channel, ChannelKey, KeyKind
 
 router = APIRouter(prefix="/api/v1/channels", tags=["channels"])
 
@@ -80,21 +70,13 @@ class ChannelPage(BaseModel):
     next: int | None
 
 
-def _visible(
-    runtime: Runtime, principal: Principal, channel_id: int, needed: Role
-) -> tuple[Channel, Role]:
-    """The channel and the caller's role on it (404 alike for missing and foreign)."""
-    channel = runtime.channels.get(channel_id)
-    what = f"channel {channel_id}"
-    return channel, authorize(principal, channel.owner, needed, runtime.org_tree(), what=what)
-
-
-def _detail(runtime: Runtime, channel: Channel, role: Role) -> ChannelDetail:
+def _detail(view: ChannelView) -> ChannelDetail:
+    channel = view.channel
     return ChannelDetail(
         **ChannelOut.of(channel).model_dump(),
-        last_entry_id=runtime.channel_entries.last_entry_id(channel.id),
+        last_entry_id=view.last_entry_id,
         read_keys=[KeyOut.of(k) for k in channel.read_keys],
-        write_key=KeyOut.of(channel.write_key) if role.allows(Role.OPERATOR) else None,
+        write_key=KeyOut.of(channel.write_key) if view.shows_write_key else None,
     )
 
 
@@ -105,8 +87,7 @@ def list_channels(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[int | None, Query(ge=0)] = None,
 ) -> ChannelPage:
-    scope = org_scope(principal, runtime.org_tree())
-    found = runtime.channels.search(owners=scope, limit=limit + 1, after=after)
+    found = runtime.app.channels.search(principal, limit=limit + 1, after=after)
     page = list(found[:limit])
     return ChannelPage(
         items=[ChannelOut.of(c) for c in page], next=page[-1].id if len(found) > limit else None
@@ -117,9 +98,9 @@ def list_channels(
 def show_channel(
     channel_id: ChannelId, runtime: RuntimeDep, principal: PrincipalDep, response: Response
 ) -> ChannelDetail:
-    channel, role = _visible(runtime, principal, channel_id, Role.VIEWER)
+    view = runtime.app.channels.show(principal, channel_id)
     response.headers["Cache-Control"] = "no-store"
-    return _detail(runtime, channel, role)
+    return _detail(view)
 
 
 @router.post(
@@ -134,31 +115,15 @@ def regenerate(
     response: Response,
     key_id: Annotated[str | None, Query(max_length=36)] = None,
 ) -> ChannelDetail:
-    _, role = _visible(runtime, principal, channel_id, Role.OPERATOR)
-    at = datetime.now(UTC)
-    if kind is KeyKind.WRITE:
-        channel = regenerate_write_key(runtime.channels, channel_id, at=at)
-    else:
-        channel = regenerate_read_key(runtime.channels, channel_id, at=at, key_id=key_id)
-    audit(
-        runtime,
-        principal,
-        "channel.key_regenerate",
-        "channel",
-        str(channel_id),
-        org_id=channel.owner,
-        kind=kind.value,
-    )
+    view = runtime.app.channels.regenerate_key(principal, channel_id, kind, key_id)
     response.headers["Cache-Control"] = "no-store"
-    return _detail(runtime, channel, role)
+    return _detail(view)
 
 
 @router.post("/{channel_id}/keys/read", status_code=201, summary="Add a read key")
 def add_read(
     channel_id: ChannelId, runtime: RuntimeDep, principal: PrincipalDep, response: Response
 ) -> ChannelDetail:
-    _, role = _visible(runtime, principal, channel_id, Role.OPERATOR)
-    channel = add_read_key(runtime.channels, channel_id, at=datetime.now(UTC))
-    audit(runtime, principal, "channel.key_add", "channel", str(channel_id), org_id=channel.owner)
+    view = runtime.app.channels.add_read_key(principal, channel_id)
     response.headers["Cache-Control"] = "no-store"
-    return _detail(runtime, channel, role)
+    return _detail(view)

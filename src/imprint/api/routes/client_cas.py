@@ -7,24 +7,13 @@ Decoding stores nothing and is open to every caller.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.app.auditing import audit
-from imprint.app.scoping import visible_enrollment
-from imprint.errors import InvalidValue
-from imprint.provisioning.client_cas import (
-    ClientCA,
-    DecodedCertificate,
-    decode,
-    fingerprint,
-    parse_pem_bundle,
-)
-from imprint.provisioning.enrollments import Mechanism
-from imprint.tenancy.roles import Role
+from imprint.provisioning.client_cas import ClientCA, DecodedCertificate, decode
 
 router = APIRouter(prefix="/api/v1", tags=["client CAs"])
 
@@ -92,49 +81,14 @@ def decode_pem(body: PemIn, _principal: PrincipalDep) -> list[DecodedOut]:
 def add(
     enrollment_id: str, body: PemIn, runtime: RuntimeDep, principal: PrincipalDep
 ) -> TrustedCAList:
-    enrollment = visible_enrollment(runtime, principal, enrollment_id, Role.ADMIN)
-    if enrollment.mechanism is not Mechanism.CLIENT_CA:
-        raise InvalidValue(f"enrollment {enrollment_id!r} is not a client-ca enrollment")
-    certificates = parse_pem_bundle(body.pem)
-    decoded = decode(body.pem)
-    for item in decoded:
-        if not item.is_ca:
-            raise InvalidValue(f"{item.subject} is not a CA certificate (basicConstraints)")
-    now = datetime.now(UTC).replace(microsecond=0)
-    runtime.client_cas.add(
-        [
-            ClientCA(
-                id="",
-                enrollment_id=enrollment_id,
-                fingerprint_sha256=fingerprint(c),
-                subject=c.subject.rfc4514_string(),
-                pem=item.pem,
-                created_at=now,
-            )
-            for c, item in zip(certificates, decoded, strict=True)
-        ]
-    )
-    runtime.client_trust.add(certificates)
-    audit(
-        runtime,
-        principal,
-        "client_ca.add",
-        "enrollment",
-        enrollment_id,
-        org_id=enrollment.owner,
-        fingerprints=[fingerprint(c) for c in certificates],
-    )
-    return TrustedCAList(
-        items=[TrustedCA.of(ca) for ca in runtime.client_cas.for_enrollment(enrollment_id)]
-    )
+    trusted = runtime.app.client_cas.add(principal, enrollment_id, body.pem)
+    return TrustedCAList(items=[TrustedCA.of(ca) for ca in trusted])
 
 
 @router.get("/enrollments/{enrollment_id}/client-cas", summary="The CAs an enrollment trusts")
 def list_cas(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> TrustedCAList:
-    visible_enrollment(runtime, principal, enrollment_id, Role.VIEWER)
-    return TrustedCAList(
-        items=[TrustedCA.of(ca) for ca in runtime.client_cas.for_enrollment(enrollment_id)]
-    )
+    trusted = runtime.app.client_cas.list(principal, enrollment_id)
+    return TrustedCAList(items=[TrustedCA.of(ca) for ca in trusted])
 
 
 @router.delete(
@@ -145,15 +99,5 @@ def list_cas(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -
 def remove(
     enrollment_id: str, fingerprint_sha256: str, runtime: RuntimeDep, principal: PrincipalDep
 ) -> Response:
-    enrollment = visible_enrollment(runtime, principal, enrollment_id, Role.ADMIN)
-    runtime.client_cas.remove(enrollment_id, fingerprint_sha256)
-    audit(
-        runtime,
-        principal,
-        "client_ca.remove",
-        "enrollment",
-        enrollment_id,
-        org_id=enrollment.owner,
-        fingerprint=fingerprint_sha256,
-    )
+    runtime.app.client_cas.remove(principal, enrollment_id, fingerprint_sha256)
     return Response(status_code=204)

@@ -15,18 +15,12 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import InstanceAdmin, RuntimeDep
-from imprint.app.auditing import audit
 from imprint.attestation.revocation import (
     DeniedCertificate,
     ManufacturerCrl,
     certificate_fingerprint,
-    import_crl,
-    normalize_fingerprint,
 )
-from imprint.attestation.x509 import MAX_ENROLLMENTS, manufacturer_certificates
-from imprint.errors import InvalidValue, NotFound
-from imprint.provisioning.enrollments import Mechanism
-from imprint.store.deny_list import SqlDenyList, SqlManufacturerCrlStore
+from imprint.errors import InvalidValue
 
 router = APIRouter(tags=["deny-list"])
 
@@ -73,7 +67,7 @@ def _fingerprint_of(body: DenyIn) -> str:
             raise InvalidValue("certificate: not a PEM certificate") from None
         return certificate_fingerprint(certificate)
     assert body.fingerprint_sha256 is not None
-    return normalize_fingerprint(body.fingerprint_sha256)
+    return body.fingerprint_sha256
 
 
 @router.post(
@@ -82,33 +76,23 @@ def _fingerprint_of(body: DenyIn) -> str:
     summary="Refuse a certificate in every attestation, however well it chains",
 )
 def deny(body: DenyIn, runtime: RuntimeDep, admin: InstanceAdmin) -> DeniedOut:
-    entry = DeniedCertificate(
-        fingerprint_sha256=_fingerprint_of(body),
-        reason=body.reason,
-        created_at=datetime.now(UTC).replace(microsecond=0),
-    )
-    SqlDenyList(runtime.engine).add(entry)
-    audit(runtime, admin, "deny_list.add", "certificate", entry.fingerprint_sha256)
-    return DeniedOut.of(entry)
+    return DeniedOut.of(runtime.app.deny_list.deny(admin, _fingerprint_of(body), body.reason))
 
 
 @router.get("/api/v1/denied-certificates", summary="List the deny-list")
 def list_denied(
     runtime: RuntimeDep,
-    _admin: InstanceAdmin,
+    admin: InstanceAdmin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> DeniedPage:
-    found = SqlDenyList(runtime.engine).search(limit=limit, after=after)
+    found = runtime.app.deny_list.search(admin, limit=limit, after=after)
     return DeniedPage(items=[DeniedOut.of(e) for e in found])
 
 
 @router.get("/api/v1/denied-certificates/{fingerprint}", summary="One deny-list entry")
-def show_denied(fingerprint: str, runtime: RuntimeDep, _admin: InstanceAdmin) -> DeniedOut:
-    entry = SqlDenyList(runtime.engine).first_of([normalize_fingerprint(fingerprint)])
-    if entry is None:
-        raise NotFound("this certificate is not on the deny-list")
-    return DeniedOut.of(entry)
+def show_denied(fingerprint: str, runtime: RuntimeDep, admin: InstanceAdmin) -> DeniedOut:
+    return DeniedOut.of(runtime.app.deny_list.show(admin, fingerprint))
 
 
 @router.delete(
@@ -117,8 +101,7 @@ def show_denied(fingerprint: str, runtime: RuntimeDep, _admin: InstanceAdmin) ->
     summary="Accept the certificate again",
 )
 def undeny(fingerprint: str, runtime: RuntimeDep, admin: InstanceAdmin) -> Response:
-    SqlDenyList(runtime.engine).remove(normalize_fingerprint(fingerprint))
-    audit(runtime, admin, "deny_list.remove", "certificate", normalize_fingerprint(fingerprint))
+    runtime.app.deny_list.undeny(admin, fingerprint)
     return Response(status_code=204)
 
 
@@ -164,36 +147,26 @@ class CrlPage(BaseModel):
     summary="Upload a manufacturer CA's CRL (replaces an older one of the same CA)",
 )
 def upload_crl(body: CrlIn, runtime: RuntimeDep, admin: InstanceAdmin) -> CrlOut:
-    now = datetime.now(UTC).replace(microsecond=0)
-    enrollments = runtime.enrollments.search(mechanism=Mechanism.X509, limit=MAX_ENROLLMENTS)
-    stored = import_crl(
-        SqlManufacturerCrlStore(runtime.engine),
-        body.crl.encode("ascii", errors="replace"),
-        manufacturer_certificates(enrollments),
-        at=now,
-    )
-    audit(runtime, admin, "manufacturer_crl.upload", "crl", stored.issuer_key_sha256)
-    return CrlOut.of(stored, now)
+    stored = runtime.app.deny_list.upload_crl(admin, body.crl.encode("ascii", errors="replace"))
+    return CrlOut.of(stored, stored.uploaded_at)
 
 
 @router.get("/api/v1/manufacturer-crls", summary="List uploaded manufacturer CRLs")
 def list_crls(
     runtime: RuntimeDep,
-    _admin: InstanceAdmin,
+    admin: InstanceAdmin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> CrlPage:
     now = datetime.now(UTC)
-    found = SqlManufacturerCrlStore(runtime.engine).search(limit=limit)
+    found = runtime.app.deny_list.search_crls(admin, limit=limit)
     return CrlPage(items=[CrlOut.of(c, now) for c in found])
 
 
 @router.get(
     "/api/v1/manufacturer-crls/{issuer_key_sha256}", summary="One uploaded manufacturer CRL"
 )
-def show_crl(issuer_key_sha256: str, runtime: RuntimeDep, _admin: InstanceAdmin) -> CrlOut:
-    found = SqlManufacturerCrlStore(runtime.engine).get(normalize_fingerprint(issuer_key_sha256))
-    if found is None:
-        raise NotFound("no manufacturer CRL for this issuer key")
+def show_crl(issuer_key_sha256: str, runtime: RuntimeDep, admin: InstanceAdmin) -> CrlOut:
+    found = runtime.app.deny_list.show_crl(admin, issuer_key_sha256)
     return CrlOut.of(found, datetime.now(UTC))
 
 
@@ -203,7 +176,5 @@ def show_crl(issuer_key_sha256: str, runtime: RuntimeDep, _admin: InstanceAdmin)
     summary="Forget a manufacturer CRL (its CA is no longer checked)",
 )
 def delete_crl(issuer_key_sha256: str, runtime: RuntimeDep, admin: InstanceAdmin) -> Response:
-    issuer = normalize_fingerprint(issuer_key_sha256)
-    SqlManufacturerCrlStore(runtime.engine).remove(issuer)
-    audit(runtime, admin, "manufacturer_crl.remove", "crl", issuer)
+    runtime.app.deny_list.remove_crl(admin, issuer_key_sha256)
     return Response(status_code=204)

@@ -23,15 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.app.auditing import audit
-from imprint.errors import InvalidCSR, InvalidValue, PermissionDenied
+from imprint.errors import InvalidCSR, InvalidValue
 from imprint.identities.identity import IdentityCertificate
 from imprint.pki.csr import load_csr
-from imprint.runtime import Runtime
-from imprint.tenancy.access import Principal, authorize
-from imprint.tenancy.roles import Role
 
-__all__ = ["CSR_BODY_SCHEMA", "IdentityOut", "read_csr", "router", "sign_for"]
+__all__ = ["CSR_BODY_SCHEMA", "IdentityOut", "read_csr", "router"]
 
 router = APIRouter(prefix="/api/v1/sign", tags=["client identities"])
 
@@ -120,38 +116,6 @@ async def read_csr(request: Request) -> tuple[x509.CertificateSigningRequest, bo
     return load_csr(raw), True
 
 
-def sign_for(
-    runtime: Runtime, principal: Principal, owner: str | None, csr: x509.CertificateSigningRequest
-) -> IdentityCertificate:
-    """Sign the identity certificate of ``owner`` for ``principal`` (operator there).
-
-    Raises:
-        PermissionDenied: no owner, or a role below operator.
-        NotFound: the owner is not one of the principal's organizations.
-        IdentityKeyConflict: the owner's valid identity holds another key.
-    """
-    if owner is None:
-        raise PermissionDenied(
-            "identity certificates are for a user's or client's token carrying the owner "
-            "claim; this credential names no owner",
-            code="owner_required",
-        )
-    authorize(principal, owner, Role.OPERATOR, runtime.org_tree(), what=f"organization {owner!r}")
-    identity = runtime.identities.issuer.sign(
-        csr, owner, requested_by=f"identity:{principal.actor}"
-    )
-    audit(
-        runtime,
-        principal,
-        "identity.sign",
-        "certificate",
-        identity.serial,
-        org_id=owner,
-        reused=identity.reused,
-    )
-    return identity
-
-
 @router.post(
     "/identity-csr",
     summary="Sign the caller's owner identity certificate (client profile, CN = owner)",
@@ -162,7 +126,7 @@ async def sign_identity(
     request: Request, runtime: RuntimeDep, principal: PrincipalDep
 ) -> JSONResponse:
     csr, plgd = await read_csr(request)
-    identity = await run_in_threadpool(sign_for, runtime, principal, principal.owner, csr)
+    identity = await run_in_threadpool(runtime.app.identities.sign_identity, principal, csr)
     if plgd:
         chain = identity.chain_pem().encode("ascii")
         return JSONResponse(

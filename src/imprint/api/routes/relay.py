@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imprint.api.identity import RuntimeDep, optional_principal
 from imprint.api.problems import problem_response
-from imprint.api.routes.identity_csr import CSR_BODY_SCHEMA, IdentityOut, read_csr, sign_for
+from imprint.api.routes.identity_csr import CSR_BODY_SCHEMA, IdentityOut, read_csr
 from imprint.api.sign_in import check_password
 from imprint.app.auditing import audit
 from imprint.attestation.base import TooManyAttempts
@@ -380,7 +380,7 @@ def _decide(state: str, request: Request, runtime: Runtime, fields: Mapping[str,
             400,
         )
     try:
-        identity = sign_for(runtime, principal, principal.owner, relay.csr())
+        identity = runtime.app.identities.sign_identity(principal, relay.csr())
     except NotFound:
         return _message("Not allowed", "You cannot sign for that organization.", 404)
     except ImprintError as exc:
