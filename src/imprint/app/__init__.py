@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from imprint.app.devices import DeviceOperations
+from imprint.app.enrollments import EnrollmentOperations
+from imprint.app.oob_secrets import OobSecretOperations
 
 if TYPE_CHECKING:
     from imprint.runtime import Runtime
@@ -25,3 +27,5 @@ class Application:
 
     def __init__(self, runtime: Runtime) -> None:
         self.devices = DeviceOperations(runtime)
+        self.enrollments = EnrollmentOperations(runtime)
+        self.oob_secrets = OobSecretOperations(runtime)

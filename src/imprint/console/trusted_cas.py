@@ -15,8 +15,6 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from imprint.api.routes import client_cas as cas_api
-from imprint.api.routes import enrollments as enrollments_api
-from imprint.app.scoping import scope_of
 from imprint.console.pages import ConsoleRoute, ConsoleUser, flash, form_of, redirect, render
 from imprint.console.pages import runtime as runtime_of
 from imprint.errors import Conflict, ImprintError, InvalidRequest
@@ -31,9 +29,7 @@ PAGE = "/console/trusted-cas"
 
 
 def _lists(rt: Runtime, user: Principal) -> list[dict[str, object]]:
-    found = rt.enrollments.search(
-        mechanism=Mechanism.CLIENT_CA, owner=None, limit=200, owners=scope_of(rt, user)
-    )
+    found = rt.app.enrollments.search(user, mechanism=Mechanism.CLIENT_CA, owner=None, limit=200)
     return [
         {"enrollment": e, "cas": rt.client_cas.for_enrollment(e.id)}
         for e in sorted(found, key=lambda e: e.id)
@@ -115,8 +111,8 @@ async def set_state(enrollment_id: str, request: Request, user: ConsoleUser) -> 
     form = await form_of(request)
     rt = runtime_of(request)
     enable = form.get("enabled") == "true"
-    action = enrollments_api.enable if enable else enrollments_api.disable
-    await run_in_threadpool(action, enrollment_id, rt, user)
+    action = rt.app.enrollments.enable if enable else rt.app.enrollments.disable
+    await run_in_threadpool(action, user, enrollment_id)
     response = redirect(f"{PAGE}?enrollment={enrollment_id}")
     flash(request, response, f"{enrollment_id} is {'enabled' if enable else 'disabled'}.")
     return response
