@@ -2,10 +2,10 @@
 
 The create form is the API's :class:`~imprint.provisioning.specs.EnrollmentSpec` field
 by field and goes through the same operation as the API's create (same checks, same
-audit entry). Generated
-secrets (pre-shared key, group key, registration key) are shown once, on the page that
-answers the form, and never again. The OOB-secret bulk upload takes a CSV or JSON file,
-previews it as a dry run (nothing written), and then registers all rows or none.
+audit entry). Generated secrets (pre-shared key, group key, registration key) are shown
+once, on the page that answers the form, and never again. The OOB-secret bulk upload
+takes a CSV or JSON file, previews it as a dry run (nothing written), and then registers
+all rows or none, through the API's import operation.
 """
 
 from __future__ import annotations
