@@ -61,6 +61,7 @@ from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
 from imprint.store.identities import SqlIdentityStore, SqlPskStore, SqlRelayStore
 from imprint.store.oauth import SqlAuthorizationCodeStore, SqlOAuthClientStore, SqlSigningKeyStore
+from imprint.store.oob_secrets import SqlOobSecretStore
 from imprint.store.orgs import SqlOrganizationStore
 from imprint.store.outbox import SqlOutboxStore
 from imprint.store.users import SqlUserStore
@@ -144,6 +145,10 @@ class Runtime:
     @functools.cached_property
     def channel_entries(self) -> SqlEntryStore:
         return SqlEntryStore(self.engine)
+
+    @functools.cached_property
+    def oob_secrets(self) -> SqlOobSecretStore:
+        return SqlOobSecretStore(self.engine, self.box)
 
     @functools.cached_property
     def orgs(self) -> SqlOrganizationStore:

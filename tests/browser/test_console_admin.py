@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from imprint.api.routes.oob_secrets import secret_store
 from imprint.audit import AuditQuery
 from imprint.channels.entries import EntryDraft
 from imprint.provisioning.channels import ChannelTemplate, channel_for_device
@@ -183,6 +182,21 @@ def test_create_edit_and_disable_an_oob_enrollment_with_a_bulk_upload(
     page.goto(f"{console.url}/enrollments")
     assert "disabled" in page.locator("tr[data-enrollment=line-7]").inner_text()
     screenshot(page, "enrollments")
+    query = AuditQuery(target_id="line-7", actor=f"user:{console.admin.username}")
+    logged = console.service.runtime.audit.search(query)
+    assert [(e.action, e.org_id) for e in reversed(logged)] == [
+        ("enrollment.create", "acme-east"),
+        ("enrollment.update", "acme-east"),
+        ("oob_secret.import", "acme-east"),
+        ("enrollment.disable", "acme-east"),
+    ]
+    assert logged[1].details == {
+        "written": True,
+        "rows": 2,
+        "created": 2,
+        "updated": 0,
+        "unchanged": 0,
+    }
 
 
 def test_a_large_secrets_file_is_previewed_then_registered(
@@ -203,7 +217,7 @@ def test_a_large_secrets_file_is_previewed_then_registered(
     assert page.locator("[data-count=created]").inner_text() == str(count)
     page.get_by_role("button", name=f"Register these {count} secrets").click()
     assert page.locator("h1").inner_text() == "Imported"
-    stored = secret_store(console.service.runtime).search("big-batch", limit=count + 1)
+    stored = console.service.runtime.oob_secrets.search("big-batch", limit=count + 1)
     assert len(stored) == count
 
 

@@ -273,3 +273,45 @@ def test_the_console_verifies_the_chain_for_the_whole_instance(service: Service)
     assert org_admin.status_code == 200
     assert 'id="chain"' not in org_admin.text
     assert "verify=1" not in org_admin.text
+
+
+def test_enrollment_states_and_oob_imports_are_logged(service: Service) -> None:
+    """Enable, disable, delete and a bulk import: one entry each, with the import's counts;
+    a dry run and an import with a bad row write nothing, so they log nothing."""
+    rows = [{"device_id": f"m-{i}", "secret": f"label-secret-000{i}"} for i in range(3)]
+    with service.admin() as admin:
+        make_org(admin, "acme")
+        created = admin.post(
+            "/api/v1/enrollments", json={"id": "labels", "mechanism": "oob-secret", "owner": "acme"}
+        )
+        assert created.status_code == 201, created.text
+        bulk = "/api/v1/enrollments/labels/oob-secrets:bulk"
+        steps = [
+            admin.post("/api/v1/enrollments/labels/disable"),
+            admin.post("/api/v1/enrollments/labels/enable"),
+            admin.post(bulk, params={"dry_run": "true"}, json=rows),
+            admin.post(bulk, json=[*rows, {"device_id": "m-9", "secret": "tiny"}]),
+            admin.post(bulk, json=rows),
+            admin.post(bulk, json=rows[:1]),
+            admin.delete("/api/v1/enrollments/labels"),
+        ]
+        assert [s.status_code for s in steps] == [200, 200, 200, 400, 200, 200, 204], [
+            s.text for s in steps
+        ]
+        logged = entries(admin, limit=50)
+    mine = [e for e in reversed(logged) if e["target_id"] == "labels"]
+    assert [e["action"] for e in mine] == [
+        "enrollment.create",
+        "enrollment.disable",
+        "enrollment.enable",
+        "oob_secret.import",
+        "oob_secret.import",
+        "enrollment.delete",
+    ]
+    assert {(e["actor"], e["org_id"]) for e in mine} == {("api-key:admin", "acme")}
+    imports = [e["details"] for e in mine if e["action"] == "oob_secret.import"]
+    assert imports == [
+        {"written": True, "rows": 3, "created": 3, "updated": 0, "unchanged": 0},
+        {"written": False, "rows": 1, "created": 0, "updated": 0, "unchanged": 1},
+    ]
+    assert "label-secret" not in json.dumps(logged)

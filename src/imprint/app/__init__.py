@@ -17,7 +17,9 @@ from imprint.app.channels import ChannelOperations
 from imprint.app.client_cas import ClientCAOperations
 from imprint.app.deny_list import DenyListOperations
 from imprint.app.devices import DeviceOperations
+from imprint.app.enrollments import EnrollmentOperations
 from imprint.app.identities import IdentityOperations
+from imprint.app.oob_secrets import OobSecretOperations
 
 if TYPE_CHECKING:
     from imprint.runtime import Runtime
@@ -35,3 +37,5 @@ class Application:
         self.deny_list = DenyListOperations(runtime)
         self.channels = ChannelOperations(runtime)
         self.identities = IdentityOperations(runtime)
+        self.enrollments = EnrollmentOperations(runtime)
+        self.oob_secrets = OobSecretOperations(runtime)

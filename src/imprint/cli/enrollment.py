@@ -19,10 +19,9 @@ from imprint.provisioning.enrollments import (
     Enrollment,
     EnrollmentKind,
     Mechanism,
-    create_enrollment,
-    set_enabled,
 )
-from imprint.provisioning.specs import EnrollmentSpec, HubView, enrollment_from
+from imprint.provisioning.specs import EnrollmentSpec, HubView
+from imprint.tenancy.access import cli_principal
 
 app = typer.Typer(
     help="Manage enrollments: who may provision, and what they get.", no_args_is_help=True
@@ -154,7 +153,7 @@ def create(
         )
         _fail(f"invalid enrollment: {problems}")
     with _runtime() as runtime:
-        enrollment = create_enrollment(runtime.enrollments, enrollment_from(spec))
+        enrollment = runtime.app.enrollments.create(cli_principal(), spec)
     shown = _describe(enrollment)
     sys.stdout.write(json.dumps(shown, indent=2) + "\n")
     if enrollment.pre_shared_key is not None and spec.generate_pre_shared_key:
@@ -171,7 +170,9 @@ def list_enrollments(
 ) -> None:
     """List enrollments as a table."""
     with _runtime() as runtime:
-        found = runtime.enrollments.search(mechanism=mechanism, owner=owner, limit=1000)
+        found = runtime.app.enrollments.search(
+            cli_principal(), mechanism=mechanism, owner=owner, limit=1000
+        )
     table = Table(title=f"{len(found)} enrollment(s)")
     for column in ("id", "kind", "mechanism", "owner", "enabled", "approval", "quota"):
         table.add_column(column)
@@ -192,7 +193,7 @@ def list_enrollments(
 def show(enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")]) -> None:
     """Show one enrollment (without its secrets) as JSON."""
     with _runtime() as runtime:
-        enrollment = runtime.enrollments.get(enrollment_id)
+        enrollment = runtime.app.enrollments.show(cli_principal(), enrollment_id)
     sys.stdout.write(json.dumps(_describe(enrollment), indent=2) + "\n")
 
 
@@ -200,7 +201,7 @@ def show(enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")]) ->
 def disable(enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")]) -> None:
     """Stop admitting devices through this enrollment."""
     with _runtime() as runtime:
-        set_enabled(runtime.enrollments, enrollment_id, enabled=False)
+        runtime.app.enrollments.disable(cli_principal(), enrollment_id)
     out.print(f"enrollment {enrollment_id} disabled")
 
 
@@ -208,7 +209,7 @@ def disable(enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")])
 def enable(enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")]) -> None:
     """Admit devices again."""
     with _runtime() as runtime:
-        set_enabled(runtime.enrollments, enrollment_id, enabled=True)
+        runtime.app.enrollments.enable(cli_principal(), enrollment_id)
     out.print(f"enrollment {enrollment_id} enabled")
 
 
@@ -216,5 +217,5 @@ def enable(enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")]) 
 def delete(enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")]) -> None:
     """Delete an enrollment (devices already provisioned keep their certificates)."""
     with _runtime() as runtime:
-        runtime.enrollments.remove(enrollment_id)
+        runtime.app.enrollments.delete(cli_principal(), enrollment_id)
     out.print(f"enrollment {enrollment_id} deleted")

@@ -18,11 +18,8 @@ from imprint.provisioning.oob_secrets import (
     RowsInvalid,
     parse_csv,
     parse_json,
-    register_secret,
-    register_secrets,
-    secret_enrollment,
 )
-from imprint.store.oob_secrets import SqlOobSecretStore
+from imprint.tenancy.access import cli_principal
 
 app = typer.Typer(
     help="Register out-of-band secrets: device id + secret, one by one or from a file.",
@@ -48,9 +45,9 @@ def add(
 ) -> None:
     """Register one device's secret (idempotent)."""
     with _runtime() as runtime:
-        enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
-        store = SqlOobSecretStore(runtime.engine, runtime.box)
-        result, summary = register_secret(store, enrollment, device_id, secret, valid_until)
+        result, summary = runtime.app.oob_secrets.register(
+            cli_principal(), enrollment_id, device_id, secret, valid_until
+        )
     until = summary.valid_until.strftime("%Y-%m-%d %H:%M")
     out.print(f"{device_id}: {result.value}, valid until {until} UTC")
 
@@ -124,8 +121,6 @@ def import_file(
         TimeElapsedColumn(),
     )
     with _runtime() as runtime:
-        enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
-        store = SqlOobSecretStore(runtime.engine, runtime.box)
         with Progress(*columns, console=err, transient=True) as progress:
             tasks = {
                 "check": progress.add_task("checking", total=None),
@@ -136,8 +131,8 @@ def import_file(
                 progress.update(tasks[phase], completed=done, total=total, visible=True)
 
             try:
-                report = register_secrets(
-                    store, enrollment, rows, dry_run=dry_run, progress=advance
+                report = runtime.app.oob_secrets.import_secrets(
+                    cli_principal(), enrollment_id, rows, dry_run=dry_run, progress=advance
                 )
             except RowsInvalid as exc:
                 report = exc.report
@@ -153,8 +148,7 @@ def list_secrets(
 ) -> None:
     """List registered secrets (never the secrets themselves)."""
     with _runtime() as runtime:
-        secret_enrollment(runtime.enrollments, enrollment_id)
-        found = SqlOobSecretStore(runtime.engine, runtime.box).search(enrollment_id, limit=limit)
+        found = runtime.app.oob_secrets.list(cli_principal(), enrollment_id, limit=limit)
     table = Table(title=f"{len(found)} secret(s) in {enrollment_id}")
     for column in ("device id", "valid until", "used", "registered"):
         table.add_column(column)
@@ -175,6 +169,5 @@ def remove(
 ) -> None:
     """Remove a device's secret; the device waits again until a new one is registered."""
     with _runtime() as runtime:
-        secret_enrollment(runtime.enrollments, enrollment_id)
-        SqlOobSecretStore(runtime.engine, runtime.box).remove(enrollment_id, device_id)
+        runtime.app.oob_secrets.remove(cli_principal(), enrollment_id, device_id)
     out.print(f"secret of {device_id} removed")

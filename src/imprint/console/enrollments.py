@@ -1,15 +1,16 @@
 """Enrollments: list, create (every mechanism), edit, enable/disable, OOB bulk, reg. keys.
 
 The create form is the API's :class:`~imprint.provisioning.specs.EnrollmentSpec` field
-by field and goes through the API's create (same checks, same audit entry). Generated
-secrets (pre-shared key, group key, registration key) are shown once, on the page that
-answers the form, and never again. The OOB-secret bulk upload takes a CSV or JSON file,
-previews it as a dry run (nothing written), and then registers all rows or none.
+by field and goes through the same operation as the API's create (same checks, same
+audit entry). Generated secrets (pre-shared key, group key, registration key) are shown
+once, on the page that answers the form, and never again. The OOB-secret bulk upload
+takes a CSV or JSON file, previews it as a dry run (nothing written), and then registers
+all rows or none, through the API's import operation.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import base64
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -18,11 +19,8 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from imprint.api.routes import enrollments as enrollments_api
 from imprint.api.routes import registration_keys as keys_api
-from imprint.api.routes.oob_secrets import ImportOut, secret_store
-from imprint.app.auditing import audit
-from imprint.app.scoping import scope_of, visible_enrollment
+from imprint.app.enrollments import EnrollmentEdit
 from imprint.console.csrf import check_csrf
 from imprint.console.forms import model_of, orgs_with_role
 from imprint.console.pages import (
@@ -39,18 +37,16 @@ from imprint.errors import InvalidValue
 from imprint.provisioning.enrollments import (
     KEY_TYPES,
     DeviceIdRule,
-    Enrollment,
     EnrollmentKind,
     Mechanism,
     ReprovisionPolicy,
-    validate_enrollment,
 )
 from imprint.provisioning.oob_secrets import (
+    ImportReport,
+    RawRow,
     RowsInvalid,
     parse_csv,
     parse_json,
-    register_secrets,
-    secret_enrollment,
 )
 from imprint.provisioning.specs import EnrollmentSpec
 from imprint.runtime import Runtime
@@ -163,7 +159,7 @@ async def enrollment_list(
     rt = runtime_of(request)
     chosen = Mechanism(mechanism) if mechanism in MECHANISMS else None
     found = await run_in_threadpool(
-        rt.enrollments.search, mechanism=chosen, owner=None, limit=500, owners=scope_of(rt, user)
+        rt.app.enrollments.search, user, mechanism=chosen, owner=None, limit=500
     )
     return render(
         request,
@@ -200,7 +196,7 @@ async def create_enrollment(request: Request, user: ConsoleUser) -> Response:
     rt = runtime_of(request)
     try:
         body = model_of(EnrollmentSpec, spec_data(form))
-        created = await run_in_threadpool(enrollments_api.create, body, rt, user)
+        created = await run_in_threadpool(rt.app.enrollments.create, user, body)
     except InvalidValue as exc:
         context = await run_in_threadpool(_form_context, rt, user)
         form.pop("csrf", None)
@@ -214,17 +210,19 @@ async def create_enrollment(request: Request, user: ConsoleUser) -> Response:
             error=exc.message,
             **context,
         )
+    group_key = created.group_key
     return render(
         request,
         "enrollment_created.html",
         title="Enrollment created",
         active=PAGE,
         created=created,
+        group_key=None if group_key is None else base64.b64encode(group_key).decode(),
     )
 
 
 def _detail_context(rt: Runtime, user: Principal, enrollment_id: str) -> dict[str, object]:
-    enrollment = visible_enrollment(rt, user, enrollment_id, Role.VIEWER)
+    enrollment = rt.app.enrollments.show(user, enrollment_id)
     context: dict[str, object] = {
         "e": enrollment,
         "policies": [p.value for p in ReprovisionPolicy],
@@ -237,7 +235,7 @@ def _detail_context(rt: Runtime, user: Principal, enrollment_id: str) -> dict[st
     if enrollment.mechanism is Mechanism.REGISTRATION_KEY:
         context["keys"] = keys_api.show(enrollment_id, rt, user).keys
     if enrollment.mechanism is Mechanism.OOB_SECRET:
-        context["secrets"] = secret_store(rt).search(enrollment_id, limit=50)
+        context["secrets"] = rt.app.oob_secrets.list(user, enrollment_id, limit=50)
     return context
 
 
@@ -253,17 +251,20 @@ async def enrollment_page(enrollment_id: str, request: Request, user: ConsoleUse
 async def set_state(enrollment_id: str, request: Request, user: ConsoleUser) -> Response:
     form = await form_of(request)
     enable = form.get("enabled") == "true"
-    action = enrollments_api.enable if enable else enrollments_api.disable
-    await run_in_threadpool(action, enrollment_id, runtime_of(request), user)
+    operations = runtime_of(request).app.enrollments
+    action = operations.enable if enable else operations.disable
+    await run_in_threadpool(action, user, enrollment_id)
     response = redirect(f"{PAGE}/{enrollment_id}")
     flash(request, response, f"Enrollment {'enabled' if enable else 'disabled'}.")
     return response
 
 
-def _edit(rt: Runtime, user: Principal, enrollment_id: str, form: dict[str, str]) -> Enrollment:
-    current = visible_enrollment(rt, user, enrollment_id, Role.ADMIN)
-    changed = dataclasses.replace(
-        current,
+def _edit_of(form: dict[str, str]) -> EnrollmentEdit:
+    """The edit form's fields (blank: none)."""
+    policy = form.get("reprovision") or None
+    if policy not in {None, *(p.value for p in ReprovisionPolicy)}:
+        raise InvalidValue("reprovision: unknown policy")
+    return EnrollmentEdit(
         manual_approval=form.get("manual_approval") == "on",
         quota=_int(form.get("quota", ""), "quota"),
         validity_days=_int(form.get("validity_days", ""), "validity_days"),
@@ -271,23 +272,15 @@ def _edit(rt: Runtime, user: Principal, enrollment_id: str, form: dict[str, str]
         valid_from=_time(form.get("valid_from", ""), "valid_from"),
         valid_until=_time(form.get("valid_until", ""), "valid_until"),
         device_id_pattern=form.get("device_id_pattern", "").strip() or None,
-        reprovision=ReprovisionPolicy(form.get("reprovision") or current.reprovision.value),
-        updated_at=datetime.now(UTC),
+        reprovision=None if policy is None else ReprovisionPolicy(policy),
     )
-    if changed.reprovision.value not in {p.value for p in ReprovisionPolicy}:
-        raise InvalidValue("reprovision: unknown policy")
-    validate_enrollment(changed)
-    rt.enrollments.replace(changed)
-    audit(rt, user, "enrollment.update", "enrollment", enrollment_id, org_id=changed.owner)
-    return changed
 
 
 @router.post("/enrollments/{enrollment_id}/edit")
 async def edit(enrollment_id: str, request: Request, user: ConsoleUser) -> Response:
-    form = dict(await form_of(request))
-    if form.get("reprovision") not in {None, "", *(p.value for p in ReprovisionPolicy)}:
-        raise InvalidValue("reprovision: unknown policy")
-    await run_in_threadpool(_edit, runtime_of(request), user, enrollment_id, form)
+    edit_of_form = _edit_of(dict(await form_of(request)))
+    operations = runtime_of(request).app.enrollments
+    await run_in_threadpool(operations.update, user, enrollment_id, edit_of_form)
     response = redirect(f"{PAGE}/{enrollment_id}")
     flash(request, response, "Enrollment saved.")
     return response
@@ -314,7 +307,7 @@ async def rotate_key(enrollment_id: str, request: Request, user: ConsoleUser) ->
 # --- OOB secrets: bulk upload ---------------------------------------------------------------
 
 
-def _rows(name: str, text: str) -> list[Any]:
+def _rows(name: str, text: str) -> list[RawRow]:
     if name.lower().endswith(".json") or text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -325,26 +318,12 @@ def _rows(name: str, text: str) -> list[Any]:
 
 
 def _import(
-    rt: Runtime, user: Principal, enrollment_id: str, rows: list[Any], dry_run: bool
-) -> ImportOut:
-    visible_enrollment(rt, user, enrollment_id, Role.OPERATOR)
-    enrollment = secret_enrollment(rt.enrollments, enrollment_id)
+    rt: Runtime, user: Principal, enrollment_id: str, rows: list[RawRow], dry_run: bool
+) -> ImportReport:
     try:
-        report = register_secrets(secret_store(rt), enrollment, rows, dry_run=dry_run)
+        return rt.app.oob_secrets.import_secrets(user, enrollment_id, rows, dry_run=dry_run)
     except RowsInvalid as exc:
-        return ImportOut.of(exc.report)
-    if report.written:
-        audit(
-            rt,
-            user,
-            "oob_secret.import",
-            "enrollment",
-            enrollment_id,
-            org_id=enrollment.owner,
-            created=report.created,
-            updated=report.updated,
-        )
-    return ImportOut.of(report)
+        return exc.report
 
 
 @router.post("/enrollments/{enrollment_id}/oob-secrets")
@@ -374,9 +353,9 @@ async def upload_secrets(
     return render(
         request,
         "oob_report.html",
-        status=400 if report.invalid and not dry_run else 200,
+        status=400 if report.problems and not dry_run else 200,
         title="OOB secrets import",
         active=PAGE,
         report=report,
-        text=text if dry_run and not report.invalid else "",
+        text=text if dry_run and not report.problems else "",
     )

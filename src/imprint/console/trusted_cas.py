@@ -14,7 +14,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from imprint.api.routes import enrollments as enrollments_api
 from imprint.console.pages import ConsoleRoute, ConsoleUser, flash, form_of, redirect, render
 from imprint.console.pages import runtime as runtime_of
 from imprint.errors import Conflict, ImprintError, InvalidRequest, InvalidValue
@@ -114,8 +113,8 @@ async def set_state(enrollment_id: str, request: Request, user: ConsoleUser) -> 
     form = await form_of(request)
     rt = runtime_of(request)
     enable = form.get("enabled") == "true"
-    action = enrollments_api.enable if enable else enrollments_api.disable
-    await run_in_threadpool(action, enrollment_id, rt, user)
+    action = rt.app.enrollments.enable if enable else rt.app.enrollments.disable
+    await run_in_threadpool(action, user, enrollment_id)
     response = redirect(f"{PAGE}?enrollment={enrollment_id}")
     flash(request, response, f"{enrollment_id} is {'enabled' if enable else 'disabled'}.")
     return response

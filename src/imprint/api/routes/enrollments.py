@@ -14,26 +14,19 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.app.auditing import audit
-from imprint.app.scoping import scope_of, visible_enrollment
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
     EnrollmentKind,
     Mechanism,
     ReprovisionPolicy,
-    create_enrollment,
-    set_enabled,
 )
 from imprint.provisioning.specs import (
     ChannelSpec,
     EnrollmentSpec,
     HubView,
     X509Spec,
-    enrollment_from,
 )
-from imprint.tenancy.access import authorize
-from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/api/v1/enrollments", tags=["enrollments"])
 
@@ -120,18 +113,7 @@ class EnrollmentPage(BaseModel):
 
 @router.post("", status_code=201, summary="Create an enrollment group or individual enrollment")
 def create(body: EnrollmentSpec, runtime: RuntimeDep, principal: PrincipalDep) -> CreatedEnrollment:
-    what = f"organization {body.owner!r}"
-    authorize(principal, body.owner, Role.ADMIN, runtime.org_tree(), what=what)
-    enrollment = create_enrollment(runtime.enrollments, enrollment_from(body))
-    runtime.enrollment_added(enrollment)
-    audit(
-        runtime,
-        principal,
-        "enrollment.create",
-        "enrollment",
-        enrollment.id,
-        org_id=enrollment.owner,
-    )
+    enrollment = runtime.app.enrollments.create(principal, body)
     group_key = enrollment.group_key
     return CreatedEnrollment(
         **EnrollmentOut.of(enrollment).model_dump(),
@@ -148,40 +130,26 @@ def list_enrollments(
     owner: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EnrollmentPage:
-    found = runtime.enrollments.search(
-        mechanism=mechanism, owner=owner, limit=limit, owners=scope_of(runtime, principal)
-    )
+    found = runtime.app.enrollments.search(principal, mechanism=mechanism, owner=owner, limit=limit)
     return EnrollmentPage(items=[EnrollmentOut.of(e) for e in found])
 
 
 @router.get("/{enrollment_id}", summary="One enrollment (secrets are never shown again)")
 def show(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> EnrollmentOut:
-    return EnrollmentOut.of(visible_enrollment(runtime, principal, enrollment_id, Role.VIEWER))
+    return EnrollmentOut.of(runtime.app.enrollments.show(principal, enrollment_id))
 
 
 @router.post("/{enrollment_id}/disable", summary="Stop admitting devices")
 def disable(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> EnrollmentOut:
-    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
-    changed = set_enabled(runtime.enrollments, enrollment_id, enabled=False)
-    audit(
-        runtime, principal, "enrollment.disable", "enrollment", enrollment_id, org_id=changed.owner
-    )
-    return EnrollmentOut.of(changed)
+    return EnrollmentOut.of(runtime.app.enrollments.disable(principal, enrollment_id))
 
 
 @router.post("/{enrollment_id}/enable", summary="Admit devices again")
 def enable(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> EnrollmentOut:
-    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
-    changed = set_enabled(runtime.enrollments, enrollment_id, enabled=True)
-    audit(
-        runtime, principal, "enrollment.enable", "enrollment", enrollment_id, org_id=changed.owner
-    )
-    return EnrollmentOut.of(changed)
+    return EnrollmentOut.of(runtime.app.enrollments.enable(principal, enrollment_id))
 
 
 @router.delete("/{enrollment_id}", status_code=204, summary="Delete an enrollment")
 def delete(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
-    owner = visible_enrollment(runtime, principal, enrollment_id, Role.ADMIN).owner
-    runtime.enrollments.remove(enrollment_id)
-    audit(runtime, principal, "enrollment.delete", "enrollment", enrollment_id, org_id=owner)
+    runtime.app.enrollments.delete(principal, enrollment_id)
     return Response(status_code=204)

@@ -24,9 +24,7 @@ from imprint.api.identity import (
     PrincipalDep,
     RuntimeDep,
 )
-from imprint.api.routes.oob_secrets import secret_store
-from imprint.app.auditing import audit
-from imprint.app.scoping import scope_of, visible_enrollment
+from imprint.app.scoping import scope_of
 from imprint.attestation.base import AttestationFailed
 from imprint.compat.idprov import (
     ProvisionRequest,
@@ -44,10 +42,8 @@ from imprint.errors import (
 from imprint.pki.records import CertificateStatus
 from imprint.provisioning.devices import Device, DeviceStatus
 from imprint.provisioning.enrollments import Enrollment, Mechanism
-from imprint.provisioning.oob_secrets import register_secret, secret_enrollment
 from imprint.runtime import Runtime
-from imprint.tenancy.access import Principal, authorize
-from imprint.tenancy.roles import Role
+from imprint.tenancy.access import Principal
 
 router = APIRouter(prefix="/idprov", tags=["idprov"])
 
@@ -130,7 +126,7 @@ def provision(body: ProvisionRequestIn, request: Request, runtime: RuntimeDep) -
     # idprov requests always carry a key, so the bundle always holds a certificate.
     assert bundle.chain_pem is not None
     assert bundle.renew_after is not None
-    secret = secret_store(runtime).get(bundle.enrollment_id, bundle.device_id)
+    secret = runtime.oob_secrets.get(bundle.enrollment_id, bundle.device_id)
     if secret is None:  # removed between issuing and answering: cannot sign the answer
         raise NotFound("the device's out-of-band secret was removed; register it again")
     approved = provision_response(
@@ -153,31 +149,16 @@ def post_oob_secret(
         Query(max_length=63, description="Default: the only enabled oob-secret enrollment"),
     ] = None,
 ) -> OobSecretOut:
-    if enrollment_id is not None:
-        visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
-        enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
-    else:
+    if enrollment_id is None:
         enabled = _oob_enrollments(runtime, principal)
         if len(enabled) != 1:
             raise InvalidRequest(
                 f"{len(enabled)} enabled oob-secret enrollments; name one with ?enrollment_id=",
                 code="enrollment_ambiguous",
             )
-        enrollment = enabled[0]
-        what = f"enrollment {enrollment.id!r}"
-        authorize(principal, enrollment.owner, Role.OPERATOR, runtime.org_tree(), what=what)
-    result, summary = register_secret(
-        secret_store(runtime), enrollment, body.deviceID, body.oobSecret, body.validUntil or None
-    )
-    audit(
-        runtime,
-        principal,
-        "oob_secret.register",
-        "device",
-        body.deviceID,
-        org_id=enrollment.owner,
-        enrollment_id=enrollment.id,
-        result=result.value,
+        enrollment_id = enabled[0].id
+    result, summary = runtime.app.oob_secrets.register(
+        principal, enrollment_id, body.deviceID, body.oobSecret, body.validUntil or None
     )
     return OobSecretOut(
         deviceID=summary.device_id,

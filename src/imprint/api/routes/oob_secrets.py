@@ -14,29 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
 from imprint.api.problems import problem_response
-from imprint.app.auditing import audit
-from imprint.app.scoping import visible_enrollment
 from imprint.provisioning.oob_secrets import (
     ImportReport,
     OobSecretSummary,
     RegistrationResult,
     RowsInvalid,
     parse_json,
-    register_secret,
-    register_secrets,
-    secret_enrollment,
 )
-from imprint.runtime import Runtime
-from imprint.store.oob_secrets import SqlOobSecretStore
-from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/api/v1/enrollments", tags=["oob-secrets"])
 
 MAX_BULK_ROWS = 50_000
-
-
-def secret_store(runtime: Runtime) -> SqlOobSecretStore:
-    return SqlOobSecretStore(runtime.engine, runtime.box)
 
 
 class SecretIn(BaseModel):
@@ -122,22 +110,10 @@ def register(
     runtime: RuntimeDep,
     principal: PrincipalDep,
 ) -> RegisteredSecret:
-    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
-    enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
-    result, summary = register_secret(
-        secret_store(runtime), enrollment, body.device_id, body.secret, body.valid_until
+    result, summary = runtime.app.oob_secrets.register(
+        principal, enrollment_id, body.device_id, body.secret, body.valid_until
     )
     response.status_code = 201 if result is RegistrationResult.CREATED else 200
-    audit(
-        runtime,
-        principal,
-        "oob_secret.register",
-        "device",
-        body.device_id,
-        org_id=enrollment.owner,
-        enrollment_id=enrollment_id,
-        result=result.value,
-    )
     return RegisteredSecret(**SecretOut.of(summary).model_dump(), result=result)
 
 
@@ -154,25 +130,13 @@ def register_bulk(
     principal: PrincipalDep,
     dry_run: Annotated[bool, Query(description="Report what would change; write nothing")] = False,
 ) -> Response | ImportOut:
-    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
-    enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
     try:
-        report = register_secrets(
-            secret_store(runtime), enrollment, parse_json(rows), dry_run=dry_run
+        report = runtime.app.oob_secrets.import_secrets(
+            principal, enrollment_id, parse_json(rows), dry_run=dry_run
         )
     except RowsInvalid as exc:
         body = ImportOut.of(exc.report).model_dump(mode="json")
         return problem_response(400, exc.code, exc.message, **body)
-    if not report.dry_run:
-        audit(
-            runtime,
-            principal,
-            "oob_secret.import",
-            "enrollment",
-            enrollment_id,
-            org_id=enrollment.owner,
-            written=report.written,
-        )
     return ImportOut.of(report)
 
 
@@ -184,9 +148,7 @@ def list_secrets(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(max_length=200)] = None,
 ) -> SecretPage:
-    visible_enrollment(runtime, principal, enrollment_id, Role.VIEWER)
-    secret_enrollment(runtime.enrollments, enrollment_id)
-    found = secret_store(runtime).search(enrollment_id, limit=limit, after=after)
+    found = runtime.app.oob_secrets.list(principal, enrollment_id, limit=limit, after=after)
     return SecretPage(
         items=[SecretOut.of(s) for s in found],
         next=found[-1].device_id if len(found) == limit else None,
@@ -201,16 +163,5 @@ def list_secrets(
 def remove(
     enrollment_id: str, device_id: str, runtime: RuntimeDep, principal: PrincipalDep
 ) -> Response:
-    visible_enrollment(runtime, principal, enrollment_id, Role.OPERATOR)
-    enrollment = secret_enrollment(runtime.enrollments, enrollment_id)
-    secret_store(runtime).remove(enrollment_id, device_id)
-    audit(
-        runtime,
-        principal,
-        "oob_secret.remove",
-        "device",
-        device_id,
-        org_id=enrollment.owner,
-        enrollment_id=enrollment_id,
-    )
+    runtime.app.oob_secrets.remove(principal, enrollment_id, device_id)
     return Response(status_code=204)

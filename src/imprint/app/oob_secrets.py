@@ -1,0 +1,143 @@
+"""Out-of-band secret operations: register one or many, list, remove.
+
+Scoped by the enrollment's organization: operators register and remove secrets, viewers
+list them (never the secret). The enrollment must be an ``oob-secret`` one. A bulk import
+is all or nothing (see :mod:`imprint.provisioning.oob_secrets`): its rows are read as
+they are checked, and written, with one audit entry for the whole import, in one
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from imprint.app.base import Operations
+from imprint.app.scoping import visible_enrollment
+from imprint.provisioning.enrollments import Enrollment
+from imprint.provisioning.oob_secrets import (
+    ImportReport,
+    OobSecretSummary,
+    Progress,
+    RawRow,
+    RegistrationResult,
+    register_secret,
+    register_secrets,
+    secret_enrollment,
+)
+from imprint.tenancy.access import Principal
+from imprint.tenancy.roles import Role
+
+__all__ = ["OobSecretOperations"]
+
+
+class OobSecretOperations(Operations):
+    def _enrollment(self, principal: Principal, enrollment_id: str, needed: Role) -> Enrollment:
+        """The oob-secret enrollment, as the principal may see it.
+
+        Raises:
+            NotFound, PermissionDenied: not visible, or the role is too low.
+            WrongMechanism: not an oob-secret enrollment.
+        """
+        visible_enrollment(self._rt, principal, enrollment_id, needed)
+        return secret_enrollment(self._rt.enrollments, enrollment_id)
+
+    def list(
+        self,
+        principal: Principal,
+        enrollment_id: str,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Sequence[OobSecretSummary]:
+        """Registered secrets by device id (``after``: the last one of the previous page),
+        never the secrets themselves."""
+        self._enrollment(principal, enrollment_id, Role.VIEWER)
+        return self._rt.oob_secrets.search(enrollment_id, limit=limit, after=after)
+
+    def register(
+        self,
+        principal: Principal,
+        enrollment_id: str,
+        device_id: str,
+        secret: str,
+        valid_until: datetime | str | None = None,
+    ) -> tuple[RegistrationResult, OobSecretSummary]:
+        """Register one device's secret (idempotent).
+
+        Raises:
+            InvalidValue: the device id, secret or expiry is not acceptable.
+        """
+        with self._transaction():
+            enrollment = self._enrollment(principal, enrollment_id, Role.OPERATOR)
+            result, summary = register_secret(
+                self._rt.oob_secrets, enrollment, device_id, secret, valid_until
+            )
+            self._audit(
+                principal,
+                "oob_secret.register",
+                "device",
+                device_id,
+                org_id=enrollment.owner,
+                enrollment_id=enrollment_id,
+                result=result.value,
+            )
+        return result, summary
+
+    def import_secrets(
+        self,
+        principal: Principal,
+        enrollment_id: str,
+        rows: Iterable[RawRow],
+        *,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Register many secrets, all or nothing; a dry run writes nothing (nor audits).
+
+        ``rows`` (from :func:`~imprint.provisioning.oob_secrets.parse_csv` or
+        :func:`~imprint.provisioning.oob_secrets.parse_json`) are read once, as they are
+        checked.
+
+        Raises:
+            RowsInvalid: some row is invalid (not in a dry run); nothing was written. Its
+                ``report`` names each bad row.
+            Conflict: a concurrent registration wrote one of these devices first.
+        """
+        with self._transaction():
+            enrollment = self._enrollment(principal, enrollment_id, Role.OPERATOR)
+            report = register_secrets(
+                self._rt.oob_secrets, enrollment, rows, dry_run=dry_run, progress=progress
+            )
+            if not report.dry_run:
+                self._audit(
+                    principal,
+                    "oob_secret.import",
+                    "enrollment",
+                    enrollment_id,
+                    org_id=enrollment.owner,
+                    written=report.written,
+                    rows=report.rows,
+                    created=report.created,
+                    updated=report.updated,
+                    unchanged=report.unchanged,
+                )
+        return report
+
+    def remove(self, principal: Principal, enrollment_id: str, device_id: str) -> None:
+        """Remove a device's secret; the device waits again until a new one is registered.
+
+        Raises:
+            NotFound: no secret for this device (or no visible enrollment).
+        """
+        with self._transaction():
+            enrollment = self._enrollment(principal, enrollment_id, Role.OPERATOR)
+            self._rt.oob_secrets.remove(enrollment_id, device_id)
+            self._audit(
+                principal,
+                "oob_secret.remove",
+                "device",
+                device_id,
+                org_id=enrollment.owner,
+                enrollment_id=enrollment_id,
+            )
