@@ -59,6 +59,7 @@ from imprint.store.identities import SqlIdentityStore, SqlPskStore, SqlRelayStor
 from imprint.store.oauth import SqlAuthorizationCodeStore, SqlOAuthClientStore, SqlSigningKeyStore
 from imprint.store.orgs import SqlOrganizationStore
 from imprint.store.outbox import SqlOutboxStore
+from imprint.store.registration_keys import SqlRegistrationKeyStore
 from imprint.store.users import SqlUserStore
 from imprint.tenancy.orgs import OrgTree
 from imprint.tenancy.roles import Role
@@ -118,6 +119,11 @@ class Runtime:
     @functools.cached_property
     def channel_entries(self) -> SqlEntryStore:
         return SqlEntryStore(self.engine)
+
+    @functools.cached_property
+    def registration_keys(self) -> SqlRegistrationKeyStore:
+        """The registration keys of registration-key enrollments (sealed with the KEK)."""
+        return SqlRegistrationKeyStore(self.engine, self.box)
 
     @functools.cached_property
     def client_cas(self) -> SqlClientCAStore:

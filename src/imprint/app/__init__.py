@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from imprint.app.devices import DeviceOperations
+from imprint.app.registration_keys import RegistrationKeyOperations
 
 if TYPE_CHECKING:
     from imprint.runtime import Runtime
@@ -25,3 +26,4 @@ class Application:
 
     def __init__(self, runtime: Runtime) -> None:
         self.devices = DeviceOperations(runtime)
+        self.registration_keys = RegistrationKeyOperations(runtime)

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from imprint.errors import Conflict, NotFound
 from imprint.provisioning.registration_keys import KeyState, RegistrationKey, lookup_sha256
 from imprint.sealing import SecretBox
+from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import enrollments, registration_keys
 
 __all__ = ["SqlRegistrationKeyStore"]
@@ -40,7 +41,7 @@ class SqlRegistrationKeyStore:
 
     def find(self, lookup_sha256: str) -> RegistrationKey | None:
         query = select(registration_keys).where(registration_keys.c.lookup_sha256 == lookup_sha256)
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else self._key(row)
 
@@ -51,7 +52,7 @@ class SqlRegistrationKeyStore:
             .where(registration_keys.c.enrollment_id == enrollment_id)
             .order_by(current_first, registration_keys.c.created_at.desc())
         )
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return [self._key(row) for row in conn.execute(query).mappings()]
 
     def _serialize(self, conn: Connection, enrollment_id: str) -> None:
@@ -75,47 +76,48 @@ class SqlRegistrationKeyStore:
         self, key: RegistrationKey, *, replacing: str | None, previous_expires_at: datetime
     ) -> None:
         table = registration_keys
-        try:
-            with self._engine.begin() as conn:
-                self._serialize(conn, key.enrollment_id)
-                current = set(
-                    conn.execute(
-                        select(table.c.id).where(
-                            table.c.enrollment_id == key.enrollment_id,
-                            table.c.state == KeyState.CURRENT.value,
-                        )
-                    ).scalars()
-                )
-                if current != ({replacing} if replacing else set()):
-                    raise Conflict(
-                        "the registration key changed meanwhile; look at it and try again",
-                        code="registration_key_changed",
-                    )
-                if replacing is not None:
-                    conn.execute(
-                        update(table)
-                        .where(table.c.id == replacing)
-                        .values(state=KeyState.PREVIOUS.value, expires_at=previous_expires_at)
-                    )
+        with writing(self._engine) as conn:
+            self._serialize(conn, key.enrollment_id)
+            current = set(
                 conn.execute(
-                    insert(table).values(
-                        id=key.id,
-                        enrollment_id=key.enrollment_id,
-                        lookup_sha256=lookup_sha256(key.first_half),
-                        key_sealed=self._box.seal(key.key.encode("ascii"), _context(key.id)),
-                        state=key.state.value,
-                        expires_at=key.expires_at,
-                        created_at=key.created_at,
+                    select(table.c.id).where(
+                        table.c.enrollment_id == key.enrollment_id,
+                        table.c.state == KeyState.CURRENT.value,
                     )
+                ).scalars()
+            )
+            if current != ({replacing} if replacing else set()):
+                raise Conflict(
+                    "the registration key changed meanwhile; look at it and try again",
+                    code="registration_key_changed",
                 )
-        except IntegrityError:
-            raise Conflict(
-                "this key's first half is in use already; choose another key",
-                code="registration_key_taken",
-            ) from None
+            if replacing is not None:
+                conn.execute(
+                    update(table)
+                    .where(table.c.id == replacing)
+                    .values(state=KeyState.PREVIOUS.value, expires_at=previous_expires_at)
+                )
+            try:
+                with guarded(conn):
+                    conn.execute(
+                        insert(table).values(
+                            id=key.id,
+                            enrollment_id=key.enrollment_id,
+                            lookup_sha256=lookup_sha256(key.first_half),
+                            key_sealed=self._box.seal(key.key.encode("ascii"), _context(key.id)),
+                            state=key.state.value,
+                            expires_at=key.expires_at,
+                            created_at=key.created_at,
+                        )
+                    )
+            except IntegrityError:
+                raise Conflict(
+                    "this key's first half is in use already; choose another key",
+                    code="registration_key_taken",
+                ) from None
 
     def set_expiry(self, key_id: str, expires_at: datetime) -> None:
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:
             changed = conn.execute(
                 update(registration_keys)
                 .where(
