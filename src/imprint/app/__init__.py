@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from imprint.app.certificates import CertificateOperations
 from imprint.app.devices import DeviceOperations
 from imprint.app.registration_keys import RegistrationKeyOperations
 
@@ -26,4 +27,5 @@ class Application:
 
     def __init__(self, runtime: Runtime) -> None:
         self.devices = DeviceOperations(runtime)
+        self.certificates = CertificateOperations(runtime)
         self.registration_keys = RegistrationKeyOperations(runtime)
