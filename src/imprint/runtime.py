@@ -64,6 +64,7 @@ from imprint.store.oauth import SqlAuthorizationCodeStore, SqlOAuthClientStore, 
 from imprint.store.oob_secrets import SqlOobSecretStore
 from imprint.store.orgs import SqlOrganizationStore
 from imprint.store.outbox import SqlOutboxStore
+from imprint.store.registration_keys import SqlRegistrationKeyStore
 from imprint.store.users import SqlUserStore
 from imprint.tenancy.orgs import OrgTree
 from imprint.tenancy.roles import Role
@@ -149,6 +150,11 @@ class Runtime:
     @functools.cached_property
     def oob_secrets(self) -> SqlOobSecretStore:
         return SqlOobSecretStore(self.engine, self.box)
+
+    @functools.cached_property
+    def registration_keys(self) -> SqlRegistrationKeyStore:
+        """The registration keys of registration-key enrollments (sealed with the KEK)."""
+        return SqlRegistrationKeyStore(self.engine, self.box)
 
     @functools.cached_property
     def orgs(self) -> SqlOrganizationStore:

@@ -241,6 +241,16 @@ def test_a_registration_key_is_shown_once_and_rotates_with_a_transition(
     assert second != first
     assert "keeps working until" in page.locator("main").inner_text()
     screenshot(page, "registration-key")
+    page.get_by_role("link", name="Back to the enrollment").click()
+    keys = page.locator("#registration-keys").inner_text()
+    assert second.split("-")[0] in keys
+    assert first.split("-")[0] in keys
+    assert "(ended)" not in keys  # the previous key works for its transition
+    logged = console.service.runtime.audit.search(
+        AuditQuery(action="registration_key.rotate", target_id="field-units")
+    )
+    actor = f"user:{console.admin.username}"
+    assert [(e.actor, e.org_id) for e in logged] == [(actor, "acme")] * 2
 
 
 def test_organizations_and_users_are_scoped_to_the_subtree(page: Any, console: Console) -> None:

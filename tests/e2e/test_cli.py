@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
 import yaml
 
+from imprint.audit import AuditEntry, AuditQuery
 from imprint.settings import Settings
 from tests.e2e.conftest import Run, openssl, run_imprint
 
@@ -19,6 +21,19 @@ def make_csr(directory: Path, name: str) -> Path:
         cwd=directory,
     )  # fmt: skip
     return directory / f"{name}.csr"
+
+
+def audited(tmp_path: Path, action: str) -> list[AuditEntry]:
+    """The audit log's entries of ``action`` in the data directory's database, newest
+    first."""
+    from imprint.store.audit import SqlAuditLog
+    from imprint.store.db import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'imprint.db'}")
+    try:
+        return list(SqlAuditLog(engine).search(AuditQuery(action=action)))
+    finally:
+        engine.dispose()
 
 
 def test_config_show_prints_effective_values_with_secrets_masked(
@@ -102,6 +117,17 @@ def test_issue_verify_revoke_and_list(imprint: Run, tmp_path: Path) -> None:
     twice = imprint("cert", "revoke", serial, check=False, **PASS)
     assert twice.returncode == 1
     assert "already revoked" in twice.stderr
+
+    # Both changes are audited as the operating-system user; the refused one wrote nothing.
+    actor = f"cli:{getpass.getuser()}"
+    issue_logged = audited(tmp_path, "certificate.issue")
+    assert [(e.actor, e.target_type, e.target_id) for e in issue_logged] == [
+        (actor, "certificate", serial)
+    ]
+    revoke_logged = audited(tmp_path, "certificate.revoke")
+    assert [(e.actor, e.target_id, e.details) for e in revoke_logged] == [
+        (actor, serial, {"reason": "keyCompromise"})
+    ]
 
 
 def test_server_profile_needs_a_san(imprint: Run, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from imprint.audit import AuditQuery
 from imprint.auth.bearer import LAST_USED_RESOLUTION
 from imprint.pki.records import CertificateStatus
 from tests.integration.conftest import Service
@@ -112,6 +113,12 @@ def test_revoked_serial_appears_in_the_served_crl(service: Service, tmp_path: Pa
     assert revoked.json()["status"] == "revoked"
     assert again.status_code == 409
     assert again.json()["code"] == "already_revoked"
+    # The issue and the revocation are audited; the refused second revocation is not.
+    logged = service.runtime.audit.search(AuditQuery(target_id=serial))
+    assert [(e.action, e.actor, e.details) for e in logged] == [
+        ("certificate.revoke", "api-key:admin", {"reason": "keyCompromise"}),
+        ("certificate.issue", "api-key:admin", {}),
+    ]
 
     with service.client() as client:
         der = client.get("/crl/issuing.crl")

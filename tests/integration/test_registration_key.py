@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
+from imprint.audit import AuditQuery
 from imprint.cli.regkey import app as regkey_app
 from imprint.provisioning.bundle import open_for_device, response_mac
 from imprint.store.registration_keys import SqlRegistrationKeyStore
@@ -361,6 +363,15 @@ def test_cli_creates_rotates_and_shows(service: Service) -> None:
     assert new.split("-")[0] in shown.stdout
     assert key.split("-")[1] not in shown.stdout
     assert new.split("-")[1] not in shown.stdout
+    # Each change is audited as the operating-system user; the refused ones wrote nothing.
+    logged = service.runtime.audit.search(AuditQuery(target_id="simpsons"))
+    actor = f"cli:{getpass.getuser()}"
+    assert [(e.action, e.actor, e.org_id) for e in logged if e.actor.startswith("cli:")] == [
+        ("registration_key.rotate", actor, "the-simpsons"),
+        ("registration_key.create", actor, "the-simpsons"),
+    ]
+    assert key not in str(logged)
+    assert new not in str(logged)
     # The key the CLI printed is the one the server admits.
     with service.client() as client:
         response = provision(client, SERIAL, new.split("-")[0], header=True)

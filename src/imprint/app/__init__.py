@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from imprint.app.audit import AuditOperations
+from imprint.app.certificates import CertificateOperations
 from imprint.app.channels import ChannelOperations
 from imprint.app.client_cas import ClientCAOperations
 from imprint.app.deny_list import DenyListOperations
@@ -20,6 +21,7 @@ from imprint.app.devices import DeviceOperations
 from imprint.app.enrollments import EnrollmentOperations
 from imprint.app.identities import IdentityOperations
 from imprint.app.oob_secrets import OobSecretOperations
+from imprint.app.registration_keys import RegistrationKeyOperations
 
 if TYPE_CHECKING:
     from imprint.runtime import Runtime
@@ -39,3 +41,5 @@ class Application:
         self.identities = IdentityOperations(runtime)
         self.enrollments = EnrollmentOperations(runtime)
         self.oob_secrets = OobSecretOperations(runtime)
+        self.certificates = CertificateOperations(runtime)
+        self.registration_keys = RegistrationKeyOperations(runtime)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -348,31 +347,21 @@ def cert_issue(
     ] = None,
 ) -> None:
     """Issue a certificate from a CSR; only the CSR's key and common name are used."""
-    from imprint.pki.authority import IssuanceRequest
-    from imprint.pki.csr import common_name, load_csr
-    from imprint.runtime import open_runtime
+    from imprint.tenancy.access import cli_principal
 
-    settings = _settings()
     try:
         data = csr.read_bytes()
     except OSError as exc:
         _fail(f"cannot read {csr}: {exc.strerror}")
-    with _errors():
-        request = load_csr(data)
-        runtime = open_runtime(settings)
-        try:
-            issued = runtime.authority.issue(
-                IssuanceRequest(
-                    public_key=request.public_key(),  # type: ignore[arg-type]
-                    profile=profile.value,
-                    common_name=cn or common_name(request),
-                    sans=san or [],
-                    validity=timedelta(days=days) if days else None,
-                    requested_by="cli",
-                )
-            )
-        finally:
-            runtime.close()
+    with _runtime() as runtime:
+        issued = runtime.app.certificates.issue(
+            cli_principal(),
+            data,
+            profile=profile.value,
+            common_name=cn,
+            sans=san or [],
+            validity_days=days,
+        )
     if out_file:
         out_file.write_text(issued.chain_pem(), encoding="ascii")
     else:
@@ -389,17 +378,10 @@ def cert_revoke(
     ] = "unspecified",
 ) -> None:
     """Revoke a certificate; the issuer's CRL lists it from now on."""
-    from imprint.pki.authority import parse_reason
-    from imprint.runtime import open_runtime
+    from imprint.tenancy.access import cli_principal
 
-    settings = _settings()
-    with _errors():
-        flag = parse_reason(reason)
-        runtime = open_runtime(settings)
-        try:
-            record = runtime.authority.revoke(serial, flag)
-        finally:
-            runtime.close()
+    with _runtime() as runtime:
+        record = runtime.app.certificates.revoke(cli_principal(), serial, reason)
     out.print(f"revoked {record.serial} ({record.subject}) reason {record.revocation_reason}")
 
 
@@ -414,24 +396,18 @@ def cert_list(
     """List certificates as a table."""
     from imprint.durations import parse_duration
     from imprint.pki.records import CertificateStatus
-    from imprint.store.certificates import SqlCertificateLedger
-    from imprint.store.db import create_engine, upgrade
+    from imprint.tenancy.access import cli_principal
 
-    settings = _settings()
     with _errors():
-        before = datetime.now(UTC) + parse_duration(expiring) if expiring else None
+        within = parse_duration(expiring) if expiring else None
         try:
             wanted = CertificateStatus(status) if status else None
         except ValueError:
             _fail("status must be pending, issued, failed or revoked")
-        engine = create_engine(settings.database_url())
-        try:
-            upgrade(engine)
-            records = SqlCertificateLedger(engine).search(
-                status=wanted, expiring_before=before, limit=limit
-            )
-        finally:
-            engine.dispose()
+    with _runtime() as runtime:
+        records = runtime.app.certificates.search(
+            cli_principal(), status=wanted, expiring_within=within, limit=limit
+        )
     table = Table(title=f"{len(records)} certificate(s)")
     for column in ("serial", "profile", "subject", "status", "not after"):
         table.add_column(column)

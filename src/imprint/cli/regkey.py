@@ -10,14 +10,8 @@ import typer
 from rich.table import Table
 
 from imprint.cli import _runtime, err, out
-from imprint.durations import parse_duration
-from imprint.provisioning.registration_keys import (
-    DEFAULT_HALF_LENGTH,
-    RegistrationKey,
-    create_registration_key,
-    rotate_registration_key,
-)
-from imprint.store.registration_keys import SqlRegistrationKeyStore
+from imprint.provisioning.registration_keys import DEFAULT_HALF_LENGTH, RegistrationKey
+from imprint.tenancy.access import cli_principal
 
 app = typer.Typer(
     help="Manage registration keys: the key an owner types into devices.", no_args_is_help=True
@@ -44,13 +38,8 @@ def create(
 ) -> None:
     """Give an enrollment its first registration key and print it once."""
     with _runtime() as runtime:
-        made = create_registration_key(
-            SqlRegistrationKeyStore(runtime.engine, runtime.box),
-            runtime.enrollments,
-            enrollment_id,
-            at=datetime.now(UTC),
-            key=key,
-            half_length=half_length,
+        made = runtime.app.registration_keys.create(
+            cli_principal(), enrollment_id, key=key, half_length=half_length
         )
     _print_once(enrollment_id, made)
 
@@ -66,12 +55,10 @@ def rotate(
 ) -> None:
     """Replace the registration key; the old one works for the transition, then stops."""
     with _runtime() as runtime:
-        rotation = rotate_registration_key(
-            SqlRegistrationKeyStore(runtime.engine, runtime.box),
-            runtime.enrollments,
+        rotation = runtime.app.registration_keys.rotate(
+            cli_principal(),
             enrollment_id,
-            at=datetime.now(UTC),
-            transition=parse_duration(transition),
+            transition=transition,
             key=key,
             half_length=half_length,
             require_current=True,
@@ -86,8 +73,7 @@ def rotate(
 def show(enrollment_id: EnrollmentArg) -> None:
     """Show the enrollment's keys: first half, state and expiry (never the second half)."""
     with _runtime() as runtime:
-        runtime.enrollments.get(enrollment_id)
-        keys = SqlRegistrationKeyStore(runtime.engine, runtime.box).for_enrollment(enrollment_id)
+        keys = runtime.app.registration_keys.show(cli_principal(), enrollment_id)
     now = datetime.now(UTC)
     table = Table(title=f"registration keys of {enrollment_id}")
     for column in ("first half", "state", "active", "created", "expires"):

@@ -19,7 +19,6 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from imprint.api.routes import registration_keys as keys_api
 from imprint.app.enrollments import EnrollmentEdit
 from imprint.console.csrf import check_csrf
 from imprint.console.forms import model_of, orgs_with_role
@@ -233,7 +232,8 @@ def _detail_context(rt: Runtime, user: Principal, enrollment_id: str) -> dict[st
     if enrollment.mechanism is Mechanism.CLIENT_CA:
         context["cas"] = rt.client_cas.for_enrollment(enrollment_id)
     if enrollment.mechanism is Mechanism.REGISTRATION_KEY:
-        context["keys"] = keys_api.show(enrollment_id, rt, user).keys
+        context["keys"] = rt.app.registration_keys.show(user, enrollment_id)
+        context["now"] = datetime.now(UTC)
     if enrollment.mechanism is Mechanism.OOB_SECRET:
         context["secrets"] = rt.app.oob_secrets.list(user, enrollment_id, limit=50)
     return context
@@ -293,11 +293,9 @@ async def edit(enrollment_id: str, request: Request, user: ConsoleUser) -> Respo
 async def rotate_key(enrollment_id: str, request: Request, user: ConsoleUser) -> Response:
     form = await form_of(request)
     rt = runtime_of(request)
-    body = model_of(
-        keys_api.RegistrationKeyIn, {"transition": form.get("transition", "").strip() or None}
-    )
+    transition = form.get("transition", "").strip() or None
     issued = await run_in_threadpool(
-        lambda: keys_api.issue(enrollment_id, rt, user, Response(), body)
+        lambda: rt.app.registration_keys.rotate(user, enrollment_id, transition=transition)
     )
     return render(
         request, "registration_key.html", title="Registration key", active=PAGE, issued=issued

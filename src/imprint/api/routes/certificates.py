@@ -7,7 +7,7 @@ and certificates issued for no organization, belong to the whole instance (API k
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 from cryptography import x509
@@ -16,13 +16,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import InstanceAdmin, PrincipalDep, RuntimeDep
-from imprint.app.auditing import audit
-from imprint.app.scoping import scope_of, visible_certificate
 from imprint.durations import parse_duration
-from imprint.pki.authority import IssuanceRequest, parse_reason
-from imprint.pki.csr import common_name, load_csr
 from imprint.pki.records import CertificateRecord, CertificateStatus
-from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
 
@@ -99,21 +94,14 @@ class CertificatePage(BaseModel):
 
 @router.post("", status_code=201, summary="Issue a certificate from a CSR")
 def issue(body: IssueBody, runtime: RuntimeDep, principal: InstanceAdmin) -> IssuedOut:
-    csr = load_csr(body.csr)
-    # The record, the signed certificate and the audit entry commit together, before the
-    # answer carries the certificate.
-    with runtime.transaction():
-        issued = runtime.authority.issue(
-            IssuanceRequest(
-                public_key=csr.public_key(),  # type: ignore[arg-type]  # checked by load_csr
-                profile=body.profile,
-                common_name=body.common_name or common_name(csr),
-                sans=body.sans,
-                validity=timedelta(days=body.validity_days) if body.validity_days else None,
-                requested_by=principal.actor,
-            )
-        )
-        audit(runtime, principal, "certificate.issue", "certificate", issued.record.serial)
+    issued = runtime.app.certificates.issue(
+        principal,
+        body.csr,
+        profile=body.profile,
+        common_name=body.common_name,
+        sans=body.sans,
+        validity_days=body.validity_days,
+    )
     return IssuedOut(**CertificateOut.of(issued.record).model_dump(), chain=issued.chain_pem())
 
 
@@ -128,13 +116,12 @@ def list_certificates(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(max_length=40)] = None,
 ) -> CertificatePage:
-    before = datetime.now(UTC) + parse_duration(expiring_within) if expiring_within else None
-    records = runtime.ledger.search(
+    records = runtime.app.certificates.search(
+        principal,
         status=status,
-        expiring_before=before,
+        expiring_within=parse_duration(expiring_within) if expiring_within else None,
         limit=limit + 1,
-        after_serial=after,
-        owners=scope_of(runtime, principal),
+        after=after,
     )
     page = list(records[:limit])
     return CertificatePage(
@@ -145,7 +132,7 @@ def list_certificates(
 
 @router.get("/{serial}", summary="One certificate")
 def show(serial: str, runtime: RuntimeDep, principal: PrincipalDep) -> CertificateOut:
-    return CertificateOut.of(visible_certificate(runtime, principal, serial, Role.VIEWER))
+    return CertificateOut.of(runtime.app.certificates.get(principal, serial))
 
 
 @router.post("/{serial}/revoke", summary="Revoke a certificate; the CRL lists it at once")
@@ -153,15 +140,4 @@ def revoke(
     serial: str, runtime: RuntimeDep, principal: PrincipalDep, body: RevokeBody | None = None
 ) -> CertificateOut:
     reason = body.reason if body is not None else "unspecified"
-    visible = visible_certificate(runtime, principal, serial, Role.OPERATOR)
-    record = runtime.authority.revoke(visible.serial, parse_reason(reason))
-    audit(
-        runtime,
-        principal,
-        "certificate.revoke",
-        "certificate",
-        record.serial,
-        org_id=record.owner,
-        reason=reason,
-    )
-    return CertificateOut.of(record)
+    return CertificateOut.of(runtime.app.certificates.revoke(principal, serial, reason))

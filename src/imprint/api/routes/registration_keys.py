@@ -13,19 +13,7 @@ from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.app.auditing import audit
-from imprint.app.scoping import visible_enrollment
-from imprint.durations import parse_duration
-from imprint.provisioning.registration_keys import (
-    DEFAULT_HALF_LENGTH,
-    DEFAULT_TRANSITION,
-    KeyState,
-    RegistrationKey,
-    rotate_registration_key,
-)
-from imprint.runtime import Runtime
-from imprint.store.registration_keys import SqlRegistrationKeyStore
-from imprint.tenancy.roles import Role
+from imprint.provisioning.registration_keys import DEFAULT_HALF_LENGTH, KeyState, RegistrationKey
 
 router = APIRouter(prefix="/api/v1/enrollments", tags=["enrollments"])
 
@@ -80,10 +68,6 @@ class IssuedRegistrationKey(BaseModel):
     previous: RegistrationKeyOut | None
 
 
-def _store(runtime: Runtime) -> SqlRegistrationKeyStore:
-    return SqlRegistrationKeyStore(runtime.engine, runtime.box)
-
-
 @router.post(
     "/{enrollment_id}/registration-key",
     status_code=201,
@@ -96,28 +80,16 @@ def issue(
     response: Response,
     body: Annotated[RegistrationKeyIn | None, Body()] = None,
 ) -> IssuedRegistrationKey:
-    enrollment = visible_enrollment(runtime, principal, enrollment_id, Role.ADMIN)
-    response.headers["Cache-Control"] = "no-store"
     body = body or RegistrationKeyIn()
-    at = datetime.now(UTC)
-    transition = DEFAULT_TRANSITION if body.transition is None else parse_duration(body.transition)
-    rotation = rotate_registration_key(
-        _store(runtime),
-        runtime.enrollments,
+    rotation = runtime.app.registration_keys.rotate(
+        principal,
         enrollment_id,
-        at=at,
-        transition=transition,
+        transition=body.transition,
         key=body.key,
         half_length=body.half_length,
     )
-    audit(
-        runtime,
-        principal,
-        "registration_key.rotate",
-        "enrollment",
-        enrollment_id,
-        org_id=enrollment.owner,
-    )
+    response.headers["Cache-Control"] = "no-store"
+    at = rotation.current.created_at
     return IssuedRegistrationKey(
         enrollment_id=enrollment_id,
         key=rotation.current.key,
@@ -133,9 +105,8 @@ def issue(
     summary="The registration keys of an enrollment (first halves only)",
 )
 def show(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> RegistrationKeys:
-    visible_enrollment(runtime, principal, enrollment_id, Role.VIEWER)  # 404: unknown, foreign
+    keys = runtime.app.registration_keys.show(principal, enrollment_id)
     at = datetime.now(UTC)
-    keys = _store(runtime).for_enrollment(enrollment_id)
     return RegistrationKeys(
         enrollment_id=enrollment_id, keys=[RegistrationKeyOut.of(k, at) for k in keys]
     )
