@@ -200,7 +200,7 @@ def test_signup_creates_an_org_its_admin_and_a_working_registration_key(
                 "/api/v1/signup",
                 json={"organization": "Weak", "username": "ned@flanders.org", "password": "short"},
             )
-            blank = http.post(  # refused once the enrollment and its key are stored
+            blank = http.post(  # refused inside the transaction: nothing of it stays
                 "/api/v1/signup",
                 json={"organization": " ", "username": "ned@flanders.org", "password": PASSWORD},
             )

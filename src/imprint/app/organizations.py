@@ -7,7 +7,6 @@ organization, its admin and a registration key for its devices in one operation.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from datetime import UTC, datetime
 from imprint.app.base import Operations
 from imprint.app.scoping import scope_of
 from imprint.auth.passwords import check_password_policy
-from imprint.errors import Conflict, NotFound, PermissionDenied
+from imprint.errors import Conflict, PermissionDenied
 from imprint.provisioning.enrollments import (
     Enrollment,
     EnrollmentKind,
@@ -29,7 +28,6 @@ from imprint.tenancy.orgs import (
     Organization,
     OrgTree,
     create_organization,
-    new_org_id,
     validate_org_id,
 )
 from imprint.tenancy.roles import Role
@@ -159,70 +157,40 @@ class OrganizationOperations(Operations):
         check_password_policy(password)
         if org_id is not None:
             validate_org_id(org_id)
-        org_id = org_id if org_id is not None else new_org_id()
         now = datetime.now(UTC).replace(microsecond=0)
-        enrollment: Enrollment | None = None
-        try:
-            with self._transaction():
-                if self._rt.users.find_by_username(username) is not None:
-                    raise Conflict(f"a user named {username!r} exists already")
-                self._org_id_free(org_id)
-                # The enrollment and registration-key stores still commit on their own
-                # until they join the unit of work: they write first, before the unit's
-                # first write (on SQLite a second writer would wait for the unit), and
-                # the enrollment is taken back below when the rest fails.
-                enrollment = create_enrollment(
-                    self._rt.enrollments,
-                    Enrollment(
-                        id=new_enrollment_id(),
-                        kind=EnrollmentKind.GROUP,
-                        mechanism=Mechanism.REGISTRATION_KEY,
-                        owner=org_id,
-                        created_at=now,
-                        updated_at=now,
-                    ),
-                )
-                key = create_registration_key(
-                    self._rt.registration_keys, self._rt.enrollments, enrollment.id, at=now
-                )
-                org = create_organization(self._rt.orgs, organization, org_id=org_id)
-                user = create_user(
-                    self._rt.users, username, password, org_id=org.id, role=Role.ADMIN
-                )
-                admin = Principal(
-                    kind="user",
-                    subject=user.id,
-                    name=user.username,
-                    memberships={org.id: Role.ADMIN},
-                )
-                self._audit(
-                    admin,
-                    "signup",
-                    "organization",
-                    org.id,
-                    org_id=org.id,
-                    name=org.name,
-                    user_id=user.id,
-                    enrollment_id=enrollment.id,
-                )
-        except BaseException:
-            if enrollment is not None:
-                self._forget(enrollment.id)
-            raise
+        with self._transaction():
+            if self._rt.users.find_by_username(username) is not None:
+                raise Conflict(f"a user named {username!r} exists already")
+            org = create_organization(self._rt.orgs, organization, org_id=org_id)
+            user = create_user(self._rt.users, username, password, org_id=org.id, role=Role.ADMIN)
+            enrollment = create_enrollment(
+                self._rt.enrollments,
+                Enrollment(
+                    id=new_enrollment_id(),
+                    kind=EnrollmentKind.GROUP,
+                    mechanism=Mechanism.REGISTRATION_KEY,
+                    owner=org.id,
+                    created_at=now,
+                    updated_at=now,
+                ),
+            )
+            key = create_registration_key(
+                self._rt.registration_keys, self._rt.enrollments, enrollment.id, at=now
+            )
+            admin = Principal(
+                kind="user", subject=user.id, name=user.username, memberships={org.id: Role.ADMIN}
+            )
+            self._audit(
+                admin,
+                "signup",
+                "organization",
+                org.id,
+                org_id=org.id,
+                name=org.name,
+                user_id=user.id,
+                enrollment_id=enrollment.id,
+            )
         return SignedUp(org=org, user=user, enrollment=enrollment, registration_key=key.key)
-
-    def _forget(self, enrollment_id: str) -> None:
-        """Take back the enrollment of a sign-up that failed after it was stored (once
-        the enrollment store joins the unit of work, the rollback has done it)."""
-        with contextlib.suppress(NotFound):
-            self._rt.enrollments.remove(enrollment_id)
-
-    def _org_id_free(self, org_id: str) -> None:
-        try:
-            self._rt.orgs.get(org_id)
-        except NotFound:
-            return
-        raise Conflict(f"an organization {org_id!r} exists already")
 
     @staticmethod
     def _entry(principal: Principal, org: Organization, tree: OrgTree) -> OrgEntry:
