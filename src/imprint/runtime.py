@@ -26,6 +26,7 @@ from imprint.attestation.base import Attestor
 from imprint.attestation.registry import build_attestors
 from imprint.attestation.renewal import RenewalAuthorizer
 from imprint.attestation.x509 import MAX_ENROLLMENTS, manufacturer_certificates
+from imprint.audit import AuditEntry
 from imprint.auth.api_keys import create_api_key
 from imprint.auth.bearer import BearerAuthenticator
 from imprint.auth.clients import ClientRegistry, configured_clients
@@ -70,9 +71,9 @@ from imprint.tenancy.orgs import OrgTree
 from imprint.tenancy.roles import Role
 
 if TYPE_CHECKING:
-    from imprint.app import Application
+    from imprint.app import Application, DatabaseApplication
 
-__all__ = ["FirstStart", "Runtime", "open_runtime", "prepare"]
+__all__ = ["Database", "FirstStart", "Runtime", "open_database", "open_runtime", "prepare"]
 
 log = get_logger(__name__)
 
@@ -304,6 +305,53 @@ class Runtime:
         self.engine.dispose()
 
 
+@dataclass
+class Database:
+    """The database alone, for the commands that run before the CA exists (``imprint
+    admin``): the API keys and the audit log."""
+
+    settings: Settings
+    engine: Engine
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return unit_of_work(self.engine)
+
+    @functools.cached_property
+    def app(self) -> DatabaseApplication:
+        """The operations that need no CA."""
+        from imprint.app import DatabaseApplication
+
+        return DatabaseApplication(self)
+
+    @functools.cached_property
+    def api_keys(self) -> SqlApiKeyStore:
+        return SqlApiKeyStore(self.engine)
+
+    @functools.cached_property
+    def audit(self) -> SqlAuditLog:
+        return SqlAuditLog(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(settings: Settings, *, migrate: bool = True) -> Database:
+    """Connect to the database (and migrate it), without the CA.
+
+    Raises:
+        ConfigurationError: the database cannot be reached.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.database_url())
+    try:
+        if migrate:
+            upgrade(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return Database(settings, engine)
+
+
 def _make_data_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
@@ -490,7 +538,17 @@ def _ensure_admin(runtime: Runtime) -> Path | None:
     """Create the first admin key when there is none; its token goes to a 0600 file."""
     if runtime.api_keys.count() > 0:
         return None
-    issued = create_api_key(runtime.api_keys, "admin")
+    with runtime.transaction():
+        issued = create_api_key(runtime.api_keys, "admin")
+        runtime.audit.write(
+            AuditEntry(
+                actor="imprint:bootstrap",
+                action="api_key.create",
+                target_type="api_key",
+                target_id=issued.key.name,
+                details={"key_id": issued.key.key_id, "role": issued.key.role},
+            )
+        )
     path = runtime.layout.admin_token
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:

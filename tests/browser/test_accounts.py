@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from imprint.audit import AuditQuery
 from imprint.tenancy.roles import Role
 from tests.browser.conftest import Console, Problems, User, login, screenshot
 
@@ -50,6 +51,13 @@ def test_a_user_changes_her_password_and_her_other_sessions_end(
     assert "Password changed" in page.get_by_role("status").inner_text()
     assert page.locator("header .who").inner_text() == eve.username  # still signed in here
     screenshot(page, "account")
+    audit = console.service.runtime.audit
+    changed = audit.search(AuditQuery(actor=f"user:{eve.username}", action="user.password.change"))
+    assert len(changed) == 1
+    refused = audit.search(AuditQuery(actor=f"user:{eve.username}", outcome="failure"))
+    assert [(e.action, e.details.get("via")) for e in refused] == [
+        ("user.login", "password-change")
+    ]
 
     # The session from before the change, wherever a copy of it is, has ended.
     current = next(c for c in page.context.cookies() if c["name"] == COOKIE)
@@ -96,3 +104,12 @@ def test_an_admin_disables_enables_and_resets_a_member(
     problems.expect("401")  # the old password no longer works
     assert not _signs_in(page, console, ops)
     assert _signs_in(page, console, User(ops.username, NEW_PASSWORD, ops.org))
+    runtime = console.service.runtime
+    member = runtime.users.find_by_username(ops.username)
+    assert member is not None
+    logged = runtime.audit.search(AuditQuery(actor=f"user:{console.admin.username}"))
+    assert [e.action for e in logged if e.target_id == member.id] == [
+        "user.enable",
+        "user.password.reset",
+        "user.disable",
+    ]

@@ -282,6 +282,14 @@ def test_organizations_and_users_are_scoped_to_the_subtree(page: Any, console: C
     row.get_by_role("button", name="Apply").click()
     assert "acme-east-lab: viewer" in page.locator("tr[data-user='eve@east.example']").inner_text()
     screenshot(page, "orgs")
+    logged = console.service.runtime.audit.search(
+        AuditQuery(actor=f"user:{console.admin.username}")
+    )
+    assert [(e.action, e.org_id) for e in logged][:3] == [
+        ("user.role.set", "acme-east-lab"),
+        ("user.create", "acme-east"),
+        ("org.create", "acme-east-lab"),
+    ]
 
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(f"{console.url}/login")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from imprint.audit import AuditQuery
 from imprint.auth.passwords import verify_password
 from imprint.cli.client import app as client_cli
 from imprint.cli.org import app as org_cli
@@ -138,6 +139,12 @@ def test_roles_are_enforced_viewer_reads_operator_runs_admin_manages(service: Se
         assert instance.json()["code"] == "instance_admin_required"
     with service.admin() as admin:
         assert admin.get(f"/api/v1/users/{user_id}").json()["memberships"] == {"household": "admin"}
+        logged = admin.get("/api/v1/audit", params={"target_id": user_id}).json()["items"]
+    assert [(e["action"], e["org_id"], e["details"]) for e in logged] == [
+        ("user.role.set", "household", {"role": "admin"}),
+        ("user.create", "household", {"username": "bart@simps.net", "role": "operator"}),
+    ]
+    assert all(str(e["actor"]).startswith("client:cli-") for e in logged)  # the admin's token
 
 
 def test_deleting_a_client_revokes_its_tokens(service: Service) -> None:
@@ -148,6 +155,10 @@ def test_deleting_a_client_revokes_its_tokens(service: Service) -> None:
         with bearer(service, token) as http:
             assert http.get("/api/v1/orgs").status_code == 200
         assert admin.delete(f"/api/v1/oauth-clients/{client_id}").status_code == 204
+        deleted = admin.get("/api/v1/audit", params={"action": "oauth_client.delete"})
+        assert [(e["target_id"], e["actor"]) for e in deleted.json()["items"]] == [
+            (client_id, "api-key:admin")
+        ]
     with bearer(service, token) as http:
         assert http.get("/api/v1/orgs").status_code == 401
 
@@ -189,6 +200,10 @@ def test_signup_creates_an_org_its_admin_and_a_working_registration_key(
                 "/api/v1/signup",
                 json={"organization": "Weak", "username": "ned@flanders.org", "password": "short"},
             )
+            blank = http.post(  # refused inside the transaction: nothing of it stays
+                "/api/v1/signup",
+                json={"organization": " ", "username": "ned@flanders.org", "password": PASSWORD},
+            )
         assert provisioned.status_code == 200, provisioned.text
         assert provisioned.json()["bundle"]["owner"] == body["org_id"]
         assert len(second) == 8
@@ -200,6 +215,20 @@ def test_signup_creates_an_org_its_admin_and_a_working_registration_key(
         assert [o.id for o in orgs] == [body["org_id"]]  # the refused sign-ups left nothing
         enrollment = service.runtime.enrollments.get(body["enrollment_id"])
         assert enrollment.owner == body["org_id"]
+        assert blank.status_code == 400
+        assert [e.id for e in service.runtime.enrollments.search(limit=100)] == [enrollment.id]
+        assert service.runtime.users.find_by_username("ned@flanders.org") is None
+        (signed,) = service.runtime.audit.search(AuditQuery(action="signup"))
+        assert (signed.actor, signed.target_id, signed.org_id) == (
+            "user:homer@simps.net",
+            body["org_id"],
+            body["org_id"],
+        )
+        assert signed.details == {
+            "name": "The Simpsons",
+            "user_id": body["user_id"],
+            "enrollment_id": body["enrollment_id"],
+        }
 
 
 def _csr() -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from imprint.app.api_keys import ApiKeyOperations
 from imprint.app.audit import AuditOperations
 from imprint.app.certificates import CertificateOperations
 from imprint.app.channels import ChannelOperations
@@ -20,13 +21,16 @@ from imprint.app.deny_list import DenyListOperations
 from imprint.app.devices import DeviceOperations
 from imprint.app.enrollments import EnrollmentOperations
 from imprint.app.identities import IdentityOperations
+from imprint.app.oauth_clients import OAuthClientOperations
 from imprint.app.oob_secrets import OobSecretOperations
+from imprint.app.organizations import OrganizationOperations
 from imprint.app.registration_keys import RegistrationKeyOperations
+from imprint.app.users import UserOperations
 
 if TYPE_CHECKING:
-    from imprint.runtime import Runtime
+    from imprint.runtime import Database, Runtime
 
-__all__ = ["Application"]
+__all__ = ["Application", "DatabaseApplication"]
 
 
 class Application:
@@ -43,3 +47,15 @@ class Application:
         self.oob_secrets = OobSecretOperations(runtime)
         self.certificates = CertificateOperations(runtime)
         self.registration_keys = RegistrationKeyOperations(runtime)
+        self.organizations = OrganizationOperations(runtime)
+        self.users = UserOperations(runtime)
+        self.api_keys = ApiKeyOperations(runtime)
+        self.oauth_clients = OAuthClientOperations(runtime)
+
+
+class DatabaseApplication:
+    """The operations that need the database alone, not the CA (``database.app``):
+    ``imprint admin`` runs before ``imprint ca init``."""
+
+    def __init__(self, database: Database) -> None:
+        self.api_keys = ApiKeyOperations(database)

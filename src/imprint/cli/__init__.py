@@ -19,7 +19,7 @@ from imprint.errors import ConfigurationError, ImprintError
 from imprint.settings import KeyType, Settings, describe_validation_error, load_settings
 
 if TYPE_CHECKING:
-    from imprint.runtime import Runtime
+    from imprint.runtime import Database, Runtime
 
 app = typer.Typer(
     help="imprint: self-hosted IoT device provisioning and certificate authority.",
@@ -77,6 +77,22 @@ def _runtime() -> Iterator[Runtime]:
             yield runtime
     finally:
         runtime.close()
+
+
+@contextmanager
+def _database() -> Iterator[Database]:
+    """The database alone (no CA) for one command; errors become one line and an exit
+    code."""
+    from imprint.runtime import open_database
+
+    settings = _settings()
+    with _errors():
+        database = open_database(settings)
+    try:
+        with _errors():
+            yield database
+    finally:
+        database.close()
 
 
 def _settings(**overrides: object) -> Settings:
@@ -284,19 +300,10 @@ def _print_ca(settings: Settings, root: object, issuing: object) -> None:
 @admin_app.command("create")
 def admin_create(name: Annotated[str, typer.Argument(help="A name for the key")]) -> None:
     """Create an admin API key and print its token once."""
-    from imprint.auth.api_keys import create_api_key
-    from imprint.store.api_keys import SqlApiKeyStore
-    from imprint.store.db import create_engine, upgrade
+    from imprint.tenancy.access import cli_principal
 
-    settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with _errors():
-        engine = create_engine(settings.database_url())
-        try:
-            upgrade(engine)
-            issued = create_api_key(SqlApiKeyStore(engine), name)
-        finally:
-            engine.dispose()
+    with _database() as database:
+        issued = database.app.api_keys.create(cli_principal(), name)
     err.print(f"API key {name!r} created. Its token is shown once; store it now:")
     sys.stdout.write(issued.token + "\n")
 
@@ -304,18 +311,10 @@ def admin_create(name: Annotated[str, typer.Argument(help="A name for the key")]
 @admin_app.command("list")
 def admin_list() -> None:
     """List API keys (never their secrets)."""
-    from imprint.store.api_keys import SqlApiKeyStore
-    from imprint.store.db import create_engine, upgrade
+    from imprint.tenancy.access import cli_principal
 
-    settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with _errors():
-        engine = create_engine(settings.database_url())
-        try:
-            upgrade(engine)
-            keys = SqlApiKeyStore(engine).all()
-        finally:
-            engine.dispose()
+    with _database() as database:
+        keys = database.app.api_keys.list(cli_principal())
     table = Table()
     for column in ("name", "role", "created", "last used"):
         table.add_column(column)

@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from imprint.auth.clients import CLIENT_CREDENTIALS, create_client
+from imprint.auth.clients import CLIENT_CREDENTIALS
 from imprint.cli import err, out
-from imprint.cli.org import cli_audit, open_local_runtime
+from imprint.cli.org import open_local_runtime
+from imprint.tenancy.access import cli_principal
 from imprint.tenancy.roles import Role
 
 app = typer.Typer(help="Manage OAuth clients: machines and applications that get tokens.")
@@ -34,10 +35,8 @@ def create(
 ) -> None:
     """Create a client; prints its id, then its secret once on standard output."""
     with open_local_runtime() as runtime:
-        if org is not None:
-            runtime.orgs.get(org)
-        issued = create_client(
-            runtime.oauth_clients,
+        issued = runtime.app.oauth_clients.create(
+            cli_principal(),
             name,
             grant_types=grant or [CLIENT_CREDENTIALS],
             scopes=scope or [],
@@ -47,17 +46,7 @@ def create(
             role=role,
             public=public,
         )
-        client = issued.client
-        cli_audit(
-            runtime,
-            "oauth_client.create",
-            "oauth_client",
-            client.client_id,
-            org,
-            name=name,
-            grant_types=list(client.grant_types),
-            role=role.value,
-        )
+    client = issued.client
     err.print("client id, then its secret (shown once):")
     sys.stdout.write(client.client_id + "\n")
     if issued.secret is not None:
@@ -68,7 +57,7 @@ def create(
 def list_clients() -> None:
     """List stored and configured clients (never their secrets)."""
     with open_local_runtime() as runtime:
-        clients = [*runtime.clients.configured, *runtime.oauth_clients.search(None, 10_000)]
+        clients = runtime.app.oauth_clients.list(cli_principal(), limit=10_000)
     table = Table(title="OAuth clients")
     for column in ("client id", "name", "grants", "org", "role", "source"):
         table.add_column(column)

@@ -9,10 +9,9 @@ import typer
 from rich.table import Table
 
 from imprint.cli import _fail, out
-from imprint.cli.org import cli_audit, open_local_runtime
-from imprint.runtime import Runtime
+from imprint.cli.org import open_local_runtime
+from imprint.tenancy.access import cli_principal
 from imprint.tenancy.roles import Role
-from imprint.tenancy.users import User, create_user, normalize_username, set_password
 
 app = typer.Typer(help="Manage users, their roles in organizations and their accounts.")
 
@@ -30,11 +29,7 @@ def create(
 ) -> None:
     """Create a user with a password (asked for) and a role in one organization."""
     with open_local_runtime() as runtime:
-        runtime.orgs.get(org)
-        user = create_user(runtime.users, username, password, org_id=org, role=role)
-        cli_audit(
-            runtime, "user.create", "user", user.id, org, username=user.username, role=role.value
-        )
+        user = runtime.app.users.create(cli_principal(), username, password, org_id=org, role=role)
     out.print(user.id)
 
 
@@ -44,7 +39,7 @@ def list_users(
 ) -> None:
     """List users and their memberships."""
     with open_local_runtime() as runtime:
-        users = runtime.users.in_orgs(None if org is None else {org}, 10_000)
+        users = runtime.app.users.list(cli_principal(), org_id=org, limit=10_000)
     table = Table(title="users")
     for column in ("id", "username", "memberships", "disabled"):
         table.add_column(column)
@@ -66,20 +61,13 @@ def role(
     if new_role not in {*Role._value2member_map_, "none"}:
         _fail("ROLE: viewer, operator, admin or none", 2)
     with open_local_runtime() as runtime:
-        user = _user(runtime, username)
-        runtime.orgs.get(org)
-        given = None if new_role == "none" else Role(new_role)
-        runtime.users.set_membership(user.id, org, given)
-        action = "user.role.remove" if given is None else "user.role.set"
-        cli_audit(runtime, action, "user", user.id, org, role=new_role)
+        users = runtime.app.users
+        user = users.find(cli_principal(), username)
+        if new_role == "none":
+            users.remove_role(cli_principal(), user.id, org)
+        else:
+            users.set_role(cli_principal(), user.id, org, Role(new_role))
     out.print(f"{user.username}: {org} {new_role}")
-
-
-def _user(runtime: Runtime, username: str) -> User:
-    user = runtime.users.find_by_username(normalize_username(username))
-    if user is None:
-        _fail(f"no user {username!r}")
-    return user
 
 
 @app.command("password")
@@ -94,17 +82,18 @@ def password(
 ) -> None:
     """Set a user's password (asked for); her console sessions and tokens end."""
     with open_local_runtime() as runtime:
-        user = _user(runtime, username)
-        set_password(runtime.users, user.id, new_password)
-        cli_audit(runtime, "user.password.reset", "user", user.id, None)
+        users = runtime.app.users
+        user = users.reset_password(
+            cli_principal(), users.find(cli_principal(), username).id, new_password
+        )
     out.print(f"{user.username}: password changed; sessions and tokens issued before end")
 
 
 def _set_disabled(username: str, disabled: bool) -> None:
     with open_local_runtime() as runtime:
-        user = _user(runtime, username)
-        runtime.users.set_disabled(user.id, disabled)
-        cli_audit(runtime, "user.disable" if disabled else "user.enable", "user", user.id, None)
+        users = runtime.app.users
+        found = users.find(cli_principal(), username)
+        user = (users.disable if disabled else users.enable)(cli_principal(), found.id)
     out.print(f"{user.username}: {'disabled' if disabled else 'enabled'}")
 
 

@@ -1,7 +1,8 @@
 """Your account: who you are, your memberships, and changing your password.
 
-Changing the password calls the admin API's route function (the same check of the
-current password, the same failure limiter and audit entry). The sessions and tokens
+Changing the password calls the same operation as the admin API
+(``runtime.app.users.change_own_password``: the same check of the current password,
+the same failure limiter and audit entry). The sessions and tokens
 issued before the change end; this browser gets a fresh session and stays signed in.
 """
 
@@ -11,9 +12,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from imprint.api.problems import status_of
-from imprint.api.routes import users as users_api
 from imprint.attestation.base import TooManyAttempts
-from imprint.console.forms import model_of
 from imprint.console.pages import (
     ConsoleRoute,
     ConsoleSessionDep,
@@ -59,14 +58,13 @@ async def change_password(request: Request, session: ConsoleSessionDep) -> Respo
         return _page(request, user, "The two new passwords differ.", 400)
     rt = runtime_of(request)
     try:
-        body = model_of(
-            users_api.OwnPasswordIn,
-            {
-                "current_password": form.get("current_password", ""),
-                "new_password": form.get("new_password", ""),
-            },
+        await run_in_threadpool(
+            rt.app.users.change_own_password,
+            user,
+            form.get("current_password", ""),
+            form.get("new_password", ""),
+            source=request.client.host if request.client else None,
         )
-        await run_in_threadpool(users_api.change_own_password, body, request, rt, user)
     except (InvalidValue, PermissionDenied) as exc:
         return _page(request, user, exc.message, status_of(exc))
     except TooManyAttempts:

@@ -8,10 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
-from imprint.app.auditing import audit
-from imprint.errors import PermissionDenied
-from imprint.tenancy.access import authorize, org_scope, role_in
-from imprint.tenancy.orgs import Organization, OrgTree, create_organization
+from imprint.app.organizations import OrgEntry
 from imprint.tenancy.roles import Role
 
 router = APIRouter(prefix="/api/v1/orgs", tags=["organizations"])
@@ -38,14 +35,15 @@ class OrgOut(BaseModel):
     role: Role | None = Field(description="Your role for objects of this organization")
 
     @classmethod
-    def of(cls, org: Organization, tree: OrgTree, role: Role | None) -> OrgOut:
+    def of(cls, entry: OrgEntry) -> OrgOut:
+        org = entry.org
         return cls(
             id=org.id,
             name=org.name,
             parent_id=org.parent_id,
             created_at=org.created_at,
-            children=tree.children(org.id),
-            role=role,
+            children=entry.children,
+            role=entry.role,
         )
 
 
@@ -55,43 +53,17 @@ class OrgPage(BaseModel):
 
 @router.post("", status_code=201, summary="Create an organization (admin of the parent)")
 def create(body: OrgIn, runtime: RuntimeDep, principal: PrincipalDep) -> OrgOut:
-    tree = runtime.org_tree()
-    if body.parent_id is None:
-        if not principal.instance_admin:
-            raise PermissionDenied(
-                "only an API key creates top-level organizations; name a parent_id",
-                code="role_insufficient",
-            )
-    else:
-        authorize(
-            principal, body.parent_id, Role.ADMIN, tree, what=f"organization {body.parent_id!r}"
-        )
-    org = create_organization(runtime.orgs, body.name, parent_id=body.parent_id, org_id=body.id)
-    audit(
-        runtime,
-        principal,
-        "org.create",
-        "organization",
-        org.id,
-        org_id=org.id,
-        name=org.name,
-        parent_id=org.parent_id,
+    entry = runtime.app.organizations.create(
+        principal, body.name, parent_id=body.parent_id, org_id=body.id
     )
-    tree = runtime.org_tree()
-    return OrgOut.of(org, tree, role_in(principal, org.id, tree))
+    return OrgOut.of(entry)
 
 
 @router.get("", summary="The organizations you see: yours and everything below them")
 def list_orgs(runtime: RuntimeDep, principal: PrincipalDep) -> OrgPage:
-    tree = runtime.org_tree()
-    scope = org_scope(principal, tree)
-    visible = [o for o in tree.orgs.values() if scope is None or o.id in scope]
-    visible.sort(key=lambda o: o.id)
-    return OrgPage(items=[OrgOut.of(o, tree, role_in(principal, o.id, tree)) for o in visible])
+    return OrgPage(items=[OrgOut.of(e) for e in runtime.app.organizations.list(principal)])
 
 
 @router.get("/{org_id}", summary="One organization (404 when it is not yours)")
 def show(org_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> OrgOut:
-    tree = runtime.org_tree()
-    role = authorize(principal, org_id, Role.VIEWER, tree, what=f"organization {org_id!r}")
-    return OrgOut.of(runtime.orgs.get(org_id), tree, role)
+    return OrgOut.of(runtime.app.organizations.show(principal, org_id))

@@ -1,0 +1,197 @@
+"""Organization operations: the tree, creating an organization, and sign-up.
+
+An admin of an organization creates organizations below it; only the whole instance (an
+API key, the command line) creates top-level ones. Sign-up creates a top-level
+organization, its admin and a registration key for its devices in one operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from imprint.app.base import Operations
+from imprint.app.scoping import scope_of
+from imprint.auth.passwords import check_password_policy
+from imprint.errors import Conflict, PermissionDenied
+from imprint.provisioning.enrollments import (
+    Enrollment,
+    EnrollmentKind,
+    Mechanism,
+    create_enrollment,
+    new_enrollment_id,
+)
+from imprint.provisioning.registration_keys import create_registration_key
+from imprint.tenancy.access import Principal, authorize, role_in
+from imprint.tenancy.orgs import (
+    Organization,
+    OrgTree,
+    create_organization,
+    validate_org_id,
+)
+from imprint.tenancy.roles import Role
+from imprint.tenancy.users import User, create_user, normalize_username
+
+__all__ = ["OrgEntry", "OrganizationOperations", "SignedUp"]
+
+
+@dataclass(frozen=True, slots=True)
+class OrgEntry:
+    """An organization as a principal sees it: its children and her role there."""
+
+    org: Organization
+    children: list[str]
+    role: Role | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedUp:
+    """What sign-up made; ``registration_key`` is shown once and never again."""
+
+    org: Organization
+    user: User
+    enrollment: Enrollment
+    registration_key: str
+
+
+class OrganizationOperations(Operations):
+    def list(self, principal: Principal) -> Sequence[OrgEntry]:
+        """The organizations the principal sees (hers and everything below), by id."""
+        tree = self._rt.org_tree()
+        scope = scope_of(self._rt, principal)
+        visible = sorted(
+            (o for o in tree.orgs.values() if scope is None or o.id in scope), key=lambda o: o.id
+        )
+        return [self._entry(principal, org, tree) for org in visible]
+
+    def tree(self, principal: Principal) -> OrgTree:
+        """The part of the organization tree the principal sees."""
+        return OrgTree(entry.org for entry in self.list(principal))
+
+    def show(self, principal: Principal, org_id: str) -> OrgEntry:
+        """One organization.
+
+        Raises:
+            NotFound: no such organization, or one the principal does not see.
+        """
+        tree = self._rt.org_tree()
+        role = authorize(principal, org_id, Role.VIEWER, tree, what=f"organization {org_id!r}")
+        return OrgEntry(self._rt.orgs.get(org_id), tree.children(org_id), role)
+
+    def create(
+        self,
+        principal: Principal,
+        name: str,
+        *,
+        parent_id: str | None = None,
+        org_id: str | None = None,
+    ) -> OrgEntry:
+        """Create an organization below ``parent_id`` (admin there), or a top-level one
+        (the whole instance only).
+
+        Raises:
+            PermissionDenied: a top-level organization asked by a member, or not admin of
+                the parent.
+            NotFound: no such parent, or one the principal does not see.
+            InvalidValue: a bad name or id, or the tree would grow too deep.
+            Conflict: the id is taken.
+        """
+        with self._transaction():
+            if parent_id is None:
+                if not principal.instance_admin:
+                    raise PermissionDenied(
+                        "only an API key creates top-level organizations; name a parent_id",
+                        code="role_insufficient",
+                    )
+            else:
+                authorize(
+                    principal,
+                    parent_id,
+                    Role.ADMIN,
+                    self._rt.org_tree(),
+                    what=f"organization {parent_id!r}",
+                )
+            org = create_organization(self._rt.orgs, name, parent_id=parent_id, org_id=org_id)
+            self._audit(
+                principal,
+                "org.create",
+                "organization",
+                org.id,
+                org_id=org.id,
+                name=org.name,
+                parent_id=org.parent_id,
+            )
+            return self._entry(principal, org, self._rt.org_tree())
+
+    def signup(
+        self,
+        *,
+        organization: str,
+        username: str,
+        password: str,
+        org_id: str | None = None,
+        source: str | None = None,
+    ) -> SignedUp:
+        """Self-registration: a top-level organization, its admin user, and a
+        registration-key enrollment with its first key. Nobody is signed in: the audit
+        entry names the new admin (``user:<username>``).
+
+        Every sign-up counts against ``source`` (the caller's address) in the sign-in
+        failure limiter.
+
+        Raises:
+            PermissionDenied: self-registration is switched off.
+            TooManyAttempts: too many sign-ups from ``source``.
+            InvalidValue: a bad user name, password, organization name or id.
+            Conflict: the user name or the organization id is taken.
+        """
+        if not self._rt.settings.auth.self_registration:
+            raise PermissionDenied(
+                "self-registration is switched off here", code="self_registration_disabled"
+            )
+        limiter = self._rt.login_limiter
+        limiter.check(f"signup:{source}")
+        limiter.failure(f"signup:{source}")  # every sign-up counts against the address
+        username = normalize_username(username)
+        check_password_policy(password)
+        if org_id is not None:
+            validate_org_id(org_id)
+        now = datetime.now(UTC).replace(microsecond=0)
+        with self._transaction():
+            if self._rt.users.find_by_username(username) is not None:
+                raise Conflict(f"a user named {username!r} exists already")
+            org = create_organization(self._rt.orgs, organization, org_id=org_id)
+            user = create_user(self._rt.users, username, password, org_id=org.id, role=Role.ADMIN)
+            enrollment = create_enrollment(
+                self._rt.enrollments,
+                Enrollment(
+                    id=new_enrollment_id(),
+                    kind=EnrollmentKind.GROUP,
+                    mechanism=Mechanism.REGISTRATION_KEY,
+                    owner=org.id,
+                    created_at=now,
+                    updated_at=now,
+                ),
+            )
+            key = create_registration_key(
+                self._rt.registration_keys, self._rt.enrollments, enrollment.id, at=now
+            )
+            admin = Principal(
+                kind="user", subject=user.id, name=user.username, memberships={org.id: Role.ADMIN}
+            )
+            self._audit(
+                admin,
+                "signup",
+                "organization",
+                org.id,
+                org_id=org.id,
+                name=org.name,
+                user_id=user.id,
+                enrollment_id=enrollment.id,
+            )
+        return SignedUp(org=org, user=user, enrollment=enrollment, registration_key=key.key)
+
+    @staticmethod
+    def _entry(principal: Principal, org: Organization, tree: OrgTree) -> OrgEntry:
+        return OrgEntry(org, tree.children(org.id), role_in(principal, org.id, tree))
