@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from imprint.settings import Settings
+from imprint.store import db
 from tests.e2e.conftest import run_imprint
 from tests.integration.conftest import Service, start_service
 
@@ -49,7 +50,7 @@ def test_a_backup_taken_while_serving_restores_the_ca_and_the_data(
     assert made.returncode == 0, made.stderr
     assert f"backup written: {backup}" in made.stdout
     if sqlite:
-        assert "SQLite snapshot at revision 0011" in made.stdout
+        assert f"SQLite snapshot at revision {db.head_revision()}" in made.stdout
     else:
         assert "no database: PostgreSQL is backed up with pg_dump" in made.stdout
     # The passphrase came from the environment: the backup says it is not in it.
@@ -146,7 +147,8 @@ def test_the_default_layout_round_trips_with_the_database_in_the_data_directory(
     copy = Settings(data_dir=tmp_path / "two" / "data", ca={"passphrase": "test-passphrase"})
     restored = cli(copy, "restore", str(backup))
     assert restored.returncode == 0, restored.stderr
-    assert f"SQLite database at revision 0011: {copy.data_dir.resolve()}/imprint.db" in (
+    revision = db.head_revision()
+    assert f"SQLite database at revision {revision}: {copy.data_dir.resolve()}/imprint.db" in (
         restored.stdout.replace("\n", "")
     )
     for service in start_service(copy, tmp_path):
