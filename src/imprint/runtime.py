@@ -111,6 +111,8 @@ class Runtime:
     client_cas: SqlClientCAStore
     deny_list: SqlDenyList
     manufacturer_crls: SqlManufacturerCrlStore
+    oob_secrets: SqlOobSecretStore
+    registration_keys: SqlRegistrationKeyStore  # sealed with the key-encryption key
     metrics: Metrics = field(default_factory=Metrics)
 
     def transaction(self) -> AbstractContextManager[None]:
@@ -147,15 +149,6 @@ class Runtime:
     @functools.cached_property
     def channel_entries(self) -> SqlEntryStore:
         return SqlEntryStore(self.engine)
-
-    @functools.cached_property
-    def oob_secrets(self) -> SqlOobSecretStore:
-        return SqlOobSecretStore(self.engine, self.box)
-
-    @functools.cached_property
-    def registration_keys(self) -> SqlRegistrationKeyStore:
-        """The registration keys of registration-key enrollments (sealed with the KEK)."""
-        return SqlRegistrationKeyStore(self.engine, self.box)
 
     @functools.cached_property
     def orgs(self) -> SqlOrganizationStore:
@@ -404,15 +397,17 @@ def open_runtime(
     client_cas = SqlClientCAStore(engine)
     deny_list = SqlDenyList(engine)
     manufacturer_crls = SqlManufacturerCrlStore(engine)
+    oob_secrets = SqlOobSecretStore(engine, box)
+    registration_keys = SqlRegistrationKeyStore(engine, box)
     attestors = build_attestors(
-        engine=engine,
-        box=box,
         enrollments=enrollments,
         devices=devices,
         nonces=nonces,
         client_cas=client_cas,
         deny_list=deny_list,
         crls=manufacturer_crls,
+        oob_secrets=oob_secrets,
+        registration_keys=registration_keys,
         provision_url=f"{settings.server.base_url()}/api/v1/provision",
     )
     renewals = RenewalAuthorizer(
@@ -442,6 +437,8 @@ def open_runtime(
         client_cas=client_cas,
         deny_list=deny_list,
         manufacturer_crls=manufacturer_crls,
+        oob_secrets=oob_secrets,
+        registration_keys=registration_keys,
         metrics=metrics,
     )
     if settings.mqtt.enabled:

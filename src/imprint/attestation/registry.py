@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Engine
-
 from imprint.attestation.base import Attestor
 from imprint.attestation.client_ca import ClientCAAttestor
 from imprint.attestation.oob_secret import OobSecretAttestor
@@ -14,27 +12,25 @@ from imprint.attestation.x509 import X509Attestor
 from imprint.provisioning.client_cas import ClientCAStore
 from imprint.provisioning.devices import DeviceStore, NonceStore
 from imprint.provisioning.enrollments import EnrollmentStore, Mechanism
-from imprint.sealing import SecretBox
-from imprint.store.oob_secrets import SqlOobSecretStore
-from imprint.store.registration_keys import SqlRegistrationKeyStore
+from imprint.provisioning.oob_secrets import OobSecretStore
+from imprint.provisioning.registration_keys import RegistrationKeyStore
 
 __all__ = ["build_attestors"]
 
 
 def build_attestors(
     *,
-    engine: Engine,
-    box: SecretBox,
     enrollments: EnrollmentStore,
     devices: DeviceStore,
     nonces: NonceStore,
     client_cas: ClientCAStore,
     deny_list: DenyList,
     crls: ManufacturerCrlStore,
+    oob_secrets: OobSecretStore,
+    registration_keys: RegistrationKeyStore,
     provision_url: str,
 ) -> dict[Mechanism, Attestor]:
-    """One attestor per mechanism (the engine is only for mechanism-specific stores the
-    runtime does not hold).
+    """One attestor per mechanism, with the stores the runtime built.
 
     ``provision_url`` is the audience signed requests must name.
     """
@@ -51,9 +47,6 @@ def build_attestors(
         audience=provision_url,
     )
     attestors[Mechanism.SYMMETRIC_KEY] = SymmetricKeyAttestor(enrollments, nonces)
-    keys = SqlRegistrationKeyStore(engine, box)
-    attestors[Mechanism.REGISTRATION_KEY] = RegistrationKeyAttestor(keys, enrollments)
-    attestors[Mechanism.OOB_SECRET] = OobSecretAttestor(
-        SqlOobSecretStore(engine, box), enrollments, devices, nonces
-    )
+    attestors[Mechanism.REGISTRATION_KEY] = RegistrationKeyAttestor(registration_keys, enrollments)
+    attestors[Mechanism.OOB_SECRET] = OobSecretAttestor(oob_secrets, enrollments, devices, nonces)
     return attestors
