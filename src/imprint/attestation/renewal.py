@@ -143,7 +143,12 @@ class RenewalAuthorizer:
             )
             if not retry:
                 raise CertificateRevoked(f"certificate {serial} has been revoked")
-        if device is None or (device.certificate_serial != serial and not retry):
+        if device is None:
+            raise IdentityNotEnrolled("this is not the device's current certificate")
+        # A certificate of this device that a concurrent renewal superseded between the
+        # reads above passes: the use case decides under the device's lock (the key that
+        # renewal certified gets its answer, any other key certificate_revoked).
+        if device.certificate_serial != serial and not retry and record.device_ref != device.id:
             raise IdentityNotEnrolled("this is not the device's current certificate")
         enrollment = self._enrollments.get(device.enrollment_id)
         if evidence.at > current.not_valid_after_utc:
