@@ -226,9 +226,9 @@ def test_crl_numbers_increase_per_issuer(ledger: SqlCertificateLedger) -> None:
     assert ledger.next_crl_number(ISSUER, NOW) == 5
 
 
-def test_crl_numbers_survive_a_new_engine(engine: Engine, database_url: str) -> None:
+def test_crl_numbers_survive_a_new_engine(engine: Engine, migrated_database_url: str) -> None:
     SqlCertificateLedger(engine).next_crl_number(ISSUER, NOW)
-    second = db.create_engine(database_url)
+    second = db.create_engine(migrated_database_url)
     try:
         assert SqlCertificateLedger(second).next_crl_number(ISSUER, NOW) == 2
     finally:
