@@ -6,6 +6,14 @@ fsync off. PostgreSQL refuses to run as root, so as root it runs as the ``postgr
 Without the binaries the PostgreSQL tests are skipped, except in CI (``CI=true``), where
 they fail: CI must never silently skip a backend.
 
+Which backend a test runs on: every test that takes ``database_url`` (directly, or through
+``engine``, ``settings`` or ``service``) runs on SQLite; it runs on PostgreSQL as well
+when it is marked ``both_databases`` (see :func:`pytest_generate_tests`). Marked are the
+storage tests (SQL of store/, migrations, unit of work, locking and concurrency) and a
+smoke slice of every surface (a test or two of each integration module), so that every
+route, mechanism and command is seen on PostgreSQL at least once without running the
+whole service suite twice.
+
 Made once per session (per xdist worker): the CA material of the ``settings`` fixture
 (copied into each test's data directory, modes kept) and a migrated database per backend
 (a SQLite file copied per test; a PostgreSQL template database cloned per test), so a
@@ -179,9 +187,20 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run tests that need a database on SQLite, and those marked ``both_databases`` on
+    PostgreSQL too (why these: see the module docstring)."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    backends = [pytest.param("sqlite", id="sqlite")]
+    if metafunc.definition.get_closest_marker("both_databases") is not None:
+        backends.append(pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres))
+    metafunc.parametrize("backend", backends, indirect=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """Each test that needs a database runs once on SQLite and once on PostgreSQL."""
+    """``sqlite``, or ``postgresql`` for the tests marked ``both_databases``."""
     return str(request.param)
 
 

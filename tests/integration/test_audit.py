@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import Request
 from sqlalchemy import text
@@ -81,6 +82,7 @@ def test_admin_changes_are_logged_without_secrets(service: Service) -> None:
         assert secret not in text
 
 
+@pytest.mark.both_databases
 def test_filters_pages_and_scope(service: Service) -> None:
     with service.admin() as admin:
         make_org(admin, "acme")

@@ -39,6 +39,7 @@ def restored_settings(settings: Settings, place: Path) -> Settings:
     return settings.model_copy(update={"data_dir": place / "data", "database": database})
 
 
+@pytest.mark.both_databases
 def test_a_backup_taken_while_serving_restores_the_ca_and_the_data(
     settings: Settings, service: Service, tmp_path: Path
 ) -> None:

@@ -230,6 +230,7 @@ def test_wrong_keys_and_bad_input_store_nothing(service: Service, device: Device
     assert (empty.status_code, empty.json()) == (200, -1)
 
 
+@pytest.mark.both_databases
 def test_the_device_certificate_writes_its_own_channel(service: Service, device: Device) -> None:
     stranger = service.device_credentials("stranger")  # ours, but no device's certificate
     with service.client(cert=device.credentials) as http:
@@ -467,6 +468,7 @@ def test_the_rate_limit_answers_0_on_update_and_429_on_json(limited: Service) ->
     assert later.text == "2"  # the refused writes used no entry id
 
 
+@pytest.mark.both_databases
 def test_concurrent_writes_get_consecutive_ids(service: Service, device: Device) -> None:
     answers: list[str] = []
     failures: list[str] = []

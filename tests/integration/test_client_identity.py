@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -55,6 +56,7 @@ def test_the_certificate_names_the_owner_and_verifies_with_openssl(service: Serv
     assert record.requested_by == "identity:user:marge@simps.net"
 
 
+@pytest.mark.both_databases
 def test_same_key_gets_its_certificate_back_and_another_key_is_refused(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     key, first_csr = make_csr("laptop")
@@ -168,6 +170,7 @@ def test_refusals_are_problems_and_sign_nothing(service: Service) -> None:
     assert certificate_count(service) == before
 
 
+@pytest.mark.both_databases
 def test_concurrent_requests_with_different_keys_yield_one_identity(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     csrs = [csr_pem(make_csr()[1]) for _ in range(6)]

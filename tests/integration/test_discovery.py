@@ -66,6 +66,7 @@ def test_the_sdk_browse_finds_the_server(announced: Service) -> None:
     assert announced.base_url in found
 
 
+@pytest.mark.both_databases
 def test_a_device_provisions_with_no_url_configured(announced: Service, tmp_path: Path) -> None:
     with announced.admin() as admin:
         response = admin.post(

@@ -568,6 +568,7 @@ def test_a_member_of_a_gets_404_for_b_and_below_and_sees_a_kid(
     assert gone.status_code == 404
 
 
+@pytest.mark.both_databases
 def test_lists_hold_only_what_the_caller_sees(service: Service, world: World) -> None:
     visible = {MINE, KID}
     with bearer(service, world.alice) as alice:
@@ -629,6 +630,7 @@ def test_instance_wide_objects_need_an_api_key(service: Service, world: World) -
         assert _ok(admin.post("/api/v1/denied-certificates", json=denied), 201)
 
 
+@pytest.mark.both_databases
 def test_migration_gives_existing_certificates_their_device_owner(engine: Engine) -> None:
     """0009 fills in the owner of certificates that devices hold; others stay unowned."""
     from alembic import command

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.integration.conftest import Service
 from tests.integration.test_channels_provisioning import (
@@ -62,6 +63,7 @@ def opened(response: httpx.Response, second: str, serial: str = SERIAL) -> dict[
     return secrets
 
 
+@pytest.mark.both_databases
 def test_the_seed_request_gets_its_channel_sealed(service: Service) -> None:
     with service.admin() as admin:
         channel_enrollment(admin, "simpsons", "the-simpsons", key=SEED_KEY)
@@ -119,6 +121,7 @@ def test_plain_delivery_answers_the_lines_midpoint_firmware_reads(service: Servi
     assert counts(service)[:2] == (1, 1)
 
 
+@pytest.mark.both_databases
 def test_repeated_and_concurrent_registrations_keep_one_channel(service: Service) -> None:
     with service.admin() as admin:
         key = channel_enrollment(admin, "simpsons", "the-simpsons")

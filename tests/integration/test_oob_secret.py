@@ -114,6 +114,7 @@ def state(service: Service) -> tuple[int, int, int]:
     )
 
 
+@pytest.mark.both_databases
 def test_registered_device_provisions_and_can_check_the_answer(service: Service) -> None:
     with service.admin() as admin:
         enrollment = create_enrollment(admin, generate_pre_shared_key=True)
@@ -383,6 +384,7 @@ def test_bad_registrations_are_refused_and_store_nothing(service: Service) -> No
     assert store(service).count() == 0
 
 
+@pytest.mark.both_databases
 def test_bulk_dry_run_then_import_then_reimport(service: Service) -> None:
     rows = [{"device_id": f"bulk-{i:03d}", "secret": f"secret-number-{i:03d}"} for i in range(50)]
     with service.admin() as admin:

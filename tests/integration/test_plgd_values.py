@@ -115,6 +115,7 @@ def attest(service: Service, maker: Manufacturer, name: str) -> dict[str, Any]:
     return bundle
 
 
+@pytest.mark.both_databases
 def test_seed_values_import_and_a_device_gets_owner_psk_and_hub_token(
     service: Service, maker: Manufacturer
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import uuid
 
+import pytest
 from sqlalchemy import func, select
 
 from imprint.store.tables import client_psks
@@ -22,6 +23,7 @@ def psk_rows(service: Service) -> int:
     return int(count or 0)
 
 
+@pytest.mark.both_databases
 def test_issued_psk_is_shown_once_and_sealed_at_rest(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     with bearer(service, token) as http:

@@ -77,6 +77,7 @@ def member(service: Service, username: str, org_id: str, role: str = "operator")
         make_user(admin, username, org_id, role)
 
 
+@pytest.mark.both_databases
 def test_a_user_approves_in_the_browser_and_the_client_collects(service: Service) -> None:
     member(service, "marge@simps.net", "acme")
     key, csr = make_csr("d2d-client-on-a-server")

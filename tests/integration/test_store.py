@@ -19,6 +19,9 @@ from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.console_sessions import SqlEndedSessions
 from imprint.store.tables import metadata
 
+# Storage: every test here runs on PostgreSQL too (see tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
 NOW = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC)
 ISSUER = "ab" * 20
 

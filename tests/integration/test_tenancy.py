@@ -70,6 +70,7 @@ def _simpsons(service: Service) -> None:
         make_org(admin, "flanders")
 
 
+@pytest.mark.both_databases
 def test_members_see_their_subtree_and_foreign_orgs_are_404(service: Service) -> None:
     _simpsons(service)
     with service.admin() as admin:
@@ -234,6 +235,7 @@ def test_signup_is_off_by_default_answers_403_and_stores_nothing(
         assert service.runtime.users.find_by_username("x@example.org") is None
 
 
+@pytest.mark.both_databases
 def test_the_command_line_manages_orgs_users_and_clients(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
