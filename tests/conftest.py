@@ -187,6 +187,29 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# Tests that need a server of the machine's are marked by where they are, so that
+# `make test-fast` can leave them out with -m: PostgreSQL (the ``postgres`` mark of the
+# database parameter), chromium (tests/browser) and Mosquitto (test_mqtt). Under xdist
+# (-n), tests that must not run beside each other share a group (--dist loadgroup): the
+# browser tests (one chromium per worker, started once) and DNS-SD, whose announcements
+# every test on the machine's loopback would hear.
+_BY_PLACE = {
+    "tests/browser/": (pytest.mark.browser, pytest.mark.xdist_group("browser")),
+    "tests/integration/test_mqtt.py": (pytest.mark.mosquitto,),
+    "tests/integration/test_discovery.py": (pytest.mark.xdist_group("dns-sd"),),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        place = item.path.relative_to(root).as_posix()
+        for prefix, marks in _BY_PLACE.items():
+            if place.startswith(prefix):
+                for mark in marks:
+                    item.add_marker(mark)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run tests that need a database on SQLite, and those marked ``both_databases`` on
     PostgreSQL too (why these: see the module docstring)."""
