@@ -6,7 +6,18 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format sync clean bench bench-quick
+.PHONY: run test test-fast lint format sync clean bench bench-quick
+
+# Python keeps the bytecode it compiles (__pycache__, ignored by git) even where the
+# environment says not to: every test starts imprint processes, and each would compile
+# the whole stack again.
+unexport PYTHONDONTWRITEBYTECODE
+
+# pytest-xdist workers for `make test` and `make test-fast`; TEST_WORKERS=0 runs in one
+# process. --dist loadgroup keeps the tests of one xdist_group on one worker (see
+# tests/conftest.py).
+TEST_WORKERS ?= auto
+XDIST = -n $(TEST_WORKERS) --dist loadgroup
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -31,7 +42,12 @@ format: sync
 	$(BIN)/ruff check --fix src tests
 
 test: lint
-	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+# The tests that need no server of the machine's: no PostgreSQL, Mosquitto or chromium
+# (the in-process HTTPS server is fine), and no lint. Not for CI, which runs `make test`.
+test-fast: sync
+	$(BIN)/pytest $(XDIST) -m "not postgres and not browser and not mosquitto" $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): see bench/README.md. cfssl: apt-get install golang-cfssl
 bench: sync
