@@ -116,6 +116,7 @@ def test_filters_pages_and_scope(service: Service) -> None:
     assert refused.json()["code"] == "role_insufficient"
 
 
+@pytest.mark.slow
 def test_logins_are_logged_with_their_outcome(service: Service) -> None:
     with service.admin() as admin:
         make_org(admin, "acme")

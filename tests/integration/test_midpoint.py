@@ -171,6 +171,7 @@ def test_a_registered_device_keeps_its_channel_when_it_gets_a_certificate(
     assert device.certificate_serial == bundle["serial"]
 
 
+@pytest.mark.slow
 def test_wrong_missing_or_doubled_halves_change_nothing(service: Service) -> None:
     with service.admin() as admin:
         key = channel_enrollment(admin, "simpsons", "the-simpsons")
@@ -275,6 +276,7 @@ def test_an_enrollment_without_a_channel_has_nothing_to_give(service: Service) -
     assert counts(service) == before
 
 
+@pytest.mark.slow
 def test_manual_approval_holds_the_device_until_approved(service: Service) -> None:
     with service.admin() as admin:
         key = channel_enrollment(admin, "simpsons", "the-simpsons", manual_approval=True)
@@ -295,6 +297,7 @@ def test_manual_approval_holds_the_device_until_approved(service: Service) -> No
     assert service.runtime.channels.get(secrets["channel"]["id"]).device_ref == device.id
 
 
+@pytest.mark.slow
 def test_the_route_is_described_in_the_api_document(service: Service) -> None:
     with service.client() as client:
         document = client.get("/openapi.json")

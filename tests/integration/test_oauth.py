@@ -141,6 +141,7 @@ def _code_client(service: Service) -> tuple[dict[str, Any], str]:
     return client, user_id
 
 
+@pytest.mark.slow
 @pytest.mark.both_databases
 def test_authorization_code_with_pkce_logs_a_person_in(service: Service) -> None:
     client, user_id = _code_client(service)
@@ -186,6 +187,7 @@ def test_authorization_code_with_pkce_logs_a_person_in(service: Service) -> None
     assert [u["username"] for u in me.json()["items"]] == ["homer@simps.net"]
 
 
+@pytest.mark.slow
 def test_wrong_verifier_and_expired_codes_are_invalid_grants(service: Service) -> None:
     client, user_id = _code_client(service)
     verifier, challenge = pkce_pair()

@@ -50,6 +50,7 @@ def _at_once(calls: list[httpx.Request], service: Service) -> list[httpx.Respons
         return list(pool.map(send, calls))
 
 
+@pytest.mark.slow
 def test_concurrent_provisions_of_one_device_leave_one_valid_certificate(
     service: Service,
 ) -> None:

@@ -417,6 +417,7 @@ def test_bulk_dry_run_then_import_then_reimport(service: Service) -> None:
     assert stored.secret == "changed-secret-000"
 
 
+@pytest.mark.slow
 def test_bulk_bodies_may_pass_the_general_limit_up_to_the_upload_limit(
     service: Service,
 ) -> None:
@@ -476,6 +477,7 @@ def test_bulk_with_a_bad_row_writes_nothing_and_names_each_line(service: Service
     assert len(dry.json()["invalid"]) == 4
 
 
+@pytest.mark.slow
 def test_cli_imports_twenty_thousand_rows_then_recognises_them(
     service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

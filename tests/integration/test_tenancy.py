@@ -153,6 +153,7 @@ def test_deleting_a_client_revokes_its_tokens(service: Service) -> None:
         assert http.get("/api/v1/orgs").status_code == 401
 
 
+@pytest.mark.slow
 def test_signup_creates_an_org_its_admin_and_a_working_registration_key(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -235,6 +236,7 @@ def test_signup_is_off_by_default_answers_403_and_stores_nothing(
         assert service.runtime.users.find_by_username("x@example.org") is None
 
 
+@pytest.mark.slow
 @pytest.mark.both_databases
 def test_the_command_line_manages_orgs_users_and_clients(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
