@@ -44,10 +44,13 @@ format: sync
 test: lint
 	$(BIN)/pytest $(XDIST) --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
-# The tests that need no server of the machine's: no PostgreSQL, Mosquitto or chromium
-# (the in-process HTTPS server is fine), and no lint. Not for CI, which runs `make test`.
+# A quick check while working, not for CI (which runs `make test`): no lint, no server of
+# the machine's (PostgreSQL, Mosquitto, chromium), no tests/e2e (real imprint processes)
+# and no test marked slow; the unit tests and the integration tests on the in-process
+# HTTPS server and SQLite.
+FAST_TESTS = -m "not postgres and not browser and not mosquitto and not slow" tests/unit tests/integration
 test-fast: sync
-	$(BIN)/pytest $(XDIST) -m "not postgres and not browser and not mosquitto" $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(FAST_TESTS) $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): see bench/README.md. cfssl: apt-get install golang-cfssl
 bench: sync
