@@ -24,6 +24,7 @@ database, for the tests of migrations.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -37,6 +38,7 @@ from typing import NoReturn
 
 import psycopg
 import pytest
+import structlog
 from sqlalchemy.engine import Engine
 
 from imprint.pki.material import init_ca
@@ -303,3 +305,28 @@ def _drop_imprint_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def _no_imprint_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the developer's own IMPRINT_* variables out of every test."""
     _drop_imprint_environment(monkeypatch)
+
+
+# The loggers imprint.logs.configure_logging changes besides the root logger.
+_CONFIGURED_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "alembic")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo what a test did to the process's logging (configure_logging, from a test of
+    it or a command run in-process), so that no later test depends on the order tests
+    run in: after it the root logger was at INFO with a handler on a closed stream."""
+    saved = {
+        name: (logger.handlers[:], logger.level, logger.propagate, logger.disabled)
+        for name in _CONFIGURED_LOGGERS
+        for logger in [logging.getLogger(name)]
+    }
+    structlog_config = structlog.get_config()
+    yield
+    for name, (handlers, level, propagate, disabled) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.disabled = disabled
+    structlog.configure(**structlog_config)
