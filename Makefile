@@ -14,10 +14,9 @@ BIN := $(VENV)/bin
 unexport PYTHONDONTWRITEBYTECODE
 
 # pytest-xdist workers for `make test` and `make test-fast`; TEST_WORKERS=0 runs in one
-# process. --dist loadgroup keeps the tests of one xdist_group on one worker (see
-# tests/conftest.py).
+# process. --dist loadfile keeps a module's tests on one worker (see tests/conftest.py).
 TEST_WORKERS ?= auto
-XDIST = -n $(TEST_WORKERS) --dist loadgroup
+XDIST = -n $(TEST_WORKERS) --dist loadfile
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)

@@ -191,14 +191,15 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # Tests that need a server of the machine's are marked by where they are, so that
 # `make test-fast` can leave them out with -m: PostgreSQL (the ``postgres`` mark of the
-# database parameter), chromium (tests/browser) and Mosquitto (test_mqtt). Under xdist
-# (-n), tests that must not run beside each other share a group (--dist loadgroup): the
-# browser tests (one chromium per worker, started once) and DNS-SD, whose announcements
-# every test on the machine's loopback would hear.
+# database parameter), chromium (tests/browser) and Mosquitto (test_mqtt). The Makefile
+# runs pytest-xdist with --dist loadfile: a module's tests stay on one worker, which
+# keeps the DNS-SD tests (test_discovery), whose announcements every test on the
+# machine's loopback would hear, from running beside each other. (--dist loadgroup with
+# xdist_group marks would not do: pytest-xdist 3.8 renames node ids in a way pytest 9
+# ignores, so the groups are silently split.)
 _BY_PLACE = {
-    "tests/browser/": (pytest.mark.browser, pytest.mark.xdist_group("browser")),
-    "tests/integration/test_mqtt.py": (pytest.mark.mosquitto,),
-    "tests/integration/test_discovery.py": (pytest.mark.xdist_group("dns-sd"),),
+    "tests/browser/": pytest.mark.browser,
+    "tests/integration/test_mqtt.py": pytest.mark.mosquitto,
 }
 
 
@@ -206,10 +207,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     root = config.rootpath
     for item in items:
         place = item.path.relative_to(root).as_posix()
-        for prefix, marks in _BY_PLACE.items():
+        for prefix, mark in _BY_PLACE.items():
             if place.startswith(prefix):
-                for mark in marks:
-                    item.add_marker(mark)
+                item.add_marker(mark)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
