@@ -6,7 +6,17 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format sync clean bench bench-quick
+.PHONY: run test test-fast lint format sync clean bench bench-quick
+
+# Python keeps the bytecode it compiles (__pycache__, ignored by git) even where the
+# environment says not to: every test starts imprint processes, and each would compile
+# the whole stack again.
+unexport PYTHONDONTWRITEBYTECODE
+
+# pytest-xdist workers for `make test` and `make test-fast`; TEST_WORKERS=0 runs in one
+# process. --dist loadfile keeps a module's tests on one worker (see tests/conftest.py).
+TEST_WORKERS ?= auto
+XDIST = -n $(TEST_WORKERS) --dist loadfile
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -31,7 +41,15 @@ format: sync
 	$(BIN)/ruff check --fix src tests
 
 test: lint
-	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+# A quick check while working, not for CI (which runs `make test`): no lint, no server of
+# the machine's (PostgreSQL, Mosquitto, chromium), no tests/e2e (real imprint processes)
+# and no test marked slow; the unit tests and the integration tests on the in-process
+# HTTPS server and SQLite.
+FAST_TESTS = -m "not postgres and not browser and not mosquitto and not slow" tests/unit tests/integration
+test-fast: sync
+	$(BIN)/pytest $(XDIST) $(FAST_TESTS) $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): see bench/README.md. cfssl: apt-get install golang-cfssl
 bench: sync

@@ -5,10 +5,26 @@ The PostgreSQL server is started once per session from the Debian binaries, list
 fsync off. PostgreSQL refuses to run as root, so as root it runs as the ``postgres`` user.
 Without the binaries the PostgreSQL tests are skipped, except in CI (``CI=true``), where
 they fail: CI must never silently skip a backend.
+
+Which backend a test runs on: every test that takes ``database_url`` (directly, or through
+``engine``, ``settings`` or ``service``) runs on SQLite; it runs on PostgreSQL as well
+when it is marked ``both_databases`` (see :func:`pytest_generate_tests`). Marked are the
+storage tests (SQL of store/, migrations, unit of work, locking and concurrency) and a
+smoke slice of every surface (a test or two of each integration module), so that every
+route, mechanism and command is seen on PostgreSQL at least once without running the
+whole service suite twice.
+
+Made once per session (per xdist worker): the CA material of the ``settings`` fixture
+(copied into each test's data directory, modes kept) and a migrated database per backend
+(a SQLite file copied per test; a PostgreSQL template database cloned per test), so a
+test starts from what ``imprint.runtime.prepare`` would have created without paying for
+key generation and twelve migrations each time. ``database_url`` itself stays an empty
+database, for the tests of migrations.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -22,10 +38,15 @@ from typing import NoReturn
 
 import psycopg
 import pytest
+import structlog
 from sqlalchemy.engine import Engine
 
+from imprint.pki.material import init_ca
 from imprint.settings import ENV_PREFIX, Settings
 from imprint.store import db
+
+CA_PASSPHRASE = "test-passphrase"
+TEMPLATE_DATABASE = "imprint_template"
 
 
 @dataclass(frozen=True)
@@ -113,49 +134,199 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture
-def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh, empty database (its name), dropped after the test."""
+def _create_database(server: PostgresServer, template: str | None = None) -> str:
     name = f"imprint_{uuid.uuid4().hex[:16]}"
-    admin = postgres_server.url("postgres", driver="postgresql")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with psycopg.connect(admin, autocommit=True) as conn:
+    clone = f' TEMPLATE "{template}"' if template else ""
+    with psycopg.connect(server.url("postgres", driver="postgresql"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"{clone}')
+    return name
+
+
+def _drop_database(server: PostgresServer, name: str) -> None:
+    with psycopg.connect(server.url("postgres", driver="postgresql"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A SQLAlchemy URL of an empty database, once for SQLite and once for PostgreSQL."""
-    if request.param == "sqlite":
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database (its name), dropped after the test."""
+    name = _create_database(postgres_server)
+    yield name
+    _drop_database(postgres_server, name)
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: PostgresServer) -> str:
+    """A database with every migration applied, made once, for ``CREATE DATABASE ...
+    TEMPLATE``. Nothing stays connected to it (PostgreSQL refuses to copy it otherwise)."""
+    with psycopg.connect(
+        postgres_server.url("postgres", driver="postgresql"), autocommit=True
+    ) as conn:
+        conn.execute(f'CREATE DATABASE "{TEMPLATE_DATABASE}"')
+    engine = db.create_engine(postgres_server.url(TEMPLATE_DATABASE))
+    try:
+        db.upgrade(engine)
+    finally:
+        engine.dispose()
+    return TEMPLATE_DATABASE
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with every migration applied, made once, copied per test. The engine
+    is disposed first: the last connection to close checkpoints the WAL and removes it, so
+    the main file alone holds the whole database."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "imprint.db"
+    engine = db.create_engine(f"sqlite:///{path}")
+    try:
+        db.upgrade(engine)
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        engine.dispose()
+    leftovers = [p.name for p in path.parent.glob(f"{path.name}-*")]  # -wal, -shm
+    assert not leftovers, f"the SQLite template is not in one file: {leftovers}"
+    return path
+
+
+# Tests that need a server of the machine's are marked by where they are, so that
+# `make test-fast` can leave them out with -m: PostgreSQL (the ``postgres`` mark of the
+# database parameter), chromium (tests/browser) and Mosquitto (test_mqtt). The Makefile
+# runs pytest-xdist with --dist loadfile: a module's tests stay on one worker, which
+# keeps the DNS-SD tests (test_discovery), whose announcements every test on the
+# machine's loopback would hear, from running beside each other. (--dist loadgroup with
+# xdist_group marks would not do: pytest-xdist 3.8 renames node ids in a way pytest 9
+# ignores, so the groups are silently split.)
+_BY_PLACE = {
+    "tests/browser/": pytest.mark.browser,
+    "tests/integration/test_mqtt.py": pytest.mark.mosquitto,
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        place = item.path.relative_to(root).as_posix()
+        for prefix, mark in _BY_PLACE.items():
+            if place.startswith(prefix):
+                item.add_marker(mark)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run tests that need a database on SQLite, and those marked ``both_databases`` on
+    PostgreSQL too (why these: see the module docstring)."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    backends = [pytest.param("sqlite", id="sqlite")]
+    if metafunc.definition.get_closest_marker("both_databases") is not None:
+        backends.append(pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres))
+    metafunc.parametrize("backend", backends, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite``, or ``postgresql`` for the tests marked ``both_databases``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLAlchemy URL of an empty database on ``backend``."""
+    if backend == "sqlite":
         return f"sqlite:///{tmp_path}/imprint.db"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.url(request.getfixturevalue("postgres_database"))
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """An engine on ``database_url`` with every migration applied."""
-    engine = db.create_engine(database_url)
+def migrated_database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    """A database on ``backend`` with every migration applied: a copy of the template."""
+    if backend == "sqlite":
+        target = tmp_path / "imprint.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+        yield f"sqlite:///{target}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = _create_database(server, template=request.getfixturevalue("postgres_template"))
+    yield server.url(name)
+    _drop_database(server, name)
+
+
+@pytest.fixture
+def engine(migrated_database_url: str) -> Iterator[Engine]:
+    """An engine on a database with every migration applied (``upgrade`` finds nothing to
+    do; it runs all the same, as a start would)."""
+    engine = db.create_engine(migrated_database_url)
     db.upgrade(engine)
     yield engine
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def ca_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``ca/`` directory ``init_ca`` makes for the tests' passphrase, made once."""
+    data_dir = tmp_path_factory.mktemp("ca-template") / "data"
+    with pytest.MonkeyPatch.context() as patch:
+        _drop_imprint_environment(patch)
+        settings = Settings(data_dir=data_dir, ca={"passphrase": CA_PASSPHRASE})
+        init_ca(settings)
+    return settings.ca_dir
+
+
+def copy_ca(ca_template: Path, data_dir: Path) -> None:
+    """Give ``data_dir`` the template CA, keeping the modes (0700 directory, 0600 keys)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    shutil.copytree(ca_template, data_dir / "ca")
+
+
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    """Settings with a data dir in tmp_path, the test database and a CA passphrase."""
+def settings(tmp_path: Path, migrated_database_url: str, ca_template: Path) -> Settings:
+    """Settings with a data dir in tmp_path holding a CA (a copy of the session's), a
+    migrated test database and the CA passphrase. Tests of a first start (creating the CA
+    and the schema) make their own settings."""
+    copy_ca(ca_template, tmp_path / "data")
     return Settings(
         data_dir=tmp_path / "data",
-        database={"url": database_url},
-        ca={"passphrase": "test-passphrase"},
+        database={"url": migrated_database_url},
+        ca={"passphrase": CA_PASSPHRASE},
     )
+
+
+def _drop_imprint_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.upper().startswith(ENV_PREFIX):
+            monkeypatch.delenv(key)
 
 
 @pytest.fixture(autouse=True)
 def _no_imprint_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the developer's own IMPRINT_* variables out of every test."""
-    for key in list(os.environ):
-        if key.upper().startswith(ENV_PREFIX):
-            monkeypatch.delenv(key)
+    _drop_imprint_environment(monkeypatch)
+
+
+# The loggers imprint.logs.configure_logging changes besides the root logger.
+_CONFIGURED_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "alembic")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo what a test did to the process's logging (configure_logging, from a test of
+    it or a command run in-process), so that no later test depends on the order tests
+    run in: after it the root logger was at INFO with a handler on a closed stream."""
+    saved = {
+        name: (logger.handlers[:], logger.level, logger.propagate, logger.disabled)
+        for name in _CONFIGURED_LOGGERS
+        for logger in [logging.getLogger(name)]
+    }
+    structlog_config = structlog.get_config()
+    yield
+    for name, (handlers, level, propagate, disabled) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.disabled = disabled
+    structlog.configure(**structlog_config)

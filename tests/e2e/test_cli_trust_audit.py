@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 
 from imprint.attestation.revocation import key_sha256
@@ -14,6 +15,10 @@ from imprint.runtime import open_runtime, prepare
 from imprint.settings import Settings
 from tests.e2e.conftest import run_imprint
 from tests.integration.test_x509_attestation import Manufacturer, crl_of
+
+# Said to hold on both databases: every test here runs on PostgreSQL too (see
+# tests/conftest.py).
+pytestmark = pytest.mark.both_databases
 
 
 def _imprint(settings: Settings, *args: str) -> str:

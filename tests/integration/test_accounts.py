@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from imprint.audit import AuditQuery
 from tests.integration.conftest import Service
@@ -27,6 +28,7 @@ def next_second() -> None:
     time.sleep(1.02 - time.time() % 1)
 
 
+@pytest.mark.slow
 def test_a_user_changes_her_password_and_her_older_tokens_end(service: Service) -> None:
     with service.admin() as admin:
         make_org(admin, "simpsons")
@@ -73,6 +75,8 @@ def test_a_user_changes_her_password_and_her_older_tokens_end(service: Service) 
     assert (answer.status_code, answer.json()["code"]) == (403, "not_a_local_user")
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_an_admin_manages_only_accounts_wholly_in_her_organizations(service: Service) -> None:
     with service.admin() as admin:
         make_org(admin, "simpsons")

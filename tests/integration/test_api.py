@@ -67,6 +67,7 @@ def test_an_api_key_records_its_last_use_to_the_minute(service: Service) -> None
     assert later.last_used_at >= first.last_used_at
 
 
+@pytest.mark.both_databases
 def test_issue_then_openssl_verifies_the_chain(service: Service, tmp_path: Path) -> None:
     csr, _key = make_csr("meter-7")
     with service.admin() as client:
@@ -152,6 +153,7 @@ def test_issued_certificate_points_at_a_crl_that_is_served(service: Service) -> 
         assert client.get(url.removeprefix(service.base_url)).status_code == 200
 
 
+@pytest.mark.both_databases
 def test_list_filters_by_expiry_and_pages(service: Service) -> None:
     with service.admin() as client:
         for index in range(3):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import Request
 from sqlalchemy import text
@@ -87,6 +88,7 @@ def test_admin_changes_are_logged_without_secrets(service: Service) -> None:
         assert secret not in text
 
 
+@pytest.mark.both_databases
 def test_filters_pages_and_scope(service: Service) -> None:
     with service.admin() as admin:
         make_org(admin, "acme")
@@ -120,6 +122,7 @@ def test_filters_pages_and_scope(service: Service) -> None:
     assert refused.json()["code"] == "role_insufficient"
 
 
+@pytest.mark.slow
 def test_logins_are_logged_with_their_outcome(service: Service) -> None:
     with service.admin() as admin:
         make_org(admin, "acme")

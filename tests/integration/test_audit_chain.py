@@ -19,6 +19,10 @@ from imprint.store import db
 from imprint.store.audit import SqlAuditLog
 from imprint.store.tables import UTCDateTime, audit_log
 
+# Storage (the chain, concurrent writers, a migration): every test here runs on
+# PostgreSQL too (see tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
 
 def fill(log: SqlAuditLog, count: int) -> None:
     for n in range(1, count + 1):

@@ -40,6 +40,8 @@ def restored_settings(settings: Settings, place: Path) -> Settings:
     return settings.model_copy(update={"data_dir": place / "data", "database": database})
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_a_backup_taken_while_serving_restores_the_ca_and_the_data(
     settings: Settings, service: Service, tmp_path: Path
 ) -> None:
@@ -101,6 +103,7 @@ def _rewrite(source: Path, target: Path, change: str) -> None:
             out.addfile(member, io.BytesIO(data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -130,6 +133,7 @@ def test_a_damaged_backup_is_refused_and_nothing_is_written(
     assert not list(place.glob(".imprint-restore-*"))
 
 
+@pytest.mark.slow
 def test_the_default_layout_round_trips_with_the_database_in_the_data_directory(
     tmp_path: Path,
 ) -> None:

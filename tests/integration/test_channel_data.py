@@ -230,6 +230,7 @@ def test_wrong_keys_and_bad_input_store_nothing(service: Service, device: Device
     assert (empty.status_code, empty.json()) == (200, -1)
 
 
+@pytest.mark.both_databases
 def test_the_device_certificate_writes_its_own_channel(service: Service, device: Device) -> None:
     stranger = service.device_credentials("stranger")  # ours, but no device's certificate
     with service.client(cert=device.credentials) as http:
@@ -324,6 +325,7 @@ def connector_enrollment(
         assert trusted.status_code == 201, trusted.text
 
 
+@pytest.mark.slow
 def test_the_seed_curl_self_provisions_and_writes(service: Service, tmp_path: Path) -> None:
     seed_ca(tmp_path)
     connector_enrollment(service, tmp_path, "connector")
@@ -467,6 +469,8 @@ def test_the_rate_limit_answers_0_on_update_and_429_on_json(limited: Service) ->
     assert later.text == "2"  # the refused writes used no entry id
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_concurrent_writes_get_consecutive_ids(service: Service, device: Device) -> None:
     answers: list[str] = []
     failures: list[str] = []
@@ -530,6 +534,7 @@ def test_the_thingspeak_client_writes_and_reads(
         wrong.get()
 
 
+@pytest.mark.slow
 def test_members_see_read_keys_of_their_organizations_only(service: Service) -> None:
     with service.admin() as admin:
         make_org(admin, "simpsons")

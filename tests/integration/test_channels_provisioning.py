@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -119,6 +120,7 @@ def refused(response: httpx.Response, status: int, code: str) -> None:
     assert response.json()["code"] == code
 
 
+@pytest.mark.both_databases
 def test_provisioning_makes_one_channel_and_keeps_it(service: Service) -> None:
     with service.admin() as admin:
         key = channel_enrollment(admin, "simpsons", "the-simpsons", generate_pre_shared_key=True)

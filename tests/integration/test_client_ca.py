@@ -98,6 +98,7 @@ def test_decode_shows_the_ca_before_saving(service: Service, tmp_path: Path) -> 
         assert client.get("/api/v1/enrollments").json()["items"] == []
 
 
+@pytest.mark.both_databases
 def test_first_mtls_contact_provisions_the_device_with_its_cn(
     service: Service, connector: Path
 ) -> None:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,6 +32,7 @@ from tests.integration.oauth_helpers import bearer
 PATH = "/api/v1/sign/identity-csr"
 
 
+@pytest.mark.slow
 def test_the_certificate_names_the_owner_and_verifies_with_openssl(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     key, csr = make_csr("i-would-like-to-be-root")
@@ -55,6 +57,8 @@ def test_the_certificate_names_the_owner_and_verifies_with_openssl(service: Serv
     assert record.requested_by == "identity:user:marge@simps.net"
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_same_key_gets_its_certificate_back_and_another_key_is_refused(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     key, first_csr = make_csr("laptop")
@@ -83,6 +87,7 @@ def test_same_key_gets_its_certificate_back_and_another_key_is_refused(service: 
     assert replaced.json()["owner"] == "acme"
 
 
+@pytest.mark.slow
 def test_owners_are_independent(service: Service) -> None:
     acme = user_token(service, "marge@simps.net", "acme")
     globex = user_token(service, "hank@globex.com", "globex")
@@ -97,6 +102,7 @@ def test_owners_are_independent(service: Service) -> None:
     assert theirs.json()["owner"] == "globex"
 
 
+@pytest.mark.slow
 def test_plgd_protojson_and_raw_pkcs10_bodies(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     key, csr = make_csr()
@@ -118,6 +124,7 @@ def test_plgd_protojson_and_raw_pkcs10_bodies(service: Service) -> None:
     assert raw.json()["serial"] == format(chain[0].serial_number, "x")
 
 
+@pytest.mark.slow
 def test_refusals_are_problems_and_sign_nothing(service: Service) -> None:
     operator = user_token(service, "marge@simps.net", "acme")
     viewer = user_token(service, "bart@simps.net", "acme", role="viewer")
@@ -168,6 +175,8 @@ def test_refusals_are_problems_and_sign_nothing(service: Service) -> None:
     assert certificate_count(service) == before
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_concurrent_requests_with_different_keys_yield_one_identity(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     csrs = [csr_pem(make_csr()[1]) for _ in range(6)]
@@ -200,6 +209,7 @@ def seed_identity(
     return issued
 
 
+@pytest.mark.slow
 def test_an_identity_due_for_renewal_is_renewed_for_its_key_only(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     key, csr = make_csr()
@@ -215,6 +225,7 @@ def test_an_identity_due_for_renewal_is_renewed_for_its_key_only(service: Servic
     assert renewed.json()["not_after"] > issued.record.not_after.isoformat()
 
 
+@pytest.mark.slow
 def test_an_expired_identity_frees_the_owner_for_another_key(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     key, _ = make_csr()

@@ -521,6 +521,8 @@ def write_pem(path: Path, *items: Any) -> None:
     path.write_bytes(data)
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_the_readme_examples_run(service: Service, tmp_path: Path, acme: Manufacturer) -> None:
     blocks = python_blocks(REPO / "README.md", "Devices")
     assert len(blocks) == 6

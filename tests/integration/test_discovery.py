@@ -66,6 +66,8 @@ def test_the_sdk_browse_finds_the_server(announced: Service) -> None:
     assert announced.base_url in found
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_a_device_provisions_with_no_url_configured(announced: Service, tmp_path: Path) -> None:
     with announced.admin() as admin:
         response = admin.post(
@@ -109,6 +111,7 @@ def test_a_device_provisions_with_no_url_configured(announced: Service, tmp_path
     assert announced.runtime.devices.find("acme", "lamp-7") is not None
 
 
+@pytest.mark.slow
 def test_without_discovery_or_url_the_cli_says_so(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPRINT_")}
     (tmp_path / "key").write_text(base64.b64encode(b"k" * 32).decode())

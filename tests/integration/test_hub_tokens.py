@@ -85,6 +85,7 @@ def failed_steps(service: Service, code: str) -> list[str]:
         return [row.step for row in conn.execute(query)]
 
 
+@pytest.mark.both_databases
 def test_own_server_token_verifies_and_a_retry_gets_the_same_certificate(
     service: Service, maker: Manufacturer
 ) -> None:

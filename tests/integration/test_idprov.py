@@ -132,6 +132,7 @@ def test_directory_lists_endpoints_ca_and_services(idprov_service: Service) -> N
     )
 
 
+@pytest.mark.both_databases
 def test_signed_request_is_approved_with_a_certificate_openssl_accepts(
     idprov_service: Service, tmp_path: Path
 ) -> None:

@@ -523,6 +523,7 @@ def _anonymous(text: str, o: Objects) -> str:
 # --- the matrix ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_member_of_a_gets_404_for_b_and_below_and_sees_a_kid(
     service: Service, world: World
 ) -> None:
@@ -568,6 +569,8 @@ def test_a_member_of_a_gets_404_for_b_and_below_and_sees_a_kid(
     assert gone.status_code == 404
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_lists_hold_only_what_the_caller_sees(service: Service, world: World) -> None:
     visible = {MINE, KID}
     with bearer(service, world.alice) as alice:
@@ -593,6 +596,7 @@ def test_lists_hold_only_what_the_caller_sees(service: Service, world: World) ->
     assert None in everything  # the server's own certificate belongs to no organization
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["viewer", "operator"])
 def test_roles_limit_what_a_member_may_do(service: Service, world: World, role: str) -> None:
     with service.admin() as admin:
@@ -613,6 +617,7 @@ def test_roles_limit_what_a_member_may_do(service: Service, world: World, role: 
     assert _snapshot(service, kid) == before
 
 
+@pytest.mark.slow
 def test_instance_wide_objects_need_an_api_key(service: Service, world: World) -> None:
     with bearer(service, world.alice) as alice:
         for call in INSTANCE:
@@ -629,6 +634,7 @@ def test_instance_wide_objects_need_an_api_key(service: Service, world: World) -
         assert _ok(admin.post("/api/v1/denied-certificates", json=denied), 201)
 
 
+@pytest.mark.both_databases
 def test_migration_gives_existing_certificates_their_device_owner(engine: Engine) -> None:
     """0009 fills in the owner of certificates that devices hold; others stay unowned."""
     from alembic import command

@@ -259,6 +259,7 @@ def pkilint_findings(*args: str | Path, cwd: Path) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provision", MECHANISMS, ids=lambda f: f.__name__.replace("_", "-"))
 def test_every_issued_chain_passes_openssl_and_pkilint(
     service: Service, tmp_path: Path, provision: Callable[[Service, Path], Issued]

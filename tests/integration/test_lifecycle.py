@@ -165,6 +165,7 @@ def test_manual_approval_then_approve(service: Service, tmp_path: Path) -> None:
     assert issued.json()["bundle"]["device_id"] == "meter-3"
 
 
+@pytest.mark.both_databases
 def test_disable_enable_revoke_and_reset(service: Service, tmp_path: Path) -> None:
     factory = Factory(service, tmp_path, "cycle")
     credentials = factory.device("meter-4")

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.integration.conftest import Service
 from tests.integration.test_channels_provisioning import (
@@ -62,6 +63,7 @@ def opened(response: httpx.Response, second: str, serial: str = SERIAL) -> dict[
     return secrets
 
 
+@pytest.mark.both_databases
 def test_the_seed_request_gets_its_channel_sealed(service: Service) -> None:
     with service.admin() as admin:
         channel_enrollment(admin, "simpsons", "the-simpsons", key=SEED_KEY)
@@ -119,6 +121,7 @@ def test_plain_delivery_answers_the_lines_midpoint_firmware_reads(service: Servi
     assert counts(service)[:2] == (1, 1)
 
 
+@pytest.mark.both_databases
 def test_repeated_and_concurrent_registrations_keep_one_channel(service: Service) -> None:
     with service.admin() as admin:
         key = channel_enrollment(admin, "simpsons", "the-simpsons")
@@ -168,6 +171,7 @@ def test_a_registered_device_keeps_its_channel_when_it_gets_a_certificate(
     assert device.certificate_serial == bundle["serial"]
 
 
+@pytest.mark.slow
 def test_wrong_missing_or_doubled_halves_change_nothing(service: Service) -> None:
     with service.admin() as admin:
         key = channel_enrollment(admin, "simpsons", "the-simpsons")
@@ -272,6 +276,7 @@ def test_an_enrollment_without_a_channel_has_nothing_to_give(service: Service) -
     assert counts(service) == before
 
 
+@pytest.mark.slow
 def test_manual_approval_holds_the_device_until_approved(service: Service) -> None:
     with service.admin() as admin:
         key = channel_enrollment(admin, "simpsons", "the-simpsons", manual_approval=True)
@@ -292,6 +297,7 @@ def test_manual_approval_holds_the_device_until_approved(service: Service) -> No
     assert service.runtime.channels.get(secrets["channel"]["id"]).device_ref == device.id
 
 
+@pytest.mark.slow
 def test_the_route_is_described_in_the_api_document(service: Service) -> None:
     with service.client() as client:
         document = client.get("/openapi.json")

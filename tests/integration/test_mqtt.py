@@ -152,6 +152,7 @@ def two_organizations(mqtt_service: Service, broker: Broker, tmp_path: Path) -> 
     return acme, globex
 
 
+@pytest.mark.both_databases
 def test_a_provisioned_device_publishes_and_the_acl_names_it(
     broker: Broker, two_organizations: tuple[Path, Path]
 ) -> None:

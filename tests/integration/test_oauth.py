@@ -53,6 +53,7 @@ def test_discovery_names_the_endpoints_and_the_jwks_holds_an_es256_key(service: 
     assert "d" not in keys[0]  # never the private half
 
 
+@pytest.mark.both_databases
 def test_client_credentials_token_verifies_and_carries_the_owner_claim(service: Service) -> None:
     with service.admin() as admin:
         make_org(admin, "acme")
@@ -140,6 +141,8 @@ def _code_client(service: Service) -> tuple[dict[str, Any], str]:
     return client, user_id
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_authorization_code_with_pkce_logs_a_person_in(service: Service) -> None:
     client, user_id = _code_client(service)
     verifier, challenge = pkce_pair()
@@ -184,6 +187,7 @@ def test_authorization_code_with_pkce_logs_a_person_in(service: Service) -> None
     assert [u["username"] for u in me.json()["items"]] == ["homer@simps.net"]
 
 
+@pytest.mark.slow
 def test_wrong_verifier_and_expired_codes_are_invalid_grants(service: Service) -> None:
     client, user_id = _code_client(service)
     verifier, challenge = pkce_pair()

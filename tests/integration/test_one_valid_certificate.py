@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import update
@@ -18,6 +19,9 @@ from tests.integration.conftest import Service, write_credentials
 from tests.integration.test_lifecycle import csr_of
 from tests.integration.test_renewal import provisioned
 from tests.integration.test_symmetric_key import create_enrollment, make_csr, request_body
+
+# Concurrency and locking: every test here runs on PostgreSQL too (see tests/conftest.py).
+pytestmark = pytest.mark.both_databases
 
 PARALLEL = 16
 
@@ -46,6 +50,7 @@ def _at_once(calls: list[httpx.Request], service: Service) -> list[httpx.Respons
         return list(pool.map(send, calls))
 
 
+@pytest.mark.slow
 def test_concurrent_provisions_of_one_device_leave_one_valid_certificate(
     service: Service,
 ) -> None:

@@ -114,6 +114,7 @@ def state(service: Service) -> tuple[int, int, int]:
     )
 
 
+@pytest.mark.both_databases
 def test_registered_device_provisions_and_can_check_the_answer(service: Service) -> None:
     with service.admin() as admin:
         enrollment = create_enrollment(admin, generate_pre_shared_key=True)
@@ -383,6 +384,7 @@ def test_bad_registrations_are_refused_and_store_nothing(service: Service) -> No
     assert store(service).count() == 0
 
 
+@pytest.mark.both_databases
 def test_bulk_dry_run_then_import_then_reimport(service: Service) -> None:
     rows = [{"device_id": f"bulk-{i:03d}", "secret": f"secret-number-{i:03d}"} for i in range(50)]
     with service.admin() as admin:
@@ -415,6 +417,7 @@ def test_bulk_dry_run_then_import_then_reimport(service: Service) -> None:
     assert stored.secret == "changed-secret-000"
 
 
+@pytest.mark.slow
 def test_bulk_bodies_may_pass_the_general_limit_up_to_the_upload_limit(
     service: Service,
 ) -> None:
@@ -474,6 +477,7 @@ def test_bulk_with_a_bad_row_writes_nothing_and_names_each_line(service: Service
     assert len(dry.json()["invalid"]) == 4
 
 
+@pytest.mark.slow
 def test_cli_imports_twenty_thousand_rows_then_recognises_them(
     service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

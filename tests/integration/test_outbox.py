@@ -17,6 +17,9 @@ from imprint.store import db
 from imprint.store.outbox import SqlOutboxStore
 from imprint.store.tables import outbox as outbox_table
 
+# Storage (claims, leases): every test here runs on PostgreSQL too (see tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
 
 class Clock:
     def __init__(self) -> None:

@@ -46,6 +46,9 @@ from imprint.settings import KeyType, ProfileSettings, Settings
 from imprint.store import db
 from imprint.store.certificates import SqlCertificateLedger
 
+# Storage: every test here runs on PostgreSQL too (see tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
 BASE_URL = "https://ca.example.com:8443"
 PROFILES = ("device", "client", "server")
 SERVER_SANS = ("device-api.example.com", "192.0.2.10")

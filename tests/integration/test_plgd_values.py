@@ -115,6 +115,8 @@ def attest(service: Service, maker: Manufacturer, name: str) -> dict[str, Any]:
     return bundle
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_seed_values_import_and_a_device_gets_owner_psk_and_hub_token(
     service: Service, maker: Manufacturer
 ) -> None:
@@ -171,6 +173,7 @@ def test_seed_values_import_and_a_device_gets_owner_psk_and_hub_token(
     assert attest(service, maker, "device-2")["pre_shared_key"] == "abcdefghijklmnop"
 
 
+@pytest.mark.slow
 def test_bad_values_are_refused_with_the_place_and_store_nothing(
     service: Service, maker: Manufacturer, tmp_path: Path
 ) -> None:
@@ -205,6 +208,7 @@ def test_bad_values_are_refused_with_the_place_and_store_nothing(
     assert stored(service) == (0, False)
 
 
+@pytest.mark.slow
 def test_a_different_owner_claim_is_reported_with_how_to_set_it(
     service: Service, maker: Manufacturer
 ) -> None:

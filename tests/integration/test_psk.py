@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import uuid
 
+import pytest
 from sqlalchemy import func, select
 
 from imprint.store.tables import client_psks
@@ -22,6 +23,8 @@ def psk_rows(service: Service) -> int:
     return int(count or 0)
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_issued_psk_is_shown_once_and_sealed_at_rest(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     with bearer(service, token) as http:
@@ -49,6 +52,7 @@ def test_issued_psk_is_shown_once_and_sealed_at_rest(service: Service) -> None:
     assert stored.key == key
 
 
+@pytest.mark.slow
 def test_a_client_registers_its_own_key(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     own = bytes(range(16))
@@ -73,6 +77,7 @@ def test_a_client_registers_its_own_key(service: Service) -> None:
     assert psk_rows(service) == 3
 
 
+@pytest.mark.slow
 def test_bad_input_is_refused_without_storing(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     cases: list[tuple[dict[str, object], int, str]] = [
@@ -101,6 +106,7 @@ def test_bad_input_is_refused_without_storing(service: Service) -> None:
     assert psk_rows(service) == 0
 
 
+@pytest.mark.slow
 def test_organizations_see_and_revoke_only_their_own(service: Service) -> None:
     acme = user_token(service, "marge@simps.net", "acme")
     viewer = user_token(service, "bart@simps.net", "acme", role="viewer")

@@ -669,6 +669,7 @@ def assert_refused(case: Case, response: httpx.Response | None, attempt: Attempt
     assert body["code"] == case.code, body
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_wrong_evidence_is_refused_and_changes_nothing(
     service: Service, tmp_path: Path, case: Case

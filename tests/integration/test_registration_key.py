@@ -87,6 +87,7 @@ def refused(response: httpx.Response, status: int, code: str) -> None:
     assert response.json()["code"] == code
 
 
+@pytest.mark.both_databases
 def test_a_device_provisions_and_opens_its_sealed_psk(service: Service) -> None:
     with service.admin() as admin:
         key = enrollment_with_key(admin, "simpsons", "the-simpsons")
@@ -119,6 +120,7 @@ def test_a_device_provisions_and_opens_its_sealed_psk(service: Service) -> None:
     assert device.mechanism == "registration-key"
 
 
+@pytest.mark.both_databases
 def test_racing_first_requests_with_one_key_get_one_certificate(service: Service) -> None:
     with service.admin() as admin:
         key = enrollment_with_key(admin, "racers", "acme")
@@ -179,6 +181,7 @@ def test_wrong_or_missing_halves_create_nothing(service: Service) -> None:
     assert counts(service) == before
 
 
+@pytest.mark.both_databases
 def test_rotation_keeps_the_old_key_for_the_transition_only(service: Service) -> None:
     with service.admin() as admin:
         old = enrollment_with_key(admin, "simpsons", "the-simpsons")

@@ -77,6 +77,8 @@ def member(service: Service, username: str, org_id: str, role: str = "operator")
         make_user(admin, username, org_id, role)
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_a_user_approves_in_the_browser_and_the_client_collects(service: Service) -> None:
     member(service, "marge@simps.net", "acme")
     key, csr = make_csr("d2d-client-on-a-server")
@@ -166,6 +168,7 @@ def test_wrong_password_leaves_the_request_pending(service: Service) -> None:
     assert collect(service, started["state"]).status_code == 202
 
 
+@pytest.mark.slow
 def test_a_denied_request_tells_the_client_once(service: Service) -> None:
     member(service, "marge@simps.net", "acme")
     started = start_relay(service, make_csr()[1])
@@ -189,6 +192,7 @@ def test_a_denied_request_tells_the_client_once(service: Service) -> None:
     assert certificate_count(service) == before
 
 
+@pytest.mark.slow
 def test_a_signed_in_user_approves_with_her_bearer_token(service: Service) -> None:
     token = user_token(service, "marge@simps.net", "acme")
     started = start_relay(service, make_csr()[1])
@@ -202,6 +206,7 @@ def test_a_signed_in_user_approves_with_her_bearer_token(service: Service) -> No
     assert collect(service, started["state"]).json()["owner"] == "acme"
 
 
+@pytest.mark.slow
 def test_a_viewer_or_a_second_key_cannot_approve(service: Service) -> None:
     member(service, "marge@simps.net", "acme")
     with service.admin() as admin:

@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -50,6 +51,7 @@ def test_renew_over_mtls_with_the_imprint_certificate(service: Service, tmp_path
     assert other.json()["code"] == "certificate_revoked"
 
 
+@pytest.mark.both_databases
 def test_renew_with_a_signed_request(service: Service, tmp_path: Path) -> None:
     _factory, key, bundle = provisioned(service, tmp_path, "s1")
     current = x509.load_pem_x509_certificate(bundle["certificate"].encode())

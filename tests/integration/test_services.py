@@ -34,6 +34,7 @@ def test_every_directory_lists_the_configured_services(with_services: Service) -
     assert json.loads(idprov.content)["services"] == CONFIGURED
 
 
+@pytest.mark.both_databases
 def test_an_enrollment_overrides_and_adds_services_in_the_bundle(
     with_services: Service, tmp_path: Path
 ) -> None:

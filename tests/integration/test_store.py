@@ -19,6 +19,9 @@ from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.console_sessions import SqlEndedSessions
 from imprint.store.tables import metadata
 
+# Storage: every test here runs on PostgreSQL too (see tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
 NOW = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC)
 ISSUER = "ab" * 20
 
@@ -226,9 +229,9 @@ def test_crl_numbers_increase_per_issuer(ledger: SqlCertificateLedger) -> None:
     assert ledger.next_crl_number(ISSUER, NOW) == 5
 
 
-def test_crl_numbers_survive_a_new_engine(engine: Engine, database_url: str) -> None:
+def test_crl_numbers_survive_a_new_engine(engine: Engine, migrated_database_url: str) -> None:
     SqlCertificateLedger(engine).next_crl_number(ISSUER, NOW)
-    second = db.create_engine(database_url)
+    second = db.create_engine(migrated_database_url)
     try:
         assert SqlCertificateLedger(second).next_crl_number(ISSUER, NOW) == 2
     finally:

@@ -28,6 +28,9 @@ from imprint.store.devices import SqlDeviceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
 from imprint.store.tables import denied_certificates, devices, provisioning_records
 
+# Storage: every test here runs on PostgreSQL too (see tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
 NOW = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC)
 
 

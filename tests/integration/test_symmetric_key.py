@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -71,6 +72,7 @@ def counts(service: Service) -> tuple[int, int]:
     return len(runtime.devices.search(limit=10_000)), len(runtime.ledger.search(limit=10_000))
 
 
+@pytest.mark.both_databases
 def test_devices_of_a_group_provision_with_their_derived_keys(service: Service) -> None:
     with service.admin() as admin:
         create_enrollment(admin, id="other-group")

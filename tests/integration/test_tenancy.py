@@ -71,6 +71,7 @@ def _simpsons(service: Service) -> None:
         make_org(admin, "flanders")
 
 
+@pytest.mark.both_databases
 def test_members_see_their_subtree_and_foreign_orgs_are_404(service: Service) -> None:
     _simpsons(service)
     with service.admin() as admin:
@@ -163,6 +164,7 @@ def test_deleting_a_client_revokes_its_tokens(service: Service) -> None:
         assert http.get("/api/v1/orgs").status_code == 401
 
 
+@pytest.mark.slow
 def test_signup_creates_an_org_its_admin_and_a_working_registration_key(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -263,6 +265,8 @@ def test_signup_is_off_by_default_answers_403_and_stores_nothing(
         assert service.runtime.users.find_by_username("x@example.org") is None
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_the_command_line_manages_orgs_users_and_clients(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

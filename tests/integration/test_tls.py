@@ -130,6 +130,7 @@ def test_garbage_forwarded_certificate_is_a_clear_error(proxied_service: Service
     assert response.json()["code"] == "value_invalid"
 
 
+@pytest.mark.both_databases
 def test_revoked_client_certificate_is_refused_by_the_application(service: Service) -> None:
     cert, key = service.device_credentials("revoked-one")
     serial = format(x509.load_pem_x509_certificate(cert.read_bytes()).serial_number, "x")

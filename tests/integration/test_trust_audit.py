@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 
 from imprint.attestation.revocation import key_sha256
@@ -25,6 +26,7 @@ def _logged(service: Service, prefix: str) -> list[tuple[str, str, str | None, s
     ]
 
 
+@pytest.mark.both_databases
 def test_trust_and_identity_changes_are_audited(service: Service) -> None:
     maker = Manufacturer.create("Acme")
     enroll(service, maker.chain())

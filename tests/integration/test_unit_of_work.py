@@ -46,6 +46,11 @@ from imprint.tenancy.orgs import Organization
 from imprint.tenancy.roles import Role
 from imprint.tenancy.users import Membership, User
 
+# Storage (units of work, constraint failures): every test here runs on PostgreSQL too (see
+# tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
+
 NOW = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC)
 
 Write = Callable[[Engine, SecretBox, int], object]

@@ -29,6 +29,10 @@ from imprint.settings import Settings
 from imprint.tenancy.access import Principal, cli_principal
 from imprint.tenancy.roles import Role
 
+# Transactions on a real database: every test here runs on PostgreSQL too (see
+# tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[Runtime]:

@@ -304,6 +304,7 @@ def openssl_verifies(service: Service, certificate_pem: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.both_databases
 def test_idevid_over_mutual_tls_gets_a_certificate(service: Service, acme: Manufacturer) -> None:
     enrollment = enroll(service, acme.chain())
     leaf, key = acme.line.idevid("meter-0001")
@@ -369,6 +370,7 @@ def test_enrollments_are_trusted_in_the_handshake_after_a_restart(
     assert response.json()["device_id"] == "meter-restart"
 
 
+@pytest.mark.both_databases
 def test_enrollments_made_elsewhere_reach_the_handshake_within_seconds(
     service: Service, acme: Manufacturer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,6 +3,7 @@ shows it or only the enrollment's chain holds it (the root is never sent by a de
 
 from __future__ import annotations
 
+import pytest
 from cryptography.hazmat.primitives import hashes
 
 from tests.integration.conftest import Service
@@ -38,6 +39,7 @@ def test_a_denied_root_from_the_enrollment_chain_refuses(service: Service) -> No
     assert "a CA certificate in its chain" in problem["detail"]
 
 
+@pytest.mark.both_databases
 def test_a_denied_intermediate_the_device_shows_refuses(service: Service) -> None:
     maker = Manufacturer.create("Umbrella")
     enroll(service, maker.chain())
