@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from playwright.sync_api import expect
 
 from imprint.audit import AuditQuery
 from imprint.channels.entries import EntryDraft
@@ -329,9 +330,9 @@ def test_channel_keys_and_live_chart(page: Any, console: Console) -> None:
     read_key = channel.read_keys[0].key
     assert read_key in page.locator("#read-keys").inner_text()
     assert page.locator("#write-key").count() == 0  # a viewer never sees the write key
-    page.wait_for_function(
-        "document.getElementById('chart-status').textContent.startsWith('3 entries')"
-    )
+    # Polled by Playwright itself: a string for the page to evaluate would need the
+    # 'unsafe-eval' the console's CSP refuses.
+    expect(page.locator("#chart-status")).to_have_text(re.compile(r"^3 entries"))
     assert page.locator("[data-latest=field1]").inner_text() == "latest 22.25"
     screenshot(page, "channel")
 
