@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from imprint.settings import Settings
@@ -95,6 +98,29 @@ def live_processes() -> list[Process]:
         if fields[0] != "Z":
             found.append(Process(int(stat.parent.name), int(fields[1]), int(fields[2])))
     return found
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    """Poll ``condition`` every 0.1 s; fail naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def trusting(ca: Path) -> ssl.SSLContext:
+    """A client TLS context that trusts imprint's root certificate ``ca``."""
+    return ssl.create_default_context(cafile=str(ca))
+
+
+def healthy(url: str, ca: Path) -> bool:
+    """Whether ``url``/healthz answers 200 over TLS verified against ``ca``."""
+    try:
+        return httpx.get(f"{url}/healthz", verify=trusting(ca), timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def openssl(*args: str, cwd: Path) -> str:

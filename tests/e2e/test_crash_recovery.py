@@ -8,10 +8,8 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import ssl
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +24,7 @@ from imprint.pki.records import CertificateRecord, CertificateStatus
 from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.tables import outbox
 from tests.conftest import free_port
-from tests.e2e.conftest import IMPRINT, clean_env, stop
+from tests.e2e.conftest import IMPRINT, clean_env, healthy, stop, trusting, wait_until
 from tests.integration.test_symmetric_key import make_csr, request_body
 
 # The broker's reload command: it logs each call and, while armed, kills the server that
@@ -35,15 +33,6 @@ _RELOAD = """#!/bin/sh
 echo reload >> "$(dirname "$0")/reloads"
 if [ -e "$(dirname "$0")/armed" ]; then rm "$(dirname "$0")/armed"; kill -9 "$PPID"; fi
 """
-
-
-def _wait(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
@@ -69,7 +58,7 @@ def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
                 stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
         try:
-            _wait(lambda: ca.exists() and _healthy(url, ca), "the server to answer")
+            wait_until(lambda: ca.exists() and healthy(url, ca), "the server to answer", 60)
             yield process
         finally:
             stop(process, signal.SIGTERM, 30)
@@ -82,7 +71,7 @@ def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
         assert config.returncode == 0, config.stderr
         token = (data / "admin-token").read_text().strip()
         admin = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=url, verify=_trust(ca), timeout=30) as client:
+        with httpx.Client(base_url=url, verify=trusting(ca), timeout=30) as client:
             group = client.post(
                 "/api/v1/enrollments",
                 headers=admin,
@@ -138,13 +127,13 @@ def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
 
     with serving("second"):
         crl_file = mqtt_dir / "crl.pem"
-        _wait(crl_file.exists, "the broker's CRL file to be written again", 30)
+        wait_until(crl_file.exists, "the broker's CRL file to be written again", 30)
         broker_crl = x509.load_pem_x509_crl(crl_file.read_bytes())
         assert broker_crl.get_revoked_certificate_by_serial_number(int(old_serial, 16))
-        with httpx.Client(base_url=url, verify=_trust(ca), timeout=30) as client:
+        with httpx.Client(base_url=url, verify=trusting(ca), timeout=30) as client:
             served = x509.load_der_x509_crl(client.get("/crl/issuing.crl").content)
         assert served.get_revoked_certificate_by_serial_number(int(old_serial, 16))
-        _wait(lambda: _undelivered(engine) == 0, "every outbox message to be delivered", 30)
+        wait_until(lambda: _undelivered(engine) == 0, "every outbox message to be delivered", 30)
         assert (tmp_path / "reloads").read_text().count("reload") > reloads_before
         assert ledger.get("dead0001").status is CertificateStatus.ABANDONED
     engine.dispose()
@@ -153,14 +142,3 @@ def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
 def _undelivered(engine: Engine) -> int:
     with engine.connect() as conn:
         return len(conn.execute(select(outbox).where(outbox.c.done_at.is_(None))).all())
-
-
-def _trust(ca: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca))
-
-
-def _healthy(url: str, ca: Path) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", verify=_trust(ca), timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False

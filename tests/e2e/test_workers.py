@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import signal
 import socket
-import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import free_port
-from tests.e2e.conftest import IMPRINT, clean_env, live_processes, stop
+from tests.e2e.conftest import (
+    IMPRINT,
+    clean_env,
+    healthy,
+    live_processes,
+    stop,
+    trusting,
+    wait_until,
+)
 
 
 @dataclass
@@ -35,26 +42,6 @@ class Served:
 
 def _workers_of(pid: int) -> set[int]:
     return {p.pid for p in live_processes() if p.parent == pid}
-
-
-def _wait(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _trust(ca: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca))
-
-
-def _healthy(url: str, ca: Path) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", verify=_trust(ca), timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture
@@ -75,7 +62,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     url = f"https://127.0.0.1:{port}"
     ca = tmp_path / "data" / "ca" / "root.crt"
     try:
-        _wait(lambda: ca.exists() and _healthy(url, ca), "the server to answer", 90)
+        wait_until(lambda: ca.exists() and healthy(url, ca), "the server to answer", 90)
         token = (tmp_path / "data" / "admin-token").read_text().strip()
         yield Served(process, url, ca, token, log)
     finally:
@@ -94,14 +81,14 @@ def _csr(name: str) -> str:
 
 def test_two_workers_share_the_port_and_the_database(served: Served) -> None:
     assert "Workers: 2 processes" in served.log.read_text()
-    _wait(lambda: len(_workers_of(served.process.pid)) == 2, "two worker processes")
+    wait_until(lambda: len(_workers_of(served.process.pid)) == 2, "two worker processes")
 
     # Forty concurrent issuances over fresh connections land on both workers, which
     # write to one SQLite file: every one succeeds and is recorded once.
     headers = {"Authorization": f"Bearer {served.token}"}
 
     def issue(n: int) -> httpx.Response:
-        with httpx.Client(verify=_trust(served.ca), headers=headers, timeout=30) as client:
+        with httpx.Client(verify=trusting(served.ca), headers=headers, timeout=30) as client:
             body = {"csr": _csr(f"worker-test-{n}"), "profile": "device"}
             return client.post(f"{served.url}/api/v1/certificates", json=body)
 
@@ -114,24 +101,24 @@ def test_two_workers_share_the_port_and_the_database(served: Served) -> None:
         f"{served.url}/api/v1/certificates",
         params={"limit": 200},
         headers=headers,
-        verify=_trust(served.ca),
+        verify=trusting(served.ca),
     ).json()["items"]
     assert serials <= {item["serial"] for item in listed}
     assert all(item["status"] == "issued" for item in listed if item["serial"] in serials)
 
 
 def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(served: Served) -> None:
-    _wait(lambda: len(_workers_of(served.process.pid)) == 2, "two worker processes")
+    wait_until(lambda: len(_workers_of(served.process.pid)) == 2, "two worker processes")
     first = _workers_of(served.process.pid)
     victim = min(first)
     time.sleep(5.5)  # past the start-up grace: a death now is a crash, not a failed start
     subprocess.run(["kill", "-KILL", str(victim)], check=True)
-    _wait(
+    wait_until(
         lambda: len(_workers_of(served.process.pid) - {victim}) == 2,
         "a replacement worker",
     )
     assert victim not in _workers_of(served.process.pid)
-    assert _healthy(served.url, served.ca)
+    assert healthy(served.url, served.ca)
     assert "exited (status -9); starting another" in served.log.read_text()
 
     workers = _workers_of(served.process.pid)
