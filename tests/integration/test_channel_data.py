@@ -423,9 +423,10 @@ def test_the_channel_api_is_in_the_openapi_document(service: Service) -> None:
         "/update",
         "/update.json",
         "/api:v1/stack/alias",
-        "/channels/{channel_id}/feeds.json",
-        "/channels/{channel_id}/feeds/last.json",
-        "/channels/{channel_id}/fields/{number}.json",
+        "/channels/{channel_id}/feeds.{fmt}",
+        "/channels/{channel_id}/feeds/last.{fmt}",
+        "/channels/{channel_id}/fields/{number}.{fmt}",
+        "/channels/{channel_id}/charts/{number}",
         "/api/v1/channels/{channel_id}/keys/{kind}/regenerate",
     ):
         assert path in paths

@@ -33,6 +33,7 @@ from imprint.api.routes import (
     relay,
     signup,
     thingspeak,
+    thingspeak_reads,
     users,
     whoami,
 )
@@ -81,6 +82,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         signup,
         channels,
         thingspeak,
+        thingspeak_reads,
         connector,
         identity_csr,
         relay,

@@ -96,8 +96,16 @@ class EntryStore(Protocol):
             ChannelRateLimited: its last entry is younger than ``min_interval``.
         """
 
-    def latest(self, channel_id: int, results: int) -> Sequence[Entry]:
-        """The newest ``results`` entries, oldest first."""
+    def latest(
+        self,
+        channel_id: int,
+        results: int,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Sequence[Entry]:
+        """The newest ``results`` entries (written at ``start`` or later, and at ``end``
+        or earlier, when given), oldest first."""
 
     def last_entry_id(self, channel_id: int) -> int:
         """The id of the newest entry (0 for none)."""

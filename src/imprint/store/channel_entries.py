@@ -100,13 +100,20 @@ class SqlEntryStore:
             status=draft.status,
         )
 
-    def latest(self, channel_id: int, results: int) -> Sequence[Entry]:
-        query = (
-            select(channel_entries)
-            .where(channel_entries.c.channel_id == channel_id)
-            .order_by(channel_entries.c.entry_id.desc())
-            .limit(results)
-        )
+    def latest(
+        self,
+        channel_id: int,
+        results: int,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Sequence[Entry]:
+        query = select(channel_entries).where(channel_entries.c.channel_id == channel_id)
+        if start is not None:
+            query = query.where(channel_entries.c.created_at >= start)
+        if end is not None:
+            query = query.where(channel_entries.c.created_at <= end)
+        query = query.order_by(channel_entries.c.entry_id.desc()).limit(results)
         with reading(self._engine) as conn:
             found = [_entry(row) for row in conn.execute(query).mappings()]
         found.reverse()
