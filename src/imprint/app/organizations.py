@@ -15,6 +15,7 @@ from imprint.app.base import Operations
 from imprint.app.scoping import scope_of
 from imprint.auth.passwords import check_password_policy
 from imprint.errors import Conflict, PermissionDenied
+from imprint.provisioning.channels import ChannelTemplate
 from imprint.provisioning.enrollments import (
     Enrollment,
     EnrollmentKind,
@@ -33,7 +34,11 @@ from imprint.tenancy.orgs import (
 from imprint.tenancy.roles import Role
 from imprint.tenancy.users import User, create_user, normalize_username
 
-__all__ = ["OrgEntry", "OrganizationOperations", "SignedUp"]
+__all__ = ["SIGNUP_CHANNEL", "OrgEntry", "OrganizationOperations", "SignedUp"]
+
+# What the sign-up's enrollment gives every device: a channel, as in the midPoint story
+# (change it with ``PATCH /api/v1/enrollments/{id}``).
+SIGNUP_CHANNEL = ChannelTemplate(fields={"field1": "temperature"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +139,8 @@ class OrganizationOperations(Operations):
         source: str | None = None,
     ) -> SignedUp:
         """Self-registration: a top-level organization, its admin user, and a
-        registration-key enrollment with its first key. Nobody is signed in: the audit
+        registration-key enrollment with its first key that gives each device a data
+        channel (:data:`SIGNUP_CHANNEL`). Nobody is signed in: the audit
         entry names the new admin (``user:<username>``).
 
         Every sign-up counts against ``source`` (the caller's address) in the sign-in
@@ -172,6 +178,8 @@ class OrganizationOperations(Operations):
                     owner=org.id,
                     created_at=now,
                     updated_at=now,
+                    # midPoint's thermometers: each device gets its channel at once.
+                    channel=SIGNUP_CHANNEL,
                 ),
             )
             key = create_registration_key(
