@@ -158,7 +158,7 @@ def test_create_edit_and_disable_an_oob_enrollment_with_a_bulk_upload(
     page.get_by_role("link", name="Open the enrollment").click()
     page.get_by_label("Quota").fill("800")
     page.get_by_role("button", name="Save").click()
-    assert page.get_by_role("status").inner_text() == "Enrollment saved."
+    assert page.get_by_role("status").inner_text() == "Enrollment saved (quota)."
     assert console.service.runtime.enrollments.get("line-7").quota == 800
 
     rows = tmp_path / "secrets.csv"
@@ -198,6 +198,40 @@ def test_create_edit_and_disable_an_oob_enrollment_with_a_bulk_upload(
         "updated": 0,
         "unchanged": 0,
     }
+
+
+def test_the_edit_page_gives_new_devices_a_channel_and_a_new_psk(
+    page: Any, console: Console, problems: Problems
+) -> None:
+    problems.expect("400")  # chromium logs the refused form's answer
+    _enrollment(console, "thermo", Mechanism.REGISTRATION_KEY, "acme")
+    login(page, console, console.admin)
+    page.goto(f"{console.url}/enrollments/thermo")
+    page.get_by_label("Channel fields").fill("field1=temperature\nfield2=humidity")
+    page.get_by_label("Services").fill("mqtt=mqtts://broker.example:8883")
+    page.locator("#psk-action").select_option("generate")
+    page.get_by_role("button", name="Save").click()
+    assert page.locator("h1").inner_text() == "Enrollment thermo saved"
+    shown = page.locator("#secrets code").inner_text()
+    stored = console.service.runtime.enrollments.get("thermo")
+    assert stored.channel is not None
+    assert dict(stored.channel.fields) == {"field1": "temperature", "field2": "humidity"}
+    assert dict(stored.services) == {"mqtt": "mqtts://broker.example:8883"}
+    assert stored.pre_shared_key == shown
+    page.get_by_role("link", name="Open the enrollment").click()
+    assert shown not in page.content()  # shown once
+    page.get_by_label("Quota").fill("-3")
+    page.get_by_role("button", name="Save").click()
+    assert "quota" in page.content()
+    assert console.service.runtime.enrollments.get("thermo").quota is None
+    (entry,) = [
+        e
+        for e in console.service.runtime.audit.search(AuditQuery(target_id="thermo"))
+        if e.action == "enrollment.update"
+    ]
+    assert entry.actor == f"user:{console.admin.username}"
+    assert entry.details == {"changed": ["channel", "pre_shared_key", "services"]}
+    assert shown not in str(entry.details)
 
 
 def test_a_large_secrets_file_is_previewed_then_registered(

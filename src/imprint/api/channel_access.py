@@ -48,7 +48,10 @@ def _channel_or_refuse(runtime: Runtime, device_ref: str | None, device_id: str)
     channel = None if device_ref is None else runtime.channels.for_device(device_ref)
     if channel is None:
         raise ChannelNotConfigured(
-            f"device {device_id!r} has no channel: its enrollment gives none"
+            f"device {device_id!r} has no channel: its enrollment gives none. Add one with "
+            'PATCH /api/v1/enrollments/{id} {"channel": {"fields": {"field1": "temperature"}}} '
+            "(or `imprint enrollment update ID --channel-field field1=temperature`); "
+            "the device gets it when it provisions again (a client-ca device: on its next write)"
         )
     return channel
 

@@ -7,42 +7,28 @@ edit and delete. Generated secrets (pre-shared key, group key) are on the enroll
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 from imprint.app.base import Operations
 from imprint.app.scoping import scope_of, visible_enrollment
 from imprint.provisioning.enrollments import (
     Enrollment,
     Mechanism,
-    ReprovisionPolicy,
     create_enrollment,
-    now,
     set_enabled,
     validate_enrollment,
 )
-from imprint.provisioning.specs import EnrollmentSpec, enrollment_from
+from imprint.provisioning.specs import (
+    EnrollmentPatch,
+    EnrollmentSpec,
+    PatchedEnrollment,
+    apply_patch,
+    enrollment_from,
+)
 from imprint.tenancy.access import Principal, authorize
 from imprint.tenancy.roles import Role
 
-__all__ = ["EnrollmentEdit", "EnrollmentOperations"]
-
-
-@dataclass(frozen=True, slots=True)
-class EnrollmentEdit:
-    """What an edit may change on an existing enrollment (every field is set as given;
-    ``reprovision`` None keeps the current policy)."""
-
-    manual_approval: bool
-    quota: int | None
-    validity_days: int | None
-    renewal_grace_days: int
-    valid_from: datetime | None
-    valid_until: datetime | None
-    device_id_pattern: str | None
-    reprovision: ReprovisionPolicy | None = None
+__all__ = ["EnrollmentOperations"]
 
 
 class EnrollmentOperations(Operations):
@@ -91,33 +77,36 @@ class EnrollmentOperations(Operations):
         self._rt.enrollment_added(enrollment)
         return enrollment
 
-    def update(self, principal: Principal, enrollment_id: str, edit: EnrollmentEdit) -> Enrollment:
-        """Change an enrollment's admission settings.
+    def update(
+        self, principal: Principal, enrollment_id: str, patch: EnrollmentPatch
+    ) -> PatchedEnrollment:
+        """Change what can change safely on an enrollment: the fields the patch gives.
+
+        Devices already provisioned keep their certificates and channels; the change
+        applies to what happens next (new devices, renewals, re-provisioning). The audit
+        entry names the changed fields, never their secret values.
 
         Raises:
             NotFound, PermissionDenied: not visible, or the principal is not an admin.
+            UnsafeChange: a field that cannot change (id, kind, mechanism, owner, ...),
+                with the reason.
             InvalidValue: the changed enrollment is not acceptable.
         """
         with self._transaction():
             current = visible_enrollment(self._rt, principal, enrollment_id, Role.ADMIN)
-            changed = dataclasses.replace(
-                current,
-                manual_approval=edit.manual_approval,
-                quota=edit.quota,
-                validity_days=edit.validity_days,
-                renewal_grace_days=edit.renewal_grace_days,
-                valid_from=edit.valid_from,
-                valid_until=edit.valid_until,
-                device_id_pattern=edit.device_id_pattern,
-                reprovision=edit.reprovision or current.reprovision,
-                updated_at=now(),
-            )
-            validate_enrollment(changed)
-            self._rt.enrollments.replace(changed)
+            patched = apply_patch(current, patch)
+            validate_enrollment(patched.enrollment)
+            if patched.changed:
+                self._rt.enrollments.replace(patched.enrollment)
             self._audit(
-                principal, "enrollment.update", "enrollment", enrollment_id, org_id=changed.owner
+                principal,
+                "enrollment.update",
+                "enrollment",
+                enrollment_id,
+                org_id=current.owner,
+                changed=list(patched.changed),
             )
-        return changed
+        return patched
 
     def disable(self, principal: Principal, enrollment_id: str) -> Enrollment:
         """Stop admitting devices through this enrollment."""

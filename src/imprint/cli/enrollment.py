@@ -6,7 +6,7 @@ import base64
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -19,8 +19,9 @@ from imprint.provisioning.enrollments import (
     Enrollment,
     EnrollmentKind,
     Mechanism,
+    ReprovisionPolicy,
 )
-from imprint.provisioning.specs import EnrollmentSpec, HubView
+from imprint.provisioning.specs import EnrollmentPatch, EnrollmentSpec, HubView
 from imprint.tenancy.access import cli_principal
 
 app = typer.Typer(
@@ -161,6 +162,136 @@ def create(
     if enrollment.group_key is not None and spec.group_key is None:
         key = base64.b64encode(enrollment.group_key).decode()
         out.print(f"group key (shown once, base64): {key}")
+
+
+def _read_data(from_file: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(from_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        _fail(f"cannot read {from_file}: {exc}")
+    if data is not None and not isinstance(data, dict):
+        _fail(f"{from_file}: a mapping of the API's fields")
+    return dict(data or {})
+
+
+def _pairs(items: list[str] | None, option: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"{option} {item!r}: use NAME=VALUE")
+        found[name] = value
+    return found
+
+
+@app.command("update")
+def update(
+    enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")],
+    channel_field: Annotated[
+        list[str] | None,
+        typer.Option(help="Give new devices a channel: FIELD=LABEL, e.g. field1=temperature"),
+    ] = None,
+    channel_name: Annotated[
+        str | None, typer.Option(help="Channel name ({device_id} is replaced)")
+    ] = None,
+    channel_delivery: Annotated[
+        str | None, typer.Option(help="sealed or plain (with --channel-field)")
+    ] = None,
+    no_channel: Annotated[bool, typer.Option(help="New devices get no channel")] = False,
+    service: Annotated[
+        list[str] | None, typer.Option(help="NAME=ADDRESS; replaces all services; repeat")
+    ] = None,
+    no_services: Annotated[bool, typer.Option(help="Remove every service")] = False,
+    valid_from: Annotated[str | None, typer.Option(help="ISO 8601; '' clears it")] = None,
+    valid_until: Annotated[str | None, typer.Option(help="ISO 8601; '' clears it")] = None,
+    quota: Annotated[
+        int | None, typer.Option(help="At most this many devices (0: no limit)")
+    ] = None,
+    manual_approval: Annotated[
+        bool | None,
+        typer.Option("--manual-approval/--automatic-approval", help="Hold devices until approved"),
+    ] = None,
+    psk: Annotated[
+        str | None, typer.Option("--psk", help="The pre-shared key (at least 16 characters)")
+    ] = None,
+    generate_psk: Annotated[bool, typer.Option(help="Generate a new pre-shared key")] = False,
+    no_psk: Annotated[bool, typer.Option(help="Devices get no pre-shared key")] = False,
+    profile: Annotated[str | None, typer.Option(help="Certificate profile")] = None,
+    validity_days: Annotated[int | None, typer.Option(help="Certificate validity")] = None,
+    key_type: Annotated[
+        list[str] | None, typer.Option(help="Allowed key type; replaces the list; repeat")
+    ] = None,
+    device_id_pattern: Annotated[
+        str | None, typer.Option(help="Regex device ids must match ('' clears it)")
+    ] = None,
+    reprovision: Annotated[
+        ReprovisionPolicy | None, typer.Option(help="allow or reset-required")
+    ] = None,
+    renewal_grace_days: Annotated[
+        int | None, typer.Option(help="Days after expiry a signed renewal still works")
+    ] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--file", help="YAML or JSON with the API's PATCH fields")
+    ] = None,
+) -> None:
+    """Change an enrollment: only the options given (the rest stays as it is)."""
+    data: dict[str, Any] = _read_data(from_file) if from_file is not None else {}
+    if channel_field:
+        channel: dict[str, Any] = {"fields": _pairs(channel_field, "--channel-field")}
+        if channel_name is not None:
+            channel["name"] = channel_name
+        if channel_delivery is not None:
+            channel["delivery"] = channel_delivery
+        data["channel"] = channel
+    elif channel_name is not None or channel_delivery is not None:
+        _fail("--channel-name and --channel-delivery go with --channel-field")
+    if no_channel:
+        data["channel"] = None
+    if service:
+        data["services"] = _pairs(service, "--service")
+    if no_services:
+        data["services"] = {}
+    for name, text in (("valid_from", valid_from), ("valid_until", valid_until)):
+        if text is not None:
+            data[name] = text or None
+    if quota is not None:
+        data["quota"] = quota or None
+    if manual_approval is not None:
+        data["manual_approval"] = manual_approval
+    if psk is not None:
+        data["pre_shared_key"] = psk
+    if no_psk:
+        data["pre_shared_key"] = None
+    if generate_psk:
+        data["generate_pre_shared_key"] = True
+    if profile is not None:
+        data["profile"] = profile
+    if validity_days is not None:
+        data["validity_days"] = validity_days
+    if key_type:
+        data["key_types"] = key_type
+    if device_id_pattern is not None:
+        data["device_id_pattern"] = device_id_pattern or None
+    if reprovision is not None:
+        data["reprovision"] = reprovision.value
+    if renewal_grace_days is not None:
+        data["renewal_grace_days"] = renewal_grace_days
+    if not data:
+        _fail("nothing to change: give at least one option (see --help)")
+    try:
+        patch = EnrollmentPatch.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        _fail(f"invalid change: {problems}")
+    with _runtime() as runtime:
+        patched = runtime.app.enrollments.update(cli_principal(), enrollment_id, patch)
+    sys.stdout.write(json.dumps(_describe(patched.enrollment), indent=2) + "\n")
+    changed = ", ".join(patched.changed) or "nothing (every value was the current one)"
+    out.print(f"changed: {changed}")
+    if patched.generated_pre_shared_key is not None:
+        out.print(f"pre-shared key (shown once): {patched.generated_pre_shared_key}")
 
 
 @app.command("list")

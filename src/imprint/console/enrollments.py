@@ -19,7 +19,6 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from imprint.app.enrollments import EnrollmentEdit
 from imprint.console.csrf import check_csrf
 from imprint.console.forms import model_of, orgs_with_role
 from imprint.console.pages import (
@@ -33,6 +32,8 @@ from imprint.console.pages import (
 )
 from imprint.console.pages import runtime as runtime_of
 from imprint.errors import InvalidValue
+from imprint.pki.profiles import PROFILE_NAMES
+from imprint.provisioning.channels import KeyDelivery
 from imprint.provisioning.enrollments import (
     KEY_TYPES,
     DeviceIdRule,
@@ -47,7 +48,7 @@ from imprint.provisioning.oob_secrets import (
     parse_csv,
     parse_json,
 )
-from imprint.provisioning.specs import EnrollmentSpec
+from imprint.provisioning.specs import EnrollmentPatch, EnrollmentSpec
 from imprint.runtime import Runtime
 from imprint.tenancy.access import Principal
 from imprint.tenancy.roles import Role
@@ -225,6 +226,8 @@ def _detail_context(rt: Runtime, user: Principal, enrollment_id: str) -> dict[st
     context: dict[str, object] = {
         "e": enrollment,
         "policies": [p.value for p in ReprovisionPolicy],
+        "profiles": PROFILE_NAMES,
+        "deliveries": [d.value for d in KeyDelivery],
         "cas": [],
         "keys": [],
         "secrets": [],
@@ -259,30 +262,62 @@ async def set_state(enrollment_id: str, request: Request, user: ConsoleUser) -> 
     return response
 
 
-def _edit_of(form: dict[str, str]) -> EnrollmentEdit:
-    """The edit form's fields (blank: none)."""
-    policy = form.get("reprovision") or None
-    if policy not in {None, *(p.value for p in ReprovisionPolicy)}:
-        raise InvalidValue("reprovision: unknown policy")
-    return EnrollmentEdit(
-        manual_approval=form.get("manual_approval") == "on",
-        quota=_int(form.get("quota", ""), "quota"),
-        validity_days=_int(form.get("validity_days", ""), "validity_days"),
-        renewal_grace_days=_int(form.get("renewal_grace_days", ""), "renewal_grace_days") or 0,
-        valid_from=_time(form.get("valid_from", ""), "valid_from"),
-        valid_until=_time(form.get("valid_until", ""), "valid_until"),
-        device_id_pattern=form.get("device_id_pattern", "").strip() or None,
-        reprovision=None if policy is None else ReprovisionPolicy(policy),
-    )
+def patch_data(form: dict[str, str]) -> dict[str, Any]:
+    """The EnrollmentPatch of the edit form: every field on the form is set as shown
+    (blank: none); the pre-shared key changes only when asked."""
+    data: dict[str, Any] = {
+        "manual_approval": form.get("manual_approval") == "on",
+        "quota": _int(form.get("quota", ""), "quota"),
+        "validity_days": _int(form.get("validity_days", ""), "validity_days"),
+        "renewal_grace_days": _int(form.get("renewal_grace_days", ""), "renewal_grace_days") or 0,
+        "valid_from": _time(form.get("valid_from", ""), "valid_from"),
+        "valid_until": _time(form.get("valid_until", ""), "valid_until"),
+        "device_id_pattern": form.get("device_id_pattern", "").strip() or None,
+        "services": _pairs(form.get("services", ""), "services"),
+        "channel": None,
+    }
+    if form.get("reprovision"):
+        data["reprovision"] = form["reprovision"]
+    if form.get("profile", "").strip():
+        data["profile"] = form["profile"].strip()
+    if form.get("key_types", "").strip():
+        data["key_types"] = [k.strip() for k in form["key_types"].split(",") if k.strip()]
+    if form.get("channel_fields", "").strip():
+        data["channel"] = {
+            "fields": _pairs(form["channel_fields"], "channel fields"),
+            "delivery": form.get("channel_delivery") or "sealed",
+        }
+        if form.get("channel_name", "").strip():
+            data["channel"]["name"] = form["channel_name"].strip()
+    psk = form.get("psk_action", "keep")
+    if psk == "generate":
+        data["generate_pre_shared_key"] = True
+    elif psk == "remove":
+        data["pre_shared_key"] = None
+    elif psk == "set":
+        data["pre_shared_key"] = form.get("pre_shared_key", "")
+    elif psk != "keep":
+        raise InvalidValue("pre-shared key: keep, set, generate or remove")
+    return data
 
 
 @router.post("/enrollments/{enrollment_id}/edit")
 async def edit(enrollment_id: str, request: Request, user: ConsoleUser) -> Response:
-    edit_of_form = _edit_of(dict(await form_of(request)))
+    patch = model_of(EnrollmentPatch, patch_data(dict(await form_of(request))))
     operations = runtime_of(request).app.enrollments
-    await run_in_threadpool(operations.update, user, enrollment_id, edit_of_form)
+    patched = await run_in_threadpool(operations.update, user, enrollment_id, patch)
+    if patched.generated_pre_shared_key is not None:
+        return render(
+            request,
+            "enrollment_psk.html",
+            title="New pre-shared key",
+            active=PAGE,
+            e=patched.enrollment,
+            pre_shared_key=patched.generated_pre_shared_key,
+        )
     response = redirect(f"{PAGE}/{enrollment_id}")
-    flash(request, response, "Enrollment saved.")
+    changed = ", ".join(patched.changed) or "nothing changed"
+    flash(request, response, f"Enrollment saved ({changed}).")
     return response
 
 

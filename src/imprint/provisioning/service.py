@@ -446,8 +446,12 @@ class Provisioner:
         if public_key is None:
             if enrollment.channel is None:
                 raise ChannelNotConfigured(
-                    f"enrollment {enrollment.id!r} gives devices no channel: a device without "
-                    "a key pair has nothing to collect (send a CSR to /api/v1/provision)"
+                    f"enrollment {enrollment.id!r} gives devices no channel, and a device "
+                    "without a key pair has nothing else to collect: add a channel with "
+                    f"PATCH /api/v1/enrollments/{enrollment.id} "
+                    '{"channel": {"fields": {"field1": "temperature"}}} (or `imprint '
+                    f"enrollment update {enrollment.id} --channel-field field1=temperature`), "
+                    "or send a CSR to /api/v1/provision"
                 )
             key_type = None
         else:

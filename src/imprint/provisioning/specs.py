@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 
-from imprint.errors import InvalidValue
+from imprint.errors import Conflict, InvalidValue
 from imprint.provisioning.channels import (
     DEVICE_ID_PLACEHOLDER,
     ChannelTemplate,
@@ -36,10 +38,14 @@ from imprint.provisioning.hub import HubProvider
 
 __all__ = [
     "ChannelSpec",
+    "EnrollmentPatch",
     "EnrollmentSpec",
     "HubSpec",
     "HubView",
+    "PatchedEnrollment",
+    "UnsafeChange",
     "X509Spec",
+    "apply_patch",
     "enrollment_from",
 ]
 
@@ -196,6 +202,69 @@ class EnrollmentSpec(BaseModel):
     )
 
 
+class EnrollmentPatch(BaseModel):
+    """A change to an existing enrollment: only the fields given change (``null`` clears
+    an optional one). Fields that cannot change safely are accepted here so the change
+    can be refused with its reason (unless the value is the current one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: ChannelSpec | None = Field(
+        default=None, description="null: new devices get no channel (existing ones keep theirs)"
+    )
+    services: dict[str, str] | None = Field(default=None, max_length=50)
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    enabled: bool | None = None
+    quota: int | None = None
+    manual_approval: bool | None = None
+    pre_shared_key: str | None = Field(
+        default=None, max_length=200, description="null: devices get no pre-shared key"
+    )
+    generate_pre_shared_key: bool = Field(
+        default=False, description="A new generated key, shown once in the answer"
+    )
+    profile: str | None = Field(default=None, max_length=32)
+    validity_days: int | None = None
+    key_types: list[str] | None = Field(default=None, max_length=10)
+    device_id_pattern: str | None = Field(default=None, max_length=500)
+    reprovision: ReprovisionPolicy | None = None
+    renewal_grace_days: int | None = None
+    # Refused unless unchanged (each with its reason): see UNSAFE_CHANGES.
+    id: str | None = Field(default=None, max_length=63)
+    kind: EnrollmentKind | None = None
+    mechanism: Mechanism | None = None
+    owner: str | None = Field(default=None, max_length=100)
+    registration_id: str | None = Field(default=None, max_length=200)
+    device_id_rule: DeviceIdRule | None = None
+    x509: X509Spec | None = None
+    group_key: str | None = Field(default=None, max_length=200)
+    hub: HubSpec | None = None
+
+
+# Why each of these cannot be changed on an enrollment that may have admitted devices.
+UNSAFE_CHANGES: dict[str, str] = {
+    "id": "the id names the enrollment in devices' records and the audit log; "
+    "create a new enrollment instead",
+    "kind": "devices were admitted as members of this kind of enrollment; "
+    "create a new enrollment and disable this one",
+    "mechanism": "devices proved their identity with this mechanism; "
+    "create a new enrollment and disable this one",
+    "owner": "devices, their certificates (OU) and channels belong to the owner "
+    "organization; create an enrollment for the other organization",
+    "registration_id": "the individual enrollment's device exists under this id; "
+    "create a new individual enrollment",
+    "device_id_rule": "provisioned devices have ids derived by the current rule; another "
+    "rule would make them new devices",
+    "x509": "the manufacturer chain decides which devices this enrollment admits; "
+    "create a new enrollment for another chain",
+    "group_key": "every device's key is derived from the group key: a new one would lock "
+    "out all devices; create a new enrollment",
+    "hub": "the hub provider's secret is checked when it is set; "
+    "run `imprint import plgd-values` again, or create a new enrollment",
+}
+
+
 def _group_key(body: EnrollmentSpec) -> bytes | None:
     if body.mechanism is not Mechanism.SYMMETRIC_KEY:
         if body.group_key is not None:
@@ -267,3 +336,91 @@ def _hub_provider(hub: HubSpec) -> HubProvider:
         audience=provider.audience,
         token_url=provider.token_url,
     )
+
+
+class UnsafeChange(Conflict):
+    """A field of an enrollment that cannot be changed once it exists."""
+
+    code = "change_unsafe"
+
+
+def _unchanged(name: str, patch: EnrollmentPatch, current: Enrollment) -> bool:
+    value = getattr(patch, name)
+    if name == "x509":
+        given = (
+            None
+            if value is None
+            else X509Material(
+                certificate_chain=tuple(value.certificate_chain),
+                lead_certificate_name=value.lead_certificate_name,
+                accept_expired=value.accept_expired,
+            )
+        )
+        return given == current.x509
+    if name in ("group_key", "hub"):
+        return value is None and getattr(current, name) is None
+    return bool(value == getattr(current, name))
+
+
+@dataclass(frozen=True, slots=True)
+class PatchedEnrollment:
+    """An enrollment after a patch: what changed (field names), and a generated
+    pre-shared key for its caller to show once."""
+
+    enrollment: Enrollment
+    changed: tuple[str, ...]
+    generated_pre_shared_key: str | None = None
+
+
+def apply_patch(current: Enrollment, patch: EnrollmentPatch) -> PatchedEnrollment:
+    """The enrollment with the patch's fields applied (not yet validated or stored).
+
+    Raises:
+        UnsafeChange: a field that cannot change was given another value (the message
+            says why, and what to do instead).
+        InvalidValue: a pre-shared key both given and asked to be generated.
+    """
+    given = patch.model_fields_set
+    for name, reason in UNSAFE_CHANGES.items():
+        if name in given and not _unchanged(name, patch, current):
+            raise UnsafeChange(f"{name} cannot be changed: {reason}")
+    if patch.generate_pre_shared_key and "pre_shared_key" in given:
+        raise InvalidValue("pre_shared_key: give one, or ask for one to be generated, not both")
+    changes: dict[str, Any] = {}
+    for name in (
+        "valid_from",
+        "valid_until",
+        "quota",
+        "validity_days",
+        "device_id_pattern",
+        "pre_shared_key",
+    ):
+        if name in given:
+            changes[name] = getattr(patch, name)
+    for name in ("enabled", "manual_approval", "profile", "reprovision", "renewal_grace_days"):
+        if name in given:
+            value = getattr(patch, name)
+            if value is None:
+                raise InvalidValue(f"{name}: cannot be null")
+            changes[name] = value
+    if "services" in given:
+        changes["services"] = dict(patch.services or {})
+    if "key_types" in given:
+        if patch.key_types is None:
+            raise InvalidValue("key_types: cannot be null")
+        changes["key_types"] = tuple(patch.key_types)
+    if "channel" in given:
+        spec = patch.channel
+        changes["channel"] = (
+            None
+            if spec is None
+            else ChannelTemplate(fields=dict(spec.fields), name=spec.name, delivery=spec.delivery)
+        )
+    generated = None
+    if patch.generate_pre_shared_key:
+        generated = generate_pre_shared_key()
+        changes["pre_shared_key"] = generated
+    changed = tuple(sorted(n for n, v in changes.items() if getattr(current, n) != v))
+    if changed:
+        changes["updated_at"] = now()
+    return PatchedEnrollment(dataclasses.replace(current, **changes), changed, generated)

@@ -1,7 +1,7 @@
-"""Admin enrollment API: create, list, show, enable/disable, delete.
+"""Admin enrollment API: create, list, show, update, enable/disable, delete.
 
 Scoped by organization (the enrollment's owner): viewers read, operators enable and
-disable, admins create and delete; a foreign enrollment answers 404.
+disable, admins create, update and delete; a foreign enrollment answers 404.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from imprint.provisioning.enrollments import (
 )
 from imprint.provisioning.specs import (
     ChannelSpec,
+    EnrollmentPatch,
     EnrollmentSpec,
     HubView,
     X509Spec,
@@ -107,6 +108,13 @@ class CreatedEnrollment(EnrollmentOut):
     group_key: str | None = Field(description="symmetric-key: base64, shown here once")
 
 
+class UpdatedEnrollment(EnrollmentOut):
+    changed: list[str] = Field(description="The fields whose value changed")
+    pre_shared_key: str | None = Field(
+        default=None, description="Only when the update generated one: shown here once"
+    )
+
+
 class EnrollmentPage(BaseModel):
     items: list[EnrollmentOut]
 
@@ -137,6 +145,31 @@ def list_enrollments(
 @router.get("/{enrollment_id}", summary="One enrollment (secrets are never shown again)")
 def show(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> EnrollmentOut:
     return EnrollmentOut.of(runtime.app.enrollments.show(principal, enrollment_id))
+
+
+@router.patch(
+    "/{enrollment_id}",
+    summary="Change an enrollment: only the fields given (null clears an optional one)",
+    description="Id, kind, mechanism, owner, registration id, device-id rule, manufacturer "
+    "chain, group key and hub provider cannot change: giving another value answers 409 "
+    "`change_unsafe` with the reason. Devices already provisioned keep their certificates "
+    "and channels.",
+)
+def update(
+    enrollment_id: str,
+    body: EnrollmentPatch,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    response: Response,
+) -> UpdatedEnrollment:
+    patched = runtime.app.enrollments.update(principal, enrollment_id, body)
+    if patched.generated_pre_shared_key is not None:
+        response.headers["Cache-Control"] = "no-store"
+    return UpdatedEnrollment(
+        **EnrollmentOut.of(patched.enrollment).model_dump(),
+        changed=list(patched.changed),
+        pre_shared_key=patched.generated_pre_shared_key,
+    )
 
 
 @router.post("/{enrollment_id}/disable", summary="Stop admitting devices")
