@@ -21,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from imprint.audit import AuditQuery
+from imprint.pki.records import CertificateStatus
 from imprint.settings import Settings
 from tests.integration.conftest import Service, start_service, write_credentials
 
@@ -303,3 +305,77 @@ def test_oob_secret_registration_needs_an_admin_and_one_enrollment(
     assert named.json()["enrollmentID"] == "second"
     assert short.status_code == 400
     assert short.json()["code"] == "value_invalid"
+
+
+@pytest.mark.both_databases
+def test_a_provisioned_device_renews_over_mutual_tls_and_its_old_certificate_is_revoked(
+    idprov_service: Service,
+) -> None:
+    service = idprov_service
+    device = Device()
+    with service.admin() as admin:
+        assert register(admin).status_code == 200
+    first = post(service, device.request(SECRET)).json()
+    assert first["status"] == "Approved"
+    cert, key = write_credentials(service.workdir, "idprov-device", first["clientCert"], device.key)
+    old_serial = format(
+        x509.load_pem_x509_certificates(first["clientCert"].encode())[0].serial_number, "x"
+    )
+    # What idprov's client sends when it holds a certificate: the same request, over mTLS,
+    # signed with whatever secret it was given (here none); the server needs no secret.
+    with service.client(cert=(cert, key)) as mtls:
+        renewed = mtls.post(
+            "/idprov/provreq",
+            content=device.request(""),
+            headers={"content-type": "application/json"},
+        )
+    assert renewed.status_code == 200, renewed.text
+    body = renewed.json()
+    assert body["status"] == "Approved", body
+    unsigned = response_fields(body)
+    assert renewed.content == go_marshal([*unsigned, ("signature", body["signature"])])
+    # idprov's client verifies a renewal's answer with the empty secret.
+    assert body["signature"] == sign(go_marshal([*unsigned, ("signature", "")]), "")
+    leaf = x509.load_pem_x509_certificates(body["clientCert"].encode())[0]
+    new_serial = format(leaf.serial_number, "x")
+    assert new_serial != old_serial
+    assert leaf.subject.rfc4514_string() == f"CN={DEVICE},OU=hub"
+    assert leaf.public_key() == device.key.public_key()
+    assert service.runtime.ledger.get(old_serial).status is CertificateStatus.REVOKED
+    assert service.runtime.ledger.get(old_serial).revocation_reason == "superseded"
+    assert service.runtime.ledger.get(new_serial).status is CertificateStatus.ISSUED
+    (stored,) = service.runtime.devices.search(limit=10)
+    assert stored.certificate_serial == new_serial
+    renewals = service.runtime.audit.search(AuditQuery(action="device.renew"))
+    assert [e.details["superseded"] for e in renewals] == [old_serial]
+
+    # The old certificate renews nothing any more (its TLS handshake still completes
+    # for the application to answer, as idprov expects: 200 with Rejected).
+    with service.client(cert=(cert, key)) as stale:
+        again = stale.post(
+            "/idprov/provreq",
+            content=device.request(""),
+            headers={"content-type": "application/json"},
+        )
+    assert again.json()["status"] == "Rejected"
+    assert again.json()["code"] == "certificate_revoked"
+    # A device renews only its own certificate.
+    new_cert, new_key = write_credentials(
+        service.workdir, "idprov-renewed", body["clientCert"], device.key
+    )
+    other = Device("someone-else")
+    with service.client(cert=(new_cert, new_key)) as mtls:
+        crossed = mtls.post(
+            "/idprov/provreq",
+            content=other.request(""),
+            headers={"content-type": "application/json"},
+        )
+        status = mtls.get(f"/idprov/status/{quote(DEVICE)}")
+    assert crossed.json()["status"] == "Rejected"
+    assert crossed.json()["code"] == "device_id_mismatch"
+    assert status.json()["status"] == "Approved"
+    assert (
+        base64.b64decode(status.json()["clientCert"])
+        .decode()
+        .startswith(body["clientCert"].split("-----END CERTIFICATE-----")[0])
+    )

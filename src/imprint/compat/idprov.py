@@ -16,6 +16,11 @@ empty signature))), keyed with the raw OOB secret; an approved response is signe
 same way, so the device knows the answer came from a server holding its secret.
 Statuses are ``Approved``, ``Waiting`` and ``Rejected``.
 
+A device renews by sending ``provreq`` again over mutual TLS with its current
+certificate (:meth:`ProvisionRequest.renewal_evidence`): no secret is needed, the
+certificate must name the request's device, and the answer is signed with the empty
+secret, which is what idprov's client verifies when it holds a certificate.
+
 idprov sends a bare public key where imprint expects a CSR. The key is wrapped in a
 PKCS#10 structure whose signature is left empty (:func:`key_only_request`) so it can
 travel through the one provisioning path; the proof of possession a CSR signature
@@ -35,7 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from imprint.attestation.base import Evidence, EvidenceMissing
+from imprint.attestation.base import AttestationFailed, Evidence, EvidenceMissing
 from imprint.attestation.oob_secret import IDPROV_FORMAT, idprov_signature
 from imprint.compat.gojson import GoValue, Struct, marshal
 from imprint.errors import InvalidValue
@@ -45,6 +50,7 @@ from imprint.provisioning.enrollments import Mechanism
 __all__ = [
     "PATHS",
     "VERSION",
+    "DeviceIdMismatch",
     "ProvisionRequest",
     "Status",
     "directory_message",
@@ -68,6 +74,12 @@ _SIGNATURE_OID = {
     rsa.RSAPublicKey: "2a864886f70d01010b",  # sha256WithRSAEncryption
     ed25519.Ed25519PublicKey: "2b6570",  # id-Ed25519
 }
+
+
+class DeviceIdMismatch(AttestationFailed):
+    """A renewal whose client certificate names another device than the request."""
+
+    code = "device_id_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +116,38 @@ class ProvisionRequest:
         except (ValueError, TypeError, UnicodeEncodeError):
             raise InvalidValue("publicKeyPEM: not a PEM public key") from None
         return check_public_key(key)
+
+    def renewal_evidence(
+        self, at: datetime, source: str | None, certificate: x509.Certificate
+    ) -> Evidence:
+        """The request, sent over mutual TLS with the device's current certificate, as
+        renewal evidence: idprov's renewal needs no secret and no signature.
+
+        Raises:
+            EvidenceMissing: deviceID or publicKeyPEM is empty.
+            DeviceIdMismatch: the certificate names another device.
+            InvalidValue, UnsupportedKey: see :meth:`public_key`.
+        """
+        missing = [
+            name
+            for name, value in (("deviceID", self.device_id), ("publicKeyPEM", self.public_key_pem))
+            if not value
+        ]
+        if missing:
+            raise EvidenceMissing(f"{', '.join(missing)} required in an idprov request")
+        names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not names or names[0].value != self.device_id:
+            raise DeviceIdMismatch(
+                "the client certificate is another device's: a device renews only its own"
+            )
+        return Evidence(
+            mechanism=Mechanism.RENEWAL,
+            csr=key_only_request(self.public_key(), self.device_id),
+            at=at,
+            registration_id=self.device_id,
+            client_certificate=certificate,
+            source=source,
+        )
 
     def evidence(self, at: datetime, source: str | None) -> Evidence:
         """The request as oob-secret evidence for the Provisioner.

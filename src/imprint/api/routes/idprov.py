@@ -23,6 +23,7 @@ from imprint.api.identity import (
     OptionalPrincipal,
     PrincipalDep,
     RuntimeDep,
+    client_certificate,
 )
 from imprint.app.scoping import scope_of
 from imprint.attestation.base import AttestationFailed
@@ -42,6 +43,7 @@ from imprint.errors import (
 from imprint.pki.records import CertificateStatus
 from imprint.provisioning.devices import Device, DeviceStatus
 from imprint.provisioning.enrollments import Enrollment, Mechanism
+from imprint.provisioning.service import Outcome
 from imprint.runtime import Runtime
 from imprint.tenancy.access import Principal
 
@@ -102,7 +104,11 @@ def directory(runtime: RuntimeDep) -> Response:
     return Response(body, media_type=JSON)
 
 
-@router.post("/provreq", summary="idprov: request a certificate with an OOB-secret signature")
+@router.post(
+    "/provreq",
+    summary="idprov: request a certificate with an OOB-secret signature, or renew one "
+    "over mutual TLS with the current certificate",
+)
 def provision(body: ProvisionRequestIn, request: Request, runtime: RuntimeDep) -> Response:
     idprov = ProvisionRequest(
         device_id=body.deviceID or "",
@@ -112,9 +118,14 @@ def provision(body: ProvisionRequestIn, request: Request, runtime: RuntimeDep) -
         signature=body.signature or "",
     )
     now = runtime.clock.now()
-    evidence = idprov.evidence(now, request.client.host if request.client else None)
+    source = request.client.host if request.client else None
     try:
-        outcome = runtime.provisioner.provision(evidence)
+        current = client_certificate(request)
+        if current is not None:
+            # idprov's renewal: the device's own certificate instead of a secret.
+            renewal = idprov.renewal_evidence(now, source, current.certificate)
+            return _approved(runtime, runtime.provisioner.renew(renewal), now, secret="")
+        outcome = runtime.provisioner.provision(idprov.evidence(now, source))
     except (AttestationFailed, PermissionDenied) as exc:
         rejected = provision_response("Rejected", extra={"code": exc.code, "detail": exc.message})
         return Response(rejected, media_type=JSON)
@@ -123,18 +134,26 @@ def provision(body: ProvisionRequestIn, request: Request, runtime: RuntimeDep) -
         waiting = provision_response("Waiting", retry_seconds=retry)
         return Response(waiting, media_type=JSON, headers={"Retry-After": str(retry)})
     bundle = outcome.bundle
-    # idprov requests always carry a key, so the bundle always holds a certificate.
-    assert bundle.chain_pem is not None
-    assert bundle.renew_after is not None
     secret = runtime.oob_secrets.get(bundle.enrollment_id, bundle.device_id)
     if secret is None:  # removed between issuing and answering: cannot sign the answer
         raise NotFound("the device's out-of-band secret was removed; register it again")
+    return _approved(runtime, outcome, now, secret=secret.secret)
+
+
+def _approved(runtime: Runtime, outcome: Outcome, now: datetime, *, secret: str) -> Response:
+    """An approved PostProvisionResponseMessage signed with ``secret`` (the empty secret
+    for a renewal over mutual TLS, as idprov's client verifies it)."""
+    bundle = outcome.bundle
+    # idprov requests always carry a key, so the bundle always holds a certificate.
+    assert bundle is not None
+    assert bundle.chain_pem is not None
+    assert bundle.renew_after is not None
     approved = provision_response(
         "Approved",
         retry_seconds=max(0, int((bundle.renew_after - now).total_seconds())),
         ca_cert=bundle.trust_anchors_pem[0],
         client_cert=bundle.chain_pem,
-        secret=secret.secret,
+        secret=secret,
     )
     return Response(approved, media_type=JSON)
 
