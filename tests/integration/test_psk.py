@@ -65,6 +65,9 @@ def test_a_client_registers_its_own_key(service: Service) -> None:
             PATH,
             json={"subject": "d2d-client-3", "key": base64.urlsafe_b64encode(own).decode()[:22]},
         )
+        # plgd's preSharedKey: a 16-character string whose bytes are the key.
+        as_plgd = http.post(PATH, json={"subject": "d2d-client-4", "key": "0123456789012345"})
+        short = http.post(PATH, json={"subject": "d2d-client-5", "key": "012345678901234"})
         taken = http.post(PATH, json={"subject": "d2d-client-1"})
     for answer in (as_hex, as_b64, unpadded):
         assert answer.status_code == 201, answer.text
@@ -72,9 +75,14 @@ def test_a_client_registers_its_own_key(service: Service) -> None:
         assert answer.json()["key"] is None  # the client has it; it is not echoed
         stored = service.runtime.identities.psks.with_key(answer.json()["id"])
         assert stored.key == own
+    assert as_plgd.status_code == 201, as_plgd.text
+    assert "0123456789012345" not in as_plgd.text
+    assert service.runtime.identities.psks.with_key(as_plgd.json()["id"]).key == b"0123456789012345"
+    assert short.status_code == 400
+    assert "16-character string" in short.json()["detail"]
     assert taken.status_code == 409
     assert taken.json()["code"] == "psk_subject_taken"
-    assert psk_rows(service) == 3
+    assert psk_rows(service) == 4
 
 
 @pytest.mark.slow

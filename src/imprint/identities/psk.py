@@ -77,11 +77,16 @@ class PskStore(Protocol):
 
 
 def parse_key(text: str) -> bytes:
-    """A 16-byte key given as 32 hex digits or as base64 (24 characters, or 22 unpadded).
+    """A 16-byte key given as 32 hex digits, as base64 (24 characters, or 22 unpadded),
+    or as plgd writes it: a string of 16 printable ASCII characters, whose bytes are the
+    key (``"0123456789012345"``). No string can be read two ways: the three forms
+    differ in length.
 
     Raises:
         InvalidValue: anything else.
     """
+    if len(text) == KEY_BYTES and text.isascii() and text.isprintable():
+        return text.encode("ascii")
     text = text.strip()
     if _HEX.fullmatch(text):
         return bytes.fromhex(text)
@@ -94,7 +99,9 @@ def parse_key(text: str) -> bytes:
                 continue
             if len(key) == KEY_BYTES:
                 return key
-    raise InvalidValue("key: 16 bytes as 32 hex digits or base64")
+    raise InvalidValue(
+        "key: 16 bytes as 32 hex digits, as base64, or as a 16-character string (plgd)"
+    )
 
 
 def check_subject(subject: str) -> str:

@@ -30,7 +30,8 @@ class PskIn(BaseModel):
     key: str | None = Field(
         default=None,
         max_length=64,
-        description="Register this 16-byte key (32 hex digits or base64) instead of getting one",
+        description="Register this 16-byte key instead of getting one: 32 hex digits, base64, "
+        'or plgd\'s 16-character string ("0123456789012345")',
     )
 
 
