@@ -4,6 +4,7 @@ and gets the owner, the pre-shared key and a hub token."""
 
 from __future__ import annotations
 
+import getpass
 import subprocess
 import textwrap
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from imprint.audit import AuditQuery
 from imprint.store.cache import TTL_SECONDS
 from tests.e2e.conftest import run_imprint
 from tests.integration.conftest import Service
@@ -219,3 +221,55 @@ def test_a_different_owner_claim_is_reported_with_how_to_set_it(
     warning = " ".join(result.stderr.split())
     assert "global.ownerClaim is owner-id" in warning
     assert "IMPRINT_AUTH__OWNER_CLAIM=owner-id" in warning
+
+
+@pytest.mark.slow
+def test_a_wrong_hub_secret_is_refused_at_import_and_stores_nothing(
+    service: Service, maker: Manufacturer, tmp_path: Path
+) -> None:
+    good = write_values(tmp_path / "good.yaml", maker).read_text()
+    provider = '            clientId: "test"\n            clientSecret: "test"\n'
+    assert provider in good
+    cases = {
+        "secret": (
+            provider.replace('clientSecret: "test"', 'clientSecret: "not-the-secret"'),
+            "hub provider 'plgd.dps': the client secret does not match client 'test'",
+        ),
+        "client": (
+            provider.replace('clientId: "test"', 'clientId: "nobody"'),
+            "names client 'nobody', which is neither in mockoauthserver.oauth",
+        ),
+    }
+    for reason, (replacement, message) in cases.items():
+        path = tmp_path / f"{reason}.yaml"
+        path.write_text(good.replace(provider, replacement))
+        for dry in ((), ("--dry-run",)):
+            result = imprint(service, "import", "plgd-values", str(path), *dry)
+            assert result.returncode == 1, (reason, dry, result.stdout)
+            assert message in " ".join(result.stderr.split()), (reason, result.stderr)
+            assert "not-the-secret" not in result.stderr
+    assert stored(service) == (0, False)
+    assert service.runtime.audit.search(AuditQuery(action="enrollment.import")) == []
+
+    # The right secret of a client imprint already knows (not in the file) passes.
+    without_clients = good.split("coapgateway:")[1]
+    known = tmp_path / "known.yaml"
+    known.write_text("coapgateway:" + without_clients)
+    with service.admin() as admin:
+        made = admin.post(
+            "/api/v1/oauth-clients",
+            json={"name": "dps", "grant_types": ["client_credentials"]},
+        )
+    assert made.status_code == 201, made.text
+    client_id, secret = made.json()["client_id"], made.json()["client_secret"]
+    known.write_text(
+        known.read_text()
+        .replace('clientId: "test"', f'clientId: "{client_id}"')
+        .replace('clientSecret: "test"', f'clientSecret: "{secret}"')
+    )
+    done = imprint(service, "import", "plgd-values", str(known))
+    assert done.returncode == 0, done.stderr
+    assert f"enrollment {GROUP_ID}: created" in done.stdout
+    (entry,) = service.runtime.audit.search(AuditQuery(action="enrollment.import"))
+    assert entry.actor == f"cli:{getpass.getuser()}"
+    assert (entry.target_id, entry.org_id, entry.details) == (GROUP_ID, "1", {"file": str(known)})

@@ -21,6 +21,7 @@ from imprint.app.deny_list import DenyListOperations
 from imprint.app.devices import DeviceOperations
 from imprint.app.enrollments import EnrollmentOperations
 from imprint.app.identities import IdentityOperations
+from imprint.app.imports import ImportOperations
 from imprint.app.oauth_clients import OAuthClientOperations
 from imprint.app.oob_secrets import OobSecretOperations
 from imprint.app.organizations import OrganizationOperations
@@ -51,6 +52,7 @@ class Application:
         self.users = UserOperations(runtime)
         self.api_keys = ApiKeyOperations(runtime)
         self.oauth_clients = OAuthClientOperations(runtime)
+        self.imports = ImportOperations(runtime)
 
 
 class DatabaseApplication:

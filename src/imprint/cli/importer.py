@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from imprint.cli import _fail, err, out
-from imprint.cli.org import cli_audit, open_local_runtime
-from imprint.compat.plgd import apply_values, read_values
+from imprint.cli import _fail, _runtime, err, out
+from imprint.compat.plgd import read_values
 from imprint.errors import InvalidValue
+from imprint.tenancy.access import cli_principal
 
 app = typer.Typer(help="Import configuration written for other systems.", no_args_is_help=True)
 
@@ -25,7 +25,9 @@ def plgd_values(
     """Create the OAuth clients (mockoauthserver.oauth) and enrollment groups
     (deviceProvisioningService.enrollmentGroups) of a plgd values file.
 
-    Running it again updates what changed in the file and leaves the rest alone.
+    Each hub provider's client id and secret are checked first (against the file's
+    clients and those imprint knows); a wrong one stores nothing and exits 1. Running it
+    again updates what changed in the file and leaves the rest alone.
     """
     try:
         text = file.read_text(encoding="utf-8")
@@ -35,7 +37,7 @@ def plgd_values(
         values = read_values(text)
     except InvalidValue as exc:
         _fail(f"{file}: {exc.message}")
-    with open_local_runtime() as runtime:
+    with _runtime() as runtime:
         ours = runtime.settings.auth.owner_claim
         if values.owner_claim is None:
             out.print(f"owner claim: the file names none; imprint uses {ours}")
@@ -48,24 +50,13 @@ def plgd_values(
                 f"in {ours}. Set `auth: {{owner_claim: {values.owner_claim}}}` in imprint.yaml "
                 f"or IMPRINT_AUTH__OWNER_CLAIM={values.owner_claim}, then restart imprint."
             )
-        actions = apply_values(
-            values,
-            enrollments=runtime.enrollments,
-            clients=runtime.oauth_clients,
-            configured=runtime.clients.configured,
-            dry_run=dry_run,
+        imported = runtime.app.imports.plgd_values(
+            cli_principal(), values, source=str(file), dry_run=dry_run
         )
-        if not dry_run:
-            for action in actions:
-                if action.result in ("created", "updated"):
-                    target = "oauth_client" if action.kind == "client" else "enrollment"
-                    cli_audit(
-                        runtime, f"{target}.import", target, action.target, None, file=str(file)
-                    )
-    for note in values.notes:
+    for note in imported.notes:
         out.print(f"note: {note}")
     prefix = "would be " if dry_run else ""
-    for action in actions:
+    for action in imported.actions:
         line = str(action)
         if dry_run and action.result in ("created", "updated"):
             line = line.replace(f": {action.result}", f": {prefix}{action.result}", 1)

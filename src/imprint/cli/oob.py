@@ -72,6 +72,15 @@ def _rows(path: Path) -> Iterable[RawRow]:
         return parse_json(data)
 
 
+def _until(rows: Iterable[RawRow], valid_until: str) -> Iterator[RawRow]:
+    """The rows, each without its own ``valid_until`` given ``valid_until``."""
+    for row in rows:
+        if row.values.get("valid_until") in (None, ""):
+            yield RawRow(row.line, {**row.values, "valid_until": valid_until})
+        else:
+            yield row
+
+
 def _csv_rows(path: Path) -> Iterator[RawRow]:
     try:
         with path.open(encoding="utf-8-sig", newline="") as lines:
@@ -110,10 +119,24 @@ def import_file(
             "objects with those fields"
         ),
     ],
-    dry_run: Annotated[bool, typer.Option(help="Report what would change; write nothing")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Report what would change; write nothing (exit 1 on bad rows)")
+    ] = False,
+    valid_until: Annotated[
+        str | None,
+        typer.Option(
+            help="ISO 8601 expiry for the rows without their own valid_until "
+            "(default 3 days from now, at most 365)"
+        ),
+    ] = None,
 ) -> None:
-    """Register many secrets: every row is checked first; one bad row and nothing is written."""
+    """Register many secrets: every row is checked first; one bad row and nothing is written.
+
+    Exits 1 when a row is invalid, with --dry-run too (nothing is written either way).
+    """
     rows = _rows(file)
+    if valid_until is not None:
+        rows = _until(rows, valid_until)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -137,7 +160,7 @@ def import_file(
             except RowsInvalid as exc:
                 report = exc.report
         _print_report(report)
-    if report.problems and not report.dry_run:
+    if report.problems:
         raise typer.Exit(1)
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 from rich.tree import Tree
 
-from imprint.audit import AuditEntry
 from imprint.cli import _errors, _settings, out
 from imprint.runtime import Runtime, open_runtime
 from imprint.tenancy.access import cli_principal
@@ -30,27 +28,6 @@ def open_local_runtime() -> Iterator[Runtime]:
             yield runtime
     finally:
         runtime.close()
-
-
-def cli_audit(  # for the commands not yet moved to an operation (import plgd-values)
-    runtime: Runtime,
-    action: str,
-    target_type: str,
-    target_id: str,
-    org_id: str | None,
-    **details: Any,
-) -> None:
-    """Write the audit entry of a command-line change (actor ``cli:<login name>``)."""
-    runtime.audit.write(
-        AuditEntry(
-            actor=f"cli:{getpass.getuser()}",
-            action=action,
-            target_type=target_type,
-            target_id=target_id,
-            org_id=org_id,
-            details=details,
-        )
-    )
 
 
 @app.command("create")

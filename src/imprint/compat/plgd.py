@@ -21,14 +21,20 @@ of the same file changes nothing.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import yaml
 from pydantic import ValidationError
 
-from imprint.auth.clients import OAuthClient, OAuthClientStore, configured_clients
+from imprint.auth.clients import (
+    CLIENT_CREDENTIALS,
+    OAuthClient,
+    OAuthClientStore,
+    configured_clients,
+    secret_digest,
+)
 from imprint.errors import ConfigurationError, InvalidValue, NotFound
 from imprint.provisioning.enrollments import (
     Enrollment,
@@ -39,7 +45,7 @@ from imprint.provisioning.enrollments import (
 from imprint.provisioning.specs import EnrollmentSpec, enrollment_from
 from imprint.settings import OAuthClientSettings
 
-__all__ = ["Action", "PlgdValues", "apply_values", "read_values"]
+__all__ = ["Action", "PlgdValues", "apply_values", "hub_provider_problems", "read_values"]
 
 _PEM_END = "-----END CERTIFICATE-----"
 _GROUP_FIELDS = {"id", "owner", "preSharedKey", "attestationMechanism", "hub", "name"}
@@ -371,3 +377,60 @@ def apply_values(
     """
     actions = _import_clients(values, clients, configured, dry_run)
     return [*actions, *_import_enrollments(values, enrollments, dry_run)]
+
+
+def hub_provider_problems(
+    values: PlgdValues, known: Callable[[str], Sequence[OAuthClient]]
+) -> tuple[list[str], list[str]]:
+    """Check each enrollment's hub provider before anything is stored, so a wrong id
+    or secret is refused at import rather than at a device's first provisioning.
+
+    A provider without ``tokenURL`` gets its tokens from imprint's own OAuth server: its
+    client id and secret must authenticate against a client of the file or one imprint
+    knows already (``known(client_id)``: configured, then stored), and that client must
+    be allowed ``client_credentials``. A provider with ``tokenURL`` is another server's
+    client; it is only noted.
+
+    Returns:
+        (problems, notes): each problem names the enrollment and the provider.
+    """
+    in_file: dict[str, list[OAuthClient]] = {}
+    for _where, client in values.clients:
+        in_file.setdefault(client.client_id, []).append(client)
+    problems: list[str] = []
+    notes: list[str] = []
+    for where, enrollment in values.enrollments:
+        provider = enrollment.hub
+        if provider is None:
+            continue
+        label = f"{where} ({enrollment.id}): hub provider {provider.name!r}"
+        if provider.token_url is not None:
+            notes.append(
+                f"{label} gets tokens from {provider.token_url}; its client secret is "
+                "checked there, at the first provisioning"
+            )
+            continue
+        candidates = [*in_file.get(provider.client_id, []), *known(provider.client_id)]
+        if not candidates:
+            problems.append(
+                f"{label} names client {provider.client_id!r}, which is neither in "
+                "mockoauthserver.oauth nor a client imprint knows (auth.clients or "
+                "imprint client create)"
+            )
+            continue
+        digest = secret_digest(provider.client_secret)
+        proven = [
+            c
+            for c in candidates
+            if c.secret_sha256 is not None and hmac.compare_digest(c.secret_sha256, digest)
+        ]
+        if not proven:
+            problems.append(
+                f"{label}: the client secret does not match client {provider.client_id!r}"
+            )
+        elif not any(CLIENT_CREDENTIALS in c.grant_types for c in proven):
+            problems.append(
+                f"{label}: client {provider.client_id!r} may not use the client_credentials "
+                "grant that hub tokens need"
+            )
+    return problems, notes
