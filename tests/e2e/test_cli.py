@@ -232,6 +232,7 @@ def test_enrollment_lifecycle_from_the_command_line(imprint: Run, tmp_path: Path
     import json
 
     imprint("ca", "init", **PASS)
+    imprint("org", "create", "Acme", "--id", "acme", **PASS)
     created = imprint(
         "enrollment", "create", "--mechanism", "symmetric-key", "--owner", "acme",
         "--id", "plant-7", "--generate-psk", "--service", "mqtt=mqtts://broker:8883",

@@ -28,6 +28,7 @@ def test_enrollment_and_oob_changes_are_audited_as_the_cli_user(
     imprint: Run, tmp_path: Path
 ) -> None:
     imprint("ca", "init", **PASS)
+    imprint("org", "create", "Acme", "--id", "acme", **PASS)
     imprint(
         "enrollment", "create", "--mechanism", "symmetric-key", "--owner", "acme",
         "--id", "plant-7", "--generate-psk", **PASS,

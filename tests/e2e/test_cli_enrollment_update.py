@@ -1,6 +1,7 @@
 """The command line fails early and says why: ``imprint enrollment update`` changes what
-can change (audited as the operating-system user) and refuses the rest;
-``oob import --dry-run`` exits 1 on invalid rows, and ``--valid-until`` sets the rows' expiry."""
+can change (audited as the operating-system user) and refuses the rest; enrollments of
+an organization that does not exist are refused; ``oob import --dry-run`` exits 1 on
+invalid rows, and ``--valid-until`` sets the rows' expiry."""
 
 from __future__ import annotations
 
@@ -79,6 +80,19 @@ def test_enrollment_update_changes_what_it_may_and_refuses_the_rest(
         (user, "thermo", {"changed": ["channel", "quota"]}),
     ]
     assert psk not in str(updates(tmp_path))
+
+
+def test_an_enrollment_for_an_unknown_organization_is_refused(imprint: Run, tmp_path: Path) -> None:
+    imprint("ca", "init", **PASS)
+    refused = imprint(
+        "enrollment", "create", "--mechanism", "oob-secret", "--owner", "nosuchorg",
+        check=False, **PASS,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "no organization 'nosuchorg'" in refused.stderr
+    assert "imprint org create" in " ".join(refused.stderr.split())
+    listed = imprint("enrollment", "list", **PASS)
+    assert "0 enrollment(s)" in listed.stdout
 
 
 def test_oob_import_dry_run_fails_on_invalid_rows_and_valid_until_sets_the_expiry(

@@ -43,6 +43,7 @@ def test_deny_list_and_crl_changes_from_the_cli_are_audited(
     maker = Manufacturer.create("Acme")
     chain = tmp_path / "chain.pem"
     chain.write_text("".join(maker.chain()))
+    _imprint(settings, "org", "create", "Acme", "--id", "acme")
     _imprint(
         settings, "enrollment", "create", "--mechanism", "x509", "--owner", "acme",
         "--id", "meters", "--x509-chain", str(chain),

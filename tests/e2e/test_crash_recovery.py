@@ -72,6 +72,8 @@ def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
         token = (data / "admin-token").read_text().strip()
         admin = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, verify=trusting(ca), timeout=30) as client:
+            made = client.post("/api/v1/orgs", headers=admin, json={"id": "acme", "name": "Acme"})
+            assert made.status_code == 201, made.text
             group = client.post(
                 "/api/v1/enrollments",
                 headers=admin,

@@ -70,7 +70,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 pass
             time.sleep(0.2)
         token = (workdir / "data" / "admin-token").read_text().strip()
-        yield Server(url, root, token, workdir / "data")
+        server = Server(url, root, token, workdir / "data")
+        server.admin("/api/v1/orgs", id="acme", name="Acme")  # the enrollments' owner
+        yield server
     finally:
         stop(process, signal.SIGINT, 20)
         log.close()

@@ -22,6 +22,7 @@ from imprint.pki.authority import IssuanceRequest
 from imprint.runtime import Runtime, prepare
 from imprint.server import build_server
 from imprint.settings import Settings
+from imprint.tenancy.access import cli_principal
 
 
 class ServerClock:
@@ -66,6 +67,23 @@ class Service:
             IssuanceRequest(public_key=key.public_key(), profile=profile, common_name=name)
         )
         return write_credentials(self.workdir, name, issued.chain_pem(), key)
+
+
+def with_orgs(service: Service, *org_ids: str) -> Service:
+    """Create the top-level organizations ``org_ids`` that do not exist yet (enrollments
+    name an existing owner), as the command line would."""
+    for org_id in org_ids:
+        if org_id not in service.runtime.org_tree():
+            service.runtime.app.organizations.create(
+                cli_principal(), f"Org {org_id}", org_id=org_id
+            )
+    return service
+
+
+def ensure_org(admin: httpx.Client, org_id: str) -> None:
+    """The top-level organization ``org_id``, made through the API unless it exists."""
+    made = admin.post("/api/v1/orgs", json={"id": org_id, "name": f"Org {org_id}"})
+    assert made.status_code in (201, 409), made.text
 
 
 def write_credentials(

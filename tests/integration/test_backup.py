@@ -15,7 +15,7 @@ import pytest
 from imprint.settings import Settings
 from imprint.store import db
 from tests.e2e.conftest import run_imprint
-from tests.integration.conftest import Service, start_service
+from tests.integration.conftest import Service, ensure_org, start_service
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -25,6 +25,7 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 def create_enrollment(service: Service, enrollment_id: str) -> int:
     body = {"id": enrollment_id, "mechanism": "oob-secret", "owner": "acme"}
     with service.admin() as admin:
+        ensure_org(admin, "acme")
         return admin.post("/api/v1/enrollments", json=body).status_code
 
 

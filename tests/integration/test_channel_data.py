@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from imprint.settings import ChannelSettings, Settings
 from imprint.store.tables import channel_entries, devices
 from tests.e2e.conftest import openssl
-from tests.integration.conftest import Service, start_service, write_credentials
+from tests.integration.conftest import Service, ensure_org, start_service, write_credentials
 from tests.integration.oauth_helpers import bearer, make_org, token_for
 from tests.integration.test_channels_provisioning import (
     channel_enrollment,
@@ -316,6 +316,7 @@ def connector_enrollment(
     if channel:
         body["channel"] = {"fields": {"field1": "temperature", "field2": "pressure"}}
     with service.admin() as admin:
+        ensure_org(admin, "westpharma")
         made = admin.post("/api/v1/enrollments", json=body)
         assert made.status_code == 201, made.text
         trusted = admin.post(

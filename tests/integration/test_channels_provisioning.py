@@ -26,7 +26,14 @@ from imprint.provisioning.channels import (
     regenerate_write_key,
 )
 from imprint.store.tables import channel_keys, channels
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, ensure_org, with_orgs
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "o")
+
 
 PROBLEM = "application/problem+json"
 SERIAL = "74743827342"
@@ -71,7 +78,9 @@ def channel_enrollment(
     channel: dict[str, Any] | None = None,
     **fields: Any,
 ) -> str:
-    """A registration-key group giving each device a channel; returns its key."""
+    """A registration-key group giving each device a channel (of ``owner``, made if it
+    does not exist yet); returns its key."""
+    ensure_org(admin, owner)
     created = admin.post(
         "/api/v1/enrollments",
         json={

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import openssl
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, with_orgs
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "acme")
+
 
 CA_EXT = [
     "-addext",

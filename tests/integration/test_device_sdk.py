@@ -46,9 +46,15 @@ from imprint.device.client import PROVISION_PATH
 from imprint.device.evidence import derive_device_key, split_registration_key
 from imprint.device.keys import generate_key, make_csr, private_key_pem
 from imprint.device.provision import exchange
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, with_orgs
 from tests.integration.test_lifecycle import Factory, device_ref
 from tests.integration.test_x509_attestation import Manufacturer, enroll
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "acme")
 
 
 class ScriptedClock:

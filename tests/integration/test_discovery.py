@@ -16,7 +16,7 @@ from zeroconf import IPVersion, Zeroconf
 from imprint.device import DeviceStore
 from imprint.device.discovery import browse
 from imprint.settings import Settings
-from tests.integration.conftest import Service, start_service
+from tests.integration.conftest import Service, start_service, with_orgs
 
 LOOPBACK = "127.0.0.1"
 
@@ -30,7 +30,8 @@ def announced(settings: Settings, tmp_path: Path) -> Iterator[Service]:
             )
         }
     )
-    yield from start_service(settings, tmp_path)
+    for service in start_service(settings, tmp_path):
+        yield with_orgs(service, "acme")
 
 
 @pytest.mark.parametrize(

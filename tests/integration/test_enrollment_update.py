@@ -181,3 +181,16 @@ def test_unsafe_and_invalid_changes_are_refused_and_change_nothing(service: Serv
     problem(not_admin, 403, "role_insufficient")
     assert service.runtime.enrollments.get("plant") == before
     assert updates(service, "plant") == []
+
+
+def test_an_enrollment_of_an_unknown_organization_is_refused(service: Service) -> None:
+    with service.admin() as admin:
+        refused = admin.post(
+            "/api/v1/enrollments",
+            json={"id": "orphan", "mechanism": "oob-secret", "owner": "nosuchorg"},
+        )
+    detail = problem(refused, 404, "not_found")["detail"]
+    assert "no organization 'nosuchorg'" in detail
+    assert "POST /api/v1/orgs" in detail
+    assert service.runtime.enrollments.search(limit=10) == []
+    assert service.runtime.audit.search(AuditQuery(action="enrollment.create")) == []

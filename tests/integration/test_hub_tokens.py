@@ -23,7 +23,7 @@ from sqlalchemy import select
 from imprint.attestation.jws import provision_payload, sign_compact
 from imprint.provisioning.bundle import open_for_device
 from imprint.store.tables import provisioning_records
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, ensure_org
 from tests.integration.oauth_helpers import OWNER_CLAIM, make_client, make_org, verify
 from tests.integration.test_registration_key import enrollment_with_key
 from tests.integration.test_registration_key import provision as provision_with_key
@@ -56,6 +56,7 @@ def enroll(
         "hub": {"authorization": {"provider": provider}},
     }
     with service.admin() as admin:
+        ensure_org(admin, "acme")
         created = admin.post("/api/v1/enrollments", json=body)
     assert created.status_code == 201, created.text
     shown: dict[str, Any] = created.json()
@@ -223,6 +224,7 @@ def test_enrollment_checks_its_hub_provider(service: Service, maker: Manufacture
         "bad scope": {"scopes": ["has space"]},
     }
     with service.admin() as admin:
+        ensure_org(admin, "acme")
         for reason, extra in bad.items():
             provider = {"name": "dps", "client_id": "c", "client_secret": "s", **extra}
             answer = admin.post(

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from imprint.audit import AuditQuery
 from imprint.pki.records import CertificateStatus
 from imprint.settings import Settings
-from tests.integration.conftest import Service, start_service, write_credentials
+from tests.integration.conftest import Service, ensure_org, start_service, write_credentials
 
 SECRET = "12345678"
 DEVICE = "AA:BB:CC:DD:EE:FF"
@@ -104,6 +104,7 @@ def idprov_service(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     configured = settings.model_copy(update={"services": SERVICES})
     for service in start_service(configured, tmp_path):
         with service.admin() as admin:
+            ensure_org(admin, "hub")
             created = admin.post(
                 "/api/v1/enrollments",
                 json={"mechanism": "oob-secret", "owner": "hub", "id": "idprov"},

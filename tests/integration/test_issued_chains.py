@@ -29,10 +29,17 @@ from cryptography.x509.oid import NameOID
 from imprint.attestation.jws import provision_payload, sign_compact
 from imprint.attestation.oob_secret import idprov_signature, oob_mac
 from imprint.attestation.symmetric_key import csr_sha256, derive_device_key, symmetric_key_token
-from tests.integration.conftest import Service, write_credentials
+from tests.integration.conftest import Service, with_orgs, write_credentials
 from tests.integration.test_client_ca import csr_for, curl_provision, make_ca, make_device
 from tests.integration.test_lifecycle import Factory
 from tests.integration.test_x509_attestation import Manufacturer
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "acme", "hub", "the-simpsons")
+
 
 BIN = Path(sys.executable).parent
 SECRET = "printed-on-the-box-0042"

@@ -13,7 +13,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.integration.conftest import Service, write_credentials
+from tests.integration.conftest import Service, with_orgs, write_credentials
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "acme")
 
 
 class Factory:

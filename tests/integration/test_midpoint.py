@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, with_orgs
 from tests.integration.test_channels_provisioning import (
     SERIAL,
     channel_enrollment,
@@ -19,6 +19,13 @@ from tests.integration.test_channels_provisioning import (
     open_sealed,
     refused,
 )
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "o", "mr-burns", "the-simpsons")
+
 
 SEED_KEY = "HQ481047-1JWORF43"  # the registration key of the seed story
 PATH = "/midpoint/ws/iot/devices"

@@ -24,7 +24,7 @@ from imprint.device import DeviceStore, ImprintClient, provision_symmetric_key
 from imprint.mqtt import BrokerFiles, write_broker_setup
 from imprint.settings import Settings
 from tests.conftest import free_port
-from tests.integration.conftest import Service, start_service
+from tests.integration.conftest import Service, ensure_org, start_service
 
 
 def _mosquitto() -> str:
@@ -90,6 +90,7 @@ def broker(mqtt_service: Service) -> Iterator[Broker]:
 def provision(service: Service, owner: str, device_id: str, directory: Path) -> Path:
     """Provision ``device_id`` for ``owner`` through the server, as a device would."""
     with service.admin() as admin:
+        ensure_org(admin, owner)
         response = admin.post(
             "/api/v1/enrollments",
             json={"mechanism": "symmetric-key", "owner": owner, "id": f"{owner}-sensors"},

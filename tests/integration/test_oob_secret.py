@@ -26,7 +26,14 @@ from typer.testing import CliRunner
 from imprint.provisioning.devices import DeviceStatus
 from imprint.provisioning.oob_secrets import OobSecret
 from imprint.store.oob_secrets import SqlOobSecretStore
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, with_orgs
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "acme")
+
 
 PROBLEM = "application/problem+json"
 SECRET = "s3cret-from-the-label"

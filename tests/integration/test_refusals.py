@@ -36,9 +36,16 @@ from imprint.attestation.oob_secret import idprov_signature, oob_mac
 from imprint.attestation.symmetric_key import csr_sha256, derive_device_key, symmetric_key_token
 from imprint.provisioning.oob_secrets import OobSecret
 from imprint.store.oob_secrets import SqlOobSecretStore
-from tests.integration.conftest import Service, foreign_credentials, write_credentials
+from tests.integration.conftest import Service, foreign_credentials, with_orgs, write_credentials
 from tests.integration.test_lifecycle import Factory
 from tests.integration.test_x509_attestation import Manufacturer, crl_of
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "acme", "the-flanders", "the-simpsons")
+
 
 PROBLEM = "application/problem+json"
 PROVISION = "/api/v1/provision"

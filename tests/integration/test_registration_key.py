@@ -20,7 +20,14 @@ from imprint.audit import AuditQuery
 from imprint.cli.regkey import app as regkey_app
 from imprint.provisioning.bundle import open_for_device, response_mac
 from imprint.store.registration_keys import SqlRegistrationKeyStore
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, ensure_org, with_orgs
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "o", "the-simpsons")
+
 
 PROBLEM = "application/problem+json"
 SERIAL = "74743827342"
@@ -38,6 +45,7 @@ def make_csr() -> str:
 
 def enrollment_with_key(admin: httpx.Client, enrollment_id: str, owner: str, **fields: Any) -> str:
     """A registration-key group with a pre-shared key; returns its registration key."""
+    ensure_org(admin, owner)
     created = admin.post(
         "/api/v1/enrollments",
         json={

@@ -13,14 +13,15 @@ import pytest
 from imprint.device import DeviceStore, ImprintClient, provision_symmetric_key
 from imprint.errors import ConfigurationError
 from imprint.settings import Settings, load_settings
-from tests.integration.conftest import Service, start_service
+from tests.integration.conftest import Service, start_service, with_orgs
 
 CONFIGURED = {"mqtt": "mqtts://broker.example:8883", "portal": "https://portal.example"}
 
 
 @pytest.fixture
 def with_services(settings: Settings, tmp_path: Path) -> Iterator[Service]:
-    yield from start_service(settings.model_copy(update={"services": CONFIGURED}), tmp_path)
+    for service in start_service(settings.model_copy(update={"services": CONFIGURED}), tmp_path):
+        yield with_orgs(service, "acme")
 
 
 def test_every_directory_lists_the_configured_services(with_services: Service) -> None:

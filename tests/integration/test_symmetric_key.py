@@ -15,7 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from imprint.attestation.symmetric_key import csr_sha256, derive_device_key, symmetric_key_token
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, with_orgs
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "acme")
+
 
 PROBLEM = "application/problem+json"
 

@@ -11,10 +11,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from imprint.attestation.revocation import key_sha256
 from imprint.audit import AuditQuery
 from imprint.provisioning.channels import ChannelTemplate, channel_for_device
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, with_orgs
 from tests.integration.identity_helpers import csr_pem, make_csr, user_token
 from tests.integration.oauth_helpers import bearer
 from tests.integration.test_x509_attestation import Manufacturer, crl_of, enroll
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "acme")
 
 
 def _logged(service: Service, prefix: str) -> list[tuple[str, str, str | None, str | None]]:

@@ -28,7 +28,14 @@ import imprint.server
 from imprint.attestation.jws import provision_payload, sign_compact
 from imprint.runtime import open_runtime
 from imprint.server import build_server
-from tests.integration.conftest import Service, write_credentials
+from tests.integration.conftest import Service, with_orgs, write_credentials
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "acme")
+
 
 PROBLEM = "application/problem+json"
 NOW = datetime.now(UTC)

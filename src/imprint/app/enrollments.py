@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from imprint.app.base import Operations
 from imprint.app.scoping import scope_of, visible_enrollment
+from imprint.errors import NotFound
 from imprint.provisioning.enrollments import (
     Enrollment,
     Mechanism,
@@ -57,14 +58,19 @@ class EnrollmentOperations(Operations):
         """Create an enrollment, generating what the spec asks to be generated.
 
         Raises:
-            NotFound, PermissionDenied: the owner organization is not visible, or the
-                principal is not an admin there.
+            NotFound, PermissionDenied: the owner organization does not exist or is not
+                visible, or the principal is not an admin there.
             InvalidValue: a field is not acceptable.
             Conflict: the id is taken.
         """
         with self._transaction():
             what = f"organization {spec.owner!r}"
-            authorize(principal, spec.owner, Role.ADMIN, self._rt.org_tree(), what=what)
+            tree = self._rt.org_tree()
+            authorize(principal, spec.owner, Role.ADMIN, tree, what=what)
+            if spec.owner not in tree:  # an instance admin passes authorize for any id
+                raise NotFound(
+                    f"no {what}: create it first (POST /api/v1/orgs, or imprint org create)"
+                )
             enrollment = create_enrollment(self._rt.enrollments, enrollment_from(spec))
             self._audit(
                 principal,
