@@ -192,5 +192,5 @@ def test_an_enrollment_of_an_unknown_organization_is_refused(service: Service) -
     detail = problem(refused, 404, "not_found")["detail"]
     assert "no organization 'nosuchorg'" in detail
     assert "POST /api/v1/orgs" in detail
-    assert service.runtime.enrollments.search(limit=10) == []
+    assert list(service.runtime.enrollments.search(limit=10)) == []
     assert service.runtime.audit.search(AuditQuery(action="enrollment.create")) == []
