@@ -252,6 +252,7 @@ CASES: list[Case] = [
     # last: what takes objects away
     Case("DELETE", "/api/v1/users/{user_id}/roles/{org_id}", "admin", 204),
     Case("POST", E + "/revoke", "operator", use={"enrollment_id": "rev"}),
+    Case("PATCH", E, "admin", body=lambda o: {"quota": 7}),
     Case("DELETE", E, "admin", 204, use={"enrollment_id": "del"}),
 ]
 
@@ -339,10 +340,23 @@ NOT_ADMIN = {
     ("POST", "/update"): "ThingSpeak writes with a channel key",
     ("GET", "/update.json"): "ThingSpeak writes with a channel key",
     ("POST", "/update.json"): "ThingSpeak writes with a channel key",
-    ("GET", "/channels/{channel_id}/feeds.json"): "ThingSpeak reads with a channel key",
-    ("GET", "/channels/{channel_id}/feeds/last.json"): "ThingSpeak reads with a channel key",
-    ("GET", "/channels/{channel_id}/fields/{number}.json"): "ThingSpeak reads with a channel key",
-    ("GET", "/channels/{channel_id}/fields/{number}/last.json"): "ThingSpeak reads",
+    **{
+        ("GET", f"/channels/{{channel_id}}{tail}"): "ThingSpeak reads with a channel read key"
+        for tail in (
+            ".{fmt}",
+            "/feeds",
+            "/feeds.{fmt}",
+            "/feeds/last.{fmt}",
+            "/feeds/last_data_age.json",
+            "/fields/{number}",
+            "/fields/{number}.{fmt}",
+            "/fields/{number}/last",
+            "/fields/{number}/last.{fmt}",
+            "/fields/{number}/last_data_age.json",
+            "/status.json",
+            "/charts/{number}",
+        )
+    },
 }
 
 

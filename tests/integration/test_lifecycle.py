@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.integration.conftest import Service, with_orgs, write_credentials
+from tests.integration.conftest import Service, ensure_org, with_orgs, write_credentials
 
 
 @pytest.fixture
@@ -44,6 +44,7 @@ class Factory:
             .sign(self.key, hashes.SHA256())
         )
         with service.admin() as client:
+            ensure_org(client, "acme")
             created = client.post(
                 "/api/v1/enrollments",
                 json={"id": enrollment, "mechanism": "client-ca", "owner": "acme", **policy},
