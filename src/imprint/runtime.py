@@ -29,7 +29,7 @@ from imprint.attestation.x509 import MAX_ENROLLMENTS, manufacturer_certificates
 from imprint.audit import AuditEntry
 from imprint.auth.api_keys import create_api_key
 from imprint.auth.bearer import BearerAuthenticator
-from imprint.auth.clients import ClientRegistry, configured_clients
+from imprint.auth.clients import COMMAND_LINE_CLIENT, ClientRegistry, configured_clients
 from imprint.auth.oidc import ExternalProvider
 from imprint.auth.tokens import TokenService
 from imprint.client_trust import ClientTrust
@@ -177,8 +177,10 @@ class Runtime:
 
     @functools.cached_property
     def clients(self) -> ClientRegistry:
-        """Stored OAuth clients plus the development clients of ``auth.clients``."""
-        return ClientRegistry(self.oauth_clients, configured_clients(self.settings.auth.clients))
+        """Stored OAuth clients plus the development clients of ``auth.clients`` and the
+        command line's own (``imprint login`` with a user's password)."""
+        configured = configured_clients(self.settings.auth.clients)
+        return ClientRegistry(self.oauth_clients, configured, [COMMAND_LINE_CLIENT])
 
     @functools.cached_property
     def authorization_codes(self) -> SqlAuthorizationCodeStore:
@@ -222,6 +224,7 @@ class Runtime:
             users=self.users,
             clients=self.clients,
             external=self.external_oidc,
+            now=self.clock.now,
         )
 
     @functools.cached_property
@@ -305,6 +308,7 @@ class Database:
 
     settings: Settings
     engine: Engine
+    clock: Clock = field(default_factory=SystemClock)
 
     def transaction(self) -> AbstractContextManager[None]:
         return unit_of_work(self.engine)

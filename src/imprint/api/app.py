@@ -10,6 +10,7 @@ from imprint import __version__, console
 from imprint.api.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from imprint.api.problems import install_problem_handlers
 from imprint.api.routes import (
+    api_keys,
     audit,
     ca,
     certificates,
@@ -85,6 +86,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         identity_csr,
         relay,
         psk,
+        api_keys,
     ):
         app.include_router(module.router)
     app.include_router(console.router)

@@ -146,6 +146,7 @@ api_keys = Table(
     Column("role", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),  # 0014; NULL: never
 )
 
 enrollments = Table(
@@ -199,6 +200,7 @@ devices = Table(
     UniqueConstraint("owner", "device_id"),
     Index(None, "enrollment_id", "status"),
     Index(None, "status"),
+    Index(None, "device_id"),  # 0014: admins address a device by its id
 )
 
 provisioning_records = Table(
