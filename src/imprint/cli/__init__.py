@@ -76,11 +76,29 @@ def _errors() -> Iterator[None]:
         _fail(exc.message)
 
 
+def _local_only() -> None:
+    """Refuse a command that has no remote form while a login profile is chosen, rather
+    than quietly run it on this machine's data directory."""
+    from imprint.cli.calls import remote_profile
+
+    try:
+        profile = remote_profile()
+    except ConfigurationError as exc:
+        _fail(exc.message, 2)
+    if profile is not None:
+        _fail(
+            f"this command runs on the server's own data directory, not through profile "
+            f"{profile.name!r}; on the server, add --local",
+            2,
+        )
+
+
 @contextmanager
 def _runtime() -> Iterator[Runtime]:
     """An open runtime for one command; errors become one line and an exit code."""
     from imprint.runtime import open_runtime
 
+    _local_only()
     settings = _settings()
     with _errors():
         runtime = open_runtime(settings)
@@ -97,6 +115,7 @@ def _database() -> Iterator[Database]:
     code."""
     from imprint.runtime import open_database
 
+    _local_only()
     settings = _settings()
     with _errors():
         database = open_database(settings)

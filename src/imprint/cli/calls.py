@@ -21,8 +21,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
-
 from imprint.cli.profiles import PROFILE_ENV, Profile, ProfileBook
 from imprint.errors import ConfigurationError
 
@@ -73,6 +71,8 @@ class Api:
     """The REST API of one server, as one profile's credential."""
 
     def __init__(self, profile: Profile) -> None:
+        import httpx  # only remote commands pay for importing it
+
         self.profile = profile
         verify: ssl.SSLContext | bool = True
         if profile.ca_file:
@@ -113,6 +113,8 @@ class Api:
         Raises:
             RemoteError: the server refused (its problem's detail), or cannot be reached.
         """
+        import httpx
+
         query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         try:
             response = self._client.request(method, path, json=body, params=query)
@@ -136,7 +138,7 @@ def _param(value: Any) -> Any:
     return value.value if hasattr(value, "value") else value
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: Any) -> str:
     try:
         problem = response.json()
     except ValueError:

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from imprint.cli import _errors, _fail, _runtime, err, out
+from imprint.cli import _errors, _fail, _runtime, err, out, read_secret
 from imprint.provisioning.oob_secrets import (
     ImportReport,
     RawRow,
@@ -34,16 +34,18 @@ def add(
     enrollment_id: Annotated[str, typer.Argument(help="An oob-secret enrollment")],
     device_id: Annotated[str, typer.Argument(help="The registration id the device sends")],
     secret: Annotated[
-        str,
+        str | None,
         typer.Option(
-            prompt=True, hide_input=True, help="8 to 256 characters (asked for when left out)"
+            help="8 to 256 characters (asked for when left out, or read from standard input)"
         ),
-    ],
+    ] = None,
     valid_until: Annotated[
         str | None, typer.Option(help="ISO 8601, e.g. 2030-01-31T12:00:00Z; default +3 days")
     ] = None,
 ) -> None:
     """Register one device's secret (idempotent)."""
+    if secret is None:
+        secret = read_secret("Secret")
     with _runtime() as runtime:
         result, summary = runtime.app.oob_secrets.register(
             cli_principal(), enrollment_id, device_id, secret, valid_until

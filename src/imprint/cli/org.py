@@ -13,7 +13,7 @@ from rich.tree import Tree
 
 from imprint.app.organizations import OrgEntry
 from imprint.audit import AuditEntry
-from imprint.cli import _errors, _settings, out
+from imprint.cli import _errors, _local_only, _settings, out
 from imprint.cli.calls import perform
 from imprint.cli.output import Column, OutputOption, render_done, render_item, render_page
 from imprint.runtime import Runtime, open_runtime
@@ -27,6 +27,7 @@ app = typer.Typer(
 @contextmanager
 def open_local_runtime() -> Iterator[Runtime]:
     """The runtime for one command; the command line acts for the whole instance."""
+    _local_only()
     settings = _settings()
     with _errors():
         runtime = open_runtime(settings)
