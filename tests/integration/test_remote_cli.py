@@ -19,6 +19,7 @@ import pytest
 
 from imprint.audit import AuditQuery
 from imprint.provisioning.devices import Device, DeviceStatus
+from imprint.provisioning.specs import EnrollmentSpec
 from imprint.settings import Settings
 from imprint.tenancy.access import cli_principal
 from tests.integration.conftest import Service, start_service
@@ -91,6 +92,10 @@ def test_the_command_line_runs_the_fleet_from_elsewhere(remote: Service, tmp_pat
     theirs = _device(remote, "beta", "dev-1")
     for n in range(4):
         _device(remote, "acme", f"meter-{n}")
+    spec = {"id": "labels", "mechanism": "oob-secret", "owner": "acme"}
+    app.enrollments.create(cli_principal(), EnrollmentSpec.model_validate(spec))
+    for n in range(3):
+        app.oob_secrets.register(cli_principal(), "labels", f"label-{n}", f"printed-secret-{n}")
     cli = Cli(tmp_path / "person")
     assert cli("--version").stdout.startswith("imprint ")
     assert not (cli.cwd / "data").exists()
@@ -122,6 +127,9 @@ def test_the_command_line_runs_the_fleet_from_elsewhere(remote: Service, tmp_pat
     rows = list(csvreader(cli("devices", "list", "--output", "csv").stdout))
     assert rows[0][:2] == ["id", "device id"]
     assert len(rows) == 8
+    secrets = cli.json("oob", "list", "labels", "--limit", "2")
+    assert (secrets["total"], len(secrets["items"]), secrets["next"]) == (3, 2, "label-1")  # type: ignore[arg-type]
+    assert "printed-secret" not in json.dumps(secrets)
 
     # A device by its own id; an id two owners share needs --owner.
     assert cli.json("devices", "show", "pump-17")["id"] == pump.id

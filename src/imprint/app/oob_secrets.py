@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from imprint.app.base import Operations
+from imprint.app.base import Operations, Page
 from imprint.app.scoping import visible_enrollment
 from imprint.provisioning.enrollments import Enrollment
 from imprint.provisioning.oob_secrets import (
@@ -54,6 +54,22 @@ class OobSecretOperations(Operations):
         never the secrets themselves."""
         self._enrollment(principal, enrollment_id, Role.VIEWER)
         return self._rt.oob_secrets.search(enrollment_id, limit=limit, after=after)
+
+    def page(
+        self,
+        principal: Principal,
+        enrollment_id: str,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[OobSecretSummary]:
+        """One page of :meth:`list`, with how many secrets the enrollment has in all and
+        the next page's cursor."""
+        self._enrollment(principal, enrollment_id, Role.VIEWER)
+        found = self._rt.oob_secrets.search(enrollment_id, limit=limit + 1, after=after)
+        items = found[:limit]
+        following = items[-1].device_id if len(found) > limit else None
+        return Page(items, self._rt.oob_secrets.count(enrollment_id), following)
 
     def register(
         self,

@@ -61,6 +61,7 @@ class RegisteredSecret(SecretOut):
 
 class SecretPage(BaseModel):
     items: list[SecretOut]
+    total: int = Field(description="How many secrets the enrollment has, over all pages")
     next: str | None = Field(description="Pass as 'after' for the next page")
 
 
@@ -148,11 +149,8 @@ def list_secrets(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(max_length=200)] = None,
 ) -> SecretPage:
-    found = runtime.app.oob_secrets.list(principal, enrollment_id, limit=limit, after=after)
-    return SecretPage(
-        items=[SecretOut.of(s) for s in found],
-        next=found[-1].device_id if len(found) == limit else None,
-    )
+    page = runtime.app.oob_secrets.page(principal, enrollment_id, limit=limit, after=after)
+    return SecretPage(items=[SecretOut.of(s) for s in page.items], total=page.total, next=page.next)
 
 
 @router.delete(
