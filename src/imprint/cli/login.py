@@ -127,26 +127,14 @@ def _keep_ca_file(ca_file: Path, profile: str) -> str:
 
 
 def login(
-    server: Annotated[str, typer.Option(help="The server's URL, e.g. https://imprint.example")],
-    profile: Annotated[
-        str | None,
-        typer.Option(help="Save as this profile (default: the global --profile, or 'default')"),
-    ] = None,
-    username: Annotated[
-        str | None, typer.Option(help="Sign in as this user (password asked for, or on stdin)")
-    ] = None,
-    organization: Annotated[
-        str | None, typer.Option(help="With --username: the organization to act for")
-    ] = None,
-    ca_file: Annotated[
-        Path | None, typer.Option(help="CA certificate (PEM) to trust the server with")
-    ] = None,
+    server: str,
+    profile: str | None,
+    username: str | None,
+    organization: str | None,
+    ca_file: Path | None,
 ) -> None:
-    """Log in to a server and save it as a profile (then the default for every command).
-
-    Without --username, an API key (or another bearer token) is asked for, or read from
-    standard input or $IMPRINT_TOKEN.
-    """
+    """``imprint login``: check the credential against the server, then save the profile
+    and make it current."""
     import os
 
     name = profile or selection.profile or os.environ.get(PROFILE_ENV) or "default"
@@ -191,12 +179,8 @@ def login(
     )
 
 
-def logout(
-    profile: Annotated[
-        str | None, typer.Option(help="The profile to remove (default: the current one)")
-    ] = None,
-) -> None:
-    """Forget a profile's credential (the server keeps the API key; revoke it there)."""
+def logout(profile: str | None) -> None:
+    """``imprint logout``: forget a profile and the copy of its CA file."""
     import os
 
     book = ProfileBook()
