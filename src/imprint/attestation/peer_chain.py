@@ -221,6 +221,7 @@ def _why_no_path(
             f"{top.subject.rfc4514_string()}; send the whole chain up to the trusted CA"
         )
     return IssuerUnknown(
-        f"no CA imprint trusts issued the client certificate (issuer {missing}); if that is "
-        "an intermediate CA under a trusted one, the client must send it too"
+        f"no CA imprint trusts issued {top.subject.rfc4514_string()} (its issuer is "
+        f"{missing}); if that is an intermediate CA under a trusted one, the client must "
+        "send it too"
     )
