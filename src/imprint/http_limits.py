@@ -7,8 +7,9 @@ header was read whole and answered 200) and waits for them forever.
 * request line and headers at most ``max_header_bytes`` and ``max_headers``: 431;
 * the headers within ``header_timeout_seconds`` of the request's first byte (or of the
   connection's start): 408, then the connection is closed;
-* the body within ``body_timeout_seconds`` of the headers: the connection is closed
-  (the application may be reading it, so no answer can be written safely);
+* the body without a pause longer than ``body_timeout_seconds`` (after the headers, or
+  between two parts of it): else the connection is closed (the application may be
+  reading it, so no answer can be written safely);
 * at most ``max_connections`` connections per process and ``max_connections_per_source``
   per client address (trusted proxies are exempt): 503, then the connection is closed.
 
@@ -173,6 +174,10 @@ class LimitedProtocol(PeerCertificateProtocol):
         self._header_bytes = 0
         self._arm(self.limits.body_timeout_seconds, self._body_late)
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._arm(self.limits.body_timeout_seconds, self._body_late)  # progress: wait again
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._disarm()

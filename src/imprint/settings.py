@@ -103,8 +103,8 @@ class LimitSettings(_Section):
         default=30.0,
         gt=0,
         le=3600,
-        description="Time to send a request's body after its headers; then the "
-        "connection is closed",
+        description="Longest pause while a request's body arrives (after the headers, or "
+        "between two parts of it); then the connection is closed",
     )
     handshake_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, description="Time to complete the TLS handshake"

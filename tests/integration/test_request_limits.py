@@ -35,9 +35,15 @@ def with_limits(settings: Settings, **limits: object) -> Settings:
 
 @pytest.fixture
 def limited(settings: Settings, tmp_path: Path) -> Iterator[Service]:
-    """A server with a short header deadline and room for 300 connections from one address."""
+    """A server with short header and body deadlines and room for 300 connections from one
+    address."""
     yield from start_service(
-        with_limits(settings, header_timeout_seconds=2.0, max_connections_per_source=400),
+        with_limits(
+            settings,
+            header_timeout_seconds=2.0,
+            body_timeout_seconds=2.0,
+            max_connections_per_source=400,
+        ),
         tmp_path,
     )
 
@@ -137,6 +143,21 @@ def test_a_connection_stalling_in_its_headers_is_closed_within_the_timeout(
         elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"code": "request_timeout"' in answer
+    assert 1.5 < elapsed < 2.0 + 5.0, f"closed after {elapsed:.2f} s (timeout 2 s)"
+
+
+def test_a_connection_stalling_in_its_body_is_closed_within_the_timeout(
+    limited: Service,
+) -> None:
+    with connect(limited) as tls:
+        tls.sendall(
+            b"POST /api/v1/provision HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"mechanism": '
+        )
+        started = time.monotonic()
+        answer = read_answer(tls)
+        elapsed = time.monotonic() - started
+    assert not answer.startswith(b"HTTP/1.1 2"), answer[:200]
     assert 1.5 < elapsed < 2.0 + 5.0, f"closed after {elapsed:.2f} s (timeout 2 s)"
 
 
