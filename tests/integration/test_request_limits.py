@@ -35,13 +35,15 @@ def with_limits(settings: Settings, **limits: object) -> Settings:
 
 @pytest.fixture
 def limited(settings: Settings, tmp_path: Path) -> Iterator[Service]:
-    """A server with short header and body deadlines and room for 300 connections from one
-    address."""
+    """A server with short handshake, header, body and keep-alive deadlines, and room for
+    300 connections from one address."""
     yield from start_service(
         with_limits(
             settings,
             header_timeout_seconds=2.0,
             body_timeout_seconds=2.0,
+            handshake_timeout_seconds=2.0,
+            keep_alive_seconds=2.0,
             max_connections_per_source=400,
         ),
         tmp_path,
@@ -159,6 +161,36 @@ def test_a_connection_stalling_in_its_body_is_closed_within_the_timeout(
         elapsed = time.monotonic() - started
     assert not answer.startswith(b"HTTP/1.1 2"), answer[:200]
     assert 1.5 < elapsed < 2.0 + 5.0, f"closed after {elapsed:.2f} s (timeout 2 s)"
+
+
+def test_a_connection_that_never_completes_its_tls_handshake_is_closed(
+    limited: Service,
+) -> None:
+    port = int(limited.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+        raw.sendall(b"\x16\x03\x01")  # the start of a ClientHello, and then nothing
+        started = time.monotonic()
+        try:
+            answer = raw.recv(1024)
+        except OSError:
+            answer = b""
+        elapsed = time.monotonic() - started
+    assert answer == b""
+    assert 1.5 < elapsed < 2.0 + 5.0, f"closed after {elapsed:.2f} s (timeout 2 s)"
+
+
+def test_an_idle_kept_alive_connection_is_closed(limited: Service) -> None:
+    with connect(limited) as tls:
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while not first.endswith(b'{"status":"ok"}'):
+            first += tls.recv(65536)
+        started = time.monotonic()
+        rest = read_answer(tls)
+        elapsed = time.monotonic() - started
+    assert first.startswith(b"HTTP/1.1 200"), first[:200]
+    assert rest == b""
+    assert 1.5 < elapsed < 2.0 + 5.0, f"closed after {elapsed:.2f} s (keep-alive 2 s)"
 
 
 def test_300_half_header_connections_are_all_closed_and_memory_stays_flat(
