@@ -19,12 +19,14 @@ from imprint.api.routes import (
     deny_list,
     devices,
     enrollments,
+    est,
     health,
     identity_csr,
     idprov,
     midpoint,
     oauth,
     oauth_clients,
+    ocsp,
     oob_secrets,
     orgs,
     provision,
@@ -85,6 +87,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         identity_csr,
         relay,
         psk,
+        ocsp,
+        est,
     ):
         app.include_router(module.router)
     app.include_router(console.router)
