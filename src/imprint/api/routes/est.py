@@ -80,7 +80,7 @@ def _error(error: ImprintError) -> Response:
     if isinstance(error, AttestationFailed | AuthenticationRequired):
         return _text(401, f"{error.code}: {error.message}", {"WWW-Authenticate": _REALM})
     if isinstance(error, _UnsupportedMediaType):
-        return _text(415, error.message)
+        return _text(415, f"{error.code}: {error.message}")
     status = 400
     if isinstance(error, PermissionDenied):
         status = 403
