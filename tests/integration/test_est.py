@@ -184,6 +184,7 @@ def print_certs(body: bytes, cwd: Path) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(printed.stdout)
 
 
+@pytest.mark.both_databases
 def test_every_est_operation_with_curl_and_openssl(service: Service, tmp_path: Path) -> None:
     enroll_oob(service)
     register(service, "curl-device-1")

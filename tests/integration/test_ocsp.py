@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,6 +51,7 @@ def ask(service: Service, leaf: Path, cwd: Path, *extra: str) -> tuple[str, str]
     return line.split(": ", 1)[1], output
 
 
+@pytest.mark.both_databases
 def test_openssl_ocsp_reads_good_revoked_and_unknown(service: Service, tmp_path: Path) -> None:
     with service.client() as client:
         (tmp_path / "issuing.pem").write_bytes(client.get("/ca/issuing.pem").content)

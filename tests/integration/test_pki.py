@@ -30,6 +30,7 @@ from pkilint.pkix import name as pkilint_name
 from pkilint.validation import ValidationFindingSeverity, ValidationResult
 from sqlalchemy.engine import Engine
 
+from imprint.clock import SystemClock
 from imprint.errors import (
     Conflict,
     InvalidValue,
@@ -37,7 +38,6 @@ from imprint.errors import (
     UnknownProfile,
     UnsupportedKey,
 )
-from imprint.clock import SystemClock
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest, parse_reason
 from imprint.pki.chain import ChainInvalid, verify_client_certificate
 from imprint.pki.csr import common_name, load_csr

@@ -52,13 +52,11 @@ from imprint.errors import (
     NotFound,
     PermissionDenied,
 )
-from imprint.logs import get_logger
 from imprint.provisioning.enrollments import Mechanism
 from imprint.provisioning.service import Outcome
 from imprint.runtime import Runtime
 
 router = APIRouter(tags=["est"])
-log = get_logger(__name__)
 
 PREFIX = "/.well-known/est"
 _REALM = 'Basic realm="imprint EST", charset="UTF-8"'
@@ -202,8 +200,8 @@ async def _enroll(request: Request, label: str | None, *, server_key: bool) -> R
     csr = await _csr_body(request)
     check_channel_binding(csr, _tls_unique(request), required=_binding_required(runtime, label))
     key = None
-    if server_key:
-        key, csr = generated_request(csr)
+    if server_key:  # an RSA key takes a while to make: not on the event loop
+        key, csr = await run_in_threadpool(generated_request, csr)
     evidence = _enrollment_evidence(request, runtime, csr, label)
     outcome = await run_in_threadpool(runtime.provisioner.provision, evidence)
     issued = _issued(outcome)
