@@ -43,6 +43,9 @@ __all__ = ["OcspAnswer", "OcspResponder"]
 
 log = get_logger(__name__)
 
+#: Kept answers per process, at most (a few hundred bytes each).
+MAX_KEPT = 100_000
+
 Outcome = Literal["good", "revoked", "unknown", "malformed", "unauthorized"]
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
@@ -59,6 +62,25 @@ class OcspAnswer:
     der: bytes
     outcome: Outcome
     cached: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Question:
+    """What one OCSP request asks."""
+
+    serial: int
+    algorithm: hashes.HashAlgorithm
+    name_hash: bytes
+    key_hash: bytes
+    nonce: bytes | None
+
+    @property
+    def cacheable(self) -> bool:
+        return self.nonce is None
+
+    @property
+    def cache_key(self) -> tuple[int, str]:
+        return (self.serial, self.algorithm.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,36 +126,75 @@ class OcspResponder:
         self._kept: dict[tuple[int, str], _Kept] = {}
 
     def respond(self, der: bytes) -> OcspAnswer:
-        """The DER OCSPResponse to a DER OCSPRequest; never raises for bad input."""
+        """The DER OCSPResponse to a DER OCSPRequest; never raises for bad input. It may
+        read the ledger and sign (and, once a week, have a responder certificate issued)."""
+        parsed = self._parse(der)
+        if isinstance(parsed, OcspAnswer):
+            return parsed
+        now = self._clock.now()
+        kept = self._kept_for(parsed, now)
+        if kept is not None:
+            return kept
+        record = self._record(parsed.serial)
+        answer = self._sign(record, parsed, now)
+        if parsed.cacheable and self._cache_for > timedelta(0) and answer.outcome != "unknown":
+            # Unknown is not kept: the serial may be a reservation about to be issued.
+            self._keep(parsed.cache_key, _Kept(answer, now + self._cache_for), now)
+        return answer
+
+    def answer_at_once(self, der: bytes) -> OcspAnswer | None:
+        """The answer when it needs neither the ledger nor a signature (a refusal, or a
+        kept response), else None: then :meth:`respond`, off the event loop."""
+        parsed = self._parse(der)
+        if isinstance(parsed, OcspAnswer):
+            return parsed
+        return self._kept_for(parsed, self._clock.now())
+
+    def _parse(self, der: bytes) -> _Question | OcspAnswer:
         try:
             request = ocsp.load_der_ocsp_request(der)
             algorithm = request.hash_algorithm
-            serial = request.serial_number
-            name_hash, key_hash = request.issuer_name_hash, request.issuer_key_hash
-            nonce = _nonce(request)
+            question = _Question(
+                serial=request.serial_number,
+                algorithm=algorithm,
+                name_hash=request.issuer_name_hash,
+                key_hash=request.issuer_key_hash,
+                nonce=_nonce(request),
+            )
         except (ValueError, TypeError, NotImplementedError):
             return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, "malformed")
         hash_type = _HASHES.get(algorithm.name)
-        if hash_type is None or not self._names_issuer(hash_type, name_hash, key_hash):
+        if hash_type is None or not self._names_issuer(
+            hash_type, question.name_hash, question.key_hash
+        ):
             return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED, "unauthorized")
-        now = self._clock.now()
-        cache_key = (serial, algorithm.name)
-        if nonce is None and self._cache_for > timedelta(0):
-            kept = self._kept.get(cache_key)
-            if kept is not None and now < kept.until:
-                return OcspAnswer(kept.answer.der, kept.answer.outcome, cached=True)
-        record = self._record(serial)
-        answer = self._sign(record, serial, hash_type(), name_hash, key_hash, nonce, now)
-        if nonce is None and self._cache_for > timedelta(0) and answer.outcome != "unknown":
-            # Unknown is not kept: the serial may be a reservation about to be issued.
-            self._kept[cache_key] = _Kept(answer, now + self._cache_for)
-        return answer
+        return question
+
+    def _kept_for(self, question: _Question, now: datetime) -> OcspAnswer | None:
+        if not question.cacheable:
+            return None
+        kept = self._kept.get(question.cache_key)
+        if kept is None or now >= kept.until:
+            return None
+        return OcspAnswer(kept.answer.der, kept.answer.outcome, cached=True)
 
     def certificate_changed(self, record: CertificateRecord) -> None:
         """Listener: forget what was kept about a certificate that changed."""
         serial = int(record.serial, 16)
-        for key in [k for k in self._kept if k[0] == serial]:
-            self._kept.pop(key, None)
+        for key in list(self._kept):  # list(): request threads may add meanwhile
+            if key[0] == serial:
+                self._kept.pop(key, None)
+
+    def _keep(self, key: tuple[int, str], kept: _Kept, now: datetime) -> None:
+        """Keep an answer; past MAX_KEPT answers, drop the stale ones (or all)."""
+        if len(self._kept) >= MAX_KEPT:
+            for old in list(self._kept):
+                entry = self._kept.get(old)
+                if entry is not None and now >= entry.until:
+                    self._kept.pop(old, None)
+            if len(self._kept) >= MAX_KEPT:
+                self._kept.clear()
+        self._kept[key] = kept
 
     def responder_certificate(self) -> x509.Certificate:
         """The current responder certificate (made or renewed if it is due)."""
@@ -157,14 +218,7 @@ class OcspResponder:
         return record if record.issuer == self._authority.issuing_id else None
 
     def _sign(
-        self,
-        record: CertificateRecord | None,
-        serial: int,
-        algorithm: hashes.HashAlgorithm,
-        name_hash: bytes,
-        key_hash: bytes,
-        nonce: bytes | None,
-        now: datetime,
+        self, record: CertificateRecord | None, question: _Question, now: datetime
     ) -> OcspAnswer:
         signer = self._current_signer(now)
         this_update = now.replace(microsecond=0)
@@ -182,10 +236,10 @@ class OcspResponder:
         builder = (
             ocsp.OCSPResponseBuilder()
             .add_response_by_hash(
-                issuer_name_hash=name_hash,
-                issuer_key_hash=key_hash,
-                serial_number=serial,
-                algorithm=algorithm,
+                issuer_name_hash=question.name_hash,
+                issuer_key_hash=question.key_hash,
+                serial_number=question.serial,
+                algorithm=question.algorithm,
                 cert_status=status,
                 this_update=this_update,
                 next_update=this_update + self._validity,
@@ -195,8 +249,8 @@ class OcspResponder:
             .responder_id(ocsp.OCSPResponderEncoding.HASH, signer.certificate)
             .certificates([signer.certificate])
         )
-        if nonce is not None:
-            builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+        if question.nonce is not None:
+            builder = builder.add_extension(x509.OCSPNonce(question.nonce), critical=False)
         response = builder.sign(signer.key, hashes.SHA256())
         return OcspAnswer(response.public_bytes(serialization.Encoding.DER), outcome)
 

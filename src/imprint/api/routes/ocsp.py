@@ -12,6 +12,7 @@ import binascii
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from imprint.api.identity import runtime_of
 from imprint.pki.ocsp import OcspAnswer
@@ -38,6 +39,16 @@ def _answer(request: Request, answer: OcspAnswer | None, *, cacheable: bool) -> 
     return Response(answer.der, media_type=OCSP_RESPONSE, headers=headers)
 
 
+async def _respond(request: Request, der: bytes) -> OcspAnswer:
+    """A kept answer or a refusal at once; anything that reads the ledger or signs in
+    the thread pool, off the event loop."""
+    responder = runtime_of(request).ocsp
+    at_once = responder.answer_at_once(der)
+    if at_once is not None:
+        return at_once
+    return await run_in_threadpool(responder.respond, der)
+
+
 @router.post(
     "/ocsp",
     summary="OCSP (RFC 6960): a DER OCSPRequest in, a DER OCSPResponse out",
@@ -48,7 +59,7 @@ async def ocsp_post(request: Request) -> Response:
     body = await request.body()
     if content_type != OCSP_REQUEST or not body or len(body) > MAX_REQUEST:
         return _answer(request, None, cacheable=False)
-    return _answer(request, runtime_of(request).ocsp.respond(body), cacheable=False)
+    return _answer(request, await _respond(request, body), cacheable=False)
 
 
 @router.get(
@@ -64,4 +75,4 @@ async def ocsp_get(encoded: str, request: Request) -> Response:
         der = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return _answer(request, None, cacheable=False)
-    return _answer(request, runtime_of(request).ocsp.respond(der), cacheable=True)
+    return _answer(request, await _respond(request, der), cacheable=True)
