@@ -363,6 +363,12 @@ def test_bad_requests_change_nothing_and_get_rfc_7030_errors(
         csr = builder.sign(key, hashes.SHA256())
         return base64.b64encode(csr.public_bytes(serialization.Encoding.DER))
 
+    with service.admin() as admin:
+        short = admin.post(
+            f"/api/v1/enrollments/{ENROLLMENT}/one-time-passwords",
+            json={"device_id": "dev-d", "valid_minutes": 1},
+        ).json()["password"]
+    service.clock.advance(timedelta(minutes=2))
     shared_key = ec.generate_private_key(ec.SECP256R1())
     assert post(b64_csr(shared_key), "dev-a").status_code == 200
     used = post(b64_csr(), "dev-c", password)
@@ -377,6 +383,7 @@ def test_bad_requests_change_nothing_and_get_rfc_7030_errors(
         "wrong password": (post(b64_csr(), "dev-b", "wrong-secret"), 401),
         "unknown device": (post(b64_csr(), "dev-z"), 401),
         "reused one-time password": (post(b64_csr(), "dev-c", password), 401),
+        "expired one-time password": (post(b64_csr(), "dev-d", short), 401),
         "key of another device": (post(b64_csr(shared_key), "dev-b"), 403),
         "binding on another connection": (post(b64_csr(cp=b"bm90LXRoaXMtb25l"), "dev-b"), 400),
         "renewal without a certificate": (
@@ -394,11 +401,12 @@ def test_bad_requests_change_nothing_and_get_rfc_7030_errors(
             assert response.headers["www-authenticate"].startswith("Basic"), case
     assert "secret_used" in cases["reused one-time password"][0].text
     assert "key_in_use" in cases["key of another device"][0].text
+    assert "secret_expired" in cases["expired one-time password"][0].text
     assert state(service) == before
     audit_after = len(service.runtime.audit.search(AuditQuery(limit=1000)))
     assert audit_after == audit_before, "a refused request changes nothing, audit included"
     created = service.runtime.audit.search(AuditQuery(action="one_time_password.create"))
-    assert [e.target_id for e in created] == ["dev-c"]
+    assert sorted(e.target_id or "" for e in created) == ["dev-c", "dev-d"]
 
 
 # Channel binding --------------------------------------------------------------------------
