@@ -41,7 +41,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-
+        self.client_certificate_refusals = Counter(
+            "imprint_client_certificate_refusals",
+            "Client certificates refused by the application, by problem code",
+            ["code"],
+            registry=self.registry,
+        )
         self.ocsp = Counter(
             "imprint_ocsp_responses",
             "OCSP responses by what they said, and whether a kept response was reused",
@@ -54,6 +59,9 @@ class Metrics:
             ["operation", "status"],
             registry=self.registry,
         )
+
+    def client_certificate_refused(self, code: str) -> None:
+        self.client_certificate_refusals.labels(code=code).inc()
 
     def ocsp_answered(self, outcome: str, cached: bool) -> None:
         self.ocsp.labels(outcome=outcome, cached="true" if cached else "false").inc()

@@ -30,6 +30,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from imprint.api.identity import peer_certificate, runtime_of
+from imprint.api.refusals import record_refusal
 from imprint.attestation.base import AttestationFailed, Evidence, TooManyAttempts
 from imprint.attestation.oob_secret import HTTP_BASIC_FORMAT
 from imprint.compat.est import (
@@ -184,6 +185,7 @@ async def _answer(
     try:
         response = await work()
     except ImprintError as error:
+        record_refusal(request, error)  # a refused client certificate is logged and counted
         response = _error(error)
     runtime_of(request).metrics.est_answered(operation, response.status_code)
     return response
