@@ -430,12 +430,12 @@ def _bound_enroll(
         assert unique is not None
         value = base64.b64encode(unique)
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]))
-        .add_attribute(AttributeOID.CHALLENGE_PASSWORD, value)
-        .sign(key, hashes.SHA256())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)])
     )
+    if value:  # b"": no challengePassword
+        builder = builder.add_attribute(AttributeOID.CHALLENGE_PASSWORD, value)
+    csr = builder.sign(key, hashes.SHA256())
     credentials = base64.b64encode(f"{user}:{SECRET}".encode()).decode()
     connection.request(
         "POST",
@@ -457,26 +457,81 @@ def binding_service(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     yield from start_service(required, tmp_path)
 
 
+def _exporter_enroll(service: Service, user: str) -> tuple[str, bytes]:
+    """Enroll over TLS 1.3 with ``openssl s_client``, which prints the connection's
+    RFC 9266 tls-exporter value (``-keymatexport``); the CSR carries it and goes out on
+    that same connection. The status line and the body."""
+    port = service.base_url.rsplit(":", 1)[1]
+    client = subprocess.Popen(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
+         "-CAfile", str(service.root_cert), "-keymatexport", "EXPORTER-Channel-Binding",
+         "-keymatexportlen", "32", "-ign_eof"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert client.stdin is not None
+    assert client.stdout is not None
+    try:
+        material = None
+        while material is None:
+            line = client.stdout.readline()
+            assert line, "s_client ended before printing the keying material"
+            if line.strip().startswith(b"Keying material:"):
+                material = bytes.fromhex(line.split(b":", 1)[1].strip().decode())
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]))
+            .add_attribute(AttributeOID.CHALLENGE_PASSWORD, base64.b64encode(material))
+            .sign(key, hashes.SHA256())
+        )
+        body = base64.b64encode(csr.public_bytes(serialization.Encoding.DER))
+        credentials = base64.b64encode(f"{user}:{SECRET}".encode()).decode()
+        head = (
+            f"POST /.well-known/est/{ENROLLMENT}/simpleenroll HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\nContent-Type: application/pkcs10\r\n"
+            f"Authorization: Basic {credentials}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        client.stdin.write(head.encode() + body)
+        client.stdin.flush()
+        output, _ = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    start = output.index(b"HTTP/1.1 ")
+    response = output[start:]
+    head, _, payload = response.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode().split("\r\n")
+    length = next(int(f.split(":")[1]) for f in fields if f.lower().startswith("content-length"))
+    return status_line, payload[:length]  # s_client prints more after the connection ends
+
+
 def test_channel_binding_ties_the_csr_to_the_tls_connection(binding_service: Service) -> None:
     service = binding_service
     enroll_oob(service)
-    for device in ("bound-1", "bound-2", "bound-3"):
+    for device in ("bound-1", "bound-2", "bound-3", "bound-4"):
         register(service, device)
     before = state(service)
+    for tls in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        status, body = _bound_enroll(
+            service, tls=tls, binding=base64.b64encode(b"x" * 32), user="bound-1"
+        )
+        assert (status, b"channel_binding_mismatch" in body) == (400, True), (tls, body)
     status, body = _bound_enroll(
-        service, tls=ssl.TLSVersion.TLSv1_2, binding=base64.b64encode(b"x" * 12), user="bound-1"
-    )
-    assert (status, b"channel_binding_mismatch" in body) == (400, True), body
-    status, body = _bound_enroll(
-        service, tls=ssl.TLSVersion.TLSv1_3, binding=b"anything", user="bound-2"
-    )
-    assert (status, b"channel_binding_unavailable" in body) == (400, True), body
-    assert b"TLS 1.2" in body
+        service, tls=ssl.TLSVersion.TLSv1_3, binding=b"", user="bound-2"
+    )  # no challengePassword at all where the enrollment requires it
+    assert status == 400, body
     assert state(service) == before
+
     status, body = _bound_enroll(service, tls=ssl.TLSVersion.TLSv1_2, binding=None, user="bound-3")
     assert status == 200, body
     (issued,) = certificates_of(body)
     assert issued.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "bound-3"
+    status_line, payload = _exporter_enroll(service, "bound-4")
+    assert status_line.startswith("HTTP/1.1 200"), (status_line, payload)
+    (issued,) = certificates_of(payload.strip())
+    assert issued.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "bound-4"
     with service.client() as client:
         attrs = client.get(url(service, "csrattrs"))
     assert ":challengePassword" in _oids(base64.b64decode(attrs.content))

@@ -7,7 +7,8 @@
   certificate (RFC 7030 section 4.4.2).
 * ``csrattrs`` answers a DER ``CsrAttrs`` in base64 (section 4.5.2).
 * Channel binding (section 3.5): the CSR's challengePassword holds base64 of the TLS
-  connection's ``tls-unique`` value.
+  connection's ``tls-unique`` value (TLS 1.2), or of its ``tls-exporter`` value (RFC
+  9266) on TLS 1.3.
 """
 
 from __future__ import annotations
@@ -91,36 +92,38 @@ def challenge_password(csr: x509.CertificateSigningRequest) -> bytes | None:
 
 
 def check_channel_binding(
-    csr: x509.CertificateSigningRequest, tls_unique: bytes | None, *, required: bool
+    csr: x509.CertificateSigningRequest, binding: bytes | None, *, required: bool
 ) -> bool:
     """Check the CSR's binding to the TLS connection; True if it was bound.
 
-    A CSR that carries a challengePassword on a TLS 1.2 connection must carry that
-    connection's tls-unique; one without is accepted unless ``required``.
+    ``binding`` is the connection's tls-unique (TLS 1.2) or tls-exporter (TLS 1.3) value.
+    A CSR that carries a challengePassword must carry that value; one without is
+    accepted unless ``required``.
 
     Raises:
-        BindingUnavailable: binding is required and the connection has no tls-unique
-            (TLS 1.3: see docs/est.md).
+        BindingUnavailable: binding is required and the connection has no binding value
+            (TLS ends at a proxy, or this Python cannot export TLS 1.3 keying material).
         BindingMismatch: the value is missing where required, or another connection's.
     """
     presented = challenge_password(csr)
-    if tls_unique is None:
+    if binding is None:
         if required:
             raise BindingUnavailable(
-                "this enrollment requires TLS channel binding (tls-unique), which exists only "
-                "on TLS 1.2; connect with TLS 1.2"
+                "this enrollment requires TLS channel binding, which this connection cannot "
+                "carry (TLS must end at imprint itself)"
             )
         return False
     if presented is None:
         if required:
             raise BindingMismatch(
                 "this enrollment requires the TLS channel binding: put base64 of the "
-                "connection's tls-unique value in the CSR's challengePassword"
+                "connection's tls-unique (TLS 1.2) or tls-exporter (TLS 1.3) value in the "
+                "CSR's challengePassword"
             )
         return False
-    expected = base64.b64encode(tls_unique)
+    expected = base64.b64encode(binding)
     if not hmac.compare_digest(presented.strip(), expected):
-        raise BindingMismatch("the CSR's challengePassword is not this connection's tls-unique")
+        raise BindingMismatch("the CSR's challengePassword is not this connection's binding")
     return True
 
 

@@ -114,10 +114,14 @@ def _basic(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
-def _tls_unique(request: Request) -> bytes | None:
+def _channel_binding(request: Request) -> bytes | None:
+    """The connection's tls-unique (TLS 1.2) or tls-exporter (TLS 1.3) value."""
     tls = request.scope.get("extensions", {}).get("tls") or {}
-    value = tls.get("tls_unique")
-    return value if isinstance(value, bytes) else None
+    for name in ("tls_unique", "tls_exporter"):
+        value = tls.get(name)
+        if isinstance(value, bytes):
+            return value
+    return None
 
 
 def _binding_required(runtime: Runtime, label: str | None) -> bool:
@@ -200,7 +204,9 @@ async def _cacerts(request: Request) -> Response:
 async def _enroll(request: Request, label: str | None, *, server_key: bool) -> Response:
     runtime = runtime_of(request)
     csr = await _csr_body(request)
-    check_channel_binding(csr, _tls_unique(request), required=_binding_required(runtime, label))
+    check_channel_binding(
+        csr, _channel_binding(request), required=_binding_required(runtime, label)
+    )
     key = None
     if server_key:  # an RSA key takes a while to make: not on the event loop
         key, csr = await run_in_threadpool(generated_request, csr)
@@ -222,7 +228,9 @@ async def _enroll(request: Request, label: str | None, *, server_key: bool) -> R
 async def _reenroll(request: Request, label: str | None) -> Response:
     runtime = runtime_of(request)
     csr = await _csr_body(request)
-    check_channel_binding(csr, _tls_unique(request), required=_binding_required(runtime, label))
+    check_channel_binding(
+        csr, _channel_binding(request), required=_binding_required(runtime, label)
+    )
     presented = peer_certificate(request)
     if presented is None:
         raise AuthenticationRequired("simplereenroll: present the current certificate over TLS")
