@@ -20,12 +20,14 @@ from imprint.api.routes import (
     deny_list,
     devices,
     enrollments,
+    est,
     health,
     identity_csr,
     idprov,
     midpoint,
     oauth,
     oauth_clients,
+    ocsp,
     oob_secrets,
     orgs,
     provision,
@@ -87,6 +89,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         relay,
         psk,
         api_keys,
+        ocsp,
+        est,
     ):
         app.include_router(module.router)
     app.include_router(console.router)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,6 +56,24 @@ def add(
         )
     until = summary.valid_until.strftime("%Y-%m-%d %H:%M")
     out.print(f"{device_id}: {result.value}, valid until {until} UTC")
+
+
+@app.command("otp")
+def one_time_password(
+    enrollment_id: Annotated[str, typer.Argument(help="An oob-secret enrollment")],
+    device_id: Annotated[str, typer.Argument(help="The device id (EST username)")],
+    valid_minutes: Annotated[
+        int, typer.Option(min=1, max=43200, help="How long it may be used")
+    ] = 1440,
+) -> None:
+    """Make a one-time password for EST's HTTP Basic; it is printed this once."""
+    with _runtime() as runtime:
+        password, record = runtime.app.oob_secrets.create_one_time_password(
+            cli_principal(), enrollment_id, device_id, timedelta(minutes=valid_minutes)
+        )
+    until = record.expires_at.strftime("%Y-%m-%d %H:%M")
+    err.print(f"{device_id}: one-time password, valid until {until} UTC (shown once)")
+    out.print(password, highlight=False, soft_wrap=True)
 
 
 def _rows(path: Path) -> Iterable[RawRow]:

@@ -104,6 +104,11 @@ class SqlDeviceStore:
                 f"device {device.device_id!r} exists already for this owner", code="device_exists"
             ) from None
 
+    def with_key(self, public_key_sha256: str) -> Sequence[Device]:
+        query = select(devices).where(devices.c.public_key_sha256 == public_key_sha256).limit(10)
+        with reading(self._engine) as conn:
+            return [_device(row) for row in conn.execute(query).mappings()]
+
     def count_in_enrollment(self, enrollment_id: str) -> int:
         with reading(self._engine) as conn:
             return int(conn.execute(_COUNT, {"enrollment_id": enrollment_id}).scalar_one())
