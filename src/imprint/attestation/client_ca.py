@@ -9,6 +9,7 @@ different certificate with the same common name is refused until a factory reset
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -23,7 +24,7 @@ from imprint.attestation.base import (
     IdentityTaken,
 )
 from imprint.provisioning.client_cas import ClientCAStore, fingerprint
-from imprint.provisioning.devices import DeviceStatus, DeviceStore
+from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore
 from imprint.provisioning.enrollments import Enrollment, EnrollmentStore, Mechanism
 
 __all__ = ["ClientCAAttestor"]
@@ -89,17 +90,29 @@ class ClientCAAttestor:
                 _signed_by(leaf, ca.certificate()) for ca in self._cas.for_enrollment(enrollment.id)
             ):
                 continue
-            existing = self._devices.find(enrollment.owner, common_name)
-            if (
-                existing is not None
-                and existing.status is not DeviceStatus.RESET
-                and existing.pinned_fingerprint not in (None, pin)
-            ):
-                raise IdentityTaken(f"device {common_name!r} is pinned to another certificate")
+            # Checked now, and again on the locked device (a concurrent request with
+            # another certificate for the same name may have pinned it meanwhile).
+            pinned = partial(_check_pin, common_name=common_name, pin=pin)
+            pinned(self._devices.find(enrollment.owner, common_name))
             return Attestation(
                 enrollment=enrollment,
                 device_id=common_name,
                 identity=f"client-ca:sha256:{pin}",
                 pinned_fingerprint=pin,
+                device_checks=(pinned,),
             )
         raise IdentityNotEnrolled("no enabled client-ca enrollment trusts the certificate's issuer")
+
+
+def _check_pin(device: Device | None, *, common_name: str, pin: str) -> None:
+    """A common name stays with the certificate it was first provisioned with.
+
+    Raises:
+        IdentityTaken: the device is pinned to another certificate.
+    """
+    if (
+        device is not None
+        and device.status is not DeviceStatus.RESET
+        and device.pinned_fingerprint not in (None, pin)
+    ):
+        raise IdentityTaken(f"device {common_name!r} is pinned to another certificate")

@@ -18,8 +18,9 @@ or nonce: a replay can only ever fetch the certificate already issued for that k
 
 Outcomes, in the order they are checked:
 
-1. no secret registered for the device yet: *waiting* (the Provisioner answers 202
-   and creates nothing); the device retries later;
+1. no secret registered for the device yet: the attestation holds the request (a
+   :class:`~imprint.attestation.base.Hold` check: the Provisioner answers 202 and
+   creates nothing); the device retries later;
 2. the MAC does not verify with any registered secret: ``signature_invalid``;
 3. the secret is past its ``valid_until``: ``secret_expired``;
 4. the secret was used by a provisioning already: ``secret_used``, unless this is a
@@ -27,8 +28,10 @@ Outcomes, in the order they are checked:
    certificate back), or an administrator factory-reset the device since;
 5. the nonce was seen before: ``replay_detected``.
 
-The secret is marked used only once a certificate went out (:meth:`completed`), and
-it keys the response MAC, so the device can tell the answer came from this server.
+The secret is spent by the approved request itself (an ``on_approved`` effect, in its
+unit of work), and checked again on the locked device, so of two requests racing with
+one secret and different keys only the first is issued. It keys the response MAC, so
+the device can tell the answer came from this server.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from cryptography.hazmat.primitives import serialization
 
@@ -49,6 +53,7 @@ from imprint.attestation.base import (
     Attestation,
     Evidence,
     EvidenceMissing,
+    Hold,
     IdentityNotEnrolled,
     KeyMismatch,
     ReplayDetected,
@@ -60,7 +65,7 @@ from imprint.attestation.base import (
 from imprint.errors import InvalidValue, NotFound
 from imprint.pki.csr import csr_sha256
 from imprint.pki.keys import public_key_sha256
-from imprint.provisioning.devices import DeviceStatus, DeviceStore, NonceStore
+from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore, NonceStore
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -238,7 +243,7 @@ class OobSecretAttestor:
                 enrollment=self._waiting_in(candidates, evidence.at),
                 device_id=device_id,
                 identity=f"oob-secret:{device_id}",
-                waiting=True,
+                checks=(_await_secret,),
             )
         secret = next((s for s in registered if proof.verifies(s.secret)), None)
         if secret is None:
@@ -251,11 +256,7 @@ class OobSecretAttestor:
             )
         if secret.expired(evidence.at):
             raise SecretExpired("the out-of-band secret for this device has expired")
-        if secret.used_at is not None and not self._may_reuse(enrollment, secret, evidence):
-            raise SecretUsed(
-                "the out-of-band secret for this device was used already; "
-                "register a new one to provision again"
-            )
+        self._refuse_spent(secret, self._devices.find(enrollment.owner, device_id), evidence)
         if isinstance(proof, _NativeProof):
             expires = datetime.fromtimestamp(proof.timestamp, UTC) + NONCE_LIFETIME
             if not self._nonces.use(NONCE_SCOPE, proof.nonce, expires):
@@ -269,13 +270,36 @@ class OobSecretAttestor:
                 "registration_id": device_id,
                 "format": IDPROV_FORMAT if idprov else "imprint",
             },
+            device_checks=(partial(self._still_unspent, secret, evidence),),
+            on_approved=(partial(self._spend, enrollment.id, device_id),),
         )
 
-    def completed(self, attestation: Attestation) -> None:
-        """A certificate went out: the secret is spent (kept, for retries and MACs)."""
+    def _spend(self, enrollment_id: str, device_id: str, at: datetime) -> None:
+        """A certificate goes out: the secret is spent (kept, for retries and MACs)."""
         # Kept to the second, like device lifecycle times (see _may_reuse).
-        used_at = datetime.now(UTC).replace(microsecond=0)
-        self._secrets.mark_used(attestation.enrollment.id, attestation.device_id, used_at)
+        self._secrets.mark_used(enrollment_id, device_id, at.replace(microsecond=0))
+
+    def _still_unspent(self, secret: OobSecret, evidence: Evidence, device: Device | None) -> None:
+        """The secret as it is now that the request holds the device's lock: a request
+        that spent it meanwhile (another key) wins."""
+        now = next(
+            (
+                s
+                for s in self._secrets.for_device(secret.device_id, [secret.enrollment_id])
+                if s.secret == secret.secret
+            ),
+            None,
+        )
+        if now is None:
+            raise SecretUsed("the out-of-band secret for this device was replaced meanwhile")
+        self._refuse_spent(now, device, evidence)
+
+    def _refuse_spent(self, secret: OobSecret, device: Device | None, evidence: Evidence) -> None:
+        if secret.used_at is not None and not _may_reuse(device, secret, evidence):
+            raise SecretUsed(
+                "the out-of-band secret for this device was used already; "
+                "register a new one to provision again"
+            )
 
     def _candidates(self, enrollment_id: str | None, device_id: str) -> Sequence[Enrollment]:
         """The named oob-secret enrollment, else every enabled one that could admit it."""
@@ -315,21 +339,25 @@ class OobSecretAttestor:
                 return enrollment
         raise IdentityNotEnrolled("no open oob-secret enrollment admits this device")
 
-    def _may_reuse(self, enrollment: Enrollment, secret: OobSecret, evidence: Evidence) -> bool:
-        """A spent secret still admits the device's own retry, or a reset device."""
-        device = self._devices.find(enrollment.owner, secret.device_id)
-        if device is None:
-            return False
-        if device.status is DeviceStatus.PROVISIONED:
-            return device.public_key_sha256 == public_key_sha256(
-                evidence.signing_request().public_key()
-            )
-        if device.status is DeviceStatus.RESET:
-            # A reset in the same second as the use still came after it: a device is
-            # reset only once provisioned.
-            assert secret.used_at is not None
-            return device.updated_at >= secret.used_at
+
+def _await_secret(_evidence: Evidence) -> Hold:
+    return Hold("waiting for the out-of-band secret")
+
+
+def _may_reuse(device: Device | None, secret: OobSecret, evidence: Evidence) -> bool:
+    """A spent secret still admits the device's own retry, or a reset device."""
+    if device is None:
         return False
+    if device.status is DeviceStatus.PROVISIONED:
+        return device.public_key_sha256 == public_key_sha256(
+            evidence.signing_request().public_key()
+        )
+    if device.status is DeviceStatus.RESET:
+        # A reset in the same second as the use still came after it: a device is
+        # reset only once provisioned.
+        assert secret.used_at is not None
+        return device.updated_at >= secret.used_at
+    return False
 
 
 def _registration_id(evidence: Evidence) -> str:
