@@ -15,6 +15,7 @@ from typing import Protocol
 from imprint.app.auditing import actor_of
 from imprint.audit import AuditEntry
 from imprint.auth.api_keys import ApiKey, IssuedApiKey, create_api_key
+from imprint.clock import Clock
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.audit import SqlAuditLog
 from imprint.tenancy.access import Principal, require_instance_admin
@@ -31,6 +32,9 @@ class KeyStores(Protocol):
 
     @property
     def audit(self) -> SqlAuditLog: ...
+
+    @property
+    def clock(self) -> Clock: ...
 
     def transaction(self) -> AbstractContextManager[None]: ...
 
@@ -58,7 +62,7 @@ class ApiKeyOperations:
         """
         require_instance_admin(principal, "an API key")
         with self._stores.transaction():
-            issued = create_api_key(self._stores.api_keys, name)
+            issued = create_api_key(self._stores.api_keys, name, at=self._stores.clock.now())
             self._stores.audit.write(
                 AuditEntry(
                     actor=actor_of(principal),

@@ -60,7 +60,7 @@ class DeviceOperations(Operations):
         """
         with self._transaction():
             visible_device(self._rt, principal, device_ref, Role.OPERATOR)
-            device = lifecycle.approve(self._rt.devices, device_ref)
+            device = lifecycle.approve(self._rt.devices, device_ref, at=self._now())
             self._audit(principal, "device.approve", "device", device.id, org_id=device.owner)
         return device
 
@@ -68,7 +68,7 @@ class DeviceOperations(Operations):
         """Refuse the device's provisioning and renewal (its certificates stay valid)."""
         with self._transaction():
             visible_device(self._rt, principal, device_ref, Role.OPERATOR)
-            device = lifecycle.disable(self._rt.devices, device_ref)
+            device = lifecycle.disable(self._rt.devices, device_ref, at=self._now())
             self._audit(principal, "device.disable", "device", device.id, org_id=device.owner)
         return device
 
@@ -80,7 +80,7 @@ class DeviceOperations(Operations):
         """
         with self._transaction():
             visible_device(self._rt, principal, device_ref, Role.OPERATOR)
-            device = lifecycle.enable(self._rt.devices, device_ref)
+            device = lifecycle.enable(self._rt.devices, device_ref, at=self._now())
             self._audit(principal, "device.enable", "device", device.id, org_id=device.owner)
         return device
 
@@ -97,7 +97,12 @@ class DeviceOperations(Operations):
         with self._transaction():
             visible_device(self._rt, principal, device_ref, Role.OPERATOR)
             device = lifecycle.revoke_device(
-                self._rt.authority, self._rt.devices, device_ref, flag, disable_device=disable
+                self._rt.authority,
+                self._rt.devices,
+                device_ref,
+                flag,
+                at=self._now(),
+                disable_device=disable,
             )
             self._audit(
                 principal,
@@ -113,7 +118,9 @@ class DeviceOperations(Operations):
         """Factory reset: revoke its certificates and release the device."""
         with self._transaction():
             visible_device(self._rt, principal, device_ref, Role.OPERATOR)
-            device = lifecycle.factory_reset(self._rt.authority, self._rt.devices, device_ref)
+            device = lifecycle.factory_reset(
+                self._rt.authority, self._rt.devices, device_ref, at=self._now()
+            )
             self._audit(principal, "device.reset", "device", device.id, org_id=device.owner)
         return device
 
@@ -125,7 +132,12 @@ class DeviceOperations(Operations):
         with self._transaction():
             enrollment = visible_enrollment(self._rt, principal, enrollment_id, Role.OPERATOR)
             result = lifecycle.revoke_enrollment(
-                self._rt.authority, self._rt.enrollments, self._rt.devices, enrollment_id, flag
+                self._rt.authority,
+                self._rt.enrollments,
+                self._rt.devices,
+                enrollment_id,
+                flag,
+                at=self._now(),
             )
             self._audit(
                 principal,

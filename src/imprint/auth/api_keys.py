@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from imprint.errors import AuthenticationRequired, InvalidValue
@@ -55,7 +55,9 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
-def create_api_key(store: ApiKeyStore, name: str, role: str = "admin") -> IssuedApiKey:
+def create_api_key(
+    store: ApiKeyStore, name: str, role: str = "admin", *, at: datetime
+) -> IssuedApiKey:
     """Create and store a key.
 
     Raises:
@@ -73,7 +75,7 @@ def create_api_key(store: ApiKeyStore, name: str, role: str = "admin") -> Issued
         name=name,
         secret_sha256=_digest(secret),
         role=role,
-        created_at=datetime.now(UTC),
+        created_at=at,
     )
     store.add(key)
     return IssuedApiKey(key=key, token=f"imp_{key_id}_{secret}")
