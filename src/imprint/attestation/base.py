@@ -24,6 +24,10 @@ provisioning use case applies (as smallstep's provisioners return sign options f
     ├── CertificateExpired               an expired IDevID without the opt-in
     ├── CertificateRevoked               on the manufacturer's CRL
     ├── CertificateDenied                on imprint's deny-list
+    ├── IssuerUnknown                    no CA imprint knows issued the client chain
+    ├── ChainIncomplete                  the client left out an intermediate CA
+    ├── SelfSigned                       a self-signed client certificate
+    ├── EkuMissing                       the certificate is not for client authentication
     ├── SignatureInvalid                 a wrong HMAC or signature
     ├── RequestExpired                   timestamp too old or in the future
     ├── ReplayDetected                   nonce seen before
@@ -55,18 +59,22 @@ __all__ = [
     "CertificateDenied",
     "CertificateExpired",
     "CertificateRevoked",
+    "ChainIncomplete",
     "DeviceCheck",
+    "EkuMissing",
     "Evidence",
     "EvidenceMissing",
     "Hold",
     "IdentityNotEnrolled",
     "IdentityTaken",
+    "IssuerUnknown",
     "KeyMismatch",
     "ReplayDetected",
     "RequestCheck",
     "RequestExpired",
     "SecretExpired",
     "SecretUsed",
+    "SelfSigned",
     "SignatureInvalid",
     "TooManyAttempts",
 ]
@@ -94,6 +102,22 @@ class CertificateRevoked(AttestationFailed):
 
 class CertificateDenied(AttestationFailed):
     code = "certificate_denied"
+
+
+class IssuerUnknown(AttestationFailed):
+    code = "issuer_unknown"
+
+
+class ChainIncomplete(AttestationFailed):
+    code = "chain_incomplete"
+
+
+class SelfSigned(AttestationFailed):
+    code = "self_signed"
+
+
+class EkuMissing(AttestationFailed):
+    code = "eku_missing"
 
 
 class SignatureInvalid(AttestationFailed):
@@ -148,6 +172,7 @@ class Evidence:
     enrollment_id: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
     client_certificate: x509.Certificate | None = None
+    client_intermediates: tuple[x509.Certificate, ...] = ()
     source: str | None = None
 
     def signing_request(self) -> x509.CertificateSigningRequest:
