@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from imprint.attestation.base import Evidence, SecretUsed
-from imprint.attestation.oob_secret import oob_mac
+from imprint.attestation.oob_secret import HTTP_BASIC_FORMAT, oob_mac
 from imprint.errors import ImprintError
 from imprint.pki.csr import csr_sha256
 from imprint.pki.records import CertificateRecord, CertificateStatus
@@ -168,3 +168,51 @@ def test_concurrent_requests_with_one_secret_and_different_keys_issue_once(
     assert [r.serial for r in valid] == [device.certificate_serial]
     issued = [r for r in _device_certificates(runtime) if r.status is CertificateStatus.ISSUED]
     assert len(issued) == 1
+
+
+def test_concurrent_requests_with_one_one_time_password_issue_once(runtime: Runtime) -> None:
+    """EST's HTTP Basic with a one-time password: the password is spent in the request's
+    own transaction and checked again under the device's lock, so of eight requests with
+    different keys one gets a certificate and the password is then used up."""
+    _enroll(runtime, "boxes")
+    password, _record = runtime.app.oob_secrets.create_one_time_password(
+        cli_principal(), "boxes", "box-5"
+    )
+
+    def evidence(csr: x509.CertificateSigningRequest) -> Evidence:
+        return Evidence(
+            mechanism=Mechanism.OOB_SECRET,
+            csr=csr,
+            at=runtime.clock.now(),
+            registration_id="box-5",
+            fields={"format": HTTP_BASIC_FORMAT, "password": password},
+            source="192.0.2.7",
+        )
+
+    outcomes: list[str] = []
+    refusals: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def request() -> None:
+        start.wait()
+        try:
+            outcome = runtime.provisioner.provision(evidence(_csr()))
+        except ImprintError as exc:
+            with lock:
+                refusals.append(exc.code)
+            return
+        with lock:
+            outcomes.append(outcome.status)
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert outcomes == ["approved"]
+    assert refusals == ["secret_used"] * 7
+    issued = [r for r in _device_certificates(runtime) if r.status is CertificateStatus.ISSUED]
+    assert len(issued) == 1
+    with pytest.raises(SecretUsed):  # and a later request with another key is refused
+        runtime.provisioner.provision(evidence(_csr()))
