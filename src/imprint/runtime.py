@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,7 @@ from imprint.attestation.x509 import MAX_ENROLLMENTS, manufacturer_certificates
 from imprint.audit import AuditEntry
 from imprint.auth.api_keys import create_api_key
 from imprint.auth.bearer import BearerAuthenticator
-from imprint.auth.clients import ClientRegistry, configured_clients
+from imprint.auth.clients import COMMAND_LINE_CLIENT, ClientRegistry, configured_clients
 from imprint.auth.oidc import ExternalProvider
 from imprint.auth.tokens import TokenService
 from imprint.client_trust import ClientTrust
@@ -42,7 +42,8 @@ from imprint.metrics import Metrics
 from imprint.outbox import Outbox
 from imprint.pki.authority import CERTIFICATE_CHANGED, CertificateAuthority, IssuanceRequest
 from imprint.pki.material import init_ca, load_ca
-from imprint.pki.profiles import parse_sans
+from imprint.pki.ocsp import OcspResponder
+from imprint.pki.profiles import Publication, parse_sans
 from imprint.provisioning.enrollments import Enrollment, Mechanism
 from imprint.provisioning.hub import HubTokenSource
 from imprint.provisioning.ratelimit import FailureLimiter
@@ -62,6 +63,7 @@ from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
 from imprint.store.identities import SqlIdentityStore, SqlPskStore, SqlRelayStore
 from imprint.store.oauth import SqlAuthorizationCodeStore, SqlOAuthClientStore, SqlSigningKeyStore
+from imprint.store.one_time_passwords import SqlOneTimePasswordStore
 from imprint.store.oob_secrets import SqlOobSecretStore
 from imprint.store.orgs import SqlOrganizationStore
 from imprint.store.outbox import SqlOutboxStore
@@ -113,6 +115,8 @@ class Runtime:
     manufacturer_crls: SqlManufacturerCrlStore
     oob_secrets: SqlOobSecretStore
     registration_keys: SqlRegistrationKeyStore  # sealed with the key-encryption key
+    one_time_passwords: SqlOneTimePasswordStore  # their SHA-256 only
+    audit: SqlAuditLog
     metrics: Metrics = field(default_factory=Metrics)
 
     def transaction(self) -> AbstractContextManager[None]:
@@ -135,8 +139,23 @@ class Runtime:
                 clients=self.clients,
                 tokens=self.tokens,
                 owner_claim=self.settings.auth.owner_claim,
+                clock=self.clock,
             ),
             audit=self.audit,
+            clock=self.clock,
+        )
+
+    @functools.cached_property
+    def ocsp(self) -> OcspResponder:
+        """The OCSP responder (its signing certificate is made at the first request)."""
+        config = self.settings.ocsp
+        return OcspResponder(
+            self.authority,
+            clock=self.clock,
+            validity=timedelta(minutes=config.validity_minutes),
+            cache_for=timedelta(seconds=config.cache_seconds),
+            responder_validity=timedelta(days=config.responder_validity_days),
+            renew_before=timedelta(hours=config.responder_renew_before_hours),
         )
 
     @functools.cached_property
@@ -148,7 +167,7 @@ class Runtime:
 
     @functools.cached_property
     def channel_entries(self) -> SqlEntryStore:
-        return SqlEntryStore(self.engine)
+        return SqlEntryStore(self.engine, self.clock)
 
     @functools.cached_property
     def orgs(self) -> SqlOrganizationStore:
@@ -160,7 +179,7 @@ class Runtime:
 
     @functools.cached_property
     def users(self) -> SqlUserStore:
-        return SqlUserStore(self.engine)
+        return SqlUserStore(self.engine, self.clock)
 
     @functools.cached_property
     def ended_sessions(self) -> SqlEndedSessions:
@@ -168,17 +187,15 @@ class Runtime:
         return SqlEndedSessions(self.engine)
 
     @functools.cached_property
-    def audit(self) -> SqlAuditLog:
-        return SqlAuditLog(self.engine)
-
-    @functools.cached_property
     def oauth_clients(self) -> SqlOAuthClientStore:
         return SqlOAuthClientStore(self.engine)
 
     @functools.cached_property
     def clients(self) -> ClientRegistry:
-        """Stored OAuth clients plus the development clients of ``auth.clients``."""
-        return ClientRegistry(self.oauth_clients, configured_clients(self.settings.auth.clients))
+        """Stored OAuth clients plus the development clients of ``auth.clients`` and the
+        command line's own (``imprint login`` with a user's password)."""
+        configured = configured_clients(self.settings.auth.clients)
+        return ClientRegistry(self.oauth_clients, configured, [COMMAND_LINE_CLIENT])
 
     @functools.cached_property
     def authorization_codes(self) -> SqlAuthorizationCodeStore:
@@ -195,6 +212,7 @@ class Runtime:
             audience=auth.audience or base,
             owner_claim=auth.owner_claim,
             lifetime=timedelta(seconds=auth.token_lifetime_seconds),
+            clock=self.clock,
         )
 
     @functools.cached_property
@@ -212,6 +230,7 @@ class Runtime:
             owner_claim=oidc.owner_claim or auth.owner_claim,
             roles_claim=oidc.roles_claim,
             default_role=None if oidc.default_role is None else Role(oidc.default_role),
+            clock=self.clock,
         )
 
     @functools.cached_property
@@ -222,6 +241,7 @@ class Runtime:
             users=self.users,
             clients=self.clients,
             external=self.external_oidc,
+            clock=self.clock,
         )
 
     @functools.cached_property
@@ -234,7 +254,7 @@ class Runtime:
         """Identity certificates, the browser relay and PSKs of client applications."""
         config = self.settings.identities
         return ClientIdentities(
-            issuer=IdentityIssuer(self.authority, SqlIdentityStore(self.engine)),
+            issuer=IdentityIssuer(self.authority, SqlIdentityStore(self.engine), self.clock),
             relays=SqlRelayStore(self.engine),
             psks=SqlPskStore(self.engine, self.box),
             relay_lifetime=timedelta(seconds=config.relay_lifetime_seconds),
@@ -305,6 +325,7 @@ class Database:
 
     settings: Settings
     engine: Engine
+    clock: Clock = field(default_factory=SystemClock)
 
     def transaction(self) -> AbstractContextManager[None]:
         return unit_of_work(self.engine)
@@ -322,7 +343,7 @@ class Database:
 
     @functools.cached_property
     def audit(self) -> SqlAuditLog:
-        return SqlAuditLog(self.engine)
+        return SqlAuditLog(self.engine, self.clock)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -373,13 +394,25 @@ def open_runtime(
     metrics = Metrics()
     clock = clock or SystemClock()
     committed = functools.partial(after_commit, engine)
-    outbox = Outbox(SqlOutboxStore(engine), committed, clock.now)
+    audit = SqlAuditLog(engine, clock)
+    outbox = Outbox(
+        SqlOutboxStore(engine),
+        committed,
+        clock.now,
+        audit=audit,
+        transaction=functools.partial(unit_of_work, engine),
+    )
     authority = CertificateAuthority(
         material,
         ledger,
         profiles=settings.profiles,
         base_url=settings.server.base_url(),
         crl_validity=timedelta(hours=settings.ca.crl_validity_hours),
+        publication=Publication(
+            crl_url=settings.ca.crl_url or "",
+            issuer_url=settings.ca.issuer_url or "",
+            ocsp_url=settings.ca.ocsp_url,
+        ),
         events=metrics,
         outbox=outbox,
         after_commit=committed,
@@ -389,16 +422,17 @@ def open_runtime(
         CERTIFICATE_CHANGED, lambda payload: authority.tell_listeners(payload["serial"])
     )
     box = load_secret_box(settings, create=True)
-    enrollments = SqlEnrollmentStore(engine, box)
+    enrollments = SqlEnrollmentStore(engine, box, clock)
     devices = SqlDeviceStore(engine)
     records = SqlStepRecorder(engine)
     nonces = SqlNonceStore(engine)
     channels = SqlChannelStore(engine, box)
-    client_cas = SqlClientCAStore(engine)
-    deny_list = SqlDenyList(engine)
-    manufacturer_crls = SqlManufacturerCrlStore(engine)
+    client_cas = SqlClientCAStore(engine, clock)
+    deny_list = SqlDenyList(engine, clock)
+    manufacturer_crls = SqlManufacturerCrlStore(engine, clock)
     oob_secrets = SqlOobSecretStore(engine, box)
     registration_keys = SqlRegistrationKeyStore(engine, box)
+    one_time_passwords = SqlOneTimePasswordStore(engine)
     attestors = build_attestors(
         enrollments=enrollments,
         devices=devices,
@@ -409,6 +443,7 @@ def open_runtime(
         oob_secrets=oob_secrets,
         registration_keys=registration_keys,
         provision_url=f"{settings.server.base_url()}/api/v1/provision",
+        one_time_passwords=one_time_passwords,
     )
     renewals = RenewalAuthorizer(
         issuing=material.issuing,
@@ -439,13 +474,16 @@ def open_runtime(
         manufacturer_crls=manufacturer_crls,
         oob_secrets=oob_secrets,
         registration_keys=registration_keys,
+        one_time_passwords=one_time_passwords,
+        audit=audit,
         metrics=metrics,
     )
+    authority.add_listener(runtime.ocsp)  # a revocation drops its kept OCSP responses
     if settings.mqtt.enabled:
         from imprint.mqtt.broker import BrokerFiles, BrokerSync
 
         files = BrokerFiles(settings.mqtt_dir())
-        authority.add_listener(BrokerSync(settings.mqtt, files, authority))
+        authority.add_listener(BrokerSync(settings.mqtt, files, authority, clock))
     try:
         runtime.bearer  # noqa: B018 (the auth configuration is checked at start)
         runtime.provisioner  # noqa: B018
@@ -486,7 +524,7 @@ def _server_certificate_current(runtime: Runtime) -> bool:
         certificate.verify_directly_issued_by(issuing)
     except Exception:
         return False
-    now = datetime.now(UTC)
+    now = runtime.clock.now()
     lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
     if certificate.not_valid_after_utc - now < lifetime / 3:
         return False
@@ -536,7 +574,7 @@ def _ensure_admin(runtime: Runtime) -> Path | None:
     if runtime.api_keys.count() > 0:
         return None
     with runtime.transaction():
-        issued = create_api_key(runtime.api_keys, "admin")
+        issued = create_api_key(runtime.api_keys, "admin", now=runtime.clock.now())
         runtime.audit.write(
             AuditEntry(
                 actor="imprint:bootstrap",

@@ -31,12 +31,15 @@ __all__ = [
     "ChannelSettings",
     "DatabaseSettings",
     "DiscoverySettings",
+    "EstSettings",
     "IdentitySettings",
     "KeyType",
+    "LimitSettings",
     "LoggingSettings",
     "MqttSettings",
     "OAuthClientSettings",
     "OIDCSettings",
+    "OcspSettings",
     "ProfileSettings",
     "SecretsSettings",
     "ServerSettings",
@@ -81,6 +84,51 @@ class DatabaseSettings(_Section):
         return value
 
 
+class LimitSettings(_Section):
+    """What one client may make the HTTP server hold (docs/security.md)."""
+
+    max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        le=1_048_576,
+        description="Request line plus headers; larger requests get 431",
+    )
+    max_headers: int = Field(default=100, ge=8, le=1000, description="More headers get 431")
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Time to send a request's line and headers, from its first byte "
+        "(or from the connection); then 408 and the connection is closed",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest pause while a request's body arrives (after the headers, or "
+        "between two parts of it); then the connection is closed",
+    )
+    handshake_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Time to complete the TLS handshake"
+    )
+    keep_alive_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="An idle kept-alive connection is closed"
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=100_000,
+        description="Open connections per server process; more are closed at once",
+    )
+    max_connections_per_source: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Open connections per client address and process (trusted proxies "
+        "are exempt); more are answered 503 and closed",
+    )
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8443, ge=0, le=65535)
@@ -113,6 +161,12 @@ class ServerSettings(_Section):
         le=64,
         description="Server processes sharing the port (one per core is a good start)",
     )
+    hsts_max_age_seconds: int = Field(
+        default=63_072_000,
+        ge=0,
+        description="max-age of Strict-Transport-Security on every HTTPS response; 0 omits it",
+    )
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -155,6 +209,59 @@ class CASettings(_Section):
         description="File holding the CA key passphrase; default DATA_DIR/ca-passphrase",
     )
     crl_validity_hours: int = Field(default=24, ge=1, description="CRL nextUpdate distance")
+    crl_url: str | None = Field(
+        default=None,
+        description="Public URL of the issuing CA's CRL written into every certificate's CRL "
+        "distribution point; default BASE_URL/crl/<issuing key id>.crl",
+    )
+    issuer_url: str | None = Field(
+        default=None,
+        description="Public URL of the issuing CA certificate (DER) in the AIA caIssuers "
+        "entry; default BASE_URL/ca/issuing.crt",
+    )
+    ocsp_url: str | None = Field(
+        default=None,
+        description="Public URL of the OCSP responder in the AIA OCSP entry; default BASE_URL/ocsp",
+    )
+
+    @field_validator("crl_url", "issuer_url", "ocsp_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError("an http:// or https:// URL")
+        return value
+
+
+class OcspSettings(_Section):
+    validity_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=10080,
+        description="Distance from a response's thisUpdate to its nextUpdate",
+    )
+    cache_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="How long a worker reuses a signed response without a nonce (0: never); "
+        "a revocation drops it at once in the process that delivers the change",
+    )
+    responder_validity_days: int = Field(
+        default=7, ge=1, le=365, description="Lifetime of the delegated responder certificate"
+    )
+    responder_renew_before_hours: int = Field(
+        default=48,
+        ge=1,
+        description="The responder certificate is replaced this long before it expires",
+    )
+
+
+class EstSettings(_Section):
+    channel_binding_required: list[str] = Field(
+        default_factory=list,
+        description="EST labels (enrollment ids) whose enrollments must carry the TLS "
+        "channel binding in the CSR's challengePassword; '*' for every enrollment",
+    )
 
 
 class ProfileSettings(_Section):
@@ -362,6 +469,8 @@ class Settings(BaseSettings):
     )
     discovery: DiscoverySettings = DiscoverySettings()
     mqtt: MqttSettings = MqttSettings()
+    ocsp: OcspSettings = OcspSettings()
+    est: EstSettings = EstSettings()
 
     @field_validator("services")
     @classmethod

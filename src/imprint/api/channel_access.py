@@ -18,9 +18,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from fastapi import Request
 
-from imprint.api.identity import client_certificate, peer_certificate
+from imprint.api.identity import PresentedCertificate, client_certificate, peer_certificate
 from imprint.attestation.base import AttestationFailed, Evidence
-from imprint.attestation.client_ca import ClientCAAttestor
 from imprint.channels.entries import ChannelKeyInvalid
 from imprint.errors import AuthenticationRequired, InvalidRequest, PermissionDenied
 from imprint.provisioning.channels import Channel
@@ -75,18 +74,17 @@ def _issued_by_imprint(runtime: Runtime, certificate: x509.Certificate) -> Chann
 
 
 def _from_client_ca(
-    runtime: Runtime, certificate: x509.Certificate, request: Request, precheck: Precheck | None
+    runtime: Runtime, presented: PresentedCertificate, request: Request, precheck: Precheck | None
 ) -> Channel:
     evidence = Evidence(
         mechanism=Mechanism.CLIENT_CA,
         csr=None,
         at=runtime.clock.now(),
-        client_certificate=certificate,
+        client_certificate=presented.certificate,
+        client_intermediates=presented.intermediates,
         source=request.client.host if request.client else None,
     )
-    attestor = ClientCAAttestor(
-        enrollments=runtime.enrollments, cas=runtime.client_cas, devices=runtime.devices
-    )
+    attestor = runtime.attestors[Mechanism.CLIENT_CA]
     try:
         attestation = attestor.attest(evidence)
     except (AttestationFailed, InvalidRequest):
@@ -138,4 +136,4 @@ def device_channel(request: Request, runtime: Runtime, precheck: Precheck | None
     ours = client_certificate(request)
     if ours is not None:
         return _issued_by_imprint(runtime, ours.certificate)
-    return _from_client_ca(runtime, presented.certificate, request, precheck)
+    return _from_client_ca(runtime, presented, request, precheck)

@@ -71,7 +71,9 @@ class EnrollmentOperations(Operations):
                 raise NotFound(
                     f"no {what}: create it first (POST /api/v1/orgs, or imprint org create)"
                 )
-            enrollment = create_enrollment(self._rt.enrollments, enrollment_from(spec))
+            enrollment = create_enrollment(
+                self._rt.enrollments, enrollment_from(spec, at=self._now())
+            )
             self._audit(
                 principal,
                 "enrollment.create",
@@ -100,7 +102,7 @@ class EnrollmentOperations(Operations):
         """
         with self._transaction():
             current = visible_enrollment(self._rt, principal, enrollment_id, Role.ADMIN)
-            patched = apply_patch(current, patch)
+            patched = apply_patch(current, patch, at=self._now())
             validate_enrollment(patched.enrollment)
             if patched.changed:
                 self._rt.enrollments.replace(patched.enrollment)
@@ -128,7 +130,9 @@ class EnrollmentOperations(Operations):
         action = "enrollment.enable" if enabled else "enrollment.disable"
         with self._transaction():
             visible_enrollment(self._rt, principal, enrollment_id, Role.OPERATOR)
-            changed = set_enabled(self._rt.enrollments, enrollment_id, enabled=enabled)
+            changed = set_enabled(
+                self._rt.enrollments, enrollment_id, enabled=enabled, at=self._now()
+            )
             self._audit(principal, action, "enrollment", enrollment_id, org_id=changed.owner)
         return changed
 

@@ -1,4 +1,5 @@
-"""Organization operations: the tree, creating an organization, and sign-up.
+"""Organization operations: the tree, creating, renaming and deleting an organization,
+and sign-up.
 
 An admin of an organization creates organizations below it; only the whole instance (an
 API key, the command line) creates top-level ones. Sign-up creates a top-level
@@ -8,13 +9,12 @@ organization, its admin and a registration key for its devices in one operation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 
 from imprint.app.base import Operations
 from imprint.app.scoping import scope_of
 from imprint.auth.passwords import check_password_policy
-from imprint.errors import Conflict, PermissionDenied
+from imprint.errors import Conflict, InvalidValue, PermissionDenied
 from imprint.provisioning.channels import ChannelTemplate
 from imprint.provisioning.enrollments import (
     Enrollment,
@@ -117,7 +117,9 @@ class OrganizationOperations(Operations):
                     self._rt.org_tree(),
                     what=f"organization {parent_id!r}",
                 )
-            org = create_organization(self._rt.orgs, name, parent_id=parent_id, org_id=org_id)
+            org = create_organization(
+                self._rt.orgs, name, parent_id=parent_id, org_id=org_id, at=self._now()
+            )
             self._audit(
                 principal,
                 "org.create",
@@ -128,6 +130,79 @@ class OrganizationOperations(Operations):
                 parent_id=org.parent_id,
             )
             return self._entry(principal, org, self._rt.org_tree())
+
+    def rename(self, principal: Principal, org_id: str, name: str) -> OrgEntry:
+        """Give an organization a new display name (admin there); its id never changes.
+
+        Raises:
+            NotFound: not visible.
+            PermissionDenied: not admin there.
+            InvalidValue: a bad name.
+        """
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidValue("name: 1 to 200 characters")
+        with self._transaction():
+            tree = self._rt.org_tree()
+            authorize(principal, org_id, Role.ADMIN, tree, what=f"organization {org_id!r}")
+            before = self._rt.orgs.get(org_id)
+            self._rt.orgs.rename(org_id, name)
+            self._audit(
+                principal,
+                "org.rename",
+                "organization",
+                org_id,
+                org_id=org_id,
+                name=name,
+                previous_name=before.name,
+            )
+            return self._entry(principal, replace(before, name=name), tree)
+
+    def delete(self, principal: Principal, org_id: str) -> Organization:
+        """Delete an empty organization: no sub-organizations, members, enrollments,
+        devices, channels, OAuth clients, client credentials or valid certificates.
+        Admin of its parent (the whole instance for a top-level one).
+
+        Raises:
+            NotFound: not visible.
+            PermissionDenied: not admin of the parent.
+            Conflict: it still holds something (``org_not_empty``).
+        """
+        with self._transaction():
+            tree = self._rt.org_tree()
+            authorize(principal, org_id, Role.VIEWER, tree, what=f"organization {org_id!r}")
+            org = self._rt.orgs.get(org_id)
+            if org.parent_id is None or org.parent_id not in tree:
+                if not principal.instance_admin:
+                    raise PermissionDenied(
+                        "only an API key deletes top-level organizations",
+                        code="role_insufficient",
+                    )
+            else:
+                authorize(
+                    principal,
+                    org.parent_id,
+                    Role.ADMIN,
+                    tree,
+                    what=f"organization {org.parent_id!r}",
+                )
+            held = self._rt.orgs.holdings(org_id, self._rt.clock.now())
+            if held:
+                raise Conflict(
+                    f"organization {org_id!r} is not empty: it still has {', '.join(held)}",
+                    code="org_not_empty",
+                )
+            self._rt.orgs.remove(org_id)
+            self._audit(
+                principal,
+                "org.delete",
+                "organization",
+                org_id,
+                org_id=org_id,
+                name=org.name,
+                parent_id=org.parent_id,
+            )
+        return org
 
     def signup(
         self,
@@ -163,12 +238,14 @@ class OrganizationOperations(Operations):
         check_password_policy(password)
         if org_id is not None:
             validate_org_id(org_id)
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = self._now().replace(microsecond=0)
         with self._transaction():
             if self._rt.users.find_by_username(username) is not None:
                 raise Conflict(f"a user named {username!r} exists already")
-            org = create_organization(self._rt.orgs, organization, org_id=org_id)
-            user = create_user(self._rt.users, username, password, org_id=org.id, role=Role.ADMIN)
+            org = create_organization(self._rt.orgs, organization, org_id=org_id, at=now)
+            user = create_user(
+                self._rt.users, username, password, org_id=org.id, role=Role.ADMIN, at=now
+            )
             enrollment = create_enrollment(
                 self._rt.enrollments,
                 Enrollment(

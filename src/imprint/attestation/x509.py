@@ -28,6 +28,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -50,6 +51,7 @@ from imprint.attestation.base import (
     ReplayDetected,
 )
 from imprint.attestation.jws import check_claims, verify_compact
+from imprint.attestation.peer_chain import refuse_without_client_auth
 from imprint.attestation.revocation import (
     DenyList,
     ManufacturerCrlStore,
@@ -58,7 +60,7 @@ from imprint.attestation.revocation import (
     refuse_denied,
 )
 from imprint.errors import NotFound
-from imprint.provisioning.devices import DeviceStatus, DeviceStore, NonceStore
+from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore, NonceStore
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -229,6 +231,7 @@ class X509Attestor:
 
         Raises:
             EvidenceMissing: neither a client certificate nor ``evidence.jws``.
+            EkuMissing: the device certificate's extended key usage lacks clientAuth.
             SignedRequestMalformed, SignatureInvalid, AudienceMismatch, RequestExpired,
                 KeyMismatch, ReplayDetected: the signed request is not acceptable.
             CertificateDenied: a certificate of the path is on the deny-list.
@@ -244,6 +247,7 @@ class X509Attestor:
         leaf = presented.leaf
         shown = [leaf, *presented.intermediates]
         refuse_denied(self._deny_list, shown)
+        refuse_without_client_auth(leaf, required=True)
         match = self._match(presented, self._candidates(evidence), evidence.at)
         # Only the enrollment's CA certificates on the path are left to check.
         added = [c for c in match.chain if c not in shown]
@@ -252,7 +256,9 @@ class X509Attestor:
         enrollment = match.enrollment
         device_id = device_id_from(leaf, enrollment.device_id_rule)
         fingerprint = certificate_fingerprint(leaf)
-        self._check_pin(enrollment, device_id, fingerprint)
+        # Checked now (a refused request spends no nonce) and again on the locked device.
+        pinned = partial(_check_pin, device_id=device_id, fingerprint=fingerprint)
+        pinned(self._devices.find(enrollment.owner, device_id))
         if presented.nonce is not None:
             assert presented.nonce_expires is not None
             if not self._nonces.use(NONCE_SCOPE, presented.nonce, presented.nonce_expires):
@@ -267,6 +273,7 @@ class X509Attestor:
                 "manufacturer_issuer": leaf.issuer.rfc4514_string(),
                 "manufacturer_serial": format(leaf.serial_number, "x"),
             },
+            device_checks=(pinned,),
         )
 
     def _presented(self, evidence: Evidence) -> _Presented:
@@ -284,7 +291,7 @@ class X509Attestor:
             expires = datetime.fromtimestamp(iat, UTC) + timedelta(seconds=self._nonce_lifetime)
             return _Presented(verified.leaf, verified.chain[1:], nonce, expires)
         if evidence.client_certificate is not None:
-            return _Presented(evidence.client_certificate, ())
+            return _Presented(evidence.client_certificate, evidence.client_intermediates)
         raise EvidenceMissing(
             "x509: present the manufacturer certificate in the TLS handshake, "
             "or send a signed request in evidence.jws"
@@ -379,19 +386,23 @@ class X509Attestor:
         )
         return tuple(verifier.verify(leaf, [*chain[:-1], *presented]).chain)
 
-    def _check_pin(self, enrollment: Enrollment, device_id: str, fingerprint: str) -> None:
-        """A device id stays with the certificate it was first provisioned with."""
-        device = self._devices.find(enrollment.owner, device_id)
-        if device is None or device.status is DeviceStatus.RESET:
-            return
-        if device.pinned_fingerprint == fingerprint:
-            return
-        if device.pinned_fingerprint is None and device.mechanism == Mechanism.X509.value:
-            return
-        raise IdentityTaken(
-            f"device {device_id!r} is provisioned with another identity; "
-            "an administrator must reset it first"
-        )
+
+def _check_pin(device: Device | None, *, device_id: str, fingerprint: str) -> None:
+    """A device id stays with the certificate it was first provisioned with.
+
+    Raises:
+        IdentityTaken: the device is pinned to another manufacturer certificate.
+    """
+    if device is None or device.status is DeviceStatus.RESET:
+        return
+    if device.pinned_fingerprint == fingerprint:
+        return
+    if device.pinned_fingerprint is None and device.mechanism == Mechanism.X509.value:
+        return
+    raise IdentityTaken(
+        f"device {device_id!r} is provisioned with another identity; "
+        "an administrator must reset it first"
+    )
 
 
 def _identifying_depth(

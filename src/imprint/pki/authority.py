@@ -26,6 +26,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from imprint.audit import StateChange
 from imprint.clock import Clock, SystemClock
 from imprint.errors import InvalidValue, NotFound
 from imprint.logs import get_logger
@@ -93,10 +94,15 @@ class CertificateListener(Protocol):
 
     It runs from the outbox once the change has committed: at once in the process that
     made it, else by the next delivery round (at least once; what it does must be
-    idempotent). What it raises makes the outbox retry the message later.
+    idempotent). What it raises makes the outbox retry the message later. It returns the
+    change of state it made, for the audit log, or None when it changed nothing.
     """
 
-    def certificate_changed(self, record: CertificateRecord) -> None: ...
+    def certificate_changed(self, record: CertificateRecord) -> StateChange | None: ...
+
+
+# A listener may also set ``revocations_only = True``: then an issuance alone does not
+# queue an outbox message for it (it is still told when one is queued for another).
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,7 @@ class CertificateAuthority:
         profiles: ProfileSettings,
         base_url: str,
         crl_validity: timedelta,
+        publication: Publication | None = None,
         events: AuthorityEvents | None = None,
         outbox: Outbox | None = None,
         after_commit: Callable[[Callable[[], object]], None] | None = None,
@@ -170,33 +177,42 @@ class CertificateAuthority:
         self._clock = clock or SystemClock()
         self.issuing_id = key_id(material.issuing)
         self.root_id = key_id(material.root)
+        self._publication = publication
 
     def add_listener(self, listener: CertificateListener) -> None:
         """Call ``listener`` after every issuance and revocation from now on."""
         self._listeners.append(listener)
 
     def _changed(self, record: CertificateRecord) -> None:
-        """Queue telling the listeners, in the caller's transaction."""
-        if not self._listeners:
+        """Queue telling the listeners, in the caller's transaction. A listener that
+        says ``revocations_only`` costs issuance nothing."""
+        revoked = record.status is CertificateStatus.REVOKED
+        if not any(revoked or not getattr(x, "revocations_only", False) for x in self._listeners):
             return
         if self._outbox is None:
             self._after_commit(lambda: self.tell_listeners(record.serial))
         else:
             self._outbox.add(CERTIFICATE_CHANGED, {"serial": record.serial})
 
-    def tell_listeners(self, serial: str) -> None:
+    def tell_listeners(self, serial: str) -> list[StateChange]:
         """Tell every listener the record of ``serial`` as it is now (the outbox's handler
-        of ``certificate.changed``). A listener that raises makes it raise (a retry)."""
+        of ``certificate.changed``); the changes they made. A listener that raises makes
+        it raise (a retry)."""
         record = self._ledger.get(serial)
         failed: list[Exception] = []
+        changes: list[StateChange] = []
         for listener in self._listeners:
             try:
-                listener.certificate_changed(record)
+                change = listener.certificate_changed(record)
             except Exception as exc:
                 log.exception("certificate_listener_failed", serial=serial)
                 failed.append(exc)
+                continue
+            if change is not None:
+                changes.append(change)
         if failed:
             raise failed[0]
+        return changes
 
     @property
     def ledger(self) -> CertificateLedger:
@@ -214,9 +230,14 @@ class CertificateAuthority:
         return profile_named(name, self._profiles)
 
     def publication(self) -> Publication:
+        """Where issued certificates say their CRL, issuer and OCSP responder are: the
+        configured public URLs, else this server's own."""
+        configured = self._publication
         return Publication(
-            crl_url=f"{self._base_url}/crl/{self.issuing_id}.crl",
-            issuer_url=f"{self._base_url}/ca/issuing.crt",
+            crl_url=(configured and configured.crl_url)
+            or f"{self._base_url}/crl/{self.issuing_id}.crl",
+            issuer_url=(configured and configured.issuer_url) or f"{self._base_url}/ca/issuing.crt",
+            ocsp_url=(configured and configured.ocsp_url) or f"{self._base_url}/ocsp",
         )
 
     def issue(self, request: IssuanceRequest) -> IssuedCertificate:

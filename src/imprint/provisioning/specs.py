@@ -278,12 +278,15 @@ def _group_key(body: EnrollmentSpec) -> bytes | None:
         raise InvalidValue("group_key: not base64") from None
 
 
-def enrollment_from(body: EnrollmentSpec) -> Enrollment:
-    """Turn the request into an enrollment, generating what was asked to be generated."""
+def enrollment_from(body: EnrollmentSpec, *, at: datetime | None = None) -> Enrollment:
+    """Turn the request into an enrollment, generating what was asked to be generated.
+
+    ``at`` is when it is made (the runtime clock's time; the system's when omitted).
+    """
     if body.pre_shared_key is not None and body.generate_pre_shared_key:
         raise InvalidValue("pre_shared_key: give one, or ask for one to be generated, not both")
     psk = generate_pre_shared_key() if body.generate_pre_shared_key else body.pre_shared_key
-    stamp = now()
+    stamp = now() if at is None else at.replace(microsecond=0)
     return Enrollment(
         id=body.id or new_enrollment_id(),
         kind=body.kind,
@@ -372,8 +375,11 @@ class PatchedEnrollment:
     generated_pre_shared_key: str | None = None
 
 
-def apply_patch(current: Enrollment, patch: EnrollmentPatch) -> PatchedEnrollment:
-    """The enrollment with the patch's fields applied (not yet validated or stored).
+def apply_patch(
+    current: Enrollment, patch: EnrollmentPatch, *, at: datetime | None = None
+) -> PatchedEnrollment:
+    """The enrollment with the patch's fields applied (not yet validated or stored),
+    stamped ``at`` (default now) when something changed.
 
     Raises:
         UnsafeChange: a field that cannot change was given another value (the message
@@ -422,5 +428,5 @@ def apply_patch(current: Enrollment, patch: EnrollmentPatch) -> PatchedEnrollmen
         changes["pre_shared_key"] = generated
     changed = tuple(sorted(n for n, v in changes.items() if getattr(current, n) != v))
     if changed:
-        changes["updated_at"] = now()
+        changes["updated_at"] = now() if at is None else at.replace(microsecond=0)
     return PatchedEnrollment(dataclasses.replace(current, **changes), changed, generated)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from imprint.clock import Clock, SystemClock
 from imprint.errors import Conflict, NotFound
 from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import memberships, users
@@ -40,11 +41,12 @@ def _user(conn: Connection, row: RowMapping) -> User:
 class SqlUserStore:
     """Implements :class:`imprint.tenancy.users.UserStore`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
         self._engine = engine
+        self._clock = clock or SystemClock()
 
     def add(self, user: User, first: Sequence[Membership]) -> None:
-        created = user.created_at or datetime.now(UTC)
+        created = user.created_at or self._clock.now()
         try:
             with writing(self._engine) as conn, guarded(conn):
                 conn.execute(
@@ -95,18 +97,25 @@ class SqlUserStore:
                         user_id=user_id,
                         org_id=org_id,
                         role=role.value,
-                        created_at=datetime.now(UTC),
+                        created_at=self._clock.now(),
                     )
                 )
 
     def set_disabled(self, user_id: str, disabled: bool) -> None:
         if disabled:
-            self._update(user_id, disabled=True, sessions_valid_after=datetime.now(UTC))
+            self._update(user_id, disabled=True, sessions_valid_after=self._clock.now())
         else:
             self._update(user_id, disabled=False)
 
     def set_password(self, user_id: str, password_hash: str, at: datetime) -> None:
         self._update(user_id, password_hash=password_hash, sessions_valid_after=at)
+
+    def remove(self, user_id: str) -> None:
+        """Delete a user and her memberships (the audit log keeps what she did)."""
+        with writing(self._engine) as conn:
+            conn.execute(delete(memberships).where(memberships.c.user_id == user_id))
+            if conn.execute(delete(users).where(users.c.id == user_id)).rowcount == 0:
+                raise NotFound(f"no user {user_id!r}")
 
     def _update(self, user_id: str, **values: object) -> None:
         with writing(self._engine) as conn:
@@ -114,10 +123,23 @@ class SqlUserStore:
             if result.rowcount == 0:
                 raise NotFound(f"no user {user_id!r}")
 
-    def in_orgs(self, org_ids: set[str] | None, limit: int) -> Sequence[User]:
+    def in_orgs(
+        self, org_ids: set[str] | None, limit: int, after: str | None = None
+    ) -> Sequence[User]:
+        """Members of ``org_ids`` (None: every user) by user name, after ``after``."""
         query = select(users).order_by(users.c.username).limit(limit)
         if org_ids is not None:
             members = select(memberships.c.user_id).where(memberships.c.org_id.in_(sorted(org_ids)))
             query = query.where(users.c.id.in_(members))
+        if after is not None:
+            query = query.where(users.c.username > after)
         with reading(self._engine) as conn:
             return [_user(conn, row) for row in conn.execute(query).mappings().all()]
+
+    def count_in_orgs(self, org_ids: set[str] | None) -> int:
+        query = select(func.count()).select_from(users)
+        if org_ids is not None:
+            members = select(memberships.c.user_id).where(memberships.c.org_id.in_(sorted(org_ids)))
+            query = query.where(users.c.id.in_(members))
+        with reading(self._engine) as conn:
+            return int(conn.execute(query).scalar_one())
