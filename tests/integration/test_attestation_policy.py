@@ -54,6 +54,8 @@ def _enroll(runtime: Runtime, enrollment_id: str, **policy: object) -> None:
     spec = EnrollmentSpec.model_validate(
         {"mechanism": "oob-secret", "owner": "acme", "id": enrollment_id, **policy}
     )
+    if "acme" not in runtime.org_tree():  # the enrollments' owner
+        runtime.app.organizations.create(cli_principal(), "Acme", org_id="acme")
     runtime.app.enrollments.create(cli_principal(), spec)
 
 

@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.integration.conftest import Service, write_credentials
+from tests.integration.conftest import Service, with_orgs, write_credentials
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organization this module's enrollments name."""
+    return with_orgs(service, "acme")
 
 
 @dataclass

@@ -29,7 +29,14 @@ from imprint.audit import AuditQuery
 from imprint.provisioning.devices import DeviceStatus
 from imprint.settings import Settings
 from tests.conftest import CA_PASSPHRASE
-from tests.integration.conftest import Service, start_service, write_credentials
+from tests.integration.conftest import Service, start_service, with_orgs, write_credentials
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organization this module's enrollments name."""
+    return with_orgs(service, "acme")
+
 
 SECRET = "printed-on-the-box-42"
 ENROLLMENT = "est-lab"
