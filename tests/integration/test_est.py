@@ -458,7 +458,8 @@ def binding_service(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     required = settings.model_copy(
         update={"est": settings.est.model_copy(update={"channel_binding_required": [ENROLLMENT]})}
     )
-    yield from start_service(required, tmp_path)
+    for service in start_service(required, tmp_path):
+        yield with_orgs(service, "acme")
 
 
 def _exporter_enroll(service: Service, user: str) -> tuple[str, bytes]:
