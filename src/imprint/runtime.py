@@ -45,7 +45,7 @@ from imprint.pki.material import init_ca, load_ca
 from imprint.pki.profiles import parse_sans
 from imprint.provisioning.enrollments import Enrollment, Mechanism
 from imprint.provisioning.hub import HubTokenSource
-from imprint.provisioning.ratelimit import FailureLimiter
+from imprint.provisioning.ratelimit import AttemptLimiter, Rule, Space
 from imprint.provisioning.service import Provisioner
 from imprint.sealing import SecretBox, load_secret_box
 from imprint.settings import Settings
@@ -131,6 +131,7 @@ class Runtime:
             services=self.settings.services,
             channels=self.channels,
             transaction=self.transaction,
+            limiter=self.attempt_limiter,
             hub_tokens=HubTokenSource(
                 clients=self.clients,
                 tokens=self.tokens,
@@ -225,9 +226,10 @@ class Runtime:
         )
 
     @functools.cached_property
-    def login_limiter(self) -> FailureLimiter:
-        """Failed logins and client authentications, per source and per name."""
-        return FailureLimiter(limit=10, window=60.0)
+    def attempt_limiter(self) -> AttemptLimiter:
+        """The failed-attempt limits of devices, sign-ins, OAuth clients and sign-ups,
+        each in its own key spaces (decision 0009)."""
+        return AttemptLimiter(self.clock.now)
 
     @functools.cached_property
     def identities(self) -> ClientIdentities:
@@ -238,7 +240,9 @@ class Runtime:
             relays=SqlRelayStore(self.engine),
             psks=SqlPskStore(self.engine, self.box),
             relay_lifetime=timedelta(seconds=config.relay_lifetime_seconds),
-            relay_limiter=FailureLimiter(limit=config.relay_requests_per_minute, window=60.0),
+            relay_limiter=AttemptLimiter(
+                self.clock.now, {Space.RELAY: (Rule(config.relay_requests_per_minute, 60.0),)}
+            ),
         )
 
     @functools.cached_property

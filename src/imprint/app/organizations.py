@@ -22,6 +22,7 @@ from imprint.provisioning.enrollments import (
     create_enrollment,
     new_enrollment_id,
 )
+from imprint.provisioning.ratelimit import Space
 from imprint.provisioning.registration_keys import create_registration_key
 from imprint.tenancy.access import Principal, authorize, role_in
 from imprint.tenancy.orgs import (
@@ -137,8 +138,7 @@ class OrganizationOperations(Operations):
         registration-key enrollment with its first key. Nobody is signed in: the audit
         entry names the new admin (``user:<username>``).
 
-        Every sign-up counts against ``source`` (the caller's address) in the sign-in
-        failure limiter.
+        Every sign-up counts against ``source`` (the caller's address).
 
         Raises:
             PermissionDenied: self-registration is switched off.
@@ -150,9 +150,8 @@ class OrganizationOperations(Operations):
             raise PermissionDenied(
                 "self-registration is switched off here", code="self_registration_disabled"
             )
-        limiter = self._rt.login_limiter
-        limiter.check(f"signup:{source}")
-        limiter.failure(f"signup:{source}")  # every sign-up counts against the address
+        # Every sign-up counts against the address, in its own key space.
+        self._rt.attempt_limiter.count([(Space.SIGNUP, source or "-")])
         username = normalize_username(username)
         check_password_policy(password)
         if org_id is not None:

@@ -54,6 +54,7 @@ def _usable_for_client_auth(leaf: x509.Certificate) -> bool:
 
 class ClientCAAttestor:
     mechanism = Mechanism.CLIENT_CA
+    guessable = False
 
     def __init__(
         self, *, enrollments: EnrollmentStore, cas: ClientCAStore, devices: DeviceStore

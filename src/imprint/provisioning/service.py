@@ -38,6 +38,7 @@ from imprint.attestation.base import (
     CompletionAware,
     Evidence,
     KeyMismatch,
+    TooManyAttempts,
 )
 from imprint.attestation.renewal import Renewal, RenewalAuthorizer
 from imprint.audit import AuditEntry, AuditLog
@@ -58,7 +59,7 @@ from imprint.provisioning.devices import (
 )
 from imprint.provisioning.enrollments import Enrollment, Mechanism, ReprovisionPolicy
 from imprint.provisioning.hub import HubToken, HubTokenSource, HubTokenUnavailable
-from imprint.provisioning.ratelimit import FailureLimiter
+from imprint.provisioning.ratelimit import AttemptLimiter, guessable_keys, refusal_keys
 
 __all__ = [
     "ChannelNotConfigured",
@@ -161,7 +162,7 @@ class Provisioner:
         devices: DeviceStore,
         recorder: StepRecorder,
         attestors: Mapping[Mechanism, Attestor],
-        limiter: FailureLimiter | None = None,
+        limiter: AttemptLimiter | None = None,
         services: Mapping[str, str] | None = None,
         channels: ChannelStore | None = None,
         transaction: Callable[[], AbstractContextManager[object]] | None = None,
@@ -175,7 +176,7 @@ class Provisioner:
         self._devices = devices
         self._recorder = recorder
         self._attestors = dict(attestors)
-        self._limiter = limiter or FailureLimiter()
+        self._limiter = limiter or AttemptLimiter(lambda: datetime.now(UTC))
         self._services = dict(services or {})
         self._renewals = renewals
         self._hub_tokens = hub_tokens
@@ -207,7 +208,8 @@ class Provisioner:
                 )
             return attestor.attest(evidence)
 
-        outcome, attestation = self._run(evidence, attest, self._after_attestation)
+        guessable = attestor is not None and attestor.guessable
+        outcome, attestation = self._run(evidence, attest, self._after_attestation, guessable)
         if outcome.status == "approved" and isinstance(attestor, CompletionAware):
             attestor.completed(attestation)
         return outcome
@@ -231,19 +233,13 @@ class Provisioner:
         evidence: Evidence,
         authorize: Callable[[Evidence], _G],
         decide: Callable[[Evidence, _G, _Steps], Outcome],
+        guessable: bool = False,
     ) -> tuple[Outcome, _G]:
-        """The steps every request takes: the failed-attempt limit, authorization (its
-        failures count against the limit), then ``decide`` in one unit of work with the
-        step records; a refusal rolls back all but the records."""
+        """The steps every request takes: authorization under the failed-attempt limits,
+        then ``decide`` in one unit of work with the step records; a refusal rolls back
+        all but the records."""
         step = _Steps(uuid.uuid4().hex, evidence)
-        self._limiter.check(evidence.source, evidence.registration_id)
-        try:
-            grant = authorize(evidence)
-        except (AttestationFailed, InvalidRequest) as exc:
-            self._limiter.failure(evidence.source, evidence.registration_id)
-            step.failed(ProvisioningStep.ATTEST, exc)
-            self._recorder.record(step.finished())
-            raise
+        grant = self._authorized(evidence, authorize, step, guessable)
         step.ok(ProvisioningStep.ATTEST, grant)
         try:
             with self._transaction():
@@ -254,6 +250,52 @@ class Provisioner:
             self._recorder.record(step.finished())
             raise
         return outcome, grant
+
+    def _authorized(
+        self,
+        evidence: Evidence,
+        authorize: Callable[[Evidence], _G],
+        step: _Steps,
+        guessable: bool,
+    ) -> _G:
+        """Authorize the evidence under the failed-attempt limits (decision 0009).
+
+        Guessable evidence reserves its place in the counters of its source and claimed
+        identity before it is verified. Unguessable evidence is verified first, so the
+        right evidence always passes; a refusal counts against its source, and one from
+        a source over the limit is answered 429 without a step record.
+        """
+        if guessable:
+            return self._guess_checked(evidence, authorize, step)
+        try:
+            return authorize(evidence)
+        except (AttestationFailed, InvalidRequest) as exc:
+            retry = self._limiter.refused(refusal_keys(evidence.source))
+            if retry is not None:
+                raise TooManyAttempts(
+                    "too many failed attempts; try again later", retry_after=retry
+                ) from None
+            step.failed(ProvisioningStep.ATTEST, exc)
+            self._recorder.record(step.finished())
+            raise
+
+    def _guess_checked(
+        self, evidence: Evidence, authorize: Callable[[Evidence], _G], step: _Steps
+    ) -> _G:
+        claim = evidence.registration_id
+        keys = guessable_keys(
+            None if claim is None else f"{evidence.mechanism.value}:{claim[:200]}",
+            evidence.source,
+        )
+        with self._limiter.attempt(keys) as attempt:
+            try:
+                grant = authorize(evidence)
+            except (AttestationFailed, InvalidRequest) as exc:
+                attempt.failed()
+                step.failed(ProvisioningStep.ATTEST, exc)
+                self._recorder.record(step.finished())
+                raise
+        return grant
 
     def _locked_device(self, evidence: Evidence, attestation: Attestation, step: _Steps) -> _Locked:
         """Apply the enrollment's policy to the request, get the hub token (the network,
