@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imprint.api.channel_access import device_channel
 from imprint.api.identity import RuntimeDep, runtime_of
+from imprint.api.params import MAX_ROW_ID
 from imprint.api.problems import status_of
 from imprint.channels.entries import (
     MAX_RESULTS,
@@ -193,7 +194,7 @@ def feed_json(
     return item
 
 
-ChannelId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ChannelId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 FieldNumber = Annotated[int, Path(ge=1, le=8)]
 ApiKey = Annotated[str | None, Query(max_length=64)]
 Results = Annotated[int, Query(ge=1, le=MAX_RESULTS)]
