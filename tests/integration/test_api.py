@@ -339,7 +339,7 @@ def test_serials_are_found_as_openssl_prints_them(service: Service) -> None:
     assert shown.json()["serial"] == serial
     assert revoked.status_code == 200
     assert revoked.json()["revocation_reason"] == "unspecified"
-    assert (garbage.status_code, garbage.json()["code"]) == (400, "value_invalid")
+    assert (garbage.status_code, garbage.json()["code"]) == (400, "request_invalid")
 
 
 def test_unknown_ca_file_is_404(service: Service) -> None:
