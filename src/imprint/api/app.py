@@ -11,6 +11,7 @@ from imprint.api.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from imprint.api.openapi import install_openapi
 from imprint.api.problems import install_problem_handlers
 from imprint.api.routes import (
+    api_keys,
     audit,
     ca,
     certificates,
@@ -20,12 +21,14 @@ from imprint.api.routes import (
     deny_list,
     devices,
     enrollments,
+    est,
     health,
     identity_csr,
     idprov,
     midpoint,
     oauth,
     oauth_clients,
+    ocsp,
     oob_secrets,
     orgs,
     provision,
@@ -86,6 +89,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         identity_csr,
         relay,
         psk,
+        api_keys,
+        ocsp,
+        est,
     ):
         app.include_router(module.router)
     app.include_router(console.router)
