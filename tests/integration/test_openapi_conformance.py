@@ -43,6 +43,8 @@ UNCHECKED = (
     "/channels/",
     "/oauth/",
     "/relay/",  # the browser's approval page (HTML)
+    "/.well-known/est",  # EST (RFC 7030): PKCS#7 and PKCS#10
+    "/ocsp",  # OCSP (RFC 6960): DER requests and responses
 )
 CHECKS = [
     not_a_server_error,
