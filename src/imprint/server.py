@@ -116,7 +116,7 @@ class ImprintServer(uvicorn.Server):
 
         settings = self._runtime.settings
         files = BrokerFiles(settings.mqtt_dir())
-        sync = BrokerSync(settings.mqtt, files, self._runtime.authority)
+        sync = BrokerSync(settings.mqtt, files, self._runtime.authority, self._runtime.clock)
         while True:
             if files.config.is_file():
                 try:

@@ -8,7 +8,7 @@ writes that kind, through any store object on the same database. So:
 - a change made through this process (API, console, a CLI command running in it) is
   seen by the next request;
 - a change made by another process on the same database (another node, the CLI run
-  next to a server) is seen within :data:`TTL_SECONDS`.
+  next to a server) is seen within :data:`TTL_SECONDS` of the runtime's clock.
 
 An answer read while a write of its kind was under way is not kept: each write bumps a
 generation counter when it is made and again once its transaction has ended (its
@@ -21,7 +21,6 @@ see the unit's uncommitted rows, which no other thread must be handed.
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from collections.abc import Callable, Hashable
 from contextvars import ContextVar
@@ -29,6 +28,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+
+from imprint.clock import Clock, SystemClock
 
 __all__ = ["TTL_SECONDS", "ReadCache"]
 
@@ -80,9 +81,12 @@ def _watch(engine: Engine) -> None:
 class ReadCache:
     """Cached reads of one kind of stored object (``kind``) on one database."""
 
-    def __init__(self, engine: Engine, kind: str, ttl: float = TTL_SECONDS) -> None:
+    def __init__(
+        self, engine: Engine, kind: str, ttl: float = TTL_SECONDS, clock: Clock | None = None
+    ) -> None:
         self._slot: _Slot = (_database(engine), kind)
         self._ttl = ttl
+        self._clock = clock or SystemClock()
         self._entries: dict[Hashable, tuple[float, int, object]] = {}
         _watch(engine)
 
@@ -93,7 +97,7 @@ class ReadCache:
         """The cached answer for ``key``, else ``load()`` (kept for the next caller)."""
         if self._slot in _writing.get():
             return load()  # it may read this context's uncommitted writes
-        now = time.monotonic()
+        now = self._clock.now().timestamp()
         generation = self._generation()
         entry = self._entries.get(key)
         if entry is not None and entry[0] > now and entry[1] == generation:
