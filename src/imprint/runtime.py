@@ -37,6 +37,7 @@ from imprint.clock import Clock, SystemClock
 from imprint.errors import CANotInitialized, ConfigurationError
 from imprint.identities import ClientIdentities, IdentityIssuer
 from imprint.layout import DataLayout
+from imprint.leadership import Leadership
 from imprint.logs import get_logger
 from imprint.metrics import Metrics
 from imprint.outbox import Outbox
@@ -51,7 +52,8 @@ from imprint.sealing import SecretBox, load_secret_box
 from imprint.settings import Settings
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.audit import SqlAuditLog
-from imprint.store.certificates import SqlCertificateLedger
+from imprint.store.cache import on_change
+from imprint.store.certificates import REVOCATIONS, SqlCertificateLedger
 from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
@@ -294,7 +296,14 @@ class Runtime:
             log.warning("certificate_reservations_abandoned", serials=list(serials))
         return serials
 
+    @functools.cached_property
+    def leadership(self) -> Leadership:
+        """The background duties this process leads (one node at a time per duty)."""
+        return Leadership(self.engine)
+
     def close(self) -> None:
+        if "leadership" in self.__dict__:
+            self.leadership.close()
         self.engine.dispose()
 
 
@@ -388,6 +397,7 @@ def open_runtime(
     outbox.register(
         CERTIFICATE_CHANGED, lambda payload: authority.tell_listeners(payload["serial"])
     )
+    on_change(engine, REVOCATIONS, authority.forget_crls)
     box = load_secret_box(settings, create=True)
     enrollments = SqlEnrollmentStore(engine, box)
     devices = SqlDeviceStore(engine)

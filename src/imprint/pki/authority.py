@@ -316,6 +316,12 @@ class CertificateAuthority:
         self._changed(record)
         return record
 
+    def forget_crls(self) -> None:
+        """Drop the cached CRLs (another node revoked a certificate): the next request
+        makes them anew."""
+        with self._crl_lock:
+            self._crl_cache.clear()
+
     def _revoked(self, issuer: str, reason: str) -> None:
         with self._crl_lock:
             self._crl_cache.pop(issuer, None)
@@ -333,7 +339,8 @@ class CertificateAuthority:
         """The current CRL of an issuer ("issuing", "root" or a key id).
 
         CRLs are cached for a minute per process and re-made at once after a
-        revocation in this process.
+        revocation in this process, or in another one on PostgreSQL (told through
+        ``LISTEN/NOTIFY``, see :mod:`imprint.store.cache`).
 
         Raises:
             NotFound: an unknown issuer, or the root when its key is not held.
