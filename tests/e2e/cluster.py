@@ -131,9 +131,15 @@ def running_cluster(
     }
     cluster = Cluster(workdir, database_url, proxy_port, env)
     with ExitStack() as stack:
-        for name, port in ports.items():
-            own = (per_node or {}).get(name, {})
-            cluster.nodes[name] = stack.enter_context(start_node(cluster, name, port, own))
+        # The first node makes the CA and the admin key; the others start together.
+        names = list(ports)
+        for batch in (names[:1], names[1:]):
+            started = [spawn_node(cluster, n, ports[n], (per_node or {}).get(n)) for n in batch]
+            for node in started:
+                stack.callback(stop, node.process, signal.SIGTERM, 20)
+                cluster.nodes[node.name] = node
+            for node in started:
+                wait_for_node(cluster, node)
         config = workdir / "haproxy.cfg"
         config.write_text(haproxy_config(proxy_port, ports))
         with (workdir / "haproxy.log").open("w") as out:
@@ -147,38 +153,35 @@ def running_cluster(
         yield cluster
 
 
-@contextmanager
-def start_node(
-    cluster: Cluster, name: str, port: int, own: dict[str, str] | None = None
-) -> Iterator[Node]:
+def spawn_node(cluster: Cluster, name: str, port: int, own: dict[str, str] | None = None) -> Node:
+    """Start ``imprint serve`` for one node (not waiting for it to answer)."""
     data_dir = cluster.workdir / name
-    first = not cluster.nodes
     node_env = clean_env(data_dir, IMPRINT_SERVER__PORT=str(port), **{**cluster.env, **(own or {})})
-    if not first:  # the CA comes from the first node (or the token), never made again
+    if cluster.nodes and not cluster.env.get("IMPRINT_CA__PKCS11__LIBRARY"):
+        # Keys in files: every node gets a copy of the first node's CA directory.
         source = next(iter(cluster.nodes.values())).data_dir / "ca"
-        if not cluster.env.get("IMPRINT_CA__PKCS11__LIBRARY"):
-            subprocess.run(["cp", "-a", str(source), str(data_dir / "ca")], check=True)
+        subprocess.run(["cp", "-a", str(source), str(data_dir / "ca")], check=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     with (cluster.workdir / f"{name}.log").open("a") as out:
         process = subprocess.Popen(
             [str(IMPRINT), "serve"], cwd=cluster.workdir, env=node_env, stdout=out,
             stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-    node = Node(name, port, data_dir, process)
-    try:
-        root = data_dir / "ca" / "root.crt"
-        _wait(
-            lambda: (
-                (process.poll() is None and root.exists() and _ready(node.url, root))
-                or process.poll() is not None
-            ),
-            f"node {name} to start",
-            90,
-        )
-        assert process.poll() is None, (cluster.workdir / f"{name}.log").read_text()[-3000:]
-        yield node
-    finally:
-        stop(process, signal.SIGTERM, 20)
+    return Node(name, port, data_dir, process)
+
+
+def wait_for_node(cluster: Cluster, node: Node) -> None:
+    root = node.data_dir / "ca" / "root.crt"
+    process = node.process
+    _wait(
+        lambda: (
+            (process.poll() is None and root.exists() and _ready(node.url, root))
+            or process.poll() is not None
+        ),
+        f"node {node.name} to start",
+        120,
+    )
+    assert process.poll() is None, (cluster.workdir / f"{node.name}.log").read_text()[-3000:]
 
 
 def kill_node(node: Node) -> None:
