@@ -59,7 +59,12 @@ class Leadership:
             try:
                 if self._conn is None or self._conn.closed:
                     self._held.clear()
-                    self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+                    self._conn = psycopg.connect(
+                        self._conninfo,
+                        autocommit=True,
+                        connect_timeout=5,
+                        application_name="imprint-duties",
+                    )
                 if duty in self._held:
                     self._conn.execute("SELECT 1")  # the session, and so the lock, lives
                     return True

@@ -161,7 +161,12 @@ class _Listener:
     def _run(self) -> None:
         while not self._stopped.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name="imprint-cache-listener",
+                ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._forget_all()  # what changed while nobody listened
                     if self._stopped.is_set():
@@ -215,6 +220,8 @@ class ReadCache:
         self._slot: _Slot = (_database(engine), kind)
         self._ttl = ttl
         self._entries: dict[Hashable, tuple[float, int, object]] = {}
+        with _lock:
+            _generations.setdefault(self._slot, 0)  # known, so a reconnect forgets it too
         _watch(engine)
         self._coherent: Callable[[], bool] | None = None
         if engine.dialect.name == "postgresql":
