@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from imprint.leadership import OUTBOX, Leadership
+from imprint.settings import Settings
 from imprint.store import cache
 from imprint.store.cache import CHANNEL, ReadCache, listening
 from imprint.store.db import create_engine
 from tests.conftest import PostgresServer
+from tests.integration.conftest import start_service
 
 pytestmark = pytest.mark.postgres
 
@@ -137,3 +140,36 @@ def test_one_leader_per_duty_and_a_takeover_when_it_dies(engine: Engine, pg_url:
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.both_databases
+def test_readyz_is_not_ready_while_the_database_is_unreachable(
+    settings: Settings, tmp_path: Path, backend: str, postgres_server: PostgresServer
+) -> None:
+    """What HAProxy's health check sees: 503 while the node cannot reach PostgreSQL,
+    200 again once it can, without a restart."""
+    if backend != "postgresql":
+        pytest.skip("about PostgreSQL")
+    database = make_url(settings.database_url()).database
+    admin_url = postgres_server.url("postgres", driver="postgresql")
+
+    def allow(allowed: bool) -> None:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {allowed}')
+            if not allowed:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (database,),
+                )
+
+    for service in start_service(settings, tmp_path):
+        with service.client() as client:
+            assert client.get("/readyz").status_code == 200
+            allow(False)
+            try:
+                down = client.get("/readyz")
+                assert down.status_code == 503, down.text
+                assert down.json()["code"] == "database_unavailable"
+            finally:
+                allow(True)
+            _wait(lambda: client.get("/readyz").status_code == 200, "ready again", 30)
