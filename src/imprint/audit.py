@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 
 __all__ = [
     "GENESIS",
+    "OUTBOX_ACTOR",
     "REASONS",
     "AuditEntry",
     "AuditLog",
@@ -34,6 +35,7 @@ __all__ = [
     "ChainBreak",
     "ChainReport",
     "Outcome",
+    "StateChange",
     "chain_time",
     "records",
     "scrub",
@@ -46,6 +48,9 @@ _SECRET_NAME = re.compile(r"password|secret|token|passphrase|psk|(^|_)(key|code|
 
 #: The predecessor of the first entry.
 GENESIS = "0" * 64
+
+#: The actor of the changes the outbox's deliveries make (e.g. the broker's CRL rewritten).
+OUTBOX_ACTOR = "system:outbox"
 
 
 def scrub(details: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,8 +80,31 @@ class AuditEntry:
     org_id: str | None = None
     outcome: Outcome = "success"
     details: Mapping[str, Any] = field(default_factory=dict)
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    at: datetime | None = None  # None: stamped by the log's clock when written
     id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A change of state an automatic effect made (an outbox delivery), for the audit log.
+
+    The effect reports one only when it changed something: a delivery that found
+    everything as it should be reports nothing, so the log holds no no-ops.
+    """
+
+    action: str
+    target_type: str
+    target_id: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def entry(self, actor: str) -> AuditEntry:
+        return AuditEntry(
+            actor=actor,
+            action=self.action,
+            target_type=self.target_type,
+            target_id=self.target_id,
+            details=self.details,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,16 +17,24 @@ due for a :data:`LEASE` before running its handler, so two rounds don't run one 
 at once, and mark it done after. A process that dies mid-delivery leaves the message to
 be delivered again. Handlers are idempotent (they recompute state, e.g. rewrite the
 whole CRL file), since a message may now and then be delivered twice.
+
+A handler returns the changes of state it made (:class:`~imprint.audit.StateChange`),
+none when it found nothing to change. Each is written to the audit log with the actor
+:data:`~imprint.audit.OUTBOX_ACTOR` (``system:outbox``), in one transaction with the
+mark that the message is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
+from imprint.audit import OUTBOX_ACTOR, AuditLog, StateChange
 from imprint.logs import get_logger
 
 __all__ = ["Handler", "Message", "Outbox", "OutboxStore", "backoff"]
@@ -42,7 +50,8 @@ MAX_BACKOFF = timedelta(minutes=5)
 #: Delivered messages are kept this long (to look into), then deleted.
 KEEP_DONE = timedelta(days=7)
 
-Handler = Callable[[Mapping[str, Any]], None]
+#: Delivers one message's payload; returns the changes of state it made (None: none).
+Handler = Callable[[Mapping[str, Any]], Sequence[StateChange] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +102,8 @@ class Outbox:
         after_commit: runs a callable once the active unit of work has committed (at
             once without one); used for the prompt delivery.
         clock: the current time.
+        audit: where the changes of state deliveries make are recorded.
+        transaction: one unit of work, for a delivery's audit entries and its done mark.
     """
 
     def __init__(
@@ -100,10 +111,15 @@ class Outbox:
         store: OutboxStore,
         after_commit: Callable[[Callable[[], object]], None],
         clock: Callable[[], datetime] = _now,
+        *,
+        audit: AuditLog | None = None,
+        transaction: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> None:
         self._store = store
         self._after_commit = after_commit
         self._clock = clock
+        self._audit = audit
+        self._transaction = transaction or contextlib.nullcontext
         self._handlers: dict[str, Handler] = {}
 
     def register(self, kind: str, handler: Handler) -> None:
@@ -136,7 +152,7 @@ class Outbox:
             if message.kind not in self._handlers:
                 continue
             try:
-                self._handlers[message.kind](message.payload)
+                changes = self._handlers[message.kind](message.payload) or ()
             except Exception as exc:
                 error = f"{exc.__class__.__name__}: {exc}"[:500]
                 due = self._clock() + backoff(message.attempts)
@@ -150,7 +166,13 @@ class Outbox:
                     error=error,
                 )
                 continue
-            self._store.done(message.id, self._clock())
+            with self._transaction():
+                if self._audit is not None:
+                    for change in changes:
+                        entry = change.entry(OUTBOX_ACTOR)
+                        details = {**entry.details, "outbox_message": message.id}
+                        self._audit.write(replace(entry, details=details))
+                self._store.done(message.id, self._clock())
             delivered += 1
         return delivered
 

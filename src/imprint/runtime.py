@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -118,6 +118,7 @@ class Runtime:
     oob_secrets: SqlOobSecretStore
     registration_keys: SqlRegistrationKeyStore  # sealed with the key-encryption key
     one_time_passwords: SqlOneTimePasswordStore  # their SHA-256 only
+    audit: SqlAuditLog
     metrics: Metrics = field(default_factory=Metrics)
 
     def transaction(self) -> AbstractContextManager[None]:
@@ -140,8 +141,10 @@ class Runtime:
                 clients=self.clients,
                 tokens=self.tokens,
                 owner_claim=self.settings.auth.owner_claim,
+                clock=self.clock,
             ),
             audit=self.audit,
+            clock=self.clock,
         )
 
     @functools.cached_property
@@ -166,7 +169,7 @@ class Runtime:
 
     @functools.cached_property
     def channel_entries(self) -> SqlEntryStore:
-        return SqlEntryStore(self.engine)
+        return SqlEntryStore(self.engine, self.clock)
 
     @functools.cached_property
     def orgs(self) -> SqlOrganizationStore:
@@ -178,16 +181,12 @@ class Runtime:
 
     @functools.cached_property
     def users(self) -> SqlUserStore:
-        return SqlUserStore(self.engine)
+        return SqlUserStore(self.engine, self.clock)
 
     @functools.cached_property
     def ended_sessions(self) -> SqlEndedSessions:
         """Console sessions signed out before their expiry."""
         return SqlEndedSessions(self.engine)
-
-    @functools.cached_property
-    def audit(self) -> SqlAuditLog:
-        return SqlAuditLog(self.engine)
 
     @functools.cached_property
     def oauth_clients(self) -> SqlOAuthClientStore:
@@ -215,6 +214,7 @@ class Runtime:
             audience=auth.audience or base,
             owner_claim=auth.owner_claim,
             lifetime=timedelta(seconds=auth.token_lifetime_seconds),
+            clock=self.clock,
         )
 
     @functools.cached_property
@@ -232,6 +232,7 @@ class Runtime:
             owner_claim=oidc.owner_claim or auth.owner_claim,
             roles_claim=oidc.roles_claim,
             default_role=None if oidc.default_role is None else Role(oidc.default_role),
+            clock=self.clock,
         )
 
     @functools.cached_property
@@ -242,7 +243,7 @@ class Runtime:
             users=self.users,
             clients=self.clients,
             external=self.external_oidc,
-            now=self.clock.now,
+            clock=self.clock,
         )
 
     @functools.cached_property
@@ -255,7 +256,7 @@ class Runtime:
         """Identity certificates, the browser relay and PSKs of client applications."""
         config = self.settings.identities
         return ClientIdentities(
-            issuer=IdentityIssuer(self.authority, SqlIdentityStore(self.engine)),
+            issuer=IdentityIssuer(self.authority, SqlIdentityStore(self.engine), self.clock),
             relays=SqlRelayStore(self.engine),
             psks=SqlPskStore(self.engine, self.box),
             relay_lifetime=timedelta(seconds=config.relay_lifetime_seconds),
@@ -351,7 +352,7 @@ class Database:
 
     @functools.cached_property
     def audit(self) -> SqlAuditLog:
-        return SqlAuditLog(self.engine)
+        return SqlAuditLog(self.engine, self.clock)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -402,7 +403,14 @@ def open_runtime(
     metrics = Metrics()
     clock = clock or SystemClock()
     committed = functools.partial(after_commit, engine)
-    outbox = Outbox(SqlOutboxStore(engine), committed, clock.now)
+    audit = SqlAuditLog(engine, clock)
+    outbox = Outbox(
+        SqlOutboxStore(engine),
+        committed,
+        clock.now,
+        audit=audit,
+        transaction=functools.partial(unit_of_work, engine),
+    )
     authority = CertificateAuthority(
         material,
         ledger,
@@ -424,14 +432,14 @@ def open_runtime(
     )
     on_change(engine, REVOCATIONS, authority.forget_crls)
     box = load_secret_box(settings, create=True)
-    enrollments = SqlEnrollmentStore(engine, box)
+    enrollments = SqlEnrollmentStore(engine, box, clock)
     devices = SqlDeviceStore(engine)
     records = SqlStepRecorder(engine)
     nonces = SqlNonceStore(engine)
     channels = SqlChannelStore(engine, box)
-    client_cas = SqlClientCAStore(engine)
-    deny_list = SqlDenyList(engine)
-    manufacturer_crls = SqlManufacturerCrlStore(engine)
+    client_cas = SqlClientCAStore(engine, clock)
+    deny_list = SqlDenyList(engine, clock)
+    manufacturer_crls = SqlManufacturerCrlStore(engine, clock)
     oob_secrets = SqlOobSecretStore(engine, box)
     registration_keys = SqlRegistrationKeyStore(engine, box)
     one_time_passwords = SqlOneTimePasswordStore(engine)
@@ -477,6 +485,7 @@ def open_runtime(
         oob_secrets=oob_secrets,
         registration_keys=registration_keys,
         one_time_passwords=one_time_passwords,
+        audit=audit,
         metrics=metrics,
     )
     authority.add_listener(runtime.ocsp)  # a revocation drops its kept OCSP responses
@@ -485,7 +494,7 @@ def open_runtime(
         from imprint.mqtt.broker import BrokerFiles, BrokerSync
 
         files = BrokerFiles(settings.mqtt_dir())
-        authority.add_listener(BrokerSync(settings.mqtt, files, authority))
+        authority.add_listener(BrokerSync(settings.mqtt, files, authority, clock))
     try:
         runtime.bearer  # noqa: B018 (the auth configuration is checked at start)
         runtime.provisioner  # noqa: B018
@@ -526,7 +535,7 @@ def _server_certificate_current(runtime: Runtime) -> bool:
         certificate.verify_directly_issued_by(issuing)
     except Exception:
         return False
-    now = datetime.now(UTC)
+    now = runtime.clock.now()
     lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
     if certificate.not_valid_after_utc - now < lifetime / 3:
         return False
@@ -576,7 +585,7 @@ def _ensure_admin(runtime: Runtime) -> Path | None:
     if runtime.api_keys.count() > 0:
         return None
     with runtime.transaction():
-        issued = create_api_key(runtime.api_keys, "admin")
+        issued = create_api_key(runtime.api_keys, "admin", now=runtime.clock.now())
         runtime.audit.write(
             AuditEntry(
                 actor="imprint:bootstrap",

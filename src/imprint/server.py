@@ -122,7 +122,7 @@ class ImprintServer(uvicorn.Server):
 
         settings = self._runtime.settings
         files = BrokerFiles(settings.mqtt_dir())
-        sync = BrokerSync(settings.mqtt, files, self._runtime.authority)
+        sync = BrokerSync(settings.mqtt, files, self._runtime.authority, self._runtime.clock)
         leadership = self._runtime.leadership
         period = min(settings.ca.crl_validity_hours * 900.0, 3600.0)
         due = 0.0

@@ -59,7 +59,10 @@ class Console:
         return f"{self.service.base_url}/console"
 
     def add_user(self, username: str, org: str, role: Role = Role.ADMIN) -> User:
-        create_user(self.service.runtime.users, username, PASSWORD, org_id=org, role=role)
+        runtime = self.service.runtime
+        create_user(
+            runtime.users, username, PASSWORD, org_id=org, role=role, at=runtime.clock.now()
+        )
         user = User(username, PASSWORD, org)
         self.users[username] = user
         return user
@@ -74,13 +77,18 @@ def console(tmp_path: Path) -> Iterator[Console]:
         ca={"passphrase": "test-passphrase"},
     )
     for service in start_service(settings, tmp_path):
-        orgs = service.runtime.orgs
-        create_organization(orgs, "Acme", org_id="acme")
-        create_organization(orgs, "Acme East", org_id="acme-east", parent_id="acme")
-        create_organization(orgs, "Acme West", org_id="acme-west", parent_id="acme")
+        orgs, now = service.runtime.orgs, service.clock.now()
+        create_organization(orgs, "Acme", org_id="acme", at=now)
+        create_organization(orgs, "Acme East", org_id="acme-east", parent_id="acme", at=now)
+        create_organization(orgs, "Acme West", org_id="acme-west", parent_id="acme", at=now)
         console = Console(service, User("admin@acme.example", PASSWORD, "acme"))
         create_user(
-            service.runtime.users, console.admin.username, PASSWORD, org_id="acme", role=Role.ADMIN
+            service.runtime.users,
+            console.admin.username,
+            PASSWORD,
+            org_id="acme",
+            role=Role.ADMIN,
+            at=now,
         )
         yield console
 

@@ -52,9 +52,15 @@ def federation(
         auth={"clients": [client]},
     )
     for provider in start_service(provider_settings, tmp_path / "provider"):
-        create_organization(provider.runtime.orgs, "Acme", org_id="acme")
+        now = provider.clock.now()
+        create_organization(provider.runtime.orgs, "Acme", org_id="acme", at=now)
         create_user(
-            provider.runtime.users, "carol@acme.example", PASSWORD, org_id="acme", role=Role.ADMIN
+            provider.runtime.users,
+            "carol@acme.example",
+            PASSWORD,
+            org_id="acme",
+            role=Role.ADMIN,
+            at=now,
         )
         monkeypatch.setenv("SSL_CERT_FILE", str(provider.root_cert))  # the console's urllib
         console_settings = Settings(
@@ -72,7 +78,7 @@ def federation(
             },
         )
         for console in start_service(console_settings, tmp_path / "console", sock=sock):
-            create_organization(console.runtime.orgs, "Acme", org_id="acme")
+            create_organization(console.runtime.orgs, "Acme", org_id="acme", at=console.clock.now())
             yield provider, console
 
 

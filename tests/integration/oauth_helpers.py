@@ -119,7 +119,11 @@ def jwks(service: Service) -> jwt.PyJWKSet:
 
 
 def verify(service: Service, token: str, audience: str | None = None) -> dict[str, Any]:
-    """Verify with PyJWT against the JWKS fetched over HTTPS: not imprint's code path."""
+    """Verify with PyJWT against the JWKS fetched over HTTPS: not imprint's code path.
+
+    Times are checked against the system's clock, allowing for how far a test moved the
+    server's clock ahead.
+    """
     header = jwt.get_unverified_header(token)
     key = jwks(service)[header["kid"]]
     claims: dict[str, Any] = jwt.decode(
@@ -129,6 +133,7 @@ def verify(service: Service, token: str, audience: str | None = None) -> dict[st
         audience=audience or service.base_url,
         issuer=service.base_url,
         options={"require": ["iss", "sub", "aud", "exp", "iat"]},
+        leeway=service.clock.offset,
     )
     return claims
 

@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
@@ -139,7 +139,7 @@ def test_own_server_token_verifies_and_a_retry_gets_the_same_certificate(
     ]
     with service.client() as http:
         first = http.post("/api/v1/provision", json=bodies[0])
-        time.sleep(1.1)  # a different iat, so a fresh token is visibly fresh
+        service.clock.advance(timedelta(seconds=1))  # a later iat: a fresh token shows it
         second = http.post("/api/v1/provision", json=bodies[1])
     assert first.status_code == 200, first.text
     assert second.status_code == 200, second.text

@@ -39,7 +39,7 @@ def rows(engine: Engine) -> list[Mapping[str, Any]]:
 
 
 def test_a_message_commits_with_its_transaction_and_is_delivered_once(engine: Engine) -> None:
-    clock, seen = Clock(), []
+    clock, seen = Clock(), list[Mapping[str, Any]]()
     box = make_outbox(engine, clock)
     box.register("thing.changed", seen.append)
 
@@ -91,7 +91,7 @@ def test_a_failing_handler_is_retried_with_backoff(engine: Engine) -> None:
 
 
 def test_what_a_dead_process_left_is_delivered_by_the_next_one(engine: Engine) -> None:
-    clock, seen = Clock(), []
+    clock, seen = Clock(), list[Mapping[str, Any]]()
     dead = make_outbox(engine, clock)  # it wrote the message, then died: no handler ran
     with db.unit_of_work(engine):
         dead.add("thing.changed", {"n": 7})

@@ -4,9 +4,8 @@ would (CSRF token included), and the client collects the chain with its state.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -271,7 +270,7 @@ def test_states_expire_and_sources_are_rate_limited(short_lived: Service) -> Non
     expires_at = datetime.fromisoformat(str(started["expires_at"]))
     with service.client() as browser:
         form = form_of(browser.get(str(started["approve_url"])))
-        time.sleep(max(0.0, (expires_at - datetime.now(UTC)).total_seconds()) + 0.2)
+        service.clock.advance(expires_at - service.clock.now() + timedelta(milliseconds=1))
         late = browser.post(
             form.action or "",
             data={

@@ -273,7 +273,7 @@ def key_store(engine: Engine) -> SqlApiKeyStore:
 
 
 def test_api_key_token_authenticates(key_store: SqlApiKeyStore) -> None:
-    issued = create_api_key(key_store, "ops@example")
+    issued = create_api_key(key_store, "ops@example", now=NOW)
     assert issued.token.startswith(f"imp_{issued.key.key_id}_")
     assert issued.token.split("_", 2)[2] not in issued.key.secret_sha256
     found = authenticate(key_store, issued.token)
@@ -286,7 +286,7 @@ def test_api_key_token_authenticates(key_store: SqlApiKeyStore) -> None:
 
 
 def test_api_key_with_wrong_secret_is_refused(key_store: SqlApiKeyStore) -> None:
-    token = create_api_key(key_store, "ops").token
+    token = create_api_key(key_store, "ops", now=NOW).token
     last = "A" if token[-1] != "A" else "B"
     with pytest.raises(AuthenticationRequired):
         authenticate(key_store, token[:-1] + last)
@@ -296,35 +296,35 @@ def test_api_key_with_wrong_secret_is_refused(key_store: SqlApiKeyStore) -> None
     "token", ["", "garbage", "Bearer imp_x", "imp_0123456789abcdef_short", "imp__" + "a" * 43]
 )
 def test_malformed_api_key_is_refused(key_store: SqlApiKeyStore, token: str) -> None:
-    create_api_key(key_store, "ops")
+    create_api_key(key_store, "ops", now=NOW)
     with pytest.raises(AuthenticationRequired):
         authenticate(key_store, token)
 
 
 def test_api_key_with_unknown_id_is_refused(key_store: SqlApiKeyStore) -> None:
-    token = create_api_key(key_store, "ops").token
+    token = create_api_key(key_store, "ops", now=NOW).token
     secret = token.split("_", 2)[2]
     with pytest.raises(AuthenticationRequired):
         authenticate(key_store, f"imp_{'0' * 16}_{secret}")
 
 
 def test_api_key_name_must_be_unique(key_store: SqlApiKeyStore) -> None:
-    create_api_key(key_store, "ops")
+    create_api_key(key_store, "ops", now=NOW)
     with pytest.raises(Conflict):
-        create_api_key(key_store, "ops")
+        create_api_key(key_store, "ops", now=NOW)
     assert key_store.count() == 1
 
 
 def test_api_key_name_and_role_are_checked(key_store: SqlApiKeyStore) -> None:
     with pytest.raises(InvalidValue):
-        create_api_key(key_store, "has space")
+        create_api_key(key_store, "has space", now=NOW)
     with pytest.raises(InvalidValue):
-        create_api_key(key_store, "ops", role="superuser")
+        create_api_key(key_store, "ops", role="superuser", now=NOW)
     assert key_store.count() == 0
 
 
 def test_api_key_last_use_and_removal(key_store: SqlApiKeyStore) -> None:
-    issued = create_api_key(key_store, "ops")
+    issued = create_api_key(key_store, "ops", now=NOW)
     key_store.touch(issued.key.key_id, NOW)
     found = key_store.find(issued.key.key_id)
     assert found is not None

@@ -20,7 +20,6 @@ from fastapi import Request
 
 from imprint.api.identity import PresentedCertificate, client_certificate, peer_certificate
 from imprint.attestation.base import AttestationFailed, Evidence
-from imprint.attestation.client_ca import ClientCAAttestor
 from imprint.channels.entries import ChannelKeyInvalid
 from imprint.errors import AuthenticationRequired, InvalidRequest, PermissionDenied
 from imprint.provisioning.channels import Channel
@@ -82,9 +81,7 @@ def _from_client_ca(
         client_intermediates=presented.intermediates,
         source=request.client.host if request.client else None,
     )
-    attestor = ClientCAAttestor(
-        enrollments=runtime.enrollments, cas=runtime.client_cas, devices=runtime.devices
-    )
+    attestor = runtime.attestors[Mechanism.CLIENT_CA]
     try:
         attestation = attestor.attest(evidence)
     except (AttestationFailed, InvalidRequest):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 from urllib.parse import unquote
 
@@ -90,7 +89,7 @@ def _from_trusted_proxy(request: Request, runtime: Runtime) -> x509.Certificate 
         raise InvalidValue("the forwarded client certificate cannot be parsed") from None
     trust = runtime.client_trust
     verify_client_certificate(
-        certificate, trust.intermediates(), trust.roots(), at=datetime.now(UTC)
+        certificate, trust.intermediates(), trust.roots(), at=runtime.clock.now()
     )
     return certificate
 

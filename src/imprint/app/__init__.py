@@ -25,6 +25,7 @@ from imprint.app.oauth_clients import OAuthClientOperations
 from imprint.app.oob_secrets import OobSecretOperations
 from imprint.app.organizations import OrganizationOperations
 from imprint.app.registration_keys import RegistrationKeyOperations
+from imprint.app.relays import RelayOperations
 from imprint.app.users import UserOperations
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class Application:
         self.deny_list = DenyListOperations(runtime)
         self.channels = ChannelOperations(runtime)
         self.identities = IdentityOperations(runtime)
+        self.relays = RelayOperations(runtime)
         self.enrollments = EnrollmentOperations(runtime)
         self.oob_secrets = OobSecretOperations(runtime)
         self.certificates = CertificateOperations(runtime)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from imprint.app.auditing import audit
@@ -34,6 +35,10 @@ class Operations:
 
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+
+    def _now(self) -> datetime:
+        """The runtime clock's time: what every operation decides and stamps by."""
+        return self._rt.clock.now()
 
     def _transaction(self) -> AbstractContextManager[None]:
         """One unit of work: the change, its audit entry and its outbox messages commit

@@ -9,7 +9,7 @@ instance (an admin API key, or the local command line).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from imprint.app.base import Operations, Page
 from imprint.app.scoping import scope_of, visible_certificate
@@ -71,7 +71,7 @@ class CertificateOperations(Operations):
     ) -> Sequence[CertificateRecord]:
         """Certificates the principal sees, ordered by serial (``after``: the last serial
         of the previous page); ``expiring_within``: only those not after now + this."""
-        before = datetime.now(UTC) + expiring_within if expiring_within is not None else None
+        before = self._now() + expiring_within if expiring_within is not None else None
         return self._rt.ledger.search(
             status=status,
             expiring_before=before,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from imprint.app.base import Operations
 from imprint.app.scoping import scope_of
@@ -98,7 +97,7 @@ class ChannelOperations(Operations):
             NotFound: no such (visible) channel, or no such read key.
             PermissionDenied: the role is below operator.
         """
-        at = datetime.now(UTC)
+        at = self._now()
         with self._transaction():
             _, role = self._visible(principal, channel_id, Role.OPERATOR)
             if kind is KeyKind.WRITE:
@@ -124,7 +123,7 @@ class ChannelOperations(Operations):
         """
         with self._transaction():
             _, role = self._visible(principal, channel_id, Role.OPERATOR)
-            channel = add_read_key(self._rt.channels, channel_id, at=datetime.now(UTC))
+            channel = add_read_key(self._rt.channels, channel_id, at=self._now())
             self._audit(
                 principal, "channel.key_add", "channel", str(channel_id), org_id=channel.owner
             )

@@ -8,7 +8,6 @@ handshake (``runtime.client_trust``) admits an added CA once its addition commit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from imprint.app.base import Operations
 from imprint.app.scoping import scope_of, visible_enrollment
@@ -41,7 +40,7 @@ class ClientCAOperations(Operations):
             for item in decoded:
                 if not item.is_ca:
                     raise InvalidValue(f"{item.subject} is not a CA certificate (basicConstraints)")
-            now = datetime.now(UTC).replace(microsecond=0)
+            now = self._now().replace(microsecond=0)
             self._rt.client_cas.add(
                 [
                     ClientCA(

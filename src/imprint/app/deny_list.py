@@ -9,7 +9,6 @@ a change reaches a running server once it commits.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from imprint.app.base import Operations
 from imprint.attestation.revocation import (
@@ -49,7 +48,7 @@ class DenyListOperations(Operations):
         entry = DeniedCertificate(
             fingerprint_sha256=normalize_fingerprint(fingerprint_sha256),
             reason=reason,
-            created_at=datetime.now(UTC).replace(microsecond=0),
+            created_at=self._now().replace(microsecond=0),
         )
         with self._transaction():
             self._rt.deny_list.add(entry)
@@ -96,7 +95,7 @@ class DenyListOperations(Operations):
                 :func:`imprint.attestation.revocation.import_crl`.
         """
         require_instance_admin(principal, _CRLS)
-        at = datetime.now(UTC).replace(microsecond=0)
+        at = self._now().replace(microsecond=0)
         with self._transaction():
             enrollments = self._rt.enrollments.search(
                 mechanism=Mechanism.X509, limit=MAX_ENROLLMENTS

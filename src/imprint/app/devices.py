@@ -91,7 +91,7 @@ class DeviceOperations(Operations):
         """
         with self._transaction():
             ref = visible_device(self._rt, principal, device_ref, Role.OPERATOR, owner=owner).id
-            device = lifecycle.approve(self._rt.devices, ref)
+            device = lifecycle.approve(self._rt.devices, ref, at=self._now())
             self._audit(principal, "device.approve", "device", device.id, org_id=device.owner)
         return device
 
@@ -99,7 +99,7 @@ class DeviceOperations(Operations):
         """Refuse the device's provisioning and renewal (its certificates stay valid)."""
         with self._transaction():
             ref = visible_device(self._rt, principal, device_ref, Role.OPERATOR, owner=owner).id
-            device = lifecycle.disable(self._rt.devices, ref)
+            device = lifecycle.disable(self._rt.devices, ref, at=self._now())
             self._audit(principal, "device.disable", "device", device.id, org_id=device.owner)
         return device
 
@@ -111,7 +111,7 @@ class DeviceOperations(Operations):
         """
         with self._transaction():
             ref = visible_device(self._rt, principal, device_ref, Role.OPERATOR, owner=owner).id
-            device = lifecycle.enable(self._rt.devices, ref)
+            device = lifecycle.enable(self._rt.devices, ref, at=self._now())
             self._audit(principal, "device.enable", "device", device.id, org_id=device.owner)
         return device
 
@@ -134,7 +134,12 @@ class DeviceOperations(Operations):
         with self._transaction():
             ref = visible_device(self._rt, principal, device_ref, Role.OPERATOR, owner=owner).id
             device = lifecycle.revoke_device(
-                self._rt.authority, self._rt.devices, ref, flag, disable_device=disable
+                self._rt.authority,
+                self._rt.devices,
+                ref,
+                flag,
+                at=self._now(),
+                disable_device=disable,
             )
             self._audit(
                 principal,
@@ -150,7 +155,9 @@ class DeviceOperations(Operations):
         """Factory reset: revoke its certificates and release the device."""
         with self._transaction():
             ref = visible_device(self._rt, principal, device_ref, Role.OPERATOR, owner=owner).id
-            device = lifecycle.factory_reset(self._rt.authority, self._rt.devices, ref)
+            device = lifecycle.factory_reset(
+                self._rt.authority, self._rt.devices, ref, at=self._now()
+            )
             self._audit(principal, "device.reset", "device", device.id, org_id=device.owner)
         return device
 
@@ -162,7 +169,12 @@ class DeviceOperations(Operations):
         with self._transaction():
             enrollment = visible_enrollment(self._rt, principal, enrollment_id, Role.OPERATOR)
             result = lifecycle.revoke_enrollment(
-                self._rt.authority, self._rt.enrollments, self._rt.devices, enrollment_id, flag
+                self._rt.authority,
+                self._rt.enrollments,
+                self._rt.devices,
+                enrollment_id,
+                flag,
+                at=self._now(),
             )
             self._audit(
                 principal,

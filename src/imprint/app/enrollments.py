@@ -19,7 +19,6 @@ from imprint.provisioning.enrollments import (
     Mechanism,
     ReprovisionPolicy,
     create_enrollment,
-    now,
     set_enabled,
     validate_enrollment,
 )
@@ -79,7 +78,9 @@ class EnrollmentOperations(Operations):
         with self._transaction():
             what = f"organization {spec.owner!r}"
             authorize(principal, spec.owner, Role.ADMIN, self._rt.org_tree(), what=what)
-            enrollment = create_enrollment(self._rt.enrollments, enrollment_from(spec))
+            enrollment = create_enrollment(
+                self._rt.enrollments, enrollment_from(spec, at=self._now())
+            )
             self._audit(
                 principal,
                 "enrollment.create",
@@ -110,7 +111,7 @@ class EnrollmentOperations(Operations):
                 valid_until=edit.valid_until,
                 device_id_pattern=edit.device_id_pattern,
                 reprovision=edit.reprovision or current.reprovision,
-                updated_at=now(),
+                updated_at=self._now().replace(microsecond=0),
             )
             validate_enrollment(changed)
             self._rt.enrollments.replace(changed)
@@ -133,7 +134,9 @@ class EnrollmentOperations(Operations):
         action = "enrollment.enable" if enabled else "enrollment.disable"
         with self._transaction():
             visible_enrollment(self._rt, principal, enrollment_id, Role.OPERATOR)
-            changed = set_enabled(self._rt.enrollments, enrollment_id, enabled=enabled)
+            changed = set_enabled(
+                self._rt.enrollments, enrollment_id, enabled=enabled, at=self._now()
+            )
             self._audit(principal, action, "enrollment", enrollment_id, org_id=changed.owner)
         return changed
 

@@ -8,7 +8,6 @@ identity certificate names an owner (an organization id): an operator there sign
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from cryptography import x509
 
@@ -81,7 +80,7 @@ class IdentityOperations(Operations):
                 subject=subject,
                 key=None if key is None else parse_key(key),
                 created_by=principal.actor,
-                at=datetime.now(UTC).replace(microsecond=0),
+                at=self._now().replace(microsecond=0),
             )
             self._rt.identities.psks.add(psk)
             self._audit(

@@ -99,6 +99,7 @@ class OAuthClientOperations(Operations):
                 org_id=org_id,
                 role=role,
                 public=public,
+                at=self._now(),
             )
             client = issued.client
             self._audit(

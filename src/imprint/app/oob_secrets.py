@@ -136,7 +136,7 @@ class OobSecretOperations(Operations):
         with self._transaction():
             enrollment = self._enrollment(principal, enrollment_id, Role.OPERATOR)
             result, summary = register_secret(
-                self._rt.oob_secrets, enrollment, device_id, secret, valid_until
+                self._rt.oob_secrets, enrollment, device_id, secret, valid_until, now=self._now()
             )
             self._audit(
                 principal,
@@ -172,7 +172,12 @@ class OobSecretOperations(Operations):
         with self._transaction():
             enrollment = self._enrollment(principal, enrollment_id, Role.OPERATOR)
             report = register_secrets(
-                self._rt.oob_secrets, enrollment, rows, dry_run=dry_run, progress=progress
+                self._rt.oob_secrets,
+                enrollment,
+                rows,
+                dry_run=dry_run,
+                now=self._now(),
+                progress=progress,
             )
             if not report.dry_run:
                 self._audit(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 from imprint.app.base import Operations
 from imprint.app.scoping import scope_of
@@ -113,7 +112,9 @@ class OrganizationOperations(Operations):
                     self._rt.org_tree(),
                     what=f"organization {parent_id!r}",
                 )
-            org = create_organization(self._rt.orgs, name, parent_id=parent_id, org_id=org_id)
+            org = create_organization(
+                self._rt.orgs, name, parent_id=parent_id, org_id=org_id, at=self._now()
+            )
             self._audit(
                 principal,
                 "org.create",
@@ -231,12 +232,14 @@ class OrganizationOperations(Operations):
         check_password_policy(password)
         if org_id is not None:
             validate_org_id(org_id)
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = self._now().replace(microsecond=0)
         with self._transaction():
             if self._rt.users.find_by_username(username) is not None:
                 raise Conflict(f"a user named {username!r} exists already")
-            org = create_organization(self._rt.orgs, organization, org_id=org_id)
-            user = create_user(self._rt.users, username, password, org_id=org.id, role=Role.ADMIN)
+            org = create_organization(self._rt.orgs, organization, org_id=org_id, at=now)
+            user = create_user(
+                self._rt.users, username, password, org_id=org.id, role=Role.ADMIN, at=now
+            )
             enrollment = create_enrollment(
                 self._rt.enrollments,
                 Enrollment(

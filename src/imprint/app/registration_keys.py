@@ -8,7 +8,6 @@ enrollment is "not found".
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from imprint.app.base import Operations
 from imprint.app.scoping import visible_enrollment
@@ -59,7 +58,7 @@ class RegistrationKeyOperations(Operations):
                 self._rt.registration_keys,
                 self._rt.enrollments,
                 enrollment_id,
-                at=datetime.now(UTC),
+                at=self._now(),
                 key=key,
                 half_length=half_length,
             )
@@ -101,7 +100,7 @@ class RegistrationKeyOperations(Operations):
                 self._rt.registration_keys,
                 self._rt.enrollments,
                 enrollment_id,
-                at=datetime.now(UTC),
+                at=self._now(),
                 transition=DEFAULT_TRANSITION if transition is None else parse_duration(transition),
                 key=key,
                 half_length=half_length,

@@ -114,7 +114,9 @@ class UserOperations(Operations):
             tree = self._rt.org_tree()
             self._grant(principal, org_id, role, tree)
             self._rt.orgs.get(org_id)  # a membership names an existing organization
-            user = create_user(self._rt.users, username, password, org_id=org_id, role=role)
+            user = create_user(
+                self._rt.users, username, password, org_id=org_id, role=role, at=self._now()
+            )
             self._audit(
                 principal,
                 "user.create",
@@ -185,7 +187,7 @@ class UserOperations(Operations):
         if user is None or user.id != principal.subject:
             raise PermissionDenied("the current password is wrong", code="password_wrong")
         with self._transaction():
-            set_password(self._rt.users, user.id, new_password)
+            set_password(self._rt.users, user.id, new_password, at=self._now())
             self._audit(principal, "user.password.change", "user", user.id)
 
     def reset_password(self, principal: Principal, user_id: str, password: str) -> User:
@@ -201,7 +203,7 @@ class UserOperations(Operations):
         with self._transaction():
             tree = self._rt.org_tree()
             user = self._managed(principal, user_id, tree)
-            set_password(self._rt.users, user.id, password)
+            set_password(self._rt.users, user.id, password, at=self._now())
             self._audit(principal, "user.password.reset", "user", user.id)
         return _seen(user, self._scope(principal, tree))
 

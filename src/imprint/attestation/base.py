@@ -1,6 +1,21 @@
 """What every attestation mechanism shares: the evidence it reads, what it returns,
 and the errors it raises. Attestors authorize; they never sign.
 
+An attestor answers with an :class:`Attestation`: the enrollment and device the
+evidence proves, and the policy that comes with this kind of proof, as data the
+provisioning use case applies (as smallstep's provisioners return sign options from
+``AuthorizeSign``), never as flags it branches on:
+
+- ``checks`` (:class:`RequestCheck`): applied first, before the enrollment's own policy;
+  one may refuse, or hold the request (:class:`Hold`: 202, the device retries later),
+  e.g. no out-of-band secret registered yet;
+- ``device_checks`` (:class:`DeviceCheck`): applied to the device as the device lock
+  holds it, so concurrent requests cannot both pass, e.g. an identity pinned to another
+  certificate, or a one-time secret spent meanwhile;
+- ``on_approved`` (:class:`ApprovalEffect`): run in the request's unit of work when it
+  ends approved, e.g. spending the one-time secret: a refused request leaves it unspent,
+  an approved one commits it with the certificate.
+
 ::
 
     AttestationFailed (403)              the evidence does not prove the identity
@@ -28,14 +43,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from cryptography import x509
 
 from imprint.errors import ImprintError, InvalidRequest
+from imprint.provisioning.devices import Device
 from imprint.provisioning.enrollments import Enrollment, Mechanism
 
 __all__ = [
+    "ApprovalEffect",
     "Attestation",
     "AttestationFailed",
     "Attestor",
@@ -43,15 +60,17 @@ __all__ = [
     "CertificateExpired",
     "CertificateRevoked",
     "ChainIncomplete",
-    "CompletionAware",
+    "DeviceCheck",
     "EkuMissing",
     "Evidence",
     "EvidenceMissing",
+    "Hold",
     "IdentityNotEnrolled",
     "IdentityTaken",
     "IssuerUnknown",
     "KeyMismatch",
     "ReplayDetected",
+    "RequestCheck",
     "RequestExpired",
     "SecretExpired",
     "SecretUsed",
@@ -168,16 +187,59 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """A request that must wait (the answer is ``pending``; the device retries)."""
+
+    reason: str
+
+
+class RequestCheck(Protocol):
+    """A check of the request, applied before the enrollment's policy and any lock."""
+
+    def __call__(self, evidence: Evidence, /) -> Hold | None:
+        """None to go on, a :class:`Hold` to keep the request waiting.
+
+        Raises:
+            AttestationFailed, PolicyDenied: the request is refused.
+        """
+
+
+class DeviceCheck(Protocol):
+    """A check applied to the device as the device lock holds it."""
+
+    def __call__(self, device: Device | None, /) -> None:
+        """Return to go on.
+
+        Args:
+            device: the device now (None: never provisioned).
+
+        Raises:
+            AttestationFailed: the request is refused.
+        """
+
+
+class ApprovalEffect(Protocol):
+    """What an approved request must also change, in its unit of work."""
+
+    def __call__(self, at: datetime, /) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Attestation:
-    """What an attestor vouches for: the enrollment and the device identity in it."""
+    """What an attestor vouches for: the enrollment and the device identity in it, what
+    the device gets besides its certificate (``response_key`` seals the answer,
+    ``pinned_fingerprint`` binds the device id to its manufacturer certificate), and the
+    policy this proof brings (see the module's docstring)."""
 
     enrollment: Enrollment
     device_id: str
     identity: str
     response_key: bytes | None = None
     pinned_fingerprint: str | None = None
-    waiting: bool = False
     claims: Mapping[str, str] = field(default_factory=dict)
+    checks: tuple[RequestCheck, ...] = ()
+    device_checks: tuple[DeviceCheck, ...] = ()
+    on_approved: tuple[ApprovalEffect, ...] = ()
 
 
 class Attestor(Protocol):
@@ -193,16 +255,3 @@ class Attestor(Protocol):
             EvidenceMissing: the request lacks what this mechanism needs.
         """
         ...
-
-
-@runtime_checkable
-class CompletionAware(Protocol):
-    """An attestor that must learn when its attestation ended in a certificate.
-
-    The Provisioner calls :meth:`completed` after an approved outcome (a new
-    certificate, or the one already issued to a retry with the same key), never after
-    a refusal or a pending request. One-time material is spent here, not in ``attest``,
-    so a request refused by policy after attestation leaves it unused.
-    """
-
-    def completed(self, attestation: Attestation) -> None: ...

@@ -14,6 +14,7 @@ CA must hold (every CA on it valid now).
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from cryptography.x509.oid import NameOID
 
@@ -27,7 +28,7 @@ from imprint.attestation.base import (
 )
 from imprint.attestation.peer_chain import build_path, refuse_without_client_auth
 from imprint.provisioning.client_cas import ClientCAStore, fingerprint
-from imprint.provisioning.devices import DeviceStatus, DeviceStore
+from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore
 from imprint.provisioning.enrollments import Enrollment, EnrollmentStore, Mechanism
 
 __all__ = ["ClientCAAttestor"]
@@ -78,17 +79,29 @@ class ClientCAAttestor:
                 raise CertificateExpired(
                     f"the client CA {lapsed[0].subject.rfc4514_string()} is not valid now"
                 )
-            existing = self._devices.find(enrollment.owner, common_name)
-            if (
-                existing is not None
-                and existing.status is not DeviceStatus.RESET
-                and existing.pinned_fingerprint not in (None, pin)
-            ):
-                raise IdentityTaken(f"device {common_name!r} is pinned to another certificate")
+            # Checked now, and again on the locked device (a concurrent request with
+            # another certificate for the same name may have pinned it meanwhile).
+            pinned = partial(_check_pin, common_name=common_name, pin=pin)
+            pinned(self._devices.find(enrollment.owner, common_name))
             return Attestation(
                 enrollment=enrollment,
                 device_id=common_name,
                 identity=f"client-ca:sha256:{pin}",
                 pinned_fingerprint=pin,
+                device_checks=(pinned,),
             )
         raise IdentityNotEnrolled("no enabled client-ca enrollment trusts the certificate's issuer")
+
+
+def _check_pin(device: Device | None, *, common_name: str, pin: str) -> None:
+    """A common name stays with the certificate it was first provisioned with.
+
+    Raises:
+        IdentityTaken: the device is pinned to another certificate.
+    """
+    if (
+        device is not None
+        and device.status is not DeviceStatus.RESET
+        and device.pinned_fingerprint not in (None, pin)
+    ):
+        raise IdentityTaken(f"device {common_name!r} is pinned to another certificate")

@@ -24,8 +24,9 @@ looked up by its SHA-256 and spent like a secret, once).
 
 Outcomes, in the order they are checked:
 
-1. no secret registered for the device yet: *waiting* (the Provisioner answers 202
-   and creates nothing); the device retries later;
+1. no secret registered for the device yet: the attestation holds the request (a
+   :class:`~imprint.attestation.base.Hold` check: the Provisioner answers 202 and
+   creates nothing); the device retries later;
 2. the MAC does not verify with any registered secret: ``signature_invalid``;
 3. the secret is past its ``valid_until``: ``secret_expired``;
 4. the secret was used by a provisioning already: ``secret_used``, unless this is a
@@ -33,8 +34,10 @@ Outcomes, in the order they are checked:
    certificate back), or an administrator factory-reset the device since;
 5. the nonce was seen before: ``replay_detected``.
 
-The secret is marked used only once a certificate went out (:meth:`completed`), and
-it keys the response MAC, so the device can tell the answer came from this server.
+The secret is spent by the approved request itself (an ``on_approved`` effect, in its
+unit of work), and checked again on the locked device, so of two requests racing with
+one secret and different keys only the first is issued. It keys the response MAC, so
+the device can tell the answer came from this server.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from cryptography.hazmat.primitives import serialization
 
@@ -55,6 +59,7 @@ from imprint.attestation.base import (
     Attestation,
     Evidence,
     EvidenceMissing,
+    Hold,
     IdentityNotEnrolled,
     KeyMismatch,
     ReplayDetected,
@@ -66,7 +71,7 @@ from imprint.attestation.base import (
 from imprint.errors import InvalidValue, NotFound
 from imprint.pki.csr import csr_sha256
 from imprint.pki.keys import public_key_sha256
-from imprint.provisioning.devices import DeviceStatus, DeviceStore, NonceStore
+from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore, NonceStore
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -232,11 +237,11 @@ class OobSecretAttestor:
         nonces: NonceStore,
         one_time_passwords: OneTimePasswordStore | None = None,
     ) -> None:
+        self._one_time = one_time_passwords
         self._secrets = secrets
         self._enrollments = enrollments
         self._devices = devices
         self._nonces = nonces
-        self._one_time = one_time_passwords
 
     def attest(self, evidence: Evidence) -> Attestation:
         """Verify the proof; nothing is written unless every check passed.
@@ -254,11 +259,10 @@ class OobSecretAttestor:
         """
         device_id = _registration_id(evidence)
         form = evidence.fields.get("format")
-        idprov = form == IDPROV_FORMAT
         proof: _NativeProof | _IdprovProof | _PasswordProof
         if form == HTTP_BASIC_FORMAT:
             proof = _PasswordProof.read(evidence)
-        elif idprov:
+        elif form == IDPROV_FORMAT:
             proof = _IdprovProof.read(evidence, device_id)
         else:
             proof = _NativeProof.read(evidence, device_id)
@@ -278,7 +282,7 @@ class OobSecretAttestor:
                 enrollment=self._waiting_in(candidates, evidence.at),
                 device_id=device_id,
                 identity=f"oob-secret:{device_id}",
-                waiting=True,
+                checks=(_await_secret,),
             )
         secret = next((s for s in registered if proof.verifies(s.secret)), None)
         if secret is None:
@@ -291,11 +295,7 @@ class OobSecretAttestor:
             )
         if secret.expired(evidence.at):
             raise SecretExpired("the out-of-band secret for this device has expired")
-        if secret.used_at is not None and not self._may_reuse(enrollment, secret, evidence):
-            raise SecretUsed(
-                "the out-of-band secret for this device was used already; "
-                "register a new one to provision again"
-            )
+        self._refuse_spent(secret, self._devices.find(enrollment.owner, device_id), evidence)
         if isinstance(proof, _NativeProof):
             expires = datetime.fromtimestamp(proof.timestamp, UTC) + NONCE_LIFETIME
             if not self._nonces.use(NONCE_SCOPE, proof.nonce, expires):
@@ -309,6 +309,8 @@ class OobSecretAttestor:
                 "registration_id": device_id,
                 "format": form if isinstance(form, str) and form else "imprint",
             },
+            device_checks=(partial(self._still_unspent, secret, evidence),),
+            on_approved=(partial(self._spend, enrollment.id, device_id),),
         )
 
     def _one_time_password(
@@ -318,35 +320,69 @@ class OobSecretAttestor:
         by_id: dict[str, Enrollment],
         evidence: Evidence,
     ) -> Attestation | None:
-        """The attestation of a one-time password, None if the password is none."""
+        """The attestation of a one-time password, None if the password is none. It is
+        checked again under the device's lock and spent in the request's transaction."""
         if self._one_time is None:
             return None
-        found = self._one_time.find(password_sha256(proof.password), device_id, list(by_id))
+        digest = password_sha256(proof.password)
+        found = self._one_time.find(digest, device_id, list(by_id))
         if found is None:
             return None
         enrollment = by_id[found.enrollment_id]
         if found.expired(evidence.at):
             raise SecretExpired("the one-time password has expired")
-        if found.used_at is not None and not self._may_reuse_after(
-            enrollment, device_id, found.used_at, evidence
-        ):
-            raise SecretUsed("the one-time password was used already")
+        device = self._devices.find(enrollment.owner, device_id)
+        _refuse_spent_password(found.used_at, device, evidence)
         return Attestation(
             enrollment=enrollment,
             device_id=device_id,
             identity=f"one-time-password:{found.id}",
             claims={"registration_id": device_id, "one_time_password": found.id},
+            device_checks=(partial(self._password_unspent, digest, found.enrollment_id, evidence),),
+            on_approved=(partial(self._spend_password, found.id),),
         )
 
-    def completed(self, attestation: Attestation) -> None:
-        """A certificate went out: the secret is spent (kept, for retries and MACs)."""
+    def _password_unspent(
+        self, digest: str, enrollment_id: str, evidence: Evidence, device: Device | None
+    ) -> None:
+        """The one-time password as it is under the device's lock: of two requests with
+        it, the first to commit wins."""
+        assert self._one_time is not None
+        now = self._one_time.find(digest, evidence.registration_id or "", [enrollment_id])
+        if now is None:
+            raise SecretUsed("the one-time password was withdrawn meanwhile")
+        _refuse_spent_password(now.used_at, device, evidence)
+
+    def _spend_password(self, password_id: str, at: datetime) -> None:
+        assert self._one_time is not None
+        self._one_time.mark_used(password_id, at.replace(microsecond=0))
+
+    def _spend(self, enrollment_id: str, device_id: str, at: datetime) -> None:
+        """A certificate goes out: the secret is spent (kept, for retries and MACs)."""
         # Kept to the second, like device lifecycle times (see _may_reuse).
-        used_at = datetime.now(UTC).replace(microsecond=0)
-        one_time = attestation.claims.get("one_time_password")
-        if one_time is not None and self._one_time is not None:
-            self._one_time.mark_used(one_time, used_at)
-            return
-        self._secrets.mark_used(attestation.enrollment.id, attestation.device_id, used_at)
+        self._secrets.mark_used(enrollment_id, device_id, at.replace(microsecond=0))
+
+    def _still_unspent(self, secret: OobSecret, evidence: Evidence, device: Device | None) -> None:
+        """The secret as it is now that the request holds the device's lock: a request
+        that spent it meanwhile (another key) wins."""
+        now = next(
+            (
+                s
+                for s in self._secrets.for_device(secret.device_id, [secret.enrollment_id])
+                if s.secret == secret.secret
+            ),
+            None,
+        )
+        if now is None:
+            raise SecretUsed("the out-of-band secret for this device was replaced meanwhile")
+        self._refuse_spent(now, device, evidence)
+
+    def _refuse_spent(self, secret: OobSecret, device: Device | None, evidence: Evidence) -> None:
+        if secret.used_at is not None and not _may_reuse(device, secret.used_at, evidence):
+            raise SecretUsed(
+                "the out-of-band secret for this device was used already; "
+                "register a new one to provision again"
+            )
 
     def _candidates(self, enrollment_id: str | None, device_id: str) -> Sequence[Enrollment]:
         """The named oob-secret enrollment, else every enabled one that could admit it."""
@@ -386,26 +422,31 @@ class OobSecretAttestor:
                 return enrollment
         raise IdentityNotEnrolled("no open oob-secret enrollment admits this device")
 
-    def _may_reuse(self, enrollment: Enrollment, secret: OobSecret, evidence: Evidence) -> bool:
-        """A spent secret still admits the device's own retry, or a reset device."""
-        assert secret.used_at is not None
-        return self._may_reuse_after(enrollment, secret.device_id, secret.used_at, evidence)
 
-    def _may_reuse_after(
-        self, enrollment: Enrollment, device_id: str, used_at: datetime, evidence: Evidence
-    ) -> bool:
-        device = self._devices.find(enrollment.owner, device_id)
-        if device is None:
-            return False
-        if device.status is DeviceStatus.PROVISIONED:
-            return device.public_key_sha256 == public_key_sha256(
-                evidence.signing_request().public_key()
-            )
-        if device.status is DeviceStatus.RESET:
-            # A reset in the same second as the use still came after it: a device is
-            # reset only once provisioned.
-            return device.updated_at >= used_at
+def _await_secret(_evidence: Evidence) -> Hold:
+    return Hold("waiting for the out-of-band secret")
+
+
+def _refuse_spent_password(
+    used_at: datetime | None, device: Device | None, evidence: Evidence
+) -> None:
+    if used_at is not None and not _may_reuse(device, used_at, evidence):
+        raise SecretUsed("the one-time password was used already")
+
+
+def _may_reuse(device: Device | None, used_at: datetime, evidence: Evidence) -> bool:
+    """A spent secret still admits the device's own retry, or a reset device."""
+    if device is None:
         return False
+    if device.status is DeviceStatus.PROVISIONED:
+        return device.public_key_sha256 == public_key_sha256(
+            evidence.signing_request().public_key()
+        )
+    if device.status is DeviceStatus.RESET:
+        # A reset in the same second as the use still came after it: a device is
+        # reset only once provisioned.
+        return device.updated_at >= used_at
+    return False
 
 
 def _registration_id(evidence: Evidence) -> str:

@@ -28,6 +28,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -59,7 +60,7 @@ from imprint.attestation.revocation import (
     refuse_denied,
 )
 from imprint.errors import NotFound
-from imprint.provisioning.devices import DeviceStatus, DeviceStore, NonceStore
+from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore, NonceStore
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -255,7 +256,9 @@ class X509Attestor:
         enrollment = match.enrollment
         device_id = device_id_from(leaf, enrollment.device_id_rule)
         fingerprint = certificate_fingerprint(leaf)
-        self._check_pin(enrollment, device_id, fingerprint)
+        # Checked now (a refused request spends no nonce) and again on the locked device.
+        pinned = partial(_check_pin, device_id=device_id, fingerprint=fingerprint)
+        pinned(self._devices.find(enrollment.owner, device_id))
         if presented.nonce is not None:
             assert presented.nonce_expires is not None
             if not self._nonces.use(NONCE_SCOPE, presented.nonce, presented.nonce_expires):
@@ -270,6 +273,7 @@ class X509Attestor:
                 "manufacturer_issuer": leaf.issuer.rfc4514_string(),
                 "manufacturer_serial": format(leaf.serial_number, "x"),
             },
+            device_checks=(pinned,),
         )
 
     def _presented(self, evidence: Evidence) -> _Presented:
@@ -382,19 +386,23 @@ class X509Attestor:
         )
         return tuple(verifier.verify(leaf, [*chain[:-1], *presented]).chain)
 
-    def _check_pin(self, enrollment: Enrollment, device_id: str, fingerprint: str) -> None:
-        """A device id stays with the certificate it was first provisioned with."""
-        device = self._devices.find(enrollment.owner, device_id)
-        if device is None or device.status is DeviceStatus.RESET:
-            return
-        if device.pinned_fingerprint == fingerprint:
-            return
-        if device.pinned_fingerprint is None and device.mechanism == Mechanism.X509.value:
-            return
-        raise IdentityTaken(
-            f"device {device_id!r} is provisioned with another identity; "
-            "an administrator must reset it first"
-        )
+
+def _check_pin(device: Device | None, *, device_id: str, fingerprint: str) -> None:
+    """A device id stays with the certificate it was first provisioned with.
+
+    Raises:
+        IdentityTaken: the device is pinned to another manufacturer certificate.
+    """
+    if device is None or device.status is DeviceStatus.RESET:
+        return
+    if device.pinned_fingerprint == fingerprint:
+        return
+    if device.pinned_fingerprint is None and device.mechanism == Mechanism.X509.value:
+        return
+    raise IdentityTaken(
+        f"device {device_id!r} is provisioned with another identity; "
+        "an administrator must reset it first"
+    )
 
 
 def _identifying_depth(

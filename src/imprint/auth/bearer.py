@@ -12,14 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from imprint.auth.api_keys import ApiKey, ApiKeyStore, authenticate
 from imprint.auth.clients import ClientRegistry
 from imprint.auth.oidc import ExternalProvider
 from imprint.auth.tokens import TokenService
+from imprint.clock import Clock, SystemClock
 from imprint.errors import AuthenticationRequired, NotFound
 from imprint.tenancy.access import Principal
 from imprint.tenancy.users import UserStore
@@ -55,14 +55,14 @@ class BearerAuthenticator:
         users: UserStore,
         clients: ClientRegistry,
         external: ExternalProvider | None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
     ) -> None:
-        self._now = now
         self._api_keys = api_keys
         self._tokens = tokens
         self._users = users
         self._clients = clients
         self._external = external
+        self._clock = clock or SystemClock()
 
     def principal(self, token: str) -> Principal:
         """Who ``token`` stands for.
@@ -71,7 +71,7 @@ class BearerAuthenticator:
             AuthenticationRequired: an unknown, invalid, expired or revoked credential.
         """
         if token.startswith("imp_"):
-            now = self._now()
+            now = self._clock.now()
             key = authenticate(self._api_keys, token, now)
             if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
                 self._api_keys.touch(key.key_id, now)

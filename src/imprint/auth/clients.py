@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -145,6 +145,7 @@ def create_client(
     org_id: str | None = None,
     role: Role = Role.VIEWER,
     public: bool = False,
+    at: datetime,
 ) -> IssuedClient:
     """Create a client with a generated id and secret.
 
@@ -165,7 +166,7 @@ def create_client(
         redirect_uris=tuple(dict.fromkeys(redirect_uris)),
         org_id=org_id,
         role=role,
-        created_at=datetime.now(UTC).replace(microsecond=0),
+        created_at=at.replace(microsecond=0),
     )
     store.add(client)
     return IssuedClient(client, secret)

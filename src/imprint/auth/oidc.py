@@ -22,6 +22,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
+from imprint.clock import Clock, SystemClock, unix_seconds
 from imprint.errors import AuthenticationRequired, ConfigurationError
 from imprint.tenancy.access import Principal
 from imprint.tenancy.roles import Role, highest
@@ -67,12 +68,14 @@ class ExternalProvider:
         owner_claim: str,
         roles_claim: str,
         default_role: Role | None,
+        clock: Clock | None = None,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.owner_claim = owner_claim
         self.roles_claim = roles_claim
         self.default_role = default_role
+        self._clock = clock or SystemClock()
         self._jwks_url = None if jwks_url is None else _checked_url(jwks_url, "jwks_url")
         _checked_url(issuer, "issuer")
         self._keys: KeySet | None = None
@@ -119,6 +122,7 @@ class ExternalProvider:
             break
         try:
             JWTClaimsRegistry(
+                now=lambda: unix_seconds(self._clock),
                 leeway=30,
                 iss={"essential": True, "value": self.issuer},
                 aud={"essential": True, "value": self.audience},

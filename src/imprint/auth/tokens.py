@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from joserfc import jwt
@@ -21,6 +21,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
+from imprint.clock import Clock, SystemClock, unix_seconds
 from imprint.errors import AuthenticationRequired
 from imprint.sealing import SecretBox
 
@@ -57,6 +58,7 @@ class TokenService:
         audience: the ``aud`` the admin API accepts.
         owner_claim: the name of the claim that carries the organization id.
         lifetime: how long an access token lives.
+        clock: the time tokens are issued and checked at.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class TokenService:
         audience: str,
         owner_claim: str,
         lifetime: timedelta,
+        clock: Clock | None = None,
     ) -> None:
         self._store = store
         self._box = box
@@ -75,6 +78,7 @@ class TokenService:
         self.audience = audience
         self.owner_claim = owner_claim
         self.lifetime = lifetime
+        self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._keys: dict[str, tuple[ECKey, SigningKeyRecord]] = {}
         self._loaded_at = 0.0
@@ -101,7 +105,7 @@ class TokenService:
             record = SigningKeyRecord(
                 kid=kid,
                 private_key_sealed=self._box.seal(pem, _context(kid)),
-                created_at=datetime.now(UTC),
+                created_at=self._clock.now(),
             )
             self._store.add(record)
             self._load()
@@ -115,7 +119,7 @@ class TokenService:
         """Retire the current key (it keeps verifying for a token lifetime) and make a
         new one; returns the new kid."""
         old = self._current()
-        self._store.retire(str(old.kid), datetime.now(UTC))
+        self._store.retire(str(old.kid), self._clock.now())
         with self._lock:
             self._keys = {}
         return self.ensure_key()
@@ -123,7 +127,7 @@ class TokenService:
     def jwks(self) -> dict[str, Any]:
         """The public keys that verify tokens still in circulation."""
         self._current()
-        cutoff = datetime.now(UTC) - self.lifetime
+        cutoff = self._clock.now() - self.lifetime
         with self._lock:
             if time.monotonic() - self._loaded_at > 30:
                 self._load()
@@ -146,7 +150,7 @@ class TokenService:
     ) -> tuple[str, int]:
         """Sign an access token; returns it and its lifetime in seconds."""
         key = self._current()
-        now = int(time.time())
+        now = unix_seconds(self._clock)
         lifetime = int(self.lifetime.total_seconds())
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -170,7 +174,7 @@ class TokenService:
     ) -> str:
         """An OpenID Connect ID token for ``client_id``."""
         key = self._current()
-        now = int(time.time())
+        now = unix_seconds(self._clock)
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": subject,
@@ -197,6 +201,7 @@ class TokenService:
         try:
             decoded = jwt.decode(token, keys, algorithms=[ALGORITHM])
             JWTClaimsRegistry(
+                now=lambda: unix_seconds(self._clock),
                 leeway=30,
                 iss={"essential": True, "value": self.issuer},
                 aud={"essential": True, "value": self.audience},

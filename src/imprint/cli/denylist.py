@@ -6,7 +6,6 @@ running server at once.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -95,9 +94,9 @@ def crl_upload(crl: Annotated[Path, typer.Argument(help="CRL file, PEM or DER")]
 @app.command("crl-list")
 def crl_list() -> None:
     """List the uploaded manufacturer CRLs."""
-    now = datetime.now(UTC)
     with _runtime() as runtime:
         crls = runtime.app.deny_list.search_crls(cli_principal(), limit=1000)
+        now = runtime.clock.now()
     table = Table(title=f"{len(crls)} manufacturer CRL(s)")
     for column in ("issuer", "issuer key SHA-256", "revoked", "next update", "stale"):
         table.add_column(column)

@@ -36,7 +36,7 @@ def config(
     overrides: dict[str, object] = {"mqtt.dir": out_dir, "mqtt.port": port, "mqtt.host": host}
     settings = _settings(**{k: v for k, v in overrides.items() if v is not None})
     with _runtime() as runtime, _errors():
-        files = write_broker_setup(settings, runtime.authority, run_as=user)
+        files = write_broker_setup(settings, runtime.authority, run_as=user, clock=runtime.clock)
     out.print(f"wrote {files.config}")
     for path in (files.acl, files.crl, files.ca, files.certificate, files.key):
         out.print(f"      {path}")
@@ -59,7 +59,7 @@ def sync() -> None:
     if not files.config.is_file():
         _fail(f"no {files.config}: run 'imprint mqtt config' first")
     with _runtime() as runtime, _errors():
-        result = BrokerSync(settings.mqtt, files, runtime.authority).sync()
+        result = BrokerSync(settings.mqtt, files, runtime.authority, runtime.clock).sync()
     out.print(f"{result.users} broker user(s) in {files.acl}; CRL {files.crl}")
     for reason in result.skipped:
         out.print(f"  left out: {reason}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -74,7 +73,7 @@ def show(enrollment_id: EnrollmentArg) -> None:
     """Show the enrollment's keys: first half, state and expiry (never the second half)."""
     with _runtime() as runtime:
         keys = runtime.app.registration_keys.show(cli_principal(), enrollment_id)
-    now = datetime.now(UTC)
+        now = runtime.clock.now()
     table = Table(title=f"registration keys of {enrollment_id}")
     for column in ("first half", "state", "active", "created", "expires"):
         table.add_column(column)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -21,7 +20,7 @@ router = APIRouter(route_class=ConsoleRoute)
 
 def _overview(rt: Runtime, user: Principal) -> dict[str, Any]:
     owners = scope_of(rt, user)
-    now = datetime.now(UTC)
+    now = rt.clock.now()
     by_status, by_org = queries.device_counts(rt.engine, owners)
     days = queries.attempts_per_day(rt.engine, owners, now)
     return {

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -127,7 +126,7 @@ async def device_list(
             owner=filters["org"] or None,
             enrollment_id=filters["enrollment"] or None,
             expiry=filters["expiry"] or None,
-            now=datetime.now(UTC),
+            now=rt.clock.now(),
             offset=(page - 1) * PAGE_SIZE,
             limit=PAGE_SIZE,
         )
@@ -154,7 +153,7 @@ async def device_list(
         statuses=[s.value for s in DeviceStatus],
         orgs=orgs,
         enrollments=enrollments,
-        now=datetime.now(UTC),
+        now=rt.clock.now(),
     )
 
 

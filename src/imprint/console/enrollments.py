@@ -233,7 +233,7 @@ def _detail_context(rt: Runtime, user: Principal, enrollment_id: str) -> dict[st
         context["cas"] = rt.client_cas.for_enrollment(enrollment_id)
     if enrollment.mechanism is Mechanism.REGISTRATION_KEY:
         context["keys"] = rt.app.registration_keys.show(user, enrollment_id)
-        context["now"] = datetime.now(UTC)
+        context["now"] = rt.clock.now()
     if enrollment.mechanism is Mechanism.OOB_SECRET:
         context["secrets"] = rt.app.oob_secrets.list(user, enrollment_id, limit=50)
     return context

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 import urllib.request
 from typing import Annotated, Any
 from urllib.error import HTTPError, URLError
@@ -29,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imprint.app.auditing import audit
 from imprint.auth.oidc import _checked_url, _fetch_json
+from imprint.clock import unix_seconds
 from imprint.console.pages import ConsoleRoute, error_page, redirect, runtime
 from imprint.console.session import start_session
 from imprint.errors import AuthenticationRequired
@@ -77,7 +77,7 @@ async def start(
     authorize, _ = await run_in_threadpool(_endpoints, rt)
     state, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(48)
     target = next if next and next.startswith("/console") and not next.startswith("//") else ""
-    flow = {"s": state, "v": verifier, "t": target, "e": int(time.time()) + _FLOW_SECONDS}
+    flow = {"s": state, "v": verifier, "t": target, "e": unix_seconds(rt.clock) + _FLOW_SECONDS}
     query = {
         "response_type": "code",
         "client_id": rt.settings.auth.oidc.console_client_id or "",
@@ -114,7 +114,9 @@ def _flow(rt: Runtime, request: Request) -> dict[str, Any] | None:
         )
     except (binascii.Error, ValueError, SealedSecretInvalid):
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("e"), int) or data["e"] < time.time():
+    if not isinstance(data, dict) or not isinstance(data.get("e"), int):
+        return None
+    if data["e"] < unix_seconds(rt.clock):
         return None
     return data
 

@@ -24,7 +24,6 @@ import binascii
 import hashlib
 import json
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,6 +32,7 @@ from fastapi import Request, Response
 from imprint.api.sign_in import check_password
 from imprint.app.auditing import audit
 from imprint.attestation.base import TooManyAttempts
+from imprint.clock import unix_seconds
 from imprint.errors import NotFound
 from imprint.runtime import Runtime
 from imprint.sealing import SealedSecretInvalid
@@ -139,7 +139,7 @@ def start_session(
     carries it (there is no local user to load again) and ends no later than
     ``expires_at``, the token's expiry.
     """
-    now = int(time.time())
+    now = unix_seconds(runtime.clock)
     expires = now + SESSION_SECONDS
     if expires_at is not None:
         expires = min(expires, expires_at)
@@ -160,7 +160,7 @@ def start_session(
     response.set_cookie(
         SESSION_COOKIE,
         base64.urlsafe_b64encode(sealed).decode("ascii").rstrip("="),
-        max_age=max(1, expires - int(time.time())),
+        max_age=max(1, expires - now),
         path="/",
         secure=True,
         httponly=True,
@@ -199,7 +199,9 @@ def load_session(runtime: Runtime, request: Request) -> ConsoleSession | None:
         return None
     if not all(isinstance(value, str) for value in (session_id, user_id, csrf)):
         return None
-    if not all(isinstance(value, int) for value in (issued, expires)) or expires <= time.time():
+    if not all(isinstance(value, int) for value in (issued, expires)) or expires <= unix_seconds(
+        runtime.clock
+    ):
         return None
     if runtime.ended_sessions.is_ended(_digest(session_id)):
         return None
@@ -218,7 +220,7 @@ def end_session(runtime: Runtime, session: ConsoleSession) -> None:
     runtime.ended_sessions.end(
         _digest(session.session_id),
         datetime.fromtimestamp(session.expires_at, UTC),
-        datetime.now(UTC),
+        runtime.clock.now(),
     )
 
 

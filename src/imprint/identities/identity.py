@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from imprint.clock import Clock, SystemClock
 from imprint.errors import Conflict
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.csr import check_public_key
@@ -116,9 +117,12 @@ def _pem(certificate: x509.Certificate) -> str:
 class IdentityIssuer:
     """Signs identity certificates: the CN is the owner, whatever the CSR says."""
 
-    def __init__(self, authority: CertificateAuthority, store: IdentityStore) -> None:
+    def __init__(
+        self, authority: CertificateAuthority, store: IdentityStore, clock: Clock | None = None
+    ) -> None:
         self._authority = authority
         self._store = store
+        self._clock = clock or SystemClock()
 
     def sign(
         self, csr: x509.CertificateSigningRequest, owner: str, *, requested_by: str
@@ -137,7 +141,7 @@ class IdentityIssuer:
         public_key = check_public_key(csr.public_key())
         fingerprint = spki_sha256(public_key)
         subject_name(owner)  # an owner id that cannot be a CN fails before any claim
-        now = datetime.now(UTC)
+        now = self._clock.now()
         current = self._store.claim(owner, fingerprint, requested_by, now, reuse=True)
         intermediates = self._authority.chain[:-1]
         anchors = self._authority.trust_anchors

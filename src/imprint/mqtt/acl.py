@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -42,11 +42,8 @@ class AclEntry:
     organization: str | None
 
 
-def current_certificates(
-    ledger: CertificateLedger, now: datetime | None = None
-) -> Iterator[CertificateRecord]:
-    """Every issued, unexpired, unrevoked client certificate in the ledger."""
-    now = now or datetime.now(UTC)
+def current_certificates(ledger: CertificateLedger, now: datetime) -> Iterator[CertificateRecord]:
+    """Every issued, unexpired (at ``now``), unrevoked client certificate in the ledger."""
     after: str | None = None
     while True:
         page = ledger.search(status=CertificateStatus.ISSUED, limit=_PAGE, after_serial=after)

@@ -22,6 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from imprint.audit import StateChange
+from imprint.clock import Clock, SystemClock
 from imprint.errors import ConfigurationError
 from imprint.logs import get_logger
 from imprint.mqtt.acl import acl_entries, current_certificates, render_acl
@@ -113,13 +115,38 @@ def _pem(certificates: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
 
 
+def _revoked_serials(crl_pem: bytes) -> frozenset[int] | None:
+    """The serials a CRL lists (None: no readable CRL). A CRL made again with the same
+    list differs in its dates only: the broker refuses nobody new."""
+    try:
+        crl = x509.load_pem_x509_crl(crl_pem)
+    except ValueError:
+        return None
+    return frozenset(r.serial_number for r in crl)
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    """What one sync did: ACL users written, names left out, whether the broker reloaded."""
+    """What one sync did: ACL users written, names left out, whether the broker reloaded,
+    and whether the revocations or the ACL the broker enforces changed."""
 
     users: int
     skipped: tuple[str, ...]
     reloaded: bool
+    revoked: int = 0
+    crl_changed: bool = False
+    acl_changed: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.crl_changed or self.acl_changed
 
 
 class BrokerSync:
@@ -129,15 +156,24 @@ class BrokerSync:
     ``mqtt.enabled``; does nothing until ``imprint mqtt config`` has written the setup.
     """
 
-    def __init__(self, settings: MqttSettings, files: BrokerFiles, authority: CertificateAuthority):
+    def __init__(
+        self,
+        settings: MqttSettings,
+        files: BrokerFiles,
+        authority: CertificateAuthority,
+        clock: Clock | None = None,
+    ):
         self._settings = settings
         self._files = files
         self._authority = authority
+        self._clock = clock or SystemClock()
         self._lock = threading.Lock()
 
-    def certificate_changed(self, record: CertificateRecord) -> None:
+    def certificate_changed(self, record: CertificateRecord) -> StateChange | None:
+        """Sync the broker's files; the change, when the CRL's revocations or the ACL
+        differ from what the broker had (a renewal that changes neither is no change)."""
         if record.profile == "server" or not self._files.config.is_file():
-            return
+            return None
         result = self.sync()
         log.info(
             "mqtt_broker_synced",
@@ -145,6 +181,22 @@ class BrokerSync:
             status=record.status.value,
             users=result.users,
             reloaded=result.reloaded,
+        )
+        if not result.changed:
+            return None
+        return StateChange(
+            action="mqtt.broker.sync",
+            target_type="mqtt_broker",
+            target_id=str(self._files.directory),
+            details={
+                "serial": record.serial,
+                "status": record.status.value,
+                "crl_changed": result.crl_changed,
+                "acl_changed": result.acl_changed,
+                "revoked": result.revoked,
+                "users": result.users,
+                "reloaded": result.reloaded,
+            },
         )
 
     def sync(self, *, reload: bool = True) -> SyncResult:
@@ -155,11 +207,23 @@ class BrokerSync:
         """
         with self._lock:
             crl = self._authority.crl("issuing").public_bytes(serialization.Encoding.PEM)
-            entries, skipped = acl_entries(current_certificates(self._authority.ledger))
+            records = current_certificates(self._authority.ledger, self._clock.now())
+            entries, skipped = acl_entries(records)
+            acl = render_acl(entries, skipped).encode("utf-8")
+            revoked = _revoked_serials(crl) or frozenset()
+            before_crl, before_acl = _read(self._files.crl), _read(self._files.acl)
+            crl_changed = before_crl is None or _revoked_serials(before_crl) != revoked
             _write(self._files.crl, crl)
-            _write(self._files.acl, render_acl(entries, skipped).encode("utf-8"))
+            _write(self._files.acl, acl)
             reloaded = self.reload() if reload else False
-        return SyncResult(len(entries), tuple(skipped), reloaded)
+        return SyncResult(
+            len(entries),
+            tuple(skipped),
+            reloaded,
+            revoked=len(revoked),
+            crl_changed=crl_changed,
+            acl_changed=before_acl != acl,
+        )
 
     def reload(self) -> bool:
         """Make the broker re-read its files; False when no broker is running.
@@ -195,7 +259,11 @@ class BrokerSync:
 
 
 def write_broker_setup(
-    settings: Settings, authority: CertificateAuthority, *, run_as: str | None = None
+    settings: Settings,
+    authority: CertificateAuthority,
+    *,
+    run_as: str | None = None,
+    clock: Clock | None = None,
 ) -> BrokerFiles:
     """Write mosquitto.conf, the broker's certificate and key, our CA chain, CRL and ACL.
 
@@ -221,5 +289,5 @@ def write_broker_setup(
     _write(files.certificate, _pem((issued.certificate, *authority.chain[:-1])))
     _write(files.ca, _pem(authority.chain))
     _write(files.config, render_config(files, settings.mqtt, run_as=run_as).encode("utf-8"))
-    BrokerSync(settings.mqtt, files, authority).sync(reload=False)
+    BrokerSync(settings.mqtt, files, authority, clock).sync(reload=False)
     return files

@@ -26,6 +26,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from imprint.audit import StateChange
 from imprint.clock import Clock, SystemClock
 from imprint.errors import InvalidValue, NotFound
 from imprint.logs import get_logger
@@ -93,10 +94,11 @@ class CertificateListener(Protocol):
 
     It runs from the outbox once the change has committed: at once in the process that
     made it, else by the next delivery round (at least once; what it does must be
-    idempotent). What it raises makes the outbox retry the message later.
+    idempotent). What it raises makes the outbox retry the message later. It returns the
+    change of state it made, for the audit log, or None when it changed nothing.
     """
 
-    def certificate_changed(self, record: CertificateRecord) -> None: ...
+    def certificate_changed(self, record: CertificateRecord) -> StateChange | None: ...
 
 
 # A listener may also set ``revocations_only = True``: then an issuance alone does not
@@ -192,19 +194,25 @@ class CertificateAuthority:
         else:
             self._outbox.add(CERTIFICATE_CHANGED, {"serial": record.serial})
 
-    def tell_listeners(self, serial: str) -> None:
+    def tell_listeners(self, serial: str) -> list[StateChange]:
         """Tell every listener the record of ``serial`` as it is now (the outbox's handler
-        of ``certificate.changed``). A listener that raises makes it raise (a retry)."""
+        of ``certificate.changed``); the changes they made. A listener that raises makes
+        it raise (a retry)."""
         record = self._ledger.get(serial)
         failed: list[Exception] = []
+        changes: list[StateChange] = []
         for listener in self._listeners:
             try:
-                listener.certificate_changed(record)
+                change = listener.certificate_changed(record)
             except Exception as exc:
                 log.exception("certificate_listener_failed", serial=serial)
                 failed.append(exc)
+                continue
+            if change is not None:
+                changes.append(change)
         if failed:
             raise failed[0]
+        return changes
 
     @property
     def ledger(self) -> CertificateLedger:

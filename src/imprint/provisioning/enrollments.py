@@ -240,6 +240,8 @@ def validate_enrollment(enrollment: Enrollment) -> None:
 
 
 def now() -> datetime:
+    """The system's time to the second, for what runs without a runtime clock (the
+    configuration import); operations stamp with the runtime's clock."""
     return datetime.now(UTC).replace(microsecond=0)
 
 
@@ -259,9 +261,11 @@ def create_enrollment(store: EnrollmentStore, enrollment: Enrollment) -> Enrollm
     return enrollment
 
 
-def set_enabled(store: EnrollmentStore, enrollment_id: str, enabled: bool) -> Enrollment:
+def set_enabled(
+    store: EnrollmentStore, enrollment_id: str, enabled: bool, *, at: datetime
+) -> Enrollment:
     """Enable or disable an enrollment; a disabled one admits no device."""
     current = store.get(enrollment_id)
-    changed = replace(current, enabled=enabled, updated_at=now())
+    changed = replace(current, enabled=enabled, updated_at=at.replace(microsecond=0))
     store.replace(changed)
     return changed

@@ -31,6 +31,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from imprint.auth.clients import CLIENT_CREDENTIALS, ClientRegistry
 from imprint.auth.errors import OAuthError
 from imprint.auth.tokens import TokenService
+from imprint.clock import Clock, SystemClock
 from imprint.errors import InvalidValue, UpstreamError
 
 __all__ = [
@@ -141,12 +142,21 @@ class HubTokenSource:
         clients: the OAuth clients of imprint's own server.
         tokens: imprint's token signer.
         owner_claim: the claim that must carry the enrollment's owner.
+        clock: the time a token without ``exp`` counts its ``expires_in`` from.
     """
 
-    def __init__(self, *, clients: ClientRegistry, tokens: TokenService, owner_claim: str) -> None:
+    def __init__(
+        self,
+        *,
+        clients: ClientRegistry,
+        tokens: TokenService,
+        owner_claim: str,
+        clock: Clock | None = None,
+    ) -> None:
         self._clients = clients
         self._tokens = tokens
         self.owner_claim = owner_claim
+        self._clock = clock or SystemClock()
 
     def token_for(self, provider: HubProvider, owner: str) -> HubToken:
         """A client-credentials token acting for ``owner``.
@@ -179,7 +189,7 @@ class HubTokenSource:
         if isinstance(exp, int | float) and not isinstance(exp, bool):
             expires_at = datetime.fromtimestamp(int(exp), UTC)
         elif expires_in is not None:
-            expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=expires_in)
+            expires_at = self._clock.now().replace(microsecond=0) + timedelta(seconds=expires_in)
         else:
             raise HubTokenUnavailable(
                 f"the token of hub provider {provider.name!r} says nothing of when it expires"

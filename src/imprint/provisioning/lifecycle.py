@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cryptography import x509
 
@@ -31,8 +31,9 @@ __all__ = [
 ]
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+def _second(at: datetime) -> datetime:
+    """Device lifecycle times are kept to the second."""
+    return at.replace(microsecond=0)
 
 
 def _locked(devices: DeviceStore, device_ref: str) -> Device:
@@ -47,7 +48,7 @@ def _locked(devices: DeviceStore, device_ref: str) -> Device:
     return devices.get(device_ref)
 
 
-def approve(devices: DeviceStore, device_ref: str) -> Device:
+def approve(devices: DeviceStore, device_ref: str, *, at: datetime) -> Device:
     """Approve a pending device; its next request with the same key is issued.
 
     Raises:
@@ -59,23 +60,23 @@ def approve(devices: DeviceStore, device_ref: str) -> Device:
         raise Conflict(
             f"device {device.device_id!r} is {device.status.value}, not pending", code="not_pending"
         )
-    approved = replace(device, status=DeviceStatus.APPROVED, updated_at=_now())
+    approved = replace(device, status=DeviceStatus.APPROVED, updated_at=_second(at))
     devices.save(approved)
     return approved
 
 
-def disable(devices: DeviceStore, device_ref: str) -> Device:
+def disable(devices: DeviceStore, device_ref: str, *, at: datetime) -> Device:
     """Refuse the device's provisioning and renewal until it is enabled again.
 
     Its current certificate stays valid; revoke it as well to cut it off everywhere.
     """
     device = _locked(devices, device_ref)
-    disabled = replace(device, status=DeviceStatus.DISABLED, updated_at=_now())
+    disabled = replace(device, status=DeviceStatus.DISABLED, updated_at=_second(at))
     devices.save(disabled)
     return disabled
 
 
-def enable(devices: DeviceStore, device_ref: str) -> Device:
+def enable(devices: DeviceStore, device_ref: str, *, at: datetime) -> Device:
     """Undo :func:`disable`: back to provisioned, or released when it holds no certificate.
 
     Raises:
@@ -88,15 +89,17 @@ def enable(devices: DeviceStore, device_ref: str) -> Device:
             code="not_disabled",
         )
     status = DeviceStatus.PROVISIONED if device.certificate_serial else DeviceStatus.RESET
-    enabled = replace(device, status=status, updated_at=_now())
+    enabled = replace(device, status=status, updated_at=_second(at))
     devices.save(enabled)
     return enabled
 
 
-def _revoke_all(authority: CertificateAuthority, device: Device, reason: x509.ReasonFlags) -> int:
+def _revoke_all(
+    authority: CertificateAuthority, device: Device, reason: x509.ReasonFlags, at: datetime
+) -> int:
     """Revoke every certificate the device still holds (its current one and any other
     ever issued to it that is still valid); how many."""
-    serials = {r.serial for r in authority.ledger.valid_for_device(device.id, _now())}
+    serials = {r.serial for r in authority.ledger.valid_for_device(device.id, _second(at))}
     if device.certificate_serial is not None:
         serials.add(device.certificate_serial)
     revoked = 0
@@ -115,6 +118,7 @@ def revoke_device(
     device_ref: str,
     reason: x509.ReasonFlags,
     *,
+    at: datetime,
     disable_device: bool = True,
 ) -> Device:
     """Revoke every certificate the device holds, its current one and any earlier one
@@ -130,27 +134,29 @@ def revoke_device(
     device = _locked(devices, device_ref)
     if device.certificate_serial is None:
         raise Conflict(f"device {device.device_id!r} holds no certificate", code="no_certificate")
-    _revoke_all(authority, device, reason)
+    _revoke_all(authority, device, reason, at)
     status = DeviceStatus.DISABLED if disable_device else device.status
-    revoked = replace(device, status=status, updated_at=_now())
+    revoked = replace(device, status=status, updated_at=_second(at))
     devices.save(revoked)
     return revoked
 
 
-def factory_reset(authority: CertificateAuthority, devices: DeviceStore, device_ref: str) -> Device:
+def factory_reset(
+    authority: CertificateAuthority, devices: DeviceStore, device_ref: str, *, at: datetime
+) -> Device:
     """Release the device: revoke its certificates, forget its key and pinned certificate.
 
     It may then provision again, through any enrollment that admits it.
     """
     device = _locked(devices, device_ref)
-    _revoke_all(authority, device, x509.ReasonFlags.cessation_of_operation)
+    _revoke_all(authority, device, x509.ReasonFlags.cessation_of_operation, at)
     released = replace(
         device,
         status=DeviceStatus.RESET,
         certificate_serial=None,
         pinned_fingerprint=None,
         public_key_sha256=None,
-        updated_at=_now(),
+        updated_at=_second(at),
     )
     devices.save(released)
     return released
@@ -169,13 +175,15 @@ def revoke_enrollment(
     devices: DeviceStore,
     enrollment_id: str,
     reason: x509.ReasonFlags,
+    *,
+    at: datetime,
 ) -> EnrollmentRevocation:
     """Disable an enrollment and revoke the certificates of all its devices.
 
     Raises:
         NotFound: no such enrollment.
     """
-    set_enabled(enrollments, enrollment_id, enabled=False)
+    set_enabled(enrollments, enrollment_id, enabled=False, at=at)
     revoked = total = 0
     after: str | None = None
     while True:
@@ -186,7 +194,7 @@ def revoke_enrollment(
             total += 1
             with contextlib.suppress(ImprintError):
                 device = _locked(devices, listed.id)
-                revoked += _revoke_all(authority, device, reason)
-                devices.save(replace(device, status=DeviceStatus.DISABLED, updated_at=_now()))
+                revoked += _revoke_all(authority, device, reason, at)
+                devices.save(replace(device, status=DeviceStatus.DISABLED, updated_at=_second(at)))
         after = page[-1].id
     return EnrollmentRevocation(enrollment_id, total, revoked)

@@ -414,7 +414,7 @@ def register_secrets(
     rows: Iterable[RawRow],
     *,
     dry_run: bool = False,
-    now: datetime | None = None,
+    now: datetime,
     progress: Progress | None = None,
 ) -> ImportReport:
     """Register many secrets, all or nothing.
@@ -424,7 +424,7 @@ def register_secrets(
         enrollment: an oob-secret enrollment (see :func:`secret_enrollment`).
         rows: from :func:`parse_csv` or :func:`parse_json`.
         dry_run: count what would change, write nothing.
-        now: the registration time (default: now).
+        now: the registration time (the runtime clock's).
         progress: called as rows are checked and written.
 
     Returns:
@@ -434,7 +434,6 @@ def register_secrets(
         RowsInvalid: some row is invalid (not in a dry run); nothing was written.
         Conflict: a concurrent registration wrote one of these devices first.
     """
-    now = now or datetime.now(UTC)
     entries, problems, count = _validate(rows, enrollment, now)
     if problems and not dry_run:
         raise RowsInvalid(ImportReport(enrollment.id, count, problems=tuple(problems)))
@@ -479,14 +478,13 @@ def register_secret(
     secret: str,
     valid_until: datetime | str | None = None,
     *,
-    now: datetime | None = None,
+    now: datetime,
 ) -> tuple[RegistrationResult, OobSecretSummary]:
     """Register one device's secret (same rules as a one-row bulk registration).
 
     Raises:
         InvalidValue: the device id, secret or expiry is not acceptable.
     """
-    now = now or datetime.now(UTC)
     row = RawRow(1, {"device_id": device_id, "secret": secret, "valid_until": valid_until})
     checked = _check(row, enrollment, now)
     if isinstance(checked, RowProblem):

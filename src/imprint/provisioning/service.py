@@ -4,15 +4,20 @@ find the enrollment → attest → apply policy (window, key type, device-id pat
 quota, approval) → issue → record → build the bundle.
 
 The attestor finds the enrollment (only it can tell which one the evidence matches)
-and names the device; everything after that is the same for every mechanism, and runs
-in one unit of work that first locks the device (:meth:`DeviceStore.lock`): requests
-for one device take turns, each deciding on the device as the one before left it. In
-that transaction: the certificate's record and signature, the device, the revocation
-of every other certificate the device still holds (superseded), its channel, the step
-records and the outbox messages for the certificate listeners. It commits before the
-answer leaves, so a crash never leaves a delivered certificate unrecorded, a device
-with two valid certificates, or a superseded one off the CRL. A refused request rolls
-all of that back and keeps only its step records.
+and names the device, and returns the policy its kind of proof brings as checks and
+effects this use case applies (:class:`~imprint.attestation.base.Attestation`): request
+checks first (one may hold the request), device checks on the locked device, approval
+effects in the unit of work. Nothing here asks which mechanism it was.
+
+Everything after attestation is the same for every mechanism, and runs in one unit of
+work that first locks the device (:meth:`DeviceStore.lock`): requests for one device
+take turns, each deciding on the device as the one before left it. In that
+transaction: the certificate's record and signature, the device, the revocation of
+every other certificate the device still holds (superseded), its channel, the step
+records, the approval effects and the outbox messages for the certificate listeners.
+It commits before the answer leaves, so a crash never leaves a delivered certificate
+unrecorded, a device with two valid certificates, or a superseded one off the CRL. A
+refused request rolls all of that back and keeps only its step records.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from cryptography import x509
@@ -35,12 +40,13 @@ from imprint.attestation.base import (
     AttestationFailed,
     Attestor,
     CertificateRevoked,
-    CompletionAware,
     Evidence,
+    Hold,
     KeyMismatch,
 )
 from imprint.attestation.renewal import Renewal, RenewalAuthorizer
 from imprint.audit import AuditEntry, AuditLog
+from imprint.clock import Clock, SystemClock
 from imprint.errors import Conflict, ImprintError, InvalidRequest, NotFound, PermissionDenied
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.csr import check_public_key
@@ -175,6 +181,7 @@ class Provisioner:
         renewals: RenewalAuthorizer | None = None,
         hub_tokens: HubTokenSource | None = None,
         audit: AuditLog | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._authority = authority
         self._transaction = transaction or contextlib.nullcontext
@@ -187,6 +194,7 @@ class Provisioner:
         self._renewals = renewals
         self._hub_tokens = hub_tokens
         self._audit_log = audit
+        self._clock = clock or SystemClock()
 
     @property
     def mechanisms(self) -> list[str]:
@@ -214,9 +222,14 @@ class Provisioner:
                 )
             return attestor.attest(evidence)
 
-        outcome, attestation = self._run(evidence, attest, self._after_attestation)
-        if outcome.status == "approved" and isinstance(attestor, CompletionAware):
-            attestor.completed(attestation)
+        def decide(evidence: Evidence, attestation: Attestation, step: _Steps) -> Outcome:
+            outcome = self._after_attestation(evidence, attestation, step)
+            if outcome.status == "approved":
+                for effect in attestation.on_approved:
+                    effect(evidence.at)
+            return outcome
+
+        outcome, _attestation = self._run(evidence, attest, decide)
         return outcome
 
     def renew(self, evidence: Evidence) -> Outcome:
@@ -242,7 +255,7 @@ class Provisioner:
         """The steps every request takes: the failed-attempt limit, authorization (its
         failures count against the limit), then ``decide`` in one unit of work with the
         step records; a refusal rolls back all but the records."""
-        step = _Steps(uuid.uuid4().hex, evidence)
+        step = _Steps(uuid.uuid4().hex, evidence, self._clock)
         self._limiter.check(evidence.source, evidence.registration_id)
         try:
             grant = authorize(evidence)
@@ -257,6 +270,8 @@ class Provisioner:
                 outcome = decide(evidence, grant, step)
                 self._recorder.record(step.finished())
         except ImprintError as exc:
+            if isinstance(exc, AttestationFailed):  # a device check refused the proof
+                self._limiter.failure(evidence.source, evidence.registration_id)
             step.failed(step.current, exc)
             self._recorder.record(step.finished())
             raise
@@ -278,6 +293,8 @@ class Provisioner:
         step.device_ref = device.id if device else None
         if device is not None and device.status is DeviceStatus.DISABLED:
             raise DeviceDisabled(f"device {device_id!r} is disabled")
+        for check in attestation.device_checks:
+            check(device)
         key_hash = None if public_key is None else public_key_sha256(public_key)
         if key_hash is not None:
             self._refuse_key_of_another(key_hash, device, enrollment.owner, device_id)
@@ -305,11 +322,14 @@ class Provisioner:
     ) -> Outcome:
         enrollment = attestation.enrollment
         device_id = attestation.device_id
-        if attestation.waiting:
-            step.pending(ProvisioningStep.ATTEST, "waiting for the out-of-band secret")
-            return Outcome(
-                "pending", step.request_id, device_id, retry_after=APPROVAL_RETRY_SECONDS
-            )
+        step.current = ProvisioningStep.ATTEST
+        for check in attestation.checks:
+            held = check(evidence)
+            if isinstance(held, Hold):
+                step.pending(ProvisioningStep.ATTEST, held.reason)
+                return Outcome(
+                    "pending", step.request_id, device_id, retry_after=APPROVAL_RETRY_SECONDS
+                )
         now = evidence.at
         device, key_hash, hub_token = self._locked_device(evidence, attestation, step)
         reused = self._current_bundle(device, key_hash, attestation, now, hub_token)
@@ -659,9 +679,10 @@ class _Locked(NamedTuple):
 class _Steps:
     """Collects the step records of one request."""
 
-    def __init__(self, request_id: str, evidence: Evidence) -> None:
+    def __init__(self, request_id: str, evidence: Evidence, clock: Clock) -> None:
         self.request_id = request_id
         self.evidence = evidence
+        self.clock = clock
         self.records: list[StepRecord] = []
         self.current = ProvisioningStep.ATTEST
         self.device_ref: str | None = None
@@ -682,7 +703,7 @@ class _Steps:
                 mechanism=self.evidence.mechanism.value,
                 step=step,
                 status=status,
-                at=datetime.now(UTC),
+                at=self.clock.now(),
                 device_ref=self.device_ref,
                 enrollment_id=self.enrollment_id,
                 registration_id=registration_id or self.evidence.registration_id,

@@ -209,12 +209,15 @@ def _group_key(body: EnrollmentSpec) -> bytes | None:
         raise InvalidValue("group_key: not base64") from None
 
 
-def enrollment_from(body: EnrollmentSpec) -> Enrollment:
-    """Turn the request into an enrollment, generating what was asked to be generated."""
+def enrollment_from(body: EnrollmentSpec, *, at: datetime | None = None) -> Enrollment:
+    """Turn the request into an enrollment, generating what was asked to be generated.
+
+    ``at`` is when it is made (the runtime clock's time; the system's when omitted).
+    """
     if body.pre_shared_key is not None and body.generate_pre_shared_key:
         raise InvalidValue("pre_shared_key: give one, or ask for one to be generated, not both")
     psk = generate_pre_shared_key() if body.generate_pre_shared_key else body.pre_shared_key
-    stamp = now()
+    stamp = now() if at is None else at.replace(microsecond=0)
     return Enrollment(
         id=body.id or new_enrollment_id(),
         kind=body.kind,

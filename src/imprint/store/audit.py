@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
+from imprint.clock import Clock, SystemClock
 from imprint.store.db import reading, serialized, writing
 from imprint.store.tables import audit_log
 
@@ -39,8 +40,9 @@ def _record(row: Any) -> AuditRecord:
 class SqlAuditLog:
     """Implements :class:`imprint.audit.AuditLog`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
         self._engine = engine
+        self._clock = clock or SystemClock()
 
     def write(self, entry: AuditEntry) -> None:
         """Append ``entry``: in the caller's unit of work when there is one (the entry
@@ -60,13 +62,14 @@ class SqlAuditLog:
             "outcome": entry.outcome,
             "details": json.dumps(scrub(entry.details), sort_keys=True),
         }
+        at = entry.at or self._clock.now()
         with writing(self._engine) as conn:
             serialized(conn, CHAIN_LOCK)
             tail = select(c.hash).order_by(c.id.desc()).limit(1)
             prev = conn.execute(tail).scalar_one_or_none() or GENESIS
-            insert = audit_log.insert().values(at=entry.at, prev_hash=prev, **values)
+            insert = audit_log.insert().values(at=at, prev_hash=prev, **values)
             new_id: int = conn.execute(insert.returning(c.id)).scalar_one()
-            record = AuditRecord(id=new_id, at=chain_time(entry.at), **values)
+            record = AuditRecord(id=new_id, at=chain_time(at), **values)
             conn.execute(
                 audit_log.update().where(c.id == new_id).values(hash=record.chained_to(prev))
             )

@@ -8,7 +8,7 @@ writes that kind, through any store object on the same database. So:
 - a change made through this process (API, console, a CLI command running in it) is
   seen by the next request;
 - a change made by another process on the same database (another node, the CLI run
-  next to a server) is seen within :data:`TTL_SECONDS`;
+  next to a server) is seen within :data:`TTL_SECONDS` of the runtime's clock;
 - on PostgreSQL, sooner: each write also sends ``NOTIFY imprint_cache, '<kind>'`` in its
   transaction (PostgreSQL delivers it when, and only if, the transaction commits), and
   every process keeps a connection that LISTENs and forgets the kind when told, a few
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable, Hashable
 from contextvars import ContextVar
@@ -39,6 +38,7 @@ import psycopg
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 
+from imprint.clock import Clock, SystemClock
 from imprint.logs import get_logger
 
 __all__ = ["CHANNEL", "TTL_SECONDS", "ReadCache", "listening", "on_change"]
@@ -216,9 +216,12 @@ def notify(conn: Connection, kind: str) -> None:
 class ReadCache:
     """Cached reads of one kind of stored object (``kind``) on one database."""
 
-    def __init__(self, engine: Engine, kind: str, ttl: float = TTL_SECONDS) -> None:
+    def __init__(
+        self, engine: Engine, kind: str, ttl: float = TTL_SECONDS, clock: Clock | None = None
+    ) -> None:
         self._slot: _Slot = (_database(engine), kind)
         self._ttl = ttl
+        self._clock = clock or SystemClock()
         self._entries: dict[Hashable, tuple[float, int, object]] = {}
         with _lock:
             _generations.setdefault(self._slot, 0)  # known, so a reconnect forgets it too
@@ -242,7 +245,7 @@ class ReadCache:
             return load()  # it may read this context's uncommitted writes
         if self._coherent is not None and not self._coherent():
             return load()  # deaf to other nodes' changes: nothing from memory
-        now = time.monotonic()
+        now = self._clock.now().timestamp()
         generation = self._generation()
         entry = self._entries.get(key)
         if entry is not None and entry[0] > now and entry[1] == generation:

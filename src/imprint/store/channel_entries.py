@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine, RowMapping
 
 from imprint.channels.entries import ChannelRateLimited, Entry, EntryDraft
+from imprint.clock import Clock, SystemClock
 from imprint.errors import NotFound
 from imprint.provisioning.channels import FIELD_NAMES
 from imprint.store.db import reading, writing
@@ -41,8 +42,9 @@ def _entry(row: RowMapping) -> Entry:
 class SqlEntryStore:
     """Implements :class:`imprint.channels.entries.EntryStore`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
         self._engine = engine
+        self._clock = clock or SystemClock()
 
     def append(self, channel_id: int, draft: EntryDraft, *, min_interval: timedelta) -> Entry:
         bump = (
@@ -61,7 +63,7 @@ class SqlEntryStore:
             if bumped is None:
                 raise NotFound(f"no channel {channel_id}")
             entry_id = int(bumped[0])
-            at = datetime.now(UTC)  # taken under the lock: entries are in time order
+            at = self._clock.now()  # taken under the lock: entries are in time order
             if min_interval > timedelta(0) and entry_id > 1:
                 previous = conn.execute(
                     select(channel_entries.c.created_at).where(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine, RowMapping
 
+from imprint.clock import Clock
 from imprint.errors import NotFound
 from imprint.provisioning.client_cas import ClientCA
 from imprint.store.cache import ReadCache
@@ -31,9 +32,9 @@ def _ca(row: RowMapping) -> ClientCA:
 class SqlClientCAStore:
     """Implements :class:`imprint.provisioning.client_cas.ClientCAStore`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
         self._engine = engine
-        self._cache = ReadCache(engine, "client_cas")
+        self._cache = ReadCache(engine, "client_cas", clock=clock)
 
     def add(self, cas: Sequence[ClientCA]) -> int:
         added = 0

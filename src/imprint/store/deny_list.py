@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from imprint.attestation.revocation import DeniedCertificate, ManufacturerCrl
+from imprint.clock import Clock
 from imprint.errors import Conflict, NotFound
 from imprint.store.cache import ReadCache
 from imprint.store.db import guarded, reading, writing
@@ -33,9 +34,9 @@ _CRLS_FOR = select(manufacturer_crls).where(
 class SqlDenyList:
     """Implements :class:`imprint.attestation.revocation.DenyList`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
         self._engine = engine
-        self._cache = ReadCache(engine, "deny_list")
+        self._cache = ReadCache(engine, "deny_list", clock=clock)
 
     def add(self, entry: DeniedCertificate) -> None:
         try:
@@ -118,9 +119,9 @@ def _crl(row: RowMapping) -> ManufacturerCrl:
 class SqlManufacturerCrlStore:
     """Implements :class:`imprint.attestation.revocation.ManufacturerCrlStore`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
         self._engine = engine
-        self._cache = ReadCache(engine, "manufacturer_crls")
+        self._cache = ReadCache(engine, "manufacturer_crls", clock=clock)
 
     def put(self, crl: ManufacturerCrl) -> None:
         values: dict[str, Any] = {

@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from imprint.clock import Clock
 from imprint.errors import Conflict, NotFound
 from imprint.provisioning.channels import ChannelTemplate, KeyDelivery
 from imprint.provisioning.enrollments import (
@@ -66,10 +67,10 @@ def _hub_json(provider: HubProvider | None) -> str | None:
 class SqlEnrollmentStore:
     """Implements :class:`imprint.provisioning.enrollments.EnrollmentStore`."""
 
-    def __init__(self, engine: Engine, box: SecretBox) -> None:
+    def __init__(self, engine: Engine, box: SecretBox, clock: Clock | None = None) -> None:
         self._engine = engine
         self._box = box
-        self._cache = ReadCache(engine, "enrollments")
+        self._cache = ReadCache(engine, "enrollments", clock=clock)
 
     def _row(self, enrollment: Enrollment) -> dict[str, Any]:
         psk = enrollment.pre_shared_key

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from imprint.clock import Clock, SystemClock
 from imprint.errors import Conflict, NotFound
 from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import memberships, users
@@ -40,11 +41,12 @@ def _user(conn: Connection, row: RowMapping) -> User:
 class SqlUserStore:
     """Implements :class:`imprint.tenancy.users.UserStore`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
         self._engine = engine
+        self._clock = clock or SystemClock()
 
     def add(self, user: User, first: Sequence[Membership]) -> None:
-        created = user.created_at or datetime.now(UTC)
+        created = user.created_at or self._clock.now()
         try:
             with writing(self._engine) as conn, guarded(conn):
                 conn.execute(
@@ -95,13 +97,13 @@ class SqlUserStore:
                         user_id=user_id,
                         org_id=org_id,
                         role=role.value,
-                        created_at=datetime.now(UTC),
+                        created_at=self._clock.now(),
                     )
                 )
 
     def set_disabled(self, user_id: str, disabled: bool) -> None:
         if disabled:
-            self._update(user_id, disabled=True, sessions_valid_after=datetime.now(UTC))
+            self._update(user_id, disabled=True, sessions_valid_after=self._clock.now())
         else:
             self._update(user_id, disabled=False)
 

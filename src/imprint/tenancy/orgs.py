@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from imprint.errors import InvalidValue, NotFound
@@ -119,6 +119,7 @@ def create_organization(
     *,
     parent_id: str | None = None,
     org_id: str | None = None,
+    at: datetime,
 ) -> Organization:
     """Create an organization, a root or below ``parent_id``.
 
@@ -141,7 +142,7 @@ def create_organization(
         id=validate_org_id(org_id) if org_id is not None else new_org_id(),
         name=name,
         parent_id=parent_id,
-        created_at=datetime.now(UTC).replace(microsecond=0),
+        created_at=at.replace(microsecond=0),
     )
     store.add(org)
     return org

@@ -10,7 +10,7 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from imprint.auth.passwords import hash_password
@@ -105,6 +105,7 @@ def create_user(
     *,
     org_id: str,
     role: Role,
+    at: datetime,
 ) -> User:
     """Create a user with a password and a first membership.
 
@@ -116,15 +117,15 @@ def create_user(
         id=f"usr-{secrets.token_hex(8)}",
         username=normalize_username(username),
         password_hash=hash_password(password),
-        created_at=datetime.now(UTC).replace(microsecond=0),
+        created_at=at.replace(microsecond=0),
         memberships={org_id: role},
     )
     store.add(user, [Membership(user.id, org_id, role)])
     return user
 
 
-def set_password(store: UserStore, user_id: str, password: str) -> datetime:
-    """Give the user a new password; sessions and tokens issued before now end.
+def set_password(store: UserStore, user_id: str, password: str, *, at: datetime) -> datetime:
+    """Give the user a new password; sessions and tokens issued before ``at`` end.
 
     Returns:
         When the password changed.
@@ -134,6 +135,5 @@ def set_password(store: UserStore, user_id: str, password: str) -> datetime:
         NotFound: no such user.
     """
     password_hash = hash_password(password)
-    at = datetime.now(UTC)
     store.set_password(user_id, password_hash, at)
     return at

@@ -7,7 +7,7 @@ the whole instance (an API key) reaches them; an access token gets 403
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from cryptography import x509
@@ -157,7 +157,7 @@ def list_crls(
     admin: InstanceAdmin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> CrlPage:
-    now = datetime.now(UTC)
+    now = runtime.clock.now()
     found = runtime.app.deny_list.search_crls(admin, limit=limit)
     return CrlPage(items=[CrlOut.of(c, now) for c in found])
 
@@ -167,7 +167,7 @@ def list_crls(
 )
 def show_crl(issuer_key_sha256: str, runtime: RuntimeDep, admin: InstanceAdmin) -> CrlOut:
     found = runtime.app.deny_list.show_crl(admin, issuer_key_sha256)
-    return CrlOut.of(found, datetime.now(UTC))
+    return CrlOut.of(found, runtime.clock.now())
 
 
 @router.delete(

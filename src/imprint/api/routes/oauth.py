@@ -12,7 +12,7 @@ import base64
 import binascii
 import html
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -199,7 +199,7 @@ def _authorization_code_grant(
     redirect_uri = _single(form, "redirect_uri")
     if code is None or verifier is None or redirect_uri is None:
         raise OAuthInvalidRequest("code, redirect_uri and code_verifier are required")
-    now = datetime.now(UTC)
+    now = runtime.clock.now()
     record = runtime.authorization_codes.consume(code_digest(code), now)
     if (
         record is None
@@ -395,7 +395,7 @@ async def authorize_login(request: Request, runtime: RuntimeDep) -> Response:
         scope=" ".join(dict.fromkeys(params.get("scope", "").split())),
         nonce=params.get("nonce"),
         code_challenge=params["code_challenge"],
-        at=datetime.now(UTC),
+        at=runtime.clock.now(),
         lifetime=timedelta(seconds=runtime.settings.auth.code_lifetime_seconds),
     )
     runtime.authorization_codes.add(record)

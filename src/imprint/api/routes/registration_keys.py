@@ -6,7 +6,7 @@ the first halves; a foreign enrollment answers 404.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
@@ -106,7 +106,7 @@ def issue(
 )
 def show(enrollment_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> RegistrationKeys:
     keys = runtime.app.registration_keys.show(principal, enrollment_id)
-    at = datetime.now(UTC)
+    at = runtime.clock.now()
     return RegistrationKeys(
         enrollment_id=enrollment_id, keys=[RegistrationKeyOut.of(k, at) for k in keys]
     )

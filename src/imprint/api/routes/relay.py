@@ -21,7 +21,7 @@ import html
 import re
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from cryptography import x509
 from fastapi import APIRouter, Request
@@ -34,7 +34,6 @@ from imprint.api.identity import RuntimeDep, optional_principal
 from imprint.api.problems import problem_response
 from imprint.api.routes.identity_csr import CSR_BODY_SCHEMA, IdentityOut, read_csr
 from imprint.api.sign_in import check_password
-from imprint.app.auditing import audit
 from imprint.attestation.base import TooManyAttempts
 from imprint.console.csrf import csrf_field
 from imprint.console.pages import ENV as CONSOLE_TEMPLATES
@@ -42,17 +41,13 @@ from imprint.console.pages import HEADERS as CONSOLE_HEADERS
 from imprint.console.pages import NAV
 from imprint.console.session import load_session
 from imprint.errors import ImprintError, NotFound
-from imprint.identities.identity import IdentityCertificate
 from imprint.identities.relay import (
-    MAX_STATE_LENGTH,
     RelayDecided,
     RelayExpired,
     RelayRequest,
     RelayStatus,
     RelayUnknown,
     csrf_token,
-    new_relay,
-    state_digest,
 )
 from imprint.pki.keys import key_description
 from imprint.runtime import Runtime
@@ -61,9 +56,7 @@ from imprint.tenancy.access import Principal
 router = APIRouter(tags=["client identities"])
 
 CSRF_COOKIE = "__Host-imprint-csrf"
-_STATE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _COOKIE = re.compile(r"[A-Za-z0-9_-]{32,64}")
-_PURGE_AFTER = timedelta(minutes=10)
 _PAGE_HEADERS = {
     **CONSOLE_HEADERS,
     "Content-Security-Policy": (  # the console's files only; no fetches from the page
@@ -93,23 +86,6 @@ class RelayCollected(IdentityOut):
     status: str = "approved"
 
 
-def _find(runtime: Runtime, state: str, at: datetime) -> RelayRequest:
-    """The request named by ``state``.
-
-    Raises:
-        RelayUnknown: no such state (or it was collected).
-        RelayExpired: its lifetime is over.
-    """
-    if len(state) > MAX_STATE_LENGTH or not _STATE.fullmatch(state):
-        raise RelayUnknown("no relay request with this state")
-    relay = runtime.identities.relays.get(state_digest(state))
-    if relay is None:
-        raise RelayUnknown("no relay request with this state (unknown, or collected already)")
-    if relay.expired(at):
-        raise RelayExpired("this relay request has expired; start a new one")
-    return relay
-
-
 # --- the client's side --------------------------------------------------------------------
 
 
@@ -135,17 +111,13 @@ async def start(request: Request, runtime: RuntimeDep) -> JSONResponse:
 def _start(
     runtime: Runtime, csr: x509.CertificateSigningRequest, source: str | None
 ) -> RelayStarted:
-    identities = runtime.identities
-    now = datetime.now(UTC)
-    identities.relays.purge(now - _PURGE_AFTER)
-    state, relay = new_relay(csr, at=now, lifetime=identities.relay_lifetime, source=source)
-    identities.relays.add(relay)
+    state, relay = runtime.app.relays.start(csr, source)
     base = runtime.settings.server.base_url()
     return RelayStarted(
         state=state,
         approve_url=f"{base}/relay/{state}",
         collect_url=f"{base}/api/v1/relay/{state}",
-        expires_in=int(identities.relay_lifetime.total_seconds()),
+        expires_in=int(runtime.identities.relay_lifetime.total_seconds()),
         expires_at=relay.expires_at,
         public_key_sha256=relay.spki_sha256,
         fingerprint=relay.fingerprint,
@@ -163,36 +135,19 @@ def _gone(exc: RelayExpired) -> JSONResponse:
     responses={202: {"model": RelayPending}},
 )
 def collect(state: str, runtime: RuntimeDep) -> JSONResponse:
-    now = datetime.now(UTC)
     try:
-        relay = _find(runtime, state, now)
+        collected = runtime.app.relays.collect(state)
     except RelayExpired as exc:
         return _gone(exc)
-    if relay.status is RelayStatus.PENDING:
-        left = max(1, int((relay.expires_at - now).total_seconds()))
+    if collected.status is RelayStatus.PENDING:
         return JSONResponse(
-            RelayPending(expires_in=left).model_dump(),
+            RelayPending(expires_in=collected.seconds_left).model_dump(),
             status_code=202,
             headers={"Retry-After": "1", "Cache-Control": "no-store"},
         )
-    taken = runtime.identities.relays.take(relay.state_sha256)
-    if taken is None:
-        raise RelayUnknown("no relay request with this state (unknown, or collected already)")
-    if taken.status is RelayStatus.DENIED:
+    if collected.identity is None:
         return problem_response(403, "relay_denied", "the user denied this request")
-    assert taken.serial is not None
-    assert taken.owner is not None
-    record = runtime.ledger.get(taken.serial)
-    assert record.der is not None
-    authority = runtime.authority
-    identity = IdentityCertificate(
-        owner=taken.owner,
-        certificate=x509.load_der_x509_certificate(record.der),
-        intermediates=authority.chain[:-1],
-        trust_anchors=authority.trust_anchors,
-        reused=False,
-    )
-    body = RelayCollected(**IdentityOut.of(identity).model_dump())
+    body = RelayCollected(**IdentityOut.of(collected.identity).model_dump())
     return JSONResponse(body.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
 
@@ -229,11 +184,11 @@ def _refusal(exc: ImprintError) -> HTMLResponse:
 def _form(
     state: str,
     relay: RelayRequest,
+    left: int,
     csrf: str,
     principal: Principal | None,
     message: str | None = None,
 ) -> str:
-    left = max(0, int((relay.expires_at - datetime.now(UTC)).total_seconds()))
     error = f"<p class='banner error' role=alert>{html.escape(message)}</p>" if message else ""
     sign_in = (
         f"<p>Signed in as <strong>{html.escape(principal.name)}</strong>.</p>"
@@ -280,17 +235,16 @@ def _csrf_cookie(request: Request) -> str | None:
     "/relay/{state}", summary="The approval page of a relay request", response_class=HTMLResponse
 )
 def approval_page(state: str, request: Request, runtime: RuntimeDep) -> Response:
+    relays = runtime.app.relays
     try:
-        relay = _find(runtime, state, datetime.now(UTC))
-        if relay.status is not RelayStatus.PENDING:
-            raise RelayDecided(f"this request was {relay.status.value} already")
+        relay = relays.pending(state)
     except (RelayUnknown, RelayExpired, RelayDecided) as exc:
         return _refusal(exc)
     principal = _signed_in(request)
     cookie = _csrf_cookie(request) or secrets.token_urlsafe(32)
     page = _page(
         "Approve a client identity",
-        _form(state, relay, csrf_token(cookie, state), principal),
+        _form(state, relay, relays.seconds_left(relay), csrf_token(cookie, state), principal),
         request=request,
     )
     page.set_cookie(CSRF_COOKIE, cookie, path="/", secure=True, httponly=True, samesite="strict")
@@ -335,69 +289,42 @@ async def decide(state: str, request: Request, runtime: RuntimeDep) -> Response:
 
 
 def _decide(state: str, request: Request, runtime: Runtime, fields: Mapping[str, str]) -> Response:
-    now = datetime.now(UTC)
+    relays = runtime.app.relays
     try:
-        relay = _find(runtime, state, now)
-        if relay.status is not RelayStatus.PENDING:
-            raise RelayDecided(f"this request was {relay.status.value} already")
+        relay = relays.pending(state)
     except (RelayUnknown, RelayExpired, RelayDecided) as exc:
         return _refusal(exc)
     csrf = fields["csrf"]
+
+    def again(message: str, status: int, principal: Principal | None = None) -> Response:
+        form = _form(state, relay, relays.seconds_left(relay), csrf, principal, message)
+        return _page("Approve a client identity", form, status)
+
     principal = _signed_in(request)
     if principal is None:
         try:
             principal = _password_principal(runtime, request, fields)
         except TooManyAttempts:
-            return _page(
-                "Approve a client identity",
-                _form(state, relay, csrf, None, "Too many failed attempts; try again later."),
-                429,
-            )
+            return again("Too many failed attempts; try again later.", 429)
         if principal is None:
-            return _page(
-                "Approve a client identity",
-                _form(state, relay, csrf, None, "Wrong user name or password."),
-                401,
-            )
+            return again("Wrong user name or password.", 401)
     decision = fields.get("decision")
-    relays = runtime.identities.relays
-    if decision == "deny":
-        if not relays.decide(
-            relay.state_sha256,
-            RelayStatus.DENIED,
-            owner=None,
-            serial=None,
-            decided_by=principal.actor,
-            at=datetime.now(UTC),
-        ):
-            return _message("Request not pending", "The request expired or was decided.", 409)
-        audit(runtime, principal, "relay.deny", "relay", relay.spki_sha256, org_id=principal.owner)
-        return _page("Request denied", "<p>The application will not get a certificate.</p>")
-    if decision != "approve":
-        return _page(
-            "Approve a client identity",
-            _form(state, relay, csrf, principal, "Choose Approve or Deny."),
-            400,
-        )
+    if decision not in ("approve", "deny"):
+        return again("Choose Approve or Deny.", 400, principal)
     try:
-        identity = runtime.app.identities.sign_identity(principal, relay.csr())
+        if decision == "deny":
+            relays.deny(principal, state)
+            return _page("Request denied", "<p>The application will not get a certificate.</p>")
+        identity = relays.approve(principal, state)
+    except RelayDecided:
+        return _message("Request not pending", "The request expired or was decided meanwhile.", 409)
+    except (RelayUnknown, RelayExpired) as exc:
+        return _refusal(exc)
     except NotFound:
         return _message("Not allowed", "You cannot sign for that organization.", 404)
     except ImprintError as exc:
         status = 409 if exc.code == "identity_key_conflict" else 403
         return _message("Not approved", exc.message, status)
-    if not relays.decide(
-        relay.state_sha256,
-        RelayStatus.APPROVED,
-        owner=identity.owner,
-        serial=identity.serial,
-        decided_by=principal.actor,
-        at=datetime.now(UTC),
-    ):
-        return _message("Request not pending", "The request expired or was decided meanwhile.", 409)
-    audit(
-        runtime, principal, "relay.approve", "certificate", identity.serial, org_id=identity.owner
-    )
     return _page(
         "Approved",
         request=request,
