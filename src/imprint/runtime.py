@@ -37,6 +37,7 @@ from imprint.clock import Clock, SystemClock
 from imprint.errors import CANotInitialized, ConfigurationError
 from imprint.identities import ClientIdentities, IdentityIssuer
 from imprint.layout import DataLayout
+from imprint.leadership import Leadership
 from imprint.logs import get_logger
 from imprint.metrics import Metrics
 from imprint.outbox import Outbox
@@ -52,7 +53,8 @@ from imprint.sealing import SecretBox, load_secret_box
 from imprint.settings import Settings
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.audit import SqlAuditLog
-from imprint.store.certificates import SqlCertificateLedger
+from imprint.store.cache import on_change
+from imprint.store.certificates import REVOCATIONS, SqlCertificateLedger
 from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
@@ -318,7 +320,14 @@ class Runtime:
             log.warning("certificate_reservations_abandoned", serials=list(serials))
         return serials
 
+    @functools.cached_property
+    def leadership(self) -> Leadership:
+        """The background duties this process leads (one node at a time per duty)."""
+        return Leadership(self.engine)
+
     def close(self) -> None:
+        if "leadership" in self.__dict__:
+            self.leadership.close()
         self.engine.dispose()
 
 
@@ -425,6 +434,7 @@ def open_runtime(
     outbox.register(
         CERTIFICATE_CHANGED, lambda payload: authority.tell_listeners(payload["serial"])
     )
+    on_change(engine, REVOCATIONS, authority.forget_crls)
     box = load_secret_box(settings, create=True)
     enrollments = SqlEnrollmentStore(engine, box, clock)
     devices = SqlDeviceStore(engine)
@@ -483,6 +493,7 @@ def open_runtime(
         metrics=metrics,
     )
     authority.add_listener(runtime.ocsp)  # a revocation drops its kept OCSP responses
+    on_change(engine, REVOCATIONS, runtime.ocsp.forget)  # ... made on any node
     if settings.mqtt.enabled:
         from imprint.mqtt.broker import BrokerFiles, BrokerSync
 
