@@ -250,7 +250,7 @@ class Runtime:
     @functools.cached_property
     def attempt_limiter(self) -> AttemptLimiter:
         """The failed-attempt limits of devices, sign-ins, OAuth clients and sign-ups,
-        each in its own key spaces (decision 0009)."""
+        each in its own key spaces (decision 0011)."""
         return AttemptLimiter(self.clock.now)
 
     @functools.cached_property

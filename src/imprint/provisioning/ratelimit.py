@@ -1,6 +1,6 @@
 """Failed-attempt limits: separate key spaces, exact under concurrency, fair to owners.
 
-The threat model is decision 0009 (``docs/decisions/0009-failed-attempt-limits.md``).
+The threat model is decision 0011 (``docs/decisions/0011-failed-attempt-limits.md``).
 In short:
 
 - A credential that can be **guessed** (an OOB secret, a registration-key half, a
@@ -75,7 +75,7 @@ class Rule:
     window: float
 
 
-#: The limits every server applies (decision 0009 explains the numbers).
+#: The limits every server applies (decision 0011 explains the numbers).
 DEFAULT_RULES: Mapping[Space, tuple[Rule, ...]] = {
     Space.SOURCE: (Rule(30, 60.0),),
     Space.CLAIM_SOURCE: (Rule(10, 60.0), Rule(30, 3600.0)),

@@ -280,7 +280,7 @@ class Provisioner:
         step: _Steps,
         guessable: bool,
     ) -> _G:
-        """Authorize the evidence under the failed-attempt limits (decision 0009).
+        """Authorize the evidence under the failed-attempt limits (decision 0011).
 
         Guessable evidence reserves its place in the counters of its source and claimed
         identity before it is verified. Unguessable evidence is verified first, so the
