@@ -7,7 +7,9 @@
 3. CSR signing: imprint's ``POST /api/v1/certificates`` against ``cfssl serve`` with
    the same CSRs and the same load generator;
 4. scale: the x509 rate with 10k against 1M devices stored; a 1M-secret import;
-5. the table, ``bench/results/<date>-<host>.json`` and a markdown copy of the tables.
+5. nodes: the x509 (signed) rate with 1, 2 and 3 nodes on PostgreSQL behind HAProxy
+   (:mod:`bench.cluster`);
+6. the table, ``bench/results/<date>-<host>.json`` and a markdown copy of the tables.
 
 ``BENCH_QUICK=1`` (``make bench-quick``) runs the same parts small, in a minute or two.
 """
@@ -32,7 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bench import floor, machine, report, scale
+from bench import cluster, floor, machine, report, scale
 from bench.floor import ca_certificate
 from bench.load import new_csr, oob_secret_for
 from bench.servers import Cfssl, ImprintServer, Postgres, cpu_seconds, memory
@@ -407,6 +409,9 @@ def main() -> None:
             bench_backend(backend, plan, workdir, manufacturer, floors, results, csr_file,
                           postgres)  # fmt: skip
             bench_workers(backend, plan, workdir, manufacturer, floors, results, postgres)
+            if postgres is not None:
+                cluster.bench_nodes(postgres, workdir, manufacturer, floors, results,
+                                    plan.count, plan.max_seconds)  # fmt: skip
         bench_cfssl(plan, workdir, floors, csr_file, results)
     finally:
         if postgres is not None:

@@ -37,6 +37,7 @@ from imprint.clock import Clock, SystemClock
 from imprint.errors import CANotInitialized, ConfigurationError
 from imprint.identities import ClientIdentities, IdentityIssuer
 from imprint.layout import DataLayout
+from imprint.leadership import Leadership
 from imprint.logs import get_logger
 from imprint.metrics import Metrics
 from imprint.outbox import Outbox
@@ -46,13 +47,14 @@ from imprint.pki.ocsp import OcspResponder
 from imprint.pki.profiles import Publication, parse_sans
 from imprint.provisioning.enrollments import Enrollment, Mechanism
 from imprint.provisioning.hub import HubTokenSource
-from imprint.provisioning.ratelimit import FailureLimiter
+from imprint.provisioning.ratelimit import AttemptLimiter, Rule, Space
 from imprint.provisioning.service import Provisioner
 from imprint.sealing import SecretBox, load_secret_box
 from imprint.settings import Settings
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.audit import SqlAuditLog
-from imprint.store.certificates import SqlCertificateLedger
+from imprint.store.cache import on_change
+from imprint.store.certificates import REVOCATIONS, SqlCertificateLedger
 from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
@@ -135,6 +137,7 @@ class Runtime:
             services=self.settings.services,
             channels=self.channels,
             transaction=self.transaction,
+            limiter=self.attempt_limiter,
             hub_tokens=HubTokenSource(
                 clients=self.clients,
                 tokens=self.tokens,
@@ -245,9 +248,10 @@ class Runtime:
         )
 
     @functools.cached_property
-    def login_limiter(self) -> FailureLimiter:
-        """Failed logins and client authentications, per source and per name."""
-        return FailureLimiter(limit=10, window=60.0)
+    def attempt_limiter(self) -> AttemptLimiter:
+        """The failed-attempt limits of devices, sign-ins, OAuth clients and sign-ups,
+        each in its own key spaces (decision 0011)."""
+        return AttemptLimiter(self.clock.now)
 
     @functools.cached_property
     def identities(self) -> ClientIdentities:
@@ -258,7 +262,9 @@ class Runtime:
             relays=SqlRelayStore(self.engine),
             psks=SqlPskStore(self.engine, self.box),
             relay_lifetime=timedelta(seconds=config.relay_lifetime_seconds),
-            relay_limiter=FailureLimiter(limit=config.relay_requests_per_minute, window=60.0),
+            relay_limiter=AttemptLimiter(
+                self.clock.now, {Space.RELAY: (Rule(config.relay_requests_per_minute, 60.0),)}
+            ),
         )
 
     @functools.cached_property
@@ -314,7 +320,14 @@ class Runtime:
             log.warning("certificate_reservations_abandoned", serials=list(serials))
         return serials
 
+    @functools.cached_property
+    def leadership(self) -> Leadership:
+        """The background duties this process leads (one node at a time per duty)."""
+        return Leadership(self.engine)
+
     def close(self) -> None:
+        if "leadership" in self.__dict__:
+            self.leadership.close()
         self.engine.dispose()
 
 
@@ -421,6 +434,7 @@ def open_runtime(
     outbox.register(
         CERTIFICATE_CHANGED, lambda payload: authority.tell_listeners(payload["serial"])
     )
+    on_change(engine, REVOCATIONS, authority.forget_crls)
     box = load_secret_box(settings, create=True)
     enrollments = SqlEnrollmentStore(engine, box, clock)
     devices = SqlDeviceStore(engine)
@@ -479,6 +493,7 @@ def open_runtime(
         metrics=metrics,
     )
     authority.add_listener(runtime.ocsp)  # a revocation drops its kept OCSP responses
+    on_change(engine, REVOCATIONS, runtime.ocsp.forget)  # ... made on any node
     if settings.mqtt.enabled:
         from imprint.mqtt.broker import BrokerFiles, BrokerSync
 

@@ -19,6 +19,7 @@ import uvicorn
 
 from imprint.api import create_app
 from imprint.http_limits import HandshakeDeadlineLoop, limited_protocol
+from imprint.leadership import BROKER_CRL, OUTBOX
 from imprint.runtime import Runtime, open_runtime
 from imprint.settings import Settings
 from imprint.tls import server_ssl_context
@@ -82,16 +83,21 @@ class ImprintServer(uvicorn.Server):
     async def _deliver_outbox(self) -> None:
         """Deliver the outbox: what a failed prompt delivery left for a retry, and what a
         process that died after its commit left undelivered. Also, once a minute, resolve
-        reservations of requests that died before signing and forget old deliveries."""
+        reservations of requests that died before signing and forget old deliveries.
+        On PostgreSQL one node at a time does this (``imprint.leadership``)."""
         runtime = self._runtime
         housekeeping = 0.0
         while True:
             try:
-                if time.monotonic() >= housekeeping:
+                leads = await asyncio.to_thread(runtime.leadership.leads, OUTBOX)
+                if not leads:
+                    housekeeping = 0.0  # due at once when this node takes over
+                elif time.monotonic() >= housekeeping:
                     await asyncio.to_thread(runtime.resolve_abandoned)
                     await asyncio.to_thread(runtime.outbox.purge)
                     housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
-                await asyncio.to_thread(runtime.outbox.deliver)
+                if leads:
+                    await asyncio.to_thread(runtime.outbox.deliver)
             except Exception:  # a database hiccup must not stop the loop
                 log.warning("could not deliver the outbox", exc_info=True)
             await asyncio.sleep(OUTBOX_SECONDS)
@@ -117,13 +123,21 @@ class ImprintServer(uvicorn.Server):
         settings = self._runtime.settings
         files = BrokerFiles(settings.mqtt_dir())
         sync = BrokerSync(settings.mqtt, files, self._runtime.authority, self._runtime.clock)
+        leadership = self._runtime.leadership
+        period = min(settings.ca.crl_validity_hours * 900.0, 3600.0)
+        due = 0.0
         while True:
-            if files.config.is_file():
+            # Asked every round, so a node takes over within a round of the leader's death.
+            leads = await asyncio.to_thread(leadership.leads, BROKER_CRL)
+            if leads and files.config.is_file() and time.monotonic() >= due:
                 try:
                     await asyncio.to_thread(sync.sync)
+                    due = time.monotonic() + period
                 except Exception:
                     log.warning("could not refresh the MQTT broker's CRL and ACL", exc_info=True)
-            await asyncio.sleep(min(settings.ca.crl_validity_hours * 900.0, 3600.0))
+            elif not leads:
+                due = 0.0
+            await asyncio.sleep(OUTBOX_SECONDS)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -40,6 +40,7 @@ __all__ = [
     "OAuthClientSettings",
     "OIDCSettings",
     "OcspSettings",
+    "Pkcs11Settings",
     "ProfileSettings",
     "SecretsSettings",
     "ServerSettings",
@@ -53,6 +54,9 @@ CONFIG_ENV = "IMPRINT_CONFIG"
 #: Not configuration: the admin token that the docs have users export for curl. It
 #: shares the prefix, so it is named here to keep it from counting as a typo.
 CLIENT_ENV = frozenset({"IMPRINT_TOKEN"})
+#: The PKCS#11 user PIN: read from the environment (or ``ca.pkcs11.pin_file``), never
+#: from the configuration file, so it is not a setting.
+PKCS11_PIN_ENV = "IMPRINT_PKCS11_PIN"
 DEFAULT_CONFIG_FILE = Path("imprint.yaml")
 MASK = "********"
 
@@ -194,6 +198,22 @@ class ServerSettings(_Section):
         return f"{scheme}://{host}:{self.port}"
 
 
+class Pkcs11Settings(_Section):
+    """CA keys in a PKCS#11 token (an HSM); used when ``library`` is set."""
+
+    library: Path | None = Field(
+        default=None,
+        description="PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so; unset: keys in files",
+    )
+    token_label: str = Field(default="imprint", description="Label of the token holding the keys")
+    issuing_key_label: str = Field(default="imprint-issuing", description="Issuing CA key's label")
+    root_key_label: str = Field(default="imprint-root", description="Root CA key's label")
+    pin_file: Path | None = Field(
+        default=None,
+        description="File holding the user PIN (else the IMPRINT_PKCS11_PIN variable)",
+    )
+
+
 class CASettings(_Section):
     key_type: KeyType = KeyType.EC_P256
     root_name: str = "imprint Root CA"
@@ -209,6 +229,7 @@ class CASettings(_Section):
         description="File holding the CA key passphrase; default DATA_DIR/ca-passphrase",
     )
     crl_validity_hours: int = Field(default=24, ge=1, description="CRL nextUpdate distance")
+    pkcs11: Pkcs11Settings = Pkcs11Settings()
     crl_url: str | None = Field(
         default=None,
         description="Public URL of the issuing CA's CRL written into every certificate's CRL "
@@ -563,7 +584,7 @@ def _known_env_keys(model: type[BaseModel], prefix: str) -> set[str]:
 
 
 def _check_environment(environ: dict[str, str]) -> None:
-    known = _known_env_keys(Settings, ENV_PREFIX) | {CONFIG_ENV} | CLIENT_ENV
+    known = _known_env_keys(Settings, ENV_PREFIX) | {CONFIG_ENV, PKCS11_PIN_ENV} | CLIENT_ENV
     for key in sorted(environ):
         if key.upper().startswith(ENV_PREFIX) and key.upper() not in known:
             raise ConfigurationError(f"unknown configuration variable {key}")

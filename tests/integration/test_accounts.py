@@ -49,7 +49,7 @@ def test_a_user_changes_her_password_and_her_older_tokens_end(service: Service) 
     assert (short.status_code, short.json()["code"]) == (400, "value_invalid")
     assert "10 to 1024 characters" in short.json()["detail"]
     extra = change(old_token, current_password=PASSWORD, new_password=NEW_PASSWORD, x="y")
-    assert extra.status_code == 422
+    assert extra.status_code == 400
     assert works(service, old_token)  # none of these changed anything
     assert sign_in(service, client_id, "homer@simps.net", NEW_PASSWORD) is None
 
@@ -107,7 +107,7 @@ def test_an_admin_manages_only_accounts_wholly_in_her_organizations(service: Ser
         own = http.patch(f"/api/v1/users/{marge_id}", json={"disabled": True})
         assert (own.status_code, own.json()["code"]) == (409, "own_account")
         for bad in ({"disabled": "maybe"}, {"disabled": True, "role": "admin"}, {}):
-            assert http.patch(f"/api/v1/users/{bart}", json=bad).status_code == 422
+            assert http.patch(f"/api/v1/users/{bart}", json=bad).status_code == 400
         short = http.put(f"/api/v1/users/{bart}/password", json={"password": "x"})
         assert short.status_code == 400
         assert works(service, bart_token)  # refused requests changed nothing

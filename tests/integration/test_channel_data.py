@@ -222,7 +222,7 @@ def test_wrong_keys_and_bad_input_store_nothing(service: Service, device: Device
     for response in reads:
         problem(response, 401, "channel_key_invalid")
     problem(no_field, 400, "channel_field_unknown")
-    problem(too_many, 422, "request_invalid")
+    problem(too_many, 400, "request_invalid")
     assert stored_entries(service) == 0
     with service.client() as http:
         empty = http.get(

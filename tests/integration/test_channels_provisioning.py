@@ -242,9 +242,9 @@ def test_bad_channel_templates_are_refused(service: Service) -> None:
         ({"fields": {"field1": ""}}, 400, "value_invalid"),
         ({"fields": {"field1": "a\nb"}}, 400, "value_invalid"),
         ({"fields": {"field1": "t"}, "name": "\x00"}, 400, "value_invalid"),
-        ({"fields": {"field1": "t"}, "delivery": "shouted"}, 422, "request_invalid"),
-        ({"fields": {"field1": "t"}, "colour": "red"}, 422, "request_invalid"),
-        ({"fields": {f"field{n}": "t" for n in range(1, 10)}}, 422, "request_invalid"),
+        ({"fields": {"field1": "t"}, "delivery": "shouted"}, 400, "request_invalid"),
+        ({"fields": {"field1": "t"}, "colour": "red"}, 400, "request_invalid"),
+        ({"fields": {f"field{n}": "t" for n in range(1, 10)}}, 400, "request_invalid"),
     ]
     with service.admin() as admin:
         for number, (channel, status, code) in enumerate(bad):

@@ -142,12 +142,12 @@ def test_refusals_are_problems_and_sign_nothing(service: Service) -> None:
             400,
             "value_invalid",
         ),
-        (operator, {"json": {"csr": csr_pem(csr), "owner": "globex"}}, 422, "request_invalid"),
-        (operator, {"json": []}, 422, "request_invalid"),
+        (operator, {"json": {"csr": csr_pem(csr), "owner": "globex"}}, 400, "request_invalid"),
+        (operator, {"json": []}, 400, "request_invalid"),
         (
             operator,
             {"content": b"{", "headers": {"Content-Type": "application/json"}},
-            422,
+            400,
             "request_invalid",
         ),
         (

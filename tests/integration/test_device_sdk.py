@@ -367,32 +367,33 @@ def test_pending_too_long_gives_up_and_a_retry_resumes(service: Service, tmp_pat
 
 
 def test_429_retry_after_is_honoured(service: Service, tmp_path: Path) -> None:
-    group = enrollment(service, "symmetric-key", "sdk-429")
-    device_key = derive_device_key(base64.b64decode(group["group_key"]), "rl-1")
-    # The server counts failures per source for a minute; a short window keeps the test
-    # short while its Retry-After is still computed and sent by the server.
-    limiter = service.runtime.provisioner._limiter
-    limiter.window = 3.0
+    # An OOB secret can be guessed, so ten wrong ones from this address hold back even
+    # the right one from here until the oldest failure is a minute old.
+    enrollment(service, "oob-secret", "sdk-429")
+    admin_post(
+        service, "/api/v1/enrollments/sdk-429/oob-secrets", device_id="rl-1", secret="rl-secret-1"
+    )
     with sdk(service, retry=RetryPolicy(max_attempts=1)) as client:
-        for _ in range(limiter.limit):
+        for attempt in range(10):
             with pytest.raises(RequestRefused) as refused:
-                provision_symmetric_key(client, "rl-1", device_key=b"wrong key")
+                provision_oob_secret(client, "rl-1", f"wrong-secret-{attempt}")
             assert refused.value.code == "signature_invalid"
         with pytest.raises(ServiceUnavailable) as limited:
-            provision_symmetric_key(client, "rl-1", device_key=device_key)
+            provision_oob_secret(client, "rl-1", "rl-secret-1")
     assert (limited.value.status, limited.value.code) == (429, "too_many_attempts")
     asked = limited.value.retry_after
     assert asked is not None
-    assert 1 <= asked <= 4
-    clock = ScriptedClock(real=True)
+    assert 1 <= asked <= 61
+    # While the device sleeps what Retry-After said, the server's clock moves on as much.
+    clock = ScriptedClock(
+        lambda _: service.clock.advance(timedelta(seconds=clock.sleeps[-1])), real=False
+    )
     store = DeviceStore(tmp_path / "device")
     with sdk(service, clock=clock, retry=RetryPolicy(max_attempts=3)) as client:
-        bundle = provision_symmetric_key(
-            client, "rl-1", device_key=device_key, key=store.pending_key()
-        )
+        bundle = provision_oob_secret(client, "rl-1", "rl-secret-1", key=store.pending_key())
         check_stored(store, bundle, client)
     assert len(clock.sleeps) == 1
-    assert 1 <= clock.sleeps[0] <= 4  # what Retry-After said, not the 0.5 s backoff
+    assert 1 <= clock.sleeps[0] <= 61  # what Retry-After said, not the 0.5 s backoff
 
 
 # -- renewal --------------------------------------------------------------------------------

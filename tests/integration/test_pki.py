@@ -45,6 +45,7 @@ from imprint.pki.material import CAMaterial, import_ca, init_ca, load_ca
 from imprint.pki.ocsp import OcspResponder
 from imprint.pki.profiles import Publication
 from imprint.pki.records import CertificateStatus
+from imprint.pki.signing import KeySigner
 from imprint.settings import KeyType, ProfileSettings, Settings
 from imprint.store import db
 from imprint.store.certificates import SqlCertificateLedger
@@ -485,7 +486,10 @@ def test_failed_signing_leaves_a_failed_record(
 ) -> None:
     authority = ca.authority
     # An Ed25519 key cannot sign with the SHA-256 the authority asks for.
-    broken = replace(authority.material, issuing_key=ed25519.Ed25519PrivateKey.generate())  # type: ignore[arg-type]
+    broken = replace(
+        authority.material,
+        issuing_signer=KeySigner(ed25519.Ed25519PrivateKey.generate()),  # type: ignore[arg-type]
+    )
     monkeypatch.setattr(authority, "material", broken)
     with pytest.raises(ValueError, match="ed25519"):
         authority.issue(request_for("device"))
@@ -847,7 +851,7 @@ def test_imported_openssl_ca_issues_certificates_openssl_accepts(
     )
     external_root = x509.load_pem_x509_certificate(external_ca.read("root.crt"))
     assert material.root == external_root
-    assert material.root_key is None  # we never saw the root's key
+    assert material.root_signer is None  # we never saw the root's key
     assert material.issuing.subject.rfc4514_string() == "CN=Ext Issuing,O=Example"
 
     # Re-encrypted with imprint's passphrase, and loadable from disk.
@@ -884,7 +888,7 @@ def test_self_signed_root_can_be_imported_as_the_issuing_ca(
     assert material.root == material.issuing
     assert material.chain == (material.root,)
     assert (settings.ca_dir / "root.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED")
-    assert load_ca(settings).root_key is not None
+    assert load_ca(settings).root_signer is not None
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from imprint import __version__, console
 from imprint.api.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from imprint.api.openapi import install_openapi
 from imprint.api.problems import install_problem_handlers
 from imprint.api.routes import (
     api_keys,
@@ -96,6 +97,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(console.router)
+    install_openapi(app)
     server = runtime.settings.server
     app.add_middleware(
         BodyLimitMiddleware,

@@ -11,6 +11,7 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from imprint.attestation.base import CertificateExpired, CertificateRevoked
 from imprint.attestation.peer_chain import PresentedChain, check_presented
@@ -193,7 +194,16 @@ def _proxied(certificate: x509.Certificate | None) -> PresentedCertificate | Non
     return PresentedCertificate(certificate, "proxy") if certificate is not None else None
 
 
-def optional_principal(request: Request) -> Principal | None:
+#: Declares ``Authorization: Bearer`` in the OpenAPI document (an operation's
+#: ``security``) of every route that reads the caller's credentials; the functions below
+#: read the header themselves, so this one never refuses anything.
+BEARER = HTTPBearer(
+    auto_error=False, scheme_name="bearer", description="An API key or an access token"
+)
+_Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+
+
+def optional_principal(request: Request, _bearer: _Bearer = None) -> Principal | None:
     """The caller named by ``Authorization: Bearer``: an API key, one of imprint's access
     tokens, or a token of the configured external OpenID provider; None without one.
 
@@ -214,7 +224,7 @@ def optional_principal(request: Request) -> Principal | None:
     return principal
 
 
-def require_principal(request: Request) -> Principal:
+def require_principal(request: Request, _bearer: _Bearer = None) -> Principal:
     """Require an authenticated caller (API key or access token).
 
     Raises:
@@ -226,7 +236,7 @@ def require_principal(request: Request) -> Principal:
     return principal
 
 
-def optional_api_key(request: Request) -> ApiKey | None:
+def optional_api_key(request: Request, _bearer: _Bearer = None) -> ApiKey | None:
     """The API key of this request; None without one or for an access token."""
     principal = optional_principal(request)
     if principal is None or principal.kind != "api-key":
@@ -234,7 +244,7 @@ def optional_api_key(request: Request) -> ApiKey | None:
     return runtime_of(request).api_keys.find(principal.subject)
 
 
-def admin_key(request: Request) -> ApiKey:
+def admin_key(request: Request, _bearer: _Bearer = None) -> ApiKey:
     """Require an admin API key (the whole instance).
 
     Endpoints not yet scoped by organization take only API keys: an access token of an
@@ -255,7 +265,7 @@ def admin_key(request: Request) -> ApiKey:
     return key
 
 
-def instance_admin(request: Request) -> Principal:
+def instance_admin(request: Request, _bearer: _Bearer = None) -> Principal:
     """Require the whole instance (an API key), for objects no organization owns.
 
     Raises:

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from imprint.api.refusals import record_refusal
 from imprint.attestation.base import AttestationFailed, TooManyAttempts
@@ -28,7 +29,7 @@ from imprint.errors import (
 )
 from imprint.logs import get_logger
 
-__all__ = ["install_problem_handlers", "problem_response"]
+__all__ = ["PROBLEM_JSON", "TITLES", "install_problem_handlers", "problem_response"]
 
 PROBLEM_JSON = "application/problem+json"
 log = get_logger(__name__)
@@ -46,7 +47,7 @@ _STATUS: list[tuple[type[ImprintError], int]] = [
     (CAError, 503),
 ]
 
-_TITLES = {
+TITLES = {
     400: "Bad request",
     401: "Authentication required",
     403: "Forbidden",
@@ -56,7 +57,6 @@ _TITLES = {
     413: "Request body too large",
     415: "Unsupported media type",
     429: "Too many requests",
-    422: "Invalid request",
     500: "Internal error",
     502: "Bad gateway",
     503: "Unavailable",
@@ -80,7 +80,7 @@ def problem_response(
 ) -> JSONResponse:
     body = {
         "type": f"urn:imprint:problem:{code}",
-        "title": _TITLES.get(status, "Error"),
+        "title": TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,
         "code": code,
@@ -112,16 +112,40 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         for err in exc.errors()
     ]
     fields = ", ".join(e["field"] or "body" for e in errors)
+    # One status for bad input, whoever finds it: the same 400 as the domain's
+    # InvalidRequest (docs/api.md).
     return problem_response(
-        422, "request_invalid", f"the request is not valid: {fields}", errors=errors
+        400, "request_invalid", f"the request is not valid: {fields}", errors=errors
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route of this path answers, for a 405's ``Allow`` header.
+
+    Each FastAPI route holds one method, and the router lets the first route of the
+    path answer a wrong method with only its own; this asks every route.
+    """
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
-    return problem_response(exc.status_code, code, detail, headers=exc.headers)
+    detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "Error")
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
+    return problem_response(exc.status_code, code, detail, headers=headers)
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

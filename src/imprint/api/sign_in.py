@@ -7,6 +7,7 @@ from typing import Any
 
 from imprint.app.auditing import audit
 from imprint.auth.passwords import verify_password
+from imprint.provisioning.ratelimit import guessable_keys
 from imprint.runtime import Runtime
 from imprint.tenancy.users import User, canonical_username
 
@@ -18,23 +19,23 @@ def check_password(
 ) -> User | None:
     """The enabled user with this name and password, else None.
 
-    A mismatch counts as a failure for the address and for the user name, and writes a
-    failed ``user.login`` audit entry with ``details`` (which form it came from). The
-    password is verified even for an unknown name, so timing does not tell which
-    names exist.
+    A password can be guessed: the attempt is limited before it is verified, per
+    address, per user name from that address and per user name everywhere (decision
+    0009), so strangers elsewhere cannot lock the user out. A mismatch counts as a
+    failure and writes a failed ``user.login`` audit entry with ``details`` (which form
+    it came from). The password is verified even for an unknown name, so timing does
+    not tell which names exist.
 
     Raises:
         TooManyAttempts: too many recent failures for the address or the user name.
     """
     username = canonical_username(username)[:200]  # bounds the limiter's keys too
-    runtime.login_limiter.check(source, f"user:{username}")
-    user = runtime.users.find_by_username(username) if username else None
-    if (
-        not verify_password(user.password_hash if user else None, password)
-        or user is None
-        or user.disabled
-    ):
-        runtime.login_limiter.failure(source, f"user:{username}")
+    with runtime.attempt_limiter.attempt(guessable_keys(f"user:{username}", source)) as attempt:
+        user = runtime.users.find_by_username(username) if username else None
+        proven = verify_password(user.password_hash if user else None, password)
+        if not proven or user is None or user.disabled:
+            attempt.failed()
+    if attempt.counted:
         audit(
             runtime,
             f"user:{username}",

@@ -23,6 +23,7 @@ from imprint.provisioning.enrollments import (
     create_enrollment,
     new_enrollment_id,
 )
+from imprint.provisioning.ratelimit import Space
 from imprint.provisioning.registration_keys import create_registration_key
 from imprint.tenancy.access import Principal, authorize, role_in
 from imprint.tenancy.orgs import (
@@ -218,8 +219,7 @@ class OrganizationOperations(Operations):
         channel (:data:`SIGNUP_CHANNEL`). Nobody is signed in: the audit
         entry names the new admin (``user:<username>``).
 
-        Every sign-up counts against ``source`` (the caller's address) in the sign-in
-        failure limiter.
+        Every sign-up counts against ``source`` (the caller's address).
 
         Raises:
             PermissionDenied: self-registration is switched off.
@@ -231,9 +231,8 @@ class OrganizationOperations(Operations):
             raise PermissionDenied(
                 "self-registration is switched off here", code="self_registration_disabled"
             )
-        limiter = self._rt.login_limiter
-        limiter.check(f"signup:{source}")
-        limiter.failure(f"signup:{source}")  # every sign-up counts against the address
+        # Every sign-up counts against the address, in its own key space.
+        self._rt.attempt_limiter.count([(Space.SIGNUP, source or "-")])
         username = normalize_username(username)
         check_password_policy(password)
         if org_id is not None:

@@ -243,9 +243,17 @@ class Attestation:
 
 
 class Attestor(Protocol):
-    """One attestation mechanism."""
+    """One attestation mechanism.
+
+    ``guessable`` says whether its evidence could be found by guessing (a secret a
+    person chose or typed, a short key half): such attempts are limited before they
+    are verified, per claimed identity and source; unguessable evidence (a signature,
+    a 256-bit key) is verified first and only its refusals are counted
+    (:mod:`imprint.provisioning.ratelimit`).
+    """
 
     mechanism: Mechanism
+    guessable: bool
 
     def attest(self, evidence: Evidence) -> Attestation:
         """Check the evidence.

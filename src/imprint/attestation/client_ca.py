@@ -38,6 +38,7 @@ MAX_ENROLLMENTS = 1000
 
 class ClientCAAttestor:
     mechanism = Mechanism.CLIENT_CA
+    guessable = False
 
     def __init__(
         self, *, enrollments: EnrollmentStore, cas: ClientCAStore, devices: DeviceStore

@@ -228,6 +228,7 @@ class OobSecretAttestor:
     """Checks a device's proof of its OOB secret; spends the secret once it is issued."""
 
     mechanism = Mechanism.OOB_SECRET
+    guessable = True
 
     def __init__(
         self,

@@ -71,6 +71,7 @@ class RegistrationKeyAttestor:
     """Admits a serial number with the first half of its enrollment's registration key."""
 
     mechanism = Mechanism.REGISTRATION_KEY
+    guessable = True
 
     def __init__(self, keys: RegistrationKeyStore, enrollments: EnrollmentStore) -> None:
         self._keys = keys

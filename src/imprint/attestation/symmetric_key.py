@@ -124,6 +124,7 @@ class SymmetricKeyAttestor:
     """Checks a symmetric-key token and names the device by its registration id."""
 
     mechanism = Mechanism.SYMMETRIC_KEY
+    guessable = False
 
     def __init__(self, enrollments: EnrollmentStore, nonces: NonceStore) -> None:
         self._enrollments = enrollments

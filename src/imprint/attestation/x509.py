@@ -204,6 +204,7 @@ class X509Attestor:
     """Attests a device by its manufacturer certificate (IDevID)."""
 
     mechanism = Mechanism.X509
+    guessable = False
 
     def __init__(
         self,

@@ -345,7 +345,13 @@ def ca_init(
 @ca_app.command("import")
 def ca_import(
     cert: Annotated[Path, typer.Option(help="Issuing CA certificate (PEM or DER)")],
-    key: Annotated[Path, typer.Option(help="Issuing CA private key (PEM)")],
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Issuing CA private key (PEM); with ca.pkcs11 it is put into the token, "
+            "and without it the token's key under ca.pkcs11.issuing_key_label is used"
+        ),
+    ] = None,
     chain: Annotated[
         Path | None, typer.Option(help="CA certificates above it, root last (PEM)")
     ] = None,
@@ -354,13 +360,15 @@ def ca_import(
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing CA")] = False,
 ) -> None:
-    """Bring your own CA: its key is re-encrypted with imprint's CA passphrase."""
+    """Bring your own CA: its key is re-encrypted with imprint's CA passphrase, or kept in
+    the PKCS#11 token (ca.pkcs11)."""
     from imprint.pki.material import import_ca
 
     settings = _settings()
     try:
         password = key_password_file.read_bytes().strip() if key_password_file else None
-        cert_bytes, key_bytes = cert.read_bytes(), key.read_bytes()
+        cert_bytes = cert.read_bytes()
+        key_bytes = key.read_bytes() if key else None
         chain_bytes = chain.read_bytes() if chain else None
     except OSError as exc:
         _fail(f"cannot read {exc.filename}: {exc.strerror}")
@@ -395,7 +403,11 @@ def _print_ca(settings: Settings, root: object, issuing: object) -> None:
 
     from imprint.pki.keys import key_description
 
-    table = Table(title=f"CA in {settings.ca_dir}")
+    pkcs11 = settings.ca.pkcs11
+    where = (
+        f"PKCS#11 token {pkcs11.token_label!r}" if pkcs11.library is not None else settings.ca_dir
+    )
+    table = Table(title=f"CA in {where}")
     for column in ("role", "subject", "key", "not after", "SHA-256 fingerprint"):
         table.add_column(column)
     for role, certificate in (("root", root), ("issuing", issuing)):

@@ -8,7 +8,7 @@ from datetime import timedelta
 from imprint.identities.identity import IdentityIssuer
 from imprint.identities.psk import PskStore
 from imprint.identities.relay import RelayStore
-from imprint.provisioning.ratelimit import FailureLimiter
+from imprint.provisioning.ratelimit import AttemptLimiter
 
 __all__ = ["ClientIdentities"]
 
@@ -30,4 +30,4 @@ class ClientIdentities:
     relays: RelayStore
     psks: PskStore
     relay_lifetime: timedelta
-    relay_limiter: FailureLimiter
+    relay_limiter: AttemptLimiter

@@ -32,7 +32,6 @@ from imprint.errors import InvalidValue, NotFound
 from imprint.logs import get_logger
 from imprint.outbox import Outbox
 from imprint.pki.csr import IssuablePublicKey, check_public_key
-from imprint.pki.keys import SigningKey, signature_hash
 from imprint.pki.material import CAMaterial
 from imprint.pki.profiles import (
     CertificateProfile,
@@ -43,6 +42,7 @@ from imprint.pki.profiles import (
 )
 from imprint.pki.records import CertificateLedger, CertificateRecord, CertificateStatus
 from imprint.pki.serials import normalize_serial, random_serial, serial_hex
+from imprint.pki.signing import CASigner
 from imprint.settings import ProfileSettings
 
 __all__ = [
@@ -303,8 +303,7 @@ class CertificateAuthority:
             )
             for extension, critical in extensions:
                 builder = builder.add_extension(extension, critical=critical)
-            key = self.material.issuing_key
-            certificate = builder.sign(key, signature_hash(key))
+            certificate = self.material.issuing_signer.sign_certificate(builder)
         except Exception:
             self._ledger.mark_failed(record.serial)
             raise
@@ -338,24 +337,31 @@ class CertificateAuthority:
         self._changed(record)
         return record
 
+    def forget_crls(self) -> None:
+        """Drop the cached CRLs (another node revoked a certificate): the next request
+        makes them anew."""
+        with self._crl_lock:
+            self._crl_cache.clear()
+
     def _revoked(self, issuer: str, reason: str) -> None:
         with self._crl_lock:
             self._crl_cache.pop(issuer, None)
         if self._events:
             self._events.certificate_revoked(reason)
 
-    def _issuer(self, name: str) -> tuple[str, x509.Certificate, SigningKey]:
+    def _issuer(self, name: str) -> tuple[str, x509.Certificate, CASigner]:
         if name in ("issuing", self.issuing_id):
-            return self.issuing_id, self.material.issuing, self.material.issuing_key
-        if name in ("root", self.root_id) and self.material.root_key is not None:
-            return self.root_id, self.material.root, self.material.root_key
+            return self.issuing_id, self.material.issuing, self.material.issuing_signer
+        if name in ("root", self.root_id) and self.material.root_signer is not None:
+            return self.root_id, self.material.root, self.material.root_signer
         raise NotFound(f"no CRL for issuer {name!r}")
 
     def crl(self, issuer_name: str = "issuing") -> x509.CertificateRevocationList:
         """The current CRL of an issuer ("issuing", "root" or a key id).
 
         CRLs are cached for a minute per process and re-made at once after a
-        revocation in this process.
+        revocation in this process, or in another one on PostgreSQL (told through
+        ``LISTEN/NOTIFY``, see :mod:`imprint.store.cache`).
 
         Raises:
             NotFound: an unknown issuer, or the root when its key is not held.
@@ -395,7 +401,7 @@ class CertificateAuthority:
                         x509.CRLReason(x509.ReasonFlags(entry.reason)), critical=False
                     )
                 builder = builder.add_revoked_certificate(revoked.build())
-            crl = builder.sign(key, signature_hash(key))
+            crl = key.sign_crl(builder)
             self._crl_cache[issuer_id] = _CachedCRL(crl, clock.timestamp())
             return crl
 

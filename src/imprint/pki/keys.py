@@ -34,9 +34,15 @@ def generate_key(key_type: KeyType) -> SigningKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=3072)
 
 
-def signature_hash(key: SigningKey) -> hashes.SHA256 | hashes.SHA384:
-    """The digest to sign with: SHA-384 for P-384 and up, SHA-256 otherwise."""
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+def signature_hash(
+    key: SigningKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+) -> hashes.SHA256 | hashes.SHA384:
+    """The digest to sign with (for a private key or its public half): SHA-384 for P-384
+    and up, SHA-256 otherwise."""
+    if (
+        isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey)
+        and key.curve.key_size >= 384
+    ):
         return hashes.SHA384()
     return hashes.SHA256()
 

@@ -1,4 +1,9 @@
-"""CA material on disk: create a root and an issuing CA, import your own, load it.
+"""CA material: create a root and an issuing CA, import your own, load it.
+
+The keys are in files (encrypted) or, with ``ca.pkcs11.library`` set, in a PKCS#11 token
+(:mod:`imprint.pki.token`), which then holds the CA certificates too; the files below
+are then only a public copy of the certificates. Either way what signs is a
+:class:`imprint.pki.signing.CASigner`.
 
 Layout of ``DATA_DIR/ca``::
 
@@ -16,6 +21,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -29,10 +35,13 @@ from imprint.pki.keys import (
     generate_key,
     load_private_key,
     save_private_key,
-    signature_hash,
 )
 from imprint.pki.serials import random_serial
+from imprint.pki.signing import CAPublicKey, CASigner, KeySigner
 from imprint.settings import Settings
+
+if TYPE_CHECKING:
+    from imprint.pki.token import Pkcs11Token
 
 __all__ = ["CAMaterial", "import_ca", "init_ca", "load_ca", "resolve_passphrase"]
 
@@ -42,9 +51,9 @@ class CAMaterial:
     """The loaded CA: certificates always, keys where we hold them."""
 
     root: x509.Certificate
-    root_key: SigningKey | None
+    root_signer: CASigner | None
     issuing: x509.Certificate
-    issuing_key: SigningKey
+    issuing_signer: CASigner
     chain: tuple[x509.Certificate, ...]  # issuing first, root last
 
 
@@ -84,9 +93,9 @@ def _name(common_name: str, organization: str | None) -> x509.Name:
 def _ca_certificate(
     *,
     subject: x509.Name,
-    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    public_key: CAPublicKey,
     issuer: x509.Certificate | None,
-    signing_key: SigningKey,
+    signer: CASigner,
     not_before: datetime,
     not_after: datetime,
     path_length: int,
@@ -125,60 +134,96 @@ def _ca_certificate(
         .add_extension(ski, critical=False)
         .add_extension(aki, critical=False)
     )
-    return builder.sign(signing_key, signature_hash(signing_key))
+    return signer.sign_certificate(builder)
 
 
 def _write_pem(path: Path, certificates: list[x509.Certificate]) -> None:
     path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates))
 
 
-def _has_material(files: CAFiles) -> bool:
+def _has_material(settings: Settings, token: Pkcs11Token | None) -> bool:
+    if token is not None:
+        pkcs11 = settings.ca.pkcs11
+        return bool(token.chain(pkcs11.issuing_key_label)) or token.has_key(
+            pkcs11.issuing_key_label
+        )
+    files = settings.layout().ca
     return files.issuing_certificate.exists() or files.issuing_key.exists()
 
 
+def _token(settings: Settings) -> Pkcs11Token | None:
+    """The configured PKCS#11 token, logged in; None when the keys are in files."""
+    if settings.ca.pkcs11.library is None:
+        return None
+    from imprint.pki.token import open_token
+
+    return open_token(settings.ca.pkcs11)
+
+
+def _write_certificates(files: CAFiles, chain: list[x509.Certificate]) -> None:
+    files.directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(files.directory, 0o700)
+    _write_pem(files.root_certificate, [chain[-1]])
+    _write_pem(files.issuing_certificate, [chain[0]])
+    _write_pem(files.chain, chain)
+
+
 def init_ca(settings: Settings, *, force: bool = False) -> CAMaterial:
-    """Create a root and an issuing CA in the data directory.
+    """Create a root and an issuing CA: keys in encrypted files in the data directory, or
+    made inside the PKCS#11 token when ``ca.pkcs11.library`` is set.
 
     Raises:
         Conflict: CA material exists and ``force`` is not set.
+        CAKeyLocked, CAError: the token cannot be used (no PIN, a wrong one).
     """
     files = settings.layout().ca
-    directory = files.directory
-    if _has_material(files) and not force:
-        raise Conflict(f"a CA exists already in {directory}; pass --force to replace it")
-    passphrase = resolve_passphrase(settings, create=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    token = _token(settings)
+    where = f"token {token.label!r}" if token else str(files.directory)
+    if _has_material(settings, token) and not force:
+        raise Conflict(f"a CA exists already in {where}; pass --force to replace it")
+    key_type = settings.ca.key_type
+    if token is None:
+        passphrase = resolve_passphrase(settings, create=True)
+        root_key, issuing_key = generate_key(key_type), generate_key(key_type)
+        root_signer: CASigner = KeySigner(root_key)
+        issuing_signer: CASigner = KeySigner(issuing_key)
+    else:
+        labels = settings.ca.pkcs11
+        token.remove(labels.root_key_label, labels.issuing_key_label)
+        root_signer = token.generate(labels.root_key_label, key_type)
+        issuing_signer = token.generate(labels.issuing_key_label, key_type)
     now = datetime.now(UTC).replace(microsecond=0)
-    root_key = generate_key(settings.ca.key_type)
-    root_subject = _name(settings.ca.root_name, settings.ca.organization)
     root = _ca_certificate(
-        subject=root_subject,
-        public_key=root_key.public_key(),
+        subject=_name(settings.ca.root_name, settings.ca.organization),
+        public_key=root_signer.public_key(),
         issuer=None,
-        signing_key=root_key,
+        signer=root_signer,
         not_before=now - timedelta(minutes=5),
         not_after=now + timedelta(days=settings.ca.root_validity_days),
         path_length=1,
     )
-    issuing_key = generate_key(settings.ca.key_type)
     issuing = _ca_certificate(
         subject=_name(settings.ca.issuing_name, settings.ca.organization),
-        public_key=issuing_key.public_key(),
+        public_key=issuing_signer.public_key(),
         issuer=root,
-        signing_key=root_key,
+        signer=root_signer,
         not_before=now - timedelta(minutes=5),
         not_after=min(
             root.not_valid_after_utc, now + timedelta(days=settings.ca.issuing_validity_days)
         ),
         path_length=0,
     )
-    save_private_key(files.root_key, root_key, passphrase)
-    save_private_key(files.issuing_key, issuing_key, passphrase)
-    _write_pem(files.root_certificate, [root])
-    _write_pem(files.issuing_certificate, [issuing])
-    _write_pem(files.chain, [issuing, root])
-    return CAMaterial(root, root_key, issuing, issuing_key, (issuing, root))
+    if token is None:
+        files.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(files.directory, 0o700)
+        save_private_key(files.root_key, root_key, passphrase)
+        save_private_key(files.issuing_key, issuing_key, passphrase)
+    else:
+        token.store_chain(settings.ca.pkcs11.issuing_key_label, [issuing, root])
+        files.root_key.unlink(missing_ok=True)
+        files.issuing_key.unlink(missing_ok=True)
+    _write_certificates(files, [issuing, root])
+    return CAMaterial(root, root_signer, issuing, issuing_signer, (issuing, root))
 
 
 def _load_certificates(data: bytes, what: str) -> list[x509.Certificate]:
@@ -206,43 +251,24 @@ def _same_key(certificate: x509.Certificate, key: SigningKey) -> bool:
     ) == key.public_key().public_bytes(serialization.Encoding.DER, fmt)
 
 
-def import_ca(
-    settings: Settings,
-    *,
-    certificate: bytes,
-    key: bytes,
-    chain: bytes | None,
-    key_password: bytes | None,
-    force: bool = False,
-) -> CAMaterial:
-    """Bring your own issuing CA: its certificate, its key and the chain above it.
-
-    The key is re-encrypted with imprint's CA passphrase. When the certificate is a
-    self-signed root, it serves as both root and issuing CA.
-
-    Raises:
-        InvalidValue: unparseable input, a key that does not match, a non-CA
-            certificate, or a chain that does not lead to a self-signed root.
-        Conflict: CA material exists and ``force`` is not set.
-    """
-    from imprint.pki.chain import verify_ca_chain
-
-    files = settings.layout().ca
-    directory = files.directory
-    if _has_material(files) and not force:
-        raise Conflict(f"a CA exists already in {directory}; pass --force to replace it")
-    issuing = _load_certificates(certificate, "the CA certificate")[0]
-    above = _load_certificates(chain, "the chain") if chain else []
+def _read_key(key: bytes, password: bytes | None) -> SigningKey:
     try:
-        issuing_key = serialization.load_pem_private_key(key, password=key_password or None)
+        loaded = serialization.load_pem_private_key(key, password=password or None)
     except TypeError:
         raise InvalidValue("the CA key is encrypted: give its password") from None
     except ValueError:
         raise InvalidValue("the CA key cannot be read (wrong password or not a PEM key)") from None
-    if not isinstance(issuing_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise InvalidValue("the CA key must be EC or RSA")
-    if not _same_key(issuing, issuing_key):
-        raise InvalidValue("the key does not belong to the CA certificate")
+    return loaded
+
+
+def _check_chain(
+    issuing: x509.Certificate, above: list[x509.Certificate]
+) -> list[x509.Certificate]:
+    """The full chain, issuing CA first; checked to be CAs that lead to a root."""
+    from imprint.pki.chain import verify_ca_chain
+
     if not _is_ca(issuing):
         raise InvalidValue("the certificate is not a CA (basicConstraints CA and keyCertSign)")
     for ca_certificate in (issuing, *above):
@@ -254,32 +280,89 @@ def import_ca(
                 "identifier; imprint names issuers by it"
             ) from None
     full_chain = [issuing, *[c for c in above if c != issuing]]
-    root = full_chain[-1]
-    if root.subject != root.issuer:
+    if full_chain[-1].subject != full_chain[-1].issuer:
         raise InvalidValue("the chain must end with a self-signed root certificate")
     verify_ca_chain(full_chain)
-    passphrase = resolve_passphrase(settings, create=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    files.root_key.unlink(missing_ok=True)  # stale, unless this import brings the root's
-    root_key = issuing_key if root == issuing else None
-    save_private_key(files.issuing_key, issuing_key, passphrase)
-    if root_key is not None:
-        save_private_key(files.root_key, root_key, passphrase)
-    _write_pem(files.root_certificate, [root])
-    _write_pem(files.issuing_certificate, [issuing])
-    _write_pem(files.chain, full_chain)
-    return CAMaterial(root, root_key, issuing, issuing_key, tuple(full_chain))
+    return full_chain
+
+
+def import_ca(
+    settings: Settings,
+    *,
+    certificate: bytes,
+    key: bytes | None,
+    chain: bytes | None,
+    key_password: bytes | None,
+    force: bool = False,
+) -> CAMaterial:
+    """Bring your own issuing CA: its certificate, its key and the chain above it.
+
+    With keys in files, the key is re-encrypted with imprint's CA passphrase. With a
+    PKCS#11 token, the key is put into the token (sensitive, not extractable), or, with
+    no ``key``, the key already in the token under ``ca.pkcs11.issuing_key_label`` is
+    used. When the certificate is a self-signed root, it serves as both root and
+    issuing CA.
+
+    Raises:
+        InvalidValue: unparseable input, a key that does not match, a non-CA
+            certificate, or a chain that does not lead to a self-signed root.
+        Conflict: CA material exists and ``force`` is not set.
+        CAError: no key given and none in the token, or the token's does not match.
+    """
+    files = settings.layout().ca
+    token = _token(settings)
+    labels = settings.ca.pkcs11
+    issuing = _load_certificates(certificate, "the CA certificate")[0]
+    above = _load_certificates(chain, "the chain") if chain else []
+    issuing_key = None if key is None else _read_key(key, key_password)
+    if issuing_key is None and token is None:
+        raise InvalidValue("the CA key is needed (keys are in files, not in a PKCS#11 token)")
+    if issuing_key is not None and not _same_key(issuing, issuing_key):
+        raise InvalidValue("the key does not belong to the CA certificate")
+    full_chain = _check_chain(issuing, above)
+    root = full_chain[-1]
+    if token is None:
+        assert issuing_key is not None
+        if _has_material(settings, None) and not force:
+            raise Conflict(f"a CA exists already in {files.directory}; pass --force to replace it")
+        passphrase = resolve_passphrase(settings, create=True)
+        files.directory.mkdir(parents=True, exist_ok=True)
+        files.root_key.unlink(missing_ok=True)  # stale, unless this import brings the root's
+        save_private_key(files.issuing_key, issuing_key, passphrase)
+        if root == issuing:
+            save_private_key(files.root_key, issuing_key, passphrase)
+        issuing_signer: CASigner = KeySigner(issuing_key)
+    else:
+        if token.chain(labels.issuing_key_label) and not force:
+            raise Conflict(f"a CA exists already in token {token.label!r}; pass --force")
+        token.remove(labels.root_key_label)  # stale: an imported CA brings no other root key
+        if issuing_key is not None:
+            token.remove(labels.issuing_key_label)
+            issuing_signer = token.import_key(labels.issuing_key_label, issuing_key)
+        else:
+            token.remove_certificates(labels.issuing_key_label)
+            public = issuing.public_key()
+            if not isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+                raise InvalidValue("the CA key must be EC or RSA")
+            issuing_signer = token.signer(labels.issuing_key_label, public)
+        token.store_chain(labels.issuing_key_label, full_chain)
+    _write_certificates(files, full_chain)
+    root_signer = issuing_signer if root == issuing else None
+    return CAMaterial(root, root_signer, issuing, issuing_signer, tuple(full_chain))
 
 
 def load_ca(settings: Settings) -> CAMaterial:
-    """Load the CA from the data directory.
+    """Load the CA: from the data directory, or from the PKCS#11 token when configured.
 
     Raises:
         CANotInitialized: no CA there.
-        CAKeyLocked: missing or wrong passphrase.
+        CAKeyLocked: missing or wrong passphrase or PIN.
         UnencryptedCAKey: a plaintext key outside development mode.
+        CAError: the token cannot be used, or its key does not match the certificate.
     """
+    token = _token(settings)
+    if token is not None:
+        return _load_from_token(settings, token)
     files = settings.layout().ca
     directory = files.directory
     if not files.issuing_certificate.is_file() or not (files.issuing_key).is_file():
@@ -300,4 +383,36 @@ def load_ca(settings: Settings) -> CAMaterial:
         if root_key_path.is_file()
         else None
     )
-    return CAMaterial(root, root_key, chain[0], issuing_key, chain)
+    return CAMaterial(
+        root,
+        None if root_key is None else KeySigner(root_key),
+        chain[0],
+        KeySigner(issuing_key),
+        chain,
+    )
+
+
+def _load_from_token(settings: Settings, token: Pkcs11Token) -> CAMaterial:
+    labels = settings.ca.pkcs11
+    chain = token.chain(labels.issuing_key_label)
+    if not chain:
+        raise CANotInitialized(
+            f"no CA in PKCS#11 token {token.label!r}; run 'imprint ca init' or 'imprint ca import'"
+        )
+    issuing, root = chain[0], chain[-1]
+
+    def public(certificate: x509.Certificate) -> CAPublicKey:
+        key = certificate.public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
+        return key
+
+    issuing_signer = token.signer(labels.issuing_key_label, public(issuing))
+    root_signer: CASigner | None = None
+    if root == issuing:
+        root_signer = issuing_signer
+    elif token.has_key(labels.root_key_label):
+        root_signer = token.signer(labels.root_key_label, public(root))
+    files = settings.layout().ca
+    if not files.chain.is_file():
+        _write_certificates(files, chain)  # a public copy, for people and scripts
+    return CAMaterial(root, root_signer, issuing, issuing_signer, tuple(chain))

@@ -185,6 +185,10 @@ class OcspResponder:
             if key[0] == serial:
                 self._kept.pop(key, None)
 
+    def forget(self) -> None:
+        """Forget every kept answer (another node revoked a certificate)."""
+        self._kept.clear()
+
     def _keep(self, key: tuple[int, str], kept: _Kept, now: datetime) -> None:
         """Keep an answer; past MAX_KEPT answers, drop the stale ones (or all)."""
         if len(self._kept) >= MAX_KEPT:

@@ -43,6 +43,7 @@ from imprint.attestation.base import (
     Evidence,
     Hold,
     KeyMismatch,
+    TooManyAttempts,
 )
 from imprint.attestation.renewal import Renewal, RenewalAuthorizer
 from imprint.audit import AuditEntry, AuditLog
@@ -64,7 +65,7 @@ from imprint.provisioning.devices import (
 )
 from imprint.provisioning.enrollments import Enrollment, Mechanism, ReprovisionPolicy
 from imprint.provisioning.hub import HubToken, HubTokenSource, HubTokenUnavailable
-from imprint.provisioning.ratelimit import FailureLimiter
+from imprint.provisioning.ratelimit import AttemptLimiter, Key, guessable_keys, refusal_keys
 
 __all__ = [
     "ChannelNotConfigured",
@@ -174,7 +175,7 @@ class Provisioner:
         devices: DeviceStore,
         recorder: StepRecorder,
         attestors: Mapping[Mechanism, Attestor],
-        limiter: FailureLimiter | None = None,
+        limiter: AttemptLimiter | None = None,
         services: Mapping[str, str] | None = None,
         channels: ChannelStore | None = None,
         transaction: Callable[[], AbstractContextManager[object]] | None = None,
@@ -189,12 +190,12 @@ class Provisioner:
         self._devices = devices
         self._recorder = recorder
         self._attestors = dict(attestors)
-        self._limiter = limiter or FailureLimiter()
         self._services = dict(services or {})
         self._renewals = renewals
         self._hub_tokens = hub_tokens
         self._audit_log = audit
         self._clock = clock or SystemClock()
+        self._limiter = limiter or AttemptLimiter(self._clock.now)
 
     @property
     def mechanisms(self) -> list[str]:
@@ -229,7 +230,8 @@ class Provisioner:
                     effect(evidence.at)
             return outcome
 
-        outcome, _attestation = self._run(evidence, attest, decide)
+        guessable = attestor is not None and attestor.guessable
+        outcome, _attestation = self._run(evidence, attest, decide, guessable)
         return outcome
 
     def renew(self, evidence: Evidence) -> Outcome:
@@ -251,19 +253,13 @@ class Provisioner:
         evidence: Evidence,
         authorize: Callable[[Evidence], _G],
         decide: Callable[[Evidence, _G, _Steps], Outcome],
+        guessable: bool = False,
     ) -> tuple[Outcome, _G]:
-        """The steps every request takes: the failed-attempt limit, authorization (its
-        failures count against the limit), then ``decide`` in one unit of work with the
-        step records; a refusal rolls back all but the records."""
+        """The steps every request takes: authorization under the failed-attempt limits,
+        then ``decide`` in one unit of work with the step records; a refusal rolls back
+        all but the records."""
         step = _Steps(uuid.uuid4().hex, evidence, self._clock)
-        self._limiter.check(evidence.source, evidence.registration_id)
-        try:
-            grant = authorize(evidence)
-        except (AttestationFailed, InvalidRequest) as exc:
-            self._limiter.failure(evidence.source, evidence.registration_id)
-            step.failed(ProvisioningStep.ATTEST, exc)
-            self._recorder.record(step.finished())
-            raise
+        grant = self._authorized(evidence, authorize, step, guessable)
         step.ok(ProvisioningStep.ATTEST, grant)
         try:
             with self._transaction():
@@ -271,11 +267,62 @@ class Provisioner:
                 self._recorder.record(step.finished())
         except ImprintError as exc:
             if isinstance(exc, AttestationFailed):  # a device check refused the proof
-                self._limiter.failure(evidence.source, evidence.registration_id)
+                self._limiter.refused(self._limit_keys(evidence, guessable))
             step.failed(step.current, exc)
             self._recorder.record(step.finished())
             raise
         return outcome, grant
+
+    def _authorized(
+        self,
+        evidence: Evidence,
+        authorize: Callable[[Evidence], _G],
+        step: _Steps,
+        guessable: bool,
+    ) -> _G:
+        """Authorize the evidence under the failed-attempt limits (decision 0011).
+
+        Guessable evidence reserves its place in the counters of its source and claimed
+        identity before it is verified. Unguessable evidence is verified first, so the
+        right evidence always passes; a refusal counts against its source, and one from
+        a source over the limit is answered 429 without a step record.
+        """
+        if guessable:
+            return self._guess_checked(evidence, authorize, step)
+        try:
+            return authorize(evidence)
+        except (AttestationFailed, InvalidRequest) as exc:
+            retry = self._limiter.refused(refusal_keys(evidence.source))
+            if retry is not None:
+                raise TooManyAttempts(
+                    "too many failed attempts; try again later", retry_after=retry
+                ) from None
+            step.failed(ProvisioningStep.ATTEST, exc)
+            self._recorder.record(step.finished())
+            raise
+
+    @staticmethod
+    def _limit_keys(evidence: Evidence, guessable: bool) -> tuple[Key, ...]:
+        if not guessable:
+            return refusal_keys(evidence.source)
+        claim = evidence.registration_id
+        return guessable_keys(
+            None if claim is None else f"{evidence.mechanism.value}:{claim[:200]}",
+            evidence.source,
+        )
+
+    def _guess_checked(
+        self, evidence: Evidence, authorize: Callable[[Evidence], _G], step: _Steps
+    ) -> _G:
+        with self._limiter.attempt(self._limit_keys(evidence, True)) as attempt:
+            try:
+                grant = authorize(evidence)
+            except (AttestationFailed, InvalidRequest) as exc:
+                attempt.failed()
+                step.failed(ProvisioningStep.ATTEST, exc)
+                self._recorder.record(step.finished())
+                raise
+        return grant
 
     def _locked_device(self, evidence: Evidence, attestation: Attestation, step: _Steps) -> _Locked:
         """Apply the enrollment's policy to the request, get the hub token (the network,

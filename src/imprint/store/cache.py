@@ -8,7 +8,14 @@ writes that kind, through any store object on the same database. So:
 - a change made through this process (API, console, a CLI command running in it) is
   seen by the next request;
 - a change made by another process on the same database (another node, the CLI run
-  next to a server) is seen within :data:`TTL_SECONDS` of the runtime's clock.
+  next to a server) is seen within :data:`TTL_SECONDS` of the runtime's clock;
+- on PostgreSQL, sooner: each write also sends ``NOTIFY imprint_cache, '<kind>'`` in its
+  transaction (PostgreSQL delivers it when, and only if, the transaction commits), and
+  every process keeps a connection that LISTENs and forgets the kind when told, a few
+  milliseconds after the commit. While that connection is down (the database restarted,
+  a network cut) the process has no way to hear of changes, so its caches of that
+  database answer nothing from memory until the listener is back; then it forgets
+  everything it held, since it may have missed notifications meanwhile.
 
 An answer read while a write of its kind was under way is not kept: each write bumps a
 generation counter when it is made and again once its transaction has ended (its
@@ -20,18 +27,28 @@ see the unit's uncommitted rows, which no other thread must be handed.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+import psycopg
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 
 from imprint.clock import Clock, SystemClock
+from imprint.logs import get_logger
 
-__all__ = ["TTL_SECONDS", "ReadCache"]
+__all__ = ["CHANNEL", "TTL_SECONDS", "ReadCache", "listening", "on_change"]
+
+log = get_logger(__name__)
+
+#: The PostgreSQL notification channel of cache invalidations; the payload is the kind.
+CHANNEL = "imprint_cache"
+#: How long the listener waits before connecting again after losing its connection.
+RECONNECT_SECONDS = 0.5
 
 TTL_SECONDS = 2.0
 _MAX_ENTRIES = 512  # per kind and database; past it the kind starts again empty
@@ -50,6 +67,7 @@ _writing: ContextVar[frozenset[_Slot]] = ContextVar("imprint_cache_writing", def
 _PENDING = "imprint_cache_pending"
 
 _watched: weakref.WeakSet[Engine] = weakref.WeakSet()
+_NOTIFY = text("SELECT pg_notify(:channel, :kind)")
 
 
 def _database(engine: Engine) -> str:
@@ -76,6 +94,123 @@ def _watch(engine: Engine) -> None:
             return
         _watched.add(engine)
     event.listen(engine, "checkin", _checked_in)
+    if engine.dialect.name == "postgresql":
+        _Listener.start(engine)
+
+
+class _Listener:
+    """One thread per process and PostgreSQL database: LISTENs on :data:`CHANNEL` and
+    bumps the generation of each kind it is told about."""
+
+    _running: dict[tuple[int, str], _Listener] = {}  # (pid, database): a fork has none
+
+    def __init__(self, database: str, conninfo: str) -> None:
+        self.database = database
+        self._conninfo = conninfo
+        self.connected = threading.Event()
+        self._stopped = threading.Event()
+        self._engines = 0  # engines on this database that are not disposed
+        self._callbacks: dict[str, list[Callable[[], None]]] = {}
+
+    @classmethod
+    def start(cls, engine: Engine) -> None:
+        database = _database(engine)
+        key = (os.getpid(), database)
+        with _lock:
+            listener = cls._running.get(key)
+            if listener is None:
+                url = engine.url.set(drivername="postgresql")
+                listener = cls(database, url.render_as_string(hide_password=False))
+                cls._running[key] = listener
+                thread = threading.Thread(
+                    target=listener._run, name="imprint-cache-listener", daemon=True
+                )
+                thread.start()
+            listener._engines += 1
+        event.listen(engine, "engine_disposed", lambda _engine: listener._release(key))
+        listener.connected.wait(timeout=5)  # start coherent when the database answers
+
+    def _release(self, key: tuple[int, str]) -> None:
+        """An engine was disposed: the last one stops the listener."""
+        with _lock:
+            self._engines -= 1
+            if self._engines > 0:
+                return
+            self._running.pop(key, None)
+            self._stopped.set()
+            self.connected.clear()
+
+    @classmethod
+    def of(cls, database: str) -> _Listener | None:
+        return cls._running.get((os.getpid(), database))
+
+    def _forget_all(self) -> None:
+        with _lock:
+            slots = [slot for slot in _generations if slot[0] == self.database]
+            callbacks = [c for found in self._callbacks.values() for c in found]
+        for slot in slots:
+            _bump(slot)
+        for callback in callbacks:
+            callback()
+
+    def _changed(self, kind: str) -> None:
+        _bump((self.database, kind))
+        for callback in self._callbacks.get(kind, ()):
+            callback()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name="imprint-cache-listener",
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._forget_all()  # what changed while nobody listened
+                    if self._stopped.is_set():
+                        return
+                    self.connected.set()
+                    log.debug("cache_listener_connected")
+                    while not self._stopped.is_set():
+                        for notice in conn.notifies(timeout=1.0):
+                            self._changed(notice.payload)
+                        conn.execute("SELECT 1")  # notices a dead connection
+            except Exception as exc:
+                if self.connected.is_set():
+                    log.warning("cache_listener_lost", error=exc.__class__.__name__)
+                self.connected.clear()
+                self._forget_all()
+            self._stopped.wait(RECONNECT_SECONDS)
+
+
+def listening(engine: Engine) -> bool:
+    """Whether this process hears of other processes' changes to ``engine``'s database
+    at once (PostgreSQL with its listener connected); always true on SQLite, where the
+    TTL is the bound."""
+    if engine.dialect.name != "postgresql":
+        return True
+    listener = _Listener.of(_database(engine))
+    return listener is not None and listener.connected.is_set()
+
+
+def on_change(engine: Engine, kind: str, callback: Callable[[], None]) -> None:
+    """Call ``callback`` when another process (or this one) changed ``kind`` on the
+    PostgreSQL database of ``engine``, and whenever the listener reconnects; nothing on
+    SQLite. For caches that are not :class:`ReadCache` (a CRL, a TLS trust store)."""
+    _watch(engine)
+    listener = _Listener.of(_database(engine))
+    if listener is not None:
+        with _lock:
+            listener._callbacks.setdefault(kind, []).append(callback)
+
+
+def notify(conn: Connection, kind: str) -> None:
+    """Tell the other processes, once ``conn``'s transaction commits, that ``kind``
+    changed (PostgreSQL; nothing on SQLite)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NOTIFY, {"channel": CHANNEL, "kind": kind})
 
 
 class ReadCache:
@@ -88,7 +223,18 @@ class ReadCache:
         self._ttl = ttl
         self._clock = clock or SystemClock()
         self._entries: dict[Hashable, tuple[float, int, object]] = {}
+        with _lock:
+            _generations.setdefault(self._slot, 0)  # known, so a reconnect forgets it too
         _watch(engine)
+        self._coherent: Callable[[], bool] | None = None
+        if engine.dialect.name == "postgresql":
+            database = self._slot[0]
+
+            def coherent() -> bool:
+                listener = _Listener.of(database)
+                return listener is not None and listener.connected.is_set()
+
+            self._coherent = coherent
 
     def _generation(self) -> int:
         return _generations.get(self._slot, 0)
@@ -97,6 +243,8 @@ class ReadCache:
         """The cached answer for ``key``, else ``load()`` (kept for the next caller)."""
         if self._slot in _writing.get():
             return load()  # it may read this context's uncommitted writes
+        if self._coherent is not None and not self._coherent():
+            return load()  # deaf to other nodes' changes: nothing from memory
         now = self._clock.now().timestamp()
         generation = self._generation()
         entry = self._entries.get(key)
@@ -114,5 +262,7 @@ class ReadCache:
         of ``conn`` ends. Call it in the transaction, before writing this kind on ``conn``."""
         _bump(self._slot)
         pending: set[_Slot] = conn.info.setdefault(_PENDING, set())
+        if self._slot not in pending:
+            notify(conn, self._slot[1])
         pending.add(self._slot)
         _writing.set(_writing.get() | {self._slot})

@@ -13,10 +13,14 @@ from sqlalchemy.exc import IntegrityError
 
 from imprint.errors import Conflict, NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus, RevokedEntry
+from imprint.store.cache import notify
 from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import certificates, crl_numbers
 
-__all__ = ["SqlCertificateLedger"]
+__all__ = ["REVOCATIONS", "SqlCertificateLedger"]
+
+#: The change notified to the other nodes when a certificate is revoked.
+REVOCATIONS = "revocations"
 
 # The statements of the issuing path, built once (see store/devices.py).
 _RESERVE = certificates.insert()
@@ -128,6 +132,7 @@ class SqlCertificateLedger:
                     status=CertificateStatus.REVOKED.value, revoked_at=at, revocation_reason=reason
                 )
             )
+            notify(conn, REVOCATIONS)  # other nodes drop the CRLs they cached
             updated = (
                 conn.execute(select(certificates).where(certificates.c.serial == serial))
                 .mappings()

@@ -178,7 +178,12 @@ def create_engine(url: str) -> Engine:
             return engine
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa_create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # A bounded connect: /readyz answers "not ready" instead of hanging when the
+        # database host is unreachable.
+        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
+        return sa_create_engine(
+            parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
+        )
     except (ArgumentError, ImportError) as exc:
         raise ConfigurationError(f"database.url: {exc}") from None
 

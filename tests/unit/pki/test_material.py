@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from imprint.errors import CAKeyLocked, CANotInitialized, Conflict, UnencryptedCAKey
-from imprint.pki.keys import key_description, save_private_key
+from imprint.pki.keys import key_description, load_private_key, save_private_key
 from imprint.pki.material import CAMaterial, init_ca, load_ca
 from imprint.settings import KeyType, Settings
 
@@ -134,8 +134,8 @@ def test_load_with_the_passphrase_gives_back_the_same_ca(initialized: Initialize
     assert loaded.root == initialized.material.root
     assert loaded.issuing == initialized.material.issuing
     assert loaded.chain == initialized.material.chain
-    assert loaded.root_key is not None
-    assert public_der(loaded.issuing) == loaded.issuing_key.public_key().public_bytes(
+    assert loaded.root_signer is not None
+    assert public_der(loaded.issuing) == loaded.issuing_signer.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
@@ -153,7 +153,10 @@ def test_missing_passphrase_locks_the_ca(initialized: InitializedCA) -> None:
 
 
 def test_plaintext_ca_key_is_refused_outside_development(copied: InitializedCA) -> None:
-    save_private_key(copied.settings.ca_dir / "issuing.key", copied.material.issuing_key, None)
+    key_file = copied.settings.ca_dir / "issuing.key"
+    save_private_key(
+        key_file, load_private_key(key_file, b"test-passphrase", allow_unencrypted=False), None
+    )
     assert (
         (copied.settings.ca_dir / "issuing.key")
         .read_bytes()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from imprint.api.identity import InstanceAdmin, PrincipalDep, RuntimeDep
+from imprint.api.params import MAX_ROW_ID
 from imprint.audit import AuditEntry, AuditQuery, BreakReason, ChainReport
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
@@ -67,7 +68,7 @@ def search(
     outcome: Text = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
     found = runtime.app.audit.search(

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import InstanceAdmin, PrincipalDep, RuntimeDep
+from imprint.api.params import Serial
 from imprint.durations import parse_duration
 from imprint.pki.records import CertificateRecord, CertificateStatus
 
@@ -130,13 +131,13 @@ def list_certificates(
 
 
 @router.get("/{serial}", summary="One certificate")
-def show(serial: str, runtime: RuntimeDep, principal: PrincipalDep) -> CertificateOut:
+def show(serial: Serial, runtime: RuntimeDep, principal: PrincipalDep) -> CertificateOut:
     return CertificateOut.of(runtime.app.certificates.get(principal, serial))
 
 
 @router.post("/{serial}/revoke", summary="Revoke a certificate; the CRL lists it at once")
 def revoke(
-    serial: str, runtime: RuntimeDep, principal: PrincipalDep, body: RevokeBody | None = None
+    serial: Serial, runtime: RuntimeDep, principal: PrincipalDep, body: RevokeBody | None = None
 ) -> CertificateOut:
     reason = body.reason if body is not None else "unspecified"
     return CertificateOut.of(runtime.app.certificates.revoke(principal, serial, reason))

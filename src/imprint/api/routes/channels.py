@@ -15,12 +15,13 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.api.params import MAX_ROW_ID
 from imprint.app.channels import ChannelView
 from imprint.provisioning.channels import Channel, ChannelKey, KeyKind
 
 router = APIRouter(prefix="/api/v1/channels", tags=["channels"])
 
-ChannelId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ChannelId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 
 class ChannelOut(BaseModel):
@@ -85,7 +86,7 @@ def list_channels(
     runtime: RuntimeDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)] = None,
 ) -> ChannelPage:
     found = runtime.app.channels.search(principal, limit=limit + 1, after=after)
     page = list(found[:limit])

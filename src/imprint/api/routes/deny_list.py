@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import InstanceAdmin, RuntimeDep
+from imprint.api.params import Sha256
 from imprint.attestation.revocation import (
     DeniedCertificate,
     ManufacturerCrl,
@@ -91,7 +92,7 @@ def list_denied(
 
 
 @router.get("/api/v1/denied-certificates/{fingerprint}", summary="One deny-list entry")
-def show_denied(fingerprint: str, runtime: RuntimeDep, admin: InstanceAdmin) -> DeniedOut:
+def show_denied(fingerprint: Sha256, runtime: RuntimeDep, admin: InstanceAdmin) -> DeniedOut:
     return DeniedOut.of(runtime.app.deny_list.show(admin, fingerprint))
 
 
@@ -100,7 +101,7 @@ def show_denied(fingerprint: str, runtime: RuntimeDep, admin: InstanceAdmin) -> 
     status_code=204,
     summary="Accept the certificate again",
 )
-def undeny(fingerprint: str, runtime: RuntimeDep, admin: InstanceAdmin) -> Response:
+def undeny(fingerprint: Sha256, runtime: RuntimeDep, admin: InstanceAdmin) -> Response:
     runtime.app.deny_list.undeny(admin, fingerprint)
     return Response(status_code=204)
 
@@ -165,7 +166,7 @@ def list_crls(
 @router.get(
     "/api/v1/manufacturer-crls/{issuer_key_sha256}", summary="One uploaded manufacturer CRL"
 )
-def show_crl(issuer_key_sha256: str, runtime: RuntimeDep, admin: InstanceAdmin) -> CrlOut:
+def show_crl(issuer_key_sha256: Sha256, runtime: RuntimeDep, admin: InstanceAdmin) -> CrlOut:
     found = runtime.app.deny_list.show_crl(admin, issuer_key_sha256)
     return CrlOut.of(found, runtime.clock.now())
 
@@ -175,6 +176,6 @@ def show_crl(issuer_key_sha256: str, runtime: RuntimeDep, admin: InstanceAdmin) 
     status_code=204,
     summary="Forget a manufacturer CRL (its CA is no longer checked)",
 )
-def delete_crl(issuer_key_sha256: str, runtime: RuntimeDep, admin: InstanceAdmin) -> Response:
+def delete_crl(issuer_key_sha256: Sha256, runtime: RuntimeDep, admin: InstanceAdmin) -> Response:
     runtime.app.deny_list.remove_crl(admin, issuer_key_sha256)
     return Response(status_code=204)

@@ -40,6 +40,7 @@ from imprint.auth.errors import (
     UnsupportedGrantType,
 )
 from imprint.errors import NotFound
+from imprint.provisioning.ratelimit import guessable_keys, refusal_keys
 from imprint.runtime import Runtime
 
 router = APIRouter(tags=["oauth"])
@@ -161,16 +162,26 @@ def _authenticate(
 ) -> tuple[OAuthClient, bool]:
     client_id, secret, basic = _client_credentials_of(request, form)
     source = request.client.host if request.client else None
-    limiter = runtime.login_limiter
+    limiter = runtime.attempt_limiter
+    limited = "too many failed attempts; try again later"
+    # Generated secrets are 256-bit keys: verified first, only refusals counted. Secrets
+    # an operator configured may be guessable: limited first, per client and source.
+    if not any(c.configured for c in runtime.clients.candidates(client_id)):
+        try:
+            return runtime.clients.authenticate(client_id, secret, grant), basic
+        except InvalidClient:
+            if limiter.refused(refusal_keys(source)) is not None:
+                raise InvalidClient(limited) from None
+            raise
     try:
-        limiter.check(source, f"client:{client_id}")
+        with limiter.attempt(guessable_keys(f"client:{client_id[:200]}", source)) as attempt:
+            try:
+                return runtime.clients.authenticate(client_id, secret, grant), basic
+            except InvalidClient:
+                attempt.failed()
+                raise
     except TooManyAttempts:
-        raise InvalidClient("too many failed attempts; try again later") from None
-    try:
-        return runtime.clients.authenticate(client_id, secret, grant), basic
-    except InvalidClient:
-        limiter.failure(source, f"client:{client_id}")
-        raise
+        raise InvalidClient(limited) from None
 
 
 def _client_credentials_grant(

@@ -50,6 +50,7 @@ from imprint.identities.relay import (
     csrf_token,
 )
 from imprint.pki.keys import key_description
+from imprint.provisioning.ratelimit import Space
 from imprint.runtime import Runtime
 from imprint.tenancy.access import Principal
 
@@ -98,10 +99,9 @@ class RelayCollected(IdentityOut):
 )
 async def start(request: Request, runtime: RuntimeDep) -> JSONResponse:
     source = request.client.host if request.client else None
-    limiter = runtime.identities.relay_limiter
-    limiter.check(source)
-    csr, _ = await read_csr(request)
-    limiter.failure(source)  # every request started counts against its source
+    with runtime.identities.relay_limiter.attempt([(Space.RELAY, source or "-")]) as attempt:
+        csr, _ = await read_csr(request)
+        attempt.failed()  # every request started counts against its source
     started = await run_in_threadpool(_start, runtime, csr, source)
     return JSONResponse(
         started.model_dump(mode="json"), status_code=201, headers={"Cache-Control": "no-store"}

@@ -29,7 +29,16 @@ class SignupOut(BaseModel):
     registration_key: str = Field(description="Shown here once; type it into the devices")
 
 
-@router.post("/signup", status_code=201, summary="Register an organization and its admin")
+@router.post(
+    "/signup",
+    status_code=201,
+    summary="Register an organization and its admin",
+    responses={
+        403: {"description": "Self-registration is switched off"},
+        409: {"description": "The user name or organization id is taken"},
+        429: {"description": "Too many sign-ups from this address"},
+    },
+)
 def signup(body: SignupIn, request: Request, runtime: RuntimeDep, response: Response) -> SignupOut:
     made = runtime.app.organizations.signup(
         organization=body.organization,

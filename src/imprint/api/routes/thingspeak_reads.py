@@ -36,6 +36,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from imprint.api.identity import RuntimeDep
+from imprint.api.params import MAX_ROW_ID
 from imprint.api.routes.thingspeak import header_key, timestamp
 from imprint.channels.chart import line_chart
 from imprint.channels.entries import MAX_RESULTS, ChannelKeyInvalid, Entry, UnknownChannelField
@@ -45,7 +46,7 @@ from imprint.runtime import Runtime
 
 router = APIRouter(tags=["channels"])
 
-ChannelId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ChannelId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 FieldNumber = Annotated[int, Path(ge=1, le=8)]
 ApiKey = Annotated[str | None, Query(max_length=64)]
 Results = Annotated[int, Query(ge=1, le=MAX_RESULTS)]

@@ -1,0 +1,139 @@
+"""The failed-attempt limiter on its own, with a clock the tests move."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from imprint.attestation.base import TooManyAttempts
+from imprint.provisioning.ratelimit import (
+    AttemptLimiter,
+    Space,
+    guessable_keys,
+    refusal_keys,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+
+
+def fail(limiter: AttemptLimiter, claim: str, source: str) -> None:
+    with limiter.attempt(guessable_keys(claim, source)) as attempt:
+        attempt.failed()
+
+
+def test_an_identity_named_like_an_address_is_another_key() -> None:
+    limiter = AttemptLimiter(Clock().now)
+    for _ in range(10):
+        fail(limiter, "oob-secret:10.0.0.1", "10.0.0.2")
+    with pytest.raises(TooManyAttempts):
+        fail(limiter, "oob-secret:10.0.0.1", "10.0.0.2")
+    # The address 10.0.0.1 itself, and the name from elsewhere, are untouched.
+    with limiter.attempt(guessable_keys("user:homer", "10.0.0.1")):
+        pass
+    with limiter.attempt(guessable_keys("oob-secret:10.0.0.1", "10.0.0.3")):
+        pass
+
+
+def test_a_success_gives_its_place_back() -> None:
+    limiter = AttemptLimiter(Clock().now)
+    for _ in range(100):
+        with limiter.attempt(guessable_keys("user:homer", "10.0.0.1")):
+            pass  # the right password: nothing stays counted
+
+
+def test_the_limit_per_window_and_the_retry_after() -> None:
+    clock = Clock()
+    limiter = AttemptLimiter(clock.now)
+    for _ in range(10):
+        fail(limiter, "user:homer", "10.0.0.1")
+        clock.advance(1)
+    with pytest.raises(TooManyAttempts) as limited:
+        fail(limiter, "user:homer", "10.0.0.1")
+    # The oldest failure is 10 s old: it ages out in 50 s.
+    assert 50 <= limited.value.retry_after <= 51
+    clock.advance(50)
+    fail(limiter, "user:homer", "10.0.0.1")
+
+
+def test_the_global_backoff_takes_many_addresses() -> None:
+    clock = Clock()
+    limiter = AttemptLimiter(clock.now)
+    # One address gives at most 30 failures an hour to a name (10 a minute).
+    for _ in range(3):
+        for _ in range(10):
+            fail(limiter, "user:homer", "10.0.0.1")
+        clock.advance(61)
+    with pytest.raises(TooManyAttempts):
+        fail(limiter, "user:homer", "10.0.0.1")
+    with limiter.attempt(guessable_keys("user:homer", "10.9.9.9")):
+        pass  # the owner elsewhere
+    # Ten addresses at that pace reach the name's budget of 300 an hour: then everyone
+    # waits, the owner too (the price of bounding a distributed guesser).
+    for source in range(1, 10):
+        for _ in range(3):
+            for _ in range(10):
+                fail(limiter, "user:homer", f"10.0.1.{source}")
+            clock.advance(61)
+    with pytest.raises(TooManyAttempts):
+        fail(limiter, "user:homer", "10.9.9.9")
+    clock.advance(3600)
+    with limiter.attempt(guessable_keys("user:homer", "10.9.9.9")):
+        pass
+
+
+def test_refusals_of_unguessable_evidence_are_counted_after_the_fact() -> None:
+    clock = Clock()
+    limiter = AttemptLimiter(clock.now)
+    counted = [limiter.refused(refusal_keys("10.0.0.1")) for _ in range(12)]
+    assert counted[:10] == [None] * 10
+    assert all(isinstance(retry, int) and 1 <= retry <= 61 for retry in counted[10:])
+    assert limiter.refused(refusal_keys("10.0.0.2")) is None
+    clock.advance(61)
+    assert limiter.refused(refusal_keys("10.0.0.1")) is None
+
+
+def test_reservations_make_the_limit_exact_under_concurrency() -> None:
+    limiter = AttemptLimiter(Clock().now)
+    start, release = threading.Barrier(60), threading.Event()
+    through: list[int] = []
+    refused: list[int] = []
+
+    def guess(n: int) -> None:
+        start.wait(timeout=10)
+        try:
+            with limiter.attempt(guessable_keys("oob-secret:meter-1", "10.0.0.1")) as attempt:
+                through.append(n)
+                release.wait(timeout=10)  # every verification still running
+                attempt.failed()
+        except TooManyAttempts:
+            refused.append(n)
+            if len(refused) == 50:
+                release.set()
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(60)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert (len(through), len(refused)) == (10, 50)
+
+
+def test_a_flood_of_addresses_is_bounded() -> None:
+    clock = Clock()
+    limiter = AttemptLimiter(clock.now, max_keys=100)
+    for n in range(1000):
+        limiter.refused(refusal_keys(f"10.1.{n // 256}.{n % 256}"))
+        clock.advance(0.1)
+    assert len(limiter._counters) <= 100
+    assert limiter.rules[Space.REFUSED][0].limit == 10
