@@ -107,6 +107,8 @@ def cluster(
 
 def _enrollment(cluster: Cluster, enrollment_id: str) -> bytes:
     with cluster.admin() as admin:
+        org = admin.post("/api/v1/orgs", json={"id": "acme", "name": "Acme"})
+        assert org.status_code in (201, 409), org.text  # the enrollments' owner
         made = admin.post(
             "/api/v1/enrollments",
             json={"mechanism": "symmetric-key", "owner": "acme", "id": enrollment_id},

@@ -30,7 +30,7 @@ from imprint.attestation.symmetric_key import derive_device_key
 from imprint.errors import CAError, CAKeyLocked, ConfigurationError
 from imprint.pki.material import import_ca, init_ca, load_ca
 from imprint.settings import PKCS11_PIN_ENV, KeyType, Settings, load_settings
-from tests.integration.conftest import start_service
+from tests.integration.conftest import ensure_org, start_service
 from tests.integration.test_symmetric_key import make_csr, request_body
 
 LIBRARY = Path("/usr/lib/softhsm/libsofthsm2.so")
@@ -278,6 +278,7 @@ def test_provisioning_with_the_ca_in_the_token(
         server_pem = (settings.data_dir / "tls" / "server.crt").read_bytes()
         x509.load_pem_x509_certificates(server_pem)[0].verify_directly_issued_by(issuing)
         with service.admin() as admin:
+            ensure_org(admin, "acme")
             group = admin.post(
                 "/api/v1/enrollments",
                 json={"mechanism": "symmetric-key", "owner": "acme", "id": "hsm"},
