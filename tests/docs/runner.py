@@ -16,6 +16,7 @@ import queue
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -127,8 +128,11 @@ def to_port(text: str, port: int) -> str:
     return text
 
 
-def from_port(text: str, port: int) -> str:
-    """The test server's address rewritten to the documented one."""
+def from_port(text: str, port: int, workdir: Path | None = None) -> str:
+    """The test server's address rewritten to the documented one, and paths in the
+    page's directory written relative to it, as the page shows them."""
+    if workdir is not None:
+        text = text.replace(f"{workdir}/", "")
     for host in ("127.0.0.1", "localhost"):
         text = text.replace(f"{host}:{port}", f"{host}:{DOCUMENTED_PORT}")
     return text
@@ -177,8 +181,11 @@ class Server:
             if self.process.poll() is not None:
                 raise AssertionError(f"imprint serve exited:\n{self.log()}")
             ca = self.workdir / "data" / "ca" / "root.crt"
-            if ca.exists() and healthy(url, ca):
-                return
+            try:
+                if ca.exists() and healthy(url, ca):
+                    return
+            except ssl.SSLError:  # root.crt is being written
+                pass
             time.sleep(0.1)
         raise AssertionError(f"imprint serve did not answer within 60 s:\n{self.log()}")
 
@@ -303,7 +310,7 @@ def page_session(workdir: Path, server_config: Sequence[str]) -> Iterator[tuple[
 def check_step(shell: Shell, port: int, step: Command, where: str) -> Result:
     """Run one step; fail with the page's place, the command and what it printed."""
     result = shell.run(to_port(step.text, port), errexit=step.script and not step.exit_status)
-    output = from_port(result.output, port)
+    output = from_port(result.output, port, shell.workdir)
     if result.status != step.exit_status:
         raise AssertionError(
             f"{where}: exit status {result.status}, the page expects {step.exit_status}\n"
