@@ -5,7 +5,7 @@ section. In short:
 
 * ` ```console ` blocks: each line starting with ``$ `` is a command (a line ending in
   ``\\`` or leaving a single quote open continues it); the lines after it, up to the
-  next command, are its shown output. A comment ``# exits N`` on a command's first line
+  next command, are its shown output. A comment ``# exits N`` on a command's last line
   says it exits with status N.
 * ` ```sh ` (or ``bash``/``shell``) blocks run as one script; a ` ```text ` block that
   follows with nothing but blank lines between is its shown output.
@@ -122,7 +122,7 @@ def console_commands(block: Block, exit_status: int) -> list[Command]:
 
     def flush() -> None:
         if current is not None:
-            status = _EXITS_COMMENT.search(current[0])
+            status = _EXITS_COMMENT.search(current[-1])
             commands.append(
                 Command(
                     start,

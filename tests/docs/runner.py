@@ -50,8 +50,8 @@ _VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         "<time>",
     ),
-    # openssl: Nov 24 12:32:27 2026 GMT
-    (re.compile(r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}(?: GMT)?"), "<time>"),
+    # openssl: Nov 24 12:32:27 2026 GMT; ls -l: Nov 24 13:34
+    (re.compile(r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d(?::\d\d \d{4}(?: GMT)?)?"), "<time>"),
     # fingerprints and key ids: 53:E6:E6:AA:...
     (re.compile(r"\b(?:[0-9A-Fa-f]{2}:){7,}[0-9A-Fa-f]{2}\b"), "<hex>"),
     # serials, ids, hashes: 167aa37a9aeca86f6e9f2e65f1a7dc2bb, usr-1773b32e88887c10
