@@ -22,8 +22,8 @@ PAGES = sorted(
 )
 
 # Pages that need a server of the machine's besides imprint (see tests/conftest.py).
-_NEEDS = {
-    "docs/mqtt.md": [pytest.mark.mosquitto],
+_NEEDS: dict[str, list[pytest.MarkDecorator]] = {
+    "docs/configuration.md": [pytest.mark.postgres],
 }
 
 
