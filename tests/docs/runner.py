@@ -133,9 +133,8 @@ def from_port(text: str, port: int, workdir: Path | None = None) -> str:
     page's directory written relative to it, as the page shows them."""
     if workdir is not None:
         text = text.replace(f"{workdir}/", "")
-    for host in ("127.0.0.1", "localhost"):
-        text = text.replace(f"{host}:{port}", f"{host}:{DOCUMENTED_PORT}")
-    return text
+    # 127.0.0.1:PORT, port=PORT, "port: PORT" (a random five-digit port stands alone)
+    return re.sub(rf"\b{port}\b", str(DOCUMENTED_PORT), text)
 
 
 def page_environment(workdir: Path, port: int) -> dict[str, str]:
@@ -218,8 +217,11 @@ class Shell:
 
     workdir: Path
     env: dict[str, str]
+    #: Text of the page's commands to replace before they run (a port the test chose).
+    replacements: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[str] = field(init=False)
     lines: queue.Queue[str | None] = field(init=False, default_factory=queue.Queue)
+    reader: threading.Thread = field(init=False)
 
     def __post_init__(self) -> None:
         self.process = subprocess.Popen(
@@ -232,7 +234,8 @@ class Shell:
             text=True,
             start_new_session=True,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -280,10 +283,16 @@ class Shell:
             except ProcessLookupError:
                 pass
             self.process.wait()
+        self.reader.join(timeout=10)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 @contextmanager
-def page_session(workdir: Path, server_config: Sequence[str]) -> Iterator[tuple[Shell, int]]:
+def page_session(
+    workdir: Path, server_config: Sequence[str], replacements: dict[str, str] | None = None
+) -> Iterator[tuple[Shell, int]]:
     """A fresh server and a shell in ``workdir``, both ended afterwards."""
     (workdir / ".docs-test").mkdir(parents=True)
     (workdir / "home").mkdir()
@@ -299,7 +308,7 @@ def page_session(workdir: Path, server_config: Sequence[str]) -> Iterator[tuple[
     shell: Shell | None = None
     try:
         server.start()
-        shell = Shell(workdir, env)
+        shell = Shell(workdir, env, dict(replacements or {}))
         yield shell, port
     finally:
         if shell is not None:
@@ -309,7 +318,10 @@ def page_session(workdir: Path, server_config: Sequence[str]) -> Iterator[tuple[
 
 def check_step(shell: Shell, port: int, step: Command, where: str) -> Result:
     """Run one step; fail with the page's place, the command and what it printed."""
-    result = shell.run(to_port(step.text, port), errexit=step.script and not step.exit_status)
+    command = to_port(step.text, port)
+    for written, actual in shell.replacements.items():
+        command = command.replace(written, actual)
+    result = shell.run(command, errexit=step.script and not step.exit_status)
     output = from_port(result.output, port, shell.workdir)
     if result.status != step.exit_status:
         raise AssertionError(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import PostgresServer
 from tests.docs.pages import read_page
 from tests.docs.runner import REPO, check_step, page_session
 
@@ -25,6 +26,8 @@ PAGES = sorted(
 _NEEDS: dict[str, list[pytest.MarkDecorator]] = {
     "docs/configuration.md": [pytest.mark.postgres],
 }
+#: The port of the PostgreSQL server the PostgreSQL page's commands name.
+DOCUMENTED_POSTGRES_PORT = "55432"
 
 
 def _param(path: Path) -> object:
@@ -34,13 +37,19 @@ def _param(path: Path) -> object:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [_param(path) for path in PAGES])
-def test_page_runs_as_written(path: Path, tmp_path: Path) -> None:
+def test_page_runs_as_written(
+    path: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     page = read_page(path)
     if not page.steps:
         pytest.skip("no shell blocks")
     name = path.relative_to(REPO).as_posix()
+    replacements = {}
+    if request.node.get_closest_marker("postgres") is not None:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        replacements[DOCUMENTED_POSTGRES_PORT] = str(server.port)
     started = time.monotonic()
-    with page_session(tmp_path / "page", page.server_config) as (shell, port):
+    with page_session(tmp_path / "page", page.server_config, replacements) as (shell, port):
         for step in page.steps:
             check_step(shell, port, step, f"{name}:{step.line}")
     print(f"{name}: {len(page.steps)} steps in {time.monotonic() - started:.1f} s")
