@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -57,7 +57,10 @@ _VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = (
     # serials, ids, hashes: 167aa37a9aeca86f6e9f2e65f1a7dc2bb, usr-1773b32e88887c10
     (re.compile(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b"), "<hex>"),
     # keys, tokens, nonces: base64 and base64url runs with a digit and a letter
-    (re.compile(r"(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[A-Za-z])[A-Za-z0-9+/_-]{16,}={0,2}"), "<b64>"),
+    (
+        re.compile(r"(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[A-Za-z])[A-Za-z0-9+/_-]{16,}={0,2}"),
+        "<b64>",
+    ),
     # Unix times
     (re.compile(r"\b1[6-9]\d{8}\b"), "<time>"),
 )
@@ -278,10 +281,8 @@ class Shell:
 
     def close(self) -> None:
         if self.process.poll() is None:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait()
         self.reader.join(timeout=10)
         for pipe in (self.process.stdin, self.process.stdout):

@@ -37,9 +37,7 @@ def _param(path: Path) -> object:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [_param(path) for path in PAGES])
-def test_page_runs_as_written(
-    path: Path, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_page_runs_as_written(path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     page = read_page(path)
     if not page.steps:
         pytest.skip("no shell blocks")

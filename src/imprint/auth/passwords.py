@@ -47,6 +47,8 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
     if len(password) > MAX_PASSWORD_LENGTH:
         return False
     try:
-        return bool(_hasher.verify(stored_hash or _dummy_hash(), password)) and stored_hash is not None
+        return (
+            bool(_hasher.verify(stored_hash or _dummy_hash(), password)) and stored_hash is not None
+        )
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
