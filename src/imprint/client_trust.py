@@ -1,62 +1,48 @@
-"""The CA certificates a client certificate may chain to in the TLS handshake.
+"""Every CA certificate a client certificate may chain to, as the application sees it.
 
-The handshake is only a gate: it keeps out certificates nobody here vouches for, so
-that a handler never sees one. What a certificate is *allowed* to do is decided after
-it, by the attestor of the mechanism or by :func:`imprint.api.identity.client_certificate`
-for imprint's own certificates.
+The TLS handshake lets any client chain through (:mod:`imprint.tls`); the application's
+first check (:func:`imprint.attestation.peer_chain.check_presented`, called by
+:func:`imprint.api.identity.peer_certificate`) keeps out chains that lead to no CA in
+this set, with a specific refusal. What a certificate is *allowed* to do is decided
+after it, by the attestor of the mechanism or by
+:func:`imprint.api.identity.client_certificate` for imprint's own certificates.
 
-The gate admits imprint's own CA chain and the CAs that enrollments bring (an x509
-enrollment's manufacturer chain, a client-ca enrollment's CAs). Certificates added
-while the server runs reach every attached :class:`ssl.SSLContext` at once, for new
-handshakes. OpenSSL cannot take a certificate out of a live context, so one that is no
-longer needed (a deleted enrollment's) stays in the gate until the next start; the
-attestors no longer accept it, which is what matters.
+The set holds imprint's own CA chain and the CAs that enrollments bring (an x509
+enrollment's manufacturer chain, a client-ca enrollment's CAs). It only grows while the
+server runs (a deleted enrollment's CA stays until the next start); the attestors no
+longer accept what it admitted, which is what matters.
 """
 
 from __future__ import annotations
 
-import ssl
 import threading
 from collections.abc import Iterable
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+
+from imprint.attestation.peer_chain import IntermediateMemory
 
 __all__ = ["ClientTrust"]
 
 
 class ClientTrust:
-    """A growing set of CA certificates, pushed to the TLS contexts that use it."""
+    """A growing set of CA certificates, and the intermediates seen in verified chains
+    (which tell a missing intermediate from an unknown issuer)."""
 
     def __init__(self, certificates: Iterable[x509.Certificate] = ()) -> None:
         self._lock = threading.Lock()
         self._certificates: list[x509.Certificate] = []
         self._known: set[x509.Certificate] = set()
-        self._contexts: list[ssl.SSLContext] = []
+        self.seen = IntermediateMemory()
         self.add(certificates)
 
     def add(self, certificates: Iterable[x509.Certificate]) -> int:
-        """Trust more CA certificates; return how many were new.
-
-        Attached contexts learn them at once (for handshakes that start afterwards).
-        """
+        """Trust more CA certificates; return how many were new."""
         with self._lock:
             new = [c for c in dict.fromkeys(certificates) if c not in self._known]
-            if not new:
-                return 0
             self._certificates.extend(new)
             self._known.update(new)
-            data = _pem(new)
-            for context in self._contexts:
-                context.load_verify_locations(cadata=data)
             return len(new)
-
-    def attach(self, context: ssl.SSLContext) -> None:
-        """Load every certificate into ``context`` and keep it up to date from now on."""
-        with self._lock:
-            if self._certificates:
-                context.load_verify_locations(cadata=_pem(self._certificates))
-            self._contexts.append(context)
 
     def certificates(self) -> list[x509.Certificate]:
         with self._lock:
@@ -76,7 +62,3 @@ class ClientTrust:
     def __len__(self) -> int:
         with self._lock:
             return len(self._certificates)
-
-
-def _pem(certificates: Iterable[x509.Certificate]) -> str:
-    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certificates)

@@ -42,6 +42,16 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.client_certificate_refusals = Counter(
+            "imprint_client_certificate_refusals",
+            "Client certificates refused by the application, by problem code",
+            ["code"],
+            registry=self.registry,
+        )
+
+    def client_certificate_refused(self, code: str) -> None:
+        self.client_certificate_refusals.labels(code=code).inc()
+
     def certificate_issued(self, profile: str) -> None:
         self.issued.labels(profile=profile).inc()
 

@@ -18,9 +18,10 @@ from typing import Any
 import uvicorn
 
 from imprint.api import create_app
+from imprint.http_limits import HandshakeDeadlineLoop, limited_protocol
 from imprint.runtime import Runtime, open_runtime
 from imprint.settings import Settings
-from imprint.tls import PeerCertificateProtocol, server_ssl_context
+from imprint.tls import server_ssl_context
 
 __all__ = ["ImprintServer", "bind_socket", "build_server", "run_workers", "ssl_context_for"]
 
@@ -35,14 +36,33 @@ HOUSEKEEPING_SECONDS = 60.0
 
 
 def ssl_context_for(runtime: Runtime) -> ssl.SSLContext:
-    """The server's TLS context; client certificates are verified against our CA chain
-    and the CAs of enrollments (``runtime.client_trust``)."""
-    wants_client_certs = runtime.settings.server.client_certificates == "optional"
+    """The server's TLS context: it asks for client certificates (unless
+    ``server.client_certificates`` is ``none``) and leaves judging them to the
+    application (``imprint.api.identity.peer_certificate``)."""
     return server_ssl_context(
         certfile=runtime.server_certfile,
         keyfile=runtime.server_keyfile,
-        client_trust=runtime.client_trust if wants_client_certs else None,
+        client_certificates=runtime.settings.server.client_certificates == "optional",
     )
+
+
+class _Config(uvicorn.Config):
+    """uvicorn's configuration, running on an event loop that gives TLS handshakes a
+    deadline (``server.limits.handshake_timeout_seconds``)."""
+
+    def __init__(self, *args: Any, handshake_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handshake_timeout = handshake_timeout
+
+    def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        timeout = self.handshake_timeout
+
+        def new_loop() -> asyncio.AbstractEventLoop:
+            loop = HandshakeDeadlineLoop()
+            loop.handshake_timeout = timeout
+            return loop
+
+        return new_loop
 
 
 class ImprintServer(uvicorn.Server):
@@ -77,7 +97,8 @@ class ImprintServer(uvicorn.Server):
             await asyncio.sleep(OUTBOX_SECONDS)
 
     async def _refresh_trust(self) -> None:
-        """Keep the TLS gate in step with enrollments made elsewhere (the CLI, a peer)."""
+        """Keep the CAs client certificates are checked against in step with enrollments
+        made elsewhere (the CLI, a peer)."""
         while True:
             await asyncio.sleep(TRUST_REFRESH_SECONDS)
             try:
@@ -86,7 +107,7 @@ class ImprintServer(uvicorn.Server):
                 log.warning("could not refresh the client CAs from the database", exc_info=True)
                 continue
             if added:
-                log.info("client CAs admitted to the TLS handshake", extra={"count": added})
+                log.info("client CAs learned from the database", extra={"count": added})
 
     async def _refresh_broker_files(self) -> None:
         """Re-sign the MQTT broker's CRL well before it expires (an expired CRL locks every
@@ -155,19 +176,27 @@ def build_server(runtime: Runtime, *, primary: bool = True) -> uvicorn.Server:
         assert context is not None
         return context
 
-    config = uvicorn.Config(
+    server = settings.server
+    limits = server.limits
+    headers = []
+    if context is not None and server.hsts_max_age_seconds > 0:
+        headers.append(("strict-transport-security", f"max-age={server.hsts_max_age_seconds}"))
+    config = _Config(
         create_app(runtime),
-        host=settings.server.host,
-        port=settings.server.port,
-        http=PeerCertificateProtocol,
+        host=server.host,
+        port=server.port,
+        http=limited_protocol(limits, server.trusted_proxies),
         ws="none",
         lifespan="off",
         proxy_headers=False,
         server_header=False,
+        date_header=True,
+        headers=headers,
         access_log=False,
         log_config=None,
-        timeout_keep_alive=30,
+        timeout_keep_alive=limits.keep_alive_seconds,
         ssl_context_factory=context_factory if context is not None else None,
+        handshake_timeout=limits.handshake_timeout_seconds,
     )
     return ImprintServer(config, runtime, primary=primary)
 

@@ -33,6 +33,7 @@ __all__ = [
     "DiscoverySettings",
     "IdentitySettings",
     "KeyType",
+    "LimitSettings",
     "LoggingSettings",
     "MqttSettings",
     "OAuthClientSettings",
@@ -81,6 +82,51 @@ class DatabaseSettings(_Section):
         return value
 
 
+class LimitSettings(_Section):
+    """What one client may make the HTTP server hold (docs/security.md)."""
+
+    max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        le=1_048_576,
+        description="Request line plus headers; larger requests get 431",
+    )
+    max_headers: int = Field(default=100, ge=8, le=1000, description="More headers get 431")
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Time to send a request's line and headers, from its first byte "
+        "(or from the connection); then 408 and the connection is closed",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest pause while a request's body arrives (after the headers, or "
+        "between two parts of it); then the connection is closed",
+    )
+    handshake_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Time to complete the TLS handshake"
+    )
+    keep_alive_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="An idle kept-alive connection is closed"
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=100_000,
+        description="Open connections per server process; more are closed at once",
+    )
+    max_connections_per_source: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Open connections per client address and process (trusted proxies "
+        "are exempt); more are answered 503 and closed",
+    )
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8443, ge=0, le=65535)
@@ -113,6 +159,12 @@ class ServerSettings(_Section):
         le=64,
         description="Server processes sharing the port (one per core is a good start)",
     )
+    hsts_max_age_seconds: int = Field(
+        default=63_072_000,
+        ge=0,
+        description="max-age of Strict-Transport-Security on every HTTPS response; 0 omits it",
+    )
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -1,16 +1,21 @@
-"""TLS for the HTTPS server, and the client certificate handed to the application.
+"""TLS for the HTTPS server, and the client certificate chain handed to the application.
 
-No ASGI server passes the client certificate of a mutual-TLS connection to the
-application. :class:`PeerCertificateProtocol` closes that gap: when a connection is
-made it reads the verified peer certificate from the ``ssl`` object once and adds it
-to every request's scope as the ASGI TLS extension::
+**The profile** is Mozilla's "intermediate" one: TLS 1.3, and TLS 1.2 with ECDHE key
+exchange and AEAD ciphers only (AES-GCM, ChaCha20-Poly1305), over the groups X25519,
+P-256 and P-384 (set through :func:`imprint.openssl.set_groups`, which ``ssl`` lacks).
+TLS 1.3's own cipher suites are all AEAD; OpenSSL's defaults are kept.
 
-    scope["extensions"]["tls"] = {"client_cert_chain": [PEM], "tls_version": ..., ...}
+**Client certificates are the application's decision.** The handshake asks for one
+(``server.client_certificates: optional``) and lets any chain, or none, through
+(:func:`imprint.openssl.accept_any_client_chain`); it only proves that the client holds
+the leaf's key. :class:`PeerCertificateProtocol` reads the chain as the client sent it,
+once per connection, and adds it to every request's scope as the ASGI TLS extension::
 
-Only certificates the handshake verified against the CA bundle (a
-:class:`~imprint.client_trust.ClientTrust`) get there, because
-the context verifies in ``CERT_OPTIONAL`` mode: a client may present no certificate,
-but one that does not verify ends the handshake.
+    scope["extensions"]["tls"] = {"client_cert_chain": [PEM leaf, PEM intermediate, ...], ...}
+
+Nothing in it is verified: routes reach it only through
+:func:`imprint.api.identity.peer_certificate`, which verifies the chain and refuses a bad
+one with a specific problem code (docs/security.md).
 """
 
 from __future__ import annotations
@@ -23,39 +28,78 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from imprint.client_trust import ClientTrust
+from imprint.openssl import accept_any_client_chain, set_groups
 
-__all__ = ["PeerCertificateProtocol", "server_ssl_context"]
+__all__ = [
+    "CIPHERS_TLS12",
+    "GROUPS",
+    "MAX_CLIENT_CHAIN",
+    "PeerCertificateProtocol",
+    "presented_chain",
+    "server_ssl_context",
+]
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
+#: TLS 1.2 suites: ECDHE key exchange, AEAD ciphers (Mozilla "intermediate", without DHE).
+CIPHERS_TLS12 = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+#: Key-exchange groups, most preferred first.
+GROUPS = ["X25519", "P-256", "P-384"]
+#: Certificates of a client chain the application looks at (leaf included).
+MAX_CLIENT_CHAIN = 8
+
 
 def server_ssl_context(
-    *, certfile: Path, keyfile: Path, client_trust: ClientTrust | None
+    *, certfile: Path, keyfile: Path, client_certificates: bool
 ) -> ssl.SSLContext:
-    """A TLS 1.2+ server context; with ``client_trust``, client certificates are optional
-    but verified against its CAs when presented (including CAs added later)."""
+    """The server's TLS context (the profile above).
+
+    With ``client_certificates``, the handshake asks for a client certificate and lets
+    any chain through, for the application to judge; without, it asks for none.
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.set_ciphers(CIPHERS_TLS12)
+    set_groups(context, GROUPS)
     context.load_cert_chain(certfile, keyfile)
-    if client_trust is not None:
-        client_trust.attach(context)
-        context.verify_mode = ssl.CERT_OPTIONAL
+    if client_certificates:
+        accept_any_client_chain(context)
     context.set_alpn_protocols(["http/1.1"])
     return context
 
 
+def presented_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[str]:
+    """The client's certificate chain as it sent it, leaf first, in PEM (at most
+    :data:`MAX_CLIENT_CHAIN` certificates); empty without a client certificate."""
+    inner = getattr(ssl_object, "_sslobj", None)
+    unverified = getattr(inner, "get_unverified_chain", None)
+    if unverified is not None:
+        chain = [c for c in unverified() or [] if c is not None]  # [None]: no certificate
+        return [c.public_bytes() for c in chain[:MAX_CLIENT_CHAIN]]
+    der = ssl_object.getpeercert(binary_form=True)
+    return [ssl.DER_cert_to_PEM_cert(der)] if der else []
+
+
 def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any]:
     """The ASGI TLS extension for one connection."""
-    der = ssl_object.getpeercert(binary_form=True)
     cipher = ssl_object.cipher()
     version = ssl_object.version()
     return {
         "server_cert": None,
-        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_chain": presented_chain(ssl_object),
         "client_cert_name": None,
         "client_cert_error": None,
         "tls_version": _TLS_VERSIONS.get(version or ""),
@@ -64,7 +108,8 @@ def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any]:
 
 
 class PeerCertificateProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus the ASGI TLS extension in every scope."""
+    """uvicorn's httptools protocol, plus the ASGI TLS extension (the client's chain as
+    sent, unverified) in every scope."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

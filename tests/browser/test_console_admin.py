@@ -77,6 +77,8 @@ def test_a_pasted_ca_is_decoded_before_it_is_saved(page: Any, console: Console) 
     assert decoded.locator("code.fingerprint").inner_text() == expected
     assert decoded.locator(".subject").inner_text() == "CN=Acme Factory CA"
     assert "EC" in decoded.locator(".key").inner_text()
+    assert "trusted as a root" in decoded.locator(".trusted-as").inner_text()
+    assert decoded.locator(".chain").inner_text() == "CN=Acme Factory CA"
     assert console.service.runtime.client_cas.for_enrollment("factory-cas") == ()  # not yet
     screenshot(page, "trusted-cas-decoded")
 

@@ -137,13 +137,13 @@ def test_another_certificate_for_the_same_cn_is_refused(service: Service, connec
     assert len(service.runtime.ledger.search(limit=1000)) == before
 
 
-def test_unknown_issuer_is_refused_in_the_handshake(service: Service, connector: Path) -> None:
+def test_unknown_issuer_is_refused_over_http(service: Service, connector: Path) -> None:
     make_ca(connector, "rogue-ca")
     device = make_device(connector, "rogue-ca", "dev-3")
-    status, _ = curl_provision(
+    status, body = curl_provision(
         service, connector, device, {"mechanism": "client-ca", "csr": csr_for(connector, device)}
     )
-    assert status == 0  # curl: the TLS handshake failed, no HTTP status at all
+    assert (status, body["code"]) == (403, "issuer_unknown")
     assert service.runtime.devices.search(limit=10) == []
 
 

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from fastapi import Request
 
-from imprint.api.identity import client_certificate, peer_certificate
+from imprint.api.identity import PresentedCertificate, client_certificate, peer_certificate
 from imprint.attestation.base import AttestationFailed, Evidence
 from imprint.attestation.client_ca import ClientCAAttestor
 from imprint.channels.entries import ChannelKeyInvalid
@@ -72,13 +72,14 @@ def _issued_by_imprint(runtime: Runtime, certificate: x509.Certificate) -> Chann
 
 
 def _from_client_ca(
-    runtime: Runtime, certificate: x509.Certificate, request: Request, precheck: Precheck | None
+    runtime: Runtime, presented: PresentedCertificate, request: Request, precheck: Precheck | None
 ) -> Channel:
     evidence = Evidence(
         mechanism=Mechanism.CLIENT_CA,
         csr=None,
         at=runtime.clock.now(),
-        client_certificate=certificate,
+        client_certificate=presented.certificate,
+        client_intermediates=presented.intermediates,
         source=request.client.host if request.client else None,
     )
     attestor = ClientCAAttestor(
@@ -135,4 +136,4 @@ def device_channel(request: Request, runtime: Runtime, precheck: Precheck | None
     ours = client_certificate(request)
     if ours is not None:
         return _issued_by_imprint(runtime, ours.certificate)
-    return _from_client_ca(runtime, presented.certificate, request, precheck)
+    return _from_client_ca(runtime, presented, request, precheck)

@@ -13,7 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, Request
 
-from imprint.attestation.base import CertificateRevoked
+from imprint.attestation.base import CertificateExpired, CertificateRevoked
+from imprint.attestation.peer_chain import PresentedChain, check_presented
 from imprint.auth.api_keys import ApiKey
 from imprint.errors import AuthenticationRequired, InvalidValue, NotFound, PermissionDenied
 from imprint.pki.chain import ChainInvalid, verify_client_certificate
@@ -37,10 +38,17 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class PresentedCertificate:
-    """A client certificate that passed the TLS gate (see :func:`peer_certificate`)."""
+    """A client certificate that passed the application's gate (see :func:`peer_certificate`).
+
+    ``certificate`` is the leaf; ``intermediates`` what the client sent with it (in its
+    order); ``path`` the path from the leaf to the CA imprint knows that it leads to,
+    leaf first (empty for a proxied certificate, which the proxy verified).
+    """
 
     certificate: x509.Certificate
     source: Literal["tls", "proxy"]
+    intermediates: tuple[x509.Certificate, ...] = ()
+    path: tuple[x509.Certificate, ...] = ()
 
     @property
     def fingerprint_sha256(self) -> str:
@@ -53,12 +61,14 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
-def _from_tls(request: Request) -> x509.Certificate | None:
+def _from_tls(request: Request) -> PresentedChain | None:
     tls = request.scope.get("extensions", {}).get("tls")
     if not tls or not tls.get("client_cert_chain"):
         return None
-    pem: str = tls["client_cert_chain"][0]
-    return x509.load_pem_x509_certificate(pem.encode("ascii"))
+    try:
+        return PresentedChain.from_pem(tls["client_cert_chain"])
+    except ValueError:
+        raise InvalidValue("the client certificate chain cannot be parsed") from None
 
 
 def _from_trusted_proxy(request: Request, runtime: Runtime) -> x509.Certificate | None:
@@ -86,28 +96,56 @@ def _from_trusted_proxy(request: Request, runtime: Runtime) -> x509.Certificate 
 
 
 def peer_certificate(request: Request) -> PresentedCertificate | None:
-    """The client certificate of this request as the TLS gate let it in, if any.
+    """The client certificate of this request, once the application's gate admits it.
 
-    The gate admits imprint's CA *and* the CAs enrollments bring (manufacturer
-    chains), so this is evidence for an attestor to check, never an identity by
-    itself; :func:`client_certificate` is the identity. A certificate on the TLS
-    connection itself wins; otherwise one forwarded in the configured header is used,
-    only from a configured proxy address and only if it verifies against the gate's CAs.
+    This is how a route obtains the peer's certificate chain. The TLS handshake lets any
+    chain through; here it must lead to a CA imprint knows (its own CA, or one an
+    enrollment brings: manufacturer chains, client CAs), checked by
+    :func:`imprint.attestation.peer_chain.check_presented`. It is evidence for an
+    attestor to check, never an identity by itself (validity in time and revocation
+    are the consumer's to check); :func:`client_certificate` is the identity.
+
+    A certificate on the TLS connection itself wins; otherwise one forwarded in the
+    configured header is used, only from a configured proxy address and only if it
+    verifies against the same CAs. A refusal is logged and counted by the problem
+    handler (:mod:`imprint.api.refusals`).
 
     Raises:
+        SelfSigned, EkuMissing, IssuerUnknown, ChainIncomplete: the TLS chain is refused.
         ChainInvalid: a trusted proxy forwarded a certificate no known CA issued.
+        InvalidValue: a certificate cannot be parsed.
     """
+    if hasattr(request.state, "peer_certificate"):
+        known: PresentedCertificate | None = request.state.peer_certificate
+        return known
+    runtime = runtime_of(request)
     direct = _from_tls(request)
     if direct is not None:
-        return PresentedCertificate(direct, "tls")
-    return _proxied(_from_trusted_proxy(request, runtime_of(request)))
+        request.state.client_leaf = direct.leaf
+        trust = runtime.client_trust
+        path = check_presented(direct, trust.certificates(), seen=trust.seen)
+        presented: PresentedCertificate | None = PresentedCertificate(
+            direct.leaf, "tls", direct.intermediates, path
+        )
+    else:
+        forwarded = _from_trusted_proxy(request, runtime)
+        if forwarded is not None:
+            request.state.client_leaf = forwarded
+        presented = _proxied(forwarded)
+    request.state.peer_certificate = presented
+    return presented
 
 
 def _issued_by_imprint(certificate: x509.Certificate, runtime: Runtime) -> bool:
+    """Whether imprint's CA issued ``certificate``, checked at its own last valid second
+    (so that an expired one is recognised as ours, then refused as expired)."""
     authority = runtime.authority
     try:
         verify_client_certificate(
-            certificate, authority.chain[:-1], authority.trust_anchors, at=datetime.now(UTC)
+            certificate,
+            authority.chain[:-1],
+            authority.trust_anchors,
+            at=min(runtime.clock.now(), certificate.not_valid_after_utc),
         )
     except ChainInvalid:
         return False
@@ -125,6 +163,9 @@ def client_certificate(request: Request) -> PresentedCertificate | None:
 
     Raises:
         CertificateRevoked: the certificate is one of ours and revoked.
+        CertificateExpired: the certificate is one of ours and not valid now.
+        SelfSigned, EkuMissing, IssuerUnknown, ChainIncomplete: the TLS chain is refused
+            (:func:`peer_certificate`).
         ChainInvalid: a trusted proxy forwarded a certificate no known CA issued.
     """
     runtime = runtime_of(request)
@@ -139,6 +180,13 @@ def client_certificate(request: Request) -> PresentedCertificate | None:
             record = None
         if record is not None and record.status is CertificateStatus.REVOKED:
             raise CertificateRevoked(f"client certificate {serial} has been revoked")
+    now = runtime.clock.now()
+    leaf = presented.certificate
+    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+        raise CertificateExpired(
+            f"the client certificate is valid from {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} "
+            f"to {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not now"
+        )
     return presented
 
 

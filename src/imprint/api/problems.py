@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imprint.api.refusals import record_refusal
 from imprint.attestation.base import AttestationFailed, TooManyAttempts
 from imprint.errors import (
     AuthenticationRequired,
@@ -88,9 +89,10 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-async def _imprint_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _imprint_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImprintError)
     status = status_of(exc)
+    record_refusal(request, exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if isinstance(exc, TooManyAttempts):
         headers = {"Retry-After": str(exc.retry_after)}

@@ -9,6 +9,10 @@ and the errors it raises. Attestors authorize; they never sign.
     ├── CertificateExpired               an expired IDevID without the opt-in
     ├── CertificateRevoked               on the manufacturer's CRL
     ├── CertificateDenied                on imprint's deny-list
+    ├── IssuerUnknown                    no CA imprint knows issued the client chain
+    ├── ChainIncomplete                  the client left out an intermediate CA
+    ├── SelfSigned                       a self-signed client certificate
+    ├── EkuMissing                       the certificate is not for client authentication
     ├── SignatureInvalid                 a wrong HMAC or signature
     ├── RequestExpired                   timestamp too old or in the future
     ├── ReplayDetected                   nonce seen before
@@ -38,16 +42,20 @@ __all__ = [
     "CertificateDenied",
     "CertificateExpired",
     "CertificateRevoked",
+    "ChainIncomplete",
     "CompletionAware",
+    "EkuMissing",
     "Evidence",
     "EvidenceMissing",
     "IdentityNotEnrolled",
     "IdentityTaken",
+    "IssuerUnknown",
     "KeyMismatch",
     "ReplayDetected",
     "RequestExpired",
     "SecretExpired",
     "SecretUsed",
+    "SelfSigned",
     "SignatureInvalid",
     "TooManyAttempts",
 ]
@@ -75,6 +83,22 @@ class CertificateRevoked(AttestationFailed):
 
 class CertificateDenied(AttestationFailed):
     code = "certificate_denied"
+
+
+class IssuerUnknown(AttestationFailed):
+    code = "issuer_unknown"
+
+
+class ChainIncomplete(AttestationFailed):
+    code = "chain_incomplete"
+
+
+class SelfSigned(AttestationFailed):
+    code = "self_signed"
+
+
+class EkuMissing(AttestationFailed):
+    code = "eku_missing"
 
 
 class SignatureInvalid(AttestationFailed):
@@ -129,6 +153,7 @@ class Evidence:
     enrollment_id: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
     client_certificate: x509.Certificate | None = None
+    client_intermediates: tuple[x509.Certificate, ...] = ()
     source: str | None = None
 
     def signing_request(self) -> x509.CertificateSigningRequest:

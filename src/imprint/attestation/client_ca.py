@@ -1,18 +1,21 @@
 """client-ca self-provisioning: a device certificate signed by a trusted client CA.
 
-The device presents its own certificate over mutual TLS. If one of an enabled
-client-ca enrollment's CAs signed it, the device is provisioned on this first
-contact: its id is the certificate's common name and the certificate is pinned, so a
-different certificate with the same common name is refused until a factory reset.
+The device presents its own certificate over mutual TLS. If it leads to one of an
+enabled client-ca enrollment's CAs, the device is provisioned on this first contact:
+its id is the certificate's common name and the certificate is pinned, so a different
+certificate with the same common name is refused until a factory reset.
+
+A trusted CA may be the one that signed the device certificate (an intermediate
+trusted by itself), or a CA above it, typically the root: the device then sends its
+intermediate CAs with its certificate, and the path leaf -> intermediates -> trusted
+CA must hold (every CA on it valid now).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from imprint.attestation.base import (
     Attestation,
@@ -22,6 +25,7 @@ from imprint.attestation.base import (
     IdentityNotEnrolled,
     IdentityTaken,
 )
+from imprint.attestation.peer_chain import build_path, refuse_without_client_auth
 from imprint.provisioning.client_cas import ClientCAStore, fingerprint
 from imprint.provisioning.devices import DeviceStatus, DeviceStore
 from imprint.provisioning.enrollments import Enrollment, EnrollmentStore, Mechanism
@@ -29,27 +33,6 @@ from imprint.provisioning.enrollments import Enrollment, EnrollmentStore, Mechan
 __all__ = ["ClientCAAttestor"]
 
 MAX_ENROLLMENTS = 1000
-
-
-def _signed_by(leaf: x509.Certificate, ca: x509.Certificate) -> bool:
-    if leaf.issuer != ca.subject:
-        return False
-    try:
-        leaf.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _usable_for_client_auth(leaf: x509.Certificate) -> bool:
-    try:
-        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return True  # plain `openssl x509 -req` certificates carry no EKU at all
-    return (
-        ExtendedKeyUsageOID.CLIENT_AUTH in usages
-        or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages
-    )
 
 
 class ClientCAAttestor:
@@ -79,16 +62,22 @@ class ClientCAAttestor:
         if not names or not isinstance(names[0].value, str) or not names[0].value:
             raise IdentityNotEnrolled("the device certificate has no common name")
         common_name = names[0].value
-        if not _usable_for_client_auth(leaf):
-            raise IdentityNotEnrolled("the device certificate is not for client authentication")
+        refuse_without_client_auth(leaf)  # none at all: plain `openssl x509 -req` output
         pin = fingerprint(leaf)
         for enrollment in self._candidates(evidence.enrollment_id):
             if not enrollment.enabled:
                 continue  # a disabled list admits nobody
-            if not any(
-                _signed_by(leaf, ca.certificate()) for ca in self._cas.for_enrollment(enrollment.id)
-            ):
+            trusted = [ca.certificate() for ca in self._cas.for_enrollment(enrollment.id)]
+            path = build_path(leaf, evidence.client_intermediates, trusted)
+            if path is None:
                 continue
+            lapsed = [
+                c for c in path[1:] if not c.not_valid_before_utc <= at <= c.not_valid_after_utc
+            ]
+            if lapsed:
+                raise CertificateExpired(
+                    f"the client CA {lapsed[0].subject.rfc4514_string()} is not valid now"
+                )
             existing = self._devices.find(enrollment.owner, common_name)
             if (
                 existing is not None

@@ -50,6 +50,7 @@ from imprint.attestation.base import (
     ReplayDetected,
 )
 from imprint.attestation.jws import check_claims, verify_compact
+from imprint.attestation.peer_chain import refuse_without_client_auth
 from imprint.attestation.revocation import (
     DenyList,
     ManufacturerCrlStore,
@@ -229,6 +230,7 @@ class X509Attestor:
 
         Raises:
             EvidenceMissing: neither a client certificate nor ``evidence.jws``.
+            EkuMissing: the device certificate's extended key usage lacks clientAuth.
             SignedRequestMalformed, SignatureInvalid, AudienceMismatch, RequestExpired,
                 KeyMismatch, ReplayDetected: the signed request is not acceptable.
             CertificateDenied: a certificate of the path is on the deny-list.
@@ -244,6 +246,7 @@ class X509Attestor:
         leaf = presented.leaf
         shown = [leaf, *presented.intermediates]
         refuse_denied(self._deny_list, shown)
+        refuse_without_client_auth(leaf, required=True)
         match = self._match(presented, self._candidates(evidence), evidence.at)
         # Only the enrollment's CA certificates on the path are left to check.
         added = [c for c in match.chain if c not in shown]
@@ -284,7 +287,7 @@ class X509Attestor:
             expires = datetime.fromtimestamp(iat, UTC) + timedelta(seconds=self._nonce_lifetime)
             return _Presented(verified.leaf, verified.chain[1:], nonce, expires)
         if evidence.client_certificate is not None:
-            return _Presented(evidence.client_certificate, ())
+            return _Presented(evidence.client_certificate, evidence.client_intermediates)
         raise EvidenceMissing(
             "x509: present the manufacturer certificate in the TLS handshake, "
             "or send a signed request in evidence.jws"

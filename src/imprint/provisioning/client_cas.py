@@ -16,6 +16,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from imprint.attestation.peer_chain import issued_by
 from imprint.errors import InvalidValue
 from imprint.pki.keys import key_description
 
@@ -35,6 +36,9 @@ class DecodedCertificate:
     is_ca: bool
     self_signed: bool
     pem: str
+    trusted_as: str = "root"
+    chain: tuple[str, ...] = ()
+    devices_send: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +89,38 @@ def _is_ca(certificate: x509.Certificate) -> bool:
         return False
 
 
+def _chain_above(
+    certificate: x509.Certificate, bundle: Sequence[x509.Certificate]
+) -> tuple[str, ...]:
+    """The subjects from ``certificate`` up through the bundle, as far as it links."""
+    chain = [certificate]
+    current = certificate
+    while current.subject != current.issuer and len(chain) <= len(bundle):
+        above = next((c for c in bundle if c not in chain and issued_by(current, c)), None)
+        if above is None:
+            break
+        chain.append(above)
+        current = above
+    return tuple(c.subject.rfc4514_string() for c in chain)
+
+
+def _devices_send(certificate: x509.Certificate) -> str:
+    if certificate.subject == certificate.issuer:
+        return (
+            "trusted as a root: a device sends its certificate with every intermediate CA "
+            "between it and this root (unless that intermediate is trusted itself)"
+        )
+    return (
+        "trusted as an intermediate: a device it issued sends its certificate alone; "
+        "the path ends here, the CAs above it are not consulted"
+    )
+
+
 def decode(text: str) -> list[DecodedCertificate]:
-    """What an administrator sees before saving: one entry per certificate."""
+    """What an administrator sees before saving: one entry per certificate, with how it
+    would be trusted (``trusted_as``: root or intermediate), the chain it heads as far as
+    the PEM shows it (``chain``: its subject first), and what devices must send."""
+    bundle = parse_pem_bundle(text)
     return [
         DecodedCertificate(
             subject=c.subject.rfc4514_string(),
@@ -98,6 +132,9 @@ def decode(text: str) -> list[DecodedCertificate]:
             is_ca=_is_ca(c),
             self_signed=c.subject == c.issuer,
             pem=c.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+            trusted_as="root" if c.subject == c.issuer else "intermediate",
+            chain=_chain_above(c, bundle),
+            devices_send=_devices_send(c),
         )
-        for c in parse_pem_bundle(text)
+        for c in bundle
     ]

@@ -8,6 +8,7 @@ Decoding stores nothing and is open to every caller.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +34,13 @@ class DecodedOut(BaseModel):
     fingerprint_sha256: str
     is_ca: bool
     self_signed: bool
+    trusted_as: Literal["root", "intermediate"] = Field(
+        description="root: devices send their intermediates; intermediate: the path ends here"
+    )
+    chain: list[str] = Field(
+        description="Subjects from this CA up through the PEM, as far as it links"
+    )
+    devices_send: str = Field(description="What a device of this CA must send")
 
     @classmethod
     def of(cls, item: DecodedCertificate) -> DecodedOut:
@@ -45,6 +53,9 @@ class DecodedOut(BaseModel):
             fingerprint_sha256=item.fingerprint_sha256,
             is_ca=item.is_ca,
             self_signed=item.self_signed,
+            trusted_as="root" if item.trusted_as == "root" else "intermediate",
+            chain=list(item.chain),
+            devices_send=item.devices_send,
         )
 
 

@@ -150,6 +150,7 @@ def provision(body: ProvisionIn, request: Request, runtime: RuntimeDep) -> Respo
         enrollment_id=body.enrollment_id,
         fields=_with_key_half(body, request),
         client_certificate=presented.certificate if presented else None,
+        client_intermediates=presented.intermediates if presented else (),
         source=request.client.host if request.client else None,
     )
     return outcome_response(runtime.provisioner.provision(evidence))
@@ -179,6 +180,7 @@ def renew(body: RenewIn, request: Request, runtime: RuntimeDep) -> Response:
         at=runtime.clock.now(),
         fields=body.evidence,
         client_certificate=presented.certificate if presented else None,
+        client_intermediates=presented.intermediates if presented else (),
         source=request.client.host if request.client else None,
     )
     return outcome_response(runtime.provisioner.renew(evidence))
