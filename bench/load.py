@@ -60,6 +60,9 @@ class Request:
     path: str
     body: bytes
     context: ssl.SSLContext | None = None  # a per-device context (mutual TLS)
+    method: str = "POST"
+    content_type: str = "application/json"
+    headers: bytes = b""  # this request's own (e.g. its HTTP Basic credentials)
 
 
 @dataclass
@@ -125,11 +128,39 @@ def _client_context(ca_file: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
+def ocsp_requests(job: dict[str, Any]) -> list[Request]:
+    """OCSP for the job's certificates: ``ocsp-cached`` asks the same few by RFC 5019 GET
+    (the responder signs each once and then reuses its answer), ``ocsp-uncached`` POSTs
+    each with its own nonce (a ledger lookup and a signature every time)."""
+    from cryptography.x509 import ocsp
+
+    issuer = x509.load_pem_x509_certificate(job["issuer"].encode())
+    leaves = [x509.load_pem_x509_certificate(pem.encode()) for pem in job["certificates"]]
+    requests = []
+    for index in range(int(job["count"])):
+        builder = ocsp.OCSPRequestBuilder().add_certificate(
+            leaves[index % len(leaves)],
+            issuer,
+            hashes.SHA1(),  # noqa: S303 (RFC 5019 CertID)
+        )
+        if job["kind"] == "ocsp-uncached":
+            builder = builder.add_extension(x509.OCSPNonce(os.urandom(16)), critical=False)
+        der = builder.build().public_bytes(serialization.Encoding.DER)
+        if job["kind"] == "ocsp-cached":
+            path = "/ocsp/" + base64.b64encode(der).decode().replace("/", "%2F")
+            requests.append(Request(path, b"", method="GET"))
+        else:
+            requests.append(Request("/ocsp", der, content_type="application/ocsp-request"))
+    return requests
+
+
 def build_requests(job: dict[str, Any]) -> list[Request]:
     """Every request of the job, with its evidence, before any timing starts."""
     kind, count, prefix = job["kind"], int(job["count"]), job["prefix"]
     base = job["base_url"]
     requests: list[Request] = []
+    if kind.startswith("ocsp"):
+        return ocsp_requests(job)
     if kind in ("csr-imprint", "csr-cfssl"):
         csrs = json.loads(Path(job["csr_file"]).read_text())[:count]
         for pem in csrs:
@@ -169,6 +200,20 @@ def build_requests(job: dict[str, Any]) -> list[Request]:
                 "registration_id": device_id,
                 "evidence": oob_secret_evidence(secret, device_id, csr),
             }
+        elif kind == "est-oob":
+            # EST simpleenroll, HTTP Basic with the device's OOB secret.
+            secret = oob_secret_for(job["oob_master"], device_id)
+            basic = base64.b64encode(f"{device_id}:{secret}".encode()).decode()
+            der = csr.public_bytes(serialization.Encoding.DER)
+            requests.append(
+                Request(
+                    "/.well-known/est/bench-oob/simpleenroll",
+                    base64.b64encode(der),
+                    content_type="application/pkcs10",
+                    headers=f"Authorization: Basic {basic}\r\n".encode(),
+                )
+            )
+            continue
         elif kind == "symmetric-key":
             device_key = derive_device_key(base64.b64decode(job["group_key"]), device_id)
             body |= {
@@ -209,16 +254,18 @@ class Connection:
                 await self._writer.wait_closed()
         self._reader = self._writer = None
 
-    async def post(self, request: Request, *, close: bool) -> tuple[int, bytes]:
+    async def send(self, request: Request, *, close: bool) -> tuple[int, bytes]:
         assert self._reader is not None
         assert self._writer is not None
-        head = (
-            f"POST {request.path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(request.body)}\r\n"
-        ).encode()
+        head = f"{request.method} {request.path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+        if request.method == "POST":
+            head += (
+                f"Content-Type: {request.content_type}\r\nContent-Length: {len(request.body)}\r\n"
+            )
+        encoded = head.encode() + request.headers
         if close:
-            head += b"Connection: close\r\n"
-        self._writer.write(head + self._headers + b"\r\n" + request.body)
+            encoded += b"Connection: close\r\n"
+        self._writer.write(encoded + self._headers + b"\r\n" + request.body)
         status_line = await self._reader.readline()
         if not status_line:
             raise ConnectionError("the server closed the connection")
@@ -279,7 +326,7 @@ async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
                 if not connection.is_open:
                     await connection.open(request.context or shared)
                 status, body = await asyncio.wait_for(
-                    connection.post(request, close=fresh), REQUEST_TIMEOUT
+                    connection.send(request, close=fresh), REQUEST_TIMEOUT
                 )
             except (
                 OSError,

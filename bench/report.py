@@ -89,6 +89,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             note = f"paced at {paced[0]['rate_target']} reg/s"
             add(f"p99 at half the max rate, {backend}", "<= 50 ms", p99,
                 p99 is not None and p99 <= 50, note)  # fmt: skip
+    for backend in backends:
+        est, native = _best(results, "est-oob", backend), _best(results, "oob-secret", backend)
+        if est and native and native["rate"]:
+            add(f"EST simpleenroll / native oob-secret, {backend}", "-",
+                round(est["rate"] / native["rate"], 2), None,
+                f"{est['rate']} vs {native['rate']} reg/s, same run")  # fmt: skip
+        for kind in ("ocsp-cached", "ocsp-uncached"):
+            best = _best(results, kind, backend, ("ocsp",))
+            if best:
+                add(f"OCSP responses/s, {kind.removeprefix('ocsp-')}, {backend}", "-",
+                    best["rate"], None, f"concurrency {best['concurrency']}")  # fmt: skip
     ours, peer = _best(results, "csr-imprint"), _best(results, "csr-cfssl")
     if ours and peer:
         ratio = round(ours["rate"] / peer["rate"], 2) if peer["rate"] else None

@@ -39,7 +39,11 @@ from bench.servers import Cfssl, ImprintServer, Postgres, cpu_seconds, memory
 from imprint.server import TRUST_REFRESH_SECONDS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MECHANISMS = ("x509-signed", "x509-mtls", "oob-secret", "symmetric-key")
+# est-oob right after oob-secret: the same devices' kind of proof (the OOB secret), over
+# EST's simpleenroll with HTTP Basic instead of the native JSON, at the same concurrency.
+MECHANISMS = ("x509-signed", "x509-mtls", "oob-secret", "est-oob", "symmetric-key")
+OCSP_KINDS = ("ocsp-cached", "ocsp-uncached")
+OCSP_CERTIFICATES = 20
 OOB_MASTER = "bench-oob-master"
 ORG = "Bench Devices"
 
@@ -135,7 +139,7 @@ class Target:
 
     def job(self, kind: str, count: int, concurrency: int, max_seconds: float) -> dict[str, Any]:
         prefix = f"{kind}-{uuid.uuid4().hex[:6]}"
-        if kind == "oob-secret":
+        if kind in ("oob-secret", "est-oob"):
             self.register_secrets(prefix, count)
         m = self.manufacturer
         return {
@@ -153,6 +157,22 @@ class Target:
             "line_key": m.pem(m.line_key),
             "oob_master": OOB_MASTER,
             "group_key": self.group_key,
+        }
+
+    def ocsp_job(self, kind: str, count: int, concurrency: int, max_seconds: float
+                 ) -> dict[str, Any]:  # fmt: skip
+        """OCSP requests about a few certificates issued for the purpose."""
+        certificates = []
+        for index in range(OCSP_CERTIFICATES):
+            _, pem = new_csr(f"ocsp-{index}")
+            response = self.admin.post(
+                "/api/v1/certificates", json={"csr": pem, "profile": "device"}
+            )
+            response.raise_for_status()
+            certificates.append(response.json()["certificate"])
+        return self.job(kind, count, concurrency, max_seconds) | {
+            "certificates": certificates,
+            "issuer": self.admin.get("/ca/issuing.pem").text,
         }
 
     def close(self) -> None:
@@ -226,6 +246,13 @@ def bench_backend(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
                 results["runs"].append(row)
                 best[kind] = max(best.get(kind, 0.0), result["rate"])
                 say(report.line(row))
+        # OCSP responses per second: kept answers (RFC 5019 GET) and fresh ones (nonces).
+        for kind in OCSP_KINDS:
+            concurrency = plan.concurrencies[-1]
+            job = target.ocsp_job(kind, plan.count * 4, concurrency, plan.max_seconds)
+            row = _row("ocsp", backend, kind, job, run_load(job, server.pid), None)
+            results["runs"].append(row)
+            say(report.line(row))
         # p99 at half the highest x509 (signed) rate, paced (open loop).
         rate = max(1.0, round(best["x509-signed"] / 2, 1))
         count = int(rate * plan.max_seconds)

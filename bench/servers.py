@@ -148,7 +148,7 @@ class ImprintServer:
             stderr=subprocess.STDOUT,
         )
         root = self.data_dir / "ca" / "root.crt"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a first start makes a CA; slow on a busy machine
         while not root.exists() and time.monotonic() < deadline:
             if self._process.poll() is not None:
                 log_tail = (self.workdir / "server.log").read_text()[-2000:]

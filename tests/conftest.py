@@ -326,9 +326,13 @@ def _drop_imprint_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_imprint_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the developer's own IMPRINT_* variables out of every test."""
+def _no_imprint_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Keep the developer's own IMPRINT_* variables, and her command line's login
+    profiles, out of every test."""
     _drop_imprint_environment(monkeypatch)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
 
 
 # The loggers imprint.logs.configure_logging changes besides the root logger.

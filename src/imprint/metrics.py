@@ -41,16 +41,33 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-
         self.client_certificate_refusals = Counter(
             "imprint_client_certificate_refusals",
             "Client certificates refused by the application, by problem code",
             ["code"],
             registry=self.registry,
         )
+        self.ocsp = Counter(
+            "imprint_ocsp_responses",
+            "OCSP responses by what they said, and whether a kept response was reused",
+            ["outcome", "cached"],
+            registry=self.registry,
+        )
+        self.est = Counter(
+            "imprint_est_requests",
+            "EST requests by operation and HTTP status",
+            ["operation", "status"],
+            registry=self.registry,
+        )
 
     def client_certificate_refused(self, code: str) -> None:
         self.client_certificate_refusals.labels(code=code).inc()
+
+    def ocsp_answered(self, outcome: str, cached: bool) -> None:
+        self.ocsp.labels(outcome=outcome, cached="true" if cached else "false").inc()
+
+    def est_answered(self, operation: str, status: int) -> None:
+        self.est.labels(operation=operation, status=str(status)).inc()
 
     def certificate_issued(self, profile: str) -> None:
         self.issued.labels(profile=profile).inc()

@@ -29,7 +29,7 @@ from imprint.attestation.x509 import MAX_ENROLLMENTS, manufacturer_certificates
 from imprint.audit import AuditEntry
 from imprint.auth.api_keys import create_api_key
 from imprint.auth.bearer import BearerAuthenticator
-from imprint.auth.clients import ClientRegistry, configured_clients
+from imprint.auth.clients import COMMAND_LINE_CLIENT, ClientRegistry, configured_clients
 from imprint.auth.oidc import ExternalProvider
 from imprint.auth.tokens import TokenService
 from imprint.client_trust import ClientTrust
@@ -42,7 +42,8 @@ from imprint.metrics import Metrics
 from imprint.outbox import Outbox
 from imprint.pki.authority import CERTIFICATE_CHANGED, CertificateAuthority, IssuanceRequest
 from imprint.pki.material import init_ca, load_ca
-from imprint.pki.profiles import parse_sans
+from imprint.pki.ocsp import OcspResponder
+from imprint.pki.profiles import Publication, parse_sans
 from imprint.provisioning.enrollments import Enrollment, Mechanism
 from imprint.provisioning.hub import HubTokenSource
 from imprint.provisioning.ratelimit import FailureLimiter
@@ -62,6 +63,7 @@ from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
 from imprint.store.identities import SqlIdentityStore, SqlPskStore, SqlRelayStore
 from imprint.store.oauth import SqlAuthorizationCodeStore, SqlOAuthClientStore, SqlSigningKeyStore
+from imprint.store.one_time_passwords import SqlOneTimePasswordStore
 from imprint.store.oob_secrets import SqlOobSecretStore
 from imprint.store.orgs import SqlOrganizationStore
 from imprint.store.outbox import SqlOutboxStore
@@ -113,6 +115,7 @@ class Runtime:
     manufacturer_crls: SqlManufacturerCrlStore
     oob_secrets: SqlOobSecretStore
     registration_keys: SqlRegistrationKeyStore  # sealed with the key-encryption key
+    one_time_passwords: SqlOneTimePasswordStore  # their SHA-256 only
     metrics: Metrics = field(default_factory=Metrics)
 
     def transaction(self) -> AbstractContextManager[None]:
@@ -137,6 +140,19 @@ class Runtime:
                 owner_claim=self.settings.auth.owner_claim,
             ),
             audit=self.audit,
+        )
+
+    @functools.cached_property
+    def ocsp(self) -> OcspResponder:
+        """The OCSP responder (its signing certificate is made at the first request)."""
+        config = self.settings.ocsp
+        return OcspResponder(
+            self.authority,
+            clock=self.clock,
+            validity=timedelta(minutes=config.validity_minutes),
+            cache_for=timedelta(seconds=config.cache_seconds),
+            responder_validity=timedelta(days=config.responder_validity_days),
+            renew_before=timedelta(hours=config.responder_renew_before_hours),
         )
 
     @functools.cached_property
@@ -177,8 +193,10 @@ class Runtime:
 
     @functools.cached_property
     def clients(self) -> ClientRegistry:
-        """Stored OAuth clients plus the development clients of ``auth.clients``."""
-        return ClientRegistry(self.oauth_clients, configured_clients(self.settings.auth.clients))
+        """Stored OAuth clients plus the development clients of ``auth.clients`` and the
+        command line's own (``imprint login`` with a user's password)."""
+        configured = configured_clients(self.settings.auth.clients)
+        return ClientRegistry(self.oauth_clients, configured, [COMMAND_LINE_CLIENT])
 
     @functools.cached_property
     def authorization_codes(self) -> SqlAuthorizationCodeStore:
@@ -222,6 +240,7 @@ class Runtime:
             users=self.users,
             clients=self.clients,
             external=self.external_oidc,
+            now=self.clock.now,
         )
 
     @functools.cached_property
@@ -305,6 +324,7 @@ class Database:
 
     settings: Settings
     engine: Engine
+    clock: Clock = field(default_factory=SystemClock)
 
     def transaction(self) -> AbstractContextManager[None]:
         return unit_of_work(self.engine)
@@ -380,6 +400,11 @@ def open_runtime(
         profiles=settings.profiles,
         base_url=settings.server.base_url(),
         crl_validity=timedelta(hours=settings.ca.crl_validity_hours),
+        publication=Publication(
+            crl_url=settings.ca.crl_url or "",
+            issuer_url=settings.ca.issuer_url or "",
+            ocsp_url=settings.ca.ocsp_url,
+        ),
         events=metrics,
         outbox=outbox,
         after_commit=committed,
@@ -399,6 +424,7 @@ def open_runtime(
     manufacturer_crls = SqlManufacturerCrlStore(engine)
     oob_secrets = SqlOobSecretStore(engine, box)
     registration_keys = SqlRegistrationKeyStore(engine, box)
+    one_time_passwords = SqlOneTimePasswordStore(engine)
     attestors = build_attestors(
         enrollments=enrollments,
         devices=devices,
@@ -409,6 +435,7 @@ def open_runtime(
         oob_secrets=oob_secrets,
         registration_keys=registration_keys,
         provision_url=f"{settings.server.base_url()}/api/v1/provision",
+        one_time_passwords=one_time_passwords,
     )
     renewals = RenewalAuthorizer(
         issuing=material.issuing,
@@ -439,8 +466,10 @@ def open_runtime(
         manufacturer_crls=manufacturer_crls,
         oob_secrets=oob_secrets,
         registration_keys=registration_keys,
+        one_time_passwords=one_time_passwords,
         metrics=metrics,
     )
+    authority.add_listener(runtime.ocsp)  # a revocation drops its kept OCSP responses
     if settings.mqtt.enabled:
         from imprint.mqtt.broker import BrokerFiles, BrokerSync
 

@@ -31,6 +31,7 @@ __all__ = [
     "ChannelSettings",
     "DatabaseSettings",
     "DiscoverySettings",
+    "EstSettings",
     "IdentitySettings",
     "KeyType",
     "LimitSettings",
@@ -38,6 +39,7 @@ __all__ = [
     "MqttSettings",
     "OAuthClientSettings",
     "OIDCSettings",
+    "OcspSettings",
     "ProfileSettings",
     "SecretsSettings",
     "ServerSettings",
@@ -207,6 +209,59 @@ class CASettings(_Section):
         description="File holding the CA key passphrase; default DATA_DIR/ca-passphrase",
     )
     crl_validity_hours: int = Field(default=24, ge=1, description="CRL nextUpdate distance")
+    crl_url: str | None = Field(
+        default=None,
+        description="Public URL of the issuing CA's CRL written into every certificate's CRL "
+        "distribution point; default BASE_URL/crl/<issuing key id>.crl",
+    )
+    issuer_url: str | None = Field(
+        default=None,
+        description="Public URL of the issuing CA certificate (DER) in the AIA caIssuers "
+        "entry; default BASE_URL/ca/issuing.crt",
+    )
+    ocsp_url: str | None = Field(
+        default=None,
+        description="Public URL of the OCSP responder in the AIA OCSP entry; default BASE_URL/ocsp",
+    )
+
+    @field_validator("crl_url", "issuer_url", "ocsp_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError("an http:// or https:// URL")
+        return value
+
+
+class OcspSettings(_Section):
+    validity_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=10080,
+        description="Distance from a response's thisUpdate to its nextUpdate",
+    )
+    cache_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="How long a worker reuses a signed response without a nonce (0: never); "
+        "a revocation drops it at once in the process that delivers the change",
+    )
+    responder_validity_days: int = Field(
+        default=7, ge=1, le=365, description="Lifetime of the delegated responder certificate"
+    )
+    responder_renew_before_hours: int = Field(
+        default=48,
+        ge=1,
+        description="The responder certificate is replaced this long before it expires",
+    )
+
+
+class EstSettings(_Section):
+    channel_binding_required: list[str] = Field(
+        default_factory=list,
+        description="EST labels (enrollment ids) whose enrollments must carry the TLS "
+        "channel binding in the CSR's challengePassword; '*' for every enrollment",
+    )
 
 
 class ProfileSettings(_Section):
@@ -414,6 +469,8 @@ class Settings(BaseSettings):
     )
     discovery: DiscoverySettings = DiscoverySettings()
     mqtt: MqttSettings = MqttSettings()
+    ocsp: OcspSettings = OcspSettings()
+    est: EstSettings = EstSettings()
 
     @field_validator("services")
     @classmethod

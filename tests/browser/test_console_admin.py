@@ -424,3 +424,43 @@ def test_forms_without_the_csrf_token_change_nothing(page: Any, console: Console
         e.id for e in rt.enrollments.search(mechanism=None, owner=None, limit=10, owners=None)
     ] == ["factory-cas"]
     assert rt.enrollments.get("factory-cas").enabled is True
+
+
+def test_an_organization_is_renamed_and_deleted_and_a_user_deleted(
+    page: Any, console: Console, problems: Problems
+) -> None:
+    problems.expect("status of 409 (Conflict)")  # the refusal of an organization not empty
+    console.add_user("wile@west.example", "acme-west", Role.VIEWER)
+    login(page, console, console.admin)
+    page.goto(f"{console.url}/orgs")
+    west = page.locator("details.org-admin[data-org=acme-west]")
+    west.locator("summary").click()
+    west.get_by_label("New name of acme-west").fill("Acme West Coast")
+    west.get_by_role("button", name="Rename").click()
+    assert "acme-west is now called Acme West Coast" in page.get_by_role("status").inner_text()
+
+    # Not empty: a member is left; the page says so and nothing is deleted.
+    west = page.locator("details.org-admin[data-org=acme-west]")
+    west.locator("summary").click()
+    west.get_by_label("delete acme-west").check()
+    west.get_by_role("button", name="Delete").click()
+    assert "members" in page.locator("main").inner_text()
+    assert console.service.runtime.orgs.get("acme-west").name == "Acme West Coast"
+
+    page.goto(f"{console.url}/orgs")
+    row = page.locator("tr[data-user='wile@west.example']")
+    row.get_by_label("delete wile@west.example").check()
+    row.get_by_role("button", name="Delete").click()
+    assert "wile@west.example deleted" in page.get_by_role("status").inner_text()
+    west = page.locator("details.org-admin[data-org=acme-west]")
+    west.locator("summary").click()
+    west.get_by_label("delete acme-west").check()
+    west.get_by_role("button", name="Delete").click()
+    assert "Acme West Coast (acme-west) deleted" in page.get_by_role("status").inner_text()
+    seen = [li.get_attribute("data-org") for li in page.locator("#org-tree li").all()]
+    assert seen == ["acme", "acme-east"]
+    assert _audited(console, "org.") == [
+        ("org.rename", f"user:{console.admin.username}", "acme-west"),
+        ("org.delete", f"user:{console.admin.username}", "acme-west"),
+    ]
+    assert [a for a, _, _ in _audited(console, "user.delete")] == ["user.delete"]

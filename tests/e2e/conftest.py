@@ -23,8 +23,18 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a command run: no IMPRINT_ settings but these, and a
+    configuration directory of its own (no login profile of the person running the
+    tests)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPRINT_")}
-    env.update({"IMPRINT_DATA_DIR": str(data_dir), "COLUMNS": "200", **extra})
+    env.update(
+        {
+            "IMPRINT_DATA_DIR": str(data_dir),
+            "COLUMNS": "200",
+            "XDG_CONFIG_HOME": str(data_dir.parent / "config"),
+            **extra,
+        }
+    )
     return env
 
 
@@ -63,11 +73,14 @@ def stop(process: subprocess.Popen[Any], sig: int, timeout: float) -> None:
 def imprint(tmp_path: Path) -> Run:
     """Run ``imprint ARGS`` with its data directory in ``tmp_path/data``."""
 
-    def run(*args: str, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, check: bool = True, input: str | None = None, **extra_env: str
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(IMPRINT), *args],
             cwd=tmp_path,
             env=clean_env(tmp_path / "data", **extra_env),
+            input=input,
             capture_output=True,
             text=True,
             timeout=60,

@@ -154,7 +154,7 @@ def test_bad_csr_is_refused_and_nothing_is_recorded(imprint: Run, tmp_path: Path
     assert result.returncode == 1
     assert "not a PKCS#10" in result.stderr
     assert "Traceback" not in result.stderr
-    assert "0 certificate(s)" in imprint("cert", "list", **PASS).stdout
+    assert "0 certificate(s)" in imprint("cert", "list", **PASS).stderr
 
 
 def test_wrong_passphrase_is_a_clear_error(imprint: Run, tmp_path: Path) -> None:
@@ -235,21 +235,23 @@ def test_enrollment_lifecycle_from_the_command_line(imprint: Run, tmp_path: Path
     created = imprint(
         "enrollment", "create", "--mechanism", "symmetric-key", "--owner", "acme",
         "--id", "plant-7", "--generate-psk", "--service", "mqtt=mqtts://broker:8883",
-        "--quota", "5", **PASS,
+        "--quota", "5", "--output", "json", **PASS,
     )  # fmt: skip
-    shown = json.loads(created.stdout.split("\npre-shared key")[0])
+    shown = json.loads(created.stdout)
     assert shown["id"] == "plant-7"
     assert shown["has_group_key"] is True
     assert shown["services"] == {"mqtt": "mqtts://broker:8883"}
-    assert "pre-shared key (shown once):" in created.stdout
-    assert "group key (shown once, base64):" in created.stdout
+    psk = shown["pre_shared_key"]
+    assert len(psk) >= 16
+    assert shown["group_key"]
     assert "plant-7" in imprint("enrollment", "list", **PASS).stdout
-    details = imprint("enrollment", "show", "plant-7", **PASS).stdout
-    psk = created.stdout.split("pre-shared key (shown once): ")[1].split()[0]
+    details = imprint("enrollment", "show", "plant-7", "-o", "json", **PASS).stdout
     assert psk not in details
     assert json.loads(details)["has_pre_shared_key"] is True
+    assert "pre_shared_key" not in json.loads(details)
     imprint("enrollment", "disable", "plant-7", **PASS)
-    assert json.loads(imprint("enrollment", "show", "plant-7", **PASS).stdout)["enabled"] is False
+    again = imprint("enrollment", "show", "plant-7", "-o", "json", **PASS).stdout
+    assert json.loads(again)["enabled"] is False
     bad = imprint(
         "enrollment", "create", "--mechanism", "x509", "--owner", "acme", check=False, **PASS
     )
@@ -259,7 +261,7 @@ def test_enrollment_lifecycle_from_the_command_line(imprint: Run, tmp_path: Path
     gone = imprint("enrollment", "show", "plant-7", check=False, **PASS)
     assert gone.returncode == 1
     assert "no enrollment" in gone.stderr
-    assert "0 device(s)" in imprint("devices", "list", **PASS).stdout
+    assert "0 device(s)" in imprint("devices", "list", **PASS).stderr
 
 
 def test_audit_verify_and_export(settings: Settings) -> None:

@@ -5,6 +5,7 @@ the API and the console."""
 from __future__ import annotations
 
 import getpass
+import json
 from pathlib import Path
 
 from imprint.audit import AuditEntry, AuditQuery
@@ -29,12 +30,15 @@ def test_the_command_lines_changes_are_audited_as_the_os_user(imprint: Run, tmp_
     imprint("ca", "init", **PASS)
     imprint("org", "create", "Acme", "--id", "acme", **PASS)
     imprint("org", "create", "East", "--id", "acme-east", "--parent", "acme", **PASS)
-    user_id = imprint(
-        "user", "create", "wile@acme.test", "--org", "acme", "--password", PASSWORD, **PASS
-    ).stdout.strip()
+    user_id = json.loads(
+        imprint(
+            "user", "create", "wile@acme.test", "--org", "acme", "-o", "json",
+            input=PASSWORD, **PASS,
+        ).stdout
+    )["id"]  # fmt: skip
     imprint("user", "role", "wile@acme.test", "acme-east", "operator", **PASS)
     imprint("user", "role", "wile@acme.test", "acme-east", "none", **PASS)
-    imprint("user", "password", "wile@acme.test", "--password", PASSWORD + "!", **PASS)
+    imprint("user", "password", "wile@acme.test", input=PASSWORD + "!", **PASS)
     imprint("user", "disable", "wile@acme.test", **PASS)
     imprint("user", "enable", "wile@acme.test", **PASS)
     client_id = imprint(

@@ -246,10 +246,15 @@ CASES: list[Case] = [
         201,
         body=lambda o: {"name": "bot", "org_id": o["org"], "role": "viewer"},
     ),
+    Case("POST", "/api/v1/oauth-clients/{client_id}/rotate-secret", "operator"),
     Case("DELETE", "/api/v1/oauth-clients/{client_id}", "operator", 204),
     Case("POST", "/api/v1/psk", "operator", 201, body=lambda o: {"org_id": o["org"]}),
     Case("DELETE", "/api/v1/psk/{psk_id}", "operator", 204),
+    Case("PATCH", "/api/v1/orgs/{org_id}", "admin", body=lambda o: {"name": "Renamed"}),
+    # an organization that still holds objects is not deleted (409 for who may)
+    Case("DELETE", "/api/v1/orgs/{org_id}", "admin", 409),
     # last: what takes objects away
+    Case("DELETE", "/api/v1/users/{user_id}", "admin", 204, use={"user_id": "user2"}),
     Case("DELETE", "/api/v1/users/{user_id}/roles/{org_id}", "admin", 204),
     Case("POST", E + "/revoke", "operator", use={"enrollment_id": "rev"}),
     Case("DELETE", E, "admin", 204, use={"enrollment_id": "del"}),
@@ -285,8 +290,18 @@ INSTANCE: list[Call] = [
     Call("GET", f"/api/v1/manufacturer-crls/{FP}"),
     Call("DELETE", f"/api/v1/manufacturer-crls/{FP}"),
     Call("GET", "/api/v1/audit/verify"),
+    Call("GET", "/api/v1/api-keys"),
+    Call("POST", "/api/v1/api-keys", json={"name": "mine"}),
+    Call("GET", "/api/v1/api-keys/admin"),
+    Call("POST", "/api/v1/api-keys/admin/rotate"),
+    Call("DELETE", "/api/v1/api-keys/admin"),
 ]
 INSTANCE_ROUTES = {
+    ("GET", "/api/v1/api-keys"),
+    ("POST", "/api/v1/api-keys"),
+    ("GET", "/api/v1/api-keys/{name}"),
+    ("POST", "/api/v1/api-keys/{name}/rotate"),
+    ("DELETE", "/api/v1/api-keys/{name}"),
     ("POST", "/api/v1/certificates"),
     ("POST", "/api/v1/denied-certificates"),
     ("GET", "/api/v1/denied-certificates"),
@@ -428,6 +443,7 @@ def _populate(service: Service, admin: httpx.Client, org: str) -> Objects:
         "psk": _ok(admin.post("/api/v1/psk", json={"org_id": org}), 201)["id"],
         "client": client["client_id"],
         "user": make_user(admin, f"member@{org}.test", org, "viewer"),
+        "user2": make_user(admin, f"second@{org}.test", org, "viewer"),
     }
 
 
@@ -458,6 +474,7 @@ def _missing() -> Objects:
         "psk": str(uuid.uuid4()),
         "client": "cli-000000000000",
         "user": "usr-0000000000000000",
+        "user2": "usr-0000000000000001",
     }
 
 

@@ -30,6 +30,7 @@ from pkilint.pkix import name as pkilint_name
 from pkilint.validation import ValidationFindingSeverity, ValidationResult
 from sqlalchemy.engine import Engine
 
+from imprint.clock import SystemClock
 from imprint.errors import (
     Conflict,
     InvalidValue,
@@ -41,6 +42,8 @@ from imprint.pki.authority import CertificateAuthority, IssuanceRequest, parse_r
 from imprint.pki.chain import ChainInvalid, verify_client_certificate
 from imprint.pki.csr import common_name, load_csr
 from imprint.pki.material import CAMaterial, import_ca, init_ca, load_ca
+from imprint.pki.ocsp import OcspResponder
+from imprint.pki.profiles import Publication
 from imprint.pki.records import CertificateStatus
 from imprint.settings import KeyType, ProfileSettings, Settings
 from imprint.store import db
@@ -298,7 +301,8 @@ def test_issued_certificate_carries_exactly_the_profile_extensions(
     ]
     aia = extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     assert [(d.access_method, d.access_location.value) for d in aia] == [
-        (x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, f"{BASE_URL}/ca/issuing.crt")
+        (x509.oid.AuthorityInformationAccessOID.OCSP, f"{BASE_URL}/ocsp"),
+        (x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, f"{BASE_URL}/ca/issuing.crt"),
     ]
     if profile == "server":
         san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -631,6 +635,49 @@ def test_pkilint_finds_no_errors_in_issued_certificates(
     cert = installation.authority.issue(request_for(profile)).certificate
     assert lint_certificate(cert) == []
     assert lint_issuer_and_subject(installation.material.issuing, cert) == []
+
+
+def test_pkilint_finds_no_errors_in_the_ocsp_responder_certificate(
+    installation: Installation,
+) -> None:
+    responder = OcspResponder(
+        installation.authority,
+        clock=SystemClock(),
+        validity=timedelta(hours=1),
+        cache_for=timedelta(0),
+        responder_validity=timedelta(days=7),
+        renew_before=timedelta(days=2),
+    ).responder_certificate()
+    assert lint_certificate(responder) == []
+    assert lint_issuer_and_subject(installation.material.issuing, responder) == []
+
+
+def test_configured_public_urls_go_into_every_profile(p256: Installation) -> None:
+    """AIA (OCSP, caIssuers) and the CRL distribution point name the public URLs."""
+    authority = CertificateAuthority(
+        p256.material,
+        p256.ledger,
+        profiles=ProfileSettings(),
+        base_url=BASE_URL,
+        crl_validity=timedelta(hours=24),
+        publication=Publication(
+            crl_url="http://pki.example.net/issuing.crl",
+            issuer_url="http://pki.example.net/issuing.crt",
+            ocsp_url="http://ocsp.example.net/",
+        ),
+    )
+    for profile in PROFILES:
+        cert = authority.issue(request_for(profile)).certificate
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        assert [d.access_location.value for d in aia] == [
+            "http://ocsp.example.net/",
+            "http://pki.example.net/issuing.crt",
+        ]
+        crl_dp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        assert [n.value for n in crl_dp[0].full_name or []] == [
+            "http://pki.example.net/issuing.crl"
+        ]
+        assert lint_certificate(cert) == []
 
 
 def test_pkilint_finds_no_errors_in_the_ca_certificates(installation: Installation) -> None:

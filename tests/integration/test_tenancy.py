@@ -3,6 +3,7 @@ enforcement, self-registration, and the command line."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -287,20 +288,25 @@ def test_the_command_line_manages_orgs_users_and_clients(
             "ca:\n  passphrase: test-passphrase\n"
         )
 
-        assert run("org", "create", "The Simpsons", "--id", "simpsons").strip() == "simpsons"
+        made = run("org", "create", "The Simpsons", "--id", "simpsons", "-o", "json")
+        assert json.loads(made)["id"] == "simpsons"
         run("org", "create", "Household", "--id", "household", "--parent", "simpsons")
         tree = run("org", "tree")
         assert "simpsons (The Simpsons)" in tree
         assert tree.index("household") > tree.index("simpsons")
         assert "household" in run("org", "list")
-        user_id = run(
-            "user",
-            "create",
-            "marge@simps.net",
-            "--org",
-            "household",
-            stdin=f"{PASSWORD}\n{PASSWORD}\n",
-        ).split()[-1]
+        user_id = json.loads(
+            run(
+                "user",
+                "create",
+                "marge@simps.net",
+                "--org",
+                "household",
+                "--output",
+                "json",
+                stdin=f"{PASSWORD}\n",
+            )
+        )["id"]
         assert user_id.startswith("usr-")
         run("user", "role", "marge@simps.net", "simpsons", "operator")
         assert "simpsons:operator" in run("user", "list")
@@ -308,7 +314,7 @@ def test_the_command_line_manages_orgs_users_and_clients(
         short = runner.invoke(user_cli, ["password", "marge@simps.net"], input="short\nshort\n")
         assert short.exit_code == 1
         assert "password: 10 to 1024 characters" in short.output
-        run("user", "password", "marge@simps.net", stdin=f"{new}\n{new}\n")
+        run("user", "password", "marge@simps.net", stdin=f"{new}\n")
         marge = service.runtime.users.get(user_id)
         assert verify_password(marge.password_hash, new)
         assert marge.sessions_valid_after is not None

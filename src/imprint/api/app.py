@@ -10,6 +10,7 @@ from imprint import __version__, console
 from imprint.api.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from imprint.api.problems import install_problem_handlers
 from imprint.api.routes import (
+    api_keys,
     audit,
     ca,
     certificates,
@@ -19,12 +20,14 @@ from imprint.api.routes import (
     deny_list,
     devices,
     enrollments,
+    est,
     health,
     identity_csr,
     idprov,
     midpoint,
     oauth,
     oauth_clients,
+    ocsp,
     oob_secrets,
     orgs,
     provision,
@@ -85,6 +88,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         identity_csr,
         relay,
         psk,
+        api_keys,
+        ocsp,
+        est,
     ):
         app.include_router(module.router)
     app.include_router(console.router)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from imprint.app.auditing import audit
 from imprint.audit import Outcome
@@ -12,7 +14,19 @@ from imprint.tenancy.access import Principal
 if TYPE_CHECKING:
     from imprint.runtime import Runtime
 
-__all__ = ["Operations"]
+__all__ = ["Operations", "Page"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list: its items, how many match in all, and the cursor of the next
+    page (None: this is the last)."""
+
+    items: Sequence[T]
+    total: int
+    next: str | None = None
 
 
 class Operations:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from imprint.app.base import Operations
+from imprint.app.base import Operations, Page
 from imprint.app.scoping import scope_of, visible_certificate
 from imprint.pki.authority import IssuanceRequest, IssuedCertificate, parse_reason
 from imprint.pki.csr import common_name as common_name_of
@@ -79,6 +79,29 @@ class CertificateOperations(Operations):
             after_serial=after,
             owners=scope_of(self._rt, principal),
         )
+
+    def page(
+        self,
+        principal: Principal,
+        *,
+        status: CertificateStatus | None = None,
+        expiring_within: timedelta | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[CertificateRecord]:
+        """One page of :meth:`search`, with the total that match and the next cursor."""
+        before = self._rt.clock.now() + expiring_within if expiring_within is not None else None
+        owners = scope_of(self._rt, principal)
+        found = self._rt.ledger.search(
+            status=status,
+            expiring_before=before,
+            limit=limit + 1,
+            after_serial=after,
+            owners=owners,
+        )
+        total = self._rt.ledger.count(status=status, expiring_before=before, owners=owners)
+        items = list(found[:limit])
+        return Page(items, total, items[-1].serial if len(found) > limit else None)
 
     def get(self, principal: Principal, serial: str) -> CertificateRecord:
         """One certificate.

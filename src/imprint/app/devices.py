@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from imprint.app.base import Operations
+from imprint.app.base import Operations, Page
 from imprint.app.scoping import scope_of, visible_device, visible_enrollment
 from imprint.pki.authority import parse_reason
 from imprint.provisioning import lifecycle
@@ -42,16 +42,47 @@ class DeviceOperations(Operations):
             owners=scope_of(self._rt, principal),
         )
 
-    def show(self, principal: Principal, device_ref: str) -> tuple[Device, Sequence[StepRecord]]:
-        """A device and its provisioning timeline.
+    def page(
+        self,
+        principal: Principal,
+        *,
+        status: DeviceStatus | None = None,
+        enrollment_id: str | None = None,
+        owner: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[Device]:
+        """One page of the devices the principal sees, by reference, with the total that
+        match and the cursor of the next page."""
+        owners = scope_of(self._rt, principal)
+        found = self._rt.devices.search(
+            owner=owner,
+            enrollment_id=enrollment_id,
+            status=status,
+            limit=limit + 1,
+            after=after,
+            owners=owners,
+        )
+        total = self._rt.devices.count(
+            owner=owner, enrollment_id=enrollment_id, status=status, owners=owners
+        )
+        items = list(found[:limit])
+        return Page(items, total, items[-1].id if len(found) > limit else None)
+
+    def show(
+        self, principal: Principal, device_ref: str, *, owner: str | None = None
+    ) -> tuple[Device, Sequence[StepRecord]]:
+        """A device and its provisioning timeline. ``device_ref`` is imprint's reference
+        or the device id (``owner`` picks between devices of the same id).
 
         Raises:
             NotFound: no such device, or a foreign one.
+            Conflict: the device id names devices of several owners (``device_ambiguous``).
         """
-        device = visible_device(self._rt, principal, device_ref, Role.VIEWER)
+        device = visible_device(self._rt, principal, device_ref, Role.VIEWER, owner=owner)
         return device, self._rt.records.for_device(device.id)
 
-    def approve(self, principal: Principal, device_ref: str) -> Device:
+    def approve(self, principal: Principal, device_ref: str, *, owner: str | None = None) -> Device:
         """Approve a pending device; its next request with the same key is issued.
 
         Raises:
@@ -59,33 +90,39 @@ class DeviceOperations(Operations):
             Conflict: the device is not pending.
         """
         with self._transaction():
-            visible_device(self._rt, principal, device_ref, Role.OPERATOR)
-            device = lifecycle.approve(self._rt.devices, device_ref)
+            ref = visible_device(self._rt, principal, device_ref, Role.OPERATOR, owner=owner).id
+            device = lifecycle.approve(self._rt.devices, ref)
             self._audit(principal, "device.approve", "device", device.id, org_id=device.owner)
         return device
 
-    def disable(self, principal: Principal, device_ref: str) -> Device:
+    def disable(self, principal: Principal, device_ref: str, *, owner: str | None = None) -> Device:
         """Refuse the device's provisioning and renewal (its certificates stay valid)."""
         with self._transaction():
-            visible_device(self._rt, principal, device_ref, Role.OPERATOR)
-            device = lifecycle.disable(self._rt.devices, device_ref)
+            ref = visible_device(self._rt, principal, device_ref, Role.OPERATOR, owner=owner).id
+            device = lifecycle.disable(self._rt.devices, ref)
             self._audit(principal, "device.disable", "device", device.id, org_id=device.owner)
         return device
 
-    def enable(self, principal: Principal, device_ref: str) -> Device:
+    def enable(self, principal: Principal, device_ref: str, *, owner: str | None = None) -> Device:
         """Allow a disabled device again.
 
         Raises:
             Conflict: the device is not disabled.
         """
         with self._transaction():
-            visible_device(self._rt, principal, device_ref, Role.OPERATOR)
-            device = lifecycle.enable(self._rt.devices, device_ref)
+            ref = visible_device(self._rt, principal, device_ref, Role.OPERATOR, owner=owner).id
+            device = lifecycle.enable(self._rt.devices, ref)
             self._audit(principal, "device.enable", "device", device.id, org_id=device.owner)
         return device
 
     def revoke(
-        self, principal: Principal, device_ref: str, reason: str = "unspecified", *, disable: bool
+        self,
+        principal: Principal,
+        device_ref: str,
+        reason: str = "unspecified",
+        *,
+        disable: bool,
+        owner: str | None = None,
     ) -> Device:
         """Revoke every certificate the device holds; with ``disable``, disable it too.
 
@@ -95,9 +132,9 @@ class DeviceOperations(Operations):
         """
         flag = parse_reason(reason)
         with self._transaction():
-            visible_device(self._rt, principal, device_ref, Role.OPERATOR)
+            ref = visible_device(self._rt, principal, device_ref, Role.OPERATOR, owner=owner).id
             device = lifecycle.revoke_device(
-                self._rt.authority, self._rt.devices, device_ref, flag, disable_device=disable
+                self._rt.authority, self._rt.devices, ref, flag, disable_device=disable
             )
             self._audit(
                 principal,
@@ -109,11 +146,11 @@ class DeviceOperations(Operations):
             )
         return device
 
-    def reset(self, principal: Principal, device_ref: str) -> Device:
+    def reset(self, principal: Principal, device_ref: str, *, owner: str | None = None) -> Device:
         """Factory reset: revoke its certificates and release the device."""
         with self._transaction():
-            visible_device(self._rt, principal, device_ref, Role.OPERATOR)
-            device = lifecycle.factory_reset(self._rt.authority, self._rt.devices, device_ref)
+            ref = visible_device(self._rt, principal, device_ref, Role.OPERATOR, owner=owner).id
+            device = lifecycle.factory_reset(self._rt.authority, self._rt.devices, ref)
             self._audit(principal, "device.reset", "device", device.id, org_id=device.owner)
         return device
 

@@ -1,17 +1,24 @@
 """OAuth client operations: machines and applications of an organization that get tokens.
 
 An operator of an organization creates and deletes its clients, with a role no higher
-than her own. Clients of no organization, and those configured under ``auth.clients``,
-belong to the whole instance.
+than her own, and rotates their secrets. Clients of no organization, and those
+configured under ``auth.clients``, belong to the whole instance.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from imprint.app.base import Operations
 from imprint.app.scoping import scope_of
-from imprint.auth.clients import CLIENT_CREDENTIALS, IssuedClient, OAuthClient, create_client
+from imprint.auth.clients import (
+    CLIENT_CREDENTIALS,
+    IssuedClient,
+    OAuthClient,
+    create_client,
+    new_client_secret,
+)
 from imprint.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from imprint.tenancy.access import Principal, authorize
 from imprint.tenancy.roles import Role
@@ -105,6 +112,49 @@ class OAuthClientOperations(Operations):
                 role=client.role.value,
             )
         return issued
+
+    def rotate_secret(self, principal: Principal, client_id: str) -> IssuedClient:
+        """Give a stored confidential client a new secret, returned once; the old one is
+        refused from now on (tokens already issued run out as usual). Operator of its
+        organization.
+
+        Raises:
+            NotFound: not visible.
+            Conflict: a configured client (``client_configured``) or a public one
+                (``client_public``).
+            PermissionDenied: not operator there.
+        """
+        with self._transaction():
+            client = self._manageable(principal, client_id)
+            if client.public:
+                raise Conflict("a public client has no secret", code="client_public")
+            secret, digest = new_client_secret()
+            self._rt.oauth_clients.set_secret(client_id, digest)
+            self._audit(
+                principal,
+                "oauth_client.secret.rotate",
+                "oauth_client",
+                client_id,
+                org_id=client.org_id,
+            )
+        return IssuedClient(replace(client, secret_sha256=digest), secret)
+
+    def _manageable(self, principal: Principal, client_id: str) -> OAuthClient:
+        client = self.show(principal, client_id)
+        if client.configured:
+            raise Conflict(
+                "a configured client is changed in the configuration file",
+                code="client_configured",
+            )
+        if client.org_id is not None:
+            authorize(
+                principal,
+                client.org_id,
+                Role.OPERATOR,
+                self._rt.org_tree(),
+                what=f"OAuth client {client_id!r}",
+            )
+        return client
 
     def delete(self, principal: Principal, client_id: str) -> None:
         """Delete a stored client; its tokens stop working (operator of its organization).

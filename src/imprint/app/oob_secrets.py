@@ -9,12 +9,19 @@ transaction.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from imprint.app.base import Operations
+from imprint.app.base import Operations, Page
 from imprint.app.scoping import visible_enrollment
+from imprint.errors import InvalidValue
 from imprint.provisioning.enrollments import Enrollment
+from imprint.provisioning.one_time_passwords import (
+    MAX_VALIDITY,
+    OneTimePassword,
+    new_one_time_password,
+)
 from imprint.provisioning.oob_secrets import (
     ImportReport,
     OobSecretSummary,
@@ -29,6 +36,8 @@ from imprint.tenancy.access import Principal
 from imprint.tenancy.roles import Role
 
 __all__ = ["OobSecretOperations"]
+
+_DEVICE_ID = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 class OobSecretOperations(Operations):
@@ -54,6 +63,62 @@ class OobSecretOperations(Operations):
         never the secrets themselves."""
         self._enrollment(principal, enrollment_id, Role.VIEWER)
         return self._rt.oob_secrets.search(enrollment_id, limit=limit, after=after)
+
+    def page(
+        self,
+        principal: Principal,
+        enrollment_id: str,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[OobSecretSummary]:
+        """One page of :meth:`list`, with how many secrets the enrollment has in all and
+        the next page's cursor."""
+        self._enrollment(principal, enrollment_id, Role.VIEWER)
+        found = self._rt.oob_secrets.search(enrollment_id, limit=limit + 1, after=after)
+        items = found[:limit]
+        following = items[-1].device_id if len(found) > limit else None
+        return Page(items, self._rt.oob_secrets.count(enrollment_id), following)
+
+    def create_one_time_password(
+        self,
+        principal: Principal,
+        enrollment_id: str,
+        device_id: str,
+        valid_for: timedelta = timedelta(hours=24),
+    ) -> tuple[str, OneTimePassword]:
+        """A one-time password for one device of an oob-secret enrollment (EST's HTTP
+        Basic): the password, shown this once, and its record (only its hash is kept).
+
+        Raises:
+            InvalidValue: a bad device id or validity.
+            NotFound, PermissionDenied, WrongMechanism: as :meth:`register`.
+        """
+        if not _DEVICE_ID.fullmatch(device_id):
+            raise InvalidValue("device_id: 1 to 200 printable ASCII characters, no spaces")
+        if not timedelta(minutes=1) <= valid_for <= MAX_VALIDITY:
+            raise InvalidValue("valid for one minute to thirty days")
+        with self._transaction():
+            enrollment = self._enrollment(principal, enrollment_id, Role.OPERATOR)
+            password, record = new_one_time_password(
+                enrollment.id,
+                device_id,
+                at=self._rt.clock.now().replace(microsecond=0),
+                valid_for=valid_for,
+                created_by=principal.actor,
+            )
+            self._rt.one_time_passwords.add(record)
+            self._audit(
+                principal,
+                "one_time_password.create",
+                "device",
+                device_id,
+                org_id=enrollment.owner,
+                enrollment_id=enrollment.id,
+                password_id=record.id,
+                expires_at=record.expires_at.isoformat(),
+            )
+        return password, record
 
     def register(
         self,

@@ -1,4 +1,5 @@
-"""Organization operations: the tree, creating an organization, and sign-up.
+"""Organization operations: the tree, creating, renaming and deleting an organization,
+and sign-up.
 
 An admin of an organization creates organizations below it; only the whole instance (an
 API key, the command line) creates top-level ones. Sign-up creates a top-level
@@ -8,13 +9,13 @@ organization, its admin and a registration key for its devices in one operation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from imprint.app.base import Operations
 from imprint.app.scoping import scope_of
 from imprint.auth.passwords import check_password_policy
-from imprint.errors import Conflict, PermissionDenied
+from imprint.errors import Conflict, InvalidValue, PermissionDenied
 from imprint.provisioning.enrollments import (
     Enrollment,
     EnrollmentKind,
@@ -123,6 +124,79 @@ class OrganizationOperations(Operations):
                 parent_id=org.parent_id,
             )
             return self._entry(principal, org, self._rt.org_tree())
+
+    def rename(self, principal: Principal, org_id: str, name: str) -> OrgEntry:
+        """Give an organization a new display name (admin there); its id never changes.
+
+        Raises:
+            NotFound: not visible.
+            PermissionDenied: not admin there.
+            InvalidValue: a bad name.
+        """
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidValue("name: 1 to 200 characters")
+        with self._transaction():
+            tree = self._rt.org_tree()
+            authorize(principal, org_id, Role.ADMIN, tree, what=f"organization {org_id!r}")
+            before = self._rt.orgs.get(org_id)
+            self._rt.orgs.rename(org_id, name)
+            self._audit(
+                principal,
+                "org.rename",
+                "organization",
+                org_id,
+                org_id=org_id,
+                name=name,
+                previous_name=before.name,
+            )
+            return self._entry(principal, replace(before, name=name), tree)
+
+    def delete(self, principal: Principal, org_id: str) -> Organization:
+        """Delete an empty organization: no sub-organizations, members, enrollments,
+        devices, channels, OAuth clients, client credentials or valid certificates.
+        Admin of its parent (the whole instance for a top-level one).
+
+        Raises:
+            NotFound: not visible.
+            PermissionDenied: not admin of the parent.
+            Conflict: it still holds something (``org_not_empty``).
+        """
+        with self._transaction():
+            tree = self._rt.org_tree()
+            authorize(principal, org_id, Role.VIEWER, tree, what=f"organization {org_id!r}")
+            org = self._rt.orgs.get(org_id)
+            if org.parent_id is None or org.parent_id not in tree:
+                if not principal.instance_admin:
+                    raise PermissionDenied(
+                        "only an API key deletes top-level organizations",
+                        code="role_insufficient",
+                    )
+            else:
+                authorize(
+                    principal,
+                    org.parent_id,
+                    Role.ADMIN,
+                    tree,
+                    what=f"organization {org.parent_id!r}",
+                )
+            held = self._rt.orgs.holdings(org_id, self._rt.clock.now())
+            if held:
+                raise Conflict(
+                    f"organization {org_id!r} is not empty: it still has {', '.join(held)}",
+                    code="org_not_empty",
+                )
+            self._rt.orgs.remove(org_id)
+            self._audit(
+                principal,
+                "org.delete",
+                "organization",
+                org_id,
+                org_id=org_id,
+                name=org.name,
+                parent_id=org.parent_id,
+            )
+        return org
 
     def signup(
         self,

@@ -9,6 +9,7 @@ of which role each action needs.
 
 from __future__ import annotations
 
+from imprint.errors import Conflict, NotFound
 from imprint.pki.records import CertificateRecord
 from imprint.pki.serials import normalize_serial
 from imprint.provisioning.devices import Device
@@ -40,16 +41,54 @@ def visible_enrollment(
     return enrollment
 
 
-def visible_device(runtime: Runtime, principal: Principal, device_ref: str, needed: Role) -> Device:
+def visible_device(
+    runtime: Runtime,
+    principal: Principal,
+    device_ref: str,
+    needed: Role,
+    *,
+    owner: str | None = None,
+) -> Device:
     """The device, if the caller holds ``needed`` in its owner organization.
+
+    ``device_ref`` is imprint's reference (a UUID) or the device's own id; ``owner``
+    narrows a device id to one organization. A device id that names visible devices of
+    several owners is ambiguous.
 
     Raises:
         NotFound: no such device, or a foreign one.
+        Conflict: the device id is ambiguous (``device_ambiguous``): name the owner.
         PermissionDenied: visible, but the role is too low.
     """
-    device = runtime.devices.get(device_ref)
+    try:
+        device = runtime.devices.get(device_ref)
+        if owner is not None and device.owner != owner:
+            raise NotFound(f"no device {device_ref!r}")
+    except NotFound:
+        device = _by_device_id(runtime, principal, device_ref, owner)
     authorize(principal, device.owner, needed, runtime.org_tree(), what=f"device {device_ref!r}")
     return device
+
+
+def _by_device_id(
+    runtime: Runtime, principal: Principal, device_id: str, owner: str | None
+) -> Device:
+    if owner is not None:
+        found = runtime.devices.find(owner, device_id) if len(device_id) <= 200 else None
+        if found is None:
+            raise NotFound(f"no device {device_id!r} of owner {owner!r}")
+        return found
+    scope = scope_of(runtime, principal)
+    matches = runtime.devices.with_device_id(device_id, scope) if len(device_id) <= 200 else []
+    if not matches:
+        raise NotFound(f"no device {device_id!r}")
+    if len(matches) > 1:
+        owners = ", ".join(sorted(d.owner for d in matches))
+        raise Conflict(
+            f"device id {device_id!r} names devices of several owners ({owners}): name the owner",
+            code="device_ambiguous",
+        )
+    return matches[0]
 
 
 def visible_certificate(

@@ -1,7 +1,7 @@
 """User operations: members of organizations, their roles, passwords and accounts.
 
 An admin of an organization creates its members and gives or takes roles there (never
-above her own). Resetting a password and disabling or enabling a user needs the admin
+above her own). Resetting a password, disabling, enabling or deleting a user needs the admin
 role in every organization the user is a member of, and is never done to oneself; a
 user changes her own password with the current one.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from imprint.app.base import Operations
+from imprint.app.base import Operations, Page
 from imprint.app.scoping import scope_of
 from imprint.errors import Conflict, NotFound, PermissionDenied
 from imprint.tenancy.access import Principal, authorize, org_scope, role_in
@@ -45,6 +45,35 @@ class UserOperations(Operations):
             orgs = {org_id} if scope is None or org_id in scope else set()
         found = self._rt.users.in_orgs(orgs, max(1, min(limit, 10_000)))
         return [_seen(u, scope) for u in found]
+
+    def page(
+        self,
+        principal: Principal,
+        *,
+        org_id: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        username: str | None = None,
+    ) -> Page[User]:
+        """One page of :meth:`list` (``after``: the previous page's last user name), with
+        the total that match and the next page's cursor; ``username``: only her (the page
+        is empty when the principal does not see her)."""
+        if username is not None:
+            try:
+                one = self.find(principal, username)
+            except NotFound:
+                return Page([], 0)
+            seen = org_id is None or org_id in (one.memberships or {})
+            return Page([one], 1) if seen else Page([], 0)
+        scope = scope_of(self._rt, principal)
+        orgs = scope
+        if org_id is not None:
+            orgs = {org_id} if scope is None or org_id in scope else set()
+        limit = max(1, min(limit, 10_000))
+        found = self._rt.users.in_orgs(orgs, limit + 1, after)
+        items = [_seen(u, scope) for u in found[:limit]]
+        following = items[-1].username if len(found) > limit else None
+        return Page(items, self._rt.users.count_in_orgs(orgs), following)
 
     def show(self, principal: Principal, user_id: str) -> User:
         """One user.
@@ -184,6 +213,30 @@ class UserOperations(Operations):
     def enable(self, principal: Principal, user_id: str) -> User:
         """Enable a disabled user again (what was issued before stays refused)."""
         return self._set_disabled(principal, user_id, False)
+
+    def delete(self, principal: Principal, user_id: str) -> User:
+        """Delete a user and her memberships; her sessions and tokens end. The audit log
+        keeps her entries (they name her). As :meth:`reset_password` for who may;
+        :meth:`disable` keeps the account instead.
+
+        Raises:
+            NotFound: not visible.
+            Conflict: one's own account (``own_account``).
+            PermissionDenied: not admin of all her organizations.
+        """
+        with self._transaction():
+            tree = self._rt.org_tree()
+            user = self._managed(principal, user_id, tree)
+            self._rt.users.remove(user.id)
+            self._audit(
+                principal,
+                "user.delete",
+                "user",
+                user.id,
+                username=user.username,
+                memberships={o: r.value for o, r in (user.memberships or {}).items()},
+            )
+        return _seen(user, self._scope(principal, tree))
 
     def _set_disabled(self, principal: Principal, user_id: str, disabled: bool) -> User:
         with self._transaction():

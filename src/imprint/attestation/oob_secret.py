@@ -16,6 +16,12 @@ base64(HMAC-SHA256(secret, message)) over the exact JSON bytes the device signed
 message must name the same device id and the CSR's public key. idprov has no timestamp
 or nonce: a replay can only ever fetch the certificate already issued for that key.
 
+An EST request with HTTP Basic (``evidence.format`` is ``"http-basic"``, built by
+:mod:`imprint.api.routes.est`) carries the password itself, over TLS: either the
+device's registered secret (compared in constant time) or a one-time password an
+administrator made for the device (:mod:`imprint.provisioning.one_time_passwords`,
+looked up by its SHA-256 and spent like a secret, once).
+
 Outcomes, in the order they are checked:
 
 1. no secret registered for the device yet: *waiting* (the Provisioner answers 202
@@ -68,10 +74,12 @@ from imprint.provisioning.enrollments import (
     EnrollmentStore,
     Mechanism,
 )
+from imprint.provisioning.one_time_passwords import OneTimePasswordStore, password_sha256
 from imprint.provisioning.oob_secrets import OobSecret, OobSecretStore
 
 __all__ = [
     "CLOCK_SKEW",
+    "HTTP_BASIC_FORMAT",
     "IDPROV_FORMAT",
     "NONCE_SCOPE",
     "OobSecretAttestor",
@@ -83,6 +91,7 @@ NONCE_SCOPE = "oob-secret"
 CLOCK_SKEW = timedelta(seconds=300)
 NONCE_LIFETIME = timedelta(seconds=600)
 IDPROV_FORMAT = "idprov"
+HTTP_BASIC_FORMAT = "http-basic"
 _LABEL = "imprint-oob-v1"
 _NONCE = re.compile(r"[A-Za-z0-9._~+/=-]{16,128}")
 _DEVICE_ID = re.compile(r"[\x21-\x7e]{1,200}")
@@ -192,6 +201,24 @@ class _IdprovProof:
         return hmac.compare_digest(expected, self.signature)
 
 
+@dataclass(frozen=True, slots=True)
+class _PasswordProof:
+    password: str
+
+    @classmethod
+    def read(cls, evidence: Evidence) -> _PasswordProof:
+        password = evidence.fields.get("password")
+        if not isinstance(password, str) or not password:
+            raise EvidenceMissing("HTTP Basic: the password is required")
+        if len(password) > 1024:
+            raise InvalidValue("HTTP Basic: the password is too long")
+        evidence.signing_request()
+        return cls(password)
+
+    def verifies(self, secret: str) -> bool:
+        return hmac.compare_digest(secret.encode("utf-8"), self.password.encode("utf-8"))
+
+
 class OobSecretAttestor:
     """Checks a device's proof of its OOB secret; spends the secret once it is issued."""
 
@@ -203,11 +230,13 @@ class OobSecretAttestor:
         enrollments: EnrollmentStore,
         devices: DeviceStore,
         nonces: NonceStore,
+        one_time_passwords: OneTimePasswordStore | None = None,
     ) -> None:
         self._secrets = secrets
         self._enrollments = enrollments
         self._devices = devices
         self._nonces = nonces
+        self._one_time = one_time_passwords
 
     def attest(self, evidence: Evidence) -> Attestation:
         """Verify the proof; nothing is written unless every check passed.
@@ -224,15 +253,26 @@ class OobSecretAttestor:
             ReplayDetected: the nonce was used before.
         """
         device_id = _registration_id(evidence)
-        idprov = evidence.fields.get("format") == IDPROV_FORMAT
-        proof: _NativeProof | _IdprovProof = (
-            _IdprovProof.read(evidence, device_id)
-            if idprov
-            else _NativeProof.read(evidence, device_id)
-        )
+        form = evidence.fields.get("format")
+        idprov = form == IDPROV_FORMAT
+        proof: _NativeProof | _IdprovProof | _PasswordProof
+        if form == HTTP_BASIC_FORMAT:
+            proof = _PasswordProof.read(evidence)
+        elif idprov:
+            proof = _IdprovProof.read(evidence, device_id)
+        else:
+            proof = _NativeProof.read(evidence, device_id)
         candidates = self._candidates(evidence.enrollment_id, device_id)
         by_id = {e.id: e for e in candidates}
+        if isinstance(proof, _PasswordProof):
+            one_time = self._one_time_password(proof, device_id, by_id, evidence)
+            if one_time is not None:
+                return one_time
         registered = self._secrets.for_device(device_id, list(by_id))
+        if not registered and isinstance(proof, _PasswordProof):
+            # A password that is neither a one-time password nor a registered secret is
+            # wrong now, not early: the device cannot have it from anywhere else.
+            raise SignatureInvalid("the password is not valid for this device")
         if not registered:
             return Attestation(
                 enrollment=self._waiting_in(candidates, evidence.at),
@@ -267,14 +307,45 @@ class OobSecretAttestor:
             response_key=secret.secret.encode("utf-8"),
             claims={
                 "registration_id": device_id,
-                "format": IDPROV_FORMAT if idprov else "imprint",
+                "format": form if isinstance(form, str) and form else "imprint",
             },
+        )
+
+    def _one_time_password(
+        self,
+        proof: _PasswordProof,
+        device_id: str,
+        by_id: dict[str, Enrollment],
+        evidence: Evidence,
+    ) -> Attestation | None:
+        """The attestation of a one-time password, None if the password is none."""
+        if self._one_time is None:
+            return None
+        found = self._one_time.find(password_sha256(proof.password), device_id, list(by_id))
+        if found is None:
+            return None
+        enrollment = by_id[found.enrollment_id]
+        if found.expired(evidence.at):
+            raise SecretExpired("the one-time password has expired")
+        if found.used_at is not None and not self._may_reuse_after(
+            enrollment, device_id, found.used_at, evidence
+        ):
+            raise SecretUsed("the one-time password was used already")
+        return Attestation(
+            enrollment=enrollment,
+            device_id=device_id,
+            identity=f"one-time-password:{found.id}",
+            claims={"registration_id": device_id, "one_time_password": found.id},
         )
 
     def completed(self, attestation: Attestation) -> None:
         """A certificate went out: the secret is spent (kept, for retries and MACs)."""
         # Kept to the second, like device lifecycle times (see _may_reuse).
         used_at = datetime.now(UTC).replace(microsecond=0)
+        one_time = attestation.claims.get("one_time_password")
+        if one_time is not None and self._one_time is not None:
+            self._one_time.mark_used(one_time, used_at)
+            return
         self._secrets.mark_used(attestation.enrollment.id, attestation.device_id, used_at)
 
     def _candidates(self, enrollment_id: str | None, device_id: str) -> Sequence[Enrollment]:
@@ -317,7 +388,13 @@ class OobSecretAttestor:
 
     def _may_reuse(self, enrollment: Enrollment, secret: OobSecret, evidence: Evidence) -> bool:
         """A spent secret still admits the device's own retry, or a reset device."""
-        device = self._devices.find(enrollment.owner, secret.device_id)
+        assert secret.used_at is not None
+        return self._may_reuse_after(enrollment, secret.device_id, secret.used_at, evidence)
+
+    def _may_reuse_after(
+        self, enrollment: Enrollment, device_id: str, used_at: datetime, evidence: Evidence
+    ) -> bool:
+        device = self._devices.find(enrollment.owner, device_id)
         if device is None:
             return False
         if device.status is DeviceStatus.PROVISIONED:
@@ -327,8 +404,7 @@ class OobSecretAttestor:
         if device.status is DeviceStatus.RESET:
             # A reset in the same second as the use still came after it: a device is
             # reset only once provisioned.
-            assert secret.used_at is not None
-            return device.updated_at >= secret.used_at
+            return device.updated_at >= used_at
         return False
 
 

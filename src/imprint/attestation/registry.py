@@ -12,6 +12,7 @@ from imprint.attestation.x509 import X509Attestor
 from imprint.provisioning.client_cas import ClientCAStore
 from imprint.provisioning.devices import DeviceStore, NonceStore
 from imprint.provisioning.enrollments import EnrollmentStore, Mechanism
+from imprint.provisioning.one_time_passwords import OneTimePasswordStore
 from imprint.provisioning.oob_secrets import OobSecretStore
 from imprint.provisioning.registration_keys import RegistrationKeyStore
 
@@ -29,6 +30,7 @@ def build_attestors(
     oob_secrets: OobSecretStore,
     registration_keys: RegistrationKeyStore,
     provision_url: str,
+    one_time_passwords: OneTimePasswordStore | None = None,
 ) -> dict[Mechanism, Attestor]:
     """One attestor per mechanism, with the stores the runtime built.
 
@@ -48,5 +50,7 @@ def build_attestors(
     )
     attestors[Mechanism.SYMMETRIC_KEY] = SymmetricKeyAttestor(enrollments, nonces)
     attestors[Mechanism.REGISTRATION_KEY] = RegistrationKeyAttestor(registration_keys, enrollments)
-    attestors[Mechanism.OOB_SECRET] = OobSecretAttestor(oob_secrets, enrollments, devices, nonces)
+    attestors[Mechanism.OOB_SECRET] = OobSecretAttestor(
+        oob_secrets, enrollments, devices, nonces, one_time_passwords
+    )
     return attestors

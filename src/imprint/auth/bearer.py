@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,7 +55,9 @@ class BearerAuthenticator:
         users: UserStore,
         clients: ClientRegistry,
         external: ExternalProvider | None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._now = now
         self._api_keys = api_keys
         self._tokens = tokens
         self._users = users
@@ -68,8 +71,8 @@ class BearerAuthenticator:
             AuthenticationRequired: an unknown, invalid, expired or revoked credential.
         """
         if token.startswith("imp_"):
-            key = authenticate(self._api_keys, token)
-            now = datetime.now(UTC)
+            now = self._now()
+            key = authenticate(self._api_keys, token, now)
             if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
                 self._api_keys.touch(key.key_id, now)
             return api_key_principal(key)

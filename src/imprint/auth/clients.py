@@ -30,12 +30,14 @@ from imprint.tenancy.roles import Role
 __all__ = [
     "AUTHORIZATION_CODE",
     "CLIENT_CREDENTIALS",
+    "COMMAND_LINE_CLIENT",
     "ClientRegistry",
     "IssuedClient",
     "OAuthClient",
     "OAuthClientStore",
     "configured_clients",
     "create_client",
+    "new_client_secret",
     "secret_digest",
     "valid_redirect_uri",
 ]
@@ -89,6 +91,12 @@ class OAuthClientStore(Protocol):
 
 def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def new_client_secret() -> tuple[str, str]:
+    """A new client secret: (the secret, shown once; its SHA-256, stored)."""
+    secret = secrets.token_urlsafe(32)
+    return secret, secret_digest(secret)
 
 
 def valid_redirect_uri(uri: str) -> bool:
@@ -146,11 +154,11 @@ def create_client(
     _check_fields(name, grant_types, scopes, redirect_uris, audience)
     if public and CLIENT_CREDENTIALS in grant_types:
         raise InvalidValue("public: a client_credentials client needs a secret")
-    secret = None if public else secrets.token_urlsafe(32)
+    secret, digest = (None, None) if public else new_client_secret()
     client = OAuthClient(
         client_id=f"cli-{secrets.token_hex(8)}",
         name=name,
-        secret_sha256=None if secret is None else secret_digest(secret),
+        secret_sha256=digest,
         grant_types=tuple(dict.fromkeys(grant_types)),
         scopes=tuple(dict.fromkeys(scopes)),
         audience=audience,
@@ -168,18 +176,29 @@ def encode_list(values: Iterable[str]) -> str:
 
 
 class ClientRegistry:
-    """Configured development clients first, then the database."""
+    """Configured development clients first, then the built-in ones (the command line's,
+    never listed), then the database."""
 
-    def __init__(self, store: OAuthClientStore, configured: Sequence[OAuthClient]) -> None:
+    def __init__(
+        self,
+        store: OAuthClientStore,
+        configured: Sequence[OAuthClient],
+        builtin: Sequence[OAuthClient] = (),
+    ) -> None:
         self._store = store
         self._configured = list(configured)
+        self._builtin = list(builtin)
 
     @property
     def configured(self) -> Sequence[OAuthClient]:
         return self._configured
 
     def candidates(self, client_id: str) -> list[OAuthClient]:
-        found = [c for c in self._configured if hmac.compare_digest(c.client_id, client_id)]
+        found = [
+            c
+            for c in [*self._configured, *self._builtin]
+            if hmac.compare_digest(c.client_id, client_id)
+        ]
         stored = self._store.find(client_id) if len(client_id) <= 100 else None
         return [*found, *([stored] if stored is not None else [])]
 
@@ -214,6 +233,18 @@ class ClientRegistry:
                 return client
         raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
 
+
+#: The command line's own client: public (no secret), authorization code with PKCE, its
+#: code delivered to a loopback address that nothing need listen on (``imprint login``
+#: posts the user's password to the sign-in form and reads the code from the redirect).
+COMMAND_LINE_CLIENT = OAuthClient(
+    client_id="imprint-cli",
+    name="imprint command line",
+    secret_sha256=None,
+    grant_types=(AUTHORIZATION_CODE,),
+    redirect_uris=("http://127.0.0.1/imprint-cli",),
+    configured=True,
+)
 
 _GRANT_NAMES = {"clientCredentials": CLIENT_CREDENTIALS, "authorizationCode": AUTHORIZATION_CODE}
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 import yaml
@@ -15,11 +15,21 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from imprint.cli.output import (
+    Column,
+    Format,
+    OutputOption,
+    render_done,
+    render_item,
+    render_page,
+    set_default_format,
+)
 from imprint.errors import ConfigurationError, ImprintError
 from imprint.settings import KeyType, Settings, describe_validation_error, load_settings
 
 if TYPE_CHECKING:
     from imprint.runtime import Database, Runtime
+    from imprint.tenancy.access import Principal
 
 app = typer.Typer(
     help="imprint: self-hosted IoT device provisioning and certificate authority.",
@@ -31,7 +41,9 @@ db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 ca_app = typer.Typer(
     help="Create, import and inspect the certificate authority.", no_args_is_help=True
 )
-admin_app = typer.Typer(help="Manage admin API keys.", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Manage admin API keys: create, list, rotate, revoke.", no_args_is_help=True
+)
 cert_app = typer.Typer(help="Issue, revoke and list certificates.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
@@ -64,11 +76,29 @@ def _errors() -> Iterator[None]:
         _fail(exc.message)
 
 
+def _local_only() -> None:
+    """Refuse a command that has no remote form while a login profile is chosen, rather
+    than quietly run it on this machine's data directory."""
+    from imprint.cli.calls import remote_profile
+
+    try:
+        profile = remote_profile()
+    except ConfigurationError as exc:
+        _fail(exc.message, 2)
+    if profile is not None:
+        _fail(
+            f"this command runs on the server's own data directory, not through profile "
+            f"{profile.name!r}; on the server, add --local",
+            2,
+        )
+
+
 @contextmanager
 def _runtime() -> Iterator[Runtime]:
     """An open runtime for one command; errors become one line and an exit code."""
     from imprint.runtime import open_runtime
 
+    _local_only()
     settings = _settings()
     with _errors():
         runtime = open_runtime(settings)
@@ -85,6 +115,7 @@ def _database() -> Iterator[Database]:
     code."""
     from imprint.runtime import open_database
 
+    _local_only()
     settings = _settings()
     with _errors():
         database = open_database(settings)
@@ -110,15 +141,98 @@ def _settings(**overrides: object) -> Settings:
     return settings
 
 
+def read_secret(prompt: str, *, confirm: bool = False) -> str:
+    """A secret from the terminal (not echoed), or the first line of standard input when
+    that is not a terminal (``echo "$PASSWORD" | imprint ...``), without a warning."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    try:
+        value = getpass.getpass(f"{prompt}: ")
+        if confirm and getpass.getpass(f"Repeat the {prompt.lower()}: ") != value:
+            _fail("the two entries differ")
+    except (EOFError, KeyboardInterrupt):
+        err.print()
+        raise typer.Exit(1) from None
+    return value
+
+
+def _version(value: bool) -> None:
+    if value:
+        from imprint import __version__
+
+        sys.stdout.write(f"imprint {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="YAML configuration file (or $IMPRINT_CONFIG)"),
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile", "-p", help="Run against this server profile (or $IMPRINT_PROFILE)"
+        ),
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Use this machine's data directory, not a profile")
+    ] = False,
+    output: OutputOption = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version"),
+    ] = False,
 ) -> None:
     global _config_path
+    from imprint.cli.calls import selection
+
     _config_path = config
+    selection.profile = profile
+    selection.local = local
+    set_default_format(output)
+
+
+@app.command("login")
+def login_command(
+    server: Annotated[str, typer.Option(help="The server's URL, e.g. https://imprint.example")],
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Save as this profile (default: the global --profile, or 'default')"),
+    ] = None,
+    username: Annotated[
+        str | None, typer.Option(help="Sign in as this user (password asked for, or on stdin)")
+    ] = None,
+    organization: Annotated[
+        str | None, typer.Option(help="With --username: the organization to act for")
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="CA certificate (PEM) to trust the server with")
+    ] = None,
+) -> None:
+    """Log in to a server and save it as a profile (then the default for every command).
+
+    Without --username, an API key (or another bearer token) is asked for, or read from
+    standard input or $IMPRINT_TOKEN.
+    """
+    from imprint.cli.login import login
+
+    login(server, profile, username, organization, ca_file)
+
+
+@app.command("logout")
+def logout_command(
+    profile: Annotated[
+        str | None, typer.Option(help="The profile to remove (default: the current one)")
+    ] = None,
+) -> None:
+    """Forget a profile and its credential (an API key stays valid: revoke it there)."""
+    from imprint.cli.login import logout
+
+    logout(profile)
 
 
 @app.command()
@@ -297,37 +411,164 @@ def _print_ca(settings: Settings, root: object, issuing: object) -> None:
     out.print(table)
 
 
-@admin_app.command("create")
-def admin_create(name: Annotated[str, typer.Argument(help="A name for the key")]) -> None:
-    """Create an admin API key and print its token once."""
-    from imprint.tenancy.access import cli_principal
+API_KEY_COLUMNS = [
+    Column("name", "name", key=True),
+    Column("key id", "key_id", key=True),
+    Column("role", "role"),
+    Column("created", "created_at"),
+    Column("last used", "last_used_at"),
+    Column("expires", "expires_at"),
+]
 
-    with _database() as database:
-        issued = database.app.api_keys.create(cli_principal(), name)
-    err.print(f"API key {name!r} created. Its token is shown once; store it now:")
-    sys.stdout.write(issued.token + "\n")
+
+def _key_json(key: object, token: str | None = None) -> dict[str, object]:
+    from imprint.api.routes.api_keys import ApiKeyOut, IssuedApiKeyOut
+    from imprint.auth.api_keys import ApiKey
+
+    assert isinstance(key, ApiKey)
+    shown = ApiKeyOut.of(key)
+    if token is not None:
+        return IssuedApiKeyOut(**shown.model_dump(), token=token).model_dump(mode="json")
+    return shown.model_dump(mode="json")
+
+
+def _print_token(issued: dict[str, object], output: Format | None, what: str) -> None:
+    if (output or _default_format()) is Format.table:
+        err.print(f"{what} Its token is shown once; store it now:")
+        sys.stdout.write(f"{issued['token']}\n")
+    else:
+        render_item(issued, output, fields=[*API_KEY_COLUMNS, Column("token", "token")])
+
+
+def _default_format() -> Format:
+    from imprint.cli.output import default_format
+
+    return default_format()
+
+
+ExpiresOption = Annotated[
+    int | None, typer.Option("--expires-in-days", help="The key stops working after this")
+]
+
+
+@admin_app.command("create")
+def admin_create(
+    name: Annotated[str, typer.Argument(help="A name for the key")],
+    expires_in_days: ExpiresOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Create an admin API key and print its token once."""
+    from datetime import timedelta
+
+    from imprint.cli.calls import perform
+
+    lifetime = None if expires_in_days is None else timedelta(days=expires_in_days)
+
+    def local(db: Database, principal: Principal) -> dict[str, object]:
+        made = db.app.api_keys.create(principal, name, expires_in=lifetime)
+        return _key_json(made.key, made.token)
+
+    issued = perform(
+        local=None,
+        database=local,
+        remote=lambda api: api.post(
+            "/api/v1/api-keys", {"name": name, "expires_in_days": expires_in_days}
+        ),
+    )
+    _print_token(issued, output, f"API key {name!r} created.")
 
 
 @admin_app.command("list")
-def admin_list() -> None:
-    """List API keys (never their secrets)."""
-    from imprint.tenancy.access import cli_principal
+def admin_list(output: OutputOption = None) -> None:
+    """List API keys (never their secrets), with their last use and expiry."""
+    page = perform_list_keys()
+    render_page(page, API_KEY_COLUMNS, output, noun="API key(s)")
 
-    with _database() as database:
-        keys = database.app.api_keys.list(cli_principal())
-    table = Table()
-    for column in ("name", "role", "created", "last used"):
-        table.add_column(column)
-    for key in keys:
-        last = key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never"
-        table.add_row(key.name, key.role, key.created_at.strftime("%Y-%m-%d %H:%M"), last)
-    out.print(table)
+
+def perform_list_keys() -> dict[str, object]:
+    from imprint.cli.calls import perform
+
+    def local(db: Database, principal: Principal) -> dict[str, object]:
+        keys = [_key_json(k) for k in db.app.api_keys.list(principal)]
+        return {"items": keys, "total": len(keys), "next": None}
+
+    return perform(local=None, database=local, remote=lambda api: api.get("/api/v1/api-keys"))
+
+
+@admin_app.command("rotate")
+def admin_rotate(
+    name: Annotated[str, typer.Argument(help="The key's name")],
+    expires_in_days: Annotated[
+        int | None, typer.Option("--expires-in-days", help="A new expiry (default: keep it)")
+    ] = None,
+    output: OutputOption = None,
+) -> None:
+    """Give a key a new token (printed once); the old token stops working at once."""
+    from datetime import timedelta
+
+    from imprint.cli.calls import perform
+
+    lifetime = None if expires_in_days is None else timedelta(days=expires_in_days)
+
+    def local(db: Database, principal: Principal) -> dict[str, object]:
+        made = db.app.api_keys.rotate(principal, name, expires_in=lifetime)
+        return _key_json(made.key, made.token)
+
+    issued = perform(
+        local=None,
+        database=local,
+        remote=lambda api: api.post(
+            f"/api/v1/api-keys/{_path(name)}/rotate", {"expires_in_days": expires_in_days}
+        ),
+    )
+    _print_token(issued, output, f"API key {name!r} rotated.")
+
+
+@admin_app.command("revoke")
+def admin_revoke(
+    name: Annotated[str, typer.Argument(help="The key's name")],
+    output: OutputOption = None,
+) -> None:
+    """Revoke a key: refused from the next request on."""
+    from imprint.cli.calls import perform
+
+    perform(
+        local=None,
+        database=lambda db, p: db.app.api_keys.revoke(p, name),
+        remote=lambda api: api.delete(f"/api/v1/api-keys/{_path(name)}"),
+    )
+    render_done({"name": name, "revoked": True}, output, f"API key {name!r} revoked")
+
+
+def _path(segment: str) -> str:
+    """One path segment, escaped."""
+    from urllib.parse import quote
+
+    return quote(segment, safe="")
 
 
 class Profile(StrEnum):
     device = "device"
     client = "client"
     server = "server"
+
+
+CERTIFICATE_COLUMNS = [
+    Column("serial", "serial", key=True),
+    Column("profile", "profile"),
+    Column("subject", "subject"),
+    Column("owner", "owner"),
+    Column("status", "status"),
+    Column("not after", "not_after"),
+]
+
+
+def _certificate_json(record: object) -> dict[str, object]:
+    from imprint.api.routes.certificates import CertificateOut
+    from imprint.pki.records import CertificateRecord
+
+    assert isinstance(record, CertificateRecord)
+    return CertificateOut.of(record).model_dump(mode="json")
 
 
 @cert_app.command("issue")
@@ -344,29 +585,57 @@ def cert_issue(
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write the chain (PEM) here instead of stdout")
     ] = None,
+    output: OutputOption = None,
 ) -> None:
     """Issue a certificate from a CSR; only the CSR's key and common name are used."""
-    from imprint.tenancy.access import cli_principal
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from imprint.cli.calls import perform
 
     try:
         data = csr.read_bytes()
     except OSError as exc:
         _fail(f"cannot read {csr}: {exc.strerror}")
-    with _runtime() as runtime:
+
+    def local(runtime: Runtime, principal: Principal) -> dict[str, object]:
         issued = runtime.app.certificates.issue(
-            cli_principal(),
+            principal,
             data,
             profile=profile.value,
             common_name=cn,
             sans=san or [],
             validity_days=days,
         )
-    if out_file:
-        out_file.write_text(issued.chain_pem(), encoding="ascii")
+        return {**_certificate_json(issued.record), "chain": issued.chain_pem()}
+
+    def remote(api: Any) -> dict[str, object]:
+        pem = data.decode("ascii", "replace")
+        if "-----BEGIN" not in pem:
+            try:
+                request = x509.load_der_x509_csr(data)
+            except ValueError:
+                _fail(f"{csr}: not a CSR in PEM or DER")
+            pem = request.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        body = {
+            "csr": pem,
+            "profile": profile.value,
+            "common_name": cn,
+            "sans": san or [],
+            "validity_days": days,
+        }
+        answer: dict[str, object] = api.post("/api/v1/certificates", body)
+        return answer
+
+    issued = perform(local=local, remote=remote)
+    chain = str(issued["chain"])
+    if (output or _default_format()) is not Format.table:
+        render_item(issued, output, fields=[*CERTIFICATE_COLUMNS, Column("chain", "chain")])
+    elif out_file:
+        out_file.write_text(chain, encoding="ascii")
     else:
-        sys.stdout.write(issued.chain_pem())
-    until = issued.record.not_after.strftime("%Y-%m-%d %H:%M")
-    err.print(f"issued serial {issued.record.serial}, valid until {until} UTC")
+        sys.stdout.write(chain)
+    err.print(f"issued serial {issued['serial']}, valid until {issued['not_after']}")
 
 
 @cert_app.command("revoke")
@@ -375,13 +644,23 @@ def cert_revoke(
     reason: Annotated[
         str, typer.Option(help="RFC 5280 reason, e.g. keyCompromise")
     ] = "unspecified",
+    output: OutputOption = None,
 ) -> None:
     """Revoke a certificate; the issuer's CRL lists it from now on."""
-    from imprint.tenancy.access import cli_principal
+    from imprint.cli.calls import perform
 
-    with _runtime() as runtime:
-        record = runtime.app.certificates.revoke(cli_principal(), serial, reason)
-    out.print(f"revoked {record.serial} ({record.subject}) reason {record.revocation_reason}")
+    record = perform(
+        local=lambda rt, p: _certificate_json(rt.app.certificates.revoke(p, serial, reason)),
+        remote=lambda api: api.post(
+            f"/api/v1/certificates/{_path(serial)}/revoke", {"reason": reason}
+        ),
+    )
+    render_done(
+        record,
+        output,
+        f"revoked {record['serial']} ({record['subject']}) reason {record['revocation_reason']}",
+        fields=CERTIFICATE_COLUMNS,
+    )
 
 
 @cert_app.command("list")
@@ -390,12 +669,15 @@ def cert_list(
         str | None, typer.Option(help="Only those that expire within this, e.g. 30d")
     ] = None,
     status: Annotated[str | None, typer.Option(help="pending, issued, failed or revoked")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many rows")] = 100,
+    limit: Annotated[int, typer.Option(help="At most this many a page (1 to 1000)")] = 100,
+    cursor: Annotated[str | None, typer.Option(help="Start at this page (a list's next)")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every page from here")] = False,
+    output: OutputOption = None,
 ) -> None:
-    """List certificates as a table."""
+    """List certificates."""
+    from imprint.cli.calls import all_pages, perform
     from imprint.durations import parse_duration
     from imprint.pki.records import CertificateStatus
-    from imprint.tenancy.access import cli_principal
 
     with _errors():
         within = parse_duration(expiring) if expiring else None
@@ -403,22 +685,35 @@ def cert_list(
             wanted = CertificateStatus(status) if status else None
         except ValueError:
             _fail("status must be pending, issued, failed or revoked")
-    with _runtime() as runtime:
-        records = runtime.app.certificates.search(
-            cli_principal(), status=wanted, expiring_within=within, limit=limit
-        )
-    table = Table(title=f"{len(records)} certificate(s)")
-    for column in ("serial", "profile", "subject", "status", "not after"):
-        table.add_column(column)
-    for record in records:
-        table.add_row(
-            record.serial,
-            record.profile,
-            record.subject,
-            record.status.value,
-            record.not_after.strftime("%Y-%m-%d %H:%M"),
-        )
-    out.print(table)
+    if not 1 <= limit <= 1000:
+        _fail("--limit: 1 to 1000", 2)
+
+    def local(runtime: Runtime, principal: Principal) -> dict[str, object]:
+        def page(after: str | None) -> dict[str, Any]:
+            found = runtime.app.certificates.page(
+                principal, status=wanted, expiring_within=within, limit=limit, after=after
+            )
+            items = [_certificate_json(r) for r in found.items]
+            return {"items": items, "total": found.total, "next": found.next}
+
+        return all_pages(page, cursor, every)
+
+    def remote(api: Any) -> dict[str, object]:
+        def page(after: str | None) -> dict[str, Any]:
+            answer: dict[str, Any] = api.get(
+                "/api/v1/certificates",
+                status=status,
+                expiring_within=expiring,
+                limit=limit,
+                after=after,
+            )
+            return answer
+
+        return all_pages(page, cursor, every)
+
+    render_page(
+        perform(local=local, remote=remote), CERTIFICATE_COLUMNS, output, noun="certificate(s)"
+    )
 
 
 #: Command groups that live in their own modules (one per area), by command name.
@@ -436,6 +731,7 @@ _EXTENSIONS = {
     "import": "imprint.cli.importer",
     "backup": "imprint.cli.backup",
     "audit": "imprint.cli.audit",
+    "profile": "imprint.cli.login:profile_app",
 }
 
 
@@ -456,8 +752,9 @@ def _register_extensions(argv: list[str] | None = None) -> None:
         core |= words & {group.name or "" for group in app.registered_groups}
         named = [] if core else list(_EXTENSIONS)
     for name in named:
-        module = importlib.import_module(_EXTENSIONS[name])
-        app.add_typer(module.app, name=name)
+        module_name, _, attribute = _EXTENSIONS[name].partition(":")
+        module = importlib.import_module(module_name)
+        app.add_typer(getattr(module, attribute or "app"), name=name)
 
 
 def main() -> None:

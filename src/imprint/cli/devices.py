@@ -1,41 +1,75 @@
-"""``imprint devices ...``: the fleet, from the administrator's side."""
+"""``imprint devices ...``: the fleet, from the administrator's side.
+
+A device is named by imprint's reference (the ``id`` column) or by its own device id;
+``--owner`` picks between organizations that have a device of the same id.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from imprint.cli import _runtime, out
+from imprint.cli import _fail
+from imprint.cli.calls import Api, all_pages, perform
+from imprint.cli.output import (
+    Column,
+    Format,
+    OutputOption,
+    default_format,
+    render_done,
+    render_item,
+    render_page,
+)
 from imprint.provisioning.devices import Device, DeviceStatus
-from imprint.tenancy.access import cli_principal
 
 app = typer.Typer(
     help="List devices and act on them (approve, disable, revoke, reset).", no_args_is_help=True
 )
 
-DeviceRef = Annotated[str, typer.Argument(help="The device's reference (the id column of 'list')")]
+DeviceRef = Annotated[
+    str, typer.Argument(help="The device's id, or imprint's reference (the id column)")
+]
+OwnerOption = Annotated[
+    str | None, typer.Option(help="The device's owner, when several have a device of this id")
+]
+
+COLUMNS = [
+    Column("id", "id", key=True),
+    Column("device id", "device_id", key=True),
+    Column("owner", "owner"),
+    Column("enrollment", "enrollment_id"),
+    Column("status", "status"),
+    Column("certificate", "certificate_serial", key=True),
+]
+FIELDS = [
+    *COLUMNS,
+    Column("mechanism", "mechanism"),
+    Column("pinned fingerprint", "pinned_fingerprint"),
+    Column("created", "created_at"),
+    Column("updated", "updated_at"),
+    Column("provisioned", "provisioned_at"),
+]
+STEP_COLUMNS = [
+    Column("at", "at"),
+    Column("request", "request_id", key=True),
+    Column("step", "step"),
+    Column("status", "status"),
+    Column("code", "code"),
+    Column("detail", "detail"),
+]
 
 
-def _row(device: Device) -> list[str]:
-    return [
-        device.id,
-        device.device_id,
-        device.owner,
-        device.enrollment_id,
-        device.status.value,
-        device.certificate_serial or "-",
-    ]
+def _json(device: Device) -> dict[str, Any]:
+    from imprint.api.routes.devices import DeviceOut
+
+    return DeviceOut.of(device).model_dump(mode="json")
 
 
-def _table(devices: list[Device], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("id", "device id", "owner", "enrollment", "status", "certificate"):
-        table.add_column(column)
-    for device in devices:
-        table.add_row(*_row(device))
-    return table
+def _path(device: str) -> str:
+    from urllib.parse import quote
+
+    return f"/api/v1/devices/{quote(device, safe='')}"
 
 
 @app.command("list")
@@ -43,61 +77,112 @@ def list_devices(
     status: Annotated[DeviceStatus | None, typer.Option(help="Only this status")] = None,
     enrollment: Annotated[str | None, typer.Option(help="Only this enrollment")] = None,
     owner: Annotated[str | None, typer.Option(help="Only this owner")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many rows")] = 100,
+    limit: Annotated[int, typer.Option(help="At most this many a page (1 to 1000)")] = 100,
+    cursor: Annotated[str | None, typer.Option(help="Start at this page (a list's next)")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every page from here")] = False,
+    output: OutputOption = None,
 ) -> None:
-    """List devices as a table."""
-    with _runtime() as runtime:
-        found = list(
-            runtime.app.devices.search(
-                cli_principal(), owner=owner, enrollment_id=enrollment, status=status, limit=limit
+    """List devices, a page at a time, with the total that match."""
+    if not 1 <= limit <= 1000:
+        _fail("--limit: 1 to 1000", 2)
+
+    def local(runtime: Any, principal: Any) -> dict[str, Any]:
+        def page(after: str | None) -> dict[str, Any]:
+            found = runtime.app.devices.page(
+                principal,
+                owner=owner,
+                enrollment_id=enrollment,
+                status=status,
+                limit=limit,
+                after=after,
             )
-        )
-    out.print(_table(found, f"{len(found)} device(s)"))
+            return {
+                "items": [_json(d) for d in found.items],
+                "total": found.total,
+                "next": found.next,
+            }
+
+        return all_pages(page, cursor, every)
+
+    def remote(api: Api) -> dict[str, Any]:
+        def page(after: str | None) -> dict[str, Any]:
+            answer: dict[str, Any] = api.get(
+                "/api/v1/devices",
+                status=status,
+                enrollment_id=enrollment,
+                owner=owner,
+                limit=limit,
+                after=after,
+            )
+            return answer
+
+        return all_pages(page, cursor, every)
+
+    render_page(perform(local=local, remote=remote), COLUMNS, output, noun="device(s)")
 
 
 @app.command("show")
-def show(device: DeviceRef) -> None:
+def show(device: DeviceRef, owner: OwnerOption = None, output: OutputOption = None) -> None:
     """A device and its provisioning timeline."""
-    with _runtime() as runtime:
-        found, steps = runtime.app.devices.show(cli_principal(), device)
-    out.print(_table([found], found.device_id))
-    timeline = Table(title="timeline")
-    for column in ("at", "request", "step", "status", "code", "detail"):
-        timeline.add_column(column)
-    for step in steps:
-        timeline.add_row(
-            step.at.strftime("%Y-%m-%d %H:%M:%S"),
-            step.request_id[:8],
-            step.step.value,
-            step.status,
-            step.code or "",
-            step.detail or "",
-        )
-    out.print(timeline)
+
+    def local(runtime: Any, principal: Any) -> dict[str, Any]:
+        from imprint.api.routes.devices import StepOut
+
+        found, steps = runtime.app.devices.show(principal, device, owner=owner)
+        timeline = [StepOut.of(s).model_dump(mode="json") for s in steps]
+        return {**_json(found), "timeline": timeline}
+
+    detail = perform(local=local, remote=lambda api: api.get(_path(device), owner=owner))
+    render_item(detail, output, fields=FIELDS)
+    if (output or default_format()) is not Format.table:
+        return  # the timeline is in the object
+    timeline = detail.get("timeline", [])
+    render_page(
+        {"items": timeline, "total": len(timeline), "next": None},
+        STEP_COLUMNS,
+        output,
+        noun="step(s)",
+    )
+
+
+def _act(
+    action: str, device: str, owner: str | None, output: Any, message: str, **body: Any
+) -> None:
+    def local(runtime: Any, principal: Any) -> dict[str, Any]:
+        operation = getattr(runtime.app.devices, action)
+        return _json(operation(principal, device, owner=owner, **body))
+
+    def remote(api: Api) -> dict[str, Any]:
+        payload = {"reason": body["reason"], "disable": body["disable"]} if body else None
+        answer: dict[str, Any] = api.post(f"{_path(device)}/{action}", payload, owner=owner)
+        return answer
+
+    done = perform(local=local, remote=remote)
+    render_done(done, output, message.format(**done), fields=FIELDS)
 
 
 @app.command("approve")
-def approve_command(device: DeviceRef) -> None:
+def approve_command(
+    device: DeviceRef, owner: OwnerOption = None, output: OutputOption = None
+) -> None:
     """Approve a pending device; its next request with the same key is issued."""
-    with _runtime() as runtime:
-        approved = runtime.app.devices.approve(cli_principal(), device)
-    out.print(f"approved {approved.device_id}")
+    _act("approve", device, owner, output, "approved {device_id} ({owner}, {id})")
 
 
 @app.command("disable")
-def disable_command(device: DeviceRef) -> None:
+def disable_command(
+    device: DeviceRef, owner: OwnerOption = None, output: OutputOption = None
+) -> None:
     """Refuse the device's provisioning and renewal (its certificate stays valid)."""
-    with _runtime() as runtime:
-        disabled = runtime.app.devices.disable(cli_principal(), device)
-    out.print(f"disabled {disabled.device_id}")
+    _act("disable", device, owner, output, "disabled {device_id} ({owner}, {id})")
 
 
 @app.command("enable")
-def enable_command(device: DeviceRef) -> None:
+def enable_command(
+    device: DeviceRef, owner: OwnerOption = None, output: OutputOption = None
+) -> None:
     """Allow a disabled device again."""
-    with _runtime() as runtime:
-        enabled = runtime.app.devices.enable(cli_principal(), device)
-    out.print(f"enabled {enabled.device_id} ({enabled.status.value})")
+    _act("enable", device, owner, output, "enabled {device_id} ({status})")
 
 
 @app.command("revoke")
@@ -107,32 +192,55 @@ def revoke_command(
         str, typer.Option(help="RFC 5280 reason, e.g. keyCompromise")
     ] = "unspecified",
     keep_enabled: Annotated[bool, typer.Option(help="Do not disable the device")] = False,
+    owner: OwnerOption = None,
+    output: OutputOption = None,
 ) -> None:
     """Revoke every certificate the device holds (and disable it, unless --keep-enabled)."""
-    with _runtime() as runtime:
-        revoked = runtime.app.devices.revoke(
-            cli_principal(), device, reason, disable=not keep_enabled
-        )
-    out.print(f"revoked the certificates of {revoked.device_id}")
+    _act(
+        "revoke",
+        device,
+        owner,
+        output,
+        "revoked the certificates of {device_id}",
+        reason=reason,
+        disable=not keep_enabled,
+    )
 
 
 @app.command("reset")
-def reset_command(device: DeviceRef) -> None:
+def reset_command(
+    device: DeviceRef, owner: OwnerOption = None, output: OutputOption = None
+) -> None:
     """Factory reset: revoke, forget the key and pinned certificate, release the device."""
-    with _runtime() as runtime:
-        released = runtime.app.devices.reset(cli_principal(), device)
-    out.print(f"released {released.device_id}; it may provision again")
+    _act("reset", device, owner, output, "released {device_id}; it may provision again")
 
 
 @app.command("revoke-enrollment")
 def revoke_enrollment_command(
     enrollment: Annotated[str, typer.Argument(help="Enrollment id")],
     reason: Annotated[str, typer.Option(help="RFC 5280 reason")] = "unspecified",
+    output: OutputOption = None,
 ) -> None:
     """Disable an enrollment and revoke the certificates of all its devices."""
-    with _runtime() as runtime:
-        result = runtime.app.devices.revoke_enrollment(cli_principal(), enrollment, reason)
-    out.print(
-        f"enrollment {result.enrollment_id} disabled; {result.certificates_revoked} of "
-        f"{result.devices} device certificate(s) revoked"
+    from urllib.parse import quote
+
+    def local(runtime: Any, principal: Any) -> dict[str, Any]:
+        result = runtime.app.devices.revoke_enrollment(principal, enrollment, reason)
+        return {
+            "enrollment_id": result.enrollment_id,
+            "devices": result.devices,
+            "certificates_revoked": result.certificates_revoked,
+        }
+
+    done = perform(
+        local=local,
+        remote=lambda api: api.post(
+            f"/api/v1/enrollments/{quote(enrollment, safe='')}/revoke", {"reason": reason}
+        ),
+    )
+    render_done(
+        done,
+        output,
+        f"enrollment {done['enrollment_id']} disabled; {done['certificates_revoked']} of "
+        f"{done['devices']} device certificate(s) revoked",
     )

@@ -3,62 +3,76 @@
 from __future__ import annotations
 
 import base64
-import json
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 import yaml
 from pydantic import ValidationError
-from rich.table import Table
 
-from imprint.cli import _fail, _runtime, out
+from imprint.cli import _fail, out
+from imprint.cli.calls import perform
+from imprint.cli.output import (
+    Column,
+    Format,
+    OutputOption,
+    default_format,
+    render_done,
+    render_item,
+    render_page,
+)
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
     EnrollmentKind,
     Mechanism,
 )
-from imprint.provisioning.specs import EnrollmentSpec, HubView
-from imprint.tenancy.access import cli_principal
+from imprint.provisioning.specs import EnrollmentSpec
+from imprint.runtime import Runtime
+from imprint.tenancy.access import Principal
 
 app = typer.Typer(
     help="Manage enrollments: who may provision, and what they get.", no_args_is_help=True
 )
 
 
-def _describe(enrollment: Enrollment) -> dict[str, object]:
-    """Everything but the secrets."""
-    return {
-        "id": enrollment.id,
-        "kind": enrollment.kind.value,
-        "mechanism": enrollment.mechanism.value,
-        "owner": enrollment.owner,
-        "enabled": enrollment.enabled,
-        "profile": enrollment.profile,
-        "validity_days": enrollment.validity_days,
-        "key_types": list(enrollment.key_types),
-        "device_id_rule": enrollment.device_id_rule.value,
-        "device_id_pattern": enrollment.device_id_pattern,
-        "registration_id": enrollment.registration_id,
-        "manual_approval": enrollment.manual_approval,
-        "has_pre_shared_key": enrollment.pre_shared_key is not None,
-        "services": dict(enrollment.services),
-        "valid_from": enrollment.valid_from.isoformat() if enrollment.valid_from else None,
-        "valid_until": enrollment.valid_until.isoformat() if enrollment.valid_until else None,
-        "quota": enrollment.quota,
-        "x509_chain_certificates": len(enrollment.x509.certificate_chain) if enrollment.x509 else 0,
-        "has_group_key": enrollment.group_key is not None,
-        "channel": None
-        if enrollment.channel is None
-        else {
-            "fields": dict(enrollment.channel.fields),
-            "name": enrollment.channel.name,
-            "delivery": enrollment.channel.delivery.value,
-        },
-        "hub": None if enrollment.hub is None else HubView.of(enrollment.hub).model_dump(),
-    }
+COLUMNS = [
+    Column("id", "id", key=True),
+    Column("kind", "kind"),
+    Column("mechanism", "mechanism"),
+    Column("owner", "owner", key=True),
+    Column("enabled", "enabled"),
+    Column("approval", lambda e: "manual" if e.get("manual_approval") else "automatic"),
+    Column("quota", "quota"),
+]
+FIELDS = [
+    *COLUMNS,
+    Column("profile", "profile"),
+    Column("validity days", "validity_days"),
+    Column("key types", "key_types"),
+    Column("device id rule", "device_id_rule"),
+    Column("device id pattern", "device_id_pattern"),
+    Column("registration id", "registration_id"),
+    Column("pre-shared key", "has_pre_shared_key"),
+    Column("group key", "has_group_key"),
+    Column("services", "services"),
+    Column("valid from", "valid_from"),
+    Column("valid until", "valid_until"),
+    Column("created", "created_at"),
+    Column("updated", "updated_at"),
+]
+
+
+def _json(enrollment: Enrollment) -> dict[str, Any]:
+    """The enrollment as the REST API shows it (never a secret)."""
+    from imprint.api.routes.enrollments import EnrollmentOut
+
+    return EnrollmentOut.of(enrollment).model_dump(mode="json")
+
+
+def _path(enrollment_id: str) -> str:
+    return f"/api/v1/enrollments/{quote(enrollment_id, safe='')}"
 
 
 @app.command("create")
@@ -99,6 +113,7 @@ def create(
     from_file: Annotated[
         Path | None, typer.Option("--file", help="YAML or JSON with the API's fields instead")
     ] = None,
+    output: OutputOption = None,
 ) -> None:
     """Create an enrollment; generated secrets are printed once."""
     if from_file is not None:
@@ -152,70 +167,106 @@ def create(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         _fail(f"invalid enrollment: {problems}")
-    with _runtime() as runtime:
-        enrollment = runtime.app.enrollments.create(cli_principal(), spec)
-    shown = _describe(enrollment)
-    sys.stdout.write(json.dumps(shown, indent=2) + "\n")
-    if enrollment.pre_shared_key is not None and spec.generate_pre_shared_key:
-        out.print(f"pre-shared key (shown once): {enrollment.pre_shared_key}")
-    if enrollment.group_key is not None and spec.group_key is None:
-        key = base64.b64encode(enrollment.group_key).decode()
-        out.print(f"group key (shown once, base64): {key}")
+
+    def local(runtime: Runtime, principal: Principal) -> dict[str, Any]:
+        enrollment = runtime.app.enrollments.create(principal, spec)
+        group_key = enrollment.group_key
+        return {
+            **_json(enrollment),
+            "pre_shared_key": enrollment.pre_shared_key,
+            "group_key": None if group_key is None else base64.b64encode(group_key).decode(),
+        }
+
+    made = perform(
+        local=local,
+        remote=lambda api: api.post("/api/v1/enrollments", data),
+    )
+    secrets = [
+        Column("pre-shared key (shown once)", "pre_shared_key"),
+        Column("group key (shown once, base64)", "group_key"),
+    ]
+    if (output or default_format()) is Format.table:
+        render_item(made, output, fields=FIELDS)
+        if made.get("pre_shared_key") and spec.generate_pre_shared_key:
+            out.print(f"pre-shared key (shown once): {made['pre_shared_key']}")
+        if made.get("group_key") and spec.group_key is None:
+            out.print(f"group key (shown once, base64): {made['group_key']}")
+    else:
+        render_item(made, output, fields=[*FIELDS, *secrets])
 
 
 @app.command("list")
 def list_enrollments(
     mechanism: Annotated[Mechanism | None, typer.Option(help="Only this mechanism")] = None,
     owner: Annotated[str | None, typer.Option(help="Only this owner")] = None,
+    output: OutputOption = None,
 ) -> None:
-    """List enrollments as a table."""
-    with _runtime() as runtime:
+    """List enrollments."""
+
+    def local(runtime: Runtime, principal: Principal) -> dict[str, Any]:
         found = runtime.app.enrollments.search(
-            cli_principal(), mechanism=mechanism, owner=owner, limit=1000
+            principal, mechanism=mechanism, owner=owner, limit=10_000
         )
-    table = Table(title=f"{len(found)} enrollment(s)")
-    for column in ("id", "kind", "mechanism", "owner", "enabled", "approval", "quota"):
-        table.add_column(column)
-    for item in found:
-        table.add_row(
-            item.id,
-            item.kind.value,
-            item.mechanism.value,
-            item.owner,
-            "yes" if item.enabled else "no",
-            "manual" if item.manual_approval else "automatic",
-            str(item.quota) if item.quota else "-",
-        )
-    out.print(table)
+        return {"items": [_json(e) for e in found], "total": len(found), "next": None}
+
+    page = perform(
+        local=local,
+        remote=lambda api: api.get(
+            "/api/v1/enrollments", mechanism=mechanism, owner=owner, limit=10_000
+        ),
+    )
+    render_page(page, COLUMNS, output, noun="enrollment(s)")
 
 
 @app.command("show")
-def show(enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")]) -> None:
-    """Show one enrollment (without its secrets) as JSON."""
-    with _runtime() as runtime:
-        enrollment = runtime.app.enrollments.show(cli_principal(), enrollment_id)
-    sys.stdout.write(json.dumps(_describe(enrollment), indent=2) + "\n")
+def show(
+    enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")],
+    output: OutputOption = None,
+) -> None:
+    """Show one enrollment (without its secrets)."""
+    found = perform(
+        local=lambda rt, p: _json(rt.app.enrollments.show(p, enrollment_id)),
+        remote=lambda api: api.get(_path(enrollment_id)),
+    )
+    render_item(found, output, fields=FIELDS)
 
 
 @app.command("disable")
-def disable(enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")]) -> None:
+def disable(
+    enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")],
+    output: OutputOption = None,
+) -> None:
     """Stop admitting devices through this enrollment."""
-    with _runtime() as runtime:
-        runtime.app.enrollments.disable(cli_principal(), enrollment_id)
-    out.print(f"enrollment {enrollment_id} disabled")
+    done = perform(
+        local=lambda rt, p: _json(rt.app.enrollments.disable(p, enrollment_id)),
+        remote=lambda api: api.post(f"{_path(enrollment_id)}/disable"),
+    )
+    render_done(done, output, f"enrollment {enrollment_id} disabled", fields=FIELDS)
 
 
 @app.command("enable")
-def enable(enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")]) -> None:
+def enable(
+    enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")],
+    output: OutputOption = None,
+) -> None:
     """Admit devices again."""
-    with _runtime() as runtime:
-        runtime.app.enrollments.enable(cli_principal(), enrollment_id)
-    out.print(f"enrollment {enrollment_id} enabled")
+    done = perform(
+        local=lambda rt, p: _json(rt.app.enrollments.enable(p, enrollment_id)),
+        remote=lambda api: api.post(f"{_path(enrollment_id)}/enable"),
+    )
+    render_done(done, output, f"enrollment {enrollment_id} enabled", fields=FIELDS)
 
 
 @app.command("delete")
-def delete(enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")]) -> None:
+def delete(
+    enrollment_id: Annotated[str, typer.Argument(help="Enrollment id")],
+    output: OutputOption = None,
+) -> None:
     """Delete an enrollment (devices already provisioned keep their certificates)."""
-    with _runtime() as runtime:
-        runtime.app.enrollments.delete(cli_principal(), enrollment_id)
-    out.print(f"enrollment {enrollment_id} deleted")
+    perform(
+        local=lambda rt, p: rt.app.enrollments.delete(p, enrollment_id),
+        remote=lambda api: api.delete(_path(enrollment_id)),
+    )
+    render_done(
+        {"id": enrollment_id, "deleted": True}, output, f"enrollment {enrollment_id} deleted"
+    )

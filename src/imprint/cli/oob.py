@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from imprint.cli import _errors, _fail, _runtime, err, out
+from imprint.cli import _errors, _fail, _runtime, err, out, read_secret
+from imprint.cli.calls import Api, all_pages, perform
+from imprint.cli.output import Column, OutputOption, render_page
 from imprint.provisioning.oob_secrets import (
     ImportReport,
     RawRow,
@@ -19,7 +22,8 @@ from imprint.provisioning.oob_secrets import (
     parse_csv,
     parse_json,
 )
-from imprint.tenancy.access import cli_principal
+from imprint.runtime import Runtime
+from imprint.tenancy.access import Principal, cli_principal
 
 app = typer.Typer(
     help="Register out-of-band secrets: device id + secret, one by one or from a file.",
@@ -34,22 +38,42 @@ def add(
     enrollment_id: Annotated[str, typer.Argument(help="An oob-secret enrollment")],
     device_id: Annotated[str, typer.Argument(help="The registration id the device sends")],
     secret: Annotated[
-        str,
+        str | None,
         typer.Option(
-            prompt=True, hide_input=True, help="8 to 256 characters (asked for when left out)"
+            help="8 to 256 characters (asked for when left out, or read from standard input)"
         ),
-    ],
+    ] = None,
     valid_until: Annotated[
         str | None, typer.Option(help="ISO 8601, e.g. 2030-01-31T12:00:00Z; default +3 days")
     ] = None,
 ) -> None:
     """Register one device's secret (idempotent)."""
+    if secret is None:
+        secret = read_secret("Secret")
     with _runtime() as runtime:
         result, summary = runtime.app.oob_secrets.register(
             cli_principal(), enrollment_id, device_id, secret, valid_until
         )
     until = summary.valid_until.strftime("%Y-%m-%d %H:%M")
     out.print(f"{device_id}: {result.value}, valid until {until} UTC")
+
+
+@app.command("otp")
+def one_time_password(
+    enrollment_id: Annotated[str, typer.Argument(help="An oob-secret enrollment")],
+    device_id: Annotated[str, typer.Argument(help="The device id (EST username)")],
+    valid_minutes: Annotated[
+        int, typer.Option(min=1, max=43200, help="How long it may be used")
+    ] = 1440,
+) -> None:
+    """Make a one-time password for EST's HTTP Basic; it is printed this once."""
+    with _runtime() as runtime:
+        password, record = runtime.app.oob_secrets.create_one_time_password(
+            cli_principal(), enrollment_id, device_id, timedelta(minutes=valid_minutes)
+        )
+    until = record.expires_at.strftime("%Y-%m-%d %H:%M")
+    err.print(f"{device_id}: one-time password, valid until {until} UTC (shown once)")
+    out.print(password, highlight=False, soft_wrap=True)
 
 
 def _rows(path: Path) -> Iterable[RawRow]:
@@ -144,22 +168,44 @@ def import_file(
 @app.command("list")
 def list_secrets(
     enrollment_id: Annotated[str, typer.Argument(help="An oob-secret enrollment")],
-    limit: Annotated[int, typer.Option(help="At most this many rows")] = 100,
+    limit: Annotated[int, typer.Option(help="At most this many a page (1 to 1000)")] = 100,
+    cursor: Annotated[str | None, typer.Option(help="Start at this page (a list's next)")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every page from here")] = False,
+    output: OutputOption = None,
 ) -> None:
-    """List registered secrets (never the secrets themselves)."""
-    with _runtime() as runtime:
-        found = runtime.app.oob_secrets.list(cli_principal(), enrollment_id, limit=limit)
-    table = Table(title=f"{len(found)} secret(s) in {enrollment_id}")
-    for column in ("device id", "valid until", "used", "registered"):
-        table.add_column(column)
-    for item in found:
-        table.add_row(
-            item.device_id,
-            item.valid_until.strftime("%Y-%m-%d %H:%M"),
-            item.used_at.strftime("%Y-%m-%d %H:%M") if item.used_at else "no",
-            item.created_at.strftime("%Y-%m-%d %H:%M"),
-        )
-    out.print(table)
+    """List registered secrets (never the secrets themselves), with how many there are."""
+    from urllib.parse import quote
+
+    from imprint.api.routes.oob_secrets import SecretOut
+
+    if not 1 <= limit <= 1000:
+        _fail("--limit: 1 to 1000", 2)
+
+    def local(runtime: Runtime, principal: Principal) -> dict[str, Any]:
+        def page(after: str | None) -> dict[str, Any]:
+            found = runtime.app.oob_secrets.page(principal, enrollment_id, limit=limit, after=after)
+            items = [SecretOut.of(s).model_dump(mode="json") for s in found.items]
+            return {"items": items, "total": found.total, "next": found.next}
+
+        return all_pages(page, cursor, every)
+
+    def remote(api: Api) -> dict[str, Any]:
+        path = f"/api/v1/enrollments/{quote(enrollment_id, safe='')}/oob-secrets"
+
+        def page(after: str | None) -> dict[str, Any]:
+            answer: dict[str, Any] = api.get(path, limit=limit, after=after)
+            return answer
+
+        return all_pages(page, cursor, every)
+
+    columns = [
+        Column("device id", "device_id", key=True),
+        Column("valid until", "valid_until"),
+        Column("used", "used_at"),
+        Column("registered", "created_at"),
+    ]
+    found = perform(local=local, remote=remote)
+    render_page(found, columns, output, noun=f"secret(s) in {enrollment_id}")
 
 
 @app.command("remove")

@@ -1,5 +1,6 @@
-"""Organizations and users: the tree of what you see, sub-organizations, members, roles,
-disabling a user and resetting her password.
+"""Organizations and users: the tree of what you see, sub-organizations (renamed, and
+deleted when empty), members, roles, disabling or deleting a user and resetting her
+password.
 
 Every action calls the same operation as the admin API (``runtime.app.organizations``,
 ``runtime.app.users``: same checks, same audit entries): an admin of a parent creates
@@ -74,6 +75,42 @@ async def create_org(request: Request, user: ConsoleUser) -> Response:
     response = redirect("/console/orgs")
     flash(request, response, f"Organization {org.name} ({org.id}) created under {org.parent_id}.")
     return response
+
+
+@router.post("/orgs/{org_id}/name")
+async def rename_org(org_id: str, request: Request, user: ConsoleUser) -> Response:
+    form = await form_of(request)
+    entry = await run_in_threadpool(
+        runtime_of(request).app.organizations.rename, user, org_id, form.get("name", "")
+    )
+    response = redirect("/console/orgs")
+    flash(request, response, f"Organization {entry.org.id} is now called {entry.org.name}.")
+    return response
+
+
+@router.post("/orgs/{org_id}/delete")
+async def delete_org(org_id: str, request: Request, user: ConsoleUser) -> Response:
+    form = await form_of(request)
+    _confirmed(form.get("confirm", ""))
+    org = await run_in_threadpool(runtime_of(request).app.organizations.delete, user, org_id)
+    response = redirect("/console/orgs")
+    flash(request, response, f"Organization {org.name} ({org.id}) deleted.")
+    return response
+
+
+@router.post("/users/{user_id}/delete")
+async def delete_user(user_id: str, request: Request, user: ConsoleUser) -> Response:
+    form = await form_of(request)
+    _confirmed(form.get("confirm", ""))
+    gone = await run_in_threadpool(runtime_of(request).app.users.delete, user, user_id)
+    response = redirect("/console/orgs")
+    flash(request, response, f"User {gone.username} deleted; the audit log keeps her entries.")
+    return response
+
+
+def _confirmed(value: str) -> None:
+    if value != "yes":
+        raise InvalidValue("tick the box to confirm", code="confirmation_required")
 
 
 @router.post("/users")

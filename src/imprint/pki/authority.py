@@ -99,6 +99,10 @@ class CertificateListener(Protocol):
     def certificate_changed(self, record: CertificateRecord) -> None: ...
 
 
+# A listener may also set ``revocations_only = True``: then an issuance alone does not
+# queue an outbox message for it (it is still told when one is queued for another).
+
+
 @dataclass(frozen=True, slots=True)
 class IssuanceRequest:
     public_key: IssuablePublicKey
@@ -151,6 +155,7 @@ class CertificateAuthority:
         profiles: ProfileSettings,
         base_url: str,
         crl_validity: timedelta,
+        publication: Publication | None = None,
         events: AuthorityEvents | None = None,
         outbox: Outbox | None = None,
         after_commit: Callable[[Callable[[], object]], None] | None = None,
@@ -170,14 +175,17 @@ class CertificateAuthority:
         self._clock = clock or SystemClock()
         self.issuing_id = key_id(material.issuing)
         self.root_id = key_id(material.root)
+        self._publication = publication
 
     def add_listener(self, listener: CertificateListener) -> None:
         """Call ``listener`` after every issuance and revocation from now on."""
         self._listeners.append(listener)
 
     def _changed(self, record: CertificateRecord) -> None:
-        """Queue telling the listeners, in the caller's transaction."""
-        if not self._listeners:
+        """Queue telling the listeners, in the caller's transaction. A listener that
+        says ``revocations_only`` costs issuance nothing."""
+        revoked = record.status is CertificateStatus.REVOKED
+        if not any(revoked or not getattr(x, "revocations_only", False) for x in self._listeners):
             return
         if self._outbox is None:
             self._after_commit(lambda: self.tell_listeners(record.serial))
@@ -214,9 +222,14 @@ class CertificateAuthority:
         return profile_named(name, self._profiles)
 
     def publication(self) -> Publication:
+        """Where issued certificates say their CRL, issuer and OCSP responder are: the
+        configured public URLs, else this server's own."""
+        configured = self._publication
         return Publication(
-            crl_url=f"{self._base_url}/crl/{self.issuing_id}.crl",
-            issuer_url=f"{self._base_url}/ca/issuing.crt",
+            crl_url=(configured and configured.crl_url)
+            or f"{self._base_url}/crl/{self.issuing_id}.crl",
+            issuer_url=(configured and configured.issuer_url) or f"{self._base_url}/ca/issuing.crt",
+            ocsp_url=(configured and configured.ocsp_url) or f"{self._base_url}/ocsp",
         )
 
     def issue(self, request: IssuanceRequest) -> IssuedCertificate:

@@ -22,6 +22,7 @@ from imprint.pki.csr import IssuablePublicKey
 from imprint.settings import ProfileSettings
 
 __all__ = [
+    "OCSP_RESPONDER_PROFILE",
     "PROFILE_NAMES",
     "CertificateProfile",
     "Publication",
@@ -33,12 +34,17 @@ __all__ = [
 PROFILE_NAMES = ("device", "client", "server")
 
 
+#: The delegated OCSP responder's profile: imprint issues it to itself, never to a device.
+OCSP_RESPONDER_PROFILE = "ocsp-responder"
+
+
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """Where relying parties find the issuer's CRL and certificate."""
+    """Where relying parties find the issuer's CRL, its certificate and the OCSP responder."""
 
     crl_url: str
     issuer_url: str
+    ocsp_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,7 @@ class CertificateProfile:
     extended_key_usages: tuple[x509.ObjectIdentifier, ...]
     validity: timedelta
     requires_san: bool
+    ocsp_signing: bool = False  # the delegated OCSP responder (RFC 6960 4.2.2.2)
 
     def extensions(
         self,
@@ -73,6 +80,21 @@ class CertificateProfile:
             decipher_only=False,
         )
         issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        access = [
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS,
+                x509.UniformResourceIdentifier(publication.issuer_url),
+            )
+        ]
+        if publication.ocsp_url is not None and not self.ocsp_signing:
+            # The responder's own certificate carries id-pkix-ocsp-nocheck instead.
+            access.insert(
+                0,
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.OCSP,
+                    x509.UniformResourceIdentifier(publication.ocsp_url),
+                ),
+            )
         result: list[tuple[x509.ExtensionType, bool]] = [
             (x509.BasicConstraints(ca=False, path_length=None), True),
             (key_usage, True),
@@ -92,18 +114,10 @@ class CertificateProfile:
                 ),
                 False,
             ),
-            (
-                x509.AuthorityInformationAccess(
-                    [
-                        x509.AccessDescription(
-                            AuthorityInformationAccessOID.CA_ISSUERS,
-                            x509.UniformResourceIdentifier(publication.issuer_url),
-                        )
-                    ]
-                ),
-                False,
-            ),
+            (x509.AuthorityInformationAccess(access), False),
         ]
+        if self.ocsp_signing:
+            result.append((x509.OCSPNoCheck(), False))
         if sans:
             # RFC 5280 4.2.1.6: with an empty subject the SAN extension is critical.
             result.append((x509.SubjectAlternativeName(list(sans)), not has_subject))
@@ -136,6 +150,14 @@ def profile_named(name: str, settings: ProfileSettings) -> CertificateProfile:
             extended_key_usages=(ExtendedKeyUsageOID.SERVER_AUTH,),
             validity=timedelta(days=settings.server_validity_days),
             requires_san=True,
+        )
+    if name == OCSP_RESPONDER_PROFILE:
+        return CertificateProfile(
+            name=OCSP_RESPONDER_PROFILE,
+            extended_key_usages=(ExtendedKeyUsageOID.OCSP_SIGNING,),
+            validity=timedelta(days=7),
+            requires_san=False,
+            ocsp_signing=True,
         )
     raise UnknownProfile(f"unknown profile {name!r}; known: {', '.join(PROFILE_NAMES)}")
 

@@ -56,6 +56,9 @@ class DeviceStore(Protocol):
     def count_in_enrollment(self, enrollment_id: str) -> int:
         """Devices holding or awaiting a certificate under this enrollment (not reset)."""
 
+    def with_key(self, public_key_sha256: str) -> Sequence[Device]:
+        """The devices (at most a few) whose current or requested key has that SHA-256."""
+
     def search(
         self,
         *,

@@ -65,6 +65,7 @@ __all__ = [
     "DeviceDisabled",
     "DeviceIdRejected",
     "EnrollmentClosed",
+    "KeyInUse",
     "KeyTypeNotAllowed",
     "Outcome",
     "PolicyDenied",
@@ -116,6 +117,12 @@ class DeviceDisabled(PolicyDenied):
 
 class ReprovisionRefused(PolicyDenied):
     code = "reprovision_refused"
+
+
+class KeyInUse(PolicyDenied):
+    """The CSR's key is certified (or awaiting approval) for another device."""
+
+    code = "key_in_use"
 
 
 class ChannelNotConfigured(PolicyDenied):
@@ -272,7 +279,26 @@ class Provisioner:
         if device is not None and device.status is DeviceStatus.DISABLED:
             raise DeviceDisabled(f"device {device_id!r} is disabled")
         key_hash = None if public_key is None else public_key_sha256(public_key)
+        if key_hash is not None:
+            self._refuse_key_of_another(key_hash, device, enrollment.owner, device_id)
         return _Locked(device, key_hash, hub_token)
+
+    def _refuse_key_of_another(
+        self, key_hash: str, device: Device | None, owner: str, device_id: str
+    ) -> None:
+        """One key, one device: a key another device holds (or waits to have certified)
+        is refused, whichever organization that device belongs to."""
+        for other in self._devices.with_key(key_hash):
+            if device is not None and other.id == device.id:
+                continue
+            if (other.owner, other.device_id) == (owner, device_id):
+                continue
+            if other.status in (
+                DeviceStatus.PROVISIONED,
+                DeviceStatus.PENDING,
+                DeviceStatus.APPROVED,
+            ):
+                raise KeyInUse("this public key is already certified for another device")
 
     def _after_attestation(
         self, evidence: Evidence, attestation: Attestation, step: _Steps

@@ -25,6 +25,7 @@ def _key(row: RowMapping) -> ApiKey:
         role=row["role"],
         created_at=row["created_at"],
         last_used_at=row["last_used_at"],
+        expires_at=row["expires_at"],
     )
 
 
@@ -44,6 +45,7 @@ class SqlApiKeyStore:
                         secret_sha256=key.secret_sha256,
                         role=key.role,
                         created_at=key.created_at,
+                        expires_at=key.expires_at,
                     )
                 )
         except IntegrityError:
@@ -55,6 +57,19 @@ class SqlApiKeyStore:
                 conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
             )
         return None if row is None else _key(row)
+
+    def find_by_name(self, name: str) -> ApiKey | None:
+        with reading(self._engine) as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.name == name)).mappings().first()
+        return None if row is None else _key(row)
+
+    def set_secret(self, key_id: str, secret_sha256: str, expires_at: datetime | None) -> None:
+        with writing(self._engine) as conn:
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == key_id)
+                .values(secret_sha256=secret_sha256, expires_at=expires_at, last_used_at=None)
+            )
 
     def touch(self, key_id: str, at: datetime) -> None:
         # Its own commit, never a request's unit of work: bookkeeping of the credential's

@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -141,6 +141,24 @@ class SqlCertificateLedger:
         if row is None:
             raise NotFound(f"no certificate with serial {serial}")
         return _record(row)
+
+    def count(
+        self,
+        *,
+        status: CertificateStatus | None = None,
+        expiring_before: datetime | None = None,
+        owners: Collection[str] | None = None,
+    ) -> int:
+        """How many match the filters of :meth:`search`."""
+        query = select(func.count()).select_from(certificates)
+        if owners is not None:
+            query = query.where(certificates.c.owner.in_(sorted(owners)))
+        if status is not None:
+            query = query.where(certificates.c.status == status.value)
+        if expiring_before is not None:
+            query = query.where(certificates.c.not_after < expiring_before)
+        with reading(self._engine) as conn:
+            return int(conn.execute(query).scalar_one())
 
     def search(
         self,

@@ -104,9 +104,45 @@ class SqlDeviceStore:
                 f"device {device.device_id!r} exists already for this owner", code="device_exists"
             ) from None
 
+    def with_key(self, public_key_sha256: str) -> Sequence[Device]:
+        query = select(devices).where(devices.c.public_key_sha256 == public_key_sha256).limit(10)
+        with reading(self._engine) as conn:
+            return [_device(row) for row in conn.execute(query).mappings()]
+
     def count_in_enrollment(self, enrollment_id: str) -> int:
         with reading(self._engine) as conn:
             return int(conn.execute(_COUNT, {"enrollment_id": enrollment_id}).scalar_one())
+
+    def with_device_id(
+        self, device_id: str, owners: Collection[str] | None = None, limit: int = 20
+    ) -> Sequence[Device]:
+        """The devices whose own id is ``device_id`` (of ``owners`` when given)."""
+        query = select(devices).where(devices.c.device_id == device_id).limit(limit)
+        if owners is not None:
+            query = query.where(devices.c.owner.in_(sorted(owners)))
+        with reading(self._engine) as conn:
+            return [_device(row) for row in conn.execute(query).mappings()]
+
+    def count(
+        self,
+        *,
+        owner: str | None = None,
+        enrollment_id: str | None = None,
+        status: DeviceStatus | None = None,
+        owners: Collection[str] | None = None,
+    ) -> int:
+        """How many devices match (the filters of :meth:`search`)."""
+        query = select(func.count()).select_from(devices)
+        if owners is not None:
+            query = query.where(devices.c.owner.in_(sorted(owners)))
+        if owner is not None:
+            query = query.where(devices.c.owner == owner)
+        if enrollment_id is not None:
+            query = query.where(devices.c.enrollment_id == enrollment_id)
+        if status is not None:
+            query = query.where(devices.c.status == status.value)
+        with reading(self._engine) as conn:
+            return int(conn.execute(query).scalar_one())
 
     def search(
         self,

@@ -78,6 +78,16 @@ class SqlOAuthClientStore:
         with reading(self._engine) as conn:
             return [_client(r) for r in conn.execute(query).mappings()]
 
+    def set_secret(self, client_id: str, secret_sha256: str) -> None:
+        with writing(self._engine) as conn:
+            changed = conn.execute(
+                update(oauth_clients)
+                .where(oauth_clients.c.client_id == client_id)
+                .values(secret_sha256=secret_sha256)
+            ).rowcount
+        if changed == 0:
+            raise NotFound(f"no OAuth client {client_id!r}")
+
     def remove(self, client_id: str) -> None:
         with writing(self._engine) as conn:
             gone = conn.execute(delete(oauth_clients).where(oauth_clients.c.client_id == client_id))

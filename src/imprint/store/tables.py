@@ -47,6 +47,7 @@ __all__ = [
     "memberships",
     "metadata",
     "oauth_clients",
+    "one_time_passwords",
     "oob_secrets",
     "organizations",
     "outbox",
@@ -146,6 +147,7 @@ api_keys = Table(
     Column("role", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),  # 0014; NULL: never
 )
 
 enrollments = Table(
@@ -199,6 +201,8 @@ devices = Table(
     UniqueConstraint("owner", "device_id"),
     Index(None, "enrollment_id", "status"),
     Index(None, "status"),
+    Index(None, "device_id"),  # 0014: admins address a device by its id
+    Index(None, "public_key_sha256"),  # 0015: a key certified for another device
 )
 
 provisioning_records = Table(
@@ -239,6 +243,20 @@ oob_secrets = Table(
     Column("valid_until", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+one_time_passwords = Table(
+    "one_time_passwords",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("enrollment_id", String(63), nullable=False),
+    Column("device_id", String(200), nullable=False),
+    Column("password_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    Column("created_by", String(200), nullable=False),
+    Index(None, "enrollment_id", "device_id"),
 )
 
 registration_keys = Table(

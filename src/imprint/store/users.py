@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -108,16 +108,36 @@ class SqlUserStore:
     def set_password(self, user_id: str, password_hash: str, at: datetime) -> None:
         self._update(user_id, password_hash=password_hash, sessions_valid_after=at)
 
+    def remove(self, user_id: str) -> None:
+        """Delete a user and her memberships (the audit log keeps what she did)."""
+        with writing(self._engine) as conn:
+            conn.execute(delete(memberships).where(memberships.c.user_id == user_id))
+            if conn.execute(delete(users).where(users.c.id == user_id)).rowcount == 0:
+                raise NotFound(f"no user {user_id!r}")
+
     def _update(self, user_id: str, **values: object) -> None:
         with writing(self._engine) as conn:
             result = conn.execute(update(users).where(users.c.id == user_id).values(**values))
             if result.rowcount == 0:
                 raise NotFound(f"no user {user_id!r}")
 
-    def in_orgs(self, org_ids: set[str] | None, limit: int) -> Sequence[User]:
+    def in_orgs(
+        self, org_ids: set[str] | None, limit: int, after: str | None = None
+    ) -> Sequence[User]:
+        """Members of ``org_ids`` (None: every user) by user name, after ``after``."""
         query = select(users).order_by(users.c.username).limit(limit)
         if org_ids is not None:
             members = select(memberships.c.user_id).where(memberships.c.org_id.in_(sorted(org_ids)))
             query = query.where(users.c.id.in_(members))
+        if after is not None:
+            query = query.where(users.c.username > after)
         with reading(self._engine) as conn:
             return [_user(conn, row) for row in conn.execute(query).mappings().all()]
+
+    def count_in_orgs(self, org_ids: set[str] | None) -> int:
+        query = select(func.count()).select_from(users)
+        if org_ids is not None:
+            members = select(memberships.c.user_id).where(memberships.c.org_id.in_(sorted(org_ids)))
+            query = query.where(users.c.id.in_(members))
+        with reading(self._engine) as conn:
+            return int(conn.execute(query).scalar_one())

@@ -89,6 +89,7 @@ class IssuedOut(CertificateOut):
 
 class CertificatePage(BaseModel):
     items: list[CertificateOut]
+    total: int = Field(description="How many certificates match, over all pages")
     next: str | None = Field(description="Pass as ?after= for the next page")
 
 
@@ -116,17 +117,15 @@ def list_certificates(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(max_length=40)] = None,
 ) -> CertificatePage:
-    records = runtime.app.certificates.search(
+    page = runtime.app.certificates.page(
         principal,
         status=status,
         expiring_within=parse_duration(expiring_within) if expiring_within else None,
-        limit=limit + 1,
+        limit=limit,
         after=after,
     )
-    page = list(records[:limit])
     return CertificatePage(
-        items=[CertificateOut.of(r) for r in page],
-        next=page[-1].serial if len(records) > limit else None,
+        items=[CertificateOut.of(r) for r in page.items], total=page.total, next=page.next
     )
 
 

@@ -1,5 +1,8 @@
 """Admin device API: the fleet, each device's provisioning timeline, and its lifecycle.
 
+A device is named in the path by imprint's reference (``id``) or by its own device id
+(``?owner=`` when several organizations have a device of that id).
+
 Scoped by organization (the device's owner): viewers read, operators approve, disable,
 enable, revoke and reset; a foreign device answers 404.
 """
@@ -16,6 +19,12 @@ from imprint.api.identity import PrincipalDep, RuntimeDep
 from imprint.provisioning.devices import Device, DeviceStatus, StepRecord
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
+
+#: A device is named by imprint's reference or by its own device id; ``owner`` picks
+#: between devices of several organizations that share a device id.
+OwnerQuery = Annotated[
+    str | None, Query(max_length=100, description="With a device id: the device's owner")
+]
 
 
 class DeviceOut(BaseModel):
@@ -74,7 +83,8 @@ class DeviceDetail(DeviceOut):
 
 class DevicePage(BaseModel):
     items: list[DeviceOut]
-    next: str | None
+    total: int = Field(description="How many devices match, over all pages")
+    next: str | None = Field(description="Pass as ?after= for the next page")
 
 
 class RevokeBody(BaseModel):
@@ -98,56 +108,66 @@ def list_devices(
     enrollment_id: Annotated[str | None, Query(max_length=63)] = None,
     owner: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after: Annotated[str | None, Query(max_length=36)] = None,
+    after: Annotated[
+        str | None, Query(max_length=36, description="The previous page's next")
+    ] = None,
 ) -> DevicePage:
-    found = runtime.app.devices.search(
-        principal,
-        owner=owner,
-        enrollment_id=enrollment_id,
-        status=status,
-        limit=limit + 1,
-        after=after,
+    page = runtime.app.devices.page(
+        principal, owner=owner, enrollment_id=enrollment_id, status=status, limit=limit, after=after
     )
-    page = list(found[:limit])
-    return DevicePage(
-        items=[DeviceOut.of(d) for d in page], next=page[-1].id if len(found) > limit else None
-    )
+    return DevicePage(items=[DeviceOut.of(d) for d in page.items], total=page.total, next=page.next)
 
 
 @router.get("/devices/{device_ref}", summary="One device and its provisioning timeline")
-def show_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceDetail:
-    device, steps = runtime.app.devices.show(principal, device_ref)
+def show_device(
+    device_ref: str, runtime: RuntimeDep, principal: PrincipalDep, owner: OwnerQuery = None
+) -> DeviceDetail:
+    device, steps = runtime.app.devices.show(principal, device_ref, owner=owner)
     timeline = [StepOut.of(r) for r in steps]
     return DeviceDetail(**DeviceOut.of(device).model_dump(), timeline=timeline)
 
 
 @router.post("/devices/{device_ref}/approve", summary="Approve a pending device")
-def approve_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
-    return DeviceOut.of(runtime.app.devices.approve(principal, device_ref))
+def approve_device(
+    device_ref: str, runtime: RuntimeDep, principal: PrincipalDep, owner: OwnerQuery = None
+) -> DeviceOut:
+    return DeviceOut.of(runtime.app.devices.approve(principal, device_ref, owner=owner))
 
 
 @router.post("/devices/{device_ref}/disable", summary="Refuse provisioning and renewal")
-def disable_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
-    return DeviceOut.of(runtime.app.devices.disable(principal, device_ref))
+def disable_device(
+    device_ref: str, runtime: RuntimeDep, principal: PrincipalDep, owner: OwnerQuery = None
+) -> DeviceOut:
+    return DeviceOut.of(runtime.app.devices.disable(principal, device_ref, owner=owner))
 
 
 @router.post("/devices/{device_ref}/enable", summary="Allow a disabled device again")
-def enable_device(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
-    return DeviceOut.of(runtime.app.devices.enable(principal, device_ref))
+def enable_device(
+    device_ref: str, runtime: RuntimeDep, principal: PrincipalDep, owner: OwnerQuery = None
+) -> DeviceOut:
+    return DeviceOut.of(runtime.app.devices.enable(principal, device_ref, owner=owner))
 
 
 @router.post("/devices/{device_ref}/revoke", summary="Revoke every certificate the device holds")
 def revoke(
-    device_ref: str, runtime: RuntimeDep, principal: PrincipalDep, body: RevokeBody | None = None
+    device_ref: str,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    body: RevokeBody | None = None,
+    owner: OwnerQuery = None,
 ) -> DeviceOut:
     body = body or RevokeBody()
-    device = runtime.app.devices.revoke(principal, device_ref, body.reason, disable=body.disable)
+    device = runtime.app.devices.revoke(
+        principal, device_ref, body.reason, disable=body.disable, owner=owner
+    )
     return DeviceOut.of(device)
 
 
 @router.post("/devices/{device_ref}/reset", summary="Factory reset: release the device")
-def reset(device_ref: str, runtime: RuntimeDep, principal: PrincipalDep) -> DeviceOut:
-    return DeviceOut.of(runtime.app.devices.reset(principal, device_ref))
+def reset(
+    device_ref: str, runtime: RuntimeDep, principal: PrincipalDep, owner: OwnerQuery = None
+) -> DeviceOut:
+    return DeviceOut.of(runtime.app.devices.reset(principal, device_ref, owner=owner))
 
 
 @router.post(

@@ -109,6 +109,8 @@ class CreatedEnrollment(EnrollmentOut):
 
 class EnrollmentPage(BaseModel):
     items: list[EnrollmentOut]
+    total: int = Field(description="How many enrollments match")
+    next: str | None = None
 
 
 @router.post("", status_code=201, summary="Create an enrollment group or individual enrollment")
@@ -128,10 +130,10 @@ def list_enrollments(
     principal: PrincipalDep,
     mechanism: Mechanism | None = None,
     owner: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> EnrollmentPage:
     found = runtime.app.enrollments.search(principal, mechanism=mechanism, owner=owner, limit=limit)
-    return EnrollmentPage(items=[EnrollmentOut.of(e) for e in found])
+    return EnrollmentPage(items=[EnrollmentOut.of(e) for e in found], total=len(found))
 
 
 @router.get("/{enrollment_id}", summary="One enrollment (secrets are never shown again)")

@@ -65,6 +65,8 @@ class CreatedClient(ClientOut):
 
 class ClientPage(BaseModel):
     items: list[ClientOut]
+    total: int
+    next: str | None = None
 
 
 @router.post("", status_code=201, summary="Create a client (operator of its organization)")
@@ -88,12 +90,25 @@ def create(
 
 @router.get("", summary="The clients of the organizations you see")
 def list_clients(runtime: RuntimeDep, principal: PrincipalDep) -> ClientPage:
-    return ClientPage(items=[ClientOut.of(c) for c in runtime.app.oauth_clients.list(principal)])
+    clients = runtime.app.oauth_clients.list(principal, limit=10_000)
+    return ClientPage(items=[ClientOut.of(c) for c in clients], total=len(clients))
 
 
 @router.get("/{client_id}", summary="One client (never its secret)")
 def show(client_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> ClientOut:
     return ClientOut.of(runtime.app.oauth_clients.show(principal, client_id))
+
+
+@router.post(
+    "/{client_id}/rotate-secret",
+    summary="A new secret for the client, shown once; the old one is refused from now on",
+)
+def rotate_secret(
+    client_id: str, runtime: RuntimeDep, principal: PrincipalDep, response: Response
+) -> CreatedClient:
+    response.headers["Cache-Control"] = "no-store"
+    issued = runtime.app.oauth_clients.rotate_secret(principal, client_id)
+    return CreatedClient(**ClientOut.of(issued.client).model_dump(), client_secret=issued.secret)
 
 
 @router.delete("/{client_id}", status_code=204, summary="Delete a client; its tokens stop working")

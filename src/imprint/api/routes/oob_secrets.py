@@ -6,7 +6,7 @@ viewers list them (never the secret); a foreign enrollment answers 404.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
@@ -61,6 +61,7 @@ class RegisteredSecret(SecretOut):
 
 class SecretPage(BaseModel):
     items: list[SecretOut]
+    total: int = Field(description="How many secrets the enrollment has, over all pages")
     next: str | None = Field(description="Pass as 'after' for the next page")
 
 
@@ -148,11 +149,8 @@ def list_secrets(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(max_length=200)] = None,
 ) -> SecretPage:
-    found = runtime.app.oob_secrets.list(principal, enrollment_id, limit=limit, after=after)
-    return SecretPage(
-        items=[SecretOut.of(s) for s in found],
-        next=found[-1].device_id if len(found) == limit else None,
-    )
+    page = runtime.app.oob_secrets.page(principal, enrollment_id, limit=limit, after=after)
+    return SecretPage(items=[SecretOut.of(s) for s in page.items], total=page.total, next=page.next)
 
 
 @router.delete(
@@ -165,3 +163,40 @@ def remove(
 ) -> Response:
     runtime.app.oob_secrets.remove(principal, enrollment_id, device_id)
     return Response(status_code=204)
+
+
+class OneTimePasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(max_length=200, description="The device id it admits (EST username)")
+    valid_minutes: int = Field(
+        default=1440, ge=1, le=43200, description="How long it may be used (default a day)"
+    )
+
+
+class OneTimePasswordOut(BaseModel):
+    id: str
+    enrollment_id: str
+    device_id: str
+    password: str = Field(description="Shown this once; only its SHA-256 is stored")
+    expires_at: datetime
+
+
+@router.post(
+    "/{enrollment_id}/one-time-passwords",
+    summary="Make a one-time password for EST's HTTP Basic (oob-secret enrollments)",
+    status_code=201,
+)
+def create_one_time_password(
+    enrollment_id: str, body: OneTimePasswordIn, runtime: RuntimeDep, principal: PrincipalDep
+) -> OneTimePasswordOut:
+    password, record = runtime.app.oob_secrets.create_one_time_password(
+        principal, enrollment_id, body.device_id, timedelta(minutes=body.valid_minutes)
+    )
+    return OneTimePasswordOut(
+        id=record.id,
+        enrollment_id=record.enrollment_id,
+        device_id=record.device_id,
+        password=password,
+        expires_at=record.expires_at,
+    )

@@ -1,10 +1,11 @@
-"""Organizations: create (a root or a sub-organization), list what you see, show one."""
+"""Organizations: create (a root or a sub-organization), list what you see, show one,
+rename, and delete an empty one."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
@@ -49,6 +50,14 @@ class OrgOut(BaseModel):
 
 class OrgPage(BaseModel):
     items: list[OrgOut]
+    total: int
+    next: str | None = None
+
+
+class OrgPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="The new display name")
 
 
 @router.post("", status_code=201, summary="Create an organization (admin of the parent)")
@@ -61,9 +70,23 @@ def create(body: OrgIn, runtime: RuntimeDep, principal: PrincipalDep) -> OrgOut:
 
 @router.get("", summary="The organizations you see: yours and everything below them")
 def list_orgs(runtime: RuntimeDep, principal: PrincipalDep) -> OrgPage:
-    return OrgPage(items=[OrgOut.of(e) for e in runtime.app.organizations.list(principal)])
+    entries = runtime.app.organizations.list(principal)
+    return OrgPage(items=[OrgOut.of(e) for e in entries], total=len(entries))
 
 
 @router.get("/{org_id}", summary="One organization (404 when it is not yours)")
 def show(org_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> OrgOut:
     return OrgOut.of(runtime.app.organizations.show(principal, org_id))
+
+
+@router.patch("/{org_id}", summary="Rename an organization (admin there); its id stays")
+def rename(org_id: str, body: OrgPatch, runtime: RuntimeDep, principal: PrincipalDep) -> OrgOut:
+    return OrgOut.of(runtime.app.organizations.rename(principal, org_id, body.name))
+
+
+@router.delete(
+    "/{org_id}", status_code=204, summary="Delete an empty organization (admin of its parent)"
+)
+def delete(org_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
+    runtime.app.organizations.delete(principal, org_id)
+    return Response(status_code=204)

@@ -1,11 +1,12 @@
 """Users: create with a first membership, list, show, give or take roles, change or
-reset a password, disable and enable."""
+reset a password, disable, enable and delete."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
@@ -70,6 +71,8 @@ class UserOut(BaseModel):
 
 class UserPage(BaseModel):
     items: list[UserOut]
+    total: int = Field(description="How many users match, over all pages")
+    next: str | None = Field(default=None, description="Pass as ?after= for the next page")
 
 
 @router.put(
@@ -97,10 +100,21 @@ def create(body: UserIn, runtime: RuntimeDep, principal: PrincipalDep) -> UserOu
     return UserOut.of(user)
 
 
-@router.get("", summary="Users with a membership in an organization you see")
-def list_users(runtime: RuntimeDep, principal: PrincipalDep, limit: int = 100) -> UserPage:
-    found = runtime.app.users.list(principal, limit=max(1, min(limit, 1000)))
-    return UserPage(items=[UserOut.of(u) for u in found])
+@router.get("", summary="Users with a membership in an organization you see, by user name")
+def list_users(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=200, description="The previous next")] = None,
+    org_id: Annotated[str | None, Query(max_length=100)] = None,
+    username: Annotated[
+        str | None, Query(max_length=200, description="Only the user of this name")
+    ] = None,
+) -> UserPage:
+    page = runtime.app.users.page(
+        principal, org_id=org_id, limit=limit, after=after, username=username
+    )
+    return UserPage(items=[UserOut.of(u) for u in page.items], total=page.total, next=page.next)
 
 
 @router.get("/{user_id}", summary="One user (404 when she is in none of your organizations)")
@@ -134,6 +148,16 @@ def reset_password(
     user_id: str, body: PasswordIn, runtime: RuntimeDep, principal: PrincipalDep
 ) -> Response:
     runtime.app.users.reset_password(principal, user_id, body.password)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/{user_id}",
+    status_code=204,
+    summary="Delete a user (admin of all her organizations); the audit log keeps her entries",
+)
+def delete_user(user_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
+    runtime.app.users.delete(principal, user_id)
     return Response(status_code=204)
 
 

@@ -1,0 +1,78 @@
+"""The OCSP responder over HTTP: RFC 6960 appendix A's POST and RFC 5019's GET.
+
+Every answer, including a refusal (``malformedRequest``, ``unauthorized``), is an
+``application/ocsp-response`` with HTTP 200, which is what OCSP clients read; the
+responder itself lives in :mod:`imprint.pki.ocsp`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from imprint.api.identity import runtime_of
+from imprint.pki.ocsp import OcspAnswer
+
+router = APIRouter(tags=["ocsp"])
+
+OCSP_REQUEST = "application/ocsp-request"
+OCSP_RESPONSE = "application/ocsp-response"
+#: An OCSP request for one certificate is about a hundred bytes; a signed one a few KB.
+MAX_REQUEST = 16_384
+_MALFORMED = b"\x30\x03\x0a\x01\x01"  # OCSPResponse { responseStatus malformedRequest }
+
+
+def _answer(request: Request, answer: OcspAnswer | None, *, cacheable: bool) -> Response:
+    runtime = runtime_of(request)
+    if answer is None:
+        runtime.metrics.ocsp_answered("malformed", False)
+        return Response(_MALFORMED, media_type=OCSP_RESPONSE)
+    runtime.metrics.ocsp_answered(answer.outcome, answer.cached)
+    headers = {}
+    seconds = runtime.settings.ocsp.cache_seconds
+    if cacheable and answer.outcome in ("good", "revoked") and seconds:
+        headers["Cache-Control"] = f"max-age={seconds}, public, no-transform, must-revalidate"
+    return Response(answer.der, media_type=OCSP_RESPONSE, headers=headers)
+
+
+async def _respond(request: Request, der: bytes) -> OcspAnswer:
+    """A kept answer or a refusal at once; anything that reads the ledger or signs in
+    the thread pool, off the event loop."""
+    responder = runtime_of(request).ocsp
+    at_once = responder.answer_at_once(der)
+    if at_once is not None:
+        return at_once
+    return await run_in_threadpool(responder.respond, der)
+
+
+@router.post(
+    "/ocsp",
+    summary="OCSP (RFC 6960): a DER OCSPRequest in, a DER OCSPResponse out",
+    response_class=Response,
+)
+async def ocsp_post(request: Request) -> Response:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if content_type != OCSP_REQUEST or not body or len(body) > MAX_REQUEST:
+        return _answer(request, None, cacheable=False)
+    return _answer(request, await _respond(request, body), cacheable=False)
+
+
+@router.get(
+    "/ocsp/{encoded:path}",
+    summary="OCSP (RFC 5019): the base64 (URL-encoded) DER OCSPRequest in the path",
+    response_class=Response,
+)
+async def ocsp_get(encoded: str, request: Request) -> Response:
+    text = unquote(encoded)
+    if len(text) > MAX_REQUEST * 2:
+        return _answer(request, None, cacheable=False)
+    try:
+        der = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return _answer(request, None, cacheable=False)
+    return _answer(request, await _respond(request, der), cacheable=True)
