@@ -40,6 +40,7 @@ import psycopg
 import pytest
 import structlog
 from sqlalchemy.engine import Engine
+from xdist.scheduler import LoadFileScheduling
 
 from imprint.pki.material import init_ca
 from imprint.settings import ENV_PREFIX, Settings
@@ -201,6 +202,29 @@ _BY_PLACE = {
     "tests/browser/": pytest.mark.browser,
     "tests/integration/test_mqtt.py": pytest.mark.mosquitto,
 }
+
+
+# tests/docs runs one test per documentation page, each with a server of its own; as one
+# file they would all run on one worker. Each page is a unit of its own instead, except
+# that pages announcing by DNS-SD share the unit of test_discovery, so that they never
+# run beside each other.
+_DOCS_TEST = "tests/docs/test_docs.py::"
+_DNS_SD_PAGES = ("[docs/services.md]",)
+_DISCOVERY_TESTS = "tests/integration/test_discovery.py"
+
+
+class _ScheduleByFileAndPage(LoadFileScheduling):
+    def _split_scope(self, nodeid: str) -> str:
+        if nodeid.startswith(_DOCS_TEST):
+            return _DISCOVERY_TESTS if nodeid.endswith(_DNS_SD_PAGES) else nodeid
+        return super()._split_scope(nodeid)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile``, with every documentation page a unit of its own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    return _ScheduleByFileAndPage(config, log)  # type: ignore[arg-type]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

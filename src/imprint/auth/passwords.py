@@ -6,6 +6,8 @@ tell whether a user name exists.
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -16,7 +18,12 @@ __all__ = ["MIN_PASSWORD_LENGTH", "check_password_policy", "hash_password", "ver
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
 _hasher = PasswordHasher()
-_DUMMY = _hasher.hash("imprint-dummy-password")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Made on first use, not on import: every command-line start imports this module."""
+    return _hasher.hash("imprint-dummy-password")
 
 
 def check_password_policy(password: str) -> None:
@@ -40,6 +47,8 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
     if len(password) > MAX_PASSWORD_LENGTH:
         return False
     try:
-        return bool(_hasher.verify(stored_hash or _DUMMY, password)) and stored_hash is not None
+        return (
+            bool(_hasher.verify(stored_hash or _dummy_hash(), password)) and stored_hash is not None
+        )
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False

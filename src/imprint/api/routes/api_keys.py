@@ -21,7 +21,12 @@ _NO_STORE = {"Cache-Control": "no-store"}
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$",
+        description="Letters, digits and . _ @ -, starting with a letter or digit",
+    )
     expires_in_days: int | None = Field(
         default=None, ge=1, le=3653, description="Stops working after this many days"
     )

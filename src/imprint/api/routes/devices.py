@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.pki.authority import REVOCATION_REASONS
 from imprint.provisioning.devices import Device, DeviceStatus, StepRecord
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
@@ -90,7 +91,12 @@ class DevicePage(BaseModel):
 class RevokeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="unspecified", max_length=32)
+    reason: str = Field(
+        default="unspecified",
+        max_length=32,
+        description="An RFC 5280 reason; key-compromise and key_compromise are read too",
+        json_schema_extra={"enum": list(REVOCATION_REASONS)},
+    )
     disable: bool = Field(default=True, description="Also disable the device")
 
 

@@ -168,7 +168,12 @@ def remove(
 class OneTimePasswordIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    device_id: str = Field(max_length=200, description="The device id it admits (EST username)")
+    device_id: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[!-~]+$",
+        description="The device id it admits (EST username): printable ASCII, no spaces",
+    )
     valid_minutes: int = Field(
         default=1440, ge=1, le=43200, description="How long it may be used (default a day)"
     )
