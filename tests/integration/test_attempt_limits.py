@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from imprint.api.sign_in import check_password
 from imprint.attestation.base import TooManyAttempts
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, ensure_org
 from tests.integration.oauth_helpers import (
     PASSWORD,
     client_token,
@@ -53,6 +53,7 @@ def from_address(service: Service, address: str, **kwargs: Any) -> httpx.Client:
 
 def oob_enrollment(service: Service, *devices: str) -> None:
     with service.admin() as admin:
+        ensure_org(admin, "acme")
         create_enrollment(admin)
         for device in devices:
             assert register(admin, "oob-lab", device).status_code == 201
@@ -76,6 +77,7 @@ def symmetric_body(device_key: bytes, device_id: str) -> dict[str, Any]:
 
 def test_a_strangers_failures_never_block_a_device_with_a_key(service: Service) -> None:
     with service.admin() as admin:
+        ensure_org(admin, "acme")
         made = admin.post(
             "/api/v1/enrollments",
             json={"mechanism": "symmetric-key", "owner": "acme", "id": "sym-lab"},
