@@ -249,11 +249,13 @@ def test_a_large_secrets_file_is_previewed_then_registered(
     login(page, console, console.admin)
     page.goto(f"{console.url}/enrollments/big-batch")
     page.locator("input[type=file]").set_input_files(str(rows))
-    page.get_by_role("button", name="Upload").click()
+    page.get_by_role("button", name="Upload").click(timeout=120_000)
     assert "Preview (dry run)" in page.locator("h1").inner_text()
     assert page.locator("[data-count=created]").inner_text() == str(count)
-    page.get_by_role("button", name=f"Register these {count} secrets").click()
-    assert page.locator("h1").inner_text() == "Imported"
+    # Registering 30,000 secrets is one request that takes seconds, many more on a busy
+    # machine: the page waits for its answer longer than for an ordinary click.
+    page.get_by_role("button", name=f"Register these {count} secrets").click(timeout=120_000)
+    assert page.locator("h1").inner_text(timeout=120_000) == "Imported"
     stored = console.service.runtime.oob_secrets.search("big-batch", limit=count + 1)
     assert len(stored) == count
 

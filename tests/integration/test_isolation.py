@@ -176,6 +176,13 @@ CASES: list[Case] = [
     Case("DELETE", E + "/oob-secrets/{device_id:path}", "operator", 204),
     Case(
         "POST",
+        E + "/one-time-passwords",
+        "operator",
+        201,
+        body=lambda o: {"device_id": f"otp-{o['org']}"},
+    ),
+    Case(
+        "POST",
         E + "/client-cas",
         "admin",
         201,
@@ -332,6 +339,19 @@ NOT_ADMIN = {
     ("GET", "/ca/{name}.pem"): "public CA certificates",
     ("GET", "/crl/{issuer}.{encoding}"): "public CRLs",
     ("POST", "/api/v1/provision"): "devices",
+    **{
+        (method, f"/.well-known/est{label}/{operation}"): "EST devices (RFC 7030)"
+        for label in ("", "/{label}")
+        for method, operation in (
+            ("GET", "cacerts"),
+            ("GET", "csrattrs"),
+            ("POST", "simpleenroll"),
+            ("POST", "simplereenroll"),
+            ("POST", "serverkeygen"),
+        )
+    },
+    ("POST", "/ocsp"): "OCSP clients (RFC 6960)",
+    ("GET", "/ocsp/{encoded:path}"): "OCSP clients (RFC 5019)",
     ("POST", "/api/v1/renew"): "devices",
     ("GET", "/.well-known/imprint"): "the public directory",
     ("GET", "/api/v1/directory"): "the public directory",

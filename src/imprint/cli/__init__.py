@@ -189,6 +189,12 @@ def _main(
 ) -> None:
     global _config_path
     from imprint.cli.calls import selection
+    from imprint.logs import configure_logging
+
+    # A command's own output is on stdout; the service's log lines (a cache listener
+    # connecting, a retry) are not part of it: warnings and worse only, on stderr.
+    # `imprint serve` configures the log as the settings say.
+    configure_logging("warning")
 
     _config_path = config
     selection.profile = profile
