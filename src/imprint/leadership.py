@@ -21,17 +21,19 @@ and the outbox's claims keep two rounds from running one message.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import psycopg
 from sqlalchemy.engine import Engine
 
-from imprint.logs import get_logger
 from imprint.store.db import lock_key
 
 __all__ = ["BROKER_CRL", "OUTBOX", "Leadership"]
 
-log = get_logger(__name__)
+# The standard library's logger: `imprint serve` renders it like the rest, and a command
+# line that never configured logging does not print it among its output.
+log = logging.getLogger(__name__)
 
 #: The outbox delivery rounds (and the housekeeping that goes with them).
 OUTBOX = "outbox"
@@ -76,13 +78,15 @@ class Leadership:
                 return False
             if row is not None and row[0] is True:
                 self._held.add(duty)
-                log.info("duty_taken", duty=duty)
+                log.info("duty_taken duty=%s", duty)
                 return True
             return False
 
     def _lost(self, exc: Exception) -> None:
         if self._held:
-            log.warning("duties_lost", duties=sorted(self._held), error=exc.__class__.__name__)
+            log.warning(
+                "duties_lost duties=%s error=%s", sorted(self._held), exc.__class__.__name__
+            )
         self._held.clear()
         if self._conn is not None:
             self._conn.close()

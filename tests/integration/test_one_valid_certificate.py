@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from imprint.pki.records import CertificateStatus
 from imprint.store.tables import certificates
-from tests.integration.conftest import Service, write_credentials
+from tests.integration.conftest import Service, with_orgs, write_credentials
 from tests.integration.test_lifecycle import csr_of
 from tests.integration.test_renewal import provisioned
 from tests.integration.test_symmetric_key import create_enrollment, make_csr, request_body
@@ -24,6 +24,12 @@ from tests.integration.test_symmetric_key import create_enrollment, make_csr, re
 pytestmark = pytest.mark.both_databases
 
 PARALLEL = 16
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "acme")
 
 
 def _device_certificates(service: Service, device_id: str) -> dict[str, CertificateStatus]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from tests.integration.conftest import Service
+from tests.integration.conftest import Service, with_orgs
 from tests.integration.test_x509_attestation import (
     Manufacturer,
     enroll,
@@ -14,6 +14,12 @@ from tests.integration.test_x509_attestation import (
     refused,
     signed_body,
 )
+
+
+@pytest.fixture
+def service(service: Service) -> Service:
+    """The server, with the organizations this module's enrollments name."""
+    return with_orgs(service, "acme")
 
 
 def _deny(service: Service, fingerprint: str) -> None:

@@ -172,7 +172,6 @@ class _Listener:
                     if self._stopped.is_set():
                         return
                     self.connected.set()
-                    log.debug("cache_listener_connected")
                     while not self._stopped.is_set():
                         for notice in conn.notifies(timeout=1.0):
                             self._changed(notice.payload)
