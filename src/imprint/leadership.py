@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
-import psycopg
 from sqlalchemy.engine import Engine
 
 from imprint.store.db import lock_key
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["BROKER_CRL", "OUTBOX", "Leadership"]
 
@@ -57,6 +60,8 @@ class Leadership:
         for at most a connection timeout; a database error means no."""
         if not self._shared:
             return True
+        import psycopg  # PostgreSQL only: a SQLite process (and the CLI) never loads it
+
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:

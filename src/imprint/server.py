@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from imprint.api import create_app
+from imprint.api.app import create_app
 from imprint.http_limits import HandshakeDeadlineLoop, limited_protocol
 from imprint.leadership import BROKER_CRL, OUTBOX
 from imprint.runtime import Runtime, open_runtime

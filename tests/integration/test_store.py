@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from alembic import command
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import StatementError
@@ -351,3 +352,22 @@ def test_an_ended_session_stays_ended_until_it_would_have_expired(engine: Engine
     ended.end("b" * 64, NOW + timedelta(hours=3), NOW + timedelta(hours=2))
     assert not ended.is_ended("a" * 64)
     assert ended.is_ended("b" * 64)
+
+
+def test_the_head_known_without_alembic_is_alembics_head() -> None:
+    # upgrade() skips Alembic when the database is at known_head(): the two must agree.
+    assert db.known_head() == db.head_revision()
+
+
+def test_upgrade_migrates_a_database_behind_the_head(database_url: str) -> None:
+    engine = db.create_engine(database_url)
+    try:
+        db.upgrade(engine)
+        head = db.head_revision()
+        with engine.begin() as connection:
+            command.downgrade(db._alembic_config(connection), "-1")
+        assert db.current_revision(engine) != head
+        db.upgrade(engine)  # behind the head: Alembic runs the last migration again
+        assert db.current_revision(engine) == head
+    finally:
+        engine.dispose()

@@ -1,5 +1,6 @@
-"""The HTTP layer: parse, call one domain function, render."""
+"""The HTTP layer: parse, call one domain function, render.
 
-from imprint.api.app import create_app
-
-__all__ = ["create_app"]
+The application itself is built by :func:`imprint.api.app.create_app`; this package
+imports nothing, so that a command that only needs one route module's response models
+does not build the whole application.
+"""

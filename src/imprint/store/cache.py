@@ -34,7 +34,6 @@ from collections.abc import Callable, Hashable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-import psycopg
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 
@@ -159,6 +158,8 @@ class _Listener:
             callback()
 
     def _run(self) -> None:
+        import psycopg  # PostgreSQL only: a SQLite process (and the CLI) never loads it
+
         while not self._stopped.is_set():
             try:
                 with psycopg.connect(

@@ -7,27 +7,28 @@ fast enough to be the embedded default); PostgreSQL is chosen by URL.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine as sa_create_engine
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from imprint.errors import ConfigurationError
 from imprint.logs import get_logger
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = [
     "after_commit",
@@ -189,6 +190,8 @@ def create_engine(url: str) -> Engine:
 
 
 def _alembic_config(connection: Any) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
@@ -198,27 +201,64 @@ def _alembic_config(connection: Any) -> Config:
 def upgrade(engine: Engine) -> None:
     """Apply every pending migration (idempotent).
 
+    A database already at the newest revision is recognized with one query, without
+    loading Alembic and its scripts: every command of the CLI opens the database this
+    way, and most find nothing to do.
+
     Raises:
         ConfigurationError: the database cannot be reached.
     """
     try:
         with engine.begin() as connection:
+            if _stored_revision(connection) == known_head():
+                return
+            from alembic import command
+
             command.upgrade(_alembic_config(connection), "head")
     except SQLAlchemyError as exc:
         raise ConfigurationError(f"database: cannot migrate: {exc.__class__.__name__}") from exc
 
 
+def _stored_revision(connection: Connection) -> str | None:
+    """The revision in ``alembic_version``; None when the table is missing or empty."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None when it is empty."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def head_revision() -> str | None:
-    """The newest revision this version of imprint knows."""
+    """The newest revision this version of imprint knows (as Alembic reads the scripts)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     return ScriptDirectory.from_config(config).get_current_head()
+
+
+_REVISION_LINE = re.compile(r'^(down_revision|revision)\s*(?::[^=]*)?=\s*"([^"]*)"', re.MULTILINE)
+
+
+@functools.cache
+def known_head() -> str | None:
+    """The newest revision, read from the scripts' ``revision``/``down_revision`` lines
+    without importing Alembic: the one revision no other script names as its parent.
+    (A test holds it equal to :func:`head_revision`.)"""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (_MIGRATIONS / "versions").glob("*.py"):
+        for kind, value in _REVISION_LINE.findall(script.read_text()):
+            (revisions if kind == "revision" else parents).add(value)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
 
 
 # One transaction for several store calls ------------------------------------------------
