@@ -1,12 +1,12 @@
 """Running a page's steps in one shell against a fresh server, and comparing output.
 
 A page runs in a directory of its own, as a reader would run it from a checkout: its
-``data/`` is the server's data directory, ``imprint`` is on the ``PATH`` (and
-``.venv/bin/imprint`` works too), and nothing of the test's environment leaks in: no
-``IMPRINT_*`` variable but the server's port, so every variable a page uses must be set
-on the page. The server listens on a free port; ``127.0.0.1:8443`` and
-``localhost:8443`` in a command become that port, and the port in the output becomes
-8443 again before it is compared.
+``data/`` is the server's data directory, ``imprint`` is on the ``PATH`` (the tests'
+warm stand-in for it, see tests/warm_cli.py; ``.venv/bin/imprint`` works too), and
+nothing of the test's environment leaks in: no ``IMPRINT_*`` variable but the server's
+port, so every variable a page uses must be set on the page. The server listens on a
+free port; ``127.0.0.1:8443`` and ``localhost:8443`` in a command become that port, and
+the port in the output becomes 8443 again before it is compared.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 from tests.conftest import free_port
 from tests.docs.pages import Command
 from tests.e2e.conftest import healthy
+from tests.warm_cli import warm_imprint
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -145,7 +146,11 @@ def page_environment(workdir: Path, port: int) -> dict[str, str]:
     keep = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "CI")
     env = {key: os.environ[key] for key in keep if key in os.environ}
     env.update(
-        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        # imprint is the tests' warm stand-in (tests/warm_cli.py); .venv/bin/imprint and
+        # the server are the real program.
+        PATH=os.pathsep.join(
+            [str(warm_imprint().parent), str(VENV_BIN), os.environ.get("PATH", "/usr/bin:/bin")]
+        ),
         HOME=str(workdir / "home"),
         COLUMNS="200",
         NO_COLOR="1",

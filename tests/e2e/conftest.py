@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 from imprint.settings import Settings
+from tests.warm_cli import warm_imprint
 
+#: The real program: servers (which the tests stop and kill by process id) run as it.
 IMPRINT = Path(sys.executable).parent / "imprint"
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -42,7 +44,7 @@ def run_imprint(settings: Settings, *args: str, **env: str) -> subprocess.Comple
     """``imprint ARGS`` on the data directory and database of ``settings``, with the tests'
     CA passphrase, from the nearest existing directory above the data directory."""
     return subprocess.run(
-        [str(IMPRINT), *args],
+        [str(warm_imprint()), *args],
         cwd=next(place for place in settings.data_dir.parents if place.exists()),
         env=clean_env(
             settings.data_dir,
@@ -77,7 +79,7 @@ def imprint(tmp_path: Path) -> Run:
         *args: str, check: bool = True, input: str | None = None, **extra_env: str
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(IMPRINT), *args],
+            [str(warm_imprint()), *args],
             cwd=tmp_path,
             env=clean_env(tmp_path / "data", **extra_env),
             input=input,

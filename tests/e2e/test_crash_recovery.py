@@ -26,6 +26,7 @@ from imprint.store.tables import outbox
 from tests.conftest import free_port
 from tests.e2e.conftest import IMPRINT, clean_env, healthy, stop, trusting, wait_until
 from tests.integration.test_symmetric_key import make_csr, request_body
+from tests.warm_cli import warm_imprint
 
 # The broker's reload command: it logs each call and, while armed, kills the server that
 # ran it, as a crash between the commit and the end of its effects would.
@@ -65,7 +66,7 @@ def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
 
     with serving("first") as process:
         config = subprocess.run(
-            [str(IMPRINT), "mqtt", "config"], cwd=tmp_path, env=env, capture_output=True,
+            [str(warm_imprint()), "mqtt", "config"], cwd=tmp_path, env=env, capture_output=True,
             text=True, timeout=60, check=False,
         )  # fmt: skip
         assert config.returncode == 0, config.stderr

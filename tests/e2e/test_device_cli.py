@@ -19,6 +19,7 @@ import pytest
 from imprint.device import derive_device_key
 from tests.conftest import free_port
 from tests.e2e.conftest import IMPRINT, clean_env, openssl, stop
+from tests.warm_cli import warm_imprint
 
 PASS = {"IMPRINT_CA__PASSPHRASE": "correct horse battery staple"}
 
@@ -83,7 +84,7 @@ def device(
 ) -> subprocess.CompletedProcess[str]:
     """``imprint device ARGS`` with no imprint configuration around it."""
     return subprocess.run(
-        [str(IMPRINT), "device", *args],
+        [str(warm_imprint()), "device", *args],
         cwd=tmp_path,
         env=clean_env(tmp_path / "unused"),
         input=stdin,
