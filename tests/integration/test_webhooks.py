@@ -399,3 +399,37 @@ def test_deliveries_never_run_in_the_committing_request(
         )
     assert revoked.status_code == 200
     assert hooked.wait_for(1)[0].headers["imprint-event-type"] == "certificate.revoked"
+
+
+def test_the_command_line_manages_webhooks_on_a_remote_server(
+    service: Service, hooked: Receiver, tmp_path: Path
+) -> None:
+    from tests.integration.test_remote_cli import Cli
+
+    cli = Cli(tmp_path / "person")
+    server = ["--server", service.base_url, "--ca-file", str(service.root_cert)]
+    cli("login", *server, input=service.admin_token + "\n")
+    made = cli.json(
+        "webhook", "create", "--org", "acme", "--url", hooked.url, "-e", "certificate.revoked"
+    )
+    assert str(made["secret"]).startswith("whsec_")
+    listed = cli.json("webhook", "list")
+    assert [w["id"] for w in listed["items"]] == [made["id"]]  # type: ignore[index,union-attr]
+    assert "secret" not in listed["items"][0]  # type: ignore[index]
+    refused = cli(
+        "webhook",
+        "create",
+        "--org",
+        "acme",
+        "--url",
+        "http://example.com/",
+        "-e",
+        "certificate.revoked",
+        ok=False,
+    )
+    assert refused.returncode != 0
+    assert "https" in refused.stderr
+    hook = cli.json("webhook", "hook", "set", "--org", "acme", "--url", hooked.url)
+    assert (hook["timeout_seconds"], hook["on_failure"]) == (5.0, "deny")
+    log = cli.json("webhook", "deliveries", str(made["id"]))
+    assert log["items"] == []
