@@ -135,7 +135,7 @@ def test_a_delivery_is_signed_retried_after_a_500_and_logged(
     # The secret is in no log: not the delivery log, not the audit log.
     with service.admin() as admin:
         audit = admin.get("/api/v1/audit", params={"limit": 1000}).text
-        everything = admin.get("/api/v1/webhooks/deliveries").text
+        everything = admin.get("/api/v1/webhook-deliveries").text
     assert hooked.secret not in audit + everything + json.dumps(rows)
     assert "webhook.create" in audit
 
@@ -210,9 +210,7 @@ def test_expiring_certificates_are_told_once_per_threshold(
 
 def set_hook(service: Service, target: Receiver, **spec: Any) -> dict[str, Any]:
     with service.admin() as admin:
-        made = admin.put(
-            "/api/v1/webhooks/provisioning-hooks/acme", json={"url": target.url, **spec}
-        )
+        made = admin.put("/api/v1/provisioning-hooks/acme", json={"url": target.url, **spec})
     assert made.status_code == 200, made.text
     body: dict[str, Any] = made.json()
     if body["secret"]:
@@ -329,7 +327,7 @@ def test_an_org_admin_sees_only_its_own_webhooks(service: Service, hooked: Recei
             "/api/v1/webhooks",
             json={"org_id": "acme", "url": hooked.url, "events": ["provisioning.failed"]},
         )
-        hook = http.put("/api/v1/webhooks/provisioning-hooks/acme", json={"url": hooked.url})
+        hook = http.put("/api/v1/provisioning-hooks/acme", json={"url": hooked.url})
         own = http.get(f"/api/v1/webhooks/{theirs}")
     assert [w["id"] for w in listed] == [theirs]
     for answer in (foreign, foreign_log, deleted, into_acme, hook):
@@ -353,11 +351,11 @@ def test_bad_input_is_a_problem_and_changes_nothing(service: Service) -> None:
     with service.admin() as admin:
         answers = [admin.post("/api/v1/webhooks", json=body) for body in cases]
         hook = admin.put(
-            "/api/v1/webhooks/provisioning-hooks/acme",
+            "/api/v1/provisioning-hooks/acme",
             json={"url": "https://example.com/", "timeout_seconds": 120},
         )
         listed = admin.get("/api/v1/webhooks").json()
-        missing = admin.get("/api/v1/webhooks/provisioning-hooks/acme")
+        missing = admin.get("/api/v1/provisioning-hooks/acme")
     for answer in [*answers, hook]:
         assert 400 <= answer.status_code < 500, answer.text
         assert answer.headers["content-type"].startswith(PROBLEM)

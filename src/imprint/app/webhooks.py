@@ -250,19 +250,24 @@ class WebhookOperations(Operations):
         principal: Principal,
         *,
         subscription_id: str | None = None,
+        org_id: str | None = None,
         limit: int = 100,
         before: int | None = None,
     ) -> Sequence[Delivery]:
-        """The delivery log (newest first) of the subscriptions the principal sees, or
-        of one.
+        """The delivery log (newest first) of the subscriptions the principal sees, of
+        one organization's, or of one.
 
         Raises:
-            NotFound: a named subscription that is not visible.
+            NotFound: a named subscription or organization that is not visible.
         """
         if subscription_id is not None:
             self._visible(principal, subscription_id, Role.VIEWER)
+        owners = scope_of(self._rt, principal)
+        if org_id is not None:
+            self._org(principal, org_id, Role.VIEWER)
+            owners = {org_id}
         return self._rt.webhook_store.deliveries(
-            scope_of(self._rt, principal),
+            owners,
             subscription_id=subscription_id,
             limit=limit,
             before=before,

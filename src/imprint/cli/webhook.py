@@ -75,7 +75,7 @@ def _path(webhook_id: str) -> str:
 
 
 def _hook_path(org_id: str) -> str:
-    return f"/api/v1/webhooks/provisioning-hooks/{quote(org_id, safe='')}"
+    return f"/api/v1/provisioning-hooks/{quote(org_id, safe='')}"
 
 
 def _note_secret(item: dict[str, Any]) -> str:
@@ -232,7 +232,7 @@ def deliveries(
 
     def remote(api: Api) -> dict[str, Any]:
         path = (
-            "/api/v1/webhooks/deliveries"
+            "/api/v1/webhook-deliveries"
             if webhook_id is None
             else f"{_path(webhook_id)}/deliveries"
         )

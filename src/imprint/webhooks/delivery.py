@@ -4,9 +4,11 @@ A 2xx answer delivers it. Anything else (another status, a timeout, a refused
 connection) is logged as a failed attempt and raised, so the outbox retries it with
 its backoff (2, 4, 8 ... seconds, at most 5 minutes apart) until it is delivered or
 the event is older than ``webhooks.max_age_hours``: then one last ``expired`` row is
-logged and the message is done. A subscription deleted or disabled meanwhile gets
-nothing more. Redirects are not followed. The secret never leaves this module but in
-the signature.
+logged and the message is done. After a failure, the other messages for the same
+receiver are put back for :data:`PAUSE` without a request (and without a log row), so a
+dead receiver costs a round one timeout, not one per event. A subscription deleted or
+disabled meanwhile gets nothing more. Redirects are not followed. The secret never
+leaves this module but in the signature.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ __all__ = ["DeliveryFailed", "WebhookDelivery", "event_body"]
 
 log = get_logger(__name__)
 
+#: After a failed attempt, how long the receiver's other messages wait without a request.
+PAUSE = timedelta(seconds=2)
+
 
 class DeliveryFailed(Exception):
     """The receiver did not take the event; the outbox tries again later."""
@@ -63,6 +68,7 @@ class WebhookDelivery:
         self._clock = clock
         self._timeout = timeout
         self._max_age = max_age
+        self._paused: dict[str, datetime] = {}  # subscription id -> until
 
     def __call__(self, payload: Mapping[str, Any]) -> None:
         event = payload["event"]
@@ -72,8 +78,11 @@ class WebhookDelivery:
             return  # deleted since: nobody to tell
         if not subscription.enabled:
             return
-        attempt = self._store.attempts(subscription.id, event["id"]) + 1
         now = self._clock.now()
+        paused = self._paused.get(subscription.id)
+        if paused is not None and now < paused:
+            raise DeliveryFailed(f"{subscription.id}: its receiver failed a moment ago")
+        attempt = self._store.attempts(subscription.id, event["id"]) + 1
 
         def logged(outcome: str, status: int | None, error: str | None, ms: int) -> None:
             self._store.record(
@@ -116,12 +125,15 @@ class WebhookDelivery:
         except httpx.HTTPError as exc:
             error = f"{exc.__class__.__name__}: {exc}"[:500]
             logged("failed", None, error, _ms(started))
-            raise DeliveryFailed(error) from None
+            self._paused[subscription.id] = self._clock.now() + PAUSE
+            raise DeliveryFailed(f"{subscription.id}: {error}") from None
         if 200 <= response.status_code < 300:
             logged("delivered", response.status_code, None, _ms(started))
+            self._paused.pop(subscription.id, None)
             return
         error = f"HTTP {response.status_code}"
         logged("failed", response.status_code, error, _ms(started))
+        self._paused[subscription.id] = self._clock.now() + PAUSE
         raise DeliveryFailed(f"{subscription.id}: {error}")
 
 

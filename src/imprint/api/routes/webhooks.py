@@ -23,7 +23,9 @@ from imprint.app.webhooks import (
 )
 from imprint.webhooks.model import Delivery, ProvisioningHook, Subscription
 
-router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+router = APIRouter(tags=["webhooks"])
+
+W = "/api/v1/webhooks"
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -177,7 +179,7 @@ class HookOut(BaseModel):
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.post("", status_code=201, summary="Subscribe a URL to an organization's events (admin)")
+@router.post(W, status_code=201, summary="Subscribe a URL to an organization's events (admin)")
 def create(
     body: WebhookIn, runtime: RuntimeDep, principal: PrincipalDep, response: Response
 ) -> IssuedWebhookOut:
@@ -193,7 +195,7 @@ def create(
     return IssuedWebhookOut.issued(issued)
 
 
-@router.get("", summary="The webhooks of the organizations you see")
+@router.get(W, summary="The webhooks of the organizations you see")
 def list_webhooks(
     runtime: RuntimeDep,
     principal: PrincipalDep,
@@ -210,24 +212,29 @@ def _page(found: list[Delivery], limit: int) -> DeliveryPage:
     return DeliveryPage(items=items, next=str(items[-1].id) if more else None)
 
 
-@router.get("/deliveries", summary="The delivery log of the webhooks you see, newest first")
+@router.get(
+    "/api/v1/webhook-deliveries", summary="The delivery log of the webhooks you see, newest first"
+)
 def deliveries(
     runtime: RuntimeDep,
     principal: PrincipalDep,
+    org: Annotated[
+        str | None, Query(max_length=100, description="Only this organization's webhooks")
+    ] = None,
     limit: Limit = 100,
     before: Annotated[int | None, Query(ge=1, description="The previous page's next")] = None,
 ) -> DeliveryPage:
-    found = runtime.app.webhooks.deliveries(principal, limit=limit, before=before)
+    found = runtime.app.webhooks.deliveries(principal, org_id=org, limit=limit, before=before)
     return _page(list(found), limit)
 
 
-@router.get("/provisioning-hooks/{org_id}", summary="An organization's provisioning hook")
+@router.get("/api/v1/provisioning-hooks/{org_id}", summary="An organization's provisioning hook")
 def show_hook(org_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> HookOut:
     return HookOut.of(runtime.app.webhooks.hook(principal, org_id))
 
 
 @router.put(
-    "/provisioning-hooks/{org_id}", summary="Set an organization's provisioning hook (admin)"
+    "/api/v1/provisioning-hooks/{org_id}", summary="Set an organization's provisioning hook (admin)"
 )
 def set_hook(
     org_id: str, body: HookIn, runtime: RuntimeDep, principal: PrincipalDep, response: Response
@@ -241,7 +248,7 @@ def set_hook(
 
 
 @router.delete(
-    "/provisioning-hooks/{org_id}",
+    "/api/v1/provisioning-hooks/{org_id}",
     status_code=204,
     summary="Remove an organization's provisioning hook (admin)",
 )
@@ -250,12 +257,12 @@ def remove_hook(org_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Re
     return Response(status_code=204)
 
 
-@router.get("/{webhook_id}", summary="One webhook (its secret is never shown again)")
+@router.get(W + "/{webhook_id}", summary="One webhook (its secret is never shown again)")
 def show(webhook_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> WebhookOut:
     return WebhookOut.of(runtime.app.webhooks.show(principal, webhook_id))
 
 
-@router.patch("/{webhook_id}", summary="Change a webhook's URL, events, description or state")
+@router.patch(W + "/{webhook_id}", summary="Change a webhook's URL, events, description or state")
 def update(
     webhook_id: str, body: WebhookPatch, runtime: RuntimeDep, principal: PrincipalDep
 ) -> WebhookOut:
@@ -268,7 +275,7 @@ def update(
     return WebhookOut.of(runtime.app.webhooks.update(principal, webhook_id, patch))
 
 
-@router.post("/{webhook_id}/rotate-secret", summary="Give a webhook a new signing secret")
+@router.post(W + "/{webhook_id}/rotate-secret", summary="Give a webhook a new signing secret")
 def rotate_secret(
     webhook_id: str, runtime: RuntimeDep, principal: PrincipalDep, response: Response
 ) -> IssuedWebhookOut:
@@ -276,13 +283,13 @@ def rotate_secret(
     return IssuedWebhookOut.issued(runtime.app.webhooks.rotate_secret(principal, webhook_id))
 
 
-@router.delete("/{webhook_id}", status_code=204, summary="Delete a webhook (its log stays)")
+@router.delete(W + "/{webhook_id}", status_code=204, summary="Delete a webhook (its log stays)")
 def delete(webhook_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     runtime.app.webhooks.delete(principal, webhook_id)
     return Response(status_code=204)
 
 
-@router.get("/{webhook_id}/deliveries", summary="One webhook's delivery log, newest first")
+@router.get(W + "/{webhook_id}/deliveries", summary="One webhook's delivery log, newest first")
 def webhook_deliveries(
     webhook_id: str,
     runtime: RuntimeDep,
