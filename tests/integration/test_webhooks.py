@@ -17,6 +17,7 @@ from sqlalchemy import select
 from imprint.settings import Settings, WebhookSettings
 from imprint.store.tables import provisioning_records
 from imprint.webhooks.model import check_url
+from imprint.webhooks.signing import verify
 from tests.integration.conftest import Service, start_service, with_orgs
 from tests.integration.oauth_helpers import bearer, token_for
 from tests.integration.test_lifecycle import Factory, csr_of, device_ref
@@ -116,8 +117,6 @@ def test_a_delivery_is_signed_retried_after_a_500_and_logged(
     assert event["data"]["device_id"] == "meter-1"
     assert event["data"]["serial"] == answer.json()["bundle"]["serial"]
     # Tampered with, the body no longer matches its signature.
-    from imprint.webhooks.signing import verify
-
     now = service.clock.now().timestamp()
     assert not verify(hooked.secret, second.headers, second.body + b" ", now=now)
     assert not verify("whsec_wrong", second.headers, second.body, now=now)
@@ -431,3 +430,38 @@ def test_the_command_line_manages_webhooks_on_a_remote_server(
     assert (hook["timeout_seconds"], hook["on_failure"]) == (5.0, "deny")
     log = cli.json("webhook", "deliveries", str(made["id"]))
     assert log["items"] == []
+
+
+def test_a_rotated_secret_signs_from_then_on_and_a_disabled_webhook_gets_nothing(
+    service: Service, hooked: Receiver, tmp_path: Path
+) -> None:
+    subscription = subscribe(service, hooked, ["certificate.revoked"])
+    old = hooked.secret
+    with service.admin() as admin:
+        rotated = admin.post(f"/api/v1/webhooks/{subscription}/rotate-secret")
+    assert rotated.status_code == 200, rotated.text
+    hooked.secret = rotated.json()["secret"]
+    assert hooked.secret != old
+    factory = Factory(service, tmp_path, "rotated")
+    for name in ("meter-11", "meter-12"):
+        assert factory.provision(factory.device(name)).status_code == 200
+
+    def revoke(device_id: str) -> None:
+        with service.admin() as admin:
+            answer = admin.post(
+                f"/api/v1/devices/{device_ref(service, device_id)}/revoke",
+                json={"reason": "keyCompromise"},
+            )
+        assert answer.status_code == 200, answer.text
+
+    revoke("meter-11")
+    deliver(service)
+    [got] = hooked.wait_for(1)
+    assert got.signed
+    assert not verify(old, got.headers, got.body, now=service.clock.now().timestamp())
+    with service.admin() as admin:
+        off = admin.patch(f"/api/v1/webhooks/{subscription}", json={"enabled": False})
+    assert off.json()["enabled"] is False
+    revoke("meter-12")
+    deliver(service)
+    assert len(hooked.received) == 1
