@@ -32,7 +32,7 @@ from imprint.store.db import lock_key
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["BROKER_CRL", "OUTBOX", "Leadership"]
+__all__ = ["BROKER_CRL", "OUTBOX", "WEBHOOKS", "Leadership"]
 
 # The standard library's logger: `imprint serve` renders it like the rest, and a command
 # line that never configured logging does not print it among its output.
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 OUTBOX = "outbox"
 #: The periodic re-signing of the MQTT broker's CRL and ACL.
 BROKER_CRL = "broker-crl"
+#: Webhook deliveries and the search for certificates crossing an expiry threshold.
+WEBHOOKS = "webhooks"
 
 
 class Leadership:

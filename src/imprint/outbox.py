@@ -11,6 +11,12 @@ message commits with the change or not at all. Then:
   is due: messages whose prompt delivery failed (retried with backoff) and messages of a
   process that died first (kill -9, power loss), on the next start at the latest.
 
+A kind registered as ``background`` (webhooks: an HTTP call to a receiver that may be
+slow) is never delivered in the committing process, nor in the rounds of the others:
+its messages are due at once and delivered by :meth:`Outbox.deliver` with
+``background=True``, which the server runs in a round of its own, off every request's
+path and without holding up the broker's revocations.
+
 Delivery is at least once. A new message is due :data:`PROMPT_GRACE` after it was
 written, which leaves it to its own process's prompt delivery; the rounds claim what is
 due for a :data:`LEASE` before running its handler, so two rounds don't run one message
@@ -121,38 +127,46 @@ class Outbox:
         self._audit = audit
         self._transaction = transaction or contextlib.nullcontext
         self._handlers: dict[str, Handler] = {}
+        self._background: dict[str, Handler] = {}
 
-    def register(self, kind: str, handler: Handler) -> None:
-        """Deliver messages of ``kind`` to ``handler`` (at composition, before serving)."""
-        self._handlers[kind] = handler
+    def register(self, kind: str, handler: Handler, *, background: bool = False) -> None:
+        """Deliver messages of ``kind`` to ``handler`` (at composition, before serving);
+        ``background``: only in the background round (see the module's docstring)."""
+        (self._background if background else self._handlers)[kind] = handler
 
     def add(self, kind: str, payload: Mapping[str, Any]) -> None:
-        """Write a message in the caller's transaction; deliver it once that commits."""
+        """Write a message in the caller's transaction; deliver it once that commits
+        (a background kind: in the next background round)."""
         now = self._clock()
+        if kind in self._background:
+            self._store.add(kind, payload, now, now)
+            return
         message_id = self._store.add(kind, payload, now, now + PROMPT_GRACE)
         if kind in self._handlers:
             self._after_commit(partial(self.deliver, (message_id,)))
 
-    def deliver(self, ids: Collection[int] | None = None) -> int:
+    def deliver(self, ids: Collection[int] | None = None, *, background: bool = False) -> int:
         """Deliver what is due, or the messages of ``ids`` (the prompt delivery, due or
-        not); how many were delivered.
+        not); how many were delivered. ``background``: the due messages of the
+        background kinds instead.
 
         A handler that raises leaves its message for a retry after :func:`backoff`.
         Messages of kinds this process has no handler for are left to one that has.
         """
-        if not self._handlers:
+        handlers = self._background if background else self._handlers
+        if not handlers:
             return 0
         if ids is None:
             now = self._clock()
-            messages = self._store.claim(self._handlers, now, now + LEASE)
+            messages = self._store.claim(handlers, now, now + LEASE)
         else:
             messages = self._store.undelivered_of(ids)
         delivered = 0
         for message in messages:
-            if message.kind not in self._handlers:
+            if message.kind not in handlers:
                 continue
             try:
-                changes = self._handlers[message.kind](message.payload) or ()
+                changes = handlers[message.kind](message.payload) or ()
             except Exception as exc:
                 error = f"{exc.__class__.__name__}: {exc}"[:500]
                 due = self._clock() + backoff(message.attempts)

@@ -71,8 +71,13 @@ from imprint.store.orgs import SqlOrganizationStore
 from imprint.store.outbox import SqlOutboxStore
 from imprint.store.registration_keys import SqlRegistrationKeyStore
 from imprint.store.users import SqlUserStore
+from imprint.store.webhooks import SqlWebhookStore
 from imprint.tenancy.orgs import OrgTree
 from imprint.tenancy.roles import Role
+from imprint.webhooks.delivery import WebhookDelivery
+from imprint.webhooks.events import WEBHOOK_DELIVERY, WebhookEvents
+from imprint.webhooks.expiry import ExpiryWatch
+from imprint.webhooks.hook import HttpProvisioningHook
 
 if TYPE_CHECKING:
     from imprint.app import Application, DatabaseApplication
@@ -146,6 +151,30 @@ class Runtime:
             ),
             audit=self.audit,
             clock=self.clock,
+            hooks=HttpProvisioningHook(self.webhook_store),
+            events=self.webhook_events,
+        )
+
+    @functools.cached_property
+    def webhook_store(self) -> SqlWebhookStore:
+        """Webhook subscriptions, their delivery log and provisioning hooks."""
+        return SqlWebhookStore(self.engine, self.box)
+
+    @functools.cached_property
+    def webhook_events(self) -> WebhookEvents:
+        """Where events are queued for webhook receivers (docs/webhooks.md)."""
+        return WebhookEvents(self.webhook_store, self.outbox, self.org_tree, self.clock)
+
+    @functools.cached_property
+    def expiry_watch(self) -> ExpiryWatch:
+        """The search for certificates crossing an expiry threshold (one node at a time)."""
+        return ExpiryWatch(
+            self.webhook_store,
+            self.webhook_events,
+            self.org_tree,
+            self.clock,
+            self.settings.webhooks.expiry_thresholds_days,
+            self.transaction,
         )
 
     @functools.cached_property
@@ -492,6 +521,18 @@ def open_runtime(
         audit=audit,
         metrics=metrics,
     )
+    webhooks = settings.webhooks
+    outbox.register(
+        WEBHOOK_DELIVERY,
+        WebhookDelivery(
+            runtime.webhook_store,
+            clock,
+            timeout=webhooks.timeout_seconds,
+            max_age=timedelta(hours=webhooks.max_age_hours),
+        ),
+        background=True,  # off every request's path: the server's webhook round
+    )
+    authority.on_revoked(runtime.webhook_events.certificate_revoked)
     authority.add_listener(runtime.ocsp)  # a revocation drops its kept OCSP responses
     on_change(engine, REVOCATIONS, runtime.ocsp.forget)  # ... made on any node
     if settings.mqtt.enabled:

@@ -19,7 +19,7 @@ import uvicorn
 
 from imprint.api.app import create_app
 from imprint.http_limits import HandshakeDeadlineLoop, limited_protocol
-from imprint.leadership import BROKER_CRL, OUTBOX
+from imprint.leadership import BROKER_CRL, OUTBOX, WEBHOOKS
 from imprint.runtime import Runtime, open_runtime
 from imprint.settings import Settings
 from imprint.tls import server_ssl_context
@@ -79,6 +79,7 @@ class ImprintServer(uvicorn.Server):
         self._trust_refresh: asyncio.Task[None] | None = None
         self._broker_refresh: asyncio.Task[None] | None = None
         self._outbox_rounds: asyncio.Task[None] | None = None
+        self._webhook_rounds: asyncio.Task[None] | None = None
 
     async def _deliver_outbox(self) -> None:
         """Deliver the outbox: what a failed prompt delivery left for a retry, and what a
@@ -100,6 +101,28 @@ class ImprintServer(uvicorn.Server):
                     await asyncio.to_thread(runtime.outbox.deliver)
             except Exception:  # a database hiccup must not stop the loop
                 log.warning("could not deliver the outbox", exc_info=True)
+            await asyncio.sleep(OUTBOX_SECONDS)
+
+    async def _deliver_webhooks(self) -> None:
+        """Deliver webhooks (the outbox's background kind) every round, and look for
+        certificates crossing an expiry threshold every ``webhooks.expiry_scan_seconds``:
+        on its own task and thread, so a slow receiver holds up neither a request nor
+        the broker's revocations. On PostgreSQL one node at a time does this."""
+        runtime = self._runtime
+        period = float(runtime.settings.webhooks.expiry_scan_seconds)
+        scan_due = 0.0
+        while True:
+            try:
+                leads = await asyncio.to_thread(runtime.leadership.leads, WEBHOOKS)
+                if not leads:
+                    scan_due = 0.0
+                else:
+                    await asyncio.to_thread(runtime.outbox.deliver, background=True)
+                    if time.monotonic() >= scan_due:
+                        await asyncio.to_thread(runtime.expiry_watch.scan)
+                        scan_due = time.monotonic() + period
+            except Exception:  # a database hiccup must not stop the loop
+                log.warning("could not deliver webhooks", exc_info=True)
             await asyncio.sleep(OUTBOX_SECONDS)
 
     async def _refresh_trust(self) -> None:
@@ -142,6 +165,7 @@ class ImprintServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         self._outbox_rounds = asyncio.create_task(self._deliver_outbox())
+        self._webhook_rounds = asyncio.create_task(self._deliver_webhooks())
         listening = self._runtime.settings.server
         if listening.tls and listening.client_certificates == "optional":
             self._trust_refresh = asyncio.create_task(self._refresh_trust())
@@ -165,6 +189,9 @@ class ImprintServer(uvicorn.Server):
         if self._outbox_rounds is not None:
             self._outbox_rounds.cancel()
             self._outbox_rounds = None
+        if self._webhook_rounds is not None:
+            self._webhook_rounds.cancel()
+            self._webhook_rounds = None
         if self._trust_refresh is not None:
             self._trust_refresh.cancel()
             self._trust_refresh = None

@@ -45,6 +45,7 @@ __all__ = [
     "SecretsSettings",
     "ServerSettings",
     "Settings",
+    "WebhookSettings",
     "describe_validation_error",
     "load_settings",
 ]
@@ -277,6 +278,43 @@ class OcspSettings(_Section):
     )
 
 
+class WebhookSettings(_Section):
+    """Webhooks and provisioning hooks (docs/webhooks.md)."""
+
+    allow_http_loopback: bool = Field(
+        default=False,
+        description="Accept http:// URLs to 127.0.0.1, ::1 or localhost for webhooks and "
+        "provisioning hooks (tests and local development); every other URL must be https://",
+    )
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="How long one webhook delivery may take"
+    )
+    max_age_hours: int = Field(
+        default=24,
+        ge=1,
+        le=720,
+        description="A delivery still failing this long after its event is given up",
+    )
+    expiry_thresholds_days: list[int] = Field(
+        default_factory=lambda: [30, 7, 1],
+        description="certificate.expiring is sent once per certificate as it comes within "
+        "each of these many days of its expiry",
+    )
+    expiry_scan_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=86400,
+        description="How often the server looks for certificates crossing a threshold",
+    )
+
+    @field_validator("expiry_thresholds_days")
+    @classmethod
+    def _thresholds(cls, value: list[int]) -> list[int]:
+        if len(value) > 10 or any(not 1 <= days <= 3650 for days in value):
+            raise ValueError("at most 10 thresholds, each 1 to 3650 days")
+        return sorted(set(value), reverse=True)
+
+
 class EstSettings(_Section):
     channel_binding_required: list[str] = Field(
         default_factory=list,
@@ -492,6 +530,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     ocsp: OcspSettings = OcspSettings()
     est: EstSettings = EstSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @field_validator("services")
     @classmethod

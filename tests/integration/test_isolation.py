@@ -108,6 +108,7 @@ PARAMETERS = {
     "user_id": "user",
     "org_id": "org",
     "fingerprint_sha256": "ca_fp",
+    "webhook_id": "webhook",
 }
 
 
@@ -135,6 +136,11 @@ def ca_pem(name: str) -> tuple[str, str]:
 
 E = "/api/v1/enrollments/{enrollment_id}"
 D = "/api/v1/devices/{device_ref}"
+W = "/api/v1/webhooks/{webhook_id}"
+HOOK = "/api/v1/provisioning-hooks/{org_id}"
+# Webhooks of the matrix want only certificate.expiring (never sent here), and its
+# hooks are disabled: nothing is delivered to their example.com URLs.
+QUIET = ["certificate.expiring"]
 CASES: list[Case] = [
     # reads
     Case("GET", E, "viewer"),
@@ -149,6 +155,10 @@ CASES: list[Case] = [
     Case("GET", "/api/v1/users/{user_id}", "viewer"),
     Case("GET", "/api/v1/orgs/{org_id}", "viewer"),
     Case("GET", "/api/v1/audit", "admin", query=lambda o: {"org": o["org"]}),
+    Case("GET", W, "viewer"),
+    Case("GET", W + "/deliveries", "viewer"),
+    Case("GET", HOOK, "viewer"),
+    Case("GET", "/api/v1/webhook-deliveries", "viewer", query=lambda o: {"org": o["org"]}),
     # enrollments and their keys
     Case(
         "POST",
@@ -258,6 +268,17 @@ CASES: list[Case] = [
     Case("POST", "/api/v1/psk", "operator", 201, body=lambda o: {"org_id": o["org"]}),
     Case("DELETE", "/api/v1/psk/{psk_id}", "operator", 204),
     Case("PATCH", "/api/v1/orgs/{org_id}", "admin", body=lambda o: {"name": "Renamed"}),
+    # webhooks and the provisioning hook
+    Case(
+        "POST",
+        "/api/v1/webhooks",
+        "admin",
+        201,
+        body=lambda o: {"org_id": o["org"], "url": "https://hooks.example/new", "events": QUIET},
+    ),
+    Case("PATCH", W, "admin", body=lambda o: {"description": "changed"}),
+    Case("POST", W + "/rotate-secret", "admin"),
+    Case("PUT", HOOK, "admin", body=lambda o: {"url": "https://hooks.example/", "enabled": False}),
     # an organization that still holds objects is not deleted (409 for who may)
     Case("DELETE", "/api/v1/orgs/{org_id}", "admin", 409),
     # last: what takes objects away
@@ -266,6 +287,8 @@ CASES: list[Case] = [
     Case("POST", E + "/revoke", "operator", use={"enrollment_id": "rev"}),
     Case("PATCH", E, "admin", body=lambda o: {"quota": 7}),
     Case("DELETE", E, "admin", 204, use={"enrollment_id": "del"}),
+    Case("DELETE", W, "admin", 204),
+    Case("DELETE", HOOK, "admin", 204),
 ]
 
 # A device unknown to the caller answers idprov's "Waiting", as idprov devices expect.
@@ -283,6 +306,7 @@ LISTS: dict[str, tuple[str, str]] = {
     "/api/v1/users": ("viewer", "memberships"),
     "/api/v1/orgs": ("viewer", "id"),
     "/api/v1/audit": ("admin", "org_id"),
+    "/api/v1/webhooks": ("viewer", "org_id"),
 }
 
 # The whole instance's: an access token gets 403 instance_admin_required.
@@ -465,6 +489,9 @@ def _populate(service: Service, admin: httpx.Client, org: str) -> Objects:
     assert sorted(c["device_id"] for c in channels) == [f"dev-{org}", f"dev2-{org}"]
     channels = [c for c in channels if c["device_id"] == f"dev-{org}"]
     client = make_client(admin, org, "viewer")
+    webhook = {"org_id": org, "url": f"https://hooks.example/{org}", "events": QUIET}
+    hook = {"url": f"https://hooks.example/{org}", "enabled": False}
+    _ok(admin.put(f"/api/v1/provisioning-hooks/{org}", json=hook))
     return {
         **_names(org),
         "dev": refs[f"dev-{org}"],
@@ -478,6 +505,7 @@ def _populate(service: Service, admin: httpx.Client, org: str) -> Objects:
         "client": client["client_id"],
         "user": make_user(admin, f"member@{org}.test", org, "viewer"),
         "user2": make_user(admin, f"second@{org}.test", org, "viewer"),
+        "webhook": _ok(admin.post("/api/v1/webhooks", json=webhook), 201)["id"],
     }
 
 
@@ -509,6 +537,7 @@ def _missing() -> Objects:
         "client": "cli-000000000000",
         "user": "usr-0000000000000000",
         "user2": "usr-0000000000000001",
+        "webhook": str(uuid.uuid4()),
     }
 
 

@@ -39,6 +39,7 @@ from imprint.api.routes import (
     thingspeak,
     thingspeak_reads,
     users,
+    webhooks,
     whoami,
 )
 from imprint.runtime import Runtime
@@ -94,6 +95,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         api_keys,
         ocsp,
         est,
+        webhooks,
     ):
         app.include_router(module.router)
     app.include_router(console.router)

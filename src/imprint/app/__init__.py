@@ -28,6 +28,7 @@ from imprint.app.organizations import OrganizationOperations
 from imprint.app.registration_keys import RegistrationKeyOperations
 from imprint.app.relays import RelayOperations
 from imprint.app.users import UserOperations
+from imprint.app.webhooks import WebhookOperations
 
 if TYPE_CHECKING:
     from imprint.runtime import Database, Runtime
@@ -55,6 +56,7 @@ class Application:
         self.api_keys = ApiKeyOperations(runtime)
         self.oauth_clients = OAuthClientOperations(runtime)
         self.imports = ImportOperations(runtime)
+        self.webhooks = WebhookOperations(runtime)
 
 
 class DatabaseApplication:

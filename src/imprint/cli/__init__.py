@@ -750,6 +750,7 @@ _EXTENSIONS = {
     "backup": "imprint.cli.backup",
     "audit": "imprint.cli.audit",
     "profile": "imprint.cli.login:profile_app",
+    "webhook": "imprint.cli.webhook",
 }
 
 

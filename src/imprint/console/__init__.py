@@ -16,6 +16,7 @@ from imprint.console import (
     oidc,
     orgs,
     trusted_cas,
+    webhooks,
 )
 from imprint.console.pages import ConsoleRoute, static_file
 
@@ -48,5 +49,6 @@ for _module in (
     trusted_cas,
     enrollments,
     channels,
+    webhooks,
 ):
     router.include_router(_module.router)

@@ -66,6 +66,7 @@ NAV: list[tuple[str, str]] = [
     ("Trusted CAs", "/console/trusted-cas"),
     ("Organizations", "/console/orgs"),
     ("Channels", "/console/channels"),
+    ("Webhooks", "/console/webhooks"),
     ("Audit", "/console/audit"),
     ("Account", "/console/account"),
 ]

@@ -172,12 +172,18 @@ class CertificateAuthority:
         self._crl_cache: dict[str, _CachedCRL] = {}
         self._crl_lock = threading.Lock()
         self._listeners: list[CertificateListener] = []
+        self._revocation_observers: list[Callable[[CertificateRecord], None]] = []
         self._outbox = outbox
         self._after_commit = after_commit or _at_once
         self._clock = clock or SystemClock()
         self.issuing_id = key_id(material.issuing)
         self.root_id = key_id(material.root)
         self._publication = publication
+
+    def on_revoked(self, observer: Callable[[CertificateRecord], None]) -> None:
+        """Call ``observer`` with every revoked record, in the revoking transaction (it
+        may write there, e.g. an outbox message; its failure fails the revocation)."""
+        self._revocation_observers.append(observer)
 
     def add_listener(self, listener: CertificateListener) -> None:
         """Call ``listener`` after every issuance and revocation from now on."""
@@ -335,6 +341,8 @@ class CertificateAuthority:
         record = self._ledger.revoke(serial, reason.value, self._clock.now().replace(microsecond=0))
         self._after_commit(partial(self._revoked, record.issuer, reason.value))
         self._changed(record)
+        for observer in self._revocation_observers:
+            observer(record)
         return record
 
     def forget_crls(self) -> None:

@@ -76,6 +76,7 @@ class ProvisioningStep(StrEnum):
     POLICY = "policy"
     # Before issue: a refused hub token leaves no certificate behind.
     HUB_TOKEN = "hub-token"  # noqa: S105 (a step name, not a secret)
+    HOOK = "hook"  # the provisioning hook's verdict, before anything is signed
     ISSUE = "issue"
     BUNDLE = "bundle"
 

@@ -64,6 +64,13 @@ from imprint.provisioning.devices import (
     StepRecorder,
 )
 from imprint.provisioning.enrollments import Enrollment, Mechanism, ReprovisionPolicy
+from imprint.provisioning.hooks import (
+    Claims,
+    EventSink,
+    RegistrationFacts,
+    RegistrationHook,
+    Verdict,
+)
 from imprint.provisioning.hub import HubToken, HubTokenSource, HubTokenUnavailable
 from imprint.provisioning.ratelimit import AttemptLimiter, Key, guessable_keys, refusal_keys
 
@@ -72,6 +79,7 @@ __all__ = [
     "DeviceDisabled",
     "DeviceIdRejected",
     "EnrollmentClosed",
+    "HookDenied",
     "KeyInUse",
     "KeyTypeNotAllowed",
     "Outcome",
@@ -136,6 +144,12 @@ class ChannelNotConfigured(PolicyDenied):
     code = "channel_not_configured"
 
 
+class HookDenied(PolicyDenied):
+    """The organization's provisioning hook refused the registration."""
+
+    code = "hook_denied"
+
+
 class UnsupportedMechanism(InvalidRequest):
     code = "mechanism_unsupported"
 
@@ -183,8 +197,12 @@ class Provisioner:
         hub_tokens: HubTokenSource | None = None,
         audit: AuditLog | None = None,
         clock: Clock | None = None,
+        hooks: RegistrationHook | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self._authority = authority
+        self._hooks = hooks
+        self._events = events
         self._transaction = transaction or contextlib.nullcontext
         self._channels = channels
         self._devices = devices
@@ -265,13 +283,44 @@ class Provisioner:
             with self._transaction():
                 outcome = decide(evidence, grant, step)
                 self._recorder.record(step.finished())
+                self._keep_audit(step)
         except ImprintError as exc:
             if isinstance(exc, AttestationFailed):  # a device check refused the proof
                 self._limiter.refused(self._limit_keys(evidence, guessable))
             step.failed(step.current, exc)
-            self._recorder.record(step.finished())
+            self._journal_failure(step, exc)
             raise
         return outcome, grant
+
+    def _journal_failure(self, step: _Steps, error: ImprintError) -> None:
+        """Record a refused request in the provisioning journal, in one unit of work with
+        what must outlive the refusal: the audit of a hook's denial, and the
+        ``provisioning.failed`` event when the request had named an enrollment (a
+        request that proved nothing names no organization to tell)."""
+        with self._transaction():
+            self._recorder.record(step.finished())
+            self._keep_audit(step)
+            if self._events is not None and step.owner is not None:
+                self._events.emit(
+                    "provisioning.failed",
+                    step.owner,
+                    {
+                        "request_id": step.request_id,
+                        "enrollment_id": step.enrollment_id,
+                        "device_id": step.device_id,
+                        "device_ref": step.device_ref,
+                        "mechanism": step.evidence.mechanism.value,
+                        "step": step.current.value,
+                        "code": error.code,
+                        "detail": error.message[:500],
+                        "source": step.evidence.source,
+                    },
+                )
+
+    def _keep_audit(self, step: _Steps) -> None:
+        if self._audit_log is not None:
+            for entry in step.kept:
+                self._audit_log.write(entry)
 
     def _authorized(
         self,
@@ -298,7 +347,7 @@ class Provisioner:
                     "too many failed attempts; try again later", retry_after=retry
                 ) from None
             step.failed(ProvisioningStep.ATTEST, exc)
-            self._recorder.record(step.finished())
+            self._journal_failure(step, exc)
             raise
 
     @staticmethod
@@ -320,19 +369,30 @@ class Provisioner:
             except (AttestationFailed, InvalidRequest) as exc:
                 attempt.failed()
                 step.failed(ProvisioningStep.ATTEST, exc)
-                self._recorder.record(step.finished())
+                self._journal_failure(step, exc)
                 raise
         return grant
 
-    def _locked_device(self, evidence: Evidence, attestation: Attestation, step: _Steps) -> _Locked:
-        """Apply the enrollment's policy to the request, get the hub token (the network,
-        never while holding a lock), then lock the device: from here on this request is
-        the only one deciding about it."""
+    def _locked_device(
+        self,
+        evidence: Evidence,
+        attestation: Attestation,
+        step: _Steps,
+        *,
+        consult_hook: bool = False,
+    ) -> _Locked:
+        """Apply the enrollment's policy to the request, ask the provisioning hook (a
+        registration, not a renewal), get the hub token (the network, never while
+        holding a lock), then lock the device: from here on this request is the only
+        one deciding about it."""
         step.current = ProvisioningStep.POLICY
         enrollment, device_id = attestation.enrollment, attestation.device_id
         # No CSR: a device without a key pair that collects only its credentials.
         public_key = None if evidence.csr is None else check_public_key(evidence.csr.public_key())
         self._check_policy(enrollment, device_id, public_key, evidence.at)
+        claims = Claims()
+        if consult_hook:
+            claims = self._consult_hook(evidence, attestation, public_key, step)
         hub_token = self._hub_token(attestation, step)
         step.current = ProvisioningStep.POLICY
         self._devices.lock(enrollment.owner, device_id)
@@ -345,7 +405,64 @@ class Provisioner:
         key_hash = None if public_key is None else public_key_sha256(public_key)
         if key_hash is not None:
             self._refuse_key_of_another(key_hash, device, enrollment.owner, device_id)
-        return _Locked(device, key_hash, hub_token)
+        return _Locked(device, key_hash, hub_token, claims)
+
+    def _consult_hook(
+        self, evidence: Evidence, attestation: Attestation, public_key: object | None, step: _Steps
+    ) -> Claims:
+        """The owner organization's provisioning hook: its verdict is journaled and
+        audited (kept even when the request is refused); a denial refuses the request
+        before anything is saved or signed.
+
+        Raises:
+            HookDenied: the hook said no (or failed, and its configuration says deny).
+        """
+        if self._hooks is None:
+            return Claims()
+        step.current = ProvisioningStep.HOOK
+        enrollment = attestation.enrollment
+        facts = RegistrationFacts(
+            request_id=step.request_id,
+            owner=enrollment.owner,
+            enrollment_id=enrollment.id,
+            device_id=attestation.device_id,
+            mechanism=evidence.mechanism.value,
+            identity=attestation.identity[:200],
+            key_type=None if public_key is None else key_type_of(public_key),
+            source=evidence.source,
+            at=evidence.at,
+        )
+        verdict = self._hooks.consult(facts)
+        if verdict is None:
+            step.current = ProvisioningStep.POLICY
+            return Claims()
+        step.kept.append(self._hook_audit(attestation, step, verdict))
+        if not verdict.allowed:
+            raise HookDenied(verdict.reason or "refused by the organization's provisioning hook")
+        detail = "allowed" if verdict.failure is None else f"allowed: {verdict.failure}"
+        if verdict.claims:
+            detail += f"; claims {', '.join(sorted(_claim_names(verdict.claims)))}"
+        step.ok(ProvisioningStep.HOOK, attestation, detail=detail[:500])
+        step.current = ProvisioningStep.POLICY
+        return verdict.claims
+
+    def _hook_audit(self, attestation: Attestation, step: _Steps, verdict: Verdict) -> AuditEntry:
+        return AuditEntry(
+            actor=f"device:{attestation.device_id}",
+            action="device.hook",
+            target_type="enrollment",
+            target_id=attestation.enrollment.id,
+            org_id=attestation.enrollment.owner,
+            outcome="success" if verdict.allowed else "denied",
+            details={
+                "identity": attestation.identity,
+                "request_id": step.request_id,
+                "decision": "allow" if verdict.allowed else "deny",
+                "reason": verdict.reason,
+                "failure": verdict.failure,
+                "claims": sorted(_claim_names(verdict.claims)),
+            },
+        )
 
     def _refuse_key_of_another(
         self, key_hash: str, device: Device | None, owner: str, device_id: str
@@ -378,7 +495,9 @@ class Provisioner:
                     "pending", step.request_id, device_id, retry_after=APPROVAL_RETRY_SECONDS
                 )
         now = evidence.at
-        device, key_hash, hub_token = self._locked_device(evidence, attestation, step)
+        device, key_hash, hub_token, claims = self._locked_device(
+            evidence, attestation, step, consult_hook=True
+        )
         reused = self._current_bundle(device, key_hash, attestation, now, hub_token)
         if reused is not None:
             step.ok(ProvisioningStep.POLICY, attestation, detail="retry of a completed request")
@@ -411,6 +530,17 @@ class Provisioner:
                     mechanism=evidence.mechanism.value,
                 )
                 step.device_ref = waiting.id
+                self._emit(
+                    "device.awaiting_approval",
+                    enrollment.owner,
+                    {
+                        "request_id": step.request_id,
+                        "device_ref": waiting.id,
+                        "device_id": device_id,
+                        "enrollment_id": enrollment.id,
+                        "mechanism": evidence.mechanism.value,
+                    },
+                )
                 step.pending(ProvisioningStep.POLICY, "waiting for an administrator's approval")
                 return Outcome(
                     "pending",
@@ -421,11 +551,11 @@ class Provisioner:
                 )
         step.ok(ProvisioningStep.POLICY, attestation)
 
-        return self._issue(evidence, attestation, device, key_hash, hub_token, step)
+        return self._issue(evidence, attestation, device, key_hash, hub_token, step, claims)
 
     def _after_renewal(self, evidence: Evidence, renewal: Renewal, step: _Steps) -> Outcome:
         attestation = Attestation(renewal.enrollment, renewal.device_id, renewal.identity)
-        device, key_hash, hub_token = self._locked_device(evidence, attestation, step)
+        device, key_hash, hub_token, _claims = self._locked_device(evidence, attestation, step)
         if device is None or device.status is not DeviceStatus.PROVISIONED:
             raise DeviceDisabled(f"device {renewal.device_id!r} cannot renew")
         if renewal.presented_serial != device.certificate_serial:
@@ -451,10 +581,12 @@ class Provisioner:
         key_hash: str | None,
         hub_token: HubToken | None,
         step: _Steps,
+        claims: Claims | None = None,
     ) -> Outcome:
         enrollment = attestation.enrollment
         device_id = attestation.device_id
         now = evidence.at
+        claims = claims or Claims()
         step.current = ProvisioningStep.ISSUE
         device_ref = device.id if device else str(uuid.uuid4())
         previous = device.certificate_serial if device else None
@@ -495,9 +627,13 @@ class Provisioner:
             provisioned_at=now,
         )
         self._devices.save(saved)
+        if claims and self._hooks is not None:
+            self._hooks.remember(saved.id, enrollment.owner, claims, now)
         step.device_ref = saved.id
         step.current = ProvisioningStep.BUNDLE
-        bundle = self._bundle(enrollment, attestation, certificate, saved.id, now, hub_token)
+        bundle = self._bundle(
+            enrollment, attestation, certificate, saved.id, now, hub_token, claims.services
+        )
         step.ok(ProvisioningStep.BUNDLE, attestation)
         renewal = evidence.mechanism is Mechanism.RENEWAL
         self._audit(
@@ -508,8 +644,32 @@ class Provisioner:
             mechanism=evidence.mechanism.value,
             serial=serial,
             superseded=previous if previous != serial else None,
+            **({"claims": dict(claims.attributes)} if claims.attributes else {}),
+        )
+        self._emit(
+            "provisioning.succeeded",
+            enrollment.owner,
+            {
+                "request_id": step.request_id,
+                "device_ref": saved.id,
+                "device_id": device_id,
+                "enrollment_id": enrollment.id,
+                "mechanism": evidence.mechanism.value,
+                "renewal": renewal,
+                "serial": serial,
+                "not_after": None
+                if certificate is None
+                else certificate.not_valid_after_utc.isoformat(),
+                "superseded": previous if previous != serial else None,
+                "attributes": dict(claims.attributes),
+            },
         )
         return Outcome("approved", step.request_id, device_id, bundle, device_ref=saved.id)
+
+    def _emit(self, event_type: str, org_id: str, data: Mapping[str, object]) -> None:
+        """Queue a webhook event in the request's unit of work."""
+        if self._events is not None:
+            self._events.emit(event_type, org_id, data)
 
     def _audit(
         self, action: str, attestation: Attestation, device_ref: str, **details: object
@@ -672,12 +832,13 @@ class Provisioner:
         device_ref: str,
         at: datetime,
         hub_token: HubToken | None = None,
+        added_services: Mapping[str, str] | None = None,
     ) -> Bundle:
         chain = self._authority.chain
         tokens: dict[str, dict[str, str]] = {}
         if hub_token is not None:
             tokens["hub"] = hub_token.as_bundle()
-        services = {**self._services, **enrollment.services}
+        services = {**self._services, **enrollment.services, **(added_services or {})}
         psk = enrollment.pre_shared_key
         grant = self._channel(enrollment, attestation.device_id, device_ref, at)
         sealed = mac = chain_pem = None
@@ -725,6 +886,13 @@ class _Locked(NamedTuple):
     device: Device | None  # as it is now that the request holds its lock
     key_hash: str | None  # the requested key's SHA-256 (None without a CSR)
     hub_token: HubToken | None
+    claims: Claims  # what the provisioning hook added (none without a hook)
+
+
+def _claim_names(claims: Claims) -> list[str]:
+    return [f"attributes.{k}" for k in claims.attributes] + [
+        f"services.{k}" for k in claims.services
+    ]
 
 
 class _Steps:
@@ -738,6 +906,9 @@ class _Steps:
         self.current = ProvisioningStep.ATTEST
         self.device_ref: str | None = None
         self.enrollment_id: str | None = None
+        self.owner: str | None = None  # the enrollment's organization, once named
+        self.device_id: str | None = None
+        self.kept: list[AuditEntry] = []  # audit entries kept even when refused
 
     def _add(
         self,
@@ -766,6 +937,8 @@ class _Steps:
 
     def ok(self, step: ProvisioningStep, grant: _Grant, detail: str | None = None) -> None:
         self.enrollment_id = grant.enrollment.id
+        self.owner = grant.enrollment.owner
+        self.device_id = grant.device_id
         self._add(step, "ok", detail=detail, registration_id=grant.device_id)
 
     def finished(self) -> list[StepRecord]:

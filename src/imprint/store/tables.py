@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -40,6 +41,7 @@ __all__ = [
     "client_psks",
     "crl_numbers",
     "denied_certificates",
+    "device_claims",
     "devices",
     "ended_console_sessions",
     "enrollments",
@@ -51,12 +53,16 @@ __all__ = [
     "oob_secrets",
     "organizations",
     "outbox",
+    "provisioning_hooks",
     "provisioning_records",
     "registration_keys",
     "relay_requests",
     "signing_keys",
     "used_nonces",
     "users",
+    "webhook_deliveries",
+    "webhook_expiry_marks",
+    "webhook_subscriptions",
 ]
 
 metadata = MetaData(
@@ -494,4 +500,71 @@ ended_console_sessions = Table(
     Column("session_sha256", String(64), primary_key=True),
     Column("expires_at", UTCDateTime, nullable=False),
     Index(None, "expires_at"),
+)
+
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("org_id", String(100), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("events", Text, nullable=False),  # JSON list of event types
+    Column("description", String(200)),
+    Column("enabled", Boolean, nullable=False),
+    Column("secret_sealed", LargeBinary, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "org_id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscription_id", String(36), nullable=False),
+    Column("org_id", String(100), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("outcome", String(16), nullable=False),  # delivered | failed | expired
+    Column("status_code", Integer),
+    Column("error", String(500)),
+    Column("duration_ms", Integer, nullable=False),
+    Index(None, "subscription_id", "id"),
+    Index(None, "org_id", "id"),
+    Index(None, "event_id"),
+)
+
+webhook_expiry_marks = Table(
+    "webhook_expiry_marks",
+    metadata,
+    Column("serial", String(40), primary_key=True),
+    Column("threshold_days", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+provisioning_hooks = Table(
+    "provisioning_hooks",
+    metadata,
+    Column("org_id", String(100), primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("secret_sealed", LargeBinary, nullable=False),
+    Column("timeout_seconds", Float, nullable=False),
+    Column("on_failure", String(8), nullable=False),  # deny | allow
+    Column("enabled", Boolean, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+device_claims = Table(
+    "device_claims",
+    metadata,
+    Column("device_ref", String(36), primary_key=True),
+    Column("owner", String(100), nullable=False),
+    Column("attributes", Text, nullable=False),  # JSON object of strings
+    Column("services", Text, nullable=False),  # JSON object of strings
+    Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -1,0 +1,114 @@
+"""The webhooks page in a real browser: an admin subscribes a receiver (its secret shown
+once), a delivery fails with 500 and is retried, and the delivery log shows both
+attempts; an admin of another organization sees none of it; no overflow at 390 px."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imprint.settings import Settings
+from imprint.tenancy.access import cli_principal
+from imprint.tenancy.orgs import create_organization
+from imprint.tenancy.roles import Role
+from imprint.tenancy.users import create_user
+from tests.browser.conftest import PASSWORD, Console, Problems, User, login, screenshot
+from tests.integration.conftest import start_service
+from tests.integration.test_lifecycle import Factory
+from tests.integration.webhook_receiver import Receiver, receiver
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[Console]:
+    """The console fixture's server, accepting http:// receivers on 127.0.0.1."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database={"url": f"sqlite:///{tmp_path}/imprint.db"},
+        ca={"passphrase": "test-passphrase"},
+        webhooks={"allow_http_loopback": True},
+    )
+    for service in start_service(settings, tmp_path):
+        orgs, now = service.runtime.orgs, service.clock.now()
+        create_organization(orgs, "Acme", org_id="acme", at=now)
+        create_organization(orgs, "Beta", org_id="beta", at=now)
+        console = Console(service, User("admin@acme.example", PASSWORD, "acme"))
+        create_user(
+            service.runtime.users,
+            console.admin.username,
+            PASSWORD,
+            org_id="acme",
+            role=Role.ADMIN,
+            at=now,
+        )
+        yield console
+
+
+@pytest.fixture
+def hooked(console: Console) -> Iterator[Receiver]:
+    with receiver(lambda: console.service.clock.now().timestamp()) as found:
+        yield found
+
+
+def test_the_webhooks_page_subscribes_and_shows_each_delivery_attempt(
+    page: Any, console: Console, hooked: Receiver, tmp_path: Path
+) -> None:
+    service = console.service
+    login(page, console, console.admin)
+    page.goto(f"{console.url}/webhooks")
+    assert "No webhook yet" in page.locator("main").inner_text()
+    page.locator("#webhook-url").fill(hooked.url)
+    page.locator("#webhook-create").click()
+    secret = page.locator("#webhook-secret").inner_text().strip()
+    assert secret.startswith("whsec_")
+    hooked.secret = secret
+    assert page.locator("#subscriptions tbody tr").count() == 1
+
+    hooked.statuses = [500]
+    factory = Factory(service, tmp_path, "fleet")
+    assert factory.provision(factory.device("meter-1")).status_code == 200
+    hooked.wait_for(1)  # the server's webhook round, or the one below
+    service.runtime.outbox.deliver(background=True)
+    service.clock.advance(timedelta(seconds=3))
+    service.runtime.outbox.deliver(background=True)
+    received = hooked.wait_for(2)
+    assert all(r.signed for r in received)
+
+    page.goto(f"{console.url}/webhooks")
+    rows = page.locator("#deliveries tbody tr")
+    assert rows.count() == 2
+    newest, oldest = rows.nth(0), rows.nth(1)
+    assert newest.locator(".attempt").inner_text() == "2"
+    assert "delivered" in newest.locator(".result").inner_text()
+    assert "HTTP 200" in newest.locator(".result").inner_text()
+    assert oldest.locator(".attempt").inner_text() == "1"
+    assert "HTTP 500" in oldest.locator(".result").inner_text()
+    assert "provisioning.succeeded" in newest.inner_text()
+    assert secret not in page.content()  # shown once, at creation
+    screenshot(page, "webhooks")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # An admin of another organization sees neither the subscription nor its log.
+    other = console.add_user("admin@beta.example", "beta", Role.ADMIN)
+    page.context.clear_cookies()
+    login(page, console, other)
+    page.goto(f"{console.url}/webhooks")
+    text = page.locator("main").inner_text()
+    assert "No webhook yet" in text
+    assert "Nothing delivered yet" in text
+    assert hooked.url not in page.content()
+
+
+def test_a_bad_url_is_refused_on_the_form(page: Any, console: Console, problems: Problems) -> None:
+    problems.expect("400")
+    login(page, console, console.admin)
+    page.goto(f"{console.url}/webhooks")
+    page.locator("#webhook-url").fill("http://example.com/hook")
+    page.locator("#webhook-create").click()
+    assert "https" in page.locator("#webhook-error").inner_text()
+    assert console.service.runtime.app.webhooks.search(cli_principal()) == []
