@@ -62,6 +62,7 @@ _FLASH_CONTEXT = "console:flash"
 NAV: list[tuple[str, str]] = [
     ("Dashboard", "/console/"),
     ("Devices", "/console/devices"),
+    ("Certificates", "/console/certificates"),
     ("Enrollments", "/console/enrollments"),
     ("Trusted CAs", "/console/trusted-cas"),
     ("Organizations", "/console/orgs"),
