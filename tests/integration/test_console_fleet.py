@@ -191,6 +191,14 @@ def test_an_org_admin_cannot_page_into_or_act_on_another_orgs_devices(
 
     confirm = client.get("/console/devices/bulk", params={"action": "revoke", "all": "1"})
     assert "Revoke 2 devices?" in confirm.text
+    stale = client.post(  # the page said 5: what matches changed, so ask again
+        "/console/devices/bulk",
+        data={"csrf": token, "action": "revoke", "all": "1", "expected": "5"},
+    )
+    assert stale.status_code == 200
+    assert "Revoke 2 devices?" in stale.text
+    assert 'id="bulk-changed"' in stale.text
+    assert runtime.devices.get(east[0].id).status is DeviceStatus.PROVISIONED
     done = client.post(
         "/console/devices/bulk",
         data={

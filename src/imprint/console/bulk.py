@@ -22,7 +22,7 @@ from imprint.app.devices import BULK_ACTIONS, bulk_applies
 from imprint.app.scoping import scope_of
 from imprint.console import queries
 from imprint.console.csrf import check_csrf
-from imprint.console.devices import Text, device_query
+from imprint.console.devices import Text, device_query, org_names
 from imprint.console.pages import (
     ConsoleRoute,
     ConsoleSessionDep,
@@ -111,7 +111,8 @@ def _select(
     return Selection(action, params, refs if not every else (), applies, len(rows) - len(applies))
 
 
-def _confirm(request: Request, selection: Selection, **extra: Any) -> Response:
+async def _confirm(request: Request, selection: Selection, **extra: Any) -> Response:
+    names = await run_in_threadpool(org_names, runtime(request))
     verb = VERBS[selection.action]
     count = len(selection.applies)
     noun = "device" if count == 1 else "devices"
@@ -126,6 +127,7 @@ def _confirm(request: Request, selection: Selection, **extra: Any) -> Response:
         effect=EFFECTS[selection.action],
         preview=selection.applies[:PREVIEW],
         reasons=list(REVOCATION_REASONS),
+        org_names=names,
         **extra,
     )
 
@@ -159,7 +161,7 @@ async def bulk_confirm(
         response = redirect("/console/devices")
         flash(request, response, str(refused), "error")
         return response
-    return _confirm(request, selection)
+    return await _confirm(request, selection)
 
 
 @router.post("/devices/bulk")
@@ -174,7 +176,7 @@ async def bulk_act(request: Request, user: ConsoleUser, session: ConsoleSessionD
     selection = await run_in_threadpool(_select, rt, user, name, text, every, named)
     expected = text.get("expected", "")
     if every and expected != str(len(selection.applies)):
-        return _confirm(
+        return await _confirm(
             request,
             selection,
             changed=f"The devices that match changed since the last page: "

@@ -250,12 +250,21 @@ _DEVICE_COLUMNS = (
 
 
 def _devices(
-    query: Select[Any], owners: Collection[str] | None, where: DeviceFilter, now: datetime
+    query: Select[Any],
+    owners: Collection[str] | None,
+    where: DeviceFilter,
+    now: datetime,
+    *,
+    joined: bool = True,
 ) -> Select[Any]:
     """The device list's FROM and WHERE (one copy for its page, count, export and bulk
-    selection)."""
+    selection). ``joined``: with each device's current certificate (a count without the
+    expiry filter needs none, and reads only an index of devices)."""
+    joined = joined or where.expiry is not None
     query = query.select_from(
         devices.outerjoin(certificates, certificates.c.serial == devices.c.certificate_serial)
+        if joined
+        else devices
     )
     query = _scoped(query, devices.c.owner, owners)
     if where.text:
@@ -312,13 +321,18 @@ def search_devices(
 ) -> tuple[Sequence[DeviceRow], int]:
     """(a page of devices with their current certificate's status and expiry, how many
     match in all)."""
-    page = (
-        _devices(select(*_DEVICE_COLUMNS), owners, where, now)
-        .order_by(*DEVICE_SORT.clauses(order))
-        .offset(offset)
-        .limit(limit)
-    )
-    total = _devices(select(func.count()), owners, where, now)
+    clauses = DEVICE_SORT.clauses(order)
+    if DEVICE_SORT.known(order).key == "expires" or where.expiry is not None:
+        page = _devices(select(*_DEVICE_COLUMNS), owners, where, now)
+    else:
+        # Choose the page from devices alone, then join the certificates of its rows only.
+        chosen = _devices(select(devices.c.id), owners, where, now, joined=False)
+        page = _devices(select(*_DEVICE_COLUMNS), None, DeviceFilter(), now).where(
+            devices.c.id.in_(chosen.order_by(*clauses).offset(offset).limit(limit))
+        )
+        offset = 0
+    page = page.order_by(*clauses).offset(offset).limit(limit)
+    total = _devices(select(func.count()), owners, where, now, joined=False)
     with engine.connect() as conn:
         rows = [_device_row(row) for row in conn.execute(page).mappings()]
         return rows, int(conn.execute(total).scalar_one())
