@@ -311,7 +311,7 @@ async def device_page(request: Request, user: ConsoleUser, device_ref: str) -> R
         certificate = _certificate(rt, device.certificate_serial)
         return {
             "device": device,
-            "org_name": org_names(rt).get(device.owner, device.owner),
+            "owner_name": org_names(rt).get(device.owner, device.owner),
             "certificate": certificate,
             "renewal": _renewal(rt, device, certificate),
             "history": rt.app.devices.certificates(user, device.id),
