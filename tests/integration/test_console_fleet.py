@@ -130,6 +130,9 @@ def test_twenty_thousand_secrets_page_with_their_total_a_page_at_a_time(
     assert "20,001\N{EN DASH}20,020 of 20,020 secrets" in last.text
     assert len(_rows(last.text, "oob-secrets")) == 20
     assert "unit-20019" in last.text
+    past = client.get("/console/enrollments/sensors", params={"page": 999})
+    assert past.status_code == 303  # an old link past the end: to the last page
+    assert past.headers["location"] == "/console/enrollments/sensors?page=401"
 
     found = client.get("/console/enrollments/sensors", params={"q": "unit-1999"})
     assert _total(found.text) == 10

@@ -20,7 +20,7 @@ from imprint.audit import REASONS, AuditQuery
 from imprint.console import queries
 from imprint.console.devices import org_names
 from imprint.console.listing import Pager, csv_response
-from imprint.console.pages import ConsoleRoute, ConsoleUser, render, runtime
+from imprint.console.pages import ConsoleRoute, ConsoleUser, redirect, render, runtime
 from imprint.errors import InvalidValue
 from imprint.store.listing import Order
 
@@ -122,6 +122,8 @@ async def audit_log(
         }
 
     context = await run_in_threadpool(load)
+    if context["pager"].beyond:
+        return redirect(context["pager"].beyond)
     return render(
         request,
         "audit.html",

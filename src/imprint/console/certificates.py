@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from imprint.console import queries
 from imprint.console.devices import org_names
 from imprint.console.listing import Pager, csv_response
-from imprint.console.pages import HEADERS, ConsoleRoute, ConsoleUser, render, runtime
+from imprint.console.pages import HEADERS, ConsoleRoute, ConsoleUser, redirect, render, runtime
 from imprint.errors import NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus
 from imprint.runtime import Runtime
@@ -95,6 +95,8 @@ async def certificate_list(
         }
 
     context = await run_in_threadpool(load)
+    if context["pager"].beyond:
+        return redirect(context["pager"].beyond)
     return render(
         request,
         "certificates.html",

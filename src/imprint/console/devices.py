@@ -176,6 +176,8 @@ async def device_list(
         }
 
     context = await run_in_threadpool(load)
+    if context["pager"].beyond:
+        return redirect(context["pager"].beyond)
     return render(
         request,
         "devices.html",

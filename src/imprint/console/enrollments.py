@@ -296,6 +296,9 @@ async def enrollment_page(
     context = await run_in_threadpool(
         _detail_context, runtime_of(request), user, enrollment_id, query
     )
+    pager = context.get("secrets_pager")
+    if isinstance(pager, Pager) and pager.beyond:
+        return redirect(pager.beyond)
     return render(
         request, "enrollment.html", title=f"Enrollment {enrollment_id}", active=PAGE, **context
     )

@@ -56,6 +56,11 @@ class Pager:
     def last(self) -> int:
         return min(self.offset + self.size, self.total)
 
+    @property
+    def beyond(self) -> str | None:
+        """The last page's URL when this page lies past it (an old link), else None."""
+        return self.url(page=self.pages) if self.page > self.pages else None
+
     def url(self, **changes: str | int | None) -> str:
         """This list's URL with ``changes`` to its query (None removes a parameter)."""
         query = {**self.params, **{k: str(v) for k, v in changes.items() if v is not None}}
