@@ -87,6 +87,11 @@ def test_a_bulk_revoke_names_the_count_and_the_crl_lists_the_devices(
     assert {d.certificate_serial for d in doomed} <= listed
     assert not {d.certificate_serial for d in kept} & listed
 
+    page.get_by_role("link", name="Certificates", exact=True).click()
+    page.get_by_role("link", name="Revoked", exact=True).click()
+    assert page.locator("#total").inner_text() == "1\N{EN DASH}37 of 37 certificates"
+    screenshot(page, "certificates")
+
     # Devices picked one by one: only those, and the count says so.
     page.goto(f"{console.url}/devices?q=lot8")
     page.get_by_label("Select lot8-0000").check()
