@@ -122,6 +122,8 @@ class AuditQuery:
     until: datetime | None = None
     before_id: int | None = None
     limit: int = 100
+    offset: int = 0
+    oldest_first: bool = False
 
 
 def chain_time(at: datetime) -> str:
@@ -201,7 +203,10 @@ class AuditLog(Protocol):
         """Append an entry (its details are scrubbed first)."""
 
     def search(self, query: AuditQuery) -> Sequence[AuditEntry]:
-        """Newest first."""
+        """Newest first (``oldest_first``: the other way)."""
+
+    def count(self, query: AuditQuery) -> int:
+        """How many entries match the filters of ``query``."""
 
     def page(self, after_id: int | None, limit: int) -> Sequence[AuditRecord]:
         """At most ``limit`` stored entries with an id above ``after_id``, oldest first."""

@@ -33,7 +33,7 @@ def test_the_audit_log_filters_and_pages(page: Any, console: Console) -> None:
     assert "user.login" in rows.first.inner_text()  # newest first: this sign-in
     assert page.locator("#verify-chain").count() == 0  # the chain is the instance's
     screenshot(page, "audit")
-    page.get_by_role("link", name="Older →").click()
+    page.get_by_role("link", name="Next →").click()
     older = page.locator("#audit tbody tr").all_inner_texts()
     assert len(older) == 12  # 62 entries of acme and below; none of the instance's
     assert not any("secret.other" in row for row in older)
@@ -43,7 +43,7 @@ def test_the_audit_log_filters_and_pages(page: Any, console: Console) -> None:
     page.get_by_label("Organization").select_option("acme-east")
     page.get_by_role("button", name="Filter").click()
     assert page.locator("#audit tbody tr").count() == 50
-    page.get_by_role("link", name="Older →").click()
+    page.get_by_role("link", name="Next →").click()
     assert page.locator("#audit tbody tr").count() == 10
     assert "batch-00" in page.locator("#audit tbody tr").last.inner_text()
     page.get_by_label("Action").fill("no.such.action")

@@ -319,7 +319,7 @@ def test_organizations_and_users_are_scoped_to_the_subtree(page: Any, console: C
     row.locator("select[name=org_id]").select_option("acme-east-lab")
     row.locator("select[name=role]").select_option("viewer")
     row.get_by_role("button", name="Apply").click()
-    assert "acme-east-lab: viewer" in page.locator("tr[data-user='eve@east.example']").inner_text()
+    assert "East Lab: viewer" in page.locator("tr[data-user='eve@east.example']").inner_text()
     screenshot(page, "orgs")
     logged = console.service.runtime.audit.search(
         AuditQuery(actor=f"user:{console.admin.username}")
@@ -338,8 +338,8 @@ def test_organizations_and_users_are_scoped_to_the_subtree(page: Any, console: C
     assert seen == ["acme-east", "acme-east-lab"]
     assert "admin@acme.example" not in page.locator("main").inner_text()
     assert page.locator("#new-org select[name=parent_id] option").all_inner_texts() == [
-        "acme-east",
-        "acme-east-lab",
+        "Acme East",  # organizations by name
+        "East Lab",
     ]
 
 

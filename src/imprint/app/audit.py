@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
-from imprint.app.base import Operations
+from imprint.app.base import Operations, Page
 from imprint.audit import AuditEntry, AuditQuery, AuditRecord, ChainReport, records, verify_chain
 from imprint.errors import NotFound, PermissionDenied
 from imprint.tenancy.access import Principal, require_instance_admin
@@ -44,12 +44,26 @@ class AuditOperations(Operations):
             PermissionDenied: she is admin nowhere.
             NotFound: ``org`` is not one of hers.
         """
+        return self._rt.audit.search(replace(query, org_ids=self._org_ids(principal, org)))
+
+    def _org_ids(self, principal: Principal, org: str | None) -> set[str] | None:
         scope = self.scope(principal)
         if org is not None:
             if scope is not None and org not in scope:
                 raise NotFound(f"no organization {org!r}")
             scope = {org}
-        return self._rt.audit.search(replace(query, org_ids=scope))
+        return scope
+
+    def page(
+        self, principal: Principal, query: AuditQuery, org: str | None = None
+    ) -> Page[AuditEntry]:
+        """One page of :meth:`search` with how many entries match in all (the cursor is
+        the id to pass as ``before_id`` for the next, older, page)."""
+        scoped = replace(query, org_ids=self._org_ids(principal, org), limit=query.limit + 1)
+        found = list(self._rt.audit.search(scoped))
+        items = found[: query.limit]
+        following = str(items[-1].id) if len(found) > query.limit else None
+        return Page(items, self._rt.audit.count(scoped), following)
 
     def verify(self, principal: Principal) -> ChainReport:
         """Check the hash chain. It spans every organization: the whole instance only.

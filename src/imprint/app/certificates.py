@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from imprint.app.base import Operations, Page
 from imprint.app.scoping import scope_of, visible_certificate
@@ -17,6 +18,7 @@ from imprint.pki.authority import IssuanceRequest, IssuedCertificate, parse_reas
 from imprint.pki.csr import common_name as common_name_of
 from imprint.pki.csr import load_csr
 from imprint.pki.records import CertificateRecord, CertificateStatus
+from imprint.store.listing import Order
 from imprint.tenancy.access import Principal, require_instance_admin
 from imprint.tenancy.roles import Role
 
@@ -88,18 +90,32 @@ class CertificateOperations(Operations):
         expiring_within: timedelta | None = None,
         limit: int = 100,
         after: str | None = None,
+        text: str | None = None,
+        unexpired: bool = False,
+        device_ref: str | None = None,
+        order: Order | None = None,
+        offset: int = 0,
     ) -> Page[CertificateRecord]:
-        """One page of :meth:`search`, with the total that match and the next cursor."""
-        before = self._rt.clock.now() + expiring_within if expiring_within is not None else None
-        owners = scope_of(self._rt, principal)
+        """One page of :meth:`search`, with the total that match and the next cursor.
+
+        ``text`` matches serial, subject or device id; ``unexpired``: only those whose
+        ``not_after`` is still ahead; ``order``/``offset`` page a sorted list (the
+        cursor then is only meaningful for the default order, by serial).
+        """
+        now = self._now()
+        before = now + expiring_within if expiring_within is not None else None
+        filters: dict[str, Any] = {
+            "status": status,
+            "expiring_before": before,
+            "expiring_after": now if unexpired else None,
+            "owners": scope_of(self._rt, principal),
+            "text": text,
+            "device_ref": device_ref,
+        }
         found = self._rt.ledger.search(
-            status=status,
-            expiring_before=before,
-            limit=limit + 1,
-            after_serial=after,
-            owners=owners,
+            limit=limit + 1, after_serial=after, order=order, offset=offset, **filters
         )
-        total = self._rt.ledger.count(status=status, expiring_before=before, owners=owners)
+        total = self._rt.ledger.count(**filters)
         items = list(found[:limit])
         return Page(items, total, items[-1].serial if len(found) > limit else None)
 

@@ -7,17 +7,49 @@ revokes every certificate it still holds, not only its current one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from imprint.app.base import Operations, Page
 from imprint.app.scoping import scope_of, visible_device, visible_enrollment
+from imprint.errors import Conflict, InvalidValue, NotFound
 from imprint.pki.authority import parse_reason
+from imprint.pki.records import CertificateRecord, CertificateStatus
 from imprint.provisioning import lifecycle
 from imprint.provisioning.devices import Device, DeviceStatus, StepRecord
 from imprint.provisioning.lifecycle import EnrollmentRevocation
+from imprint.store.listing import Order
 from imprint.tenancy.access import Principal
 from imprint.tenancy.roles import Role
 
-__all__ = ["DeviceOperations"]
+__all__ = ["BULK_ACTIONS", "BulkResult", "DeviceOperations", "bulk_applies"]
+
+#: The actions one request may apply to many devices.
+BULK_ACTIONS = ("approve", "disable", "revoke")
+
+#: The most devices one bulk action takes.
+BULK_LIMIT = 20_000
+
+
+def bulk_applies(action: str, status: str, certificate_status: str | None) -> bool:
+    """Whether ``action`` changes a device of ``status`` whose current certificate has
+    ``certificate_status`` (None: it has none): approve a pending device, disable one not
+    disabled, revoke one whose certificate is still issued."""
+    if action == "approve":
+        return status == DeviceStatus.PENDING.value
+    if action == "disable":
+        return status != DeviceStatus.DISABLED.value
+    if action == "revoke":
+        return certificate_status == CertificateStatus.ISSUED.value
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """What a bulk action did: the devices it changed, and those it left as they were
+    (the action did not apply to them, or no longer did when their turn came)."""
+
+    done: Sequence[Device]
+    skipped: Sequence[Device]
 
 
 class DeviceOperations(Operations):
@@ -81,6 +113,72 @@ class DeviceOperations(Operations):
         """
         device = visible_device(self._rt, principal, device_ref, Role.VIEWER, owner=owner)
         return device, self._rt.records.for_device(device.id)
+
+    def certificates(
+        self, principal: Principal, device_ref: str, *, limit: int = 100
+    ) -> Sequence[CertificateRecord]:
+        """Every certificate ever issued to the device, newest first."""
+        device = visible_device(self._rt, principal, device_ref, Role.VIEWER)
+        return self._rt.ledger.search(
+            device_ref=device.id, order=Order("created", descending=True), limit=limit
+        )
+
+    def bulk(
+        self,
+        principal: Principal,
+        action: str,
+        device_refs: Sequence[str],
+        reason: str = "unspecified",
+    ) -> BulkResult:
+        """Apply ``action`` (one of :data:`BULK_ACTIONS`) to each device, each through its
+        own operation (one transaction and one audit entry per device).
+
+        Every reference is looked up first: one the principal cannot act on refuses the
+        whole request before anything changes. A device the action does not apply to
+        (:func:`bulk_applies`) is skipped.
+
+        Raises:
+            InvalidValue: an unknown action or reason, or more than ``BULK_LIMIT`` devices.
+            NotFound, PermissionDenied: a device not visible, or the role is too low.
+        """
+        if action not in BULK_ACTIONS:
+            raise InvalidValue(f"no bulk action {action!r}", code="action_unknown")
+        if len(device_refs) > BULK_LIMIT:
+            raise InvalidValue(f"at most {BULK_LIMIT} devices at once", code="too_many_devices")
+        if action == "revoke":
+            parse_reason(reason)
+        found = list(
+            {
+                d.id: d
+                for d in (
+                    visible_device(self._rt, principal, ref, Role.OPERATOR) for ref in device_refs
+                )
+            }.values()
+        )
+        done: list[Device] = []
+        skipped: list[Device] = []
+        for device in found:
+            if not bulk_applies(action, device.status.value, self._certificate_status(device)):
+                skipped.append(device)
+                continue
+            try:
+                if action == "approve":
+                    done.append(self.approve(principal, device.id))
+                elif action == "disable":
+                    done.append(self.disable(principal, device.id))
+                else:
+                    done.append(self.revoke(principal, device.id, reason, disable=True))
+            except Conflict:  # changed by someone else meanwhile
+                skipped.append(device)
+        return BulkResult(done, skipped)
+
+    def _certificate_status(self, device: Device) -> str | None:
+        if device.certificate_serial is None:
+            return None
+        try:
+            return self._rt.ledger.get(device.certificate_serial).status.value
+        except NotFound:
+            return None
 
     def approve(self, principal: Principal, device_ref: str, *, owner: str | None = None) -> Device:
         """Approve a pending device; its next request with the same key is issued.

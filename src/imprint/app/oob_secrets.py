@@ -32,6 +32,7 @@ from imprint.provisioning.oob_secrets import (
     register_secrets,
     secret_enrollment,
 )
+from imprint.store.listing import Order
 from imprint.tenancy.access import Principal
 from imprint.tenancy.roles import Role
 
@@ -71,14 +72,21 @@ class OobSecretOperations(Operations):
         *,
         limit: int = 100,
         after: str | None = None,
+        text: str | None = None,
+        order: Order | None = None,
+        offset: int = 0,
     ) -> Page[OobSecretSummary]:
-        """One page of :meth:`list`, with how many secrets the enrollment has in all and
-        the next page's cursor."""
+        """One page of :meth:`list`, with how many secrets match in all and the next
+        page's cursor. ``text`` matches the device id; ``order``/``offset`` page a sorted
+        list (the cursor then is only meaningful for the default order, by device id)."""
         self._enrollment(principal, enrollment_id, Role.VIEWER)
-        found = self._rt.oob_secrets.search(enrollment_id, limit=limit + 1, after=after)
+        found = self._rt.oob_secrets.search(
+            enrollment_id, limit=limit + 1, after=after, text=text, order=order, offset=offset
+        )
         items = found[:limit]
         following = items[-1].device_id if len(found) > limit else None
-        return Page(items, self._rt.oob_secrets.count(enrollment_id), following)
+        total = self._rt.oob_secrets.count(enrollment_id, text=text)
+        return Page(items, total, following)
 
     def create_one_time_password(
         self,

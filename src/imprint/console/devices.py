@@ -8,17 +8,19 @@ is a 404 page, exactly like a missing one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from imprint.app.devices import BULK_ACTIONS
 from imprint.app.scoping import scope_of, visible_device
 from imprint.console import queries
+from imprint.console.listing import Pager, csv_response
 from imprint.console.pages import (
     ConsoleRoute,
     ConsoleUser,
@@ -30,15 +32,16 @@ from imprint.console.pages import (
 )
 from imprint.errors import InvalidValue, NotFound
 from imprint.pki.authority import REVOCATION_REASONS
-from imprint.pki.records import CertificateRecord
+from imprint.pki.records import CertificateRecord, CertificateStatus
 from imprint.provisioning.devices import Device, DeviceStatus
+from imprint.provisioning.renewal import renew_after, renewal_accepted_until
 from imprint.runtime import Runtime
+from imprint.store.listing import Order
 from imprint.tenancy.access import Principal
 from imprint.tenancy.roles import Role
 
 router = APIRouter(route_class=ConsoleRoute)
 
-PAGE_SIZE = 50
 Text = Annotated[str | None, Query(max_length=200)]
 
 
@@ -96,6 +99,45 @@ def _choice(value: str | None, allowed: set[str]) -> str | None:
     return value if value in allowed else None
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceQuery:
+    """The device list's filters as the query string gives them, and as the query
+    takes them."""
+
+    params: dict[str, str]
+    where: queries.DeviceFilter
+
+
+def device_query(
+    q: str | None,
+    status: str | None,
+    org: str | None,
+    enrollment: str | None,
+    expiry: str | None,
+) -> DeviceQuery:
+    """The filters of the device list, its export and a bulk action on "all matching"."""
+    params = {
+        "q": (q or "").strip(),
+        "status": _choice(status, {s.value for s in DeviceStatus}) or "",
+        "org": (org or "").strip(),
+        "enrollment": (enrollment or "").strip(),
+        "expiry": _choice(expiry, {"7", "30", "90", "expired"}) or "",
+    }
+    where = queries.DeviceFilter(
+        text=params["q"] or None,
+        status=params["status"] or None,
+        owner=params["org"] or None,
+        enrollment_id=params["enrollment"] or None,
+        expiry=params["expiry"] or None,
+    )
+    return DeviceQuery(params, where)
+
+
+def org_names(rt: Runtime) -> dict[str, str]:
+    """Organization id → name, for showing organizations by name."""
+    return {org_id: org.name for org_id, org in rt.org_tree().orgs.items()}
+
+
 @router.get("/devices")
 async def device_list(
     request: Request,
@@ -105,55 +147,103 @@ async def device_list(
     org: Text = None,
     enrollment: Text = None,
     expiry: Text = None,
-    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    sort: Text = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
     rt = runtime(request)
     owners = scope_of(rt, user)
-    filters = {
-        "q": (q or "").strip(),
-        "status": _choice(status, {s.value for s in DeviceStatus}) or "",
-        "org": (org or "").strip(),
-        "enrollment": (enrollment or "").strip(),
-        "expiry": _choice(expiry, {"7", "30", "90", "expired"}) or "",
-    }
+    query = device_query(q, status, org, enrollment, expiry)
+    order = queries.DEVICE_SORT.known(Order.parse(sort, queries.DEVICE_SORT.default))
 
-    def load() -> tuple[object, bool, list[str], list[str]]:
-        rows, more = queries.search_devices(
+    def load() -> dict[str, Any]:
+        pager = Pager("/console/devices", {**query.params, "sort": sort or ""}, page, 0, order)
+        rows, total = queries.search_devices(
             rt.engine,
             owners,
-            text=filters["q"] or None,
-            status=filters["status"] or None,
-            owner=filters["org"] or None,
-            enrollment_id=filters["enrollment"] or None,
-            expiry=filters["expiry"] or None,
+            query.where,
             now=rt.clock.now(),
-            offset=(page - 1) * PAGE_SIZE,
-            limit=PAGE_SIZE,
+            order=order,
+            offset=pager.offset,
+            limit=pager.size,
         )
-        tree = rt.org_tree()
-        orgs = sorted(owners if owners is not None else tree.orgs)
-        return rows, more, orgs, queries.enrollment_ids(rt.engine, owners)
+        names = org_names(rt)
+        return {
+            "devices": rows,
+            "pager": replace(pager, total=total, default_descending=("updated", "expires")),
+            "orgs": [(o, names.get(o, o)) for o in sorted(owners if owners is not None else names)],
+            "org_names": names,
+            "enrollments": queries.enrollment_ids(rt.engine, owners),
+        }
 
-    rows, more, orgs, enrollments = await run_in_threadpool(load)
-    kept = {k: v for k, v in filters.items() if v}
-
-    def page_url(number: int) -> str:
-        return "/console/devices?" + urlencode({**kept, "page": number})
-
+    context = await run_in_threadpool(load)
+    if context["pager"].beyond:
+        return redirect(context["pager"].beyond)
     return render(
         request,
         "devices.html",
         title="Devices",
         active="/console/devices",
-        devices=rows,
-        prev_url=page_url(page - 1) if page > 1 else None,
-        next_url=page_url(page + 1) if more else None,
-        filters=filters,
-        filtered=any(filters.values()),
+        filters=query.params,
+        filtered=any(query.params.values()),
         statuses=[s.value for s in DeviceStatus],
-        orgs=orgs,
-        enrollments=enrollments,
+        bulk_actions=BULK_ACTIONS,
+        can_act=_can_act(user),
         now=rt.clock.now(),
+        **context,
+    )
+
+
+def _can_act(user: Principal) -> bool:
+    """Whether the user is an operator somewhere (the bulk form is for operators)."""
+    return user.instance_admin or any(r.allows(Role.OPERATOR) for r in user.memberships.values())
+
+
+@router.get("/devices.csv")
+async def device_export(
+    request: Request,
+    user: ConsoleUser,
+    q: Text = None,
+    status: Text = None,
+    org: Text = None,
+    enrollment: Text = None,
+    expiry: Text = None,
+) -> Response:
+    rt = runtime(request)
+    owners = scope_of(rt, user)
+    query = device_query(q, status, org, enrollment, expiry)
+    names = org_names(rt)
+    rows = queries.each_device(rt.engine, owners, query.where, now=rt.clock.now())
+    return csv_response(
+        "devices.csv",
+        [
+            "reference",
+            "device_id",
+            "status",
+            "organization",
+            "organization_name",
+            "enrollment",
+            "mechanism",
+            "certificate_serial",
+            "certificate_status",
+            "certificate_not_after",
+            "updated_at",
+        ],
+        (
+            (
+                d.id,
+                d.device_id,
+                d.status,
+                d.owner,
+                names.get(d.owner, ""),
+                d.enrollment_id,
+                d.mechanism,
+                d.certificate_serial,
+                d.certificate_status,
+                d.not_after if d.certificate_status != "revoked" else None,
+                d.updated_at,
+            )
+            for d in rows
+        ),
     )
 
 
@@ -190,15 +280,43 @@ def _certificate(rt: Runtime, serial: str | None) -> CertificateView | None:
     return CertificateView(record, issuer, key_type, tuple(record.sans))
 
 
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    due: datetime
+    accepted_until: datetime
+    grace_days: int
+
+
+def _renewal(rt: Runtime, device: Device, certificate: CertificateView | None) -> Renewal | None:
+    """When the device's issued certificate is due for renewal, and until when its
+    enrollment accepts the renewal (after expiry, its renewal grace)."""
+    if certificate is None or certificate.record.status is not CertificateStatus.ISSUED:
+        return None
+    try:
+        grace = rt.enrollments.get(device.enrollment_id).renewal_grace_days
+    except NotFound:
+        grace = 0
+    record = certificate.record
+    return Renewal(
+        renew_after(record.not_before, record.not_after),
+        renewal_accepted_until(record.not_after, grace),
+        grace,
+    )
+
+
 @router.get("/devices/{device_ref}")
 async def device_page(request: Request, user: ConsoleUser, device_ref: str) -> Response:
     rt = runtime(request)
 
     def load() -> dict[str, Any]:
         device = visible_device(rt, user, device_ref, Role.VIEWER)
+        certificate = _certificate(rt, device.certificate_serial)
         return {
             "device": device,
-            "certificate": _certificate(rt, device.certificate_serial),
+            "owner_name": org_names(rt).get(device.owner, device.owner),
+            "certificate": certificate,
+            "renewal": _renewal(rt, device, certificate),
+            "history": rt.app.devices.certificates(user, device.id),
             "timeline": rt.records.for_device(device.id),
             "channel": rt.channels.for_device(device.id),
             "actions": [(name, a) for name, a in ACTIONS.items() if a.allowed(device)],

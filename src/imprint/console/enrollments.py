@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -21,6 +24,7 @@ from starlette.datastructures import UploadFile
 
 from imprint.console.csrf import check_csrf
 from imprint.console.forms import model_of, orgs_with_role
+from imprint.console.listing import Pager, csv_response
 from imprint.console.pages import (
     ConsoleRoute,
     ConsoleSessionDep,
@@ -50,6 +54,8 @@ from imprint.provisioning.oob_secrets import (
 )
 from imprint.provisioning.specs import EnrollmentPatch, EnrollmentSpec
 from imprint.runtime import Runtime
+from imprint.store.listing import Order
+from imprint.store.oob_secrets import OOB_SECRET_SORT
 from imprint.tenancy.access import Principal
 from imprint.tenancy.roles import Role
 
@@ -221,7 +227,42 @@ async def create_enrollment(request: Request, user: ConsoleUser) -> Response:
     )
 
 
-def _detail_context(rt: Runtime, user: Principal, enrollment_id: str) -> dict[str, object]:
+@dataclass(frozen=True, slots=True)
+class SecretQuery:
+    """The secrets list's search, sort and page, as the query string gives them."""
+
+    q: str = ""
+    sort: str = ""
+    page: int = 1
+
+    def order(self) -> Order:
+        return OOB_SECRET_SORT.known(Order.parse(self.sort, OOB_SECRET_SORT.default))
+
+
+def _secrets(
+    rt: Runtime, user: Principal, enrollment_id: str, query: SecretQuery
+) -> dict[str, object]:
+    """A page of the enrollment's registered secrets with the true total."""
+    params = {"q": query.q, "sort": query.sort}
+    pager = Pager(f"{PAGE}/{quote(enrollment_id, safe='')}", params, query.page, 0, query.order())
+    found = rt.app.oob_secrets.page(
+        user,
+        enrollment_id,
+        limit=pager.size,
+        text=query.q or None,
+        order=query.order(),
+        offset=pager.offset,
+    )
+    return {
+        "secrets": found.items,
+        "secrets_pager": replace(pager, total=found.total),
+        "secrets_query": query,
+    }
+
+
+def _detail_context(
+    rt: Runtime, user: Principal, enrollment_id: str, secrets: SecretQuery | None = None
+) -> dict[str, object]:
     enrollment = rt.app.enrollments.show(user, enrollment_id)
     context: dict[str, object] = {
         "e": enrollment,
@@ -238,13 +279,26 @@ def _detail_context(rt: Runtime, user: Principal, enrollment_id: str) -> dict[st
         context["keys"] = rt.app.registration_keys.show(user, enrollment_id)
         context["now"] = rt.clock.now()
     if enrollment.mechanism is Mechanism.OOB_SECRET:
-        context["secrets"] = rt.app.oob_secrets.list(user, enrollment_id, limit=50)
+        context.update(_secrets(rt, user, enrollment_id, secrets or SecretQuery()))
     return context
 
 
 @router.get("/enrollments/{enrollment_id}")
-async def enrollment_page(enrollment_id: str, request: Request, user: ConsoleUser) -> Response:
-    context = await run_in_threadpool(_detail_context, runtime_of(request), user, enrollment_id)
+async def enrollment_page(
+    enrollment_id: str,
+    request: Request,
+    user: ConsoleUser,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    sort: Annotated[str | None, Query(max_length=20)] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    query = SecretQuery((q or "").strip(), sort or "", page)
+    context = await run_in_threadpool(
+        _detail_context, runtime_of(request), user, enrollment_id, query
+    )
+    pager = context.get("secrets_pager")
+    if isinstance(pager, Pager) and pager.beyond:
+        return redirect(pager.beyond)
     return render(
         request, "enrollment.html", title=f"Enrollment {enrollment_id}", active=PAGE, **context
     )
@@ -334,6 +388,45 @@ async def rotate_key(enrollment_id: str, request: Request, user: ConsoleUser) ->
     )
     return render(
         request, "registration_key.html", title="Registration key", active=PAGE, issued=issued
+    )
+
+
+# --- OOB secrets: export --------------------------------------------------------------------
+
+_EXPORT_CHUNK = 1000
+
+
+@router.get("/enrollments/{enrollment_id}/oob-secrets.csv")
+async def export_secrets(
+    enrollment_id: str,
+    request: Request,
+    user: ConsoleUser,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """The registered secrets that match the search (never the secrets themselves)."""
+    rt = runtime_of(request)
+    text = (q or "").strip() or None
+    operations = rt.app.oob_secrets
+    # The first page here, so a refusal is an error page, not a broken download.
+    first = await run_in_threadpool(
+        lambda: operations.page(user, enrollment_id, limit=_EXPORT_CHUNK, text=text)
+    )
+
+    def rows() -> Iterator[tuple[object, ...]]:
+        found = first
+        while True:
+            for s in found.items:
+                yield (s.device_id, s.valid_until, s.created_at, s.used_at)
+            if found.next is None:
+                return
+            found = operations.page(
+                user, enrollment_id, limit=_EXPORT_CHUNK, after=found.next, text=text
+            )
+
+    return csv_response(
+        f"{enrollment_id}-oob-secrets.csv",
+        ["device_id", "valid_until", "created_at", "used_at"],
+        rows(),
     )
 
 

@@ -62,6 +62,7 @@ _FLASH_CONTEXT = "console:flash"
 NAV: list[tuple[str, str]] = [
     ("Dashboard", "/console/"),
     ("Devices", "/console/devices"),
+    ("Certificates", "/console/certificates"),
     ("Enrollments", "/console/enrollments"),
     ("Trusted CAs", "/console/trusted-cas"),
     ("Organizations", "/console/orgs"),
@@ -159,10 +160,27 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303, headers=HEADERS)
 
 
+def _org_namer(request: Request) -> Callable[[str | None], str]:
+    """``org_name(id)`` of the templates: an organization's name (its id when it has
+    none); the tree is read once per page, when first asked."""
+    names: dict[str, str] = {}
+
+    def org_name(org_id: str | None) -> str:
+        if org_id is None:
+            return "instance"
+        if not names:
+            names.update({o.id: o.name for o in runtime_of(request).org_tree().orgs.values()})
+            names.setdefault("", "")
+        return names.get(org_id, org_id)
+
+    return org_name
+
+
 def render(request: Request, template: str, **context: Any) -> HTMLResponse:
     """Render ``templates/<template>`` (which extends base.html).
 
-    The context always has ``user`` (the Principal or None), ``nav``, ``active`` (the
+    The context always has ``user`` (the Principal or None), ``org_name(id)`` (an
+    organization's name, for showing organizations by name), ``nav``, ``active`` (the
     nav path of this page), ``flash``, ``csrf_field()`` and ``request``. ``status``
     (default 200) is the HTTP status, ``csrf_token`` overrides the session's token.
     """
@@ -173,6 +191,7 @@ def render(request: Request, template: str, **context: Any) -> HTMLResponse:
     body = ENV.get_template(template).render(
         request=request,
         user=session.principal if session else None,
+        org_name=_org_namer(request),
         nav=NAV,
         active=context.pop("active", ""),
         flash=message,

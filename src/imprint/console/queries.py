@@ -7,7 +7,7 @@ sees, or None for the whole instance.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -17,23 +17,30 @@ from sqlalchemy.engine import Engine
 
 from imprint.pki.records import CertificateStatus
 from imprint.provisioning.devices import DeviceStatus
+from imprint.store.listing import Order, SortKeys, contains
 from imprint.store.tables import (
     certificates,
     devices,
     enrollments,
     oob_secrets,
     provisioning_records,
+    users,
 )
 
 __all__ = [
+    "DEVICE_SORT",
     "DayCount",
+    "DeviceFilter",
     "DeviceRow",
     "Failure",
     "attempts_per_day",
     "device_counts",
+    "device_names",
+    "each_device",
     "expiring_counts",
     "recent_failures",
     "search_devices",
+    "user_names",
 ]
 
 EXPIRY_WINDOWS = (7, 30, 90)
@@ -193,6 +200,8 @@ class DeviceRow:
     enrollment_id: str
     mechanism: str
     status: str
+    certificate_serial: str | None
+    certificate_status: str | None
     not_after: datetime | None
     updated_at: datetime
 
@@ -200,41 +209,66 @@ class DeviceRow:
 EXPIRY_FILTERS = {"7": 7, "30": 30, "90": 90}
 
 
-def search_devices(
-    engine: Engine,
+@dataclass(frozen=True, slots=True)
+class DeviceFilter:
+    """The device list's filters (None: any)."""
+
+    text: str | None = None
+    status: str | None = None
+    owner: str | None = None
+    enrollment_id: str | None = None
+    expiry: str | None = None
+    refs: frozenset[str] | None = None  # only these devices (imprint references)
+
+
+#: The orders of the device list; the newest activity first unless chosen otherwise.
+DEVICE_SORT = SortKeys(
+    {
+        "device_id": devices.c.device_id,
+        "status": devices.c.status,
+        "org": devices.c.owner,
+        "enrollment": devices.c.enrollment_id,
+        "expires": certificates.c.not_after,
+        "updated": devices.c.updated_at,
+    },
+    tie_breaker=devices.c.id,
+    default=Order("updated", descending=True),
+)
+
+_DEVICE_COLUMNS = (
+    devices.c.id,
+    devices.c.device_id,
+    devices.c.owner,
+    devices.c.enrollment_id,
+    devices.c.mechanism,
+    devices.c.status,
+    devices.c.certificate_serial,
+    devices.c.updated_at,
+    certificates.c.status.label("certificate_status"),
+    certificates.c.not_after,
+)
+
+
+def _devices(
+    query: Select[Any],
     owners: Collection[str] | None,
-    *,
-    text: str | None,
-    status: str | None,
-    owner: str | None,
-    enrollment_id: str | None,
-    expiry: str | None,
+    where: DeviceFilter,
     now: datetime,
-    offset: int,
-    limit: int,
-) -> tuple[Sequence[DeviceRow], bool]:
-    """(a page of devices with their certificate's expiry, whether there are more)."""
-    query: Any = (
-        select(
-            devices.c.id,
-            devices.c.device_id,
-            devices.c.owner,
-            devices.c.enrollment_id,
-            devices.c.mechanism,
-            devices.c.status,
-            devices.c.updated_at,
-            certificates.c.not_after,
-        )
-        .select_from(
-            devices.outerjoin(certificates, certificates.c.serial == devices.c.certificate_serial)
-        )
-        .order_by(devices.c.updated_at.desc(), devices.c.id)
-        .offset(offset)
-        .limit(limit + 1)
+    *,
+    joined: bool = True,
+) -> Select[Any]:
+    """The device list's FROM and WHERE (one copy for its page, count, export and bulk
+    selection). ``joined``: with each device's current certificate (a count without the
+    expiry filter needs none, and reads only an index of devices)."""
+    joined = joined or where.expiry is not None
+    query = query.select_from(
+        devices.outerjoin(certificates, certificates.c.serial == devices.c.certificate_serial)
+        if joined
+        else devices
     )
     query = _scoped(query, devices.c.owner, owners)
-    if text:
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    if where.text:
+        pattern = contains(where.text)
         query = query.where(
             or_(
                 devices.c.device_id.ilike(pattern, escape="\\"),
@@ -242,34 +276,108 @@ def search_devices(
                 devices.c.certificate_serial.ilike(pattern, escape="\\"),
             )
         )
-    if status:
-        query = query.where(devices.c.status == status)
-    if owner:
-        query = query.where(devices.c.owner == owner)
-    if enrollment_id:
-        query = query.where(devices.c.enrollment_id == enrollment_id)
-    if expiry == "expired":
+    if where.status:
+        query = query.where(devices.c.status == where.status)
+    if where.refs is not None:
+        query = query.where(devices.c.id.in_(sorted(where.refs)))
+    if where.owner:
+        query = query.where(devices.c.owner == where.owner)
+    if where.enrollment_id:
+        query = query.where(devices.c.enrollment_id == where.enrollment_id)
+    if where.expiry == "expired":
         query = query.where(certificates.c.not_after <= now)
-    elif expiry in EXPIRY_FILTERS:
+    elif where.expiry in EXPIRY_FILTERS:
         query = query.where(
             certificates.c.not_after > now,
-            certificates.c.not_after <= now + timedelta(days=EXPIRY_FILTERS[expiry]),
+            certificates.c.not_after <= now + timedelta(days=EXPIRY_FILTERS[where.expiry]),
         )
+    return query
+
+
+def _device_row(row: Any) -> DeviceRow:
+    return DeviceRow(
+        id=row["id"],
+        device_id=row["device_id"],
+        owner=row["owner"],
+        enrollment_id=row["enrollment_id"],
+        mechanism=row["mechanism"],
+        status=row["status"],
+        certificate_serial=row["certificate_serial"],
+        certificate_status=row["certificate_status"],
+        not_after=row["not_after"],
+        updated_at=row["updated_at"],
+    )
+
+
+def search_devices(
+    engine: Engine,
+    owners: Collection[str] | None,
+    where: DeviceFilter,
+    *,
+    now: datetime,
+    order: Order | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[Sequence[DeviceRow], int]:
+    """(a page of devices with their current certificate's status and expiry, how many
+    match in all)."""
+    clauses = DEVICE_SORT.clauses(order)
+    if DEVICE_SORT.known(order).key == "expires" or where.expiry is not None:
+        page = _devices(select(*_DEVICE_COLUMNS), owners, where, now)
+    else:
+        # Choose the page from devices alone, then join the certificates of its rows only.
+        chosen = _devices(select(devices.c.id), owners, where, now, joined=False)
+        page = _devices(select(*_DEVICE_COLUMNS), None, DeviceFilter(), now).where(
+            devices.c.id.in_(chosen.order_by(*clauses).offset(offset).limit(limit))
+        )
+        offset = 0
+    page = page.order_by(*clauses).offset(offset).limit(limit)
+    total = _devices(select(func.count()), owners, where, now, joined=False)
     with engine.connect() as conn:
-        rows = [
-            DeviceRow(
-                id=row["id"],
-                device_id=row["device_id"],
-                owner=row["owner"],
-                enrollment_id=row["enrollment_id"],
-                mechanism=row["mechanism"],
-                status=row["status"],
-                not_after=row["not_after"],
-                updated_at=row["updated_at"],
-            )
-            for row in conn.execute(query).mappings()
-        ]
-    return rows[:limit], len(rows) > limit
+        rows = [_device_row(row) for row in conn.execute(page).mappings()]
+        return rows, int(conn.execute(total).scalar_one())
+
+
+def each_device(
+    engine: Engine,
+    owners: Collection[str] | None,
+    where: DeviceFilter,
+    *,
+    now: datetime,
+    chunk: int = 500,
+) -> Iterator[DeviceRow]:
+    """Every device that matches, by reference, read ``chunk`` rows at a time (for the
+    export and a bulk action's selection: never the whole list in one result)."""
+    after: str | None = None
+    while True:
+        query = _devices(select(*_DEVICE_COLUMNS), owners, where, now)
+        if after is not None:
+            query = query.where(devices.c.id > after)
+        query = query.order_by(devices.c.id).limit(chunk)
+        with engine.connect() as conn:
+            rows = [_device_row(row) for row in conn.execute(query).mappings()]
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = rows[-1].id
+
+
+def device_names(engine: Engine, refs: Collection[str]) -> dict[str, str]:
+    """The device ids of the devices ``refs`` (imprint references) name."""
+    if not refs:
+        return {}
+    query = select(devices.c.id, devices.c.device_id).where(devices.c.id.in_(sorted(refs)))
+    with engine.connect() as conn:
+        return {str(ref): str(name) for ref, name in conn.execute(query)}
+
+
+def user_names(engine: Engine, user_ids: Collection[str]) -> dict[str, str]:
+    """The user names of the users ``user_ids`` name."""
+    if not user_ids:
+        return {}
+    query = select(users.c.id, users.c.username).where(users.c.id.in_(sorted(user_ids)))
+    with engine.connect() as conn:
+        return {str(ref): str(name) for ref, name in conn.execute(query)}
 
 
 def enrollment_ids(engine: Engine, owners: Collection[str] | None) -> list[str]:

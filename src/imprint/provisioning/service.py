@@ -73,6 +73,7 @@ from imprint.provisioning.hooks import (
 )
 from imprint.provisioning.hub import HubToken, HubTokenSource, HubTokenUnavailable
 from imprint.provisioning.ratelimit import AttemptLimiter, Key, guessable_keys, refusal_keys
+from imprint.provisioning.renewal import renew_after as renewal_due
 
 __all__ = [
     "ChannelNotConfigured",
@@ -861,8 +862,7 @@ class Provisioner:
         not_after = renew_after = None
         if certificate is not None:
             not_after = certificate.not_valid_after_utc
-            lifetime = not_after - certificate.not_valid_before_utc
-            renew_after = certificate.not_valid_before_utc + lifetime * 2 / 3
+            renew_after = renewal_due(certificate.not_valid_before_utc, not_after)
         return Bundle(
             device_id=attestation.device_id,
             owner=enrollment.owner,

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
@@ -19,6 +19,27 @@ __all__ = ["SqlAuditLog"]
 
 #: The lock that makes appends to the chain one at a time.
 CHAIN_LOCK = "audit-chain"
+
+
+def _filtered(statement: Any, query: AuditQuery) -> Any:
+    """The WHERE of :meth:`SqlAuditLog.search` and ``count`` (one copy)."""
+    c = audit_log.c
+    if query.org_ids is not None:
+        statement = statement.where(c.org_id.in_(sorted(query.org_ids)))
+    for column, value in (
+        (c.actor, query.actor),
+        (c.action, query.action),
+        (c.target_type, query.target_type),
+        (c.target_id, query.target_id),
+        (c.outcome, query.outcome),
+    ):
+        if value is not None:
+            statement = statement.where(column == value)
+    if query.since is not None:
+        statement = statement.where(c.at >= query.since)
+    if query.until is not None:
+        statement = statement.where(c.at < query.until)
+    return statement
 
 
 def _record(row: Any) -> AuditRecord:
@@ -82,26 +103,21 @@ class SqlAuditLog:
         with reading(self._engine) as conn:
             return [_record(row) for row in conn.execute(statement)]
 
+    def count(self, query: AuditQuery) -> int:
+        """How many entries match ``query``'s filters (its paging ignored)."""
+        statement = _filtered(select(func.count()).select_from(audit_log), query)
+        with reading(self._engine) as conn:
+            return int(conn.execute(statement).scalar_one())
+
     def search(self, query: AuditQuery) -> Sequence[AuditEntry]:
         c = audit_log.c
-        statement = select(audit_log).order_by(c.id.desc()).limit(query.limit)
-        if query.org_ids is not None:
-            statement = statement.where(c.org_id.in_(sorted(query.org_ids)))
-        for column, value in (
-            (c.actor, query.actor),
-            (c.action, query.action),
-            (c.target_type, query.target_type),
-            (c.target_id, query.target_id),
-            (c.outcome, query.outcome),
-        ):
-            if value is not None:
-                statement = statement.where(column == value)
-        if query.since is not None:
-            statement = statement.where(c.at >= query.since)
-        if query.until is not None:
-            statement = statement.where(c.at < query.until)
+        statement = _filtered(select(audit_log), query)
+        statement = statement.order_by(c.id if query.oldest_first else c.id.desc())
+        statement = statement.limit(query.limit)
         if query.before_id is not None:
             statement = statement.where(c.id < query.before_id)
+        if query.offset:
+            statement = statement.offset(query.offset)
         with reading(self._engine) as conn:
             return [
                 AuditEntry(

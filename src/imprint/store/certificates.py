@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -15,9 +15,59 @@ from imprint.errors import Conflict, NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus, RevokedEntry
 from imprint.store.cache import notify
 from imprint.store.db import guarded, reading, writing
-from imprint.store.tables import certificates, crl_numbers
+from imprint.store.listing import Order, SortKeys, contains
+from imprint.store.tables import certificates, crl_numbers, devices
 
-__all__ = ["REVOCATIONS", "SqlCertificateLedger"]
+#: The orders of certificate lists (the API's is by serial).
+CERTIFICATE_SORT = SortKeys(
+    {
+        "serial": certificates.c.serial,
+        "subject": certificates.c.subject,
+        "status": certificates.c.status,
+        "not_after": certificates.c.not_after,
+        "created": certificates.c.created_at,
+    },
+    tie_breaker=certificates.c.serial,
+    default=Order("serial"),
+)
+
+
+def _filtered(
+    query: Any,
+    *,
+    status: CertificateStatus | None,
+    expiring_before: datetime | None,
+    expiring_after: datetime | None,
+    owners: Collection[str] | None,
+    text: str | None,
+    device_ref: str | None,
+) -> Any:
+    """The WHERE of :meth:`SqlCertificateLedger.search` and ``count`` (one copy)."""
+    c = certificates.c
+    if owners is not None:
+        query = query.where(c.owner.in_(sorted(owners)))
+    if status is not None:
+        query = query.where(c.status == status.value)
+    if expiring_before is not None:
+        query = query.where(c.not_after < expiring_before)
+    if expiring_after is not None:
+        query = query.where(c.not_after > expiring_after)
+    if device_ref is not None:
+        query = query.where(c.device_ref == device_ref)
+    if text:
+        pattern = contains(text)
+        named = select(devices.c.id).where(devices.c.device_id.ilike(pattern, escape="\\"))
+        query = query.where(
+            or_(
+                c.serial.ilike(pattern, escape="\\"),
+                c.subject.ilike(pattern, escape="\\"),
+                c.device_ref.in_(named),
+            )
+        )
+    return query
+
+
+__all__ = ["CERTIFICATE_SORT", "REVOCATIONS", "SqlCertificateLedger"]
 
 #: The change notified to the other nodes when a certificate is revoked.
 REVOCATIONS = "revocations"
@@ -153,15 +203,20 @@ class SqlCertificateLedger:
         status: CertificateStatus | None = None,
         expiring_before: datetime | None = None,
         owners: Collection[str] | None = None,
+        text: str | None = None,
+        expiring_after: datetime | None = None,
+        device_ref: str | None = None,
     ) -> int:
         """How many match the filters of :meth:`search`."""
-        query = select(func.count()).select_from(certificates)
-        if owners is not None:
-            query = query.where(certificates.c.owner.in_(sorted(owners)))
-        if status is not None:
-            query = query.where(certificates.c.status == status.value)
-        if expiring_before is not None:
-            query = query.where(certificates.c.not_after < expiring_before)
+        query = _filtered(
+            select(func.count()).select_from(certificates),
+            status=status,
+            expiring_before=expiring_before,
+            expiring_after=expiring_after,
+            owners=owners,
+            text=text,
+            device_ref=device_ref,
+        )
         with reading(self._engine) as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -173,16 +228,32 @@ class SqlCertificateLedger:
         limit: int = 100,
         after_serial: str | None = None,
         owners: Collection[str] | None = None,
+        text: str | None = None,
+        expiring_after: datetime | None = None,
+        device_ref: str | None = None,
+        order: Order | None = None,
+        offset: int = 0,
     ) -> Sequence[CertificateRecord]:
-        query = select(certificates).order_by(certificates.c.serial).limit(limit)
-        if owners is not None:
-            query = query.where(certificates.c.owner.in_(sorted(owners)))
-        if status is not None:
-            query = query.where(certificates.c.status == status.value)
-        if expiring_before is not None:
-            query = query.where(certificates.c.not_after < expiring_before)
+        """Certificates that match, by serial (``after_serial``: the last of the previous
+        page), or in ``order`` (a key of :data:`CERTIFICATE_SORT`) from ``offset``.
+
+        ``text`` matches the serial, the subject or the device id of the device it was
+        issued to; ``expiring_after``/``expiring_before`` bound ``not_after``.
+        """
+        query = _filtered(
+            select(certificates),
+            status=status,
+            expiring_before=expiring_before,
+            expiring_after=expiring_after,
+            owners=owners,
+            text=text,
+            device_ref=device_ref,
+        )
+        query = query.order_by(*CERTIFICATE_SORT.clauses(order)).limit(limit)
         if after_serial is not None:
             query = query.where(certificates.c.serial > after_serial)
+        if offset:
+            query = query.offset(offset)
         with reading(self._engine) as conn:
             return [_record(row) for row in conn.execute(query).mappings()]
 

@@ -18,12 +18,33 @@ from imprint.errors import Conflict, NotFound
 from imprint.provisioning.oob_secrets import OobSecret, OobSecretSummary
 from imprint.sealing import SecretBox
 from imprint.store.db import guarded, reading, writing
+from imprint.store.listing import Order, SortKeys, contains
 from imprint.store.tables import oob_secrets
 
-__all__ = ["SqlOobSecretStore", "sealing_context"]
+__all__ = ["OOB_SECRET_SORT", "SqlOobSecretStore", "sealing_context"]
 
 _BATCH = 1000
 _IN_CHUNK = 500
+
+#: The orders of an enrollment's list of secrets (the API's is by device id).
+OOB_SECRET_SORT = SortKeys(
+    {
+        "device_id": oob_secrets.c.device_id,
+        "valid_until": oob_secrets.c.valid_until,
+        "created": oob_secrets.c.created_at,
+        "used": oob_secrets.c.used_at,
+    },
+    tie_breaker=oob_secrets.c.device_id,
+    default=Order("device_id"),
+)
+
+
+def _filtered(query: Any, enrollment_id: str, text: str | None) -> Any:
+    """The WHERE of :meth:`SqlOobSecretStore.search` and ``count`` (one copy)."""
+    query = query.where(oob_secrets.c.enrollment_id == enrollment_id)
+    if text:
+        query = query.where(oob_secrets.c.device_id.ilike(contains(text), escape="\\"))
+    return query
 
 
 def sealing_context(enrollment_id: str, device_id: str) -> str:
@@ -164,17 +185,28 @@ class SqlOobSecretStore:
             return bool(conn.execute(statement).rowcount)
 
     def search(
-        self, enrollment_id: str, *, limit: int = 100, after: str | None = None
+        self,
+        enrollment_id: str,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        text: str | None = None,
+        order: Order | None = None,
+        offset: int = 0,
     ) -> list[OobSecretSummary]:
+        """An enrollment's secrets (never the secret), by device id (``after``: the last
+        of the previous page) or in ``order`` (:data:`OOB_SECRET_SORT`) from ``offset``;
+        ``text`` matches the device id."""
         columns = [c for c in oob_secrets.c if c.name != "secret_sealed"]
         query = (
-            select(*columns)
-            .where(oob_secrets.c.enrollment_id == enrollment_id)
-            .order_by(oob_secrets.c.device_id)
+            _filtered(select(*columns), enrollment_id, text)
+            .order_by(*OOB_SECRET_SORT.clauses(order))
             .limit(limit)
         )
         if after is not None:
             query = query.where(oob_secrets.c.device_id > after)
+        if offset:
+            query = query.offset(offset)
         with reading(self._engine) as conn:
             return [
                 OobSecretSummary(
@@ -195,9 +227,10 @@ class SqlOobSecretStore:
             if conn.execute(statement).rowcount == 0:
                 raise NotFound(f"no secret for device {device_id!r} in {enrollment_id!r}")
 
-    def count(self, enrollment_id: str | None = None) -> int:
+    def count(self, enrollment_id: str | None = None, *, text: str | None = None) -> int:
+        """How many secrets are registered (in ``enrollment_id``, matching ``text``)."""
         query = select(func.count()).select_from(oob_secrets)
         if enrollment_id is not None:
-            query = query.where(oob_secrets.c.enrollment_id == enrollment_id)
+            query = _filtered(query, enrollment_id, text)
         with reading(self._engine) as conn:
             return int(conn.execute(query).scalar_one())

@@ -209,6 +209,7 @@ devices = Table(
     Index(None, "status"),
     Index(None, "device_id"),  # 0014: admins address a device by its id
     Index(None, "public_key_sha256"),  # 0015: a key certified for another device
+    Index(None, "updated_at"),  # 0017: the console's list, newest activity first
 )
 
 provisioning_records = Table(
