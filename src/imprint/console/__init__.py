@@ -11,6 +11,7 @@ from imprint.console import (
     auth,
     channels,
     dashboard,
+    device_login,
     devices,
     enrollments,
     oidc,
@@ -48,5 +49,6 @@ for _module in (
     trusted_cas,
     enrollments,
     channels,
+    device_login,
 ):
     router.include_router(_module.router)
