@@ -158,6 +158,7 @@ def _ask(http: httpx.Client) -> dict[str, Any]:
     return grant
 
 
+@pytest.mark.both_databases
 def test_the_token_endpoint_answers_each_state_of_a_device_code(remote: Service) -> None:
     _people(remote)
     clock = remote.clock
