@@ -512,15 +512,13 @@ def admin_list(
     output: OutputOption = None,
 ) -> None:
     """List API keys (never their secrets), with their last use and expiry."""
-    from imprint.cli.calls import paged
+    from imprint.cli.calls import Paging, paged
 
     found = paged(
         lambda db, principal, after: db.app.api_keys.page(principal, limit=limit, after=after),
         "/api/v1/api-keys",
         item=_key_json,
-        limit=limit,
-        cursor=cursor,
-        every=every,
+        paging=Paging(limit, cursor, every),
         database=True,
     )
     render_page(found, API_KEY_COLUMNS, output, noun="API key(s)")
@@ -706,7 +704,7 @@ def cert_list(
     output: OutputOption = None,
 ) -> None:
     """List certificates."""
-    from imprint.cli.calls import paged
+    from imprint.cli.calls import Paging, paged
     from imprint.durations import parse_duration
     from imprint.pki.records import CertificateStatus
 
@@ -723,9 +721,7 @@ def cert_list(
         "/api/v1/certificates",
         item=_certificate_json,
         params={"status": status, "expiring_within": expiring},
-        limit=limit,
-        cursor=cursor,
-        every=every,
+        paging=Paging(limit, cursor, every),
     )
     render_page(found, CERTIFICATE_COLUMNS, output, noun="certificate(s)")
 

@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Protocol, TypeVar
 
 import typer
 
@@ -35,6 +35,7 @@ __all__ = [
     "Api",
     "CursorOption",
     "LimitOption",
+    "Paging",
     "RemoteError",
     "all_pages",
     "paged",
@@ -48,6 +49,14 @@ T = TypeVar("T")
 LimitOption = Annotated[int, typer.Option(help="At most this many a page (1 to 1000)")]
 CursorOption = Annotated[str | None, typer.Option(help="Start at this page (a list's next)")]
 AllOption = Annotated[bool, typer.Option("--all", help="Every page from here")]
+
+
+class Paging(NamedTuple):
+    """A list command's --limit, --cursor and --all."""
+
+    limit: int
+    cursor: str | None
+    every: bool
 
 
 class _Page(Protocol):
@@ -264,9 +273,7 @@ def paged(
     path: str,
     *,
     item: Callable[[Any], dict[str, Any]],
-    limit: int,
-    cursor: str | None,
-    every: bool,
+    paging: Paging,
     params: Mapping[str, Any] | None = None,
     database: bool = False,
 ) -> dict[str, Any]:
@@ -279,6 +286,7 @@ def paged(
     """
     from imprint.cli import _fail
 
+    limit, cursor, every = paging
     if not 1 <= limit <= 1000:
         _fail("--limit: 1 to 1000", 2)
 

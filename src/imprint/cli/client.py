@@ -10,7 +10,7 @@ import typer
 
 from imprint.auth.clients import CLIENT_CREDENTIALS, IssuedClient, OAuthClient
 from imprint.cli import err
-from imprint.cli.calls import AllOption, CursorOption, LimitOption, paged, perform
+from imprint.cli.calls import AllOption, CursorOption, LimitOption, Paging, paged, perform
 from imprint.cli.output import (
     Column,
     Format,
@@ -133,9 +133,7 @@ def list_clients(
         lambda rt, principal, after: rt.app.oauth_clients.page(principal, limit=limit, after=after),
         "/api/v1/oauth-clients",
         item=_json,
-        limit=limit,
-        cursor=cursor,
-        every=every,
+        paging=Paging(limit, cursor, every),
     )
     render_page(found, COLUMNS, output, noun="OAuth client(s)")
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from imprint.cli.calls import AllOption, Api, CursorOption, LimitOption, paged, perform
+from imprint.cli.calls import AllOption, Api, CursorOption, LimitOption, Paging, paged, perform
 from imprint.cli.output import (
     Column,
     Format,
@@ -94,9 +94,7 @@ def list_devices(
         "/api/v1/devices",
         item=_json,
         params={"status": status, "enrollment_id": enrollment, "owner": owner},
-        limit=limit,
-        cursor=cursor,
-        every=every,
+        paging=Paging(limit, cursor, every),
     )
     render_page(found, COLUMNS, output, noun="device(s)")
 

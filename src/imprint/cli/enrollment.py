@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from imprint.cli import _fail, out
-from imprint.cli.calls import AllOption, CursorOption, LimitOption, paged, perform
+from imprint.cli.calls import AllOption, CursorOption, LimitOption, Paging, paged, perform
 from imprint.cli.output import (
     Column,
     Format,
@@ -363,9 +363,7 @@ def list_enrollments(
         "/api/v1/enrollments",
         item=_json,
         params={"mechanism": mechanism, "owner": owner},
-        limit=limit,
-        cursor=cursor,
-        every=every,
+        paging=Paging(limit, cursor, every),
     )
     render_page(found, COLUMNS, output, noun="enrollment(s)")
 

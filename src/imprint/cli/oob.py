@@ -14,7 +14,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from imprint.cli import _errors, _fail, err, read_secret
-from imprint.cli.calls import AllOption, Api, CursorOption, LimitOption, paged, perform
+from imprint.cli.calls import AllOption, Api, CursorOption, LimitOption, Paging, paged, perform
 from imprint.cli.output import (
     Column,
     Format,
@@ -406,9 +406,7 @@ def list_secrets(
         ),
         f"{_enrollment(enrollment_id)}/oob-secrets",
         item=lambda s: SecretOut.of(s).model_dump(mode="json"),
-        limit=limit,
-        cursor=cursor,
-        every=every,
+        paging=Paging(limit, cursor, every),
     )
     render_page(found, SECRET_COLUMNS, output, noun=f"secret(s) in {enrollment_id}")
 

@@ -12,7 +12,7 @@ from rich.tree import Tree
 
 from imprint.app.organizations import OrgEntry
 from imprint.cli import _errors, _local_only, _settings, out
-from imprint.cli.calls import AllOption, CursorOption, LimitOption, paged, perform
+from imprint.cli.calls import AllOption, CursorOption, LimitOption, Paging, paged, perform
 from imprint.cli.output import Column, OutputOption, render_done, render_item, render_page
 from imprint.runtime import Runtime, open_runtime
 
@@ -60,9 +60,7 @@ def _list(limit: int = 1000, cursor: str | None = None, every: bool = True) -> d
         lambda rt, principal, after: rt.app.organizations.page(principal, limit=limit, after=after),
         "/api/v1/orgs",
         item=_json,
-        limit=limit,
-        cursor=cursor,
-        every=every,
+        paging=Paging(limit, cursor, every),
     )
 
 
