@@ -61,6 +61,7 @@ from imprint.store.client_cas import SqlClientCAStore
 from imprint.store.console_sessions import SqlEndedSessions
 from imprint.store.db import after_commit, create_engine, unit_of_work, upgrade
 from imprint.store.deny_list import SqlDenyList, SqlManufacturerCrlStore
+from imprint.store.device_codes import SqlDeviceCodeStore
 from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
 from imprint.store.enrollments import SqlEnrollmentStore
 from imprint.store.identities import SqlIdentityStore, SqlPskStore, SqlRelayStore
@@ -232,6 +233,11 @@ class Runtime:
     @functools.cached_property
     def authorization_codes(self) -> SqlAuthorizationCodeStore:
         return SqlAuthorizationCodeStore(self.engine)
+
+    @functools.cached_property
+    def device_codes(self) -> SqlDeviceCodeStore:
+        """Requests of the device authorization grant (``imprint login --device``)."""
+        return SqlDeviceCodeStore(self.engine)
 
     @functools.cached_property
     def tokens(self) -> TokenService:

@@ -405,6 +405,12 @@ class AuthSettings(_Section):
     )
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86_400)
     code_lifetime_seconds: int = Field(default=60, ge=10, le=600)
+    device_code_lifetime_seconds: int = Field(
+        default=600, ge=60, le=1800, description="How long a device login code may be approved"
+    )
+    device_poll_interval_seconds: int = Field(
+        default=5, ge=1, le=60, description="How often a device login may poll the token endpoint"
+    )
     self_registration: bool = Field(
         default=False, description="POST /api/v1/signup creates an organization and its admin"
     )

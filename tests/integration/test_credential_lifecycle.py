@@ -6,14 +6,13 @@ their own id, and lists carry true totals and cursors."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from imprint.audit import AuditQuery
-from imprint.provisioning.devices import Device, DeviceStatus
 from tests.integration.conftest import Service
+from tests.integration.fleet_helpers import pending_device
 from tests.integration.identity_helpers import user_token
 from tests.integration.oauth_helpers import bearer, client_token, make_client, make_org, make_user
 
@@ -213,33 +212,17 @@ def test_an_oauth_client_secret_is_rotated(service: Service) -> None:
     assert _audited(service, "oauth_client.secret.rotate") == [("api-key:admin", client_id)]
 
 
-def _device(service: Service, owner: str, device_id: str) -> Device:
-    now = datetime.now(UTC)
-    device = Device(
-        id=str(uuid.uuid4()),
-        owner=owner,
-        device_id=device_id,
-        enrollment_id="factory",
-        mechanism="oob-secret",
-        status=DeviceStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-    )
-    service.runtime.devices.save(device)
-    return device
-
-
 def test_a_device_is_addressed_by_its_own_id_and_lists_count_every_match(
     service: Service,
 ) -> None:
     with service.admin() as admin:
         make_org(admin, "acme")
         make_org(admin, "beta")
-    solo = _device(service, "acme", "pump-17")
-    ours = _device(service, "acme", "dev-1")
-    theirs = _device(service, "beta", "dev-1")
+    solo = pending_device(service, "acme", "pump-17")
+    ours = pending_device(service, "acme", "dev-1")
+    theirs = pending_device(service, "beta", "dev-1")
     for n in range(4):
-        _device(service, "acme", f"meter-{n}")
+        pending_device(service, "acme", f"meter-{n}")
     with service.admin() as admin:
         assert admin.get("/api/v1/devices/pump-17").json()["id"] == solo.id
         assert admin.get(f"/api/v1/devices/{solo.id}").json()["device_id"] == "pump-17"

@@ -322,6 +322,8 @@ INSTANCE: list[Call] = [
     Call("GET", f"/api/v1/manufacturer-crls/{FP}"),
     Call("DELETE", f"/api/v1/manufacturer-crls/{FP}"),
     Call("GET", "/api/v1/audit/verify"),
+    Call("GET", "/api/v1/audit/export"),
+    Call("POST", "/api/v1/imports/plgd-values", json={"values": "global: {}\n"}),
     Call("GET", "/api/v1/api-keys"),
     Call("POST", "/api/v1/api-keys", json={"name": "mine"}),
     Call("GET", "/api/v1/api-keys/admin"),
@@ -344,6 +346,8 @@ INSTANCE_ROUTES = {
     ("GET", "/api/v1/manufacturer-crls/{issuer_key_sha256}"),
     ("DELETE", "/api/v1/manufacturer-crls/{issuer_key_sha256}"),
     ("GET", "/api/v1/audit/verify"),
+    ("GET", "/api/v1/audit/export"),
+    ("POST", "/api/v1/imports/plgd-values"),
 }
 
 # Admin credentials that touch no organization's object.
@@ -388,6 +392,7 @@ NOT_ADMIN = {
     ("GET", "/.well-known/jwks.json"): "public keys",
     ("GET", "/oauth/jwks"): "public keys",
     ("POST", "/oauth/token"): "the token endpoint",
+    ("POST", "/oauth/device_authorization"): "a device code for the command line's client",
     ("GET", "/oauth/authorize"): "the sign-in page",
     ("POST", "/oauth/authorize"): "the sign-in page",
     ("POST", "/api/v1/signup"): "self-registration",

@@ -45,7 +45,12 @@ def test_discovery_names_the_endpoints_and_the_jwks_holds_an_es256_key(service: 
     assert document["token_endpoint"] == f"{service.base_url}/oauth/token"
     assert document["authorization_endpoint"] == f"{service.base_url}/oauth/authorize"
     assert document["code_challenge_methods_supported"] == ["S256"]
-    assert set(document["grant_types_supported"]) == {"client_credentials", "authorization_code"}
+    assert set(document["grant_types_supported"]) == {
+        "client_credentials",
+        "authorization_code",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    }
+    assert document["device_authorization_endpoint"].endswith("/oauth/device_authorization")
     assert len(keys) == 1
     assert keys[0]["kty"] == "EC"
     assert keys[0]["crv"] == "P-256"

@@ -6,25 +6,19 @@ request."""
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from imprint.audit import AuditQuery
-from imprint.provisioning.devices import Device, DeviceStatus
 from imprint.provisioning.specs import EnrollmentSpec
 from imprint.settings import Settings
 from imprint.tenancy.access import cli_principal
 from tests.integration.conftest import Service, start_service
+from tests.integration.fleet_helpers import Cli, pending_device
 
-IMPRINT = Path(sys.executable).parent / "imprint"
 PASSWORD = "correct horse battery"
 BOX_DRAWING = set("─│┃━┏┓┗┛┡┩╇╋┼├┤┌┐└┘")
 
@@ -34,64 +28,15 @@ def remote(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     yield from start_service(settings, tmp_path / "server")
 
 
-class Cli:
-    """``imprint`` run as a person elsewhere would: an empty directory, no IMPRINT_
-    settings, a configuration directory of her own."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.cwd = home / "elsewhere"
-        self.cwd.mkdir(parents=True)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("IMPRINT_")}
-        self.env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / "config")})
-
-    def __call__(
-        self, *args: str, input: str | None = None, ok: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(IMPRINT), *args],
-            cwd=self.cwd,
-            env=self.env,
-            input=input or "",
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if ok:
-            assert result.returncode == 0, f"imprint {' '.join(args)}:\n{result.stderr}"
-        return result
-
-    def json(self, *args: str) -> dict[str, object]:
-        parsed: dict[str, object] = json.loads(self(*args, "--output", "json").stdout)
-        return parsed
-
-
-def _device(service: Service, owner: str, device_id: str) -> Device:
-    now = datetime.now(UTC)
-    device = Device(
-        id=str(uuid.uuid4()),
-        owner=owner,
-        device_id=device_id,
-        enrollment_id="factory",
-        mechanism="oob-secret",
-        status=DeviceStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-    )
-    service.runtime.devices.save(device)
-    return device
-
-
 def test_the_command_line_runs_the_fleet_from_elsewhere(remote: Service, tmp_path: Path) -> None:
     app = remote.runtime.app
     app.organizations.create(cli_principal(), "Acme", org_id="acme")
     app.organizations.create(cli_principal(), "Beta", org_id="beta")
-    pump = _device(remote, "acme", "pump-17")
-    _device(remote, "acme", "dev-1")
-    theirs = _device(remote, "beta", "dev-1")
+    pump = pending_device(remote, "acme", "pump-17")
+    pending_device(remote, "acme", "dev-1")
+    theirs = pending_device(remote, "beta", "dev-1")
     for n in range(4):
-        _device(remote, "acme", f"meter-{n}")
+        pending_device(remote, "acme", f"meter-{n}")
     spec = {"id": "labels", "mechanism": "oob-secret", "owner": "acme"}
     app.enrollments.create(cli_principal(), EnrollmentSpec.model_validate(spec))
     for n in range(3):
@@ -111,13 +56,13 @@ def test_the_command_line_runs_the_fleet_from_elsewhere(remote: Service, tmp_pat
     # A list as JSON, a page at a time, with the true total.
     first = cli.json("devices", "list", "--limit", "3")
     assert first["total"] == 7
-    assert len(first["items"]) == 3  # type: ignore[arg-type]
+    assert len(first["items"]) == 3
     assert first["next"]
     second = cli.json("devices", "list", "--limit", "3", "--cursor", str(first["next"]))
-    ids = [d["id"] for d in [*first["items"], *second["items"]]]  # type: ignore[misc]
+    ids = [d["id"] for d in [*first["items"], *second["items"]]]
     assert len(set(ids)) == 6
     everything = cli.json("devices", "list", "--limit", "3", "--all")
-    assert len(everything["items"]) == everything["total"] == 7  # type: ignore[arg-type]
+    assert len(everything["items"]) == everything["total"] == 7
     assert everything["next"] is None
     # A table on a pipe: no box-drawing, no id cut short; the count on standard error.
     table = cli("devices", "list")
@@ -128,7 +73,7 @@ def test_the_command_line_runs_the_fleet_from_elsewhere(remote: Service, tmp_pat
     assert rows[0][:2] == ["id", "device id"]
     assert len(rows) == 8
     secrets = cli.json("oob", "list", "labels", "--limit", "2")
-    assert (secrets["total"], len(secrets["items"]), secrets["next"]) == (3, 2, "label-1")  # type: ignore[arg-type]
+    assert (secrets["total"], len(secrets["items"]), secrets["next"]) == (3, 2, "label-1")
     assert "printed-secret" not in json.dumps(secrets)
 
     # A device by its own id; an id two owners share needs --owner.
@@ -155,7 +100,7 @@ def test_the_command_line_runs_the_fleet_from_elsewhere(remote: Service, tmp_pat
         input=PASSWORD + "\n",
     )  # fmt: skip
     seen = cli.json("--profile", "bob", "org", "list")
-    assert [o["id"] for o in seen["items"]] == ["gamma"]  # type: ignore[attr-defined]
+    assert [o["id"] for o in seen["items"]] == ["gamma"]
     wrong = cli(
         "login", *server, "--profile", "x", "--username", "bob@gamma.test", input="no\n", ok=False
     )

@@ -25,6 +25,7 @@ from imprint.api.routes import (
     health,
     identity_csr,
     idprov,
+    imports,
     midpoint,
     oauth,
     oauth_clients,
@@ -96,6 +97,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         ocsp,
         est,
         webhooks,
+        imports,
     ):
         app.include_router(module.router)
     app.include_router(console.router)

@@ -18,6 +18,7 @@ from imprint.app.certificates import CertificateOperations
 from imprint.app.channels import ChannelOperations
 from imprint.app.client_cas import ClientCAOperations
 from imprint.app.deny_list import DenyListOperations
+from imprint.app.device_logins import DeviceLoginOperations
 from imprint.app.devices import DeviceOperations
 from imprint.app.enrollments import EnrollmentOperations
 from imprint.app.identities import IdentityOperations
@@ -57,6 +58,7 @@ class Application:
         self.oauth_clients = OAuthClientOperations(runtime)
         self.imports = ImportOperations(runtime)
         self.webhooks = WebhookOperations(runtime)
+        self.device_logins = DeviceLoginOperations(runtime)
 
 
 class DatabaseApplication:

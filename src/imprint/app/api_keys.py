@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from imprint.app.auditing import actor_of
+from imprint.app.base import Page, page_of
 from imprint.audit import AuditEntry
 from imprint.auth.api_keys import ApiKey, IssuedApiKey, create_api_key, new_secret
 from imprint.clock import Clock
@@ -58,6 +59,16 @@ class ApiKeyOperations:
         """
         require_instance_admin(principal, "an API key")
         return self._stores.api_keys.all()
+
+    def page(
+        self, principal: Principal, *, limit: int = 100, after: str | None = None
+    ) -> Page[ApiKey]:
+        """One page of the keys by name, with the total and the next page's cursor.
+
+        Raises:
+            PermissionDenied: not the whole instance.
+        """
+        return page_of(self.list(principal), lambda k: k.name, limit=limit, after=after)
 
     def show(self, principal: Principal, name: str) -> ApiKey:
         """One key by name (never its secret).

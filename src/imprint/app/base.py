@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +15,7 @@ from imprint.tenancy.access import Principal
 if TYPE_CHECKING:
     from imprint.runtime import Runtime
 
-__all__ = ["Operations", "Page"]
+__all__ = ["Operations", "Page", "page_of"]
 
 T = TypeVar("T")
 
@@ -28,6 +28,17 @@ class Page(Generic[T]):
     items: Sequence[T]
     total: int
     next: str | None = None
+
+
+def page_of(
+    items: Sequence[T], key: Callable[[T], str], *, limit: int, after: str | None
+) -> Page[T]:
+    """One page of a list held whole (a short one: organizations, API keys, OAuth
+    clients): the items whose ``key`` follows ``after``, in key order, and the total."""
+    ordered = sorted(items, key=key)
+    rest = [i for i in ordered if after is None or key(i) > after]
+    chosen = rest[:limit]
+    return Page(chosen, len(ordered), key(chosen[-1]) if len(rest) > limit else None)
 
 
 class Operations:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from imprint.app.base import Operations
+from imprint.app.base import Operations, Page
 from imprint.app.scoping import scope_of, visible_enrollment
 from imprint.errors import NotFound
 from imprint.provisioning.enrollments import (
@@ -45,6 +45,25 @@ class EnrollmentOperations(Operations):
         return self._rt.enrollments.search(
             mechanism=mechanism, owner=owner, limit=limit, owners=scope_of(self._rt, principal)
         )
+
+    def page(
+        self,
+        principal: Principal,
+        *,
+        mechanism: Mechanism | None = None,
+        owner: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[Enrollment]:
+        """One page of the enrollments the principal sees, by id, with the total that
+        match and the cursor of the next page."""
+        owners = scope_of(self._rt, principal)
+        found = self._rt.enrollments.search(
+            mechanism=mechanism, owner=owner, limit=limit + 1, owners=owners, after=after
+        )
+        total = self._rt.enrollments.count(mechanism=mechanism, owner=owner, owners=owners)
+        items = list(found[:limit])
+        return Page(items, total, items[-1].id if len(found) > limit else None)
 
     def show(self, principal: Principal, enrollment_id: str) -> Enrollment:
         """One enrollment (its secrets are for the caller not to show).

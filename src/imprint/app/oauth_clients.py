@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from imprint.app.base import Operations
+from imprint.app.base import Operations, Page, page_of
 from imprint.app.scoping import scope_of
 from imprint.auth.clients import (
     CLIENT_CREDENTIALS,
@@ -34,6 +34,18 @@ class OAuthClientOperations(Operations):
         stored = self._rt.oauth_clients.search(scope, limit)
         configured = list(self._rt.clients.configured) if scope is None else []
         return [*configured, *stored]
+
+    def page(
+        self, principal: Principal, *, limit: int = 100, after: str | None = None
+    ) -> Page[OAuthClient]:
+        """One page of :meth:`list` (configured clients first, then the stored ones by
+        client id), with the total and the next page's cursor (opaque)."""
+        everything = self.list(principal, limit=1_000_000)
+        keys = {
+            id(c): f"0:{n:06d}" if c.configured else f"1:{c.client_id}"
+            for n, c in enumerate(everything)
+        }
+        return page_of(everything, lambda c: keys[id(c)], limit=limit, after=after)
 
     def show(self, principal: Principal, client_id: str) -> OAuthClient:
         """One client (never its secret).

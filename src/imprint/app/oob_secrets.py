@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from imprint.app.base import Operations, Page
 from imprint.app.scoping import visible_enrollment
@@ -164,9 +165,11 @@ class OobSecretOperations(Operations):
         rows: Iterable[RawRow],
         *,
         dry_run: bool = False,
+        skip_invalid: bool = False,
         progress: Progress | None = None,
     ) -> ImportReport:
         """Register many secrets, all or nothing; a dry run writes nothing (nor audits).
+        With ``skip_invalid`` the valid rows are written and the invalid ones reported.
 
         ``rows`` (from :func:`~imprint.provisioning.oob_secrets.parse_csv` or
         :func:`~imprint.provisioning.oob_secrets.parse_json`) are read once, as they are
@@ -184,21 +187,27 @@ class OobSecretOperations(Operations):
                 enrollment,
                 rows,
                 dry_run=dry_run,
+                skip_invalid=skip_invalid,
                 now=self._now(),
                 progress=progress,
             )
             if not report.dry_run:
+                details: dict[str, Any] = {
+                    "written": report.written,
+                    "rows": report.rows,
+                    "created": report.created,
+                    "updated": report.updated,
+                    "unchanged": report.unchanged,
+                }
+                if report.problems:  # skip_invalid: the rows left out
+                    details["invalid"] = len(report.problems)
                 self._audit(
                     principal,
                     "oob_secret.import",
                     "enrollment",
                     enrollment_id,
                     org_id=enrollment.owner,
-                    written=report.written,
-                    rows=report.rows,
-                    created=report.created,
-                    updated=report.updated,
-                    unchanged=report.unchanged,
+                    **details,
                 )
         return report
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from imprint.app.base import Operations
+from imprint.app.base import Operations, Page, page_of
 from imprint.app.scoping import scope_of
 from imprint.auth.passwords import check_password_policy
 from imprint.errors import Conflict, InvalidValue, PermissionDenied
@@ -70,6 +70,12 @@ class OrganizationOperations(Operations):
             (o for o in tree.orgs.values() if scope is None or o.id in scope), key=lambda o: o.id
         )
         return [self._entry(principal, org, tree) for org in visible]
+
+    def page(
+        self, principal: Principal, *, limit: int = 100, after: str | None = None
+    ) -> Page[OrgEntry]:
+        """One page of :meth:`list`, by id, with the total and the next page's cursor."""
+        return page_of(self.list(principal), lambda e: e.org.id, limit=limit, after=after)
 
     def tree(self, principal: Principal) -> OrgTree:
         """The part of the organization tree the principal sees."""

@@ -31,6 +31,7 @@ __all__ = [
     "AUTHORIZATION_CODE",
     "CLIENT_CREDENTIALS",
     "COMMAND_LINE_CLIENT",
+    "DEVICE_CODE",
     "ClientRegistry",
     "IssuedClient",
     "OAuthClient",
@@ -235,14 +236,19 @@ class ClientRegistry:
         raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
 
 
+#: The device authorization grant (RFC 8628): only the command line's own client uses it.
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+
 #: The command line's own client: public (no secret), authorization code with PKCE, its
 #: code delivered to a loopback address that nothing need listen on (``imprint login``
-#: posts the user's password to the sign-in form and reads the code from the redirect).
+#: posts the user's password to the sign-in form and reads the code from the redirect),
+#: and the device authorization grant (``imprint login --device``: the user approves in
+#: the console, the password never passes through the command line).
 COMMAND_LINE_CLIENT = OAuthClient(
     client_id="imprint-cli",
     name="imprint command line",
     secret_sha256=None,
-    grant_types=(AUTHORIZATION_CODE,),
+    grant_types=(AUTHORIZATION_CODE, DEVICE_CODE),
     redirect_uris=("http://127.0.0.1/imprint-cli",),
     configured=True,
 )

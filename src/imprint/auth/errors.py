@@ -9,7 +9,10 @@
         ├── UnauthorizedClient   400: the client may not use this grant type
         ├── UnsupportedGrantType 400
         ├── InvalidScope         400: a scope the client was not given
-        └── OAuthInvalidRequest  400: a parameter is missing or malformed
+        ├── OAuthInvalidRequest  400: a parameter is missing or malformed
+        └── DevicePollError      400: a device code's poll (RFC 8628 section 3.5):
+                                 authorization_pending, slow_down, expired_token,
+                                 access_denied
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 from imprint.errors import ImprintError
 
 __all__ = [
+    "DevicePollError",
     "InvalidClient",
     "InvalidGrant",
     "InvalidScope",
@@ -62,3 +66,13 @@ class InvalidScope(OAuthError):
 class OAuthInvalidRequest(OAuthError):
     code = "oauth_invalid_request"
     error = "invalid_request"
+
+
+class DevicePollError(OAuthError):
+    """A device code that gives no token (yet); ``error`` is the RFC 8628 answer."""
+
+    code = "oauth_device_poll"
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error

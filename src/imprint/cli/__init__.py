@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from imprint.cli.calls import AllOption, CursorOption, LimitOption
 from imprint.cli.output import (
     Column,
     Format,
@@ -218,15 +219,22 @@ def login_command(
     ca_file: Annotated[
         Path | None, typer.Option(help="CA certificate (PEM) to trust the server with")
     ] = None,
+    device: Annotated[
+        bool,
+        typer.Option(
+            "--device",
+            help="Sign in as a user in a browser: approve the code shown here in the console",
+        ),
+    ] = False,
 ) -> None:
     """Log in to a server and save it as a profile (then the default for every command).
 
-    Without --username, an API key (or another bearer token) is asked for, or read from
-    standard input or $IMPRINT_TOKEN.
+    Without --username or --device, an API key (or another bearer token) is asked for,
+    or read from standard input or $IMPRINT_TOKEN.
     """
     from imprint.cli.login import login
 
-    login(server, profile, username, organization, ca_file)
+    login(server, profile, username, organization, ca_file, device=device)
 
 
 @app.command("logout")
@@ -497,20 +505,23 @@ def admin_create(
 
 
 @admin_app.command("list")
-def admin_list(output: OutputOption = None) -> None:
+def admin_list(
+    limit: LimitOption = 100,
+    cursor: CursorOption = None,
+    every: AllOption = False,
+    output: OutputOption = None,
+) -> None:
     """List API keys (never their secrets), with their last use and expiry."""
-    page = perform_list_keys()
-    render_page(page, API_KEY_COLUMNS, output, noun="API key(s)")
+    from imprint.cli.calls import Paging, paged
 
-
-def perform_list_keys() -> dict[str, object]:
-    from imprint.cli.calls import perform
-
-    def local(db: Database, principal: Principal) -> dict[str, object]:
-        keys = [_key_json(k) for k in db.app.api_keys.list(principal)]
-        return {"items": keys, "total": len(keys), "next": None}
-
-    return perform(local=None, database=local, remote=lambda api: api.get("/api/v1/api-keys"))
+    found = paged(
+        lambda db, principal, after: db.app.api_keys.page(principal, limit=limit, after=after),
+        "/api/v1/api-keys",
+        item=_key_json,
+        paging=Paging(limit, cursor, every),
+        database=True,
+    )
+    render_page(found, API_KEY_COLUMNS, output, noun="API key(s)")
 
 
 @admin_app.command("rotate")
@@ -687,13 +698,13 @@ def cert_list(
         str | None, typer.Option(help="Only those that expire within this, e.g. 30d")
     ] = None,
     status: Annotated[str | None, typer.Option(help="pending, issued, failed or revoked")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many a page (1 to 1000)")] = 100,
-    cursor: Annotated[str | None, typer.Option(help="Start at this page (a list's next)")] = None,
-    every: Annotated[bool, typer.Option("--all", help="Every page from here")] = False,
+    limit: LimitOption = 100,
+    cursor: CursorOption = None,
+    every: AllOption = False,
     output: OutputOption = None,
 ) -> None:
     """List certificates."""
-    from imprint.cli.calls import all_pages, perform
+    from imprint.cli.calls import Paging, paged
     from imprint.durations import parse_duration
     from imprint.pki.records import CertificateStatus
 
@@ -703,35 +714,16 @@ def cert_list(
             wanted = CertificateStatus(status) if status else None
         except ValueError:
             _fail("status must be pending, issued, failed or revoked")
-    if not 1 <= limit <= 1000:
-        _fail("--limit: 1 to 1000", 2)
-
-    def local(runtime: Runtime, principal: Principal) -> dict[str, object]:
-        def page(after: str | None) -> dict[str, Any]:
-            found = runtime.app.certificates.page(
-                principal, status=wanted, expiring_within=within, limit=limit, after=after
-            )
-            items = [_certificate_json(r) for r in found.items]
-            return {"items": items, "total": found.total, "next": found.next}
-
-        return all_pages(page, cursor, every)
-
-    def remote(api: Any) -> dict[str, object]:
-        def page(after: str | None) -> dict[str, Any]:
-            answer: dict[str, Any] = api.get(
-                "/api/v1/certificates",
-                status=status,
-                expiring_within=expiring,
-                limit=limit,
-                after=after,
-            )
-            return answer
-
-        return all_pages(page, cursor, every)
-
-    render_page(
-        perform(local=local, remote=remote), CERTIFICATE_COLUMNS, output, noun="certificate(s)"
+    found = paged(
+        lambda rt, principal, after: rt.app.certificates.page(
+            principal, status=wanted, expiring_within=within, limit=limit, after=after
+        ),
+        "/api/v1/certificates",
+        item=_certificate_json,
+        params={"status": status, "expiring_within": expiring},
+        paging=Paging(limit, cursor, every),
     )
+    render_page(found, CERTIFICATE_COLUMNS, output, noun="certificate(s)")
 
 
 #: Command groups that live in their own modules (one per area), by command name.

@@ -19,7 +19,9 @@ import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Protocol, TypeVar
+
+import typer
 
 from imprint.cli.profiles import PROFILE_ENV, Profile, ProfileBook
 from imprint.errors import ConfigurationError
@@ -28,9 +30,44 @@ if TYPE_CHECKING:
     from imprint.runtime import Database, Runtime
     from imprint.tenancy.access import Principal
 
-__all__ = ["Api", "RemoteError", "all_pages", "perform", "remote_profile", "selection"]
+__all__ = [
+    "AllOption",
+    "Api",
+    "CursorOption",
+    "LimitOption",
+    "Paging",
+    "RemoteError",
+    "all_pages",
+    "paged",
+    "perform",
+    "remote_profile",
+    "selection",
+]
 
 T = TypeVar("T")
+
+LimitOption = Annotated[int, typer.Option(help="At most this many a page (1 to 1000)")]
+CursorOption = Annotated[str | None, typer.Option(help="Start at this page (a list's next)")]
+AllOption = Annotated[bool, typer.Option("--all", help="Every page from here")]
+
+
+class Paging(NamedTuple):
+    """A list command's --limit, --cursor and --all."""
+
+    limit: int
+    cursor: str | None
+    every: bool
+
+
+class _Page(Protocol):
+    """What an application operation's ``page`` returns (:class:`imprint.app.base.Page`)."""
+
+    @property
+    def items(self) -> Any: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def next(self) -> str | None: ...
 
 
 class Selection:
@@ -104,6 +141,23 @@ class Api:
 
     def delete(self, path: str, **params: Any) -> Any:
         return self.call("DELETE", path, params=params)
+
+    def lines(self, path: str) -> Iterator[str]:
+        """The lines of a streamed answer (JSON lines), as they arrive.
+
+        Raises:
+            RemoteError: the server refused, or cannot be reached.
+        """
+        import httpx
+
+        try:
+            with self._client.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise RemoteError(_detail(response), response.status_code)
+                yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"cannot reach {self.profile.server}: {exc}") from None
 
     def call(
         self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None
@@ -212,3 +266,48 @@ def all_pages(
         page = fetch(page["next"])
         items.extend(page.get("items", []))
     return {"items": items, "total": page.get("total", len(items)), "next": None}
+
+
+def paged(
+    local: Callable[[Any, Principal, str | None], _Page],
+    path: str,
+    *,
+    item: Callable[[Any], dict[str, Any]],
+    paging: Paging,
+    params: Mapping[str, Any] | None = None,
+    database: bool = False,
+) -> dict[str, Any]:
+    """A list command's pages: one from ``cursor`` or, with ``every``, all from there.
+
+    On the server ``local(runtime, principal, after)`` returns an operation's page and
+    ``item`` renders each as the REST API does; remotely ``GET path`` with ``limit``,
+    ``after`` and ``params`` answers the same ``{"items", "total", "next"}``.
+    ``database``: the operation needs the database alone (no CA).
+    """
+    from imprint.cli import _fail
+
+    limit, cursor, every = paging
+    if not 1 <= limit <= 1000:
+        _fail("--limit: 1 to 1000", 2)
+
+    def here(where: Any, principal: Principal) -> dict[str, Any]:
+        def page(after: str | None) -> dict[str, Any]:
+            found = local(where, principal, after)
+            return {
+                "items": [item(i) for i in found.items],
+                "total": found.total,
+                "next": found.next,
+            }
+
+        return all_pages(page, cursor, every)
+
+    def there(api: Api) -> dict[str, Any]:
+        def page(after: str | None) -> dict[str, Any]:
+            answer: dict[str, Any] = api.get(path, limit=limit, after=after, **(params or {}))
+            return answer
+
+        return all_pages(page, cursor, every)
+
+    if database:
+        return perform(local=None, database=here, remote=there)
+    return perform(local=here, remote=there)

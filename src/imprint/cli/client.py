@@ -10,7 +10,7 @@ import typer
 
 from imprint.auth.clients import CLIENT_CREDENTIALS, IssuedClient, OAuthClient
 from imprint.cli import err
-from imprint.cli.calls import perform
+from imprint.cli.calls import AllOption, CursorOption, LimitOption, Paging, paged, perform
 from imprint.cli.output import (
     Column,
     Format,
@@ -122,15 +122,20 @@ def create(
 
 
 @app.command("list")
-def list_clients(output: OutputOption = None) -> None:
+def list_clients(
+    limit: LimitOption = 100,
+    cursor: CursorOption = None,
+    every: AllOption = False,
+    output: OutputOption = None,
+) -> None:
     """List stored and configured clients (never their secrets)."""
-
-    def local(runtime: Runtime, principal: Principal) -> dict[str, Any]:
-        items = [_json(c) for c in runtime.app.oauth_clients.list(principal, limit=10_000)]
-        return {"items": items, "total": len(items), "next": None}
-
-    page = perform(local=local, remote=lambda api: api.get("/api/v1/oauth-clients"))
-    render_page(page, COLUMNS, output, noun="OAuth client(s)")
+    found = paged(
+        lambda rt, principal, after: rt.app.oauth_clients.page(principal, limit=limit, after=after),
+        "/api/v1/oauth-clients",
+        item=_json,
+        paging=Paging(limit, cursor, every),
+    )
+    render_page(found, COLUMNS, output, noun="OAuth client(s)")
 
 
 @app.command("show")

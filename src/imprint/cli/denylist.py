@@ -1,26 +1,46 @@
 """``imprint denylist ...``: the certificate deny-list and manufacturer CRLs.
 
 Both are read from the database on every attestation, so a change made here reaches a
-running server at once.
+running server at once. Both belong to the whole instance: remotely, an API key.
 """
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from cryptography import x509
-from rich.table import Table
 
 from imprint.attestation.revocation import certificate_fingerprint, normalize_fingerprint
-from imprint.cli import _errors, _fail, _runtime, out
-from imprint.tenancy.access import cli_principal
+from imprint.cli import _errors, _fail
+from imprint.cli.calls import Api, perform
+from imprint.cli.output import Column, OutputOption, render_done, render_page
+from imprint.runtime import Runtime
+from imprint.tenancy.access import Principal
 
 app = typer.Typer(
     help="Refuse certificates: the deny-list and manufacturer CRLs (x509 attestation).",
     no_args_is_help=True,
 )
+
+DENIED = "/api/v1/denied-certificates"
+CRLS = "/api/v1/manufacturer-crls"
+_PAGE = 1000
+
+DENIED_COLUMNS = [
+    Column("SHA-256 fingerprint", "fingerprint_sha256", key=True),
+    Column("reason", "reason"),
+    Column("since", "created_at"),
+]
+CRL_COLUMNS = [
+    Column("issuer", "issuer"),
+    Column("issuer key SHA-256", "issuer_key_sha256", key=True),
+    Column("revoked", "revoked_count"),
+    Column("next update", "next_update"),
+    Column("stale", "stale"),
+]
 
 
 def _read(path: Path) -> bytes:
@@ -37,8 +57,11 @@ def add(
         str | None, typer.Option(help="SHA-256 fingerprint of the certificate, hex")
     ] = None,
     cert: Annotated[Path | None, typer.Option(help="Or the certificate file (PEM)")] = None,
+    output: OutputOption = None,
 ) -> None:
     """Refuse a certificate (device or CA) in every attestation."""
+    from imprint.api.routes.deny_list import DeniedOut
+
     if (fingerprint is None) == (cert is None):
         _fail("give --fingerprint or --cert, exactly one")
     if not 1 <= len(reason) <= 200:
@@ -52,70 +75,143 @@ def add(
         else:
             assert fingerprint is not None
             value = normalize_fingerprint(fingerprint)
-    with _runtime() as runtime:
-        runtime.app.deny_list.deny(cli_principal(), value, reason)
-    out.print(f"denied {value}")
+
+    def local(runtime: Runtime, principal: Principal) -> dict[str, Any]:
+        entry = runtime.app.deny_list.deny(principal, value, reason)
+        return DeniedOut.of(entry).model_dump(mode="json")
+
+    def remote(api: Api) -> dict[str, Any]:
+        answer: dict[str, Any] = api.post(DENIED, {"fingerprint_sha256": value, "reason": reason})
+        return answer
+
+    entry = perform(local=local, remote=remote)
+    render_done(entry, output, f"denied {entry['fingerprint_sha256']}", fields=DENIED_COLUMNS)
 
 
 @app.command("list")
-def list_denied(limit: Annotated[int, typer.Option(help="At most this many")] = 1000) -> None:
-    """List the deny-list."""
-    with _runtime() as runtime:
-        entries = runtime.app.deny_list.search(cli_principal(), limit=limit)
-    table = Table(title=f"{len(entries)} denied certificate(s)")
-    for column in ("SHA-256 fingerprint", "reason", "since"):
-        table.add_column(column)
-    for entry in entries:
-        since = entry.created_at.strftime("%Y-%m-%d %H:%M")
-        table.add_row(entry.fingerprint_sha256, entry.reason, since)
-    out.print(table)
+def list_denied(output: OutputOption = None) -> None:
+    """List the whole deny-list."""
+    from imprint.api.routes.deny_list import DeniedOut
+
+    def local(runtime: Runtime, principal: Principal) -> list[dict[str, Any]]:
+        def page(after: str | None) -> list[dict[str, Any]]:
+            found = runtime.app.deny_list.search(principal, limit=_PAGE, after=after)
+            return [DeniedOut.of(e).model_dump(mode="json") for e in found]
+
+        return _every(page)
+
+    def remote(api: Api) -> list[dict[str, Any]]:
+        def page(after: str | None) -> list[dict[str, Any]]:
+            answer: dict[str, Any] = api.get(DENIED, limit=_PAGE, after=after)
+            return list(answer["items"])
+
+        return _every(page)
+
+    entries = perform(local=local, remote=remote)
+    render_page(
+        {"items": entries, "total": len(entries), "next": None},
+        DENIED_COLUMNS,
+        output,
+        noun="denied certificate(s)",
+    )
+
+
+def _every(page: Any) -> list[dict[str, Any]]:
+    """Every entry, a page of 1000 at a time (the deny-list pages by fingerprint)."""
+    entries: list[dict[str, Any]] = []
+    after = None
+    while True:
+        found = page(after)
+        entries.extend(found)
+        if len(found) < _PAGE:
+            return entries
+        after = found[-1]["fingerprint_sha256"]
 
 
 @app.command("remove")
-def remove(fingerprint: Annotated[str, typer.Argument(help="SHA-256 fingerprint, hex")]) -> None:
+def remove(
+    fingerprint: Annotated[str, typer.Argument(help="SHA-256 fingerprint, hex")],
+    output: OutputOption = None,
+) -> None:
     """Accept a denied certificate again."""
-    with _runtime() as runtime:
-        value = runtime.app.deny_list.undeny(cli_principal(), fingerprint)
-    out.print(f"removed {value} from the deny-list")
+    with _errors():
+        value = normalize_fingerprint(fingerprint)
+    perform(
+        local=lambda rt, p: rt.app.deny_list.undeny(p, value),
+        remote=lambda api: api.delete(f"{DENIED}/{value}"),
+    )
+    render_done(
+        {"fingerprint_sha256": value, "removed": True},
+        output,
+        f"removed {value} from the deny-list",
+    )
 
 
 @app.command("crl-upload")
-def crl_upload(crl: Annotated[Path, typer.Argument(help="CRL file, PEM or DER")]) -> None:
+def crl_upload(
+    crl: Annotated[Path, typer.Argument(help="CRL file, PEM or DER")],
+    output: OutputOption = None,
+) -> None:
     """Store a manufacturer CA's CRL; it must be signed by a CA of an x509 enrollment."""
+    from imprint.api.routes.deny_list import CrlOut
+
     data = _read(crl)
-    with _runtime() as runtime:
-        stored = runtime.app.deny_list.upload_crl(cli_principal(), data)
-    out.print(
-        f"stored the CRL of {stored.issuer} ({stored.revoked_count} revoked), "
-        f"issuer key {stored.issuer_key_sha256}"
+
+    def local(runtime: Runtime, principal: Principal) -> dict[str, Any]:
+        stored = runtime.app.deny_list.upload_crl(principal, data)
+        return CrlOut.of(stored, stored.uploaded_at).model_dump(mode="json")
+
+    def remote(api: Api) -> dict[str, Any]:
+        text = (
+            data.decode("ascii", "replace")
+            if data.lstrip().startswith(b"-----BEGIN")
+            else base64.b64encode(data).decode("ascii")
+        )
+        answer: dict[str, Any] = api.post(CRLS, {"crl": text})
+        return answer
+
+    stored = perform(local=local, remote=remote)
+    render_done(
+        stored,
+        output,
+        f"stored the CRL of {stored['issuer']} ({stored['revoked_count']} revoked), "
+        f"issuer key {stored['issuer_key_sha256']}",
+        fields=CRL_COLUMNS,
     )
 
 
 @app.command("crl-list")
-def crl_list() -> None:
+def crl_list(output: OutputOption = None) -> None:
     """List the uploaded manufacturer CRLs."""
-    with _runtime() as runtime:
-        crls = runtime.app.deny_list.search_crls(cli_principal(), limit=1000)
+    from imprint.api.routes.deny_list import CrlOut
+
+    def local(runtime: Runtime, principal: Principal) -> list[dict[str, Any]]:
         now = runtime.clock.now()
-    table = Table(title=f"{len(crls)} manufacturer CRL(s)")
-    for column in ("issuer", "issuer key SHA-256", "revoked", "next update", "stale"):
-        table.add_column(column)
-    for crl in crls:
-        table.add_row(
-            crl.issuer,
-            crl.issuer_key_sha256,
-            str(crl.revoked_count),
-            crl.next_update.strftime("%Y-%m-%d %H:%M") if crl.next_update else "-",
-            "yes" if crl.is_stale(now) else "no",
-        )
-    out.print(table)
+        found = runtime.app.deny_list.search_crls(principal, limit=1000)
+        return [CrlOut.of(c, now).model_dump(mode="json") for c in found]
+
+    def remote(api: Api) -> list[dict[str, Any]]:
+        return list(api.get(CRLS, limit=1000)["items"])
+
+    crls = perform(local=local, remote=remote)
+    render_page(
+        {"items": crls, "total": len(crls), "next": None},
+        CRL_COLUMNS,
+        output,
+        noun="manufacturer CRL(s)",
+    )
 
 
 @app.command("crl-remove")
 def crl_remove(
     issuer_key: Annotated[str, typer.Argument(help="The issuer key SHA-256 from crl-list")],
+    output: OutputOption = None,
 ) -> None:
     """Forget a manufacturer CRL; that CA's certificates are no longer checked."""
-    with _runtime() as runtime:
-        runtime.app.deny_list.remove_crl(cli_principal(), issuer_key)
-    out.print("removed")
+    with _errors():
+        value = normalize_fingerprint(issuer_key)
+    perform(
+        local=lambda rt, p: rt.app.deny_list.remove_crl(p, value),
+        remote=lambda api: api.delete(f"{CRLS}/{value}"),
+    )
+    render_done({"issuer_key_sha256": value, "removed": True}, output, "removed")

@@ -10,8 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from imprint.cli import _fail
-from imprint.cli.calls import Api, all_pages, perform
+from imprint.cli.calls import AllOption, Api, CursorOption, LimitOption, Paging, paged, perform
 from imprint.cli.output import (
     Column,
     Format,
@@ -77,48 +76,27 @@ def list_devices(
     status: Annotated[DeviceStatus | None, typer.Option(help="Only this status")] = None,
     enrollment: Annotated[str | None, typer.Option(help="Only this enrollment")] = None,
     owner: Annotated[str | None, typer.Option(help="Only this owner")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many a page (1 to 1000)")] = 100,
-    cursor: Annotated[str | None, typer.Option(help="Start at this page (a list's next)")] = None,
-    every: Annotated[bool, typer.Option("--all", help="Every page from here")] = False,
+    limit: LimitOption = 100,
+    cursor: CursorOption = None,
+    every: AllOption = False,
     output: OutputOption = None,
 ) -> None:
     """List devices, a page at a time, with the total that match."""
-    if not 1 <= limit <= 1000:
-        _fail("--limit: 1 to 1000", 2)
-
-    def local(runtime: Any, principal: Any) -> dict[str, Any]:
-        def page(after: str | None) -> dict[str, Any]:
-            found = runtime.app.devices.page(
-                principal,
-                owner=owner,
-                enrollment_id=enrollment,
-                status=status,
-                limit=limit,
-                after=after,
-            )
-            return {
-                "items": [_json(d) for d in found.items],
-                "total": found.total,
-                "next": found.next,
-            }
-
-        return all_pages(page, cursor, every)
-
-    def remote(api: Api) -> dict[str, Any]:
-        def page(after: str | None) -> dict[str, Any]:
-            answer: dict[str, Any] = api.get(
-                "/api/v1/devices",
-                status=status,
-                enrollment_id=enrollment,
-                owner=owner,
-                limit=limit,
-                after=after,
-            )
-            return answer
-
-        return all_pages(page, cursor, every)
-
-    render_page(perform(local=local, remote=remote), COLUMNS, output, noun="device(s)")
+    found = paged(
+        lambda rt, principal, after: rt.app.devices.page(
+            principal,
+            owner=owner,
+            enrollment_id=enrollment,
+            status=status,
+            limit=limit,
+            after=after,
+        ),
+        "/api/v1/devices",
+        item=_json,
+        params={"status": status, "enrollment_id": enrollment, "owner": owner},
+        paging=Paging(limit, cursor, every),
+    )
+    render_page(found, COLUMNS, output, noun="device(s)")
 
 
 @app.command("show")

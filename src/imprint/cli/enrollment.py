@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from imprint.cli import _fail, out
-from imprint.cli.calls import perform
+from imprint.cli.calls import AllOption, CursorOption, LimitOption, Paging, paged, perform
 from imprint.cli.output import (
     Column,
     Format,
@@ -350,23 +350,22 @@ def update(
 def list_enrollments(
     mechanism: Annotated[Mechanism | None, typer.Option(help="Only this mechanism")] = None,
     owner: Annotated[str | None, typer.Option(help="Only this owner")] = None,
+    limit: LimitOption = 100,
+    cursor: CursorOption = None,
+    every: AllOption = False,
     output: OutputOption = None,
 ) -> None:
-    """List enrollments."""
-
-    def local(runtime: Runtime, principal: Principal) -> dict[str, Any]:
-        found = runtime.app.enrollments.search(
-            principal, mechanism=mechanism, owner=owner, limit=10_000
-        )
-        return {"items": [_json(e) for e in found], "total": len(found), "next": None}
-
-    page = perform(
-        local=local,
-        remote=lambda api: api.get(
-            "/api/v1/enrollments", mechanism=mechanism, owner=owner, limit=10_000
+    """List enrollments, a page at a time, with the total that match."""
+    found = paged(
+        lambda rt, principal, after: rt.app.enrollments.page(
+            principal, mechanism=mechanism, owner=owner, limit=limit, after=after
         ),
+        "/api/v1/enrollments",
+        item=_json,
+        params={"mechanism": mechanism, "owner": owner},
+        paging=Paging(limit, cursor, every),
     )
-    render_page(page, COLUMNS, output, noun="enrollment(s)")
+    render_page(found, COLUMNS, output, noun="enrollment(s)")
 
 
 @app.command("show")

@@ -1,10 +1,13 @@
 """``imprint login`` / ``logout`` / ``profile``: connect the command line to a server.
 
-Two credentials: an API key (the whole instance), or a user's sign-in with her password.
-The password goes to the server's sign-in form for the command line's built-in public
-OAuth client (authorization code with PKCE, RFC 7636); the code comes back in the
-redirect to a loopback address and is exchanged for an access token at once, so no
-browser and no listening port are needed. A user's token runs out after
+Two credentials: an API key (the whole instance), or a user's sign-in. A user signs in
+either with her password, which goes to the server's sign-in form for the command
+line's built-in public OAuth client (authorization code with PKCE, RFC 7636; the code
+comes back in the redirect to a loopback address and is exchanged at once, so no
+browser and no listening port are needed), or with ``--device`` (the device
+authorization grant, RFC 8628): the command line shows a code, she approves it in the
+console in any browser, and the command line's polls then get her token; her password
+never passes through the command line. A user's token runs out after
 ``auth.token_lifetime_seconds``; ``imprint login`` again then.
 """
 
@@ -13,6 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -113,6 +118,86 @@ def password_sign_in(
     return str(body["access_token"]), int(body.get("expires_in", 3600))
 
 
+def device_sign_in(server: str, ca_file: str | None) -> tuple[str, int]:
+    """A user's access token and its lifetime, once she approves the code shown.
+
+    Polls the token endpoint every ``interval`` seconds (5 more after each
+    ``slow_down``) until the code is approved, denied or expired.
+
+    Raises:
+        RemoteError: denied, expired, refused, or the server cannot be reached.
+    """
+    from imprint.auth.clients import DEVICE_CODE
+
+    client_id = COMMAND_LINE_CLIENT.client_id
+    try:
+        with _client(server, ca_file) as http:
+            asked = http.post("/oauth/device_authorization", data={"client_id": client_id})
+            if asked.status_code != 200:
+                raise RemoteError(
+                    f"the server does not offer device sign-in (HTTP {asked.status_code}: "
+                    f"{_oauth_detail(asked)})"
+                )
+            grant: dict[str, Any] = asked.json()
+            interval = max(1, int(grant.get("interval", 5)))
+            deadline = time.monotonic() + int(grant.get("expires_in", 600))
+            err.print(
+                f"To sign in, open {grant['verification_uri']} in a browser, sign in and enter "
+                f"the code {grant['user_code']}\n(or open "
+                f"{grant.get('verification_uri_complete', grant['verification_uri'])}).\n"
+                "Waiting for approval ..."
+            )
+            sys.stderr.flush()
+            while True:
+                time.sleep(interval)
+                answer = http.post(
+                    "/oauth/token",
+                    data={
+                        "grant_type": DEVICE_CODE,
+                        "client_id": client_id,
+                        "device_code": grant["device_code"],
+                    },
+                )
+                if answer.status_code == 200:
+                    body: dict[str, Any] = answer.json()
+                    return str(body["access_token"]), int(body.get("expires_in", 3600))
+                error = _oauth_error_code(answer)
+                if error == "authorization_pending":
+                    pass
+                elif error == "slow_down":
+                    interval += 5
+                elif error == "access_denied":
+                    raise RemoteError("the sign-in was denied in the console; not logged in")
+                elif error == "expired_token" or time.monotonic() > deadline + interval:
+                    raise RemoteError(
+                        "the code expired before it was approved; run imprint login --device again"
+                    )
+                else:
+                    raise RemoteError(f"the sign-in failed: {_oauth_detail(answer)}")
+    except httpx.HTTPError as exc:
+        raise RemoteError(f"cannot reach {server}: {exc}") from None
+
+
+def _oauth_error_code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return str(body.get("error")) if isinstance(body, dict) and body.get("error") else None
+
+
+def _oauth_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    if isinstance(body, dict):
+        detail = body.get("error_description") or body.get("detail") or body.get("error")
+        if detail:
+            return str(detail)
+    return f"HTTP {response.status_code}"
+
+
 def _keep_ca_file(ca_file: Path, profile: str) -> str:
     """A copy of the CA file beside the profiles, so the profile outlives the original."""
     try:
@@ -132,16 +217,28 @@ def login(
     username: str | None,
     organization: str | None,
     ca_file: Path | None,
+    *,
+    device: bool = False,
 ) -> None:
     """``imprint login``: check the credential against the server, then save the profile
     and make it current."""
     import os
 
+    if device and username is not None:
+        _fail("--device or --username, not both", 2)
     name = profile or selection.profile or os.environ.get(PROFILE_ENV) or "default"
     url = _server(server)
     kept = _keep_ca_file(ca_file, name) if ca_file is not None else None
     expires_at = None
-    if username is not None:
+    if device:
+        try:
+            token, lifetime = device_sign_in(url, kept)
+            username = _whoami(url, kept, token)
+        except RemoteError as exc:
+            _fail(exc.message)
+        kind = "user"
+        expires_at = (datetime.now(UTC) + timedelta(seconds=lifetime)).isoformat()
+    elif username is not None:
         password = read_secret("Password")
         try:
             token, lifetime = password_sign_in(url, kept, username, password, organization)
@@ -177,6 +274,16 @@ def login(
         f"logged in to {url} as {who}; profile {name!r} saved in {book.path} and made current "
         f"({orgs.get('total', len(orgs.get('items', [])))} organization(s) visible)"
     )
+
+
+def _whoami(server: str, ca_file: str | None, token: str) -> str:
+    """The user name a token belongs to."""
+    probe = Api(Profile(name="-", server=server, token=token, kind="user", ca_file=ca_file))
+    try:
+        me: dict[str, Any] = probe.get("/api/v1/whoami")
+    finally:
+        probe.close()
+    return str(me.get("name") or "?")
 
 
 def logout(profile: str | None) -> None:

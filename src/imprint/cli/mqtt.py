@@ -1,4 +1,8 @@
-"""``imprint mqtt ...``: a Mosquitto broker that trusts imprint's device certificates."""
+"""``imprint mqtt ...``: a Mosquitto broker that trusts imprint's device certificates.
+
+Both commands run on the server's own host only (never through a login profile): they
+write the broker's configuration, its private key, the ACL and the CRL into a directory
+of that host, and ``sync`` signals the Mosquitto process running there."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from imprint.cli import _errors, _fail, _runtime, _settings, out
+from imprint.cli import _errors, _fail, _local_only, _runtime, _settings, out
 
 app = typer.Typer(
     help="Run Mosquitto with imprint's certificates, ACLs and revocations.",
@@ -31,6 +35,7 @@ def config(
     ] = None,
 ) -> None:
     """Write mosquitto.conf, the ACL file, the CRL, our CA chain and a broker certificate."""
+    _local_only()
     from imprint.mqtt.broker import write_broker_setup
 
     overrides: dict[str, object] = {"mqtt.dir": out_dir, "mqtt.port": port, "mqtt.host": host}
@@ -54,6 +59,7 @@ def sync() -> None:
     the CRL must be renewed before it expires)."""
     from imprint.mqtt.broker import BrokerFiles, BrokerSync
 
+    _local_only()
     settings = _settings()
     files = BrokerFiles(settings.mqtt_dir())
     if not files.config.is_file():

@@ -12,10 +12,9 @@ from rich.tree import Tree
 
 from imprint.app.organizations import OrgEntry
 from imprint.cli import _errors, _local_only, _settings, out
-from imprint.cli.calls import perform
+from imprint.cli.calls import AllOption, CursorOption, LimitOption, Paging, paged, perform
 from imprint.cli.output import Column, OutputOption, render_done, render_item, render_page
 from imprint.runtime import Runtime, open_runtime
-from imprint.tenancy.access import Principal
 
 app = typer.Typer(
     help="Manage organizations: customers and their sub-organizations.", no_args_is_help=True
@@ -56,13 +55,13 @@ def _path(org_id: str) -> str:
     return f"/api/v1/orgs/{quote(org_id, safe='')}"
 
 
-def _list() -> dict[str, Any]:
-    def local(runtime: Runtime, principal: Principal) -> dict[str, Any]:
-        items = [_json(e) for e in runtime.app.organizations.list(principal)]
-        return {"items": items, "total": len(items), "next": None}
-
-    page: dict[str, Any] = perform(local=local, remote=lambda api: api.get("/api/v1/orgs"))
-    return page
+def _list(limit: int = 1000, cursor: str | None = None, every: bool = True) -> dict[str, Any]:
+    return paged(
+        lambda rt, principal, after: rt.app.organizations.page(principal, limit=limit, after=after),
+        "/api/v1/orgs",
+        item=_json,
+        paging=Paging(limit, cursor, every),
+    )
 
 
 @app.command("create")
@@ -87,9 +86,14 @@ def create(
 
 
 @app.command("list")
-def list_orgs(output: OutputOption = None) -> None:
-    """List the organizations you see."""
-    render_page(_list(), COLUMNS, output, noun="organization(s)")
+def list_orgs(
+    limit: LimitOption = 100,
+    cursor: CursorOption = None,
+    every: AllOption = False,
+    output: OutputOption = None,
+) -> None:
+    """List the organizations you see, a page at a time, with how many there are."""
+    render_page(_list(limit, cursor, every), COLUMNS, output, noun="organization(s)")
 
 
 @app.command("show")

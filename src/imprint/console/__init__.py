@@ -13,6 +13,7 @@ from imprint.console import (
     certificates,
     channels,
     dashboard,
+    device_login,
     devices,
     enrollments,
     oidc,
@@ -54,5 +55,6 @@ for _module in (
     enrollments,
     channels,
     webhooks,
+    device_login,
 ):
     router.include_router(_module.router)

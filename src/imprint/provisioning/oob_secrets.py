@@ -414,28 +414,33 @@ def register_secrets(
     rows: Iterable[RawRow],
     *,
     dry_run: bool = False,
+    skip_invalid: bool = False,
     now: datetime,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Register many secrets, all or nothing.
+    """Register many secrets, all or nothing (or, with ``skip_invalid``, the valid rows).
 
     Args:
         store: where secrets live.
         enrollment: an oob-secret enrollment (see :func:`secret_enrollment`).
         rows: from :func:`parse_csv` or :func:`parse_json`.
         dry_run: count what would change, write nothing.
+        skip_invalid: write the valid rows and report the invalid ones in ``problems``
+            instead of writing nothing.
         now: the registration time (the runtime clock's).
         progress: called as rows are checked and written.
 
     Returns:
-        The counts; in a dry run ``problems`` lists invalid rows instead of raising.
+        The counts; in a dry run or with ``skip_invalid``, ``problems`` lists the invalid
+        rows instead of raising.
 
     Raises:
-        RowsInvalid: some row is invalid (not in a dry run); nothing was written.
+        RowsInvalid: some row is invalid (not in a dry run, without ``skip_invalid``);
+            nothing was written.
         Conflict: a concurrent registration wrote one of these devices first.
     """
     entries, problems, count = _validate(rows, enrollment, now)
-    if problems and not dry_run:
+    if problems and not dry_run and not skip_invalid:
         raise RowsInvalid(ImportReport(enrollment.id, count, problems=tuple(problems)))
     inserts, updates, unchanged = _plan(store, enrollment, entries, now, progress)
     del entries  # the planned rows hold what is still needed (a million rows: ~100 MB)
@@ -466,6 +471,7 @@ def register_secrets(
         created=report.created,
         updated=report.updated,
         unchanged=report.unchanged,
+        problems=report.problems,
         dry_run=False,
         written=True,
     )

@@ -6,7 +6,7 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -224,9 +224,11 @@ class SqlEnrollmentStore:
         enabled: bool | None = None,
         limit: int = 100,
         owners: Collection[str] | None = None,
+        after: str | None = None,
     ) -> Sequence[Enrollment]:
         """Enrollments by id; each filter given narrows the query (mechanism and enabled
-        together use the (mechanism, enabled) index; ``owners``: of these organizations)."""
+        together use the (mechanism, enabled) index; ``owners``: of these organizations;
+        ``after``: ids after this one, for the next page)."""
         key = (
             "search",
             mechanism,
@@ -236,11 +238,32 @@ class SqlEnrollmentStore:
             enabled,
             limit,
             None if owners is None else frozenset(owners),
+            after,
         )
         return self._cache.get(
             key,
-            lambda: self._search(mechanism, owner, kind, registration_id, enabled, limit, owners),
+            lambda: self._search(
+                mechanism, owner, kind, registration_id, enabled, limit, owners, after
+            ),
         )
+
+    def count(
+        self,
+        *,
+        mechanism: Mechanism | None = None,
+        owner: str | None = None,
+        owners: Collection[str] | None = None,
+    ) -> int:
+        """How many enrollments :meth:`search` with these filters finds over all pages."""
+        query = select(func.count()).select_from(enrollments)
+        if owners is not None:
+            query = query.where(enrollments.c.owner.in_(sorted(owners)))
+        if mechanism is not None:
+            query = query.where(enrollments.c.mechanism == mechanism.value)
+        if owner is not None:
+            query = query.where(enrollments.c.owner == owner)
+        with reading(self._engine) as conn:
+            return int(conn.execute(query).scalar_one())
 
     def _search(
         self,
@@ -251,8 +274,11 @@ class SqlEnrollmentStore:
         enabled: bool | None,
         limit: int,
         owners: Collection[str] | None,
+        after: str | None = None,
     ) -> Sequence[Enrollment]:
         query = select(enrollments).order_by(enrollments.c.id).limit(limit)
+        if after is not None:
+            query = query.where(enrollments.c.id > after)
         if owners is not None:
             query = query.where(enrollments.c.owner.in_(sorted(owners)))
         if mechanism is not None:

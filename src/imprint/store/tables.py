@@ -42,6 +42,7 @@ __all__ = [
     "crl_numbers",
     "denied_certificates",
     "device_claims",
+    "device_codes",
     "devices",
     "ended_console_sessions",
     "enrollments",
@@ -431,6 +432,24 @@ authorization_codes = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "expires_at"),
+)
+
+device_codes = Table(
+    "device_codes",
+    metadata,
+    Column("device_code_sha256", String(64), primary_key=True),
+    Column("user_code_sha256", String(64), nullable=False, unique=True),
+    Column("client_id", String(100), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("interval_seconds", Integer, nullable=False),
+    Column("user_id", String(36)),
+    Column("org_id", String(100)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("last_polled_at", UTCDateTime),
+    Column("decided_at", UTCDateTime),
     Index(None, "expires_at"),
 )
 

@@ -6,8 +6,9 @@ A key's token is shown once, when it is created or rotated; only its SHA-256 is 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import InstanceAdmin, RuntimeDep
@@ -79,9 +80,16 @@ def _days(days: int | None) -> timedelta | None:
 
 
 @router.get("", summary="Every API key (never a secret)")
-def list_keys(runtime: RuntimeDep, principal: InstanceAdmin) -> ApiKeyPage:
-    keys = runtime.app.api_keys.list(principal)
-    return ApiKeyPage(items=[ApiKeyOut.of(k) for k in keys], total=len(keys))
+def list_keys(
+    runtime: RuntimeDep,
+    principal: InstanceAdmin,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=100, description="A page's 'next'")] = None,
+) -> ApiKeyPage:
+    found = runtime.app.api_keys.page(principal, limit=limit, after=after)
+    return ApiKeyPage(
+        items=[ApiKeyOut.of(k) for k in found.items], total=found.total, next=found.next
+    )
 
 
 @router.post("", status_code=201, summary="Create an API key; its token is shown once")

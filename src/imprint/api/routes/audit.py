@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from imprint.api.identity import InstanceAdmin, PrincipalDep, RuntimeDep
 from imprint.api.params import MAX_ROW_ID
-from imprint.audit import AuditEntry, AuditQuery, BreakReason, ChainReport
+from imprint.audit import AuditEntry, AuditQuery, AuditRecord, BreakReason, ChainReport
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -122,3 +126,26 @@ class ChainReportOut(BaseModel):
 @router.get("/verify", summary="Verify the audit log's hash chain (API keys only)")
 def verify(runtime: RuntimeDep, admin: InstanceAdmin) -> ChainReportOut:
     return ChainReportOut.of(runtime.app.audit.verify(admin))
+
+
+def _lines(records: Iterator[AuditRecord]) -> Iterator[str]:
+    for record in records:
+        yield json.dumps(asdict(record)) + "\n"
+
+
+@router.get(
+    "/export",
+    summary="Every entry, oldest first, as JSON lines with their hashes (API keys only)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+def export(runtime: RuntimeDep, admin: InstanceAdmin) -> StreamingResponse:
+    """What ``imprint audit export`` writes: one object a line (``id``, ``at``, ``actor``,
+    ``action``, ``target_type``, ``target_id``, ``org_id``, ``outcome``, ``details`` as
+    stored, ``prev_hash``, ``hash``), read a page at a time as it is sent."""
+    records = runtime.app.audit.export(admin)
+    return StreamingResponse(
+        _lines(records),
+        media_type="application/x-ndjson",
+        headers={"Cache-Control": "no-store"},
+    )

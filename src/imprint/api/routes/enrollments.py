@@ -117,8 +117,8 @@ class UpdatedEnrollment(EnrollmentOut):
 
 class EnrollmentPage(BaseModel):
     items: list[EnrollmentOut]
-    total: int = Field(description="How many enrollments match")
-    next: str | None = None
+    total: int = Field(description="How many enrollments match, over all pages")
+    next: str | None = Field(default=None, description="Pass as 'after' for the next page")
 
 
 @router.post("", status_code=201, summary="Create an enrollment group or individual enrollment")
@@ -138,10 +138,15 @@ def list_enrollments(
     principal: PrincipalDep,
     mechanism: Mechanism | None = None,
     owner: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=100, description="A page's 'next'")] = None,
 ) -> EnrollmentPage:
-    found = runtime.app.enrollments.search(principal, mechanism=mechanism, owner=owner, limit=limit)
-    return EnrollmentPage(items=[EnrollmentOut.of(e) for e in found], total=len(found))
+    found = runtime.app.enrollments.page(
+        principal, mechanism=mechanism, owner=owner, limit=limit, after=after
+    )
+    return EnrollmentPage(
+        items=[EnrollmentOut.of(e) for e in found.items], total=found.total, next=found.next
+    )
 
 
 @router.get("/{enrollment_id}", summary="One enrollment (secrets are never shown again)")

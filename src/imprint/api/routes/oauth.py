@@ -1,5 +1,6 @@
 """The OAuth 2.0 authorization server: token endpoint, login (authorization code with
-PKCE), JWKS and the OpenID discovery document.
+PKCE), the device authorization grant (RFC 8628, for ``imprint login --device``), JWKS
+and the OpenID discovery document.
 
 The token endpoint answers errors as RFC 6749 section 5.2 says (``{"error": ...}``),
 not as problem+json: OAuth clients expect that shape. The login page is plain HTML
@@ -24,14 +25,16 @@ from imprint.api.identity import RuntimeDep
 from imprint.api.sign_in import check_password
 from imprint.app.auditing import audit
 from imprint.attestation.base import TooManyAttempts
-from imprint.auth.clients import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, OAuthClient
+from imprint.auth.clients import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, DEVICE_CODE, OAuthClient
 from imprint.auth.codes import (
     code_digest,
     new_authorization_code,
     valid_challenge,
     verifier_matches,
 )
+from imprint.auth.device_codes import PollAnswer
 from imprint.auth.errors import (
+    DevicePollError,
     InvalidClient,
     InvalidGrant,
     InvalidScope,
@@ -77,9 +80,10 @@ def discovery(runtime: RuntimeDep) -> dict[str, Any]:
         "issuer": runtime.tokens.issuer,
         "authorization_endpoint": f"{base}/oauth/authorize",
         "token_endpoint": f"{base}/oauth/token",
+        "device_authorization_endpoint": f"{base}/oauth/device_authorization",
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "response_types_supported": ["code"],
-        "grant_types_supported": [AUTHORIZATION_CODE, CLIENT_CREDENTIALS],
+        "grant_types_supported": [AUTHORIZATION_CODE, CLIENT_CREDENTIALS, DEVICE_CODE],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
@@ -221,57 +225,132 @@ def _authorization_code_grant(
         raise InvalidGrant("the code is unknown, expired, used, or for another client")
     if not verifier_matches(verifier, record.code_challenge):
         raise InvalidGrant("code_verifier does not match the code_challenge")
+    return _user_token(
+        runtime, client, record.user_id, record.org_id, record.scope, nonce=record.nonce
+    )
+
+
+def _user_token(
+    runtime: Runtime,
+    client: OAuthClient,
+    user_id: str,
+    org_id: str | None,
+    scope_text: str,
+    *,
+    nonce: str | None = None,
+) -> dict[str, Any]:
+    """The one way a user's access token (and ID token) is issued: for a code exchanged
+    with PKCE and for an approved device code alike."""
     try:
-        user = runtime.users.get(record.user_id)
+        user = runtime.users.get(user_id)
     except NotFound:
         raise InvalidGrant("the user no longer exists") from None
     if user.disabled:
         raise InvalidGrant("the user is disabled")
-    scope = record.scope.split()
+    scope = scope_text.split()
     token, expires_in = runtime.tokens.issue(
         subject=user.id,
         client_id=client.client_id,
         audience=client.audience,
         scope=scope,
-        owner=record.org_id,
+        owner=org_id,
     )
     answer: dict[str, Any] = {
         "access_token": token,
         "token_type": "Bearer",
         "expires_in": expires_in,
-        "scope": record.scope,
+        "scope": scope_text,
     }
     if "openid" in scope:
         extra: dict[str, Any] = {"preferred_username": user.username}
-        if record.org_id is not None:
-            extra[runtime.tokens.owner_claim] = record.org_id
+        if org_id is not None:
+            extra[runtime.tokens.owner_claim] = org_id
         answer["id_token"] = runtime.tokens.id_token(
-            subject=user.id, client_id=client.client_id, nonce=record.nonce, extra=extra
+            subject=user.id, client_id=client.client_id, nonce=nonce, extra=extra
         )
     return answer
 
 
-@router.post("/oauth/token", summary="OAuth 2.0 token endpoint (client credentials, code+PKCE)")
+_POLL_MESSAGES = {
+    PollAnswer.PENDING: "the user has not approved the code yet",
+    PollAnswer.SLOW_DOWN: "polling too fast: wait the interval, 5 seconds longer from now on",
+    PollAnswer.EXPIRED: "the device code expired before it was approved; ask for a new one",
+    PollAnswer.DENIED: "the user denied the sign-in",
+}
+
+
+def _device_code_grant(runtime: Runtime, client: OAuthClient, form: FormData) -> dict[str, Any]:
+    device_code = _single(form, "device_code")
+    if device_code is None:
+        raise OAuthInvalidRequest("device_code is required")
+    answer, record = runtime.app.device_logins.poll(client, device_code)
+    if answer is PollAnswer.UNKNOWN:
+        raise InvalidGrant("the device code is unknown, used, or for another client")
+    if answer is not PollAnswer.APPROVED or record is None or record.user_id is None:
+        raise DevicePollError(answer.value, _POLL_MESSAGES[answer])
+    return _user_token(runtime, client, record.user_id, record.org_id, record.scope)
+
+
+async def _form(request: Request) -> FormData:
+    if request.headers.get("content-type", "").split(";")[0].strip() != (
+        "application/x-www-form-urlencoded"
+    ):
+        raise OAuthInvalidRequest("send application/x-www-form-urlencoded")
+    return await request.form()
+
+
+@router.post(
+    "/oauth/token",
+    summary="OAuth 2.0 token endpoint (client credentials, code+PKCE, device code)",
+)
 async def token(request: Request, runtime: RuntimeDep) -> JSONResponse:
     basic = request.headers.get("authorization", "").lower().startswith("basic")
     try:
-        if request.headers.get("content-type", "").split(";")[0].strip() != (
-            "application/x-www-form-urlencoded"
-        ):
-            raise OAuthInvalidRequest("send application/x-www-form-urlencoded")
-        form = await request.form()
+        form = await _form(request)
         grant = _single(form, "grant_type")
         if grant is None:
             raise OAuthInvalidRequest("grant_type is required")
-        if grant not in (CLIENT_CREDENTIALS, AUTHORIZATION_CODE):
-            raise UnsupportedGrantType(f"grant_type {grant[:40]!r} is not supported")
+        if grant not in (CLIENT_CREDENTIALS, AUTHORIZATION_CODE, DEVICE_CODE):
+            raise UnsupportedGrantType(f"grant_type {grant[:60]!r} is not supported")
         client, basic = _authenticate(runtime, request, form, grant)
         if grant == CLIENT_CREDENTIALS:
             answer = _client_credentials_grant(runtime, client, form)
+        elif grant == DEVICE_CODE:
+            answer = _device_code_grant(runtime, client, form)
         else:
             answer = _authorization_code_grant(runtime, client, form)
     except OAuthError as exc:
         return _oauth_error(exc, basic=basic)
+    return JSONResponse(answer, headers=_NO_STORE)
+
+
+# --- device authorization (RFC 8628) ------------------------------------------------------
+
+
+@router.post(
+    "/oauth/device_authorization",
+    summary="Device authorization (RFC 8628): a device code to poll with, a user code to approve",
+)
+async def device_authorization(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    basic = request.headers.get("authorization", "").lower().startswith("basic")
+    try:
+        form = await _form(request)
+        client, basic = _authenticate(runtime, request, form, DEVICE_CODE)
+        scope = _scopes(_single(form, "scope"), client)
+        issued = runtime.app.device_logins.start(client, " ".join(scope))
+    except OAuthError as exc:
+        return _oauth_error(exc, basic=basic)
+    record = issued.record
+    page = f"{runtime.settings.server.base_url()}/console/device"
+    lifetime = int((record.expires_at - record.created_at).total_seconds())
+    answer = {
+        "device_code": issued.device_code,
+        "user_code": issued.user_code,
+        "verification_uri": page,
+        "verification_uri_complete": f"{page}?{urlencode({'code': issued.user_code})}",
+        "expires_in": lifetime,
+        "interval": record.interval_seconds,
+    }
     return JSONResponse(answer, headers=_NO_STORE)
 
 

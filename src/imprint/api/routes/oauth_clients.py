@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
@@ -89,9 +90,16 @@ def create(
 
 
 @router.get("", summary="The clients of the organizations you see")
-def list_clients(runtime: RuntimeDep, principal: PrincipalDep) -> ClientPage:
-    clients = runtime.app.oauth_clients.list(principal, limit=10_000)
-    return ClientPage(items=[ClientOut.of(c) for c in clients], total=len(clients))
+def list_clients(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=200, description="A page's 'next'")] = None,
+) -> ClientPage:
+    found = runtime.app.oauth_clients.page(principal, limit=limit, after=after)
+    return ClientPage(
+        items=[ClientOut.of(c) for c in found.items], total=found.total, next=found.next
+    )
 
 
 @router.get("/{client_id}", summary="One client (never its secret)")

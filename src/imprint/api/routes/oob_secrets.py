@@ -120,9 +120,11 @@ def register(
 
 @router.post(
     "/{enrollment_id}/oob-secrets:bulk",
-    summary="Register many secrets at once: all rows or none",
+    summary="Register many secrets at once: all rows or none (or the valid ones)",
     response_model=ImportOut,
-    responses={400: {"description": "Some rows are invalid; nothing was written"}},
+    responses={
+        400: {"description": "Some rows are invalid; nothing was written (not skip_invalid)"}
+    },
 )
 def register_bulk(
     enrollment_id: str,
@@ -130,10 +132,14 @@ def register_bulk(
     runtime: RuntimeDep,
     principal: PrincipalDep,
     dry_run: Annotated[bool, Query(description="Report what would change; write nothing")] = False,
+    skip_invalid: Annotated[
+        bool,
+        Query(description="Write the valid rows; list the invalid ones in 'invalid' (200)"),
+    ] = False,
 ) -> Response | ImportOut:
     try:
         report = runtime.app.oob_secrets.import_secrets(
-            principal, enrollment_id, parse_json(rows), dry_run=dry_run
+            principal, enrollment_id, parse_json(rows), dry_run=dry_run, skip_invalid=skip_invalid
         )
     except RowsInvalid as exc:
         body = ImportOut.of(exc.report).model_dump(mode="json")

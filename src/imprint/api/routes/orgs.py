@@ -4,8 +4,9 @@ rename, and delete an empty one."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.identity import PrincipalDep, RuntimeDep
@@ -69,9 +70,14 @@ def create(body: OrgIn, runtime: RuntimeDep, principal: PrincipalDep) -> OrgOut:
 
 
 @router.get("", summary="The organizations you see: yours and everything below them")
-def list_orgs(runtime: RuntimeDep, principal: PrincipalDep) -> OrgPage:
-    entries = runtime.app.organizations.list(principal)
-    return OrgPage(items=[OrgOut.of(e) for e in entries], total=len(entries))
+def list_orgs(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=100, description="A page's 'next'")] = None,
+) -> OrgPage:
+    found = runtime.app.organizations.page(principal, limit=limit, after=after)
+    return OrgPage(items=[OrgOut.of(e) for e in found.items], total=found.total, next=found.next)
 
 
 @router.get("/{org_id}", summary="One organization (404 when it is not yours)")

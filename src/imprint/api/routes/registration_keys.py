@@ -34,6 +34,11 @@ class RegistrationKeyIn(BaseModel):
     half_length: int = Field(
         default=DEFAULT_HALF_LENGTH, ge=8, le=32, description="Length of each generated half"
     )
+    require_current: bool | None = Field(
+        default=None,
+        description="true: only rotate (404 without a key yet); false: only create the first "
+        "key (409 registration_key_exists when there is one); null: create or rotate",
+    )
 
 
 class RegistrationKeyOut(BaseModel):
@@ -67,6 +72,18 @@ class IssuedRegistrationKey(BaseModel):
     current: RegistrationKeyOut
     previous: RegistrationKeyOut | None
 
+    @classmethod
+    def of(
+        cls, enrollment_id: str, current: RegistrationKey, previous: RegistrationKey | None
+    ) -> IssuedRegistrationKey:
+        at = current.created_at
+        return cls(
+            enrollment_id=enrollment_id,
+            key=current.key,
+            current=RegistrationKeyOut.of(current, at),
+            previous=None if previous is None else RegistrationKeyOut.of(previous, at),
+        )
+
 
 @router.post(
     "/{enrollment_id}/registration-key",
@@ -81,23 +98,21 @@ def issue(
     body: Annotated[RegistrationKeyIn | None, Body()] = None,
 ) -> IssuedRegistrationKey:
     body = body or RegistrationKeyIn()
+    response.headers["Cache-Control"] = "no-store"
+    if body.require_current is False:
+        made = runtime.app.registration_keys.create(
+            principal, enrollment_id, key=body.key, half_length=body.half_length
+        )
+        return IssuedRegistrationKey.of(enrollment_id, made, None)
     rotation = runtime.app.registration_keys.rotate(
         principal,
         enrollment_id,
         transition=body.transition,
         key=body.key,
         half_length=body.half_length,
+        require_current=body.require_current,
     )
-    response.headers["Cache-Control"] = "no-store"
-    at = rotation.current.created_at
-    return IssuedRegistrationKey(
-        enrollment_id=enrollment_id,
-        key=rotation.current.key,
-        current=RegistrationKeyOut.of(rotation.current, at),
-        previous=None
-        if rotation.previous is None
-        else RegistrationKeyOut.of(rotation.previous, at),
-    )
+    return IssuedRegistrationKey.of(enrollment_id, rotation.current, rotation.previous)
 
 
 @router.get(

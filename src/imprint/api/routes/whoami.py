@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from imprint.api.identity import OptionalApiKey, OptionalClientCertificate
+from imprint.api.identity import OptionalApiKey, OptionalClientCertificate, OptionalPrincipal
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 
@@ -21,10 +21,16 @@ class CertificateIdentity(BaseModel):
 class WhoAmI(BaseModel):
     client_certificate: CertificateIdentity | None
     api_key: str | None
+    kind: str | None = Field(
+        default=None, description="How the bearer authenticated: api-key, user, client, external"
+    )
+    name: str | None = Field(default=None, description="Who the audit log names (user name, ...)")
 
 
 @router.get("/whoami", summary="The client certificate and API key this request presented")
-def whoami(certificate: OptionalClientCertificate, key: OptionalApiKey) -> WhoAmI:
+def whoami(
+    certificate: OptionalClientCertificate, key: OptionalApiKey, principal: OptionalPrincipal
+) -> WhoAmI:
     identity = None
     if certificate is not None:
         identity = CertificateIdentity(
@@ -34,4 +40,9 @@ def whoami(certificate: OptionalClientCertificate, key: OptionalApiKey) -> WhoAm
             fingerprint_sha256=certificate.fingerprint_sha256,
             source=certificate.source,
         )
-    return WhoAmI(client_certificate=identity, api_key=key.name if key else None)
+    return WhoAmI(
+        client_certificate=identity,
+        api_key=key.name if key else None,
+        kind=principal.kind if principal else None,
+        name=principal.name if principal else None,
+    )
