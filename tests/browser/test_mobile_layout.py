@@ -23,7 +23,7 @@ from imprint.channels.entries import EntryDraft
 from imprint.console import router as console_router
 from imprint.device import RequestRefused
 from imprint.provisioning.channels import ChannelTemplate, channel_for_device
-from tests.browser.conftest import Console, Problems, login
+from tests.browser.conftest import SCREENSHOTS, Console, Problems, login
 from tests.browser.fleet import device, oob_enrollment, provision, register
 from tests.browser.test_console_admin import _ca
 
@@ -201,6 +201,10 @@ def test_every_console_page_fits_390_px_and_stacked_tables_keep_labels(
         page.wait_for_load_state("load")
         faults.extend(_check(page, path))
         checked.append(path)
+        if path in (f"/console/enrollments/{fill['enrollment_id']}", "/console/trusted-cas"):
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            name = path.split("/")[2]
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-layout-390.png"), full_page=True)
 
     # Pages a form leads to: a decoded CA, a new enrollment's one-time secrets.
     page.goto(f"{console.url}/trusted-cas")
@@ -216,6 +220,29 @@ def test_every_console_page_fits_390_px_and_stacked_tables_keep_labels(
     page.locator("#create-enrollment").click()
     page.wait_for_load_state("load")
     faults.extend(_check(page, "/console/enrollments/new (created)"))
+    page.goto(f"{console.url}/enrollments/new")
+    page.get_by_label("Id (optional)").fill("sensors-with-a-registration-key-and-long-id")
+    page.locator("#mechanism").select_option("registration-key")
+    page.locator("select[name=owner]").select_option("acme-east")
+    page.locator("#create-enrollment").click()
+    page.wait_for_load_state("load")
+    page.goto(f"{console.url}/enrollments/sensors-with-a-registration-key-and-long-id")
+    page.locator("#rotate-key button").click()
+    page.wait_for_load_state("load")
+    assert page.locator("#registration-key").count() == 1
+    faults.extend(_check(page, "/console/enrollments/{enrollment_id}/registration-key"))
+    page.goto(f"{console.url}/enrollments/{fill['enrollment_id']}")
+    rows = "device_id,secret\n" + "".join(
+        f"sensor-{n}-0123456789abcdef0123456789abcdef0123456789abcdef,{'x' * n}\n"
+        for n in (3, 40)  # the first secret is too short: a report with a problem
+    )
+    page.locator("#oob-upload input[type=file]").set_input_files(
+        {"name": "secrets.csv", "mimeType": "text/csv", "buffer": rows.encode()}
+    )
+    page.locator("#oob-submit").click()
+    page.wait_for_load_state("load")
+    assert page.locator("#oob-problems tbody tr").count() >= 1
+    faults.extend(_check(page, "/console/enrollments/{enrollment_id}/oob-secrets (report)"))
 
     assert len(checked) >= 12, checked
     assert not faults, "at 390 px:\n" + "\n".join(faults)
