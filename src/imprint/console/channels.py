@@ -9,6 +9,7 @@ static/charts.js draws each field with uPlot on a UTC time axis and polls
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -103,7 +104,7 @@ def _entries(rt: Runtime, user: Principal, channel_id: int, results: int) -> dic
         "entries": [
             {
                 "entry_id": e.entry_id,
-                "created_at": e.created_at.isoformat(),
+                "created_at": e.created_at.astimezone(UTC).isoformat(),
                 **{name: e.fields.get(name) for name in channel.fields},
             }
             for e in entries
