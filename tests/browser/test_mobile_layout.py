@@ -246,3 +246,10 @@ def test_every_console_page_fits_390_px_and_stacked_tables_keep_labels(
 
     assert len(checked) >= 12, checked
     assert not faults, "at 390 px:\n" + "\n".join(faults)
+
+
+def test_a_route_the_fleet_cannot_fill_is_named() -> None:
+    with pytest.raises(AssertionError) as refused:
+        _pages({"device_ref": "d", "channel_id": "1"})
+    assert "/console/enrollments/{enrollment_id} (no value for enrollment_id)" in str(refused.value)
+    assert "/console/devices/{device_ref}" not in str(refused.value)
