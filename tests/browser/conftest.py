@@ -154,7 +154,19 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 @pytest.fixture
 def page(browser: Any, problems: Problems) -> Iterator[Any]:
     """A page at 1280 px that fails the test on console errors or page errors."""
-    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+    page = open_page(browser, problems)
+    yield page
+    page.context.close()  # a no-op when pytest_runtest_call closed it already
+    unexpected = problems.unexpected()
+    assert not unexpected, "the browser reported errors:\n" + "\n".join(unexpected)
+
+
+def open_page(browser: Any, problems: Problems, **options: Any) -> Any:
+    """A page in a new browser context (``options`` as Playwright's ``new_context``
+    takes them: ``timezone_id``, ``java_script_enabled``, ...) whose console errors,
+    page errors and failed requests go to ``problems``."""
+    options = {"viewport": {"width": 1280, "height": 900}, **options}
+    context = browser.new_context(ignore_https_errors=True, **options)
     page = context.new_page()
     page.set_default_timeout(10_000)
     page.on(
@@ -176,10 +188,7 @@ def page(browser: Any, problems: Problems) -> Iterator[Any]:
             else None
         ),
     )
-    yield page
-    context.close()  # a no-op when pytest_runtest_call closed it already
-    unexpected = problems.unexpected()
-    assert not unexpected, "the browser reported errors:\n" + "\n".join(unexpected)
+    return page
 
 
 def login(page: Any, console: Console, user: User) -> None:

@@ -97,7 +97,7 @@ def test_the_sign_in_form_needs_its_csrf_token(
     assert accepted.headers["location"] == "/console/"
 
 
-def test_static_files_are_served_by_plain_name_only(page: Any, console: Console) -> None:
+def test_static_files_are_served_by_their_own_names_only(page: Any, console: Console) -> None:
     css = page.request.get(f"{console.url}/static/console.css")
     assert css.status == 200
     assert css.headers["content-type"].startswith("text/css")

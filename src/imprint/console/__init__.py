@@ -28,7 +28,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
 
 
-@router.get("/static/{name}")
+@router.get("/static/{name:path}")
 def static(name: str) -> Response:
     found = static_file(name)
     if found is None:

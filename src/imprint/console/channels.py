@@ -2,19 +2,22 @@
 
 Read keys are shown to members of the channel's organization (and above it); the write
 key only to operators and admins; another organization's channel is a 404 page. The
-chart polls ``/console/channels/{id}/entries.json`` (same-origin, session cookie) and
-draws each field on a ``<canvas>`` with plain JavaScript (static/channels.js).
+page carries its latest entries as JSON (and as a table for readers without JavaScript);
+static/charts.js draws each field with uPlot on a UTC time axis and polls
+``/console/channels/{id}/entries.json`` (same-origin, session cookie) every 5 seconds.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from imprint.app.channels import ChannelView
+from imprint.console.chart import json_block
 from imprint.console.pages import (
     HEADERS,
     ConsoleRoute,
@@ -65,10 +68,21 @@ def _check_id(channel_id: int) -> int:
     return channel_id
 
 
+# Entries the page carries and polls: its charts show at most this many.
+CHART_ENTRIES = 100
+
+
+def _channel_page(
+    rt: Runtime, user: Principal, channel_id: int
+) -> tuple[ChannelView, dict[str, Any]]:
+    view = rt.app.channels.show(user, channel_id)
+    return view, _entries(rt, user, channel_id, CHART_ENTRIES)
+
+
 @router.get("/channels/{channel_id}")
 async def channel_page(channel_id: int, request: Request, user: ConsoleUser) -> Response:
     rt = runtime_of(request)
-    view = await run_in_threadpool(rt.app.channels.show, user, _check_id(channel_id))
+    view, data = await run_in_threadpool(_channel_page, rt, user, _check_id(channel_id))
     return render(
         request,
         "channel.html",
@@ -76,10 +90,13 @@ async def channel_page(channel_id: int, request: Request, user: ConsoleUser) -> 
         active=PAGE,
         channel=_shown(view),
         operator=view.shows_write_key,
+        chart_data=json_block("channel-data", data),
+        latest=list(reversed(data["entries"][-10:])),
+        chart_limit=CHART_ENTRIES,
     )
 
 
-def _entries(rt: Runtime, user: Principal, channel_id: int, results: int) -> dict[str, object]:
+def _entries(rt: Runtime, user: Principal, channel_id: int, results: int) -> dict[str, Any]:
     channel, entries = rt.app.channels.entries(user, channel_id, results)
     return {
         "fields": dict(channel.fields),
@@ -87,7 +104,7 @@ def _entries(rt: Runtime, user: Principal, channel_id: int, results: int) -> dic
         "entries": [
             {
                 "entry_id": e.entry_id,
-                "created_at": e.created_at.isoformat(),
+                "created_at": e.created_at.astimezone(UTC).isoformat(),
                 **{name: e.fields.get(name) for name in channel.fields},
             }
             for e in entries
@@ -100,7 +117,7 @@ async def channel_entries(
     channel_id: int,
     request: Request,
     user: ConsoleUser,
-    results: Annotated[int, Query(ge=1, le=500)] = 100,
+    results: Annotated[int, Query(ge=1, le=500)] = CHART_ENTRIES,
 ) -> Response:
     data = await run_in_threadpool(
         _entries, runtime_of(request), user, _check_id(channel_id), results

@@ -1,55 +1,76 @@
-"""A small bar chart drawn server-side as SVG (no script, no library)."""
+"""The data behind the console's charts, and how it reaches the page.
+
+The charts are drawn in the browser by uPlot (``static/vendor/uplot/``, vendored, see
+its README.md) from ``static/charts.js``. The CSP allows no inline script, so a page
+carries its chart's data in a ``<script type="application/json">`` block
+(:func:`json_block`), which the browser never executes, and shows the same numbers
+as a table and a one-line summary for readers without JavaScript or without sight.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from imprint.console.queries import DayCount
 
-__all__ = ["bar_chart"]
+__all__ = ["DailyAttempts", "daily_attempts", "json_block"]
 
-_W, _H, _PAD_L, _PAD_B, _PAD_T = 700, 170, 36, 24, 10
+# What could end a <script> element or open a comment inside it, written as JSON escapes.
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
-def bar_chart(days: Sequence[DayCount]) -> Markup:
-    """Stacked bars per day: succeeded (bottom) and failed (top) attempts."""
-    top = max([d.ok + d.failed for d in days] + [1])
-    width = (_W - _PAD_L) / max(len(days), 1)
-    height = _H - _PAD_B - _PAD_T
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" '
-        'aria-labelledby="chart-title" preserveAspectRatio="xMinYMin meet">',
-        '<title id="chart-title">Provisioning attempts per day</title>',
-        f'<line x1="{_PAD_L}" y1="{_PAD_T + height}" x2="{_W}" y2="{_PAD_T + height}" '
-        'class="axis"/>',
-        f'<text x="{_PAD_L - 6}" y="{_PAD_T + 4}" text-anchor="end" class="tick">{top}</text>',
-        f'<text x="{_PAD_L - 6}" y="{_PAD_T + height}" text-anchor="end" class="tick">0</text>',
-    ]
-    for i, day in enumerate(days):
-        x = _PAD_L + i * width + width * 0.15
-        w = width * 0.7
-        ok_h = height * day.ok / top
-        failed_h = height * day.failed / top
-        label = escape(f"{day.day.isoformat()}: {day.ok} succeeded, {day.failed} failed")
-        parts.append(f'<g class="day" data-day="{day.day.isoformat()}"><title>{label}</title>')
-        if day.ok:
-            y = _PAD_T + height - ok_h
-            parts.append(
-                f'<rect class="ok" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{ok_h:.1f}"/>'
-            )
-        if day.failed:
-            y = _PAD_T + height - ok_h - failed_h
-            parts.append(
-                f'<rect class="failed" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" '
-                f'height="{failed_h:.1f}"/>'
-            )
-        parts.append("</g>")
-        if i % 2 == 0 or len(days) <= 7:
-            parts.append(
-                f'<text x="{x + w / 2:.1f}" y="{_H - 8}" text-anchor="middle" class="tick">'
-                f"{day.day.strftime('%m-%d')}</text>"
-            )
-    parts.append("</svg>")
-    return Markup("".join(parts))  # noqa: S704 (numbers and escaped labels only)
+def json_block(element_id: str, value: object) -> Markup:
+    """``value`` as a ``<script type="application/json" id=...>`` block.
+
+    ``<``, ``>`` and ``&`` are written as JSON escapes, so no string in ``value`` can
+    close the element; ``element_id`` is the template's own constant.
+    """
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False).translate(_SCRIPT_SAFE)
+    return Markup(  # noqa: S704 (the JSON above cannot close the element)
+        f'<script type="application/json" id="{element_id}">{text}</script>'
+    )
+
+
+@dataclass(frozen=True)
+class DailyAttempts:
+    """Provisioning attempts per UTC day, the dashboard's bar chart."""
+
+    days: Sequence[DayCount]
+
+    @property
+    def succeeded(self) -> int:
+        return sum(d.ok for d in self.days)
+
+    @property
+    def failed(self) -> int:
+        return sum(d.failed for d in self.days)
+
+    def summary(self) -> str:
+        """One sentence with what the chart shows (its accessible description)."""
+        if not self.days:
+            return "No provisioning attempts."
+        first, last = self.days[0], self.days[-1]
+        return (
+            f"Provisioning attempts per UTC day from {first.day.isoformat()} to "
+            f"{last.day.isoformat()}: {self.succeeded} succeeded, {self.failed} failed; "
+            f"on {last.day.isoformat()} (today) {last.ok} succeeded, {last.failed} failed."
+        )
+
+    def data(self) -> dict[str, list[int] | list[str]]:
+        """What charts.js draws: each day as UTC midnight in Unix seconds, and counts."""
+        return {
+            "day": [d.day.isoformat() for d in self.days],
+            "at": [int(datetime.combine(d.day, time.min, UTC).timestamp()) for d in self.days],
+            "ok": [d.ok for d in self.days],
+            "failed": [d.failed for d in self.days],
+        }
+
+
+def daily_attempts(days: Sequence[DayCount]) -> DailyAttempts:
+    """The dashboard chart of ``days`` (oldest first, the last one today)."""
+    return DailyAttempts(tuple(days))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from importlib import resources
@@ -257,13 +258,26 @@ def runtime(request: Request) -> Runtime:
     return runtime_of(request)
 
 
+_STATIC_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def static_file(name: str) -> tuple[bytes, str] | None:
-    """A file of ``static/`` by its plain name (no paths), with its media type."""
+    """A file of ``static/`` by its name, with its media type.
+
+    ``name`` is a plain file name or a short path of plain names below ``static/``
+    (``vendor/uplot/uPlot.iife.min.js``): no ``..``, no hidden files, no other suffixes
+    than .css, .js and .svg.
+    """
     types = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
-    suffix = name[name.rfind(".") :] if "." in name else ""
-    if "/" in name or "\\" in name or name.startswith(".") or suffix not in types:
+    parts = name.split("/")
+    suffix = name[name.rfind(".") :] if "." in parts[-1] else ""
+    if (
+        len(parts) > 3
+        or suffix not in types
+        or not all(_STATIC_PART.fullmatch(part) and ".." not in part for part in parts)
+    ):
         return None
-    path = resources.files("imprint.console").joinpath("static", name)
+    path = resources.files("imprint.console").joinpath("static", *parts)
     if not path.is_file():
         return None
     return path.read_bytes(), types[suffix]
