@@ -7,6 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -30,6 +31,22 @@ _FIND = select(devices).where(
 _GET = select(devices).where(devices.c.id == bindparam("ref"))
 _UPDATE = update(devices).where(devices.c.id == bindparam("_ref"))  # SET from the values
 _INSERT = insert(devices)
+#: The columns :meth:`SqlDeviceStore.save` writes (an upsert changes no other column).
+_SAVED = (
+    "id", "owner", "device_id", "enrollment_id", "mechanism", "status", "created_at",
+    "updated_at", "certificate_serial", "pinned_fingerprint", "public_key_sha256",
+    "provisioned_at",
+)  # fmt: skip
+
+
+def _upsert(dialect_insert: type[sqlite.Insert] | type[postgresql.Insert]) -> object:
+    """INSERT, or UPDATE of every column when the device's row exists: one statement."""
+    statement = dialect_insert(devices)
+    changes = {name: statement.excluded[name] for name in _SAVED if name != "id"}
+    return statement.on_conflict_do_update(index_elements=[devices.c.id], set_=changes)
+
+
+_UPSERT = {"sqlite": _upsert(sqlite.Insert), "postgresql": _upsert(postgresql.Insert)}
 _COUNT = (
     select(func.count())
     .select_from(devices)
@@ -96,8 +113,10 @@ class SqlDeviceStore:
         }
         try:
             with writing(self._engine) as conn, guarded(conn):
-                changed = conn.execute(_UPDATE, {**values, "_ref": device.id}).rowcount
-                if changed == 0:
+                upsert = _UPSERT.get(conn.dialect.name)
+                if upsert is not None:
+                    conn.execute(upsert, values)  # type: ignore[call-overload]
+                elif conn.execute(_UPDATE, {**values, "_ref": device.id}).rowcount == 0:
                     conn.execute(_INSERT, values)
         except IntegrityError:
             raise Conflict(
