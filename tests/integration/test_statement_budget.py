@@ -5,17 +5,18 @@ benchmark nobody reads.
 
 x509 signed request, new device, warm caches (SQLite, PostgreSQL):
 
+- the attestor's read of the device: a certificate pinned to another device is refused
+  before its nonce is spent (a refused request changes nothing);
 - its own commit: the nonce (a spent nonce stays spent whatever the request does next);
-- the unit of work: the device lock, the device under it, the key's other holders,
-  the certificate's record and issued mark, the device (one upsert), the audit
-  entry (lock, last hash, insert, hash), the step records: one commit.
-
-The attestor's early look at the device (before the nonce is spent, so a refused
-request spends none) is the one read left that the use case repeats under the lock.
+- the unit of work: the device lock, the device under it, the key's other holders, the
+  certificate's record and issued mark, the device (one upsert), the audit entry (last
+  hash, insert, hash; on SQLite the unit holds the write lock already, on PostgreSQL
+  the chain's advisory lock is one more statement), the step records: one commit.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,9 +44,31 @@ pytestmark = pytest.mark.both_databases
 
 @dataclass
 class Tally:
-    statements: list[str] = field(default_factory=list)
-    commits: int = 0
-    checkouts: int = 0
+    """What each thread did (the server's background rounds run in threads of their
+    own and may write meanwhile)."""
+
+    events: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, what: str) -> None:
+        self.events.append((threading.get_ident(), what))
+
+    def of_request(self, marker: str) -> Tally:
+        """The events of the thread that ran a statement containing ``marker``."""
+        threads = {t for t, what in self.events if marker in what}
+        assert len(threads) == 1, threads
+        return Tally([(t, what) for t, what in self.events if t in threads])
+
+    @property
+    def statements(self) -> list[str]:
+        return [what for _, what in self.events if not what.startswith("--")]
+
+    @property
+    def commits(self) -> int:
+        return sum(1 for _, what in self.events if what == "-- commit")
+
+    @property
+    def checkouts(self) -> int:
+        return sum(1 for _, what in self.events if what == "-- checkout")
 
     def sql(self, verb: str) -> int:
         return sum(1 for s in self.statements if s.lstrip().upper().startswith(verb))
@@ -57,13 +80,13 @@ def counted(service: Service) -> Iterator[Tally]:
     tally = Tally()
 
     def statement(_c: Any, _cur: Any, sql: str, _p: Any, _ctx: Any, _many: bool) -> None:
-        tally.statements.append(sql)
+        tally.add(sql)
 
     def commit(_conn: Any) -> None:
-        tally.commits += 1
+        tally.add("-- commit")
 
     def checkout(*_args: Any) -> None:
-        tally.checkouts += 1
+        tally.add("-- checkout")
 
     event.listen(engine, "before_cursor_execute", statement)
     event.listen(engine, "commit", commit)
@@ -86,16 +109,22 @@ def test_a_signed_x509_registration_makes_few_statements(
     leaf, key = acme.line.idevid("meter-counted")
     body = signed_body(service, leaf, key, [acme.line.certificate])
 
-    with counted(service) as tally:
+    with counted(service) as everything:
         answer = provisioned(service, body)
+    # One thread ran the whole registration: inline on SQLite, one hop on PostgreSQL.
+    tally = everything.of_request("INSERT INTO devices")
 
     assert answer["device_id"] == "meter-counted"
     # Without the savepoints PostgreSQL puts around the statements that may hit a
     # constraint (SAVEPOINT / RELEASE are statements of their own there).
     counted_sql = [s for s in tally.statements if "SAVEPOINT" not in s.upper()]
-    assert len(counted_sql) <= 13, "\n".join(counted_sql)
-    # One SELECT of the device by the attestor, one under the lock; no UPDATE-then-INSERT.
-    assert sum(1 for s in counted_sql if "FROM devices" in s and "public_key" not in s) <= 3
+    # PostgreSQL takes the audit chain's advisory lock as a statement of its own.
+    budget = 12 if backend == "sqlite" else 13
+    assert len(counted_sql) <= budget, "\n".join(counted_sql)
+    # The device read by the attestor (before the nonce is spent) and under its lock,
+    # besides the holders of the CSR's key; saved with one upsert, not UPDATE-then-INSERT.
+    reads = [s for s in counted_sql if "FROM devices" in s]
+    assert len(reads) <= 3, reads
     assert tally.sql("UPDATE DEVICES") == 0
     assert tally.sql("INSERT INTO DEVICES") == 1
     assert tally.commits <= 2  # the nonce, then the unit of work

@@ -374,6 +374,9 @@ def serialized(conn: Connection, name: str) -> None:
     decision depends on.
     """
     if conn.dialect.name == "sqlite":
-        conn.execute(_SQLITE_TAKE_WRITE_LOCK)
+        # A connection that has written in this transaction holds the write lock already
+        # (the device's lock, then the audit chain's, in one unit of work).
+        if not getattr(conn.connection.dbapi_connection, "holding", False):
+            conn.execute(_SQLITE_TAKE_WRITE_LOCK)
     else:
         conn.execute(_PG_ADVISORY_LOCK, {"key": lock_key(name)})

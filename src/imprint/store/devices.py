@@ -29,6 +29,7 @@ _FIND = select(devices).where(
     devices.c.owner == bindparam("owner"), devices.c.device_id == bindparam("device_id")
 )
 _GET = select(devices).where(devices.c.id == bindparam("ref"))
+_WITH_KEY = select(devices).where(devices.c.public_key_sha256 == bindparam("key")).limit(10)
 _UPDATE = update(devices).where(devices.c.id == bindparam("_ref"))  # SET from the values
 _INSERT = insert(devices)
 #: The columns :meth:`SqlDeviceStore.save` writes (an upsert changes no other column).
@@ -124,9 +125,9 @@ class SqlDeviceStore:
             ) from None
 
     def with_key(self, public_key_sha256: str) -> Sequence[Device]:
-        query = select(devices).where(devices.c.public_key_sha256 == public_key_sha256).limit(10)
         with reading(self._engine) as conn:
-            return [_device(row) for row in conn.execute(query).mappings()]
+            found = conn.execute(_WITH_KEY, {"key": public_key_sha256}).mappings()
+            return [_device(row) for row in found]
 
     def count_in_enrollment(self, enrollment_id: str) -> int:
         with reading(self._engine) as conn:
