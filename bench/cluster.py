@@ -83,6 +83,7 @@ def bench_nodes(postgres: Postgres, workdir: Path, manufacturer: Any, floors: di
         shared = {
             "IMPRINT_SERVER__PUBLIC_URL": f"https://127.0.0.1:{proxy_port}",
             "IMPRINT_SECRETS__KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "IMPRINT_SERVER__WORKERS": "1",  # one process per node, as the table says
         }
         nodes = [Node(workdir, url, f"n{size}-{i}", shared) for i in range(size)]
         proxy: subprocess.Popen[bytes] | None = None

@@ -161,12 +161,14 @@ def build_requests(job: dict[str, Any]) -> list[Request]:
     requests: list[Request] = []
     if kind.startswith("ocsp"):
         return ocsp_requests(job)
-    if kind in ("csr-imprint", "csr-cfssl"):
+    if kind in ("csr-imprint", "csr-cfssl", "csr-ceiling"):
         csrs = json.loads(Path(job["csr_file"]).read_text())[:count]
         for pem in csrs:
             if kind == "csr-imprint":
                 body = {"csr": pem, "profile": "device"}
                 requests.append(Request("/api/v1/certificates", json.dumps(body).encode()))
+            elif kind == "csr-ceiling":
+                requests.append(Request("/sign", json.dumps({"csr": pem}).encode()))
             else:
                 body = {"certificate_request": pem}
                 requests.append(Request("/api/v1/cfssl/sign", json.dumps(body).encode()))

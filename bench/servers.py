@@ -3,7 +3,8 @@
 * :class:`ImprintServer`: ``imprint serve`` on SQLite or PostgreSQL;
 * :class:`Postgres`: a throw-away PostgreSQL cluster (fsync on, as in production),
   started as the ``postgres`` user when we are root, like the test suite does;
-* :class:`Cfssl`: ``cfssl serve`` signing with its own P-256 CA, over TLS.
+* :class:`Cfssl`: ``cfssl serve`` signing with its own P-256 CA, over TLS;
+* :class:`Ceiling`: the minimal Python signer of :mod:`bench.ceiling`, over TLS.
 
 :func:`cpu_seconds` and :func:`memory` read a process's counters from ``/proc``.
 """
@@ -345,6 +346,41 @@ class Cfssl:
         self.ca_file = directory / "ca.pem"
         context = ssl.create_default_context(cafile=str(self.ca_file))
         _wait_for(f"https://127.0.0.1:{self.port}/api/v1/cfssl/health", context, self._process)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop(self._process)
+            self._process = None
+
+
+@dataclass
+class Ceiling:
+    """The minimal uvicorn + cryptography signer (:mod:`bench.ceiling`), over TLS."""
+
+    workdir: Path
+    port: int = 0
+    pid: int = 0
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        directory = self.workdir / "ceiling"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        log = (directory / "server.log").open("ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.ceiling", str(directory), str(self.port)],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.pid = self._process.pid
+        self.ca_file = directory / "ca.pem"
+        deadline = time.monotonic() + 60
+        while not self.ca_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the file is written whole before uvicorn binds; wait for the port
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        _wait_for(f"https://127.0.0.1:{self.port}/health", context, self._process)
 
     def stop(self) -> None:
         if self._process is not None:

@@ -336,7 +336,14 @@ def _no_imprint_environment(
 
 
 # The loggers imprint.logs.configure_logging changes besides the root logger.
-_CONFIGURED_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "alembic")
+_CONFIGURED_LOGGERS = (
+    "",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "alembic",
+    "imprint.http.requests",
+)
 
 
 @pytest.fixture(autouse=True)

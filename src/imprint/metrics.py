@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -29,6 +31,10 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
+        # (method, route, status) -> (counter, histogram) children: ``labels()`` checks
+        # and locks on every call, a dict lookup does not. Routes are templates, so the
+        # keys are as few as the label sets prometheus keeps anyway.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.issued = Counter(
             "imprint_certificates_issued",
             "Certificates issued",
@@ -76,8 +82,16 @@ class Metrics:
         self.revoked.labels(reason=reason).inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method=method, route=route, status=str(status)).inc()
-        self.latency.labels(method=method, route=route).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method=method, route=route, status=str(status)),
+                self.latency.labels(method=method, route=route),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from imprint.http_limits import HandshakeDeadlineLoop, limited_protocol
 from imprint.leadership import BROKER_CRL, OUTBOX, WEBHOOKS
 from imprint.runtime import Runtime, open_runtime
 from imprint.settings import Settings
+from imprint.store.cache import on_change
 from imprint.tls import server_ssl_context
 
 __all__ = ["ImprintServer", "bind_socket", "build_server", "run_workers", "ssl_context_for"]
@@ -128,8 +130,23 @@ class ImprintServer(uvicorn.Server):
     async def _refresh_trust(self) -> None:
         """Keep the CAs client certificates are checked against in step with enrollments
         made elsewhere (the CLI, a peer)."""
+        # On PostgreSQL a change of enrollments or client CAs made by another process
+        # (a worker, a node, the CLI) is announced by NOTIFY: refresh at once, not at the
+        # next round, so each worker admits a new manufacturer's devices within
+        # milliseconds of the others.
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def changed() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has stopped
+                loop.call_soon_threadsafe(wake.set)
+
+        for kind in ("enrollments", "client_cas"):
+            on_change(self._runtime.engine, kind, changed)
         while True:
-            await asyncio.sleep(TRUST_REFRESH_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), TRUST_REFRESH_SECONDS)
+            wake.clear()
             try:
                 added = await asyncio.to_thread(self._runtime.refresh_client_trust)
             except Exception:  # a database hiccup must not stop the loop
@@ -286,10 +303,22 @@ def _worker(settings: Settings, sock: socket.socket, primary: bool) -> int:
 Worker = Callable[[Settings, socket.socket, bool], int]
 
 
+def _die_with(supervisor: int) -> None:
+    """Have the kernel kill this worker when its supervisor dies (Linux), as a crash of
+    ``imprint serve`` takes all of it down: no orphan keeps the port or the database."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != supervisor:  # it died before the line above
+        os._exit(1)
+
+
 def _fork_worker(settings: Settings, sock: socket.socket, index: int, worker: Worker) -> int:
+    supervisor = os.getpid()
     pid = os.fork()
     if pid != 0:
         return pid
+    _die_with(supervisor)
     # The child: the supervisor's signal handlers are not ours (uvicorn installs its own).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -160,11 +160,12 @@ class ServerSettings(_Section):
         ge=1024,
         description="Body limit of the OOB-secret bulk imports (API and console upload)",
     )
-    workers: int = Field(
-        default=1,
+    workers: int | None = Field(
+        default=None,
         ge=1,
         le=64,
-        description="Server processes sharing the port (one per core is a good start)",
+        description="Server processes sharing the port; unset: one per core on "
+        "PostgreSQL, one on SQLite (see worker_count)",
     )
     hsts_max_age_seconds: int = Field(
         default=63_072_000,
@@ -565,6 +566,17 @@ class Settings(BaseSettings):
         if self.database.url:
             return self.database.url
         return f"sqlite:///{(self.data_dir / 'imprint.db').resolve()}"
+
+    def worker_count(self) -> int:
+        """``server.workers``, or when unset: one process per core this process may run
+        on with PostgreSQL, one with SQLite (decision 0013: on SQLite other processes see
+        a change only within the cache TTL and the TLS trust refresh, on PostgreSQL
+        within milliseconds)."""
+        if self.server.workers is not None:
+            return self.server.workers
+        if not self.database_url().startswith("postgresql"):
+            return 1
+        return max(1, min(64, len(os.sched_getaffinity(0))))
 
     @property
     def ca_dir(self) -> Path:

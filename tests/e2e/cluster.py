@@ -127,6 +127,9 @@ def running_cluster(
         "IMPRINT_SERVER__PUBLIC_URL": f"https://127.0.0.1:{proxy_port}",
         "IMPRINT_SECRETS__KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "IMPRINT_CA__PASSPHRASE": "cluster-passphrase",
+        # One process per node (PostgreSQL would start one per core): a node killed is
+        # one process gone, and the nodes share this machine's cores.
+        "IMPRINT_SERVER__WORKERS": "1",
         **extra_env,
     }
     cluster = Cluster(workdir, database_url, proxy_port, env)

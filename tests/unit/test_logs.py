@@ -44,3 +44,74 @@ def test_a_logged_exception_does_not_show_local_variables(
     if json_format:
         for line in err.strip().splitlines():
             assert "exception" in json.loads(line)
+
+
+def _served(app: object, path: str) -> dict[bytes, bytes]:
+    """Call an ASGI app once; the response headers."""
+    import asyncio
+
+    headers: dict[bytes, bytes] = {}
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            headers.update(message["headers"])  # type: ignore[arg-type]
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [],
+             "client": ("192.0.2.7", 4000)}  # fmt: skip
+    asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+    return headers
+
+
+@pytest.mark.parametrize("json_format", [False, True])
+def test_each_request_logs_one_line_with_its_id_and_is_counted(
+    json_format: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imprint.api.middleware import RequestLogMiddleware
+    from imprint.metrics import Metrics
+
+    async def teapot(scope: object, receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 418, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+
+    configure_logging("info", json_format=json_format)
+    metrics = Metrics()
+    app = RequestLogMiddleware(teapot, metrics=metrics)
+    first = _served(app, "/api/v1/provision")
+    second = _served(app, "/a\nforged line")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2  # the decoded newline did not start a line of its own
+    ids = [first[b"x-request-id"].decode(), second[b"x-request-id"].decode()]
+    assert ids[0] != ids[1]
+    for line, request_id in zip(lines, ids, strict=True):
+        if json_format:
+            fields = json.loads(line)
+            assert fields["event"] == "request"
+            assert (fields["method"], fields["status"], fields["route"]) == (
+                "POST",
+                418,
+                "unmatched",
+            )
+            assert fields["request_id"] == request_id
+            assert fields["client"] == "192.0.2.7"
+            assert isinstance(fields["ms"], float)
+        else:
+            assert "method=POST route=unmatched" in line
+            assert "status=418 ms=" in line
+            assert f"request_id={request_id} client=192.0.2.7" in line
+    if json_format:
+        assert json.loads(lines[1])["path"] == "/a\nforged line"
+    else:
+        assert "path='/a\\nforged line'" in lines[1]
+    text = metrics.render().decode()
+    assert 'imprint_http_requests_total{method="POST",route="unmatched",status="418"} 2.0' in text
+
+
+def test_the_request_line_is_skipped_below_its_level(capsys: pytest.CaptureFixture[str]) -> None:
+    from imprint.logs import RequestLog
+
+    configure_logging("warning")
+    RequestLog().write("GET", "/healthz", "/healthz", 200, 0.1, "x-1", None)
+    assert capsys.readouterr().err == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,14 @@ def test_public_url_is_used_as_base_url_without_trailing_slash() -> None:
     assert settings.server.base_url() == "https://ca.example.com"
     ipv6 = Settings(server={"host": "::1", "tls": False})
     assert ipv6.server.base_url() == "http://[::1]:8443"
+
+
+def test_workers_default_to_the_cores_on_postgresql_and_one_on_sqlite(tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    sqlite = Settings(data_dir=tmp_path)
+    postgres = Settings(data_dir=tmp_path, database={"url": "postgresql://db/imprint"})
+    assert sqlite.server.workers is None
+    assert sqlite.worker_count() == 1
+    assert postgres.worker_count() == min(64, cores)
+    chosen = Settings(data_dir=tmp_path, server={"workers": 3})
+    assert chosen.worker_count() == 3

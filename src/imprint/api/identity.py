@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from imprint.api.device_plane import run_blocking
 from imprint.attestation.base import CertificateExpired, CertificateRevoked
 from imprint.attestation.peer_chain import PresentedChain, check_presented
 from imprint.auth.api_keys import ApiKey
@@ -24,6 +25,8 @@ from imprint.tenancy.access import Principal, require_instance_admin
 
 __all__ = [
     "AdminKey",
+    "DeviceInstanceAdmin",
+    "DevicePrincipal",
     "InstanceAdmin",
     "OptionalApiKey",
     "OptionalClientCertificate",
@@ -277,10 +280,30 @@ def instance_admin(request: Request, _bearer: _Bearer = None) -> Principal:
     return principal
 
 
+async def _device_principal(request: Request, _bearer: _Bearer = None) -> Principal:
+    """:func:`require_principal` for the device plane: ``async``, the lookup inline on
+    SQLite or in one thread hop on PostgreSQL (:mod:`imprint.api.device_plane`)."""
+    return await run_blocking(runtime_of(request), require_principal, request)
+
+
+async def _device_instance_admin(request: Request, _bearer: _Bearer = None) -> Principal:
+    """:func:`instance_admin` for the device plane (see :func:`_device_principal`)."""
+    return await run_blocking(runtime_of(request), instance_admin, request)
+
+
 AdminKey = Annotated[ApiKey, Depends(admin_key)]
+DeviceInstanceAdmin = Annotated[Principal, Depends(_device_instance_admin)]
+DevicePrincipal = Annotated[Principal, Depends(_device_principal)]
 InstanceAdmin = Annotated[Principal, Depends(instance_admin)]
 OptionalApiKey = Annotated[ApiKey | None, Depends(optional_api_key)]
 OptionalClientCertificate = Annotated[PresentedCertificate | None, Depends(client_certificate)]
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
-RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+
+
+async def _runtime(request: Request) -> Runtime:
+    """The runtime as a dependency: ``async``, so resolving it costs no thread hop."""
+    return runtime_of(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from imprint.api.problems import problem_response
-from imprint.logs import get_logger
+from imprint.logs import RequestLog
 from imprint.metrics import Metrics
 
 __all__ = ["BodyLimitMiddleware", "RequestLogMiddleware"]
@@ -19,7 +21,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-log = get_logger("imprint.http")
+REQUEST_ID_HEADER = b"x-request-id"
 
 
 _SESSION_COOKIE = b"__Host-imprint-console="  # imprint.console.session.SESSION_COOKIE
@@ -117,38 +119,63 @@ class BodyLimitMiddleware:
 
 
 class RequestLogMiddleware:
-    """One log line and one metrics sample per request (path only, no query string)."""
+    """One log line and one metrics sample per request (path only, no query string).
+
+    Each request gets an id, ``<process>-<counter>`` in hex, sent back in
+    ``X-Request-Id`` and written in its log line. The line carries method, route
+    template, path, status, latency in ms, request id and client address; logging and
+    metrics together cost tens of microseconds (``python -m bench.inproc middleware``).
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self.log = RequestLog()
+        self._prefix = os.urandom(3).hex()
+        self._counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        request_id = f"{self._prefix}-{next(self._counter):x}"
+        sent = _StatusSend(send, request_id.encode())
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive, sent)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(scope["method"], template, status, elapsed)
+            method = scope["method"]
+            self.metrics.observe_request(method, template, sent.status, elapsed)
             client = scope.get("client")
-            log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                ms=round(elapsed * 1000, 2),
-                client=client[0] if client else None,
+            self.log.write(
+                method,
+                template,
+                scope["path"],
+                sent.status,
+                elapsed * 1000,
+                request_id,
+                client[0] if client else None,
             )
+
+
+class _StatusSend:
+    """The ``send`` of one request: notes the status, adds the request id header."""
+
+    __slots__ = ("_request_id", "_send", "status")
+
+    def __init__(self, send: Send, request_id: bytes) -> None:
+        self._send = send
+        self._request_id = request_id
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [
+                *message.get("headers", ()),
+                (REQUEST_ID_HEADER, self._request_id),
+            ]
+        await self._send(message)

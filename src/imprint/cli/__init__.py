@@ -281,7 +281,7 @@ def serve() -> None:
         )
     out.print(f"  API docs: {url}/docs")
     out.print(f"  Web console: {url}/console/ (for users: imprint user create --help)")
-    workers = settings.server.workers
+    workers = settings.worker_count()
     out.print(f"  Workers: {workers} process{'es' if workers > 1 else ''}\n")
     if workers > 1:
         runtime.close()  # each worker opens its own after the fork

@@ -610,7 +610,8 @@ class Provisioner:
                 )
             )
             certificate, serial = issued.certificate, issued.record.serial
-            self._supersede(device_ref, previous, keep=serial, at=now)
+            if device is not None:  # a new device's fresh id holds no other certificate
+                self._supersede(device_ref, previous, keep=serial, at=now)
             step.ok(ProvisioningStep.ISSUE, attestation, detail=f"serial {serial}")
         saved = Device(
             id=device_ref,

@@ -10,7 +10,9 @@ from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from imprint.auth.api_keys import ApiKey
+from imprint.clock import Clock
 from imprint.errors import Conflict, NotFound
+from imprint.store.cache import ReadCache
 from imprint.store.db import guarded, reading, writing
 from imprint.store.tables import api_keys
 
@@ -30,14 +32,22 @@ def _key(row: RowMapping) -> ApiKey:
 
 
 class SqlApiKeyStore:
-    """Implements :class:`imprint.auth.api_keys.ApiKeyStore`."""
+    """Implements :class:`imprint.auth.api_keys.ApiKeyStore`.
 
-    def __init__(self, engine: Engine) -> None:
+    A key is looked up by every request that carries one: :meth:`find` answers from a
+    :class:`~imprint.store.cache.ReadCache`, which every write here forgets at once in
+    this process, on PostgreSQL in the others a few milliseconds after its commit
+    (``NOTIFY``), and on SQLite in the others within its TTL.
+    """
+
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
         self._engine = engine
+        self._cache = ReadCache(engine, "api_keys", clock=clock)
 
     def add(self, key: ApiKey) -> None:
         try:
             with writing(self._engine) as conn, guarded(conn):
+                self._cache.changed(conn)
                 conn.execute(
                     api_keys.insert().values(
                         key_id=key.key_id,
@@ -52,6 +62,9 @@ class SqlApiKeyStore:
             raise Conflict(f"an API key named {key.name!r} exists already") from None
 
     def find(self, key_id: str) -> ApiKey | None:
+        return self._cache.get(("id", key_id), lambda: self._find(key_id))
+
+    def _find(self, key_id: str) -> ApiKey | None:
         with reading(self._engine) as conn:
             row = (
                 conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
@@ -65,6 +78,7 @@ class SqlApiKeyStore:
 
     def set_secret(self, key_id: str, secret_sha256: str, expires_at: datetime | None) -> None:
         with writing(self._engine) as conn:
+            self._cache.changed(conn)
             conn.execute(
                 update(api_keys)
                 .where(api_keys.c.key_id == key_id)
@@ -75,6 +89,7 @@ class SqlApiKeyStore:
         # Its own commit, never a request's unit of work: bookkeeping of the credential's
         # use, kept whatever the request then does (authentication runs before its unit).
         with self._engine.begin() as conn:
+            self._cache.changed(conn)
             conn.execute(
                 update(api_keys).where(api_keys.c.key_id == key_id).values(last_used_at=at)
             )
@@ -91,5 +106,6 @@ class SqlApiKeyStore:
 
     def remove(self, name: str) -> None:
         with writing(self._engine) as conn:
+            self._cache.changed(conn)
             if conn.execute(delete(api_keys).where(api_keys.c.name == name)).rowcount == 0:
                 raise NotFound(f"no API key named {name!r}")

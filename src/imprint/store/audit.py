@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Engine
 
 from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
@@ -19,6 +19,15 @@ __all__ = ["SqlAuditLog"]
 
 #: The lock that makes appends to the chain one at a time.
 CHAIN_LOCK = "audit-chain"
+
+# The statements of an append, built once (every change of state makes one).
+_TAIL = select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
+_APPEND = audit_log.insert().returning(audit_log.c.id)
+_SEAL = (
+    audit_log.update()
+    .where(audit_log.c.id == bindparam("entry_id"))
+    .values(hash=bindparam("entry_hash"))
+)
 
 
 def _filtered(statement: Any, query: AuditQuery) -> Any:
@@ -73,7 +82,6 @@ class SqlAuditLog:
         transaction, so no two entries follow the same predecessor and, on PostgreSQL,
         ids (drawn from the sequence under the lock) follow the chain's order.
         """
-        c = audit_log.c
         values: dict[str, Any] = {
             "actor": entry.actor[:200],
             "action": entry.action[:64],
@@ -86,14 +94,12 @@ class SqlAuditLog:
         at = entry.at or self._clock.now()
         with writing(self._engine) as conn:
             serialized(conn, CHAIN_LOCK)
-            tail = select(c.hash).order_by(c.id.desc()).limit(1)
-            prev = conn.execute(tail).scalar_one_or_none() or GENESIS
-            insert = audit_log.insert().values(at=at, prev_hash=prev, **values)
-            new_id: int = conn.execute(insert.returning(c.id)).scalar_one()
+            prev = conn.execute(_TAIL).scalar_one_or_none() or GENESIS
+            new_id: int = conn.execute(
+                _APPEND, {"at": at, "prev_hash": prev, **values}
+            ).scalar_one()
             record = AuditRecord(id=new_id, at=chain_time(at), **values)
-            conn.execute(
-                audit_log.update().where(c.id == new_id).values(hash=record.chained_to(prev))
-            )
+            conn.execute(_SEAL, {"entry_id": new_id, "entry_hash": record.chained_to(prev)})
 
     def page(self, after_id: int | None, limit: int) -> Sequence[AuditRecord]:
         c = audit_log.c

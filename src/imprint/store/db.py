@@ -11,6 +11,7 @@ import functools
 import hashlib
 import os
 import re
+import select
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 
 from imprint.errors import ConfigurationError
 from imprint.logs import get_logger
@@ -150,6 +151,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _alive_at_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Refuse a pooled PostgreSQL connection the server has closed, without a round trip.
+
+    An idle connection in the pool is sent nothing; if its socket is readable, the server
+    wrote to it anyway (a restart or an administrator ends connections with a message and
+    closes them) or the socket is at end of file. Raising ``DisconnectionError`` here
+    makes the pool drop it and check out another (a fresh one if need be): the same
+    effect as ``pool_pre_ping`` for one ``poll(2)`` of the socket instead of a
+    ``SELECT 1`` per checkout. A connection cut without a word (a network partition) is
+    found by the first statement, whose error invalidates the pool as before.
+    """
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise DisconnectionError("the connection is closed")
+    try:
+        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        raise DisconnectionError("the connection's socket is gone") from None
+    if readable:
+        raise DisconnectionError("the server wrote to an idle connection or closed it")
+
+
 def create_engine(url: str) -> Engine:
     """Create an engine for ``url`` with the settings imprint relies on.
 
@@ -182,9 +204,10 @@ def create_engine(url: str) -> Engine:
         # A bounded connect: /readyz answers "not ready" instead of hanging when the
         # database host is unreachable.
         connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
-        return sa_create_engine(
-            parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
-        )
+        engine = sa_create_engine(parsed, pool_size=10, max_overflow=20, connect_args=connect_args)
+        if parsed.get_backend_name() == "postgresql":
+            event.listen(engine, "checkout", _alive_at_checkout)
+        return engine
     except (ArgumentError, ImportError) as exc:
         raise ConfigurationError(f"database.url: {exc}") from None
 
@@ -391,6 +414,9 @@ def serialized(conn: Connection, name: str) -> None:
     decision depends on.
     """
     if conn.dialect.name == "sqlite":
-        conn.execute(_SQLITE_TAKE_WRITE_LOCK)
+        # A connection that has written in this transaction holds the write lock already
+        # (the device's lock, then the audit chain's, in one unit of work).
+        if not getattr(conn.connection.dbapi_connection, "holding", False):
+            conn.execute(_SQLITE_TAKE_WRITE_LOCK)
     else:
         conn.execute(_PG_ADVISORY_LOCK, {"key": lock_key(name)})

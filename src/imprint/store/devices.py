@@ -7,6 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -28,8 +29,25 @@ _FIND = select(devices).where(
     devices.c.owner == bindparam("owner"), devices.c.device_id == bindparam("device_id")
 )
 _GET = select(devices).where(devices.c.id == bindparam("ref"))
+_WITH_KEY = select(devices).where(devices.c.public_key_sha256 == bindparam("key")).limit(10)
 _UPDATE = update(devices).where(devices.c.id == bindparam("_ref"))  # SET from the values
 _INSERT = insert(devices)
+#: The columns :meth:`SqlDeviceStore.save` writes (an upsert changes no other column).
+_SAVED = (
+    "id", "owner", "device_id", "enrollment_id", "mechanism", "status", "created_at",
+    "updated_at", "certificate_serial", "pinned_fingerprint", "public_key_sha256",
+    "provisioned_at",
+)  # fmt: skip
+
+
+def _upsert(dialect_insert: type[sqlite.Insert] | type[postgresql.Insert]) -> object:
+    """INSERT, or UPDATE of every column when the device's row exists: one statement."""
+    statement = dialect_insert(devices)
+    changes = {name: statement.excluded[name] for name in _SAVED if name != "id"}
+    return statement.on_conflict_do_update(index_elements=[devices.c.id], set_=changes)
+
+
+_UPSERT = {"sqlite": _upsert(sqlite.Insert), "postgresql": _upsert(postgresql.Insert)}
 _COUNT = (
     select(func.count())
     .select_from(devices)
@@ -96,8 +114,10 @@ class SqlDeviceStore:
         }
         try:
             with writing(self._engine) as conn, guarded(conn):
-                changed = conn.execute(_UPDATE, {**values, "_ref": device.id}).rowcount
-                if changed == 0:
+                upsert = _UPSERT.get(conn.dialect.name)
+                if upsert is not None:
+                    conn.execute(upsert, values)  # type: ignore[call-overload]
+                elif conn.execute(_UPDATE, {**values, "_ref": device.id}).rowcount == 0:
                     conn.execute(_INSERT, values)
         except IntegrityError:
             raise Conflict(
@@ -105,9 +125,9 @@ class SqlDeviceStore:
             ) from None
 
     def with_key(self, public_key_sha256: str) -> Sequence[Device]:
-        query = select(devices).where(devices.c.public_key_sha256 == public_key_sha256).limit(10)
         with reading(self._engine) as conn:
-            return [_device(row) for row in conn.execute(query).mappings()]
+            found = conn.execute(_WITH_KEY, {"key": public_key_sha256}).mappings()
+            return [_device(row) for row in found]
 
     def count_in_enrollment(self, enrollment_id: str) -> int:
         with reading(self._engine) as conn:

@@ -214,6 +214,17 @@ class SqlEnrollmentStore:
             if result.rowcount == 0:
                 raise NotFound(f"no enrollment {enrollment_id!r}")
 
+    def any_external_hub(self) -> bool:
+        """Whether some enrollment gets hub tokens from an external token endpoint (a
+        network call during provisioning). Cached like the enrollments themselves."""
+        return self._cache.get(("external-hub",), self._any_external_hub)
+
+    def _any_external_hub(self) -> bool:
+        query = select(enrollments.c.hub).where(enrollments.c.hub.is_not(None))
+        with reading(self._engine) as conn:
+            hubs = conn.execute(query).scalars().all()
+        return any(json.loads(hub).get("token_url") for hub in hubs)
+
     def search(
         self,
         *,

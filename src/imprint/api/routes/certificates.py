@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from imprint.api.identity import InstanceAdmin, PrincipalDep, RuntimeDep
+from imprint.api.device_plane import run_blocking
+from imprint.api.identity import DeviceInstanceAdmin, PrincipalDep, RuntimeDep
 from imprint.api.params import Serial
 from imprint.durations import parse_duration
 from imprint.pki.records import CertificateRecord, CertificateStatus
@@ -95,8 +96,10 @@ class CertificatePage(BaseModel):
 
 
 @router.post("", status_code=201, summary="Issue a certificate from a CSR")
-def issue(body: IssueBody, runtime: RuntimeDep, principal: InstanceAdmin) -> IssuedOut:
-    issued = runtime.app.certificates.issue(
+async def issue(body: IssueBody, runtime: RuntimeDep, principal: DeviceInstanceAdmin) -> IssuedOut:
+    issued = await run_blocking(
+        runtime,
+        runtime.app.certificates.issue,
         principal,
         body.csr,
         profile=body.profile,

@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from imprint.api.channel_access import device_channel
+from imprint.api.device_plane import run_blocking
 from imprint.api.identity import runtime_of
 from imprint.channels.entries import connector_draft
 from imprint.errors import InvalidRequest, InvalidValue
@@ -61,5 +61,5 @@ def _write(runtime: Runtime, request: Request, values: dict[str, str]) -> None:
 async def write_alias(request: Request) -> Response:
     runtime = runtime_of(request)
     values = await _form(request)
-    await run_in_threadpool(_write, runtime, request, values)
+    await run_blocking(runtime, _write, runtime, request, values)
     return Response(status_code=204)

@@ -29,6 +29,7 @@ from cryptography import x509
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from imprint.api.device_plane import run_blocking
 from imprint.api.identity import peer_certificate, runtime_of
 from imprint.api.refusals import record_refusal
 from imprint.attestation.base import AttestationFailed, Evidence, TooManyAttempts
@@ -211,7 +212,7 @@ async def _enroll(request: Request, label: str | None, *, server_key: bool) -> R
     if server_key:  # an RSA key takes a while to make: not on the event loop
         key, csr = await run_in_threadpool(generated_request, csr)
     evidence = _enrollment_evidence(request, runtime, csr, label)
-    outcome = await run_in_threadpool(runtime.provisioner.provision, evidence)
+    outcome = await run_blocking(runtime, runtime.provisioner.provision, evidence)
     issued = _issued(outcome)
     if isinstance(issued, Response):
         return issued
@@ -241,7 +242,7 @@ async def _reenroll(request: Request, label: str | None) -> Response:
         client_certificate=presented.certificate,
         source=request.client.host if request.client else None,
     )
-    outcome = await run_in_threadpool(runtime.provisioner.renew, evidence)
+    outcome = await run_blocking(runtime, runtime.provisioner.renew, evidence)
     issued = _issued(outcome)
     if isinstance(issued, Response):
         return issued

@@ -20,9 +20,9 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
-from imprint.api.identity import PrincipalDep, RuntimeDep
+from imprint.api.device_plane import run_blocking
+from imprint.api.identity import DevicePrincipal, RuntimeDep
 from imprint.errors import InvalidCSR, InvalidValue
 from imprint.identities.identity import IdentityCertificate
 from imprint.pki.csr import load_csr
@@ -123,10 +123,10 @@ async def read_csr(request: Request) -> tuple[x509.CertificateSigningRequest, bo
     openapi_extra=CSR_BODY_SCHEMA,
 )
 async def sign_identity(
-    request: Request, runtime: RuntimeDep, principal: PrincipalDep
+    request: Request, runtime: RuntimeDep, principal: DevicePrincipal
 ) -> JSONResponse:
     csr, plgd = await read_csr(request)
-    identity = await run_in_threadpool(runtime.app.identities.sign_identity, principal, csr)
+    identity = await run_blocking(runtime, runtime.app.identities.sign_identity, principal, csr)
     if plgd:
         chain = identity.chain_pem().encode("ascii")
         return JSONResponse(

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from imprint.api.device_plane import run_blocking
 from imprint.api.identity import (
     OptionalClientCertificate,
     OptionalPrincipal,
@@ -99,7 +100,7 @@ def _oob_enrollments(runtime: Runtime, principal: Principal | None = None) -> li
 
 
 @router.get("/directory", summary="idprov: endpoints, CA certificate and services")
-def directory(runtime: RuntimeDep) -> Response:
+async def directory(runtime: RuntimeDep) -> Response:
     body = directory_message(_pem(runtime), runtime.settings.services)
     return Response(body, media_type=JSON)
 
@@ -109,7 +110,11 @@ def directory(runtime: RuntimeDep) -> Response:
     summary="idprov: request a certificate with an OOB-secret signature, or renew one "
     "over mutual TLS with the current certificate",
 )
-def provision(body: ProvisionRequestIn, request: Request, runtime: RuntimeDep) -> Response:
+async def provision(body: ProvisionRequestIn, request: Request, runtime: RuntimeDep) -> Response:
+    return await run_blocking(runtime, _provision, body, request, runtime)
+
+
+def _provision(body: ProvisionRequestIn, request: Request, runtime: Runtime) -> Response:
     idprov = ProvisionRequest(
         device_id=body.deviceID or "",
         ip=body.ip or "",

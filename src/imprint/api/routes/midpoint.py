@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
+from imprint.api.device_plane import run_blocking
 from imprint.api.identity import RuntimeDep
 from imprint.attestation.registration_key import KEY_HALF_HEADER
 from imprint.compat.midpoint import (
@@ -86,7 +86,7 @@ async def register(
         at=runtime.clock.now(),
         source=request.client.host if request.client else None,
     )
-    outcome = await run_in_threadpool(runtime.provisioner.provision, evidence)
+    outcome = await run_blocking(runtime, runtime.provisioner.provision, evidence)
     if outcome.status == "pending" or outcome.bundle is None:
         retry = outcome.retry_after or 30
         waiting = Waiting(status="pending", serial=outcome.device_id, retry_after=retry)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint import __version__
+from imprint.api.device_plane import run_blocking
 from imprint.api.identity import RuntimeDep, peer_certificate
 from imprint.attestation.base import Evidence
 from imprint.attestation.registration_key import KEY_HALF_HEADER
@@ -18,6 +19,7 @@ from imprint.pki.csr import load_csr
 from imprint.provisioning.bundle import Bundle
 from imprint.provisioning.enrollments import Mechanism
 from imprint.provisioning.service import Outcome
+from imprint.runtime import Runtime
 
 router = APIRouter(tags=["devices"])
 
@@ -139,7 +141,11 @@ def _with_key_half(body: ProvisionIn, request: Request) -> dict[str, Any]:
     response_model=ProvisionOut,
     responses={202: {"description": "Pending: retry after the Retry-After seconds"}},
 )
-def provision(body: ProvisionIn, request: Request, runtime: RuntimeDep) -> Response:
+async def provision(body: ProvisionIn, request: Request, runtime: RuntimeDep) -> Response:
+    return await run_blocking(runtime, _provision, body, request, runtime)
+
+
+def _provision(body: ProvisionIn, request: Request, runtime: Runtime) -> Response:
     csr = load_csr(body.csr)
     presented = peer_certificate(request)  # evidence: the attestor decides what it proves
     evidence = Evidence(
@@ -171,7 +177,11 @@ class RenewIn(BaseModel):
     summary="Renew with the current certificate (mutual TLS or a signed request)",
     response_model=ProvisionOut,
 )
-def renew(body: RenewIn, request: Request, runtime: RuntimeDep) -> Response:
+async def renew(body: RenewIn, request: Request, runtime: RuntimeDep) -> Response:
+    return await run_blocking(runtime, _renew, body, request, runtime)
+
+
+def _renew(body: RenewIn, request: Request, runtime: Runtime) -> Response:
     csr = load_csr(body.csr)
     presented = peer_certificate(request)
     evidence = Evidence(
@@ -198,7 +208,7 @@ class Directory(BaseModel):
 
 @router.get("/.well-known/imprint", summary="Where everything is")
 @router.get("/api/v1/directory", summary="Where everything is (same as /.well-known/imprint)")
-def directory(runtime: RuntimeDep) -> Directory:
+async def directory(runtime: RuntimeDep) -> Directory:
     base = runtime.settings.server.base_url()
     authority = runtime.authority
     pem = serialization.Encoding.PEM

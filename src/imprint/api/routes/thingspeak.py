@@ -20,9 +20,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from starlette.concurrency import run_in_threadpool
 
 from imprint.api.channel_access import device_channel
+from imprint.api.device_plane import run_blocking
 from imprint.api.identity import runtime_of
 from imprint.api.problems import status_of
 from imprint.channels.entries import (
@@ -132,7 +132,7 @@ async def update_text(request: Request) -> Response:
     runtime = runtime_of(request)
     try:
         params = await _parameters(request)
-        entry = await run_in_threadpool(_write, runtime, request, params)
+        entry = await run_blocking(runtime, _write, runtime, request, params)
     except ChannelRateLimited as exc:
         return PlainTextResponse("0", headers={"Retry-After": str(exc.retry_after)})
     except ImprintError as exc:
@@ -145,5 +145,5 @@ async def update_text(request: Request) -> Response:
 async def update_json(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
     params = await _parameters(request)
-    entry = await run_in_threadpool(_write, runtime, request, params)
+    entry = await run_blocking(runtime, _write, runtime, request, params)
     return JSONResponse(entry_json(entry))

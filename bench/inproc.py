@@ -1,0 +1,214 @@
+"""In-process microbenchmarks: CPU µs per call, many repetitions, no network.
+
+On a shared two-core machine a load test's absolute numbers move with whatever else
+runs; the CPU one call costs in this process moves far less. These decide changes:
+
+* ``middleware``: the request log and metrics middleware around an ASGI no-op, with
+  logging configured as ``imprint serve`` does (lines to a file, as a service's stderr);
+* ``noop``: the ASGI no-op alone (what ``middleware`` is compared with);
+* ``x509-signed``, ``csr-sign``: the whole application (routing, dependencies,
+  validation, the use case, the database) for one x509 signed-request registration,
+  or one admin CSR signing, called as an ASGI application without HTTP or TLS;
+  SQLite in a temporary directory, or PostgreSQL at ``--database URL``.
+
+``python -m bench.inproc middleware x509-signed csr-sign [--count N] [--database URL]``
+prints one line per part: µs of process CPU per call (user + system, every thread),
+and the 1-minute load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+Message = MutableMapping[str, Any]
+App = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+               Awaitable[None]]  # fmt: skip
+
+
+async def call(app: App, method: str, path: str, body: bytes = b"",
+               headers: dict[str, str] | None = None) -> tuple[int, bytes]:  # fmt: skip
+    """One request through ``app`` as uvicorn would make it."""
+    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    raw += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"host", b"127.0.0.1")]  # fmt: skip
+    scope: Message = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": method, "scheme": "https", "path": path, "raw_path": path.encode(),
+        "query_string": b"", "root_path": "", "headers": raw, "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8443), "state": {}, "extensions": {},
+    }  # fmt: skip
+    sent = False
+    status = 0
+    chunks: list[bytes] = []
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            await asyncio.sleep(3600)
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+async def _timed(name: str, count: int, one: Callable[[int], Awaitable[None]]) -> float:
+    for index in range(min(50, count // 10)):  # warm caches and code paths
+        await one(-1 - index)
+    load = os.getloadavg()[0]
+    started = _cpu()
+    for index in range(count):
+        await one(index)
+    spent = _cpu() - started
+    per_call = spent * 1e6 / count
+    print(f"{name:<14} {per_call:9.1f} µs CPU per call  ({count} calls, load "
+          f"{load:.2f} -> {os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
+    return per_call
+
+
+async def noop(scope: Message, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def _logging_as_served(directory: Path) -> None:
+    from imprint.logs import configure_logging
+
+    stderr = sys.stderr
+    sys.stderr = (directory / "stderr.log").open("w")  # what a service's journal reads
+    try:
+        configure_logging("info")
+    finally:
+        sys.stderr = stderr
+
+
+async def bench_middleware(count: int, directory: Path) -> None:
+    from imprint.api.middleware import RequestLogMiddleware
+    from imprint.metrics import Metrics
+
+    _logging_as_served(directory)
+    wrapped = RequestLogMiddleware(noop, metrics=Metrics())
+
+    async def bare(_: int) -> None:
+        await call(noop, "POST", "/api/v1/provision")
+
+    async def logged(_: int) -> None:
+        await call(wrapped, "POST", "/api/v1/provision")
+
+    base = await _timed("noop", count, bare)
+    total = await _timed("middleware", count, logged)
+    print(f"{'log + metrics':<14} {total - base:9.1f} µs CPU per request", flush=True)
+
+
+async def bench_app(parts: list[str], count: int, directory: Path, database: str | None) -> None:
+    from bench.floor import ca_certificate
+    from bench.load import build_requests, new_csr
+    from imprint.api.app import create_app
+    from imprint.runtime import prepare
+    from imprint.settings import Settings
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    _logging_as_served(directory)
+    settings = Settings(
+        data_dir=directory / "data",
+        database={"url": database or f"sqlite:///{directory}/imprint.db"},
+        ca={"passphrase": "bench-passphrase"},
+        server={"tls": False},
+    )
+    runtime, first = prepare(settings)
+    token = (first.admin_token_file or settings.data_dir / "admin-token").read_text().strip()
+    app = create_app(runtime)
+    admin = {"Authorization": f"Bearer {token}"}
+
+    async def post(path: str, body: object, headers: dict[str, str] | None = None) -> bytes:
+        status, answer = await call(app, "POST", path, json.dumps(body).encode(), headers)
+        if status not in (200, 201, 409):
+            raise RuntimeError(f"{path}: {status} {answer[:300]!r}")
+        return answer
+
+    await post("/api/v1/orgs", {"id": "bench", "name": "Benchmarks"}, admin)
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = ca_certificate("Bench Root CA", root_key, None, root_key, "Bench Devices")
+    line_key = ec.generate_private_key(ec.SECP256R1())
+    line = ca_certificate("Bench Line A", line_key, root, root_key, "Bench Devices")
+    pem = serialization.Encoding.PEM
+    await post("/api/v1/enrollments", {
+        "owner": "bench", "id": "bench-x509", "mechanism": "x509",
+        "x509": {"certificate_chain": [line.public_bytes(pem).decode(),
+                                       root.public_bytes(pem).decode()]},
+    }, admin)  # fmt: skip
+    warm = min(50, count // 10)
+    try:
+        if "x509-signed" in parts:
+            requests = build_requests({
+                "kind": "x509-signed", "count": count + warm, "prefix": f"in-{time.time_ns()}",
+                "base_url": "http://127.0.0.1:8443",
+                "line_cert": line.public_bytes(pem).decode(),
+                "line_key": line_key.private_bytes(
+                    pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ).decode(),
+            })  # fmt: skip
+
+            async def register(index: int) -> None:
+                request = requests[index if index >= 0 else count - 1 - index]
+                status, answer = await call(app, "POST", request.path, request.body)
+                if status != 200:
+                    raise RuntimeError(f"registration: {status} {answer[:300]!r}")
+
+            await _timed("x509-signed", count, register)
+        if "csr-sign" in parts:
+            csrs = [new_csr(f"csr-{i}")[1] for i in range(count + warm)]
+
+            async def sign(index: int) -> None:
+                pem_csr = csrs[index if index >= 0 else count - 1 - index]
+                body = json.dumps({"csr": pem_csr, "profile": "device"}).encode()
+                status, answer = await call(app, "POST", "/api/v1/certificates", body, admin)
+                if status != 201:
+                    raise RuntimeError(f"csr-sign: {status} {answer[:300]!r}")
+
+            await _timed("csr-sign", count, sign)
+    finally:
+        runtime.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.inproc")
+    parser.add_argument("parts", nargs="+",
+                        choices=("middleware", "x509-signed", "csr-sign"))  # fmt: skip
+    parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--database", default=None)
+    arguments = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="imprint-inproc-"))
+    logging.getLogger().handlers[:] = []
+    if "middleware" in arguments.parts:
+        asyncio.run(bench_middleware(arguments.count or 20_000, directory))
+    app_parts = [p for p in arguments.parts if p != "middleware"]
+    if app_parts:
+        asyncio.run(bench_app(app_parts, arguments.count or 400, directory, arguments.database))
+
+
+if __name__ == "__main__":
+    main()

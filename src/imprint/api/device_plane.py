@@ -1,0 +1,50 @@
+"""Where the device-facing routes run their blocking work (decision 0013).
+
+The device routes are ``async def`` with ``async`` dependencies: no thread-pool hop
+for FastAPI's dependency injection or the endpoint. The use case behind them
+(:class:`~imprint.provisioning.service.Provisioner`, the channel writes, CSR signing)
+is synchronous and talks to the database; :func:`run_blocking` decides where it runs:
+
+- **SQLite**: on the event loop, inline. A statement on a local file takes
+  microseconds; the writer lock (:mod:`imprint.store.db`) serializes writers anyway,
+  and a thread hop costs 140-200 µs of CPU, more than the statements it would carry.
+- **PostgreSQL**: in the thread pool, once per request (the whole operation, its
+  authentication included, in one hop): every statement is a network round trip,
+  which must not stall the event loop.
+- **A network call during provisioning** (an enrollment whose hub tokens come from an
+  external token endpoint, up to its 5 s timeout): in the thread pool, whatever the
+  database, so a slow provider cannot stall every other device.
+
+The per-device lock, record-before-sign, the outbox messages in the transaction and
+the audit entries are the use case's and do not change with where it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from imprint.runtime import Runtime
+
+__all__ = ["inline", "run_blocking"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def inline(runtime: Runtime) -> bool:
+    """Whether this runtime's device work runs on the event loop (see the module)."""
+    if runtime.engine.dialect.name != "sqlite":
+        return False
+    return not runtime.enrollments.any_external_hub()
+
+
+async def run_blocking(
+    runtime: Runtime, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """``function(*args, **kwargs)``, inline or in one thread-pool hop (see the module)."""
+    if inline(runtime):
+        return function(*args, **kwargs)
+    return await run_in_threadpool(function, *args, **kwargs)

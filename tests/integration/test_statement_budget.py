@@ -1,0 +1,153 @@
+"""The SQL one registration costs: statements, commits and pool checkouts, counted with
+SQLAlchemy's engine events around real requests. The counts are upper bounds, so a
+change that adds a statement to the device plane fails here instead of slipping into a
+benchmark nobody reads.
+
+x509 signed request, new device, warm caches (SQLite, PostgreSQL):
+
+- the attestor's read of the device: a certificate pinned to another device is refused
+  before its nonce is spent (a refused request changes nothing);
+- its own commit: the nonce (a spent nonce stays spent whatever the request does next);
+- the unit of work: the device lock, the device under it, the key's other holders, the
+  certificate's record and issued mark, the device (one upsert), the audit entry (last
+  hash, insert, hash; on SQLite the unit holds the write lock already, on PostgreSQL
+  the chain's advisory lock is one more statement), the step records: one commit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from tests.integration.conftest import Service
+from tests.integration.test_x509_attestation import (
+    Manufacturer,
+    enroll,
+    provisioned,
+    signed_body,
+)
+from tests.integration.test_x509_attestation import (  # the fixtures
+    acme as acme,
+)
+from tests.integration.test_x509_attestation import (
+    service as service,
+)
+
+pytestmark = pytest.mark.both_databases
+
+
+@dataclass
+class Tally:
+    """What each thread did (the server's background rounds run in threads of their
+    own and may write meanwhile)."""
+
+    events: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, what: str) -> None:
+        self.events.append((threading.get_ident(), what))
+
+    def of_request(self, marker: str) -> Tally:
+        """The events of the thread that ran a statement containing ``marker``."""
+        threads = {t for t, what in self.events if marker in what}
+        assert len(threads) == 1, threads
+        return Tally([(t, what) for t, what in self.events if t in threads])
+
+    @property
+    def statements(self) -> list[str]:
+        return [what for _, what in self.events if not what.startswith("--")]
+
+    @property
+    def commits(self) -> int:
+        return sum(1 for _, what in self.events if what == "-- commit")
+
+    @property
+    def checkouts(self) -> int:
+        return sum(1 for _, what in self.events if what == "-- checkout")
+
+    def sql(self, verb: str) -> int:
+        return sum(1 for s in self.statements if s.lstrip().upper().startswith(verb))
+
+
+@contextmanager
+def counted(service: Service) -> Iterator[Tally]:
+    engine = service.runtime.engine
+    tally = Tally()
+
+    def statement(_c: Any, _cur: Any, sql: str, _p: Any, _ctx: Any, _many: bool) -> None:
+        tally.add(sql)
+
+    def commit(_conn: Any) -> None:
+        tally.add("-- commit")
+
+    def checkout(*_args: Any) -> None:
+        tally.add("-- checkout")
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+    event.listen(engine.pool, "checkout", checkout)
+    try:
+        yield tally
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "commit", commit)
+        event.remove(engine.pool, "checkout", checkout)
+
+
+def test_a_signed_x509_registration_makes_few_statements(
+    service: Service, acme: Manufacturer, backend: str
+) -> None:
+    enroll(service, acme.chain())
+    for warm in ("meter-warm-1", "meter-warm-2"):  # caches filled, statements prepared
+        leaf, key = acme.line.idevid(warm)
+        provisioned(service, signed_body(service, leaf, key, [acme.line.certificate]))
+    leaf, key = acme.line.idevid("meter-counted")
+    body = signed_body(service, leaf, key, [acme.line.certificate])
+
+    with counted(service) as everything:
+        answer = provisioned(service, body)
+    # One thread ran the whole registration: inline on SQLite, one hop on PostgreSQL.
+    tally = everything.of_request("INSERT INTO devices")
+
+    assert answer["device_id"] == "meter-counted"
+    # Without the savepoints PostgreSQL puts around the statements that may hit a
+    # constraint (SAVEPOINT / RELEASE are statements of their own there).
+    counted_sql = [s for s in tally.statements if "SAVEPOINT" not in s.upper()]
+    # PostgreSQL takes the audit chain's advisory lock as a statement of its own.
+    budget = 12 if backend == "sqlite" else 13
+    assert len(counted_sql) <= budget, "\n".join(counted_sql)
+    # The device read by the attestor (before the nonce is spent) and under its lock,
+    # besides the holders of the CSR's key; saved with one upsert, not UPDATE-then-INSERT.
+    reads = [s for s in counted_sql if "FROM devices" in s]
+    assert len(reads) <= 3, reads
+    assert tally.sql("UPDATE DEVICES") == 0
+    assert tally.sql("INSERT INTO DEVICES") == 1
+    assert tally.commits <= 2  # the nonce, then the unit of work
+    assert tally.checkouts <= 3
+    # No pre-ping: no statement but the registration's own.
+    assert not any(s.strip().upper() == "SELECT 1" for s in tally.statements)
+
+
+def test_an_api_key_is_looked_up_once_and_forgotten_when_revoked(
+    service: Service, backend: str
+) -> None:
+    with service.admin() as admin:
+        made = admin.post("/api/v1/api-keys", json={"name": "counted"})
+        assert made.status_code == 201, made.text
+        token = made.json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        with service.client(headers=headers) as client:
+            for _ in range(2):  # the first use is written down (last_used_at), then read
+                assert client.get("/api/v1/certificates").status_code == 200
+            with counted(service) as tally:
+                for _ in range(3):
+                    assert client.get("/api/v1/certificates").status_code == 200
+            assert not any("FROM api_keys" in s for s in tally.statements)
+            assert admin.delete("/api/v1/api-keys/counted").status_code == 204
+            # The next request of the revoked key is refused at once, not after a TTL.
+            assert client.get("/api/v1/certificates").status_code == 401
