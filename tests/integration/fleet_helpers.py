@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +13,7 @@ from typing import Any
 
 from imprint.provisioning.devices import Device, DeviceStatus
 from tests.integration.conftest import Service
-
-IMPRINT = Path(sys.executable).parent / "imprint"
+from tests.warm_cli import warm_imprint
 
 
 def pending_device(
@@ -52,7 +50,7 @@ class Cli:
         self, *args: str, input: str | None = None, ok: bool = True
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(IMPRINT), *args],
+            [str(warm_imprint()), *args],
             cwd=self.cwd,
             env=self.env,
             input=input or "",
@@ -71,7 +69,7 @@ class Cli:
     def start(self, *args: str) -> subprocess.Popen[str]:
         """``imprint`` started in the background (its output read as it comes)."""
         return subprocess.Popen(
-            [str(IMPRINT), *args],
+            [str(warm_imprint()), *args],
             cwd=self.cwd,
             env=self.env,
             stdin=subprocess.DEVNULL,
