@@ -264,7 +264,8 @@ class WarmCli:
             env={k: v for k, v in os.environ.items() if not k.startswith("IMPRINT_")},
         )
         assert self._process.stdout is not None
-        ready = self._process.stdout.readline()
+        with self._process.stdout as said:
+            ready = said.readline()
         if ready.strip() != b"ready":
             raise RuntimeError("the warm imprint process did not start")
         (self._dir / "warm_cli_client.py").write_text(_CLIENT)

@@ -159,7 +159,7 @@ class Runtime:
     @functools.cached_property
     def webhook_store(self) -> SqlWebhookStore:
         """Webhook subscriptions, their delivery log and provisioning hooks."""
-        return SqlWebhookStore(self.engine, self.box)
+        return SqlWebhookStore(self.engine, self.box, self.clock)
 
     @functools.cached_property
     def webhook_events(self) -> WebhookEvents:

@@ -33,7 +33,7 @@ def test_a_provisioned_device_appears_on_the_dashboard_and_in_the_list(
     assert page.locator("#total-devices").inner_text() == "1"
     assert page.locator('[data-status="provisioned"]').inner_text() == "1"
     assert page.locator('[data-status="pending"]').inner_text() == "0"
-    assert page.locator("#by-org tr").all_inner_texts() == ["acme-east\t1"]
+    assert page.locator("#by-org tr").all_inner_texts() == ["Acme East\t1"]
     expiring = page.locator("#expiring tr").all_inner_texts()
     assert expiring == ["within 7 days\t0", "within 30 days\t1", "within 90 days\t1"]
     today = datetime.now(UTC).date().isoformat()
@@ -147,7 +147,7 @@ def test_a_sub_organization_user_cannot_see_a_sibling_device(
 
     login(page, console, east_admin)
     assert page.locator("#total-devices").inner_text() == "1"
-    assert page.locator("#by-org tr").all_inner_texts() == ["acme-east\t1"]
+    assert page.locator("#by-org tr").all_inner_texts() == ["Acme East\t1"]
     page.goto(f"{console.url}/devices")
     assert (
         page.locator("#devices tbody tr")

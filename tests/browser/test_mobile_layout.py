@@ -36,6 +36,11 @@ NOT_PAGES = {
     "/console/channels/{channel_id}/entries.json": "the live chart's JSON",
     "/console/login/oidc": "a redirect to the identity provider",
     "/console/login/oidc/callback": "the identity provider's way back",
+    "/console/certificates/{serial}.pem": "a certificate download (PEM), not a page",
+    "/console/audit.csv": "a CSV export, not a page",
+    "/console/certificates.csv": "a CSV export, not a page",
+    "/console/devices.csv": "a CSV export, not a page",
+    "/console/enrollments/{enrollment_id}/oob-secrets.csv": "a CSV export, not a page",
 }
 
 PARAM = r"{([^}:]+)(?::[^}]*)?}"  # a path parameter: {name} or {name:converter}
@@ -45,6 +50,9 @@ ALSO = {
     "/console/trusted-cas": [f"?enrollment={CA_LIST}"],
     "/console/devices": ["?status=provisioned"],
 }
+
+# Pages that need a query to be a page at all, per route (the query replaces the bare path).
+ONLY_WITH = {"/console/devices/bulk": "?action=revoke&all=1"}
 
 # Parameters that name something other than a page's own object, per route.
 ROUTE_FILL = {"/console/devices/{device_ref}/{name}": {"name": "revoke"}}
@@ -161,7 +169,7 @@ def _pages(fill: dict[str, str]) -> list[str]:
             unfilled.append(f"{route} (no value for {', '.join(missing)})")
             continue
         path = re.sub(PARAM, lambda m, values=values: values[m.group(1)], route)
-        pages.append(path)
+        pages.append(path + ONLY_WITH.get(route, ""))
         pages.extend(path + query for query in ALSO.get(route, []))
     assert not unfilled, (
         "console pages the seeded fleet cannot fill (add their ids to the fleet, or to "

@@ -65,6 +65,8 @@ OPAQUE_BODIES = {
     "POST /api/v1/renew",
     "POST /api/v1/sign/identity-csr",
     "POST /api/v1/relay",
+    # ... a plgd Helm values file (YAML text) ...
+    "POST /api/v1/imports/plgd-values",
     # And rules across fields: an x509 enrollment's PEM chain and mechanism-dependent
     # fields; a public OAuth client cannot use client_credentials; a PSK needs org_id when
     # the caller has no organization of its own (an API key).

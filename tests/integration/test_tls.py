@@ -41,7 +41,7 @@ def test_client_certificate_from_our_ca_is_seen_by_the_handler(service: Service)
 def test_connection_without_client_certificate_is_allowed(service: Service) -> None:
     with service.client() as client:
         body = client.get("/api/v1/whoami").json()
-    assert body == {"client_certificate": None, "api_key": None}
+    assert body == {"client_certificate": None, "api_key": None, "kind": None, "name": None}
 
 
 def test_client_certificate_from_another_ca_is_refused_over_http(

@@ -11,9 +11,11 @@ from datetime import datetime
 from sqlalchemy import delete, exists, func, insert, select, update
 from sqlalchemy.engine import Engine, RowMapping
 
+from imprint.clock import Clock
 from imprint.errors import NotFound
 from imprint.pki.records import CertificateStatus
 from imprint.sealing import SecretBox
+from imprint.store.cache import ReadCache
 from imprint.store.db import reading, writing
 from imprint.store.tables import (
     certificates,
@@ -89,17 +91,25 @@ def _hook_context(org_id: str) -> str:
 
 
 class SqlWebhookStore:
-    """Every table of webhooks; secrets sealed with the key-encryption key."""
+    """Every table of webhooks; secrets sealed with the key-encryption key.
 
-    def __init__(self, engine: Engine, box: SecretBox) -> None:
+    Every registration asks for its organization's provisioning hook and for the enabled
+    subscriptions (to emit its event): both answers come from read caches that every
+    write of theirs forgets (store/cache.py), so a registration makes no query for them.
+    """
+
+    def __init__(self, engine: Engine, box: SecretBox, clock: Clock | None = None) -> None:
         self._engine = engine
         self._box = box
+        self._subscriptions = ReadCache(engine, "webhook_subscriptions", clock=clock)
+        self._hooks = ReadCache(engine, "provisioning_hooks", clock=clock)
 
     # Subscriptions ----------------------------------------------------------------------
 
     def add(self, subscription: Subscription, secret: str) -> None:
         s = subscription
         with writing(self._engine) as conn:
+            self._subscriptions.changed(conn)
             conn.execute(
                 insert(webhook_subscriptions).values(
                     id=s.id,
@@ -147,13 +157,17 @@ class SqlWebhookStore:
 
     def of_orgs(self, org_ids: Collection[str] | None) -> Sequence[Subscription]:
         """The enabled subscriptions of ``org_ids`` (None: of every organization)."""
+        key = None if org_ids is None else tuple(sorted(org_ids))
+        return self._subscriptions.get(("enabled", key), lambda: self._of_orgs(org_ids))
+
+    def _of_orgs(self, org_ids: Collection[str] | None) -> Sequence[Subscription]:
         c = webhook_subscriptions.c
         statement = select(webhook_subscriptions).where(c.enabled.is_(True))
         if org_ids is not None:
             statement = statement.where(c.org_id.in_(sorted(org_ids)))
         with reading(self._engine) as conn:
             rows = conn.execute(statement.order_by(c.id)).mappings().all()
-        return [_subscription(r) for r in rows]
+        return tuple(_subscription(r) for r in rows)
 
     def subscribed_orgs(self, event_type: str) -> set[str]:
         """The organizations with an enabled subscription to ``event_type``."""
@@ -165,6 +179,7 @@ class SqlWebhookStore:
     def replace(self, subscription: Subscription) -> None:
         s = subscription
         with writing(self._engine) as conn:
+            self._subscriptions.changed(conn)
             conn.execute(
                 update(webhook_subscriptions)
                 .where(webhook_subscriptions.c.id == s.id)
@@ -180,6 +195,7 @@ class SqlWebhookStore:
     def set_secret(self, subscription_id: str, secret: str, at: datetime) -> None:
         sealed = self._box.seal(secret.encode(), _secret_context(subscription_id))
         with writing(self._engine) as conn:
+            self._subscriptions.changed(conn)
             conn.execute(
                 update(webhook_subscriptions)
                 .where(webhook_subscriptions.c.id == subscription_id)
@@ -200,6 +216,7 @@ class SqlWebhookStore:
 
     def remove(self, subscription_id: str) -> None:
         with writing(self._engine) as conn:
+            self._subscriptions.changed(conn)
             conn.execute(
                 delete(webhook_subscriptions).where(webhook_subscriptions.c.id == subscription_id)
             )
@@ -324,6 +341,7 @@ class SqlWebhookStore:
         if secret is not None:
             values["secret_sealed"] = self._box.seal(secret.encode(), _hook_context(h.org_id))
         with writing(self._engine) as conn:
+            self._hooks.changed(conn)
             changed = conn.execute(
                 update(provisioning_hooks)
                 .where(provisioning_hooks.c.org_id == h.org_id)
@@ -340,6 +358,9 @@ class SqlWebhookStore:
                 )
 
     def hook(self, org_id: str) -> ProvisioningHook | None:
+        return self._hooks.get(org_id, lambda: self._hook(org_id))
+
+    def _hook(self, org_id: str) -> ProvisioningHook | None:
         with reading(self._engine) as conn:
             row = (
                 conn.execute(
@@ -361,6 +382,7 @@ class SqlWebhookStore:
 
     def remove_hook(self, org_id: str) -> None:
         with writing(self._engine) as conn:
+            self._hooks.changed(conn)
             conn.execute(delete(provisioning_hooks).where(provisioning_hooks.c.org_id == org_id))
 
     # Claims hooks added to devices ------------------------------------------------------
