@@ -265,6 +265,7 @@ def test_unknown_things_are_problem_json(service: Service) -> None:
         assert response.headers["content-type"] == PROBLEM
 
 
+@pytest.mark.slow
 def test_readiness_docs_and_ca_downloads(service: Service) -> None:
     with service.client() as client:
         ready = client.get("/readyz")

@@ -132,6 +132,7 @@ def test_the_owner_of_an_oob_secret_is_not_locked_out_from_elsewhere(service: Se
     assert again.json()["code"] == "signature_invalid"
 
 
+@pytest.mark.slow
 def test_a_user_with_her_password_is_not_locked_out_from_elsewhere(service: Service) -> None:
     with service.admin() as admin:
         make_org(admin, "simpsons")
@@ -157,6 +158,7 @@ def test_an_identity_that_looks_like_an_address_locks_nothing_out(service: Servi
 
 
 @pytest.mark.both_databases
+@pytest.mark.slow
 def test_the_limit_holds_exactly_under_60_concurrent_attempts(service: Service) -> None:
     oob_enrollment(service, "meter-9")
     bodies = [request_body(f"guess-{n}", "meter-9") for n in range(60)]

@@ -42,6 +42,7 @@ def entries(http: httpx.Client, **params: str | int) -> list[dict[str, object]]:
     return items
 
 
+@pytest.mark.slow
 def test_admin_changes_are_logged_without_secrets(service: Service) -> None:
     with service.admin() as admin:
         make_org(admin, "acme")
@@ -284,6 +285,7 @@ def test_the_console_verifies_the_chain_for_the_whole_instance(service: Service)
     assert "verify=1" not in org_admin.text
 
 
+@pytest.mark.slow
 def test_enrollment_states_and_oob_imports_are_logged(service: Service) -> None:
     """Enable, disable, delete and a bulk import: one entry each, with the import's counts;
     a dry run and an import with a bad row write nothing, so they log nothing."""

@@ -382,6 +382,7 @@ def test_the_seed_curl_self_provisions_and_writes(service: Service, tmp_path: Pa
     assert stored_devices(service) == 1
 
 
+@pytest.mark.slow
 def test_connector_without_a_channel_or_a_certificate_is_refused(
     service: Service, tmp_path: Path
 ) -> None:
@@ -397,6 +398,7 @@ def test_connector_without_a_channel_or_a_certificate_is_refused(
     assert stored_entries(service) == 0
 
 
+@pytest.mark.slow
 def test_connector_waits_for_approval_then_writes(service: Service, tmp_path: Path) -> None:
     seed_ca(tmp_path)
     connector_enrollment(service, tmp_path, "approved-only", manual_approval=True)
@@ -418,6 +420,7 @@ def test_connector_waits_for_approval_then_writes(service: Service, tmp_path: Pa
     assert [(e.entry_id, e.fields["field1"]) for e in entries] == [(1, "21"), (2, "22")]
 
 
+@pytest.mark.slow
 def test_the_channel_api_is_in_the_openapi_document(service: Service) -> None:
     with service.client() as http:
         paths = http.get("/openapi.json").json()["paths"]
@@ -445,6 +448,7 @@ def limited(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     yield from start_service(slow, workdir)
 
 
+@pytest.mark.slow
 def test_the_rate_limit_answers_0_on_update_and_429_on_json(limited: Service) -> None:
     device = Device(limited)
     params = {"api_key": device.write_key, "field1": "1"}

@@ -106,6 +106,7 @@ def watched(service: Service) -> Iterator[Statements]:
 
 
 @pytest.mark.both_databases
+@pytest.mark.slow
 def test_twenty_thousand_secrets_page_with_their_total_a_page_at_a_time(
     fleet: Service, sign_in: Callable[[str], httpx.Client]
 ) -> None:
@@ -149,6 +150,7 @@ def test_twenty_thousand_secrets_page_with_their_total_a_page_at_a_time(
 
 
 @pytest.mark.both_databases
+@pytest.mark.slow
 def test_an_org_admin_cannot_page_into_or_act_on_another_orgs_devices(
     fleet: Service, sign_in: Callable[[str], httpx.Client]
 ) -> None:
@@ -223,6 +225,7 @@ def test_an_org_admin_cannot_page_into_or_act_on_another_orgs_devices(
     assert all(e.actor == "user:admin@east.example" for e in revokes)
 
 
+@pytest.mark.slow
 def test_the_certificates_page_has_issued_expiring_and_revoked_tabs_and_pem_download(
     fleet: Service, sign_in: Callable[[str], httpx.Client]
 ) -> None:
@@ -266,6 +269,7 @@ def test_the_certificates_page_has_issued_expiring_and_revoked_tabs_and_pem_down
     ]
 
 
+@pytest.mark.slow
 def test_a_device_page_shows_its_certificate_history_renewal_due_and_no_expiry_once_revoked(
     fleet: Service, sign_in: Callable[[str], httpx.Client], tmp_path: Path
 ) -> None:

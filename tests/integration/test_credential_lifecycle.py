@@ -212,6 +212,7 @@ def test_an_oauth_client_secret_is_rotated(service: Service) -> None:
     assert _audited(service, "oauth_client.secret.rotate") == [("api-key:admin", client_id)]
 
 
+@pytest.mark.slow
 def test_a_device_is_addressed_by_its_own_id_and_lists_count_every_match(
     service: Service,
 ) -> None:

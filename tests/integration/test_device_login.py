@@ -90,6 +90,7 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, rest
 
 
+@pytest.mark.slow
 def test_a_user_approves_the_command_line_in_the_console(
     remote: Service, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -159,6 +160,7 @@ def _ask(http: httpx.Client) -> dict[str, Any]:
 
 
 @pytest.mark.both_databases
+@pytest.mark.slow
 def test_the_token_endpoint_answers_each_state_of_a_device_code(remote: Service) -> None:
     _people(remote)
     clock = remote.clock

@@ -154,6 +154,7 @@ def client_and_clock(service: Service) -> Iterator[tuple[ImprintClient, Scripted
 
 
 @pytest.mark.parametrize("way", ["mtls", "signed"])
+@pytest.mark.slow
 def test_x509_with_the_manufacturer_certificate(
     service: Service, tmp_path: Path, acme: Manufacturer, way: str
 ) -> None:

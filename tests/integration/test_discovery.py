@@ -41,6 +41,7 @@ def announced(settings: Settings, tmp_path: Path) -> Iterator[Service]:
         ("_idprov._tcp.local.", "/idprov/directory"),
     ],
 )
+@pytest.mark.slow
 def test_both_service_types_are_announced_with_the_directory_path(
     announced: Service, service_type: str, path: str
 ) -> None:
@@ -62,6 +63,7 @@ def test_both_service_types_are_announced_with_the_directory_path(
     assert response.status_code == 200
 
 
+@pytest.mark.slow
 def test_the_sdk_browse_finds_the_server(announced: Service) -> None:
     found = browse(5.0, interfaces=[LOOPBACK])
     assert announced.base_url in found

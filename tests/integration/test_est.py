@@ -94,6 +94,7 @@ def url(service: Service, operation: str, label: str | None = ENROLLMENT) -> str
 # (Debian's libstrongswan-standard-plugins), HTTP its curl plugin (extra-plugins).
 
 
+@pytest.mark.slow
 def test_strongswan_enrolls_with_http_basic_and_reenrolls_with_its_certificate(
     service: Service, tmp_path: Path
 ) -> None:
@@ -192,6 +193,7 @@ def print_certs(body: bytes, cwd: Path) -> list[x509.Certificate]:
 
 
 @pytest.mark.both_databases
+@pytest.mark.slow
 def test_every_est_operation_with_curl_and_openssl(service: Service, tmp_path: Path) -> None:
     enroll_oob(service)
     register(service, "curl-device-1")
@@ -271,6 +273,7 @@ def test_every_est_operation_with_curl_and_openssl(service: Service, tmp_path: P
     assert made_cert.public_key() != client_key.public_key(), "a key the server made"
 
 
+@pytest.mark.slow
 def test_x509_enrollment_over_mutual_tls_waits_for_approval(
     service: Service, tmp_path: Path
 ) -> None:
@@ -334,6 +337,7 @@ def test_x509_enrollment_over_mutual_tls_waits_for_approval(
 # Refusals ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bad_requests_change_nothing_and_get_rfc_7030_errors(
     service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -199,6 +199,7 @@ def _leaf(issuer: x509.Certificate, signer: object) -> x509.Certificate:
 
 
 @pytest.mark.parametrize("key_type", [KeyType.EC_P384, KeyType.RSA_3072])
+@pytest.mark.slow
 def test_other_key_types_sign_in_the_token(token: Token, tmp_path: Path, key_type: KeyType) -> None:
     material = init_ca(hsm_settings(tmp_path / "data", token, key_type=key_type))
     material.issuing.verify_directly_issued_by(material.root)

@@ -309,6 +309,7 @@ def test_oob_secret_registration_needs_an_admin_and_one_enrollment(
 
 
 @pytest.mark.both_databases
+@pytest.mark.slow
 def test_a_provisioned_device_renews_over_mutual_tls_and_its_old_certificate_is_revoked(
     idprov_service: Service,
 ) -> None:

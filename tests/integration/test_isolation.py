@@ -437,6 +437,7 @@ def _routes(service: Service) -> set[tuple[str, str]]:
     }
 
 
+@pytest.mark.slow
 def test_every_route_has_a_case(service: Service) -> None:
     covered = {(c.method, c.path) for c in CASES}
     assert len(covered) == len(CASES), "two cases for one route"

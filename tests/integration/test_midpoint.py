@@ -103,6 +103,7 @@ def test_the_seed_request_gets_its_channel_sealed(service: Service) -> None:
     assert counts(service) == (1, 1, 1)
 
 
+@pytest.mark.slow
 def test_plain_delivery_answers_the_lines_midpoint_firmware_reads(service: Service) -> None:
     with service.admin() as admin:
         channel_enrollment(

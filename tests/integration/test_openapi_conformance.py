@@ -167,12 +167,14 @@ def _operation_test(
 
 
 @pytest.mark.parametrize("caller", ["admin", "anonymous"])
+@pytest.mark.slow
 def test_the_server_answers_as_its_openapi_document_says(service: Service, caller: str) -> None:
     headers = {"Authorization": f"Bearer {service.admin_token}"} if caller == "admin" else {}
     failures = run_pass(service, headers)
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow
 def test_a_wrong_method_gets_405_with_the_methods_of_the_path(service: Service) -> None:
     paths = document(service)["paths"]
     wrong: list[str] = []

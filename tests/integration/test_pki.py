@@ -262,6 +262,7 @@ def expected_extensions(profile: str) -> list[tuple[x509.ObjectIdentifier, bool]
 
 
 @pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.slow
 def test_issued_certificate_carries_exactly_the_profile_extensions(
     installation: Installation, profile: str
 ) -> None:

@@ -153,6 +153,7 @@ def test_the_form_needs_its_csrf_token_and_cookie(service: Service) -> None:
     assert certificate_count(service) == before
 
 
+@pytest.mark.slow
 def test_wrong_password_leaves_the_request_pending(service: Service) -> None:
     member(service, "marge@simps.net", "acme")
     started = start_relay(service, make_csr()[1])
@@ -237,6 +238,7 @@ def test_a_viewer_or_a_second_key_cannot_approve(service: Service) -> None:
     assert certificate_count(service) == before
 
 
+@pytest.mark.slow
 def test_bad_requests_and_unknown_states(service: Service) -> None:
     with service.client() as http:
         for request, code in (
@@ -262,6 +264,7 @@ def short_lived(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     yield from start_service(settings.model_copy(update={"identities": quick}), tmp_path)
 
 
+@pytest.mark.slow
 def test_states_expire_and_sources_are_rate_limited(short_lived: Service) -> None:
     service = short_lived
     member(service, "marge@simps.net", "acme")

@@ -64,6 +64,7 @@ def _csv(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_remaining_admin_commands_run_remotely(remote: Service, tmp_path: Path) -> None:
     app = remote.runtime.app
     me = cli_principal()

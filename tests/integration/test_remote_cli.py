@@ -28,6 +28,7 @@ def remote(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     yield from start_service(settings, tmp_path / "server")
 
 
+@pytest.mark.slow
 def test_the_command_line_runs_the_fleet_from_elsewhere(remote: Service, tmp_path: Path) -> None:
     app = remote.runtime.app
     app.organizations.create(cli_principal(), "Acme", org_id="acme")

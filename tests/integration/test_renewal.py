@@ -100,6 +100,7 @@ def test_renewal_without_evidence_and_with_a_foreign_certificate(
     assert (foreign.status_code, foreign.json()["code"]) == (403, "not_enrolled")
 
 
+@pytest.mark.slow
 def test_expired_certificate_renews_only_within_the_grace_period(
     service: Service, tmp_path: Path
 ) -> None:

@@ -135,6 +135,7 @@ def test_a_body_arriving_with_its_headers_is_not_mistaken_for_headers(service: S
     assert status in (400, 413), answer[:300]  # judged by the application, not 431
 
 
+@pytest.mark.slow
 def test_a_connection_stalling_in_its_headers_is_closed_within_the_timeout(
     limited: Service,
 ) -> None:
@@ -148,6 +149,7 @@ def test_a_connection_stalling_in_its_headers_is_closed_within_the_timeout(
     assert 1.5 < elapsed < 2.0 + 5.0, f"closed after {elapsed:.2f} s (timeout 2 s)"
 
 
+@pytest.mark.slow
 def test_a_connection_stalling_in_its_body_is_closed_within_the_timeout(
     limited: Service,
 ) -> None:
@@ -163,6 +165,7 @@ def test_a_connection_stalling_in_its_body_is_closed_within_the_timeout(
     assert 1.5 < elapsed < 2.0 + 5.0, f"closed after {elapsed:.2f} s (timeout 2 s)"
 
 
+@pytest.mark.slow
 def test_a_connection_that_never_completes_its_tls_handshake_is_closed(
     limited: Service,
 ) -> None:
@@ -179,6 +182,7 @@ def test_a_connection_that_never_completes_its_tls_handshake_is_closed(
     assert 1.5 < elapsed < 2.0 + 5.0, f"closed after {elapsed:.2f} s (timeout 2 s)"
 
 
+@pytest.mark.slow
 def test_an_idle_kept_alive_connection_is_closed(limited: Service) -> None:
     with connect(limited) as tls:
         tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -193,6 +197,7 @@ def test_an_idle_kept_alive_connection_is_closed(limited: Service) -> None:
     assert 1.5 < elapsed < 2.0 + 5.0, f"closed after {elapsed:.2f} s (keep-alive 2 s)"
 
 
+@pytest.mark.slow
 def test_300_half_header_connections_are_all_closed_and_memory_stays_flat(
     limited: Service,
 ) -> None:

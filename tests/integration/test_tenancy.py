@@ -73,6 +73,7 @@ def _simpsons(service: Service) -> None:
 
 
 @pytest.mark.both_databases
+@pytest.mark.slow
 def test_members_see_their_subtree_and_foreign_orgs_are_404(service: Service) -> None:
     _simpsons(service)
     with service.admin() as admin:
@@ -100,6 +101,7 @@ def test_members_see_their_subtree_and_foreign_orgs_are_404(service: Service) ->
         assert http.get("/api/v1/orgs/garage").json()["role"] == "viewer"
 
 
+@pytest.mark.slow
 def test_roles_are_enforced_viewer_reads_operator_runs_admin_manages(service: Service) -> None:
     _simpsons(service)
     with service.admin() as admin:

@@ -52,6 +52,7 @@ def written(service: Service, device: Device, *values: dict[str, object]) -> lis
     return ids
 
 
+@pytest.mark.slow
 def test_every_thingspeak_client_method_against_the_server(
     service: Service, device: Device, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,6 +127,7 @@ def test_every_thingspeak_client_method_against_the_server(
         as_writer.get()
 
 
+@pytest.mark.slow
 def test_feeds_in_three_formats_with_results_start_and_end(
     service: Service, device: Device
 ) -> None:
@@ -178,6 +180,7 @@ def test_feeds_in_three_formats_with_results_start_and_end(
     assert nobody.status_code == 401
 
 
+@pytest.mark.slow
 def test_the_chart_page_draws_the_field_on_a_utc_time_axis(
     service: Service, device: Device
 ) -> None:
@@ -222,6 +225,7 @@ def test_the_chart_page_draws_the_field_on_a_utc_time_axis(
 
 
 @pytest.mark.both_databases
+@pytest.mark.slow
 def test_midpoint_story_from_signup_to_marges_chart(settings: Settings, tmp_path: Path) -> None:
     """Homer signs up, the thermometer registers with the first half of the key, opens
     its channel and write key with the second half, writes; Marge reads with a read key."""
@@ -274,6 +278,7 @@ def open_wrong(second: str, serial: str, sealed: dict[str, str]) -> object:
         return None
 
 
+@pytest.mark.slow
 def test_reads_name_the_channel_by_its_key_only(service: Service, device: Device) -> None:
     other = Device(service, owner="the-flanders", serial="999")
     with service.client() as http:

@@ -75,6 +75,7 @@ def log_of(service: Service, subscription_id: str) -> list[dict[str, Any]]:
     return items
 
 
+@pytest.mark.slow
 def test_a_delivery_is_signed_retried_after_a_500_and_logged(
     service: Service, hooked: Receiver, tmp_path: Path
 ) -> None:
@@ -176,6 +177,7 @@ def test_failed_awaiting_approval_and_revoked_events(
     assert hooked.events("provisioning.succeeded") == []
 
 
+@pytest.mark.slow
 def test_expiring_certificates_are_told_once_per_threshold(
     service: Service, hooked: Receiver, tmp_path: Path
 ) -> None:
@@ -261,6 +263,7 @@ def test_a_hook_that_denies_stops_the_registration_before_signing(
     assert ("hook", "failed", "hook_denied") in [tuple(s) for s in steps]
 
 
+@pytest.mark.slow
 def test_a_hook_adds_claims_and_only_allowed_ones(
     service: Service, hooked: Receiver, tmp_path: Path
 ) -> None:
@@ -291,6 +294,7 @@ def test_a_hook_adds_claims_and_only_allowed_ones(
     assert "subject" in refused.json()["detail"]
 
 
+@pytest.mark.slow
 def test_a_hook_that_times_out_denies_or_allows_as_configured(
     service: Service, hooked: Receiver, tmp_path: Path
 ) -> None:
@@ -398,6 +402,7 @@ def test_deliveries_never_run_in_the_committing_request(
     assert hooked.wait_for(1)[0].headers["imprint-event-type"] == "certificate.revoked"
 
 
+@pytest.mark.slow
 def test_the_command_line_manages_webhooks_on_a_remote_server(
     service: Service, hooked: Receiver, tmp_path: Path
 ) -> None:

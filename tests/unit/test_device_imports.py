@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 SERVER_PACKAGES = (
     "imprint.api",
     "imprint.attestation",
@@ -44,6 +46,7 @@ def test_importing_the_sdk_loads_no_server_module() -> None:
         assert name not in loaded, f"imprint.device imported {name}"
 
 
+@pytest.mark.slow
 def test_the_sdk_source_imports_only_itself_cryptography_and_httpx() -> None:
     import ast
     from pathlib import Path

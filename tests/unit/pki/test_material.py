@@ -152,6 +152,7 @@ def test_missing_passphrase_locks_the_ca(initialized: InitializedCA) -> None:
         load_ca(Settings(data_dir=initialized.settings.data_dir))
 
 
+@pytest.mark.slow
 def test_plaintext_ca_key_is_refused_outside_development(copied: InitializedCA) -> None:
     key_file = copied.settings.ca_dir / "issuing.key"
     save_private_key(
@@ -173,6 +174,7 @@ def test_loading_without_a_ca_says_how_to_make_one(tmp_path: Path) -> None:
         load_ca(ca_settings(tmp_path / "data"))
 
 
+@pytest.mark.slow
 def test_init_twice_is_a_conflict_unless_forced(copied: InitializedCA) -> None:
     with pytest.raises(Conflict, match="--force"):
         init_ca(copied.settings)
