@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from imprint.app.webhooks import HookSpec
 from imprint.settings import Settings
 from imprint.tenancy.access import cli_principal
 from imprint.tenancy.orgs import create_organization
@@ -112,3 +113,43 @@ def test_a_bad_url_is_refused_on_the_form(page: Any, console: Console, problems:
     page.locator("#webhook-create").click()
     assert "https" in page.locator("#webhook-error").inner_text()
     assert console.service.runtime.app.webhooks.search(cli_principal()) == []
+
+
+def test_a_devices_page_shows_what_the_provisioning_hook_added(
+    page: Any, console: Console, hooked: Receiver, tmp_path: Path, problems: Problems
+) -> None:
+    service = console.service
+    service.runtime.app.webhooks.set_hook(cli_principal(), "acme", HookSpec(url=hooked.url))
+    hooked.answer = {
+        "decision": "allow",
+        "claims": {"attributes": {"site": "berlin", "cabinet": "rack-" + "0123456789" * 8}},
+    }
+    factory = Factory(service, tmp_path, "fleet")
+    assert factory.provision(factory.device("meter-1")).status_code == 200
+    hooked.answer = {"decision": "allow"}
+    assert factory.provision(factory.device("meter-2")).status_code == 200
+    claimed = service.runtime.devices.find("acme", "meter-1")
+    plain = service.runtime.devices.find("acme", "meter-2")
+    assert claimed is not None
+    assert plain is not None
+
+    login(page, console, console.admin)
+    page.goto(f"{console.url}/devices/{claimed.id}")
+    rows = page.locator("#attributes tr").all_inner_texts()
+    assert [r.split()[0] for r in rows] == ["cabinet", "site"]
+    assert "berlin" in rows[1]
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{console.url}/devices/{plain.id}")
+    assert page.locator("#attributes").inner_text().startswith("None")
+
+    # An admin of another organization does not see the device, nor what it was given.
+    problems.expect("404")
+    other = console.add_user("admin@beta.example", "beta", Role.ADMIN)
+    page.context.clear_cookies()
+    login(page, console, other)
+    answer = page.goto(f"{console.url}/devices/{claimed.id}")
+    assert answer is not None
+    assert answer.status == 404
+    assert "berlin" not in page.content()

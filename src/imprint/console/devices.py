@@ -317,6 +317,7 @@ async def device_page(request: Request, user: ConsoleUser, device_ref: str) -> R
             "certificate": certificate,
             "renewal": _renewal(rt, device, certificate),
             "history": rt.app.devices.certificates(user, device.id),
+            "attributes": rt.app.devices.attributes(user, device.id),
             "timeline": rt.records.for_device(device.id),
             "channel": rt.channels.for_device(device.id),
             "actions": [(name, a) for name, a in ACTIONS.items() if a.allowed(device)],
