@@ -21,10 +21,12 @@ import pytest
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
+from imprint.app.webhooks import HookSpec
 from imprint.channels.entries import EntryDraft
 from imprint.console import router as console_router
 from imprint.device import RequestRefused
 from imprint.provisioning.channels import ChannelTemplate, channel_for_device
+from imprint.tenancy.access import cli_principal
 from tests.browser.conftest import SCREENSHOTS, Console, Problems, login
 from tests.browser.fleet import device, oob_enrollment, provision, register
 from tests.browser.test_console_admin import _ca
@@ -141,12 +143,25 @@ def _seed(console: Console, workdir: Path) -> dict[str, str]:
             EntryDraft(fields={"field1": f"{20 + n / 4}", "field2": f"{40 + n}"}),
             min_interval=timedelta(0),
         )
+    subscribed = rt.app.webhooks.create(
+        cli_principal(),
+        "acme-east",
+        "https://inventory-receiver.production-line-seven.acme-industries.example/imprint/events",
+        ["provisioning.succeeded", "provisioning.failed", "certificate.expiring"],
+        description="the inventory system of production line seven, east building",
+    )
+    rt.app.webhooks.set_hook(
+        cli_principal(),
+        "acme-east",
+        HookSpec(url="https://inventory-hook.production-line-seven.acme-industries.example/hook"),
+    )
     _, csr = make_csr("laptop-client-of-line-seven-east.acme-industries.example")
     with service.client() as client:
         started = client.post("/api/v1/relay", json={"csr": csr_pem(csr)})
     assert started.status_code == 201, started.text
     return {
         "relay_state": started.json()["state"],
+        "subscription_id": subscribed.subscription.id,
         "device_ref": provisioned.id,
         "enrollment_id": "meters-east-long-enrollment-name",
         "channel_id": str(channel.id),
