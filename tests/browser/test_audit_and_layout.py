@@ -122,3 +122,48 @@ def test_the_nav_fits_one_line_at_1280_px_and_folds_below_1200(page: Any, consol
     page.get_by_role("button", name="Menu").click()
     assert webhooks.is_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 1100
+
+
+def test_the_audit_log_sorts_by_actor_action_target_and_outcome(
+    page: Any, console: Console
+) -> None:
+    audit = console.service.runtime.audit
+    for actor, action, target, outcome in [
+        ("user:carol", "device.approve", "dev-b", "success"),
+        ("api-key:ci", "webhook.create", "dev-c", "failure"),
+        ("user:alice", "device.revoke", "dev-a", "success"),
+        ("user:bob", "org.update", "acme-east", "failure"),
+    ]:
+        audit.write(
+            AuditEntry(
+                actor=actor,
+                action=action,
+                target_type="device",
+                target_id=target,
+                org_id="acme-east",
+                outcome=outcome,  # type: ignore[arg-type]
+            )
+        )
+    login(page, console, console.admin)
+
+    def column(n: int) -> list[str]:
+        cells = page.locator(f"#audit tbody tr td:nth-child({n})").all_inner_texts()
+        return [c.strip() for c in cells]
+
+    page.goto(f"{console.url}/audit?org=acme-east")
+    page.get_by_role("link", name="Actor", exact=True).click()
+    assert column(2) == ["api-key:ci", "user:alice", "user:bob", "user:carol"]
+    page.get_by_role("link", name="Actor ▲").click()
+    assert column(2) == ["user:carol", "user:bob", "user:alice", "api-key:ci"]
+    assert "org=acme-east" in page.url  # the filter is kept
+    page.get_by_role("link", name="Action", exact=True).click()
+    assert column(3) == ["device.approve", "device.revoke", "org.update", "webhook.create"]
+    page.get_by_role("link", name="Target", exact=True).click()
+    assert [c.split()[-1] for c in column(4)] == ["acme-east", "dev-a", "dev-b", "dev-c"]
+    page.get_by_role("link", name="Outcome", exact=True).click()
+    outcomes = column(6)
+    assert outcomes == sorted(outcomes)
+    assert outcomes[0] != outcomes[-1]
+    # Anything but a listed column falls back to newest first.
+    page.goto(f"{console.url}/audit?org=acme-east&sort=details")
+    assert column(2)[0] == "user:bob"
