@@ -207,12 +207,15 @@ async def device_export(
     org: Text = None,
     enrollment: Text = None,
     expiry: Text = None,
+    sort: Text = None,
 ) -> Response:
+    """The devices that match, in the list's order (its ``sort``), streamed in chunks."""
     rt = runtime(request)
     owners = scope_of(rt, user)
     query = device_query(q, status, org, enrollment, expiry)
+    order = queries.DEVICE_SORT.known(Order.parse(sort, queries.DEVICE_SORT.default))
     names = org_names(rt)
-    rows = queries.each_device(rt.engine, owners, query.where, now=rt.clock.now())
+    rows = queries.each_device(rt.engine, owners, query.where, now=rt.clock.now(), order=order)
     return csv_response(
         "devices.csv",
         [
