@@ -18,6 +18,7 @@ from imprint.settings import Settings, WebhookSettings
 from imprint.store.tables import provisioning_records
 from imprint.webhooks.model import check_url
 from imprint.webhooks.signing import verify
+from tests.e2e.conftest import run_imprint
 from tests.integration.conftest import Service, start_service, with_orgs
 from tests.integration.fleet_helpers import Cli
 from tests.integration.oauth_helpers import bearer, token_for
@@ -327,6 +328,10 @@ def test_a_devices_attributes_from_the_hook_are_shown_as_the_device_is(
         for line in table.splitlines()
     ), table
     assert cli.json("devices", "show", "meter-11")["attributes"] == {}
+    # And on the server's own data directory (local mode), the same object.
+    local = run_imprint(service.runtime.settings, "devices", "show", ref, "--output", "json")
+    assert local.returncode == 0, local.stderr
+    assert json.loads(local.stdout)["attributes"] == {"line": "7", "site": "berlin"}
 
 
 def test_a_hook_that_times_out_denies_or_allows_as_configured(
