@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from imprint.store.listing import Order
+
 __all__ = [
     "GENESIS",
     "OUTBOX_ACTOR",
@@ -124,6 +126,9 @@ class AuditQuery:
     limit: int = 100
     offset: int = 0
     oldest_first: bool = False
+    #: A key of the store's audit sort keys (``at``, ``actor``, ``action``, ``target``,
+    #: ``outcome``); None: by entry, newest first unless ``oldest_first``.
+    order: Order | None = None
 
 
 def chain_time(at: datetime) -> str:

@@ -133,3 +133,28 @@ def test_the_csv_export_matches_the_filter_and_defuses_formulas(
     ]
     assert {r["status"] for r in rows} == {"pending"}
     assert {r["organization_name"] for r in rows} == {"Acme East"}
+
+
+def test_the_csv_export_keeps_the_lists_sort(page: Any, console: Console, tmp_path: Path) -> None:
+    seed_devices(
+        console.service.runtime,
+        "acme-east",
+        "meters",
+        30,
+        prefix="dev",
+        certified=False,
+        status=DeviceStatus.PENDING,
+    )
+    login(page, console, console.admin)
+    page.goto(f"{console.url}/devices")
+    page.get_by_role("link", name="Device", exact=True).click()
+    page.get_by_role("link", name="Device ▲").click()  # device id, descending
+    shown = _ids(page)
+    assert shown == [f"dev-{n:04d}" for n in range(29, -1, -1)]
+    with page.expect_download() as started:
+        page.locator("#export").click()
+    saved = tmp_path / "devices.csv"
+    started.value.save_as(saved)
+    with saved.open(newline="") as file:
+        exported = [r["device_id"] for r in csv.DictReader(file)]
+    assert exported == shown

@@ -2,7 +2,9 @@
 
 The pages come from the console's own router, so a page added later is checked too: a
 GET route is visited with ids from a seeded fleet (devices, an OOB enrollment with
-secrets, a channel with data, a trusted CA, audit entries). A route whose parameters
+secrets, a channel with data, a trusted CA, audit entries); the CSR relay's approval
+page, which uses the console's layout outside its router, is visited with a pending
+request's state. A route whose parameters
 the fleet cannot fill fails the test by name: give it a value in ``FILL`` (or, if it
 is not a page, a reason in ``NOT_PAGES``).
 """
@@ -19,13 +21,16 @@ import pytest
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
+from imprint.app.webhooks import HookSpec
 from imprint.channels.entries import EntryDraft
 from imprint.console import router as console_router
 from imprint.device import RequestRefused
 from imprint.provisioning.channels import ChannelTemplate, channel_for_device
+from imprint.tenancy.access import cli_principal
 from tests.browser.conftest import SCREENSHOTS, Console, Problems, login
 from tests.browser.fleet import device, oob_enrollment, provision, register
 from tests.browser.test_console_admin import _ca
+from tests.integration.identity_helpers import csr_pem, make_csr
 
 WIDTH = 390
 CA_LIST = "factory-cas-for-production-line-seven-east"  # a long id widens its <select>
@@ -138,7 +143,25 @@ def _seed(console: Console, workdir: Path) -> dict[str, str]:
             EntryDraft(fields={"field1": f"{20 + n / 4}", "field2": f"{40 + n}"}),
             min_interval=timedelta(0),
         )
+    subscribed = rt.app.webhooks.create(
+        cli_principal(),
+        "acme-east",
+        "https://inventory-receiver.production-line-seven.acme-industries.example/imprint/events",
+        ["provisioning.succeeded", "provisioning.failed", "certificate.expiring"],
+        description="the inventory system of production line seven, east building",
+    )
+    rt.app.webhooks.set_hook(
+        cli_principal(),
+        "acme-east",
+        HookSpec(url="https://inventory-hook.production-line-seven.acme-industries.example/hook"),
+    )
+    _, csr = make_csr("laptop-client-of-line-seven-east.acme-industries.example")
+    with service.client() as client:
+        started = client.post("/api/v1/relay", json={"csr": csr_pem(csr)})
+    assert started.status_code == 201, started.text
     return {
+        "relay_state": started.json()["state"],
+        "subscription_id": subscribed.subscription.id,
         "device_ref": provisioned.id,
         "enrollment_id": "meters-east-long-enrollment-name",
         "channel_id": str(channel.id),
@@ -213,6 +236,15 @@ def test_every_console_page_fits_390_px_and_stacked_tables_keep_labels(
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             name = path.split("/")[2]
             page.screenshot(path=str(SCREENSHOTS / f"{name}-layout-390.png"), full_page=True)
+
+    # The relay's approval page: the console's layout, outside the console's router.
+    answer = page.goto(f"{console.service.base_url}/relay/{fill['relay_state']}")
+    assert answer is not None
+    assert answer.status == 200
+    assert page.locator("#fingerprint").count() == 1
+    faults.extend(_check(page, "/relay/{state}"))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "relay-layout-390.png"), full_page=True)
 
     # Pages a form leads to: a decoded CA, a new enrollment's one-time secrets.
     page.goto(f"{console.url}/trusted-cas")

@@ -18,7 +18,9 @@ from imprint.settings import Settings, WebhookSettings
 from imprint.store.tables import provisioning_records
 from imprint.webhooks.model import check_url
 from imprint.webhooks.signing import verify
+from tests.e2e.conftest import run_imprint
 from tests.integration.conftest import Service, start_service, with_orgs
+from tests.integration.fleet_helpers import Cli
 from tests.integration.oauth_helpers import bearer, token_for
 from tests.integration.test_lifecycle import Factory, csr_of, device_ref
 from tests.integration.webhook_receiver import Receiver, receiver
@@ -292,6 +294,47 @@ def test_a_hook_adds_claims_and_only_allowed_ones(
     refused = factory.provision(factory.device("meter-8"))
     assert (refused.status_code, refused.json()["code"]) == (403, "hook_denied")
     assert "subject" in refused.json()["detail"]
+
+
+def test_a_devices_attributes_from_the_hook_are_shown_as_the_device_is(
+    service: Service, hooked: Receiver, tmp_path: Path
+) -> None:
+    set_hook(service, hooked)
+    hooked.answer = {"decision": "allow", "claims": {"attributes": {"site": "berlin", "line": "7"}}}
+    factory = Factory(service, tmp_path, "claimed")
+    assert factory.provision(factory.device("meter-10")).status_code == 200
+    hooked.answer = {"decision": "allow"}
+    assert factory.provision(factory.device("meter-11")).status_code == 200
+    ref = device_ref(service, "meter-10")
+    with service.admin() as admin:
+        shown = admin.get(f"/api/v1/devices/{ref}")
+        plain = admin.get("/api/v1/devices/meter-11")
+        token = token_for(service, admin, "other", "admin")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["attributes"] == {"line": "7", "site": "berlin"}
+    assert plain.json()["attributes"] == {}
+    with bearer(service, token) as http:  # another organization's admin: not found
+        foreign = http.get(f"/api/v1/devices/{ref}")
+    assert foreign.status_code == 404
+    assert "berlin" not in foreign.text
+
+    # The command line, against the server: in its JSON, and a row of its table.
+    cli = Cli(tmp_path / "person")
+    cli(
+        "login", "--server", service.base_url, "--ca-file", str(service.root_cert),
+        input=service.admin_token + "\n",
+    )  # fmt: skip
+    assert cli.json("devices", "show", ref)["attributes"] == {"line": "7", "site": "berlin"}
+    table = cli("devices", "show", ref).stdout
+    assert any(
+        line.split()[:1] == ["attributes"] and "line=7, site=berlin" in line
+        for line in table.splitlines()
+    ), table
+    assert cli.json("devices", "show", "meter-11")["attributes"] == {}
+    # And on the server's own data directory (local mode), the same object.
+    local = run_imprint(service.runtime.settings, "devices", "show", ref, "--output", "json")
+    assert local.returncode == 0, local.stderr
+    assert json.loads(local.stdout)["attributes"] == {"line": "7", "site": "berlin"}
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ revokes every certificate it still holds, not only its current one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from imprint.app.base import Operations, Page
@@ -113,6 +113,20 @@ class DeviceOperations(Operations):
         """
         device = visible_device(self._rt, principal, device_ref, Role.VIEWER, owner=owner)
         return device, self._rt.records.for_device(device.id)
+
+    def attributes(
+        self, principal: Principal, device_ref: str, *, owner: str | None = None
+    ) -> Mapping[str, str]:
+        """The attributes the organization's provisioning hook added to the device at its
+        last registration (empty when no hook added any), seen as the device is.
+
+        Raises:
+            NotFound: no such device, or a foreign one.
+            Conflict: the device id names devices of several owners (``device_ambiguous``).
+        """
+        device = visible_device(self._rt, principal, device_ref, Role.VIEWER, owner=owner)
+        claims = self._rt.webhook_store.claims_of(device.id)
+        return {} if claims is None else dict(sorted(claims[0].items()))
 
     def certificates(
         self, principal: Principal, device_ref: str, *, limit: int = 100

@@ -49,6 +49,14 @@ FIELDS = [
     Column("updated", "updated_at"),
     Column("provisioned", "provisioned_at"),
 ]
+
+
+def _attributes(item: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (item.get("attributes") or {}).items()) or "-"
+
+
+# ``devices show``: the fields, and what the provisioning hook added.
+SHOW_FIELDS = [*FIELDS, Column("attributes", _attributes)]
 STEP_COLUMNS = [
     Column("at", "at"),
     Column("request", "request_id", key=True),
@@ -101,17 +109,19 @@ def list_devices(
 
 @app.command("show")
 def show(device: DeviceRef, owner: OwnerOption = None, output: OutputOption = None) -> None:
-    """A device and its provisioning timeline."""
+    """A device, the attributes its organization's provisioning hook added, and its
+    provisioning timeline."""
 
     def local(runtime: Any, principal: Any) -> dict[str, Any]:
         from imprint.api.routes.devices import StepOut
 
         found, steps = runtime.app.devices.show(principal, device, owner=owner)
         timeline = [StepOut.of(s).model_dump(mode="json") for s in steps]
-        return {**_json(found), "timeline": timeline}
+        attributes = dict(runtime.app.devices.attributes(principal, found.id))
+        return {**_json(found), "attributes": attributes, "timeline": timeline}
 
     detail = perform(local=local, remote=lambda api: api.get(_path(device), owner=owner))
-    render_item(detail, output, fields=FIELDS)
+    render_item(detail, output, fields=SHOW_FIELDS)
     if (output or default_format()) is not Format.table:
         return  # the timeline is in the object
     timeline = detail.get("timeline", [])

@@ -22,6 +22,7 @@ from imprint.console.devices import org_names
 from imprint.console.listing import Pager, csv_response
 from imprint.console.pages import ConsoleRoute, ConsoleUser, redirect, render, runtime
 from imprint.errors import InvalidValue
+from imprint.store.audit import AUDIT_SORT as AUDIT_SORT_KEYS
 from imprint.store.listing import Order
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -71,8 +72,8 @@ def _query(filters: dict[str, str], **paging: Any) -> AuditQuery:
     )
 
 
-#: The audit log's orders: by entry (newest first by default) or by actor or action.
-AUDIT_SORT = ("at", "-at")
+#: The audit log's orders (the store's whitelist): by entry, newest first by default.
+AUDIT_SORT = {f"{sign}{key}" for key in AUDIT_SORT_KEYS.columns for sign in ("", "-")}
 
 
 @router.get("/audit")
@@ -107,7 +108,7 @@ async def audit_log(
                 filters,
                 limit=pager.size,
                 offset=pager.offset,
-                oldest_first=not order.descending,
+                order=order,
             ),
             org=filters["org"] or None,
         )

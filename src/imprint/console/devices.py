@@ -207,12 +207,15 @@ async def device_export(
     org: Text = None,
     enrollment: Text = None,
     expiry: Text = None,
+    sort: Text = None,
 ) -> Response:
+    """The devices that match, in the list's order (its ``sort``), streamed in chunks."""
     rt = runtime(request)
     owners = scope_of(rt, user)
     query = device_query(q, status, org, enrollment, expiry)
+    order = queries.DEVICE_SORT.known(Order.parse(sort, queries.DEVICE_SORT.default))
     names = org_names(rt)
-    rows = queries.each_device(rt.engine, owners, query.where, now=rt.clock.now())
+    rows = queries.each_device(rt.engine, owners, query.where, now=rt.clock.now(), order=order)
     return csv_response(
         "devices.csv",
         [
@@ -317,6 +320,7 @@ async def device_page(request: Request, user: ConsoleUser, device_ref: str) -> R
             "certificate": certificate,
             "renewal": _renewal(rt, device, certificate),
             "history": rt.app.devices.certificates(user, device.id),
+            "attributes": rt.app.devices.attributes(user, device.id),
             "timeline": rt.records.for_device(device.id),
             "channel": rt.channels.for_device(device.id),
             "actions": [(name, a) for name, a in ACTIONS.items() if a.allowed(device)],

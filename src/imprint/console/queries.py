@@ -344,22 +344,68 @@ def each_device(
     where: DeviceFilter,
     *,
     now: datetime,
+    order: Order | None = None,
     chunk: int = 500,
 ) -> Iterator[DeviceRow]:
-    """Every device that matches, by reference, read ``chunk`` rows at a time (for the
-    export and a bulk action's selection: never the whole list in one result)."""
-    after: str | None = None
+    """Every device that matches, read ``chunk`` rows at a time (for the export and a
+    bulk action's selection: never the whole list in one result).
+
+    By reference when ``order`` is None, else in the device list's ``order``
+    (:data:`DEVICE_SORT`, its tie-breaker the reference), each chunk starting after the
+    previous chunk's last (sort value, reference): a device added or changed meanwhile
+    never shifts the rows still to come, as an offset would.
+    """
+    if order is None:
+        yield from _each_by(engine, owners, where, now, devices.c.id, False, chunk)
+        return
+    chosen = DEVICE_SORT.known(order)
+    column = DEVICE_SORT.columns[chosen.key]
+    yield from _each_by(engine, owners, where, now, column, chosen.descending, chunk)
+
+
+def _each_by(
+    engine: Engine,
+    owners: Collection[str] | None,
+    where: DeviceFilter,
+    now: datetime,
+    column: Any,
+    descending: bool,
+    chunk: int,
+) -> Iterator[DeviceRow]:
+    ref = devices.c.id
+    # Where the database puts NULLs (a device without a certificate has no expiry):
+    # PostgreSQL sorts them as the largest value, SQLite as the smallest.
+    nulls_after = (engine.dialect.name == "postgresql") != descending
+    last: tuple[Any, str] | None = None
     while True:
-        query = _devices(select(*_DEVICE_COLUMNS), owners, where, now)
-        if after is not None:
-            query = query.where(devices.c.id > after)
-        query = query.order_by(devices.c.id).limit(chunk)
+        query = _devices(select(*_DEVICE_COLUMNS, column.label("sort_value")), owners, where, now)
+        if last is not None:
+            value, after = last
+            beyond = ref < after if descending else ref > after
+            if column is ref:
+                query = query.where(beyond)
+            elif value is None:
+                query = query.where(
+                    or_(and_(column.is_(None), beyond), column.is_not(None))
+                    if not nulls_after
+                    else and_(column.is_(None), beyond)
+                )
+            else:
+                further = column < value if descending else column > value
+                tied = and_(column == value, beyond)
+                query = query.where(
+                    or_(further, tied, column.is_(None)) if nulls_after else or_(further, tied)
+                )
+        clauses = [column.desc() if descending else column.asc()]
+        if column is not ref:
+            clauses.append(ref.desc() if descending else ref.asc())
+        query = query.order_by(*clauses).limit(chunk)
         with engine.connect() as conn:
-            rows = [_device_row(row) for row in conn.execute(query).mappings()]
-        yield from rows
-        if len(rows) < chunk:
+            found = list(conn.execute(query).mappings())
+        yield from (_device_row(row) for row in found)
+        if len(found) < chunk:
             return
-        after = rows[-1].id
+        last = (found[-1]["sort_value"], found[-1]["id"])
 
 
 def device_names(engine: Engine, refs: Collection[str]) -> dict[str, str]:

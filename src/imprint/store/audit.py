@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
 from imprint.clock import Clock, SystemClock
 from imprint.store.db import reading, serialized, writing
+from imprint.store.listing import Order, SortKeys
 from imprint.store.tables import audit_log
 
 __all__ = ["SqlAuditLog"]
@@ -27,6 +28,21 @@ _SEAL = (
     audit_log.update()
     .where(audit_log.c.id == bindparam("entry_id"))
     .values(hash=bindparam("entry_hash"))
+)
+
+
+#: The audit log's sort keys: by entry (its id follows the chain, so time) by default,
+#: newest first; by actor, action, target id or outcome, the entry id breaking ties.
+AUDIT_SORT = SortKeys(
+    columns={
+        "at": audit_log.c.id,
+        "actor": audit_log.c.actor,
+        "action": audit_log.c.action,
+        "target": audit_log.c.target_id,
+        "outcome": audit_log.c.outcome,
+    },
+    tie_breaker=audit_log.c.id,
+    default=Order("at", descending=True),
 )
 
 
@@ -118,7 +134,10 @@ class SqlAuditLog:
     def search(self, query: AuditQuery) -> Sequence[AuditEntry]:
         c = audit_log.c
         statement = _filtered(select(audit_log), query)
-        statement = statement.order_by(c.id if query.oldest_first else c.id.desc())
+        if query.order is not None:
+            statement = statement.order_by(*AUDIT_SORT.clauses(query.order))
+        else:
+            statement = statement.order_by(c.id if query.oldest_first else c.id.desc())
         statement = statement.limit(query.limit)
         if query.before_id is not None:
             statement = statement.where(c.id < query.before_id)

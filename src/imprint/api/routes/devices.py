@@ -79,6 +79,12 @@ class StepOut(BaseModel):
 
 
 class DeviceDetail(DeviceOut):
+    attributes: dict[str, str] = Field(
+        description=(
+            "What the organization's provisioning hook added to the device at its last "
+            "registration (empty when it added none)"
+        ),
+    )
     timeline: list[StepOut]
 
 
@@ -130,7 +136,10 @@ def show_device(
 ) -> DeviceDetail:
     device, steps = runtime.app.devices.show(principal, device_ref, owner=owner)
     timeline = [StepOut.of(r) for r in steps]
-    return DeviceDetail(**DeviceOut.of(device).model_dump(), timeline=timeline)
+    attributes = runtime.app.devices.attributes(principal, device.id)
+    return DeviceDetail(
+        **DeviceOut.of(device).model_dump(), attributes=dict(attributes), timeline=timeline
+    )
 
 
 @router.post("/devices/{device_ref}/approve", summary="Approve a pending device")
