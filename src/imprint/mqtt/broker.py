@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,13 +103,18 @@ def render_config(files: BrokerFiles, settings: MqttSettings, *, run_as: str | N
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write atomically: the broker never reads half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
+    """Write atomically: the broker never reads half a file. Each writer has a temporary
+    file of its own (two deliveries may rewrite the CRL at once), removed if it fails."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _pem(certificates: Sequence[x509.Certificate]) -> bytes:
