@@ -212,3 +212,47 @@ def test_the_token_endpoint_answers_each_state_of_a_device_code(remote: Service)
 
         # A made-up device code, and one of another client, give nothing.
         assert _token(http, "x" * 43).json()["error"] == "invalid_grant"
+
+    # The client's changes are audited with it as the actor: three codes asked for and
+    # one spent for a token; the polls that changed no login's state wrote nothing.
+    audit = remote.runtime.audit
+    client = "client:imprint-cli"
+    started = audit.search(AuditQuery(action="device_login.start"))
+    assert [(e.actor, e.target_id) for e in started] == [(client, "imprint-cli")] * 3
+    [completed] = audit.search(AuditQuery(action="device_login.complete"))
+    user = remote.runtime.users.find_by_username(USER)
+    assert user is not None
+    assert (completed.actor, completed.target_id, completed.org_id, completed.outcome) == (
+        client,
+        user.id,
+        "acme",
+        "success",
+    )
+    assert len(audit.search(AuditQuery(actor=client))) == 4
+
+
+def test_a_code_approved_for_a_user_disabled_since_is_spent_and_audited(
+    remote: Service,
+) -> None:
+    _people(remote)
+    with closing(_console(remote)) as browser, remote.client() as http:
+        grant = _ask(http)
+        assert _decide(browser, grant["user_code"], "approve").status_code == 200
+    user = remote.runtime.users.find_by_username(USER)
+    assert user is not None
+    remote.runtime.app.users.disable(cli_principal(), user.id)
+    with remote.client() as http:
+        refused = _token(http, grant["device_code"])
+        assert (refused.status_code, refused.json()["error"]) == (400, "invalid_grant")
+        assert "disabled" in refused.json()["error_description"]
+        remote.runtime.app.users.enable(cli_principal(), user.id)
+        remote.clock.advance(timedelta(seconds=2))
+        again = _token(http, grant["device_code"])  # spent: enabling her gives nothing
+        assert (again.status_code, again.json()["error"]) == (400, "invalid_grant")
+    [failed] = remote.runtime.audit.search(AuditQuery(action="device_login.complete"))
+    assert (failed.actor, failed.target_id, failed.outcome) == (
+        "client:imprint-cli",
+        user.id,
+        "failure",
+    )
+    assert failed.details["reason"] == "the user is disabled"

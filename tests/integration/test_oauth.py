@@ -190,6 +190,24 @@ def test_authorization_code_with_pkce_logs_a_person_in(service: Service) -> None
         me = http.get("/api/v1/users")
     assert me.status_code == 200
     assert [u["username"] for u in me.json()["items"]] == ["homer@simps.net"]
+    # The sign-in and the code's exchange are in the audit log; the reused code is not.
+    logins = _audit(service, action="user.login", outcome="success")
+    assert [(e["actor"], e["target_id"], e["details"]["client_id"]) for e in logins] == [
+        ("user:homer@simps.net", user_id, client["client_id"])
+    ]
+    exchanges = _audit(service, action="authorization_code.exchange")
+    assert [(e["actor"], e["target_id"], e["org_id"], e["outcome"]) for e in exchanges] == [
+        (f"client:{client['client_id']}", user_id, "acme", "success")
+    ]
+
+
+def _audit(service: Service, **query: str) -> list[dict[str, Any]]:
+    """The audit entries matching ``query``, oldest first, as the admin key reads them."""
+    with service.admin() as admin:
+        answer = admin.get("/api/v1/audit", params={**query, "limit": "100"})
+    assert answer.status_code == 200, answer.text
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items[::-1]
 
 
 @pytest.mark.slow
@@ -238,6 +256,15 @@ def test_wrong_verifier_and_expired_codes_are_invalid_grants(service: Service) -
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"] == "invalid_grant"
     assert service.runtime.authorization_codes.consume(code_digest(code), datetime.now(UTC)) is None
+    # Each refused code was spent, and its refusal audited; the retry of a spent code
+    # changed nothing and wrote nothing.
+    refusals = _audit(service, action="authorization_code.exchange")
+    assert [(e["outcome"], e["details"]["reason"]) for e in refusals] == [
+        ("failure", "code_verifier does not match the code_challenge"),
+        ("failure", "the code is unknown, expired, used, or for another client"),
+        ("failure", "the code is unknown, expired, used, or for another client"),
+    ]
+    assert {e["actor"] for e in refusals} == {f"client:{client['client_id']}"}
 
 
 def test_authorize_refuses_requests_without_pkce_or_with_a_foreign_redirect(

@@ -70,6 +70,15 @@ def collect(service: Service, state: object) -> httpx.Response:
         return http.get(f"{START}/{state}")
 
 
+def audit_entries(service: Service, action: str) -> list[dict[str, object]]:
+    """The audit log's entries of ``action``, oldest first, as an admin reads them."""
+    with service.admin() as admin:
+        answer = admin.get("/api/v1/audit", params={"action": action, "limit": 100})
+    assert answer.status_code == 200, answer.text
+    items: list[dict[str, object]] = answer.json()["items"]
+    return items[::-1]
+
+
 def member(service: Service, username: str, org_id: str, role: str = "operator") -> None:
     with service.admin() as admin:
         make_org(admin, org_id)
@@ -190,6 +199,14 @@ def test_a_denied_request_tells_the_client_once(service: Service) -> None:
     assert answer.json()["code"] == "relay_denied"
     assert collect(service, started["state"]).status_code == 404
     assert certificate_count(service) == before
+    # The client's start and its collect are in the audit log, named by its key.
+    actor = f"relay:{str(started['public_key_sha256'])[:16]}"
+    [begun] = audit_entries(service, "relay.start")
+    assert (begun["actor"], begun["target_id"]) == (actor, started["public_key_sha256"])
+    assert [e["actor"] for e in audit_entries(service, "relay.deny")] == ["user:marge@simps.net"]
+    [collected] = audit_entries(service, "relay.collect")  # the 404 collect wrote nothing
+    assert (collected["actor"], collected["target_id"]) == (actor, started["public_key_sha256"])
+    assert collected["details"] == {"status": "denied"}
 
 
 @pytest.mark.slow
@@ -203,7 +220,12 @@ def test_a_signed_in_user_approves_with_her_bearer_token(service: Service) -> No
         assert "password" not in form.fields
         done = browser.post(form.action or "", data={**form.fields, "decision": "approve"})
     assert done.status_code == 200, done.text
-    assert collect(service, started["state"]).json()["owner"] == "acme"
+    collected = collect(service, started["state"]).json()
+    assert collected["owner"] == "acme"
+    [entry] = audit_entries(service, "relay.collect")
+    assert entry["actor"] == f"relay:{str(started['public_key_sha256'])[:16]}"
+    assert (entry["target_type"], entry["target_id"]) == ("certificate", collected["serial"])
+    assert entry["org_id"] == "acme"
 
 
 @pytest.mark.slow
@@ -289,12 +311,21 @@ def test_states_expire_and_sources_are_rate_limited(short_lived: Service) -> Non
     assert expired.status_code == 410
     assert expired.json()["code"] == "relay_expired"
     assert certificate_count(service) == 1  # only the server's own certificate
+    assert audit_entries(service, "relay.collect") == []  # an expired collect changes nothing
     start_relay(service, make_csr()[1])
     start_relay(service, make_csr()[1])
     with service.client() as http:
         limited = http.post(START, json={"csr": csr_pem(make_csr()[1])})
     assert limited.status_code == 429
     assert "retry-after" in limited.headers
+    assert len(audit_entries(service, "relay.start")) == 3  # the refused one wrote nothing
+    # Expired requests are purged, and audited, when a new one starts ten minutes later.
+    assert audit_entries(service, "relay.purge") == []
+    service.clock.advance(timedelta(minutes=11))
+    start_relay(service, make_csr()[1])
+    [purge] = audit_entries(service, "relay.purge")
+    assert (purge["actor"], purge["details"]) == ("system:expiry", {"purged": 3})
+    assert collect(service, started["state"]).status_code == 404  # gone for good
 
 
 def test_the_page_escapes_what_the_client_sent(service: Service) -> None:

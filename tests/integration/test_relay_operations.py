@@ -70,6 +70,11 @@ def test_approve_signs_decides_and_audits_once(runtime: Runtime) -> None:
     assert collected.status is RelayStatus.APPROVED
     assert collected.identity is not None
     assert collected.identity.serial == identity.serial
+    client = f"relay:{relay.spki_sha256[:16]}"
+    started = runtime.audit.search(AuditQuery(action="relay.start"))
+    assert [(e.actor, e.target_id) for e in started] == [(client, relay.spki_sha256)]
+    handed = runtime.audit.search(AuditQuery(action="relay.collect"))
+    assert [(e.actor, e.target_id, e.org_id) for e in handed] == [(client, identity.serial, "acme")]
     assert verify_chain(runtime.audit).ok
 
 

@@ -28,6 +28,7 @@ from imprint.app.oob_secrets import OobSecretOperations
 from imprint.app.organizations import OrganizationOperations
 from imprint.app.registration_keys import RegistrationKeyOperations
 from imprint.app.relays import RelayOperations
+from imprint.app.sign_ins import SignInOperations
 from imprint.app.users import UserOperations
 from imprint.app.webhooks import WebhookOperations
 
@@ -59,6 +60,7 @@ class Application:
         self.imports = ImportOperations(runtime)
         self.webhooks = WebhookOperations(runtime)
         self.device_logins = DeviceLoginOperations(runtime)
+        self.sign_ins = SignInOperations(runtime)
 
 
 class DatabaseApplication:

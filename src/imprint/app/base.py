@@ -58,7 +58,7 @@ class Operations:
 
     def _audit(
         self,
-        principal: Principal,
+        principal: Principal | str,
         action: str,
         target_type: str,
         target_id: str | None = None,

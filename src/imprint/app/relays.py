@@ -6,6 +6,13 @@ and :meth:`RelayOperations.deny` are the one way to decide: in one unit of work 
 find the pending request, authorize (signing needs an operator of the user's owner),
 act and write the audit entry, so a request decided meanwhile (another tab, its
 expiry) leaves no certificate behind.
+
+The client's own changes are audited too, each in the transaction that makes it:
+``relay.start`` and ``relay.collect`` (a decided request handed out, and so deleted)
+name the client by its key, ``relay:<first 16 hex digits of the key's SHA-256>``, as
+device protocols name the device; ``relay.purge`` (expired requests deleted when a new
+one starts) is the instance's own, ``system:expiry``. A collect that finds the request
+still pending changes nothing and writes nothing.
 """
 
 from __future__ import annotations
@@ -30,11 +37,18 @@ from imprint.identities.relay import (
 )
 from imprint.tenancy.access import Principal
 
-__all__ = ["Collected", "RelayOperations"]
+__all__ = ["EXPIRY_ACTOR", "Collected", "RelayOperations", "relay_actor"]
 
 _STATE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 #: Expired requests are deleted this long after their expiry, when a new one starts.
 PURGE_AFTER = timedelta(minutes=10)
+#: The actor of the purge of expired requests: no principal asked for it.
+EXPIRY_ACTOR = "system:expiry"
+
+
+def relay_actor(relay: RelayRequest) -> str:
+    """The audit actor of the client that started ``relay``: its public key."""
+    return f"relay:{relay.spki_sha256[:16]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +70,20 @@ class RelayOperations(Operations):
         identities = self._rt.identities
         now = self._now()
         with self._transaction():
-            identities.relays.purge(now - PURGE_AFTER)
+            purged = identities.relays.purge(now - PURGE_AFTER)
+            if purged:
+                self._audit(EXPIRY_ACTOR, "relay.purge", "relay", None, purged=purged)
             state, relay = new_relay(csr, at=now, lifetime=identities.relay_lifetime, source=source)
             identities.relays.add(relay)
+            self._audit(
+                relay_actor(relay),
+                "relay.start",
+                "relay",
+                relay.spki_sha256,
+                subject=relay.subject,
+                source=source,
+                expires_at=relay.expires_at.isoformat(),
+            )
         return state, relay
 
     def find(self, state: str) -> RelayRequest:
@@ -155,13 +180,32 @@ class RelayOperations(Operations):
         relay = self.find(state)
         if relay.status is RelayStatus.PENDING:
             return Collected(RelayStatus.PENDING, max(1, self.seconds_left(relay)))
-        taken = self._rt.identities.relays.take(relay.state_sha256)
-        if taken is None:
-            raise RelayUnknown("no relay request with this state (unknown, or collected already)")
-        if taken.status is RelayStatus.DENIED:
-            return Collected(RelayStatus.DENIED)
-        assert taken.serial is not None
-        assert taken.owner is not None
+        with self._transaction():
+            taken = self._rt.identities.relays.take(relay.state_sha256)
+            if taken is None:
+                raise RelayUnknown(
+                    "no relay request with this state (unknown, or collected already)"
+                )
+            if taken.status is RelayStatus.DENIED:
+                self._audit(
+                    relay_actor(taken),
+                    "relay.collect",
+                    "relay",
+                    taken.spki_sha256,
+                    status=taken.status.value,
+                )
+                return Collected(RelayStatus.DENIED)
+            assert taken.serial is not None
+            assert taken.owner is not None
+            self._audit(
+                relay_actor(taken),
+                "relay.collect",
+                "certificate",
+                taken.serial,
+                org_id=taken.owner,
+                status=taken.status.value,
+                public_key_sha256=taken.spki_sha256,
+            )
         record = self._rt.ledger.get(taken.serial)
         assert record.der is not None
         authority = self._rt.authority

@@ -125,10 +125,9 @@ class SqlAuthorizationCodeStore:
 
     def consume(self, code_sha256: str, at: datetime) -> AuthorizationCode | None:
         where = authorization_codes.c.code_sha256 == code_sha256
-        # Its own commit, never a caller's unit of work: a code is used once even when
-        # the token request then fails (call it before the unit's first write: on SQLite
-        # a unit that has written holds the database's write lock).
-        with self._engine.begin() as conn:
+        # In the caller's unit of work (the exchange's audit entry commits with it): the
+        # exchange commits the spent code even when it then refuses the token request.
+        with writing(self._engine) as conn:
             marked = conn.execute(
                 update(authorization_codes)
                 .where(where & authorization_codes.c.used_at.is_(None))

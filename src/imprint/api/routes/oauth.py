@@ -13,7 +13,6 @@ import base64
 import binascii
 import html
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -23,15 +22,10 @@ from starlette.datastructures import FormData
 
 from imprint.api.identity import RuntimeDep
 from imprint.api.sign_in import check_password
-from imprint.app.auditing import audit
+from imprint.app.sign_ins import UserToken
 from imprint.attestation.base import TooManyAttempts
 from imprint.auth.clients import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, DEVICE_CODE, OAuthClient
-from imprint.auth.codes import (
-    code_digest,
-    new_authorization_code,
-    valid_challenge,
-    verifier_matches,
-)
+from imprint.auth.codes import valid_challenge
 from imprint.auth.device_codes import PollAnswer
 from imprint.auth.errors import (
     DevicePollError,
@@ -42,7 +36,6 @@ from imprint.auth.errors import (
     OAuthInvalidRequest,
     UnsupportedGrantType,
 )
-from imprint.errors import NotFound
 from imprint.provisioning.ratelimit import guessable_keys, refusal_keys
 from imprint.runtime import Runtime
 
@@ -214,60 +207,18 @@ def _authorization_code_grant(
     redirect_uri = _single(form, "redirect_uri")
     if code is None or verifier is None or redirect_uri is None:
         raise OAuthInvalidRequest("code, redirect_uri and code_verifier are required")
-    now = runtime.clock.now()
-    record = runtime.authorization_codes.consume(code_digest(code), now)
-    if (
-        record is None
-        or record.client_id != client.client_id
-        or record.expires_at <= now
-        or record.redirect_uri != redirect_uri
-    ):
-        raise InvalidGrant("the code is unknown, expired, used, or for another client")
-    if not verifier_matches(verifier, record.code_challenge):
-        raise InvalidGrant("code_verifier does not match the code_challenge")
-    return _user_token(
-        runtime, client, record.user_id, record.org_id, record.scope, nonce=record.nonce
-    )
+    return _token_answer(runtime.app.sign_ins.exchange_code(client, code, verifier, redirect_uri))
 
 
-def _user_token(
-    runtime: Runtime,
-    client: OAuthClient,
-    user_id: str,
-    org_id: str | None,
-    scope_text: str,
-    *,
-    nonce: str | None = None,
-) -> dict[str, Any]:
-    """The one way a user's access token (and ID token) is issued: for a code exchanged
-    with PKCE and for an approved device code alike."""
-    try:
-        user = runtime.users.get(user_id)
-    except NotFound:
-        raise InvalidGrant("the user no longer exists") from None
-    if user.disabled:
-        raise InvalidGrant("the user is disabled")
-    scope = scope_text.split()
-    token, expires_in = runtime.tokens.issue(
-        subject=user.id,
-        client_id=client.client_id,
-        audience=client.audience,
-        scope=scope,
-        owner=org_id,
-    )
+def _token_answer(token: UserToken) -> dict[str, Any]:
     answer: dict[str, Any] = {
-        "access_token": token,
+        "access_token": token.access_token,
         "token_type": "Bearer",
-        "expires_in": expires_in,
-        "scope": scope_text,
+        "expires_in": token.expires_in,
+        "scope": token.scope,
     }
-    if "openid" in scope:
-        extra: dict[str, Any] = {"preferred_username": user.username}
-        if org_id is not None:
-            extra[runtime.tokens.owner_claim] = org_id
-        answer["id_token"] = runtime.tokens.id_token(
-            subject=user.id, client_id=client.client_id, nonce=nonce, extra=extra
-        )
+    if token.id_token is not None:
+        answer["id_token"] = token.id_token
     return answer
 
 
@@ -283,12 +234,12 @@ def _device_code_grant(runtime: Runtime, client: OAuthClient, form: FormData) ->
     device_code = _single(form, "device_code")
     if device_code is None:
         raise OAuthInvalidRequest("device_code is required")
-    answer, record = runtime.app.device_logins.poll(client, device_code)
+    answer, token = runtime.app.device_logins.poll(client, device_code)
     if answer is PollAnswer.UNKNOWN:
         raise InvalidGrant("the device code is unknown, used, or for another client")
-    if answer is not PollAnswer.APPROVED or record is None or record.user_id is None:
+    if token is None:
         raise DevicePollError(answer.value, _POLL_MESSAGES[answer])
-    return _user_token(runtime, client, record.user_id, record.org_id, record.scope)
+    return _token_answer(token)
 
 
 async def _form(request: Request) -> FormData:
@@ -474,29 +425,14 @@ async def authorize_login(request: Request, runtime: RuntimeDep) -> Response:
         return _login_form(params, client, "Too many failed attempts; try again later.", 429)
     if user is None:
         return _login_form(params, client, "Wrong user name or password.", 401)
-    roles = dict(user.memberships or {})
-    wanted = params.get("organization")
-    org_id = wanted if wanted in roles else (sorted(roles)[0] if roles else None)
-    code, record = new_authorization_code(
-        client_id=client.client_id,
-        user_id=user.id,
-        org_id=org_id,
+    code = runtime.app.sign_ins.authorize(
+        user,
+        client,
         redirect_uri=redirect_uri,
-        scope=" ".join(dict.fromkeys(params.get("scope", "").split())),
+        scope=params.get("scope", ""),
         nonce=params.get("nonce"),
         code_challenge=params["code_challenge"],
-        at=runtime.clock.now(),
-        lifetime=timedelta(seconds=runtime.settings.auth.code_lifetime_seconds),
-    )
-    runtime.authorization_codes.add(record)
-    audit(
-        runtime,
-        f"user:{user.username}",
-        "user.login",
-        "user",
-        user.id,
-        org_id=org_id,
-        client_id=client.client_id,
+        organization=params.get("organization"),
     )
     query = {"code": code, "iss": runtime.tokens.issuer}
     if params.get("state") is not None:
