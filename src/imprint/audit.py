@@ -85,6 +85,21 @@ class AuditEntry:
     at: datetime | None = None  # None: stamped by the log's clock when written
     id: int | None = None
 
+    def sort_value(self, key: str) -> Any:
+        """This entry's value of an audit sort key (``at`` is the entry's id, which
+        follows the chain)."""
+        return getattr(self, _SORT_FIELDS.get(key, "id"))
+
+
+#: The entry's field of each key of the store's audit sort keys.
+_SORT_FIELDS = {
+    "at": "id",
+    "actor": "actor",
+    "action": "action",
+    "target": "target_id",
+    "outcome": "outcome",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class StateChange:
@@ -129,6 +144,10 @@ class AuditQuery:
     #: A key of the store's audit sort keys (``at``, ``actor``, ``action``, ``target``,
     #: ``outcome``); None: by entry, newest first unless ``oldest_first``.
     order: Order | None = None
+    #: With ``order``: only the entries after this one (its
+    #: :meth:`AuditEntry.sort_value` and its id) in that order, a keyset to read the
+    #: log chunk after chunk.
+    after: tuple[Any, int] | None = None
 
 
 def chain_time(at: datetime) -> str:

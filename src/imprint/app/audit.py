@@ -9,6 +9,7 @@ from dataclasses import replace
 from imprint.app.base import Operations, Page
 from imprint.audit import AuditEntry, AuditQuery, AuditRecord, ChainReport, records, verify_chain
 from imprint.errors import NotFound, PermissionDenied
+from imprint.store.audit import AUDIT_SORT as AUDIT_ORDER
 from imprint.tenancy.access import Principal, require_instance_admin
 from imprint.tenancy.roles import Role
 
@@ -64,6 +65,36 @@ class AuditOperations(Operations):
         items = found[: query.limit]
         following = str(items[-1].id) if len(found) > query.limit else None
         return Page(items, self._rt.audit.count(scoped), following)
+
+    def each(
+        self, principal: Principal, query: AuditQuery, org: str | None = None, chunk: int = 500
+    ) -> Iterator[AuditEntry]:
+        """Every entry that matches ``query``'s filters, in its order (newest first
+        without one), read ``chunk`` entries at a time, each chunk after the previous
+        chunk's last entry (its sort value and id): an entry written meanwhile never
+        repeats or hides the entries still to come, as an offset would.
+
+        The principal's scope is checked here, before the first entry is read.
+
+        Raises:
+            PermissionDenied: she is admin nowhere.
+            NotFound: ``org`` is not one of hers.
+        """
+        order = AUDIT_ORDER.known(query.order)
+        scoped = replace(query, org_ids=self._org_ids(principal, org), order=order, limit=chunk)
+
+        def read() -> Iterator[AuditEntry]:
+            step = scoped
+            while True:
+                found = list(self._rt.audit.search(step))
+                yield from found
+                if len(found) < chunk:
+                    return
+                last = found[-1]
+                assert last.id is not None
+                step = replace(step, after=(last.sort_value(order.key), last.id))
+
+        return read()
 
     def verify(self, principal: Principal) -> ChainReport:
         """Check the hash chain. It spans every organization: the whole instance only.

@@ -136,6 +136,11 @@ class SqlAuditLog:
         statement = _filtered(select(audit_log), query)
         if query.order is not None:
             statement = statement.order_by(*AUDIT_SORT.clauses(query.order))
+            if query.after is not None:
+                nulls_largest = self._engine.dialect.name == "postgresql"
+                statement = statement.where(
+                    AUDIT_SORT.after(query.order, query.after, nulls_largest=nulls_largest)
+                )
         else:
             statement = statement.order_by(c.id if query.oldest_first else c.id.desc())
         statement = statement.limit(query.limit)

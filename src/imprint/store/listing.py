@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import and_, or_
+
 __all__ = ["Order", "SortKeys", "contains"]
 
 
@@ -48,6 +50,27 @@ class SortKeys:
         first = column.desc() if chosen.descending else column.asc()
         tie = self.tie_breaker.desc() if chosen.descending else self.tie_breaker.asc()
         return [first, tie] if column is not self.tie_breaker else [first]
+
+    def after(self, order: Order | None, last: tuple[Any, Any], *, nulls_largest: bool) -> Any:
+        """The WHERE of the rows that follow ``last`` (a row's sort value and tie-breaker)
+        in ``order``: a keyset, so rows added or changed meanwhile shift nothing still to
+        come, as an offset would. ``nulls_largest``: the database sorts NULL as the
+        largest value (PostgreSQL), else as the smallest (SQLite)."""
+        chosen = self.known(order)
+        column = self.columns[chosen.key]
+        value, tie = last
+        descending = chosen.descending
+        past_tie = self.tie_breaker < tie if descending else self.tie_breaker > tie
+        if column is self.tie_breaker:
+            return past_tie
+        nulls_after = nulls_largest != descending
+        if value is None:
+            if nulls_after:
+                return and_(column.is_(None), past_tie)
+            return or_(and_(column.is_(None), past_tie), column.is_not(None))
+        further = column < value if descending else column > value
+        tied = and_(column == value, past_tie)
+        return or_(further, tied, column.is_(None)) if nulls_after else or_(further, tied)
 
     def known(self, order: Order | None) -> Order:
         """``order`` if it names a key of this list, else the default."""
