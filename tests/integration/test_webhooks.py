@@ -296,6 +296,7 @@ def test_a_hook_adds_claims_and_only_allowed_ones(
     assert "subject" in refused.json()["detail"]
 
 
+@pytest.mark.slow
 def test_a_devices_attributes_from_the_hook_are_shown_as_the_device_is(
     service: Service, hooked: Receiver, tmp_path: Path
 ) -> None:
@@ -427,6 +428,7 @@ def test_the_url_rule() -> None:
             check_url(url, allow_http_loopback=loopback)
 
 
+@pytest.mark.slow
 def test_deliveries_never_run_in_the_committing_request(
     service: Service, hooked: Receiver, tmp_path: Path
 ) -> None:
