@@ -22,7 +22,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from imprint.api.sign_in import check_password
+from imprint.app.sign_ins import check_password
 from imprint.attestation.base import TooManyAttempts
 from tests.integration.conftest import Service, ensure_org
 from tests.integration.oauth_helpers import (

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from imprint.app.base import Operations, Page
 from imprint.app.scoping import scope_of
+from imprint.app.sign_ins import check_password
 from imprint.errors import Conflict, NotFound, PermissionDenied
 from imprint.tenancy.access import Principal, authorize, org_scope, role_in
 from imprint.tenancy.orgs import OrgTree
@@ -173,8 +174,6 @@ class UserOperations(Operations):
             TooManyAttempts: too many failed attempts.
             InvalidValue: the new password breaks the policy.
         """
-        from imprint.api.sign_in import check_password  # the sign-in forms' shared check
-
         if principal.kind != "user":
             raise PermissionDenied(
                 "only a user of this instance has a password here", code="not_a_local_user"

@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 
 from fastapi import Request, Response
 
-from imprint.api.sign_in import check_password
 from imprint.app.auditing import audit
+from imprint.app.sign_ins import check_password
 from imprint.attestation.base import TooManyAttempts
 from imprint.clock import unix_seconds
 from imprint.errors import NotFound

@@ -21,8 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.datastructures import FormData
 
 from imprint.api.identity import RuntimeDep
-from imprint.api.sign_in import check_password
-from imprint.app.sign_ins import UserToken
+from imprint.app.sign_ins import UserToken, check_password
 from imprint.attestation.base import TooManyAttempts
 from imprint.auth.clients import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, DEVICE_CODE, OAuthClient
 from imprint.auth.codes import valid_challenge

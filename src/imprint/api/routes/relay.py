@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from imprint.api.identity import RuntimeDep, optional_principal
 from imprint.api.problems import problem_response
 from imprint.api.routes.identity_csr import CSR_BODY_SCHEMA, IdentityOut, read_csr
-from imprint.api.sign_in import check_password
+from imprint.app.sign_ins import check_password
 from imprint.attestation.base import TooManyAttempts
 from imprint.console.csrf import csrf_field
 from imprint.console.pages import ENV as CONSOLE_TEMPLATES
