@@ -45,6 +45,7 @@ from xdist.scheduler import LoadFileScheduling
 from imprint.pki.material import init_ca
 from imprint.settings import ENV_PREFIX, Settings
 from imprint.store import db
+from tests.stopping import finish_stopping
 
 CA_PASSPHRASE = "test-passphrase"
 TEMPLATE_DATABASE = "imprint_template"
@@ -275,6 +276,7 @@ def migrated_database_url(
     server: PostgresServer = request.getfixturevalue("postgres_server")
     name = _create_database(server, template=request.getfixturevalue("postgres_template"))
     yield server.url(name)
+    finish_stopping()  # a server still stopping holds connections to it
     _drop_database(server, name)
 
 
@@ -323,6 +325,13 @@ def _drop_imprint_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.upper().startswith(ENV_PREFIX):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers_stopped_at_the_end() -> Iterator[None]:
+    """No server stopping in the background outlives the session (tests/stopping.py)."""
+    yield
+    finish_stopping()
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ from imprint.runtime import Runtime, prepare
 from imprint.server import build_server
 from imprint.settings import Settings
 from imprint.tenancy.access import cli_principal
+from tests.stopping import stop_in_background
 
 
 class ServerClock:
@@ -126,12 +127,18 @@ def foreign_credentials(directory: Path, name: str) -> tuple[Path, Path]:
 
 
 def start_service(
-    settings: Settings, workdir: Path, sock: socket.socket | None = None
+    settings: Settings,
+    workdir: Path,
+    sock: socket.socket | None = None,
+    *,
+    stop_in_the_background: bool = False,
 ) -> Iterator[Service]:
     """Prepare the runtime, bind a free port, serve in a thread; stop on exit.
 
     With ``sock`` (bound beforehand, e.g. because its URL had to be known first), serve
-    on it with ``settings`` as they are.
+    on it with ``settings`` as they are. With ``stop_in_the_background``, the exit only
+    asks the server to stop and returns (``tests/stopping.py``): for a server nothing
+    else will use after its test.
     """
     if sock is None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -166,13 +173,20 @@ def start_service(
             clock=clock,
         )
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        runtime.close()
+
+        def stop() -> None:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+            runtime.close()
+
+        if stop_in_the_background:
+            stop_in_background(stop)
+        else:
+            stop()
 
 
 @pytest.fixture
 def service(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     """imprint serving HTTPS on a free port, on the backend of ``settings``."""
-    yield from start_service(settings, tmp_path)
+    yield from start_service(settings, tmp_path, stop_in_the_background=True)
