@@ -241,6 +241,7 @@ def test_the_provisioning_hook_is_set_changed_and_removed_on_the_console(
     page: Any, console: Console, hooked: Receiver, tmp_path: Path, problems: Problems
 ) -> None:
     problems.expect("400")
+    problems.expect("404")
     service = console.service
     login(page, console, console.admin)
     page.goto(f"{console.url}/webhooks")
@@ -257,14 +258,22 @@ def test_the_provisioning_hook_is_set_changed_and_removed_on_the_console(
     assert secret.startswith("whsec_")
     hooked.secret = secret
     assert "timeout 2.5 s" in page.locator("#hooks tr[data-org=acme]").inner_text()
-    # Set again: changed, the secret kept (and not shown).
-    page.locator("#hook-org").select_option("acme")
-    page.locator("#hook-url").fill(hooked.url)
+    # Changed from its row: the form holds the hook as it is, so changing one setting
+    # keeps the others; the secret is kept (and not shown).
+    page.locator("#hooks tr[data-org=acme] a.manage").click()
+    assert page.locator("#hook-org").input_value() == "acme"
+    assert page.locator("#hook-url").input_value() == hooked.url
+    assert page.locator("#hook-timeout").input_value() == "2.5"
     page.locator("#hook-on-failure").select_option("allow")
     page.locator("#hook-set").click()
     assert "its secret is the same" in page.locator("#hook-created").inner_text()
     assert page.locator("#hook-secret").count() == 0
-    assert "on failure allow" in page.locator("#hooks tr[data-org=acme]").inner_text()
+    assert (
+        "timeout 2.5 s, on failure allow" in page.locator("#hooks tr[data-org=acme]").inner_text()
+    )
+    # Another organization's hook (or none) is not there to change.
+    page.goto(f"{console.url}/webhooks?hook=beta")
+    assert "No provisioning hook of 'beta'" in page.locator("#hook-error").inner_text()
 
     # The hook is asked, signed with the secret the page showed, and its attributes kept.
     hooked.answer = {"decision": "allow", "claims": {"attributes": {"site": "berlin"}}}

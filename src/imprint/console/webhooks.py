@@ -88,9 +88,35 @@ async def webhooks(
     request: Request,
     user: ConsoleUser,
     before: Annotated[int | None, Query(ge=1)] = None,
+    hook: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
+    """The page; with ``hook=ORG``, the hook form holds that organization's hook as it
+    is, so that changing one setting keeps the others."""
     rt = runtime(request)
-    return await run_in_threadpool(lambda: _page(request, user, rt, before=before))
+
+    def show() -> Response:
+        if hook is None:
+            return _page(request, user, rt, before=before)
+        context = _context(rt, user, before)
+        found = next((h for h in context["hooks"] if h.org_id == hook), None)
+        if found is None:
+            context["hook_error"] = f"No provisioning hook of {hook!r} that you can see."
+            status = 404
+        else:
+            context["hook_form"] = {
+                "org": found.org_id,
+                "url": found.url,
+                "timeout": f"{found.timeout_seconds:g}",
+                "on_failure": found.on_failure,
+                "enabled": found.enabled,
+                "rotate": False,
+            }
+            status = 200
+        return render(
+            request, "webhooks.html", status=status, title="Webhooks", active=PAGE, **context
+        )
+
+    return await run_in_threadpool(show)
 
 
 @router.post("/webhooks")
