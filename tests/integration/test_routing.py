@@ -32,11 +32,7 @@ def _answering(app: FastAPI, method: str, path: str) -> list[int]:
     """The positions of the application's routers (and routes of its own) that take a
     request, in the order they are asked."""
     scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
-    return [
-        index
-        for index, entry in enumerate(app.router.routes)
-        if _full(entry, dict(scope))
-    ]
+    return [index for index, entry in enumerate(app.router.routes) if _full(entry, dict(scope))]
 
 
 def _full(entry: BaseRoute, scope: dict[str, object]) -> bool:
