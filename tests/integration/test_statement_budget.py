@@ -9,9 +9,10 @@ x509 signed request, new device, warm caches (SQLite, PostgreSQL):
   before its nonce is spent (a refused request changes nothing);
 - its own commit: the nonce (a spent nonce stays spent whatever the request does next);
 - the unit of work: the device lock, the device under it, the key's other holders, the
-  certificate's record and issued mark, the device (one upsert), the audit entry (last
-  hash, insert, hash; on SQLite the unit holds the write lock already, on PostgreSQL
-  the chain's advisory lock is one more statement), the step records: one commit.
+  certificate's record and issued mark, the device (one upsert), the audit entry (the
+  tail's hash with the new id, then one insert holding its own hash; on SQLite the unit
+  holds the write lock already, on PostgreSQL the chain's advisory lock is one more
+  statement), the step records: one commit.
 """
 
 from __future__ import annotations
@@ -119,8 +120,11 @@ def test_a_signed_x509_registration_makes_few_statements(
     # constraint (SAVEPOINT / RELEASE are statements of their own there).
     counted_sql = [s for s in tally.statements if "SAVEPOINT" not in s.upper()]
     # PostgreSQL takes the audit chain's advisory lock as a statement of its own.
-    budget = 12 if backend == "sqlite" else 13
+    budget = 11 if backend == "sqlite" else 12
     assert len(counted_sql) <= budget, "\n".join(counted_sql)
+    # The audit entry: the chain's tail (and the new id), then one INSERT with its hash.
+    assert tally.sql("INSERT INTO AUDIT_LOG") == 1
+    assert tally.sql("UPDATE AUDIT_LOG") == 0
     # The device read by the attestor (before the nonce is spent) and under its lock,
     # besides the holders of the CSR's key; saved with one upsert, not UPDATE-then-INSERT.
     reads = [s for s in counted_sql if "FROM devices" in s]

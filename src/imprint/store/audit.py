@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
@@ -21,14 +21,17 @@ __all__ = ["SqlAuditLog"]
 #: The lock that makes appends to the chain one at a time.
 CHAIN_LOCK = "audit-chain"
 
-# The statements of an append, built once (every change of state makes one).
-_TAIL = select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
-_APPEND = audit_log.insert().returning(audit_log.c.id)
-_SEAL = (
-    audit_log.update()
-    .where(audit_log.c.id == bindparam("entry_id"))
-    .values(hash=bindparam("entry_hash"))
+# The statements of an append, built once (every change of state makes one): the tail's
+# hash and the new entry's id in one round trip, then the entry, hash included, in one
+# INSERT. On SQLite the id is the tail's plus one (what SQLite itself would choose); on
+# PostgreSQL it is drawn from the column's sequence. Either way under the chain lock, so
+# ids follow the chain's order.
+_TAIL_SQLITE = select(audit_log.c.hash, audit_log.c.id + 1).order_by(audit_log.c.id.desc()).limit(1)
+_TAIL_POSTGRESQL = text(
+    "SELECT (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1),"
+    " nextval(pg_get_serial_sequence('audit_log', 'id'))"
 )
+_APPEND = audit_log.insert()
 
 
 #: The audit log's sort keys: by entry (its id follows the chain, so time) by default,
@@ -110,12 +113,23 @@ class SqlAuditLog:
         at = entry.at or self._clock.now()
         with writing(self._engine) as conn:
             serialized(conn, CHAIN_LOCK)
-            prev = conn.execute(_TAIL).scalar_one_or_none() or GENESIS
-            new_id: int = conn.execute(
-                _APPEND, {"at": at, "prev_hash": prev, **values}
-            ).scalar_one()
+            if conn.dialect.name == "sqlite":
+                tail = conn.execute(_TAIL_SQLITE).one_or_none()
+                prev, new_id = (GENESIS, 1) if tail is None else (tail[0] or GENESIS, tail[1])
+            else:
+                found, new_id = conn.execute(_TAIL_POSTGRESQL).one()
+                prev = found or GENESIS
             record = AuditRecord(id=new_id, at=chain_time(at), **values)
-            conn.execute(_SEAL, {"entry_id": new_id, "entry_hash": record.chained_to(prev)})
+            conn.execute(
+                _APPEND,
+                {
+                    "id": new_id,
+                    "at": at,
+                    "prev_hash": prev,
+                    "hash": record.chained_to(prev),
+                    **values,
+                },
+            )
 
     def page(self, after_id: int | None, limit: int) -> Sequence[AuditRecord]:
         c = audit_log.c
