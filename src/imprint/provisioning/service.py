@@ -23,6 +23,7 @@ refused request rolls all of that back and keeps only its step records.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -178,6 +179,13 @@ def key_type_of(public_key: object) -> str:
 
 def _pem(certificate: x509.Certificate) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+@functools.lru_cache(maxsize=32)
+def _ca_pems(certificates: tuple[x509.Certificate, ...]) -> tuple[str, ...]:
+    """The PEM of each CA certificate: the same few in every bundle, so encoded once (a
+    new CA chain is a new key)."""
+    return tuple(_pem(c) for c in certificates)
 
 
 class Provisioner:
@@ -843,9 +851,10 @@ class Provisioner:
         services = {**self._services, **enrollment.services, **(added_services or {})}
         psk = enrollment.pre_shared_key
         grant = self._channel(enrollment, attestation.device_id, device_ref, at)
-        sealed = mac = chain_pem = None
+        sealed = mac = chain_pem = leaf_pem = None
         if certificate is not None:
-            chain_pem = "".join(_pem(c) for c in (certificate, *chain[:-1]))
+            leaf_pem = _pem(certificate)
+            chain_pem = leaf_pem + "".join(_ca_pems(chain[:-1]))
         if attestation.response_key is not None:
             if chain_pem is not None:
                 mac = response_mac(attestation.response_key, attestation.device_id, chain_pem)
@@ -869,9 +878,9 @@ class Provisioner:
             owner=enrollment.owner,
             enrollment_id=enrollment.id,
             serial=None if certificate is None else format(certificate.serial_number, "x"),
-            certificate_pem=None if certificate is None else _pem(certificate),
+            certificate_pem=leaf_pem,
             chain_pem=chain_pem,
-            trust_anchors_pem=tuple(_pem(c) for c in self._authority.trust_anchors),
+            trust_anchors_pem=_ca_pems(self._authority.trust_anchors),
             not_after=not_after,
             renew_after=renew_after,
             services=services,
