@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, func, select, text
 from sqlalchemy.engine import Engine
 
 from imprint.attestation.revocation import DeniedCertificate
@@ -33,7 +33,7 @@ from imprint.store.audit import SqlAuditLog
 from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
-from imprint.store.db import unit_of_work
+from imprint.store.db import reading, unit_of_work
 from imprint.store.deny_list import SqlDenyList
 from imprint.store.enrollments import SqlEnrollmentStore
 from imprint.store.identities import SqlPskStore
@@ -357,3 +357,25 @@ def test_a_refused_key_rotation_in_a_unit_leaves_the_current_key(
             store.install(rotated, replacing="rk-1", previous_expires_at=NOW)
         audit(engine)
     assert [(k.id, k.state) for k in store.for_enrollment("line-1")] == [("rk-1", KeyState.CURRENT)]
+
+
+def test_reads_outside_a_unit_stand_alone_and_inside_one_share_its_transaction(
+    engine: Engine, backend: str
+) -> None:
+    """On PostgreSQL a read outside a unit of work runs in autocommit (one round trip, no
+    BEGIN and ROLLBACK around it): two statements there see two transaction start times.
+    Once a unit has written, its reads are in its transaction: one start time."""
+    if backend != "postgresql":
+        pytest.skip("SQLite starts no transaction for a read")
+    now_after_a_pause = text("SELECT now() FROM (SELECT pg_sleep(0.01)) AS paused")
+    with reading(engine) as conn:
+        first = conn.execute(text("SELECT now()")).scalar_one()
+        second = conn.execute(now_after_a_pause).scalar_one()
+    assert second > first
+    log = SqlAuditLog(engine)
+    with unit_of_work(engine):
+        log.write(AuditEntry(actor="test", action="test.read", target_type="test"))
+        with reading(engine) as conn:
+            first = conn.execute(text("SELECT now()")).scalar_one()
+            second = conn.execute(now_after_a_pause).scalar_one()
+    assert second == first

@@ -368,12 +368,20 @@ def writing(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
-    """A connection for reads: the unit of work's once it has written, else a fresh one."""
+    """A connection for reads: the unit of work's once it has written, else a fresh one.
+
+    A fresh one on PostgreSQL is in autocommit: a read outside a unit of work is then one
+    round trip, not BEGIN, the SELECT and a ROLLBACK when it goes back to the pool. It
+    sees what it would have seen in a transaction of its own: at READ COMMITTED (the
+    default) every statement takes a new snapshot anyway.
+    """
     unit = _joined(engine)
     if unit is not None and unit.connection is not None:
         yield unit.connection
         return
     with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn
 
 
