@@ -21,6 +21,7 @@ from imprint.auth.clients import OAuthClient
 from imprint.channels.entries import ChannelRateLimited, EntryDraft
 from imprint.errors import Conflict, NotFound
 from imprint.identities.psk import ClientPsk, PskOrigin
+from imprint.pki.records import CertificateRecord, CertificateStatus
 from imprint.provisioning.channels import ChannelDraft, ChannelKey, KeyKind
 from imprint.provisioning.client_cas import ClientCA
 from imprint.provisioning.enrollments import Enrollment, EnrollmentKind, Mechanism
@@ -30,6 +31,7 @@ from imprint.sealing import SecretBox
 from imprint.store import tables
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.audit import SqlAuditLog
+from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
@@ -177,6 +179,23 @@ def add_psk(engine: Engine, box: SecretBox, n: int) -> None:
     SqlPskStore(engine, box).add(psk)
 
 
+def reserve_certificate(engine: Engine, _box: SecretBox, n: int) -> None:
+    """A certificate's record before its signature; item ``n``'s serial is ``n``."""
+    record = CertificateRecord(
+        serial=f"{n:040x}",
+        issuer="issuing",
+        profile="device",
+        subject=f"CN=dev-{n}",
+        sans=(),
+        status=CertificateStatus.PENDING,
+        not_before=NOW,
+        not_after=NOW + timedelta(days=1),
+        requested_by="test",
+        created_at=NOW,
+    )
+    SqlCertificateLedger(engine).reserve(record)
+
+
 @dataclass(frozen=True)
 class Case:
     write: Write
@@ -199,6 +218,7 @@ CASES = {
     "oauth_clients": Case(add_oauth_client, tables.oauth_clients, add_oauth_client),
     "channels": Case(create_channel, tables.channels, create_channel),
     "psks": Case(add_psk, tables.client_psks, add_psk),
+    "certificates": Case(reserve_certificate, tables.certificates, reserve_certificate),
 }
 CLASHING = {name: case for name, case in CASES.items() if case.clash is not None}
 

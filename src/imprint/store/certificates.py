@@ -8,13 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from imprint.errors import Conflict, NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus, RevokedEntry
 from imprint.store.cache import notify
-from imprint.store.db import guarded, reading, writing
+from imprint.store.db import reading, writing
 from imprint.store.listing import Order, SortKeys, contains
 from imprint.store.tables import certificates, crl_numbers, devices
 
@@ -73,7 +74,15 @@ __all__ = ["CERTIFICATE_SORT", "REVOCATIONS", "SqlCertificateLedger"]
 REVOCATIONS = "revocations"
 
 # The statements of the issuing path, built once (see store/devices.py).
-_RESERVE = certificates.insert()
+# A serial that exists already inserts nothing (the caller sees a Conflict): no error, so
+# no savepoint is needed to keep a shared PostgreSQL transaction usable after it.
+# (SQLAlchemy keeps an INSERT's row count only when asked: ``preserve_rowcount``.)
+_RESERVE = {
+    name: dialect.insert(certificates)
+    .on_conflict_do_nothing()
+    .execution_options(preserve_rowcount=True)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
 _MARK_ISSUED = (
     update(certificates)
     .where(certificates.c.serial == bindparam("_serial"))
@@ -137,13 +146,11 @@ class SqlCertificateLedger:
             "owner": record.owner,
             "device_ref": record.device_ref,
         }
-        try:
-            # Committed before the signature on its own, or with the caller's unit of
-            # work, which then commits before any answer carries the certificate.
-            with writing(self._engine) as conn, guarded(conn):
-                conn.execute(_RESERVE, values)
-        except IntegrityError:
-            raise Conflict(f"serial {record.serial} is already recorded") from None
+        # Committed before the signature on its own, or with the caller's unit of work,
+        # which then commits before any answer carries the certificate.
+        with writing(self._engine) as conn:
+            if conn.execute(_RESERVE[conn.dialect.name], values).rowcount == 0:
+                raise Conflict(f"serial {record.serial} is already recorded")
 
     def mark_issued(self, serial: str, der: bytes, fingerprint: str, at: datetime) -> None:
         with writing(self._engine) as conn:
