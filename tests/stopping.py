@@ -5,7 +5,7 @@ A uvicorn server takes 0.1-0.2 s to stop (its main loop looks at ``should_exit``
 that: the ``service`` fixture stops its server in a thread of its own while the next test
 runs, on its own port, data directory and database. Whatever must not run beside a
 stopping server (dropping its PostgreSQL database, the end of the session) calls
-:func:`finish_stopping` first.
+:func:`finish_stopping` first, which also raises what went wrong while stopping.
 """
 
 from __future__ import annotations
@@ -16,12 +16,22 @@ from collections.abc import Callable
 __all__ = ["finish_stopping", "stop_in_background"]
 
 _stopping: list[threading.Thread] = []
+_failures: list[BaseException] = []
 _lock = threading.Lock()
 
 
 def stop_in_background(stop: Callable[[], None]) -> None:
-    """Run ``stop`` in a thread of its own; :func:`finish_stopping` waits for it."""
-    thread = threading.Thread(target=stop, name="stopping-server", daemon=True)
+    """Run ``stop`` in a thread of its own; :func:`finish_stopping` waits for it and
+    raises its error, if it had one (never the test running meanwhile)."""
+
+    def stopping() -> None:
+        try:
+            stop()
+        except BaseException as exc:  # kept for finish_stopping, not lost with the thread
+            with _lock:
+                _failures.append(exc)
+
+    thread = threading.Thread(target=stopping, name="stopping-server", daemon=True)
     with _lock:
         _stopping[:] = [t for t in _stopping if t.is_alive()]
         _stopping.append(thread)
@@ -29,9 +39,14 @@ def stop_in_background(stop: Callable[[], None]) -> None:
 
 
 def finish_stopping(timeout: float = 20.0) -> None:
-    """Wait until every server stopping in the background has stopped."""
+    """Wait until every server stopping in the background has stopped; raise the first
+    error one of them met."""
     with _lock:
         waiting, _stopping[:] = list(_stopping), []
     for thread in waiting:
         thread.join(timeout)
-        assert not thread.is_alive(), "a server did not stop within 20 s"
+        assert not thread.is_alive(), f"a server did not stop within {timeout:g} s"
+    with _lock:
+        failures, _failures[:] = list(_failures), []
+    if failures:
+        raise failures[0]

@@ -179,6 +179,7 @@ def start_service(
             thread.join(timeout=10)
             sock.close()
             runtime.close()
+            assert not thread.is_alive(), "the server did not stop within 10 s"
 
         if stop_in_the_background:
             stop_in_background(stop)

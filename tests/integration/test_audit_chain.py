@@ -227,3 +227,23 @@ def test_migration_chains_the_entries_written_before_it(engine: Engine) -> None:
     report = verify_chain(log)
     assert (report.ok, report.entries) == (True, 7)
     assert next(records(log)).at == "2029-12-31T23:00:00.123456Z"
+
+
+def test_entries_follow_on_when_the_id_column_has_lost_its_sequence(
+    engine: Engine, backend: str
+) -> None:
+    """A PostgreSQL schema restored without the sequence's ownership (or made by hand):
+    the next id is the tail's plus one, and the chain goes on unbroken."""
+    if backend != "postgresql":
+        pytest.skip("SQLite numbers rows itself")
+    log = SqlAuditLog(engine)
+    fill(log, 2)
+    tamper(
+        engine,
+        "ALTER TABLE audit_log ALTER COLUMN id DROP DEFAULT",
+        "ALTER SEQUENCE audit_log_id_seq OWNED BY NONE",
+    )
+    fill(log, 2)
+    assert sorted(hashes(engine)) == [1, 2, 3, 4]
+    report = verify_chain(log)
+    assert (report.ok, report.entries) == (True, 4)

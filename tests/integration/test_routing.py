@@ -53,6 +53,43 @@ def test_no_request_is_answered_by_two_routers(service: Service) -> None:
     assert not shared, f"requests two routers take: {shared}"
 
 
+def _may_overlap(a: str, b: str) -> bool:
+    """Whether some path could match both route patterns, segment by segment: a
+    segment holding a parameter may be anything (a ``:path`` one, any rest of the path),
+    so this errs towards "yes"."""
+    left, right = a.strip("/").split("/"), b.strip("/").split("/")
+    for x, y in zip(left, right, strict=False):
+        if ":path}" in x or ":path}" in y:
+            return True
+        if "{" not in x and "{" not in y and x != y:
+            return False
+    return len(left) == len(right)
+
+
+def test_no_two_routers_have_routes_a_path_could_match_both(service: Service) -> None:
+    """The check above with samples, made for every path: a parameter of one route may
+    stand where another has a literal (``/a/{p}/c`` and ``/a/b/{q}``)."""
+    app = create_app(service.runtime)
+    routes = [
+        (index, method, str(context.path_format))
+        for index, entry in enumerate(app.router.routes)
+        for context in iter_route_contexts([entry])
+        for method in context.methods or ()
+    ]
+    assert len(routes) > 150, "the application's routes were not all found"
+    crossing = sorted(
+        {
+            (method, a, b)
+            for i, method, a in routes
+            for j, other_method, b in routes
+            if i < j and method == other_method and _may_overlap(a, b)
+        }
+    )
+    assert not crossing, f"routes of two routers a request could match: {crossing}"
+    assert _may_overlap("/a/{p}/c", "/a/b/{q}")
+    assert not _may_overlap("/a/b", "/a/c")
+
+
 def test_the_device_plane_is_asked_before_the_admin_api_and_the_console(
     service: Service,
 ) -> None:

@@ -70,7 +70,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     # route (about 10 µs a router), so the device plane comes first: a registration, an
     # EST enrollment or an OCSP answer no longer pays for the admin API's and the
     # console's routes (bench/README.md, "Route order"). No two modules' routes answer
-    # one request (tests/integration/test_api.py), so the order changes nothing else.
+    # one request (tests/integration/test_routing.py), so the order changes nothing else.
     for module in (
         provision,
         certificates,

@@ -106,7 +106,7 @@ async def webhooks(
             context["hook_form"] = {
                 "org": found.org_id,
                 "url": found.url,
-                "timeout": f"{found.timeout_seconds:g}",
+                "timeout": str(found.timeout_seconds),
                 "on_failure": found.on_failure,
                 "enabled": found.enabled,
                 "rotate": False,

@@ -29,7 +29,10 @@ CHAIN_LOCK = "audit-chain"
 _TAIL_SQLITE = select(audit_log.c.hash, audit_log.c.id + 1).order_by(audit_log.c.id.desc()).limit(1)
 _TAIL_POSTGRESQL = text(
     "SELECT (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1),"
-    " nextval(pg_get_serial_sequence('audit_log', 'id'))"
+    " COALESCE(nextval(pg_get_serial_sequence('audit_log', 'id')),"
+    # A schema made by hand, or restored without its sequence: the tail's id plus one
+    # (the chain lock is held, so that is as safe).
+    " (SELECT COALESCE(MAX(id), 0) + 1 FROM audit_log))"
 )
 _APPEND = audit_log.insert()
 
