@@ -32,13 +32,13 @@ run: sync
 	$(BIN)/imprint serve
 
 lint: sync
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 format: sync
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 test: lint
 	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)

@@ -122,14 +122,14 @@ async def bench_middleware(count: int, directory: Path) -> None:
 
 
 async def bench_app(parts: list[str], count: int, directory: Path, database: str | None) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     from bench.floor import ca_certificate
     from bench.load import build_requests, new_csr
     from imprint.api.app import create_app
     from imprint.runtime import prepare
     from imprint.settings import Settings
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
 
     _logging_as_served(directory)
     settings = Settings(
