@@ -69,7 +69,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     # A request is matched against the routers in this order, each scanned route by
     # route (about 10 µs a router), so the device plane comes first: a registration, an
     # EST enrollment or an OCSP answer no longer pays for the admin API's and the
-    # console's routes (bench/README.md, "Route order"). No two modules' routes answer
+    # console's routes (bench/README.md, step 6). No two modules' routes answer
     # one request (tests/integration/test_routing.py), so the order changes nothing else.
     for module in (
         provision,

@@ -78,8 +78,10 @@ def _page(
     status: int = 200,
     **extra: Any,
 ) -> Response:
-    context = _context(rt, user, before)
-    context.update(extra)
+    return _render(request, {**_context(rt, user, before), **extra}, status)
+
+
+def _render(request: Request, context: dict[str, Any], status: int) -> Response:
     return render(request, "webhooks.html", status=status, title="Webhooks", active=PAGE, **context)
 
 
@@ -101,20 +103,16 @@ async def webhooks(
         found = next((h for h in context["hooks"] if h.org_id == hook), None)
         if found is None:
             context["hook_error"] = f"No provisioning hook of {hook!r} that you can see."
-            status = 404
-        else:
-            context["hook_form"] = {
-                "org": found.org_id,
-                "url": found.url,
-                "timeout": str(found.timeout_seconds),
-                "on_failure": found.on_failure,
-                "enabled": found.enabled,
-                "rotate": False,
-            }
-            status = 200
-        return render(
-            request, "webhooks.html", status=status, title="Webhooks", active=PAGE, **context
-        )
+            return _render(request, context, 404)
+        context["hook_form"] = {
+            "org": found.org_id,
+            "url": found.url,
+            "timeout": str(found.timeout_seconds),
+            "on_failure": found.on_failure,
+            "enabled": found.enabled,
+            "rotate": False,
+        }
+        return _render(request, context, 200)
 
     return await run_in_threadpool(show)
 
