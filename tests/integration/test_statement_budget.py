@@ -13,6 +13,9 @@ x509 signed request, new device, warm caches (SQLite, PostgreSQL):
   tail's hash with the new id, then one insert holding its own hash; on SQLite the unit
   holds the write lock already, on PostgreSQL the chain's advisory lock is one more
   statement), the step records: one commit.
+
+Where it runs: inline on the event loop on SQLite; on PostgreSQL on the event loop too,
+every statement through psycopg's async connection (decision 0014), never in a thread.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from imprint.store.db import engines
 from tests.integration.conftest import Service
 from tests.integration.test_x509_attestation import (
     Manufacturer,
@@ -49,6 +53,8 @@ class Tally:
     own and may write meanwhile)."""
 
     events: list[tuple[int, str]] = field(default_factory=list)
+    #: (thread, thread name, whether the driver is async) of each statement.
+    drivers: list[tuple[int, str, bool]] = field(default_factory=list)
 
     def add(self, what: str) -> None:
         self.events.append((threading.get_ident(), what))
@@ -57,7 +63,10 @@ class Tally:
         """The events of the thread that ran a statement containing ``marker``."""
         threads = {t for t, what in self.events if marker in what}
         assert len(threads) == 1, threads
-        return Tally([(t, what) for t, what in self.events if t in threads])
+        return Tally(
+            [(t, what) for t, what in self.events if t in threads],
+            [driver for driver in self.drivers if driver[0] in threads],
+        )
 
     @property
     def statements(self) -> list[str]:
@@ -77,11 +86,14 @@ class Tally:
 
 @contextmanager
 def counted(service: Service) -> Iterator[Tally]:
-    engine = service.runtime.engine
+    """Events of every connection the stores use: the engine's and, on PostgreSQL, its
+    event loop's twin's."""
     tally = Tally()
 
-    def statement(_c: Any, _cur: Any, sql: str, _p: Any, _ctx: Any, _many: bool) -> None:
+    def statement(conn: Any, _cur: Any, sql: str, _p: Any, _ctx: Any, _many: bool) -> None:
         tally.add(sql)
+        thread = threading.current_thread()
+        tally.drivers.append((thread.ident or 0, thread.name, conn.dialect.is_async))
 
     def commit(_conn: Any) -> None:
         tally.add("-- commit")
@@ -89,15 +101,18 @@ def counted(service: Service) -> Iterator[Tally]:
     def checkout(*_args: Any) -> None:
         tally.add("-- checkout")
 
-    event.listen(engine, "before_cursor_execute", statement)
-    event.listen(engine, "commit", commit)
-    event.listen(engine.pool, "checkout", checkout)
+    listened = engines(service.runtime.engine)
+    for engine in listened:
+        event.listen(engine, "before_cursor_execute", statement)
+        event.listen(engine, "commit", commit)
+        event.listen(engine.pool, "checkout", checkout)
     try:
         yield tally
     finally:
-        event.remove(engine, "before_cursor_execute", statement)
-        event.remove(engine, "commit", commit)
-        event.remove(engine.pool, "checkout", checkout)
+        for engine in listened:
+            event.remove(engine, "before_cursor_execute", statement)
+            event.remove(engine, "commit", commit)
+            event.remove(engine.pool, "checkout", checkout)
 
 
 def test_a_signed_x509_registration_makes_few_statements(
@@ -112,8 +127,11 @@ def test_a_signed_x509_registration_makes_few_statements(
 
     with counted(service) as everything:
         answer = provisioned(service, body)
-    # One thread ran the whole registration: inline on SQLite, one hop on PostgreSQL.
+    # One thread ran the whole registration, the event loop's: no thread-pool worker, and
+    # on PostgreSQL every statement through the async driver.
     tally = everything.of_request("INSERT INTO devices")
+    assert not [name for _, name, _ in tally.drivers if name.startswith("AnyIO worker")]
+    assert {is_async for _, _, is_async in tally.drivers} == {backend == "postgresql"}
 
     assert answer["device_id"] == "meter-counted"
     # Without the savepoints PostgreSQL puts around the statements that may hit a

@@ -8,9 +8,10 @@ is synchronous and talks to the database; :func:`run_blocking` decides where it 
 - **SQLite**: on the event loop, inline. A statement on a local file takes
   microseconds; the writer lock (:mod:`imprint.store.db`) serializes writers anyway,
   and a thread hop costs 140-200 µs of CPU, more than the statements it would carry.
-- **PostgreSQL**: in the thread pool, once per request (the whole operation, its
-  authentication included, in one hop): every statement is a network round trip,
-  which must not stall the event loop.
+- **PostgreSQL**: on the event loop too, as a greenlet whose statements go through
+  psycopg's async connection (:func:`imprint.store.db.on_event_loop`, decision 0014):
+  while one request waits for the server, the loop serves the others. No thread hop,
+  and no contention for the GIL between the loop and a pool of threads.
 - **A network call during provisioning** (an enrollment whose hub tokens come from an
   external token endpoint, up to its 5 s timeout): in the thread pool, whatever the
   database, so a slow provider cannot stall every other device.
@@ -27,6 +28,7 @@ from typing import ParamSpec, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from imprint.runtime import Runtime
+from imprint.store.db import on_event_loop, runs_on_event_loop
 
 __all__ = ["inline", "run_blocking"]
 
@@ -36,7 +38,7 @@ T = TypeVar("T")
 
 def inline(runtime: Runtime) -> bool:
     """Whether this runtime's device work runs on the event loop (see the module)."""
-    if runtime.engine.dialect.name != "sqlite":
+    if runtime.engine.dialect.name != "sqlite" and not runs_on_event_loop(runtime.engine):
         return False
     return not runtime.enrollments.any_external_hub()
 
@@ -44,7 +46,10 @@ def inline(runtime: Runtime) -> bool:
 async def run_blocking(
     runtime: Runtime, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
 ) -> T:
-    """``function(*args, **kwargs)``, inline or in one thread-pool hop (see the module)."""
-    if inline(runtime):
-        return function(*args, **kwargs)
-    return await run_in_threadpool(function, *args, **kwargs)
+    """``function(*args, **kwargs)`` on the event loop (inline on SQLite, a greenlet on
+    PostgreSQL) or in one thread-pool hop (see the module)."""
+    if not inline(runtime):
+        return await run_in_threadpool(function, *args, **kwargs)
+    if runs_on_event_loop(runtime.engine):
+        return await on_event_loop(runtime.engine, function, *args, **kwargs)
+    return function(*args, **kwargs)

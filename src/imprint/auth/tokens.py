@@ -9,7 +9,6 @@ key-encryption key (:mod:`imprint.sealing`); ``kid`` is its RFC 7638 thumbprint.
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from joserfc.jwt import JWTClaimsRegistry
 
 from imprint.clock import Clock, SystemClock, unix_seconds
 from imprint.errors import AuthenticationRequired
+from imprint.locks import Lock
 from imprint.sealing import SecretBox
 
 __all__ = ["SigningKeyRecord", "SigningKeyStore", "TokenService"]
@@ -79,7 +79,7 @@ class TokenService:
         self.owner_claim = owner_claim
         self.lifetime = lifetime
         self._clock = clock or SystemClock()
-        self._lock = threading.Lock()
+        self._lock = Lock()  # held across statements: see imprint.locks
         self._keys: dict[str, tuple[ECKey, SigningKeyRecord]] = {}
         self._loaded_at = 0.0
 

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from imprint.audit import StateChange
 from imprint.clock import Clock, SystemClock
 from imprint.errors import ConfigurationError
+from imprint.locks import Lock
 from imprint.logs import get_logger
 from imprint.mqtt.acl import acl_entries, current_certificates, render_acl
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
@@ -173,7 +173,7 @@ class BrokerSync:
         self._files = files
         self._authority = authority
         self._clock = clock or SystemClock()
-        self._lock = threading.Lock()
+        self._lock = Lock()  # held across statements: see imprint.locks
 
     def certificate_changed(self, record: CertificateRecord) -> StateChange | None:
         """Sync the broker's files; the change, when the CRL's revocations or the ACL

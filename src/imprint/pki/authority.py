@@ -16,7 +16,6 @@ cannot leave, say, the MQTT broker's CRL behind.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from imprint.audit import StateChange
 from imprint.clock import Clock, SystemClock
 from imprint.errors import InvalidValue, NotFound
+from imprint.locks import Lock
 from imprint.logs import get_logger
 from imprint.outbox import Outbox
 from imprint.pki.csr import IssuablePublicKey, check_public_key
@@ -170,7 +170,7 @@ class CertificateAuthority:
         self._crl_validity = crl_validity
         self._events = events
         self._crl_cache: dict[str, _CachedCRL] = {}
-        self._crl_lock = threading.Lock()
+        self._crl_lock = Lock()  # held across statements: see imprint.locks
         self._listeners: list[CertificateListener] = []
         self._revocation_observers: list[Callable[[CertificateRecord], None]] = []
         self._outbox = outbox

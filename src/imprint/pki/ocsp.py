@@ -20,7 +20,6 @@ fresh response echoing it.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -32,6 +31,7 @@ from cryptography.x509 import ocsp
 
 from imprint.clock import Clock
 from imprint.errors import NotFound
+from imprint.locks import Lock
 from imprint.logs import get_logger
 from imprint.pki.authority import CertificateAuthority, IssuanceRequest
 from imprint.pki.der import subject_public_key_bits
@@ -121,7 +121,7 @@ class OcspResponder:
         self._issuer = authority.material.issuing
         self._issuer_name = self._issuer.subject.public_bytes()
         self._issuer_key = subject_public_key_bits(self._issuer)
-        self._lock = threading.Lock()
+        self._lock = Lock()  # held across statements: see imprint.locks
         self._signer: _Signer | None = None
         self._kept: dict[tuple[int, str], _Kept] = {}
 

@@ -13,7 +13,7 @@ from imprint.auth.api_keys import ApiKey
 from imprint.clock import Clock
 from imprint.errors import Conflict, NotFound
 from imprint.store.cache import ReadCache
-from imprint.store.db import guarded, reading, writing
+from imprint.store.db import guarded, own_transaction, reading, writing
 from imprint.store.tables import api_keys
 
 __all__ = ["SqlApiKeyStore"]
@@ -88,7 +88,7 @@ class SqlApiKeyStore:
     def touch(self, key_id: str, at: datetime) -> None:
         # Its own commit, never a request's unit of work: bookkeeping of the credential's
         # use, kept whatever the request then does (authentication runs before its unit).
-        with self._engine.begin() as conn:
+        with own_transaction(self._engine) as conn:
             self._cache.changed(conn)
             conn.execute(
                 update(api_keys).where(api_keys.c.key_id == key_id).values(last_used_at=at)

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from imprint.clock import Clock, SystemClock
 from imprint.logs import get_logger
+from imprint.store.db import engines
 
 __all__ = ["CHANNEL", "TTL_SECONDS", "ReadCache", "listening", "on_change"]
 
@@ -92,7 +93,8 @@ def _watch(engine: Engine) -> None:
         if engine in _watched:
             return
         _watched.add(engine)
-    event.listen(engine, "checkin", _checked_in)
+    for pool_of in engines(engine):  # the engine and its event loop's twin (PostgreSQL)
+        event.listen(pool_of, "checkin", _checked_in)
     if engine.dialect.name == "postgresql":
         _Listener.start(engine)
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from imprint.errors import Conflict, NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus, RevokedEntry
 from imprint.store.cache import notify
-from imprint.store.db import reading, writing
+from imprint.store.db import own_transaction, reading, writing
 from imprint.store.listing import Order, SortKeys, contains
 from imprint.store.tables import certificates, crl_numbers, devices
 
@@ -305,7 +305,7 @@ class SqlCertificateLedger:
 
     def next_crl_number(self, issuer: str, at: datetime) -> int:
         # Its own commit: a CRL number, once handed out, is never handed out again.
-        with self._engine.begin() as conn:
+        with own_transaction(self._engine) as conn:
             result = conn.execute(
                 update(crl_numbers)
                 .where(crl_numbers.c.issuer == issuer)

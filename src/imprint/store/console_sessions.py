@@ -13,7 +13,7 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from imprint.store.db import reading
+from imprint.store.db import own_transaction, reading
 from imprint.store.tables import ended_console_sessions
 
 __all__ = ["SqlEndedSessions"]
@@ -34,10 +34,10 @@ class SqlEndedSessions:
         request does next (call it before the unit's first write: on SQLite a unit that
         has written holds the database's write lock).
         """
-        with self._engine.begin() as conn:
+        with own_transaction(self._engine) as conn:
             conn.execute(delete(_table).where(_table.c.expires_at <= now))
         try:
-            with self._engine.begin() as conn:
+            with own_transaction(self._engine) as conn:
                 conn.execute(
                     _table.insert().values(session_sha256=session_sha256, expires_at=expires_at)
                 )

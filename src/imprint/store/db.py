@@ -1,11 +1,14 @@
 """Engines and migrations.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable across process crashes,
-fast enough to be the embedded default); PostgreSQL is chosen by URL.
+fast enough to be the embedded default); PostgreSQL is chosen by URL. A PostgreSQL
+engine has a twin on psycopg's async connection, for the device plane's operations on
+the event loop (:func:`on_event_loop`, decision 0014).
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import functools
 import hashlib
@@ -15,15 +18,19 @@ import select
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 from imprint.errors import ConfigurationError
 from imprint.logs import get_logger
@@ -35,14 +42,21 @@ __all__ = [
     "after_commit",
     "create_engine",
     "current_revision",
+    "engines",
     "guarded",
     "head_revision",
+    "on_event_loop",
+    "own_transaction",
     "reading",
+    "runs_on_event_loop",
     "serialized",
     "unit_of_work",
     "upgrade",
     "writing",
 ]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 log = get_logger(__name__)
@@ -151,7 +165,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _alive_at_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+def _alive_at_checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     """Refuse a pooled PostgreSQL connection the server has closed, without a round trip.
 
     An idle connection in the pool is sent nothing; if its socket is readable, the server
@@ -161,7 +175,11 @@ def _alive_at_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None
     effect as ``pool_pre_ping`` for one ``poll(2)`` of the socket instead of a
     ``SELECT 1`` per checkout. A connection cut without a word (a network partition) is
     found by the first statement, whose error invalidates the pool as before.
+
+    The same for the event loop's twin: ``driver_connection`` is psycopg's own
+    connection, sync or async, under SQLAlchemy's adapter.
     """
+    dbapi_connection = record.driver_connection
     if dbapi_connection.closed or dbapi_connection.broken:
         raise DisconnectionError("the connection is closed")
     try:
@@ -207,6 +225,8 @@ def create_engine(url: str) -> Engine:
         engine = sa_create_engine(parsed, pool_size=10, max_overflow=20, connect_args=connect_args)
         if parsed.get_backend_name() == "postgresql":
             event.listen(engine, "checkout", _alive_at_checkout)
+            if parsed.drivername == "postgresql+psycopg":
+                _add_loop_engine(engine, parsed, connect_args)
         return engine
     except (ArgumentError, ImportError) as exc:
         raise ConfigurationError(f"database.url: {exc}") from None
@@ -284,6 +304,93 @@ def known_head() -> str | None:
     return heads.pop() if len(heads) == 1 else None
 
 
+# The event loop's engine (PostgreSQL) ---------------------------------------------------
+#
+# On PostgreSQL the device plane's operations run on the event loop (decision 0014): the
+# same synchronous use case and stores, in a greenlet (SQLAlchemy's ``greenlet_spawn``,
+# the mechanism under its asyncio extension), with every statement sent through
+# psycopg's async connection. A statement waits for the server by awaiting, so the loop
+# serves other requests meanwhile, and no thread is involved. Each PostgreSQL engine has
+# a twin for this, the synchronous face of an ``AsyncEngine`` on the same URL with a pool
+# of its own; inside :func:`on_event_loop` the functions of this module hand out the
+# twin's connections, everywhere else (the admin API's thread pool, background rounds,
+# the CLI) the engine's own. Stores hold the engine and never see the difference.
+#
+# A ``threading.Lock`` held across a statement inside such an operation would stop the
+# loop when a second request wants it (:mod:`imprint.locks`).
+
+_loop_engines: WeakKeyDictionary[Engine, AsyncEngine] = WeakKeyDictionary()
+_on_loop: ContextVar[bool] = ContextVar("imprint_on_event_loop", default=False)
+
+
+def _add_loop_engine(engine: Engine, url: Any, connect_args: dict[str, Any]) -> None:
+    twin = create_async_engine(url, pool_size=10, max_overflow=20, connect_args=connect_args)
+    event.listen(twin.sync_engine, "checkout", _alive_at_checkout)
+    _loop_engines[engine] = twin
+    event.listen(engine, "engine_disposed", _dispose_loop_engine)
+
+
+def _dispose_loop_engine(engine: Engine) -> None:
+    """Close the twin's pooled connections when the engine is disposed.
+
+    Closing an async connection takes an event loop; the server's has stopped by now (or
+    is busy in this very call, in process), so a short-lived thread runs one of its own.
+    """
+    twin = _loop_engines.get(engine)
+    if twin is None:
+        return
+    pool = twin.sync_engine.pool
+    if not isinstance(pool, QueuePool) or pool.checkedin() == 0:
+        return
+    failed: list[BaseException] = []
+
+    def dispose() -> None:
+        try:
+            asyncio.run(twin.dispose())
+        except Exception as exc:  # logged: the process is letting go of the database
+            failed.append(exc)
+
+    closing = threading.Thread(target=dispose, name="imprint-close-loop-engine")
+    closing.start()
+    closing.join()
+    if failed:
+        log.warning("loop_engine_dispose_failed", error=failed[0].__class__.__name__)
+
+
+def engines(engine: Engine) -> tuple[Engine, ...]:
+    """``engine`` and, on PostgreSQL, its event loop's twin: where to listen for events
+    (statements, checkouts) of every connection the stores of ``engine`` use."""
+    twin = _loop_engines.get(engine)
+    return (engine,) if twin is None else (engine, twin.sync_engine)
+
+
+def runs_on_event_loop(engine: Engine) -> bool:
+    """Whether :func:`on_event_loop` sends ``engine``'s statements through an async
+    driver (PostgreSQL); on SQLite, run the operation inline instead."""
+    return engine in _loop_engines
+
+
+async def on_event_loop(
+    engine: Engine, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """``function(*args, **kwargs)`` on the event loop, every statement it makes on
+    ``engine`` awaited through the async twin (see above)."""
+    token = _on_loop.set(True)
+    try:
+        return await greenlet_spawn(functools.partial(function, *args, **kwargs))
+    finally:
+        _on_loop.reset(token)
+
+
+def _connections(engine: Engine) -> Engine:
+    """Where ``engine``'s connections come from in this context."""
+    if _on_loop.get():
+        twin = _loop_engines.get(engine)
+        if twin is not None:
+            return twin.sync_engine
+    return engine
+
+
 # One transaction for several store calls ------------------------------------------------
 #
 # A unit of work makes the store calls of one thread share one connection and one
@@ -357,13 +464,19 @@ def writing(engine: Engine) -> Iterator[Connection]:
     """A connection in a transaction: the unit of work's, else one committed on exit."""
     unit = _joined(engine)
     if unit is None:
-        with engine.begin() as conn:
+        with _connections(engine).begin() as conn:
             yield conn
         return
     if unit.connection is None:
-        unit.connection = engine.connect()
+        unit.connection = _connections(engine).connect()
         unit.connection.begin()
     yield unit.connection
+
+
+def own_transaction(engine: Engine) -> AbstractContextManager[Connection]:
+    """A transaction of its own, committed on exit, never the unit of work's: for what
+    must be durable whatever the caller does next (a spent nonce, a CRL number)."""
+    return _connections(engine).begin()
 
 
 @contextmanager
@@ -379,7 +492,7 @@ def reading(engine: Engine) -> Iterator[Connection]:
     if unit is not None and unit.connection is not None:
         yield unit.connection
         return
-    with engine.connect() as conn:
+    with _connections(engine).connect() as conn:
         if conn.dialect.name == "postgresql":
             conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn

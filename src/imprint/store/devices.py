@@ -18,7 +18,7 @@ from imprint.provisioning.devices import (
     ProvisioningStep,
     StepRecord,
 )
-from imprint.store.db import guarded, reading, serialized, writing
+from imprint.store.db import guarded, own_transaction, reading, serialized, writing
 from imprint.store.tables import devices, provisioning_records, used_nonces
 
 __all__ = ["SqlDeviceStore", "SqlNonceStore", "SqlStepRecorder"]
@@ -253,14 +253,14 @@ class SqlNonceStore:
     def use(self, scope: str, nonce: str, expires_at: datetime) -> bool:
         try:
             # Its own commit: a spent nonce stays spent whatever the request does next.
-            with self._engine.begin() as conn:
+            with own_transaction(self._engine) as conn:
                 conn.execute(_USE_NONCE, {"scope": scope, "nonce": nonce, "expires_at": expires_at})
         except IntegrityError:
             return False
         return True
 
     def purge(self, before: datetime) -> int:
-        with self._engine.begin() as conn:
+        with own_transaction(self._engine) as conn:
             return int(
                 conn.execute(delete(used_nonces).where(used_nonces.c.expires_at < before)).rowcount
             )

@@ -20,7 +20,7 @@ from imprint.identities.psk import ClientPsk, PskOrigin, PskSubjectTaken
 from imprint.identities.relay import RelayRequest, RelayStatus
 from imprint.pki.records import CertificateStatus
 from imprint.sealing import SecretBox
-from imprint.store.db import guarded, reading, writing
+from imprint.store.db import guarded, own_transaction, reading, writing
 from imprint.store.tables import certificates, client_identities, client_psks, relay_requests
 
 __all__ = ["SqlIdentityStore", "SqlPskStore", "SqlRelayStore"]
@@ -41,7 +41,7 @@ class SqlIdentityStore:
                 # Its own commit, never a caller's unit of work: like the certificate
                 # ledger's reserve, the claim is seen by concurrent requests before
                 # anything is signed (and the ledger's reserve, next, writes on its own).
-                with self._engine.begin() as conn:
+                with own_transaction(self._engine) as conn:
                     # Lock the owner's row first (SQLite: take the write lock before
                     # reading), so concurrent claims for one owner take turns.
                     conn.execute(
@@ -132,7 +132,7 @@ class SqlIdentityStore:
         table = client_identities
         # Its own commit, like the claim it undoes: a caller's unit is failing here and
         # would take the release back with it.
-        with self._engine.begin() as conn:
+        with own_transaction(self._engine) as conn:
             conn.execute(
                 delete(table).where(
                     table.c.owner == owner,

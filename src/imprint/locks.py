@@ -1,0 +1,61 @@
+"""A lock for state that the event loop's requests share with threads.
+
+On PostgreSQL the device plane's operations run as greenlets on the event loop's thread
+(:func:`imprint.store.db.on_event_loop`), and every statement they make lets the loop run
+the other requests until the server answers. A ``threading.Lock`` held across such a
+statement breaks that: a second request on the loop that wants it blocks the loop's
+thread, and with it the first request, which can then never finish and release it.
+
+:class:`Lock` behaves as a ``threading.Lock`` for threads. A request on the event loop
+that finds it held waits by giving the loop back, a fraction of a millisecond at a time,
+until the holder (another request, or a thread) lets go. Use it for every lock that may
+be held across a database statement on the device plane's paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+
+from sqlalchemy.util.concurrency import await_, in_greenlet
+
+__all__ = ["Lock"]
+
+#: How long a request on the event loop sleeps between two tries of a held lock.
+POLL_SECONDS = 0.0005
+
+
+class Lock:
+    """A mutex for threads and for the event loop's requests alike (see the module)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if self._lock.acquire(blocking=False):
+            return
+        if in_greenlet():
+            while not self._lock.acquire(blocking=False):
+                await_(asyncio.sleep(POLL_SECONDS))
+        else:
+            self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self.release()
