@@ -130,6 +130,7 @@ async def bench_app(parts: list[str], count: int, directory: Path, database: str
     from imprint.api.app import create_app
     from imprint.runtime import prepare
     from imprint.settings import Settings
+    from imprint.store.db import Checkpointer
 
     _logging_as_served(directory)
     settings = Settings(
@@ -141,6 +142,7 @@ async def bench_app(parts: list[str], count: int, directory: Path, database: str
     runtime, first = prepare(settings)
     token = (first.admin_token_file or settings.data_dir / "admin-token").read_text().strip()
     app = create_app(runtime)
+    checkpointer = Checkpointer.start(runtime.engine)  # as `imprint serve` does (SQLite)
     admin = {"Authorization": f"Bearer {token}"}
 
     async def post(path: str, body: object, headers: dict[str, str] | None = None) -> bytes:
@@ -191,6 +193,8 @@ async def bench_app(parts: list[str], count: int, directory: Path, database: str
 
             await _timed("csr-sign", count, sign)
     finally:
+        if checkpointer is not None:
+            checkpointer.stop()
         runtime.close()
 
 

@@ -24,6 +24,7 @@ from imprint.leadership import BROKER_CRL, OUTBOX, WEBHOOKS
 from imprint.runtime import Runtime, open_runtime
 from imprint.settings import Settings
 from imprint.store.cache import on_change
+from imprint.store.db import Checkpointer
 from imprint.tls import server_ssl_context
 
 __all__ = ["ImprintServer", "bind_socket", "build_server", "run_workers", "ssl_context_for"]
@@ -82,6 +83,7 @@ class ImprintServer(uvicorn.Server):
         self._broker_refresh: asyncio.Task[None] | None = None
         self._outbox_rounds: asyncio.Task[None] | None = None
         self._webhook_rounds: asyncio.Task[None] | None = None
+        self._checkpointer: Checkpointer | None = None
 
     async def _deliver_outbox(self) -> None:
         """Deliver the outbox: what a failed prompt delivery left for a retry, and what a
@@ -181,6 +183,7 @@ class ImprintServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        self._checkpointer = Checkpointer.start(self._runtime.engine)  # SQLite only
         self._outbox_rounds = asyncio.create_task(self._deliver_outbox())
         self._webhook_rounds = asyncio.create_task(self._deliver_webhooks())
         listening = self._runtime.settings.server
@@ -219,6 +222,9 @@ class ImprintServer(uvicorn.Server):
             advertiser, self._advertiser = self._advertiser, None
             await advertiser.stop()
         await super().shutdown(sockets)
+        if self._checkpointer is not None:
+            checkpointer, self._checkpointer = self._checkpointer, None
+            await asyncio.to_thread(checkpointer.stop)
 
 
 def build_server(runtime: Runtime, *, primary: bool = True) -> uvicorn.Server:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 __all__ = [
+    "Checkpointer",
     "after_commit",
     "create_engine",
     "current_revision",
@@ -63,6 +64,9 @@ log = get_logger(__name__)
 
 #: How long a writer waits for SQLite's lock (and for this process's writer lock).
 _BUSY_TIMEOUT_MS = 5000
+#: A pooled connection checkpoints the WAL once it holds this many pages: SQLite's
+#: default, except in a server, where a thread does it (:class:`Checkpointer`).
+_AUTOCHECKPOINT_PAGES = 1000
 
 
 # One writer at a time ------------------------------------------------------------------
@@ -98,6 +102,7 @@ class _WriterConnection(sqlite3.Connection):
     writer_lock: threading.Lock
     lock_timeout: float
     lock_file: str | None
+    autocheckpoint_pages: int
     holding = False
     _lock_fd: int | None = None
 
@@ -152,8 +157,83 @@ def _writer_connection_class(database: str | None, timeout: float) -> type[_Writ
         "writer_lock": threading.Lock(),
         "lock_timeout": timeout,
         "lock_file": None if in_memory else f"{database}.writer-lock",
+        "autocheckpoint_pages": _AUTOCHECKPOINT_PAGES,
     }
     return type("SerializedWriterConnection", (_WriterConnection,), attributes)
+
+
+# Checkpoints off the request path (SQLite) ---------------------------------------------
+#
+# In WAL mode a commit appends the pages it changed to the WAL. Once the WAL holds 1,000
+# pages, SQLite's default, the commit that crossed the line also copies them back into
+# the database file and syncs it, on its request's time: in process, 1 commit in 100 of
+# a run of registrations took 5.4 ms instead of the usual 0.11 ms, and on SQLite the
+# device plane runs on the event loop, so every other request waited too. A server
+# checkpoints in a thread of its own instead, every quarter of a second: PASSIVE, so it
+# neither waits for nor blocks a writer or a reader, and SQLite copies and syncs without
+# holding Python's GIL. The pooled connections then checkpoint themselves only past
+# 10,000 pages, should the thread fall behind.
+
+#: What the pooled connections of a server's engine checkpoint at (the backstop).
+_BACKSTOP_PAGES = 10_000
+#: How often a server's checkpointer runs.
+CHECKPOINT_SECONDS = 0.25
+
+_connection_classes: WeakKeyDictionary[Engine, type[_WriterConnection]] = WeakKeyDictionary()
+
+
+class Checkpointer:
+    """Checkpoints the WAL of a SQLite database in a thread of its own (see above)."""
+
+    def __init__(self, database: str, every: float = CHECKPOINT_SECONDS) -> None:
+        self._database = database
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="imprint-sqlite-checkpointer", daemon=True
+        )
+        #: Checkpoints that ran, and those that could not copy every frame (a reader
+        #: still used the older ones); for tests and the curious.
+        self.rounds = 0
+        self.partial = 0
+
+    @classmethod
+    def start(cls, engine: Engine, every: float = CHECKPOINT_SECONDS) -> Checkpointer | None:
+        """Checkpoint ``engine``'s database in the background from now on, and let its
+        pooled connections leave it to the thread; None when it is not a SQLite file."""
+        connection_class = _connection_classes.get(engine)
+        if connection_class is None or connection_class.lock_file is None:
+            return None
+        database = engine.url.database
+        if not database:
+            return None
+        connection_class.autocheckpoint_pages = _BACKSTOP_PAGES
+        engine.pool.dispose()  # the idle connections go; new ones take the backstop
+        checkpointer = cls(database, every)
+        checkpointer._thread.start()
+        return checkpointer
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self._database, timeout=_BUSY_TIMEOUT_MS / 1000)
+        try:
+            failing = False
+            while not self._stop.wait(self._every):
+                try:
+                    busy, _, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:
+                    if not failing:  # once per spell of failures
+                        log.warning("sqlite_checkpoint_failed", error=str(exc))
+                    failing = True
+                    continue
+                failing = False
+                self.rounds += 1
+                self.partial += int(busy)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -162,6 +242,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    pages = getattr(dbapi_connection, "autocheckpoint_pages", _AUTOCHECKPOINT_PAGES)
+    cursor.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
     cursor.close()
 
 
@@ -206,16 +288,15 @@ def create_engine(url: str) -> Engine:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             # Pool sized for the server's thread pool (40 threads): overflow connections
             # would otherwise be opened and closed on every burst.
+            connection_class = _writer_connection_class(parsed.database, _BUSY_TIMEOUT_MS / 1000)
             engine = sa_create_engine(
                 parsed,
-                connect_args={
-                    "check_same_thread": False,
-                    "factory": _writer_connection_class(parsed.database, _BUSY_TIMEOUT_MS / 1000),
-                },
+                connect_args={"check_same_thread": False, "factory": connection_class},
                 pool_size=16,
                 max_overflow=32,
             )
             event.listen(engine, "connect", _sqlite_pragmas)
+            _connection_classes[engine] = connection_class
             return engine
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
