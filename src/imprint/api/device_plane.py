@@ -9,7 +9,7 @@ is synchronous and talks to the database; :func:`run_blocking` decides where it 
   microseconds; the writer lock (:mod:`imprint.store.db`) serializes writers anyway,
   and a thread hop costs 140-200 µs of CPU, more than the statements it would carry.
 - **PostgreSQL**: on the event loop too, as a greenlet whose statements go through
-  psycopg's async connection (:func:`imprint.store.db.on_event_loop`, decision 0014):
+  psycopg's async connection (:func:`imprint.store.db.on_event_loop`, decision 0016):
   while one request waits for the server, the loop serves the others. No thread hop,
   and no contention for the GIL between the loop and a pool of threads.
 - **A network call during provisioning** (an enrollment whose hub tokens come from an

@@ -3,7 +3,7 @@
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable across process crashes,
 fast enough to be the embedded default); PostgreSQL is chosen by URL. A PostgreSQL
 engine has a twin on psycopg's async connection, for the device plane's operations on
-the event loop (:func:`on_event_loop`, decision 0014).
+the event loop (:func:`on_event_loop`, decision 0016).
 """
 
 from __future__ import annotations
@@ -387,7 +387,7 @@ def known_head() -> str | None:
 
 # The event loop's engine (PostgreSQL) ---------------------------------------------------
 #
-# On PostgreSQL the device plane's operations run on the event loop (decision 0014): the
+# On PostgreSQL the device plane's operations run on the event loop (decision 0016): the
 # same synchronous use case and stores, in a greenlet (SQLAlchemy's ``greenlet_spawn``,
 # the mechanism under its asyncio extension), with every statement sent through
 # psycopg's async connection. A statement waits for the server by awaiting, so the loop
