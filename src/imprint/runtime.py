@@ -138,6 +138,7 @@ class Runtime:
             authority=self.authority,
             devices=self.devices,
             recorder=self.records,
+            nonces=self.nonces,
             attestors=self.attestors,
             renewals=self.renewals,
             services=self.settings.services,
@@ -485,7 +486,6 @@ def open_runtime(
     attestors = build_attestors(
         enrollments=enrollments,
         devices=devices,
-        nonces=nonces,
         client_cas=client_cas,
         deny_list=deny_list,
         crls=manufacturer_crls,
@@ -499,7 +499,6 @@ def open_runtime(
         ledger=ledger,
         devices=devices,
         enrollments=enrollments,
-        nonces=nonces,
         audience=f"{settings.server.base_url()}/api/v1/renew",
     )
     runtime = Runtime(

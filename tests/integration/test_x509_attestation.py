@@ -421,6 +421,29 @@ def test_signed_request_without_client_certificate(service: Service, acme: Manuf
     refused(service, body, "replay_detected")
 
 
+def test_a_signed_request_refused_in_the_unit_of_work_has_spent_its_nonce(
+    service: Service, acme: Manufacturer
+) -> None:
+    """The nonce is spent in the request's unit of work, which a refusal there rolls
+    back; the journal of the refusal spends it again, so replaying the refused request
+    is a replay, not a second look at the device."""
+    enroll(service, acme.chain())
+    leaf, key = acme.line.idevid("meter-0003")
+    provisioned(service, signed_body(service, leaf, key, [acme.line.certificate]))
+    device = service.runtime.devices.find("acme", "meter-0003")
+    assert device is not None
+    with service.admin() as admin:
+        disabled = admin.post(f"/api/v1/devices/{device.id}/disable")
+        assert disabled.status_code == 200, disabled.text
+    body = signed_body(service, leaf, key, [acme.line.certificate])
+    refused(service, body, "device_disabled")  # under the device's lock, in the unit
+    with service.admin() as admin:
+        assert admin.post(f"/api/v1/devices/{device.id}/enable").status_code == 200
+    refused(service, body, "replay_detected")
+    # A fresh request from the same device goes through.
+    provisioned(service, signed_body(service, leaf, key, [acme.line.certificate]))
+
+
 @pytest.mark.parametrize(
     "make_key",
     [

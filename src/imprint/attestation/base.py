@@ -48,7 +48,7 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from imprint.errors import ImprintError, InvalidRequest
-from imprint.provisioning.devices import Device
+from imprint.provisioning.devices import Device, Nonce
 from imprint.provisioning.enrollments import Enrollment, Mechanism
 
 __all__ = [
@@ -240,6 +240,8 @@ class Attestation:
     checks: tuple[RequestCheck, ...] = ()
     device_checks: tuple[DeviceCheck, ...] = ()
     on_approved: tuple[ApprovalEffect, ...] = ()
+    #: The signed request's nonce, which the use case spends (see ``Nonce``).
+    nonce: Nonce | None = None
 
 
 class Attestor(Protocol):

@@ -62,7 +62,6 @@ from imprint.attestation.base import (
     Hold,
     IdentityNotEnrolled,
     KeyMismatch,
-    ReplayDetected,
     RequestExpired,
     SecretExpired,
     SecretUsed,
@@ -71,7 +70,7 @@ from imprint.attestation.base import (
 from imprint.errors import InvalidValue, NotFound
 from imprint.pki.csr import csr_sha256
 from imprint.pki.keys import public_key_sha256
-from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore, NonceStore
+from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore, Nonce
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -235,14 +234,12 @@ class OobSecretAttestor:
         secrets: OobSecretStore,
         enrollments: EnrollmentStore,
         devices: DeviceStore,
-        nonces: NonceStore,
         one_time_passwords: OneTimePasswordStore | None = None,
     ) -> None:
         self._one_time = one_time_passwords
         self._secrets = secrets
         self._enrollments = enrollments
         self._devices = devices
-        self._nonces = nonces
 
     def attest(self, evidence: Evidence) -> Attestation:
         """Verify the proof; nothing is written unless every check passed.
@@ -256,7 +253,6 @@ class OobSecretAttestor:
             KeyMismatch: an idprov message signed another public key.
             SecretExpired: the secret is past its validity.
             SecretUsed: the secret was spent on another provisioning.
-            ReplayDetected: the nonce was used before.
         """
         device_id = _registration_id(evidence)
         form = evidence.fields.get("format")
@@ -297,10 +293,10 @@ class OobSecretAttestor:
         if secret.expired(evidence.at):
             raise SecretExpired("the out-of-band secret for this device has expired")
         self._refuse_spent(secret, self._devices.find(enrollment.owner, device_id), evidence)
+        nonce = None
         if isinstance(proof, _NativeProof):
             expires = datetime.fromtimestamp(proof.timestamp, UTC) + NONCE_LIFETIME
-            if not self._nonces.use(NONCE_SCOPE, proof.nonce, expires):
-                raise ReplayDetected("this nonce was used before")
+            nonce = Nonce(NONCE_SCOPE, proof.nonce, expires)
         return Attestation(
             enrollment=enrollment,
             device_id=device_id,
@@ -312,6 +308,7 @@ class OobSecretAttestor:
             },
             device_checks=(partial(self._still_unspent, secret, evidence),),
             on_approved=(partial(self._spend, enrollment.id, device_id),),
+            nonce=nonce,
         )
 
     def _one_time_password(

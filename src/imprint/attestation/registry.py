@@ -10,7 +10,7 @@ from imprint.attestation.revocation import DenyList, ManufacturerCrlStore
 from imprint.attestation.symmetric_key import SymmetricKeyAttestor
 from imprint.attestation.x509 import X509Attestor
 from imprint.provisioning.client_cas import ClientCAStore
-from imprint.provisioning.devices import DeviceStore, NonceStore
+from imprint.provisioning.devices import DeviceStore
 from imprint.provisioning.enrollments import EnrollmentStore, Mechanism
 from imprint.provisioning.one_time_passwords import OneTimePasswordStore
 from imprint.provisioning.oob_secrets import OobSecretStore
@@ -23,7 +23,6 @@ def build_attestors(
     *,
     enrollments: EnrollmentStore,
     devices: DeviceStore,
-    nonces: NonceStore,
     client_cas: ClientCAStore,
     deny_list: DenyList,
     crls: ManufacturerCrlStore,
@@ -43,14 +42,13 @@ def build_attestors(
     attestors[Mechanism.X509] = X509Attestor(
         enrollments=enrollments,
         devices=devices,
-        nonces=nonces,
         deny_list=deny_list,
         crls=crls,
         audience=provision_url,
     )
-    attestors[Mechanism.SYMMETRIC_KEY] = SymmetricKeyAttestor(enrollments, nonces)
+    attestors[Mechanism.SYMMETRIC_KEY] = SymmetricKeyAttestor(enrollments)
     attestors[Mechanism.REGISTRATION_KEY] = RegistrationKeyAttestor(registration_keys, enrollments)
     attestors[Mechanism.OOB_SECRET] = OobSecretAttestor(
-        oob_secrets, enrollments, devices, nonces, one_time_passwords
+        oob_secrets, enrollments, devices, one_time_passwords
     )
     return attestors

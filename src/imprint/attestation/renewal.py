@@ -32,13 +32,12 @@ from imprint.attestation.base import (
     Evidence,
     EvidenceMissing,
     IdentityNotEnrolled,
-    ReplayDetected,
 )
 from imprint.attestation.jws import check_claims, verify_compact
 from imprint.errors import NotFound
 from imprint.pki.keys import public_key_sha256 as _key_sha256
 from imprint.pki.records import CertificateLedger, CertificateStatus
-from imprint.provisioning.devices import DeviceStore, NonceStore
+from imprint.provisioning.devices import DeviceStore, Nonce
 from imprint.provisioning.enrollments import Enrollment, EnrollmentStore
 
 __all__ = ["Renewal", "RenewalAuthorizer"]
@@ -60,6 +59,8 @@ class Renewal:
     enrollment: Enrollment
     device_id: str
     presented_serial: str
+    #: The signed request's nonce, which the use case spends (see ``Nonce``).
+    nonce: Nonce | None = None
 
     @property
     def identity(self) -> str:
@@ -76,14 +77,12 @@ class RenewalAuthorizer:
         ledger: CertificateLedger,
         devices: DeviceStore,
         enrollments: EnrollmentStore,
-        nonces: NonceStore,
         audience: str,
     ) -> None:
         self._issuing = issuing
         self._ledger = ledger
         self._devices = devices
         self._enrollments = enrollments
-        self._nonces = nonces
         self._audience = audience
 
     def _current(self, evidence: Evidence) -> tuple[x509.Certificate, tuple[str, datetime] | None]:
@@ -157,7 +156,11 @@ class RenewalAuthorizer:
                 raise CertificateExpired(
                     "the certificate expired and the enrollment's renewal grace period is over"
                 )
-        # Spent last, so a refused signed request leaves no trace.
-        if signed is not None and not self._nonces.use("renewal-jws", *signed):
-            raise ReplayDetected("this signed request was used before")
-        return Renewal(enrollment=enrollment, device_id=device.device_id, presented_serial=serial)
+        # Spent by the use case once this returns, so a refused signed request leaves no
+        # trace.
+        nonce = None
+        if signed is not None:
+            nonce = Nonce("renewal-jws", *signed, replayed="this signed request was used before")
+        return Renewal(
+            enrollment=enrollment, device_id=device.device_id, presented_serial=serial, nonce=nonce
+        )

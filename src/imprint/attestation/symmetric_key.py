@@ -30,13 +30,12 @@ from imprint.attestation.base import (
     Evidence,
     EvidenceMissing,
     IdentityNotEnrolled,
-    ReplayDetected,
     RequestExpired,
     SignatureInvalid,
 )
 from imprint.errors import InvalidValue, NotFound
 from imprint.pki.csr import csr_sha256
-from imprint.provisioning.devices import NonceStore
+from imprint.provisioning.devices import Nonce
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -126,19 +125,18 @@ class SymmetricKeyAttestor:
     mechanism = Mechanism.SYMMETRIC_KEY
     guessable = False
 
-    def __init__(self, enrollments: EnrollmentStore, nonces: NonceStore) -> None:
+    def __init__(self, enrollments: EnrollmentStore) -> None:
         self._enrollments = enrollments
-        self._nonces = nonces
 
     def attest(self, evidence: Evidence) -> Attestation:
-        """Verify the token; the nonce is spent only once the token is proven.
+        """Verify the token; its nonce goes back in the attestation, for the use case to
+        spend once the request is authorized.
 
         Raises:
             EvidenceMissing: no registration id, expiry, nonce or token.
             InvalidValue: one of them is malformed.
             RequestExpired: the expiry is past, or more than an hour ahead.
             SignatureInvalid: no enrollment's key makes this token (also for unknown ids).
-            ReplayDetected: the nonce was used before.
             IdentityNotEnrolled: the enrollment does not name devices by registration id.
         """
         device_id = _registration_id(evidence)
@@ -159,8 +157,6 @@ class SymmetricKeyAttestor:
             raise RequestExpired("the token's expiry is more than an hour ahead")
         digest = csr_sha256(evidence.signing_request())
         enrollment = self._match(evidence.enrollment_id, device_id, expiry, nonce, digest, token)
-        if not self._nonces.use(NONCE_SCOPE, nonce, datetime.fromtimestamp(expiry, UTC)):
-            raise ReplayDetected("this nonce was used before")
         if enrollment.device_id_rule is not DeviceIdRule.REGISTRATION_ID:
             raise IdentityNotEnrolled(
                 f"enrollment {enrollment.id!r} names devices by "
@@ -171,6 +167,7 @@ class SymmetricKeyAttestor:
             device_id=device_id,
             identity=f"symmetric-key:{enrollment.id}",
             claims={"registration_id": device_id},
+            nonce=Nonce(NONCE_SCOPE, nonce, datetime.fromtimestamp(expiry, UTC)),
         )
 
     def _match(

@@ -19,7 +19,9 @@ terminates TLS. Either way the same checks follow:
 5. the device id is read from the certificate (never from the request), and a device
    already provisioned with another certificate keeps its id (``identity_taken``).
 
-A signed request's nonce is recorded last, so a refused request changes nothing.
+A signed request's nonce is not spent here: it goes back in the attestation, and the
+use case spends it in the request's unit of work, so a request refused here changes
+nothing.
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ from imprint.attestation.base import (
     EvidenceMissing,
     IdentityNotEnrolled,
     IdentityTaken,
-    ReplayDetected,
 )
 from imprint.attestation.jws import check_claims, verify_compact
 from imprint.attestation.peer_chain import refuse_without_client_auth
@@ -60,7 +61,7 @@ from imprint.attestation.revocation import (
     refuse_denied,
 )
 from imprint.errors import NotFound
-from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore, NonceStore
+from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore, Nonce
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -211,7 +212,6 @@ class X509Attestor:
         *,
         enrollments: EnrollmentStore,
         devices: DeviceStore,
-        nonces: NonceStore,
         deny_list: DenyList,
         crls: ManufacturerCrlStore,
         audience: str,
@@ -220,7 +220,6 @@ class X509Attestor:
     ) -> None:
         self._enrollments = enrollments
         self._devices = devices
-        self._nonces = nonces
         self._deny_list = deny_list
         self._crls = crls
         self._audience = audience
@@ -234,7 +233,8 @@ class X509Attestor:
             EvidenceMissing: neither a client certificate nor ``evidence.jws``.
             EkuMissing: the device certificate's extended key usage lacks clientAuth.
             SignedRequestMalformed, SignatureInvalid, AudienceMismatch, RequestExpired,
-                KeyMismatch, ReplayDetected: the signed request is not acceptable.
+                KeyMismatch: the signed request is not acceptable (its nonce is returned in
+                the attestation, for the use case to spend).
             CertificateDenied: a certificate of the path is on the deny-list.
             CertificateExpired: the device certificate expired and no enrollment
                 admitting it accepts expired ones (or it is not valid yet).
@@ -260,10 +260,13 @@ class X509Attestor:
         # Checked now (a refused request spends no nonce) and again on the locked device.
         pinned = partial(_check_pin, device_id=device_id, fingerprint=fingerprint)
         pinned(self._devices.find(enrollment.owner, device_id))
+        nonce = None
         if presented.nonce is not None:
             assert presented.nonce_expires is not None
-            if not self._nonces.use(NONCE_SCOPE, presented.nonce, presented.nonce_expires):
-                raise ReplayDetected("jws: this nonce was used before")
+            nonce = Nonce(
+                NONCE_SCOPE, presented.nonce, presented.nonce_expires,
+                replayed="jws: this nonce was used before",
+            )  # fmt: skip
         return Attestation(
             enrollment=enrollment,
             device_id=device_id,
@@ -275,6 +278,7 @@ class X509Attestor:
                 "manufacturer_serial": format(leaf.serial_number, "x"),
             },
             device_checks=(pinned,),
+            nonce=nonce,
         )
 
     def _presented(self, evidence: Evidence) -> _Presented:

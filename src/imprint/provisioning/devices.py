@@ -103,6 +103,24 @@ class StepRecorder(Protocol):
     def for_device(self, device_ref: str, limit: int = 100) -> Sequence[StepRecord]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Nonce:
+    """A signed request's nonce, to spend once the request is authorized.
+
+    The attestor that checked the request names it; the use case spends it first in
+    the request's unit of work (one commit with the rest), and again with the journal
+    of a refusal, so a request that got an answer has spent its nonce either way, and
+    one refused before (during attestation) has spent none. ``replayed`` is the
+    refusal's message when the nonce was spent already.
+    """
+
+    scope: str
+    value: str
+    expires_at: datetime
+    replayed: str = "this nonce was used before"
+
+
 class NonceStore(Protocol):
     def use(self, scope: str, nonce: str, expires_at: datetime) -> bool:
-        """Remember ``nonce``; False when it was already used in ``scope``."""
+        """Remember ``nonce``, in the caller's unit of work if there is one; False when
+        it was already used in ``scope``."""

@@ -44,6 +44,7 @@ from imprint.attestation.base import (
     Evidence,
     Hold,
     KeyMismatch,
+    ReplayDetected,
     TooManyAttempts,
 )
 from imprint.attestation.renewal import Renewal, RenewalAuthorizer
@@ -60,6 +61,8 @@ from imprint.provisioning.devices import (
     Device,
     DeviceStatus,
     DeviceStore,
+    Nonce,
+    NonceStore,
     ProvisioningStep,
     StepRecord,
     StepRecorder,
@@ -103,6 +106,9 @@ class _Grant(Protocol):
 
     @property
     def device_id(self) -> str: ...
+
+    @property
+    def nonce(self) -> Nonce | None: ...
 
 
 _G = TypeVar("_G", bound=_Grant)
@@ -197,6 +203,7 @@ class Provisioner:
         authority: CertificateAuthority,
         devices: DeviceStore,
         recorder: StepRecorder,
+        nonces: NonceStore,
         attestors: Mapping[Mechanism, Attestor],
         limiter: AttemptLimiter | None = None,
         services: Mapping[str, str] | None = None,
@@ -216,6 +223,7 @@ class Provisioner:
         self._channels = channels
         self._devices = devices
         self._recorder = recorder
+        self._nonces = nonces
         self._attestors = dict(attestors)
         self._services = dict(services or {})
         self._renewals = renewals
@@ -283,30 +291,49 @@ class Provisioner:
         guessable: bool = False,
     ) -> tuple[Outcome, _G]:
         """The steps every request takes: authorization under the failed-attempt limits,
-        then ``decide`` in one unit of work with the step records; a refusal rolls back
-        all but the records."""
+        then ``decide`` in one unit of work with the signed request's nonce and the step
+        records: one commit. A refusal rolls back all but the records and the nonce,
+        which the journal's unit writes again: a request that got an answer has spent
+        its nonce either way."""
         step = _Steps(uuid.uuid4().hex, evidence, self._clock)
         grant = self._authorized(evidence, authorize, step, guessable)
-        step.ok(ProvisioningStep.ATTEST, grant)
+        nonce = grant.nonce
         try:
             with self._transaction():
+                if nonce is not None and not self._spend(nonce):
+                    raise ReplayDetected(nonce.replayed)
+                step.ok(ProvisioningStep.ATTEST, grant)
                 outcome = decide(evidence, grant, step)
                 self._recorder.record(step.finished())
                 self._keep_audit(step)
         except ImprintError as exc:
-            if isinstance(exc, AttestationFailed):  # a device check refused the proof
+            if isinstance(exc, AttestationFailed):  # a replay, or a device check refused
                 self._limiter.refused(self._limit_keys(evidence, guessable))
             step.failed(step.current, exc)
-            self._journal_failure(step, exc)
+            self._journal_failure(step, exc, nonce)
+            raise
+        except Exception:
+            if nonce is not None:  # an error for an answer: the nonce is spent anyway
+                with contextlib.suppress(Exception), self._transaction():
+                    self._spend(nonce)  # the database may be what failed: best effort
             raise
         return outcome, grant
 
-    def _journal_failure(self, step: _Steps, error: ImprintError) -> None:
+    def _spend(self, nonce: Nonce) -> bool:
+        """Spend ``nonce`` in the active unit of work; False when it was spent before."""
+        return self._nonces.use(nonce.scope, nonce.value, nonce.expires_at)
+
+    def _journal_failure(
+        self, step: _Steps, error: ImprintError, nonce: Nonce | None = None
+    ) -> None:
         """Record a refused request in the provisioning journal, in one unit of work with
-        what must outlive the refusal: the audit of a hook's denial, and the
+        what must outlive the refusal: the signed request's nonce (spent, if a replay
+        had not spent it already), the audit of a hook's denial, and the
         ``provisioning.failed`` event when the request had named an enrollment (a
         request that proved nothing names no organization to tell)."""
         with self._transaction():
+            if nonce is not None:
+                self._spend(nonce)
             self._recorder.record(step.finished())
             self._keep_audit(step)
             if self._events is not None and step.owner is not None:

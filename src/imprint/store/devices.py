@@ -55,7 +55,13 @@ _COUNT = (
     .where(devices.c.status != DeviceStatus.RESET.value)
 )
 _RECORD = insert(provisioning_records)
-_USE_NONCE = insert(used_nonces)
+# A nonce spent before inserts nothing (ON CONFLICT DO NOTHING: the row count says so).
+_USE_NONCE = {
+    name: dialect.insert(used_nonces)
+    .on_conflict_do_nothing()
+    .execution_options(preserve_rowcount=True)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
 
 
 def _device(row: RowMapping) -> Device:
@@ -251,13 +257,12 @@ class SqlNonceStore:
         self._engine = engine
 
     def use(self, scope: str, nonce: str, expires_at: datetime) -> bool:
-        try:
-            # Its own commit: a spent nonce stays spent whatever the request does next.
-            with own_transaction(self._engine) as conn:
-                conn.execute(_USE_NONCE, {"scope": scope, "nonce": nonce, "expires_at": expires_at})
-        except IntegrityError:
-            return False
-        return True
+        # In the request's unit of work (the use case spends the nonce first in it, and
+        # again with the journal of a refusal); a nonce spent before is a row count of 0,
+        # not an error that would abort a PostgreSQL transaction.
+        values = {"scope": scope, "nonce": nonce, "expires_at": expires_at}
+        with writing(self._engine) as conn:
+            return bool(conn.execute(_USE_NONCE[conn.dialect.name], values).rowcount == 1)
 
     def purge(self, before: datetime) -> int:
         with own_transaction(self._engine) as conn:
