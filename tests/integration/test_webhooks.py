@@ -5,15 +5,19 @@ told once each, a hook that denies, adds claims or times out, tenancy and bad in
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
+from imprint.api.device_plane import inline
 from imprint.settings import Settings, WebhookSettings
 from imprint.store.tables import provisioning_records
 from imprint.webhooks.model import check_url
@@ -358,6 +362,35 @@ def test_a_hook_that_times_out_denies_or_allows_as_configured(
         ("success", "timed out after 0.5 s"),
         ("denied", "timed out after 0.5 s"),
     ]
+
+
+def test_a_slow_hook_holds_up_its_own_registration_only(
+    service: Service, hooked: Receiver, tmp_path: Path
+) -> None:
+    """A provisioning hook is a network call inside the registration: the device plane
+    runs it in a thread, never on the event loop, where it would stop every request."""
+    assert inline(service.runtime)
+    set_hook(service, hooked, timeout_seconds=3, on_failure="allow")
+    assert not inline(service.runtime)
+    hooked.delay = 30.0  # answers after the hook's timeout
+    factory = Factory(service, tmp_path, "slow")
+    credentials = factory.device("meter-10")
+    answers: list[httpx.Response] = []
+    registering = threading.Thread(target=lambda: answers.append(factory.provision(credentials)))
+    registering.start()
+    try:
+        hooked.wait_for(1)  # the registration waits for the hook now
+        started = time.monotonic()
+        with service.client() as other:
+            assert other.get("/healthz").status_code == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        registering.join(15)
+    [answer] = answers
+    assert answer.status_code == 200, answer.text  # the hook timed out; allowed
+    with service.admin() as admin:
+        assert admin.delete("/api/v1/provisioning-hooks/acme").status_code == 204
+    assert inline(service.runtime)
 
 
 def test_an_org_admin_sees_only_its_own_webhooks(service: Service, hooked: Receiver) -> None:

@@ -13,8 +13,9 @@ is synchronous and talks to the database; :func:`run_blocking` decides where it 
   while one request waits for the server, the loop serves the others. No thread hop,
   and no contention for the GIL between the loop and a pool of threads.
 - **A network call during provisioning** (an enrollment whose hub tokens come from an
-  external token endpoint, up to its 5 s timeout): in the thread pool, whatever the
-  database, so a slow provider cannot stall every other device.
+  external token endpoint, up to its 5 s timeout, or an organization's provisioning
+  hook, up to its own timeout): in the thread pool, whatever the database, so a slow
+  provider cannot stall every other device.
 
 The per-device lock, record-before-sign, the outbox messages in the transaction and
 the audit entries are the use case's and do not change with where it runs.
@@ -40,7 +41,7 @@ def inline(runtime: Runtime) -> bool:
     """Whether this runtime's device work runs on the event loop (see the module)."""
     if runtime.engine.dialect.name != "sqlite" and not runs_on_event_loop(runtime.engine):
         return False
-    return not runtime.enrollments.any_external_hub()
+    return not (runtime.enrollments.any_external_hub() or runtime.webhook_store.any_hook())
 
 
 async def run_blocking(

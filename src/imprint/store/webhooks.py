@@ -360,6 +360,16 @@ class SqlWebhookStore:
     def hook(self, org_id: str) -> ProvisioningHook | None:
         return self._hooks.get(org_id, lambda: self._hook(org_id))
 
+    def any_hook(self) -> bool:
+        """Whether some organization has an enabled provisioning hook (a network call
+        during provisioning). Cached like the hooks themselves."""
+        return self._hooks.get(("any",), self._any_hook)
+
+    def _any_hook(self) -> bool:
+        query = select(exists().where(provisioning_hooks.c.enabled.is_(True)))
+        with reading(self._engine) as conn:
+            return bool(conn.execute(query).scalar())
+
     def _hook(self, org_id: str) -> ProvisioningHook | None:
         with reading(self._engine) as conn:
             row = (
