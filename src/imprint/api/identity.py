@@ -281,8 +281,8 @@ def instance_admin(request: Request, _bearer: _Bearer = None) -> Principal:
 
 
 async def _device_principal(request: Request, _bearer: _Bearer = None) -> Principal:
-    """:func:`require_principal` for the device plane: ``async``, the lookup inline on
-    SQLite or in one thread hop on PostgreSQL (:mod:`imprint.api.device_plane`)."""
+    """:func:`require_principal` for the device plane: ``async``, the lookup where
+    :func:`imprint.api.device_plane.run_blocking` puts the device plane's work."""
     return await run_blocking(runtime_of(request), require_principal, request)
 
 
