@@ -7,8 +7,8 @@ statement breaks that: a second request on the loop that wants it blocks the loo
 thread, and with it the first request, which can then never finish and release it.
 
 :class:`Lock` behaves as a ``threading.Lock`` for threads. A request on the event loop
-that finds it held waits by giving the loop back, a fraction of a millisecond at a time,
-until the holder (another request, or a thread) lets go. Use it for every lock that may
+that finds it held waits by giving the loop back, half a millisecond at first and up to
+10 ms at a time, until the holder (another request, or a thread) lets go. Use it for every lock that may
 be held across a database statement on the device plane's paths.
 """
 
@@ -22,8 +22,11 @@ from sqlalchemy.util.concurrency import await_, in_greenlet
 
 __all__ = ["Lock"]
 
-#: How long a request on the event loop sleeps between two tries of a held lock.
+#: How long a request on the event loop sleeps between two tries of a held lock: the
+#: first pause, doubled after each try up to the longest (a lock held for long, say
+#: by a thread making a large CRL, costs the waiting request a wake-up every 10 ms).
 POLL_SECONDS = 0.0005
+LONGEST_POLL_SECONDS = 0.01
 
 
 class Lock:
@@ -38,8 +41,10 @@ class Lock:
         if self._lock.acquire(blocking=False):
             return
         if in_greenlet():
+            pause = POLL_SECONDS
             while not self._lock.acquire(blocking=False):
-                await_(asyncio.sleep(POLL_SECONDS))
+                await_(asyncio.sleep(pause))
+                pause = min(pause * 2, LONGEST_POLL_SECONDS)
         else:
             self._lock.acquire()
 
