@@ -8,8 +8,8 @@ thread, and with it the first request, which can then never finish and release i
 
 :class:`Lock` behaves as a ``threading.Lock`` for threads. A request on the event loop
 that finds it held waits by giving the loop back, half a millisecond at first and up to
-10 ms at a time, until the holder (another request, or a thread) lets go. Use it for every lock that may
-be held across a database statement on the device plane's paths.
+10 ms at a time, until the holder (another request, or a thread) lets go. Use it for
+every lock that may be held across a database statement on the device plane's paths.
 """
 
 from __future__ import annotations
