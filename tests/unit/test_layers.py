@@ -3,7 +3,8 @@
 Read from the source, not imported: the application layer depends on no surface; the
 console never reaches into the API's routes; no surface (API route, console page, CLI
 command) constructs a store, they call operations that use the stores the composition
-root built once.
+root built once; a store takes its connections from ``store.db`` only, which hands the
+device plane its event loop's connections on PostgreSQL (decision 0016).
 """
 
 from __future__ import annotations
@@ -47,6 +48,27 @@ def _store_constructions(path: Path) -> Iterator[tuple[int, str]]:
                 yield node.lineno, name
 
 
+def _own_connections(path: Path) -> Iterator[tuple[int, str]]:
+    """Calls of ``<something>.begin()`` or ``.connect()`` on an engine attribute
+    (``self._engine``, ``engine``) in the file: a connection of its own."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("begin", "connect")
+        ):
+            target = node.func.value
+            name = (
+                target.attr
+                if isinstance(target, ast.Attribute)
+                else target.id
+                if isinstance(target, ast.Name)
+                else ""
+            )
+            if name.lstrip("_") == "engine":
+                yield node.lineno, f"{name}.{node.func.attr}()"
+
+
 def _where(path: Path, line: int) -> str:
     return f"{path.relative_to(SOURCE.parent)}:{line}"
 
@@ -82,6 +104,16 @@ def test_no_surface_constructs_a_store(surface: str) -> None:
     assert not found, found
 
 
+def test_stores_take_connections_from_store_db_only() -> None:
+    found = [
+        f"{_where(path, line)} calls {call}"
+        for path in _modules("store")
+        if path.name != "db.py"
+        for line, call in _own_connections(path)
+    ]
+    assert not found, found
+
+
 def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:
     """The readers above find a nested import and a store construction, so an empty
     result means there is none, not that they looked at nothing."""
@@ -90,8 +122,12 @@ def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:
         "def f(engine):\n"
         "    from imprint.api.routes.devices import router\n"
         "    return SqlDenyList(engine), store.SqlChannelStore(engine)\n"
+        "def g(self):\n"
+        "    with self._engine.begin() as conn, engine.connect() as other:\n"
+        "        pass\n"
     )
     assert list(_imports(sample)) == [(2, "imprint.api.routes.devices")]
     assert sorted(_store_constructions(sample)) == [(3, "SqlChannelStore"), (3, "SqlDenyList")]
-    for package in ("app", "console", "cli"):
+    assert sorted(_own_connections(sample)) == [(5, "_engine.begin()"), (5, "engine.connect()")]
+    for package in ("app", "console", "cli", "store"):
         assert len(_modules(package)) > 5, package
