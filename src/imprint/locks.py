@@ -10,6 +10,12 @@ thread, and with it the first request, which can then never finish and release i
 that finds it held waits by giving the loop back, half a millisecond at first and up to
 10 ms at a time, until the holder (another request, or a thread) lets go. Use it for
 every lock that may be held across a database statement on the device plane's paths.
+
+Code that runs on the event loop's thread but outside such a greenlet (an ``async``
+route calling a store directly) cannot wait for a request of its own loop: it would
+block the thread that request needs to finish. :meth:`Lock.acquire` refuses that case
+with a :class:`RuntimeError` instead of hanging the process; such code belongs in
+:func:`imprint.api.device_plane.run_blocking`, which runs it as a greenlet.
 """
 
 from __future__ import annotations
@@ -32,23 +38,35 @@ LONGEST_POLL_SECONDS = 0.01
 class Lock:
     """A mutex for threads and for the event loop's requests alike (see the module)."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_lock", "_loop_holder")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: The thread whose event loop runs the greenlet holding the lock; None when
+        #: it is free or a plain thread holds it.
+        self._loop_holder: int | None = None
 
     def acquire(self) -> None:
-        if self._lock.acquire(blocking=False):
-            return
-        if in_greenlet():
-            pause = POLL_SECONDS
-            while not self._lock.acquire(blocking=False):
-                await_(asyncio.sleep(pause))
-                pause = min(pause * 2, LONGEST_POLL_SECONDS)
-        else:
-            self._lock.acquire()
+        greenlet = in_greenlet()
+        if not self._lock.acquire(blocking=False):
+            if greenlet:
+                pause = POLL_SECONDS
+                while not self._lock.acquire(blocking=False):
+                    await_(asyncio.sleep(pause))
+                    pause = min(pause * 2, LONGEST_POLL_SECONDS)
+            else:
+                if self._loop_holder == threading.get_ident():
+                    raise RuntimeError(
+                        "a request on this event loop holds the lock; code on the loop's "
+                        "thread outside a greenlet cannot wait for it without hanging the "
+                        "loop: run it with imprint.api.device_plane.run_blocking"
+                    )
+                self._lock.acquire()
+        if greenlet:
+            self._loop_holder = threading.get_ident()
 
     def release(self) -> None:
+        self._loop_holder = None
         self._lock.release()
 
     def locked(self) -> bool:

@@ -3,6 +3,7 @@ PyJWT against the JWKS we publish, and the RFC 6749 refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -17,6 +18,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from imprint.auth.codes import code_digest, new_authorization_code
 from imprint.settings import Settings, load_settings
@@ -93,6 +95,52 @@ def test_client_credentials_token_verifies_and_carries_the_owner_claim(service: 
         seen = http.get("/api/v1/orgs")
     assert seen.status_code == 200, seen.text
     assert [o["id"] for o in seen.json()["items"]] == ["acme"]
+
+
+@pytest.mark.both_databases
+def test_a_token_is_issued_while_a_device_request_reloads_the_signing_keys(
+    service: Service, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device request verifying an access token reloads the signing keys now and then,
+    under their lock. On PostgreSQL it runs as a greenlet on the event loop and holds the
+    lock across the statement; the token endpoint, wanting the same lock, waits for it
+    without stopping the loop (it used to take it on the loop's own thread: the server
+    hung for good)."""
+    with service.admin() as admin:
+        make_org(admin, "acme")
+        client = make_client(admin, "acme", "operator", scopes=["devices"])
+    first = client_token(service, client["client_id"], client["client_secret"])
+    assert first.status_code == 200, first.text
+    tokens = service.runtime.tokens
+    records = tokens._store
+    load_keys = records.all
+    reloading = threading.Event()
+
+    def slow_load() -> Any:
+        found = load_keys()
+        if in_greenlet():  # PostgreSQL: the statement's wait, made longer
+            reloading.set()
+            await_(asyncio.sleep(0.5))
+        return found
+
+    monkeypatch.setattr(records, "all", slow_load)
+    tokens._loaded_at = 0.0  # the next verification reloads the keys
+    answers: dict[str, httpx.Response] = {}
+
+    def device_request() -> None:
+        with bearer(service, first.json()["access_token"]) as http:
+            answers["device"] = http.post("/api/v1/certificates", json={})
+
+    request = threading.Thread(target=device_request)
+    request.start()
+    assert reloading.wait(5 if backend == "postgresql" else 0.2) == (backend == "postgresql")
+    started = time.monotonic()
+    second = client_token(service, client["client_id"], client["client_secret"])
+    request.join(10)
+    assert second.status_code == 200, second.text
+    assert time.monotonic() - started < 5
+    # an access token is not an instance administrator's API key: refused, not hung
+    assert answers["device"].status_code == 403, answers["device"].text
 
 
 def test_token_endpoint_refusals_use_rfc6749_errors(service: Service) -> None:

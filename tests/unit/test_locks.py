@@ -72,6 +72,35 @@ def test_the_loop_keeps_serving_while_a_request_waits_for_a_thread() -> None:
     assert waited_then_acquired
 
 
+def test_code_on_the_loop_outside_a_greenlet_is_refused_instead_of_hanging() -> None:
+    lock = Lock()
+    holding = asyncio.Event()
+
+    def holder() -> None:
+        with lock:
+            holding.set()
+            await_(asyncio.sleep(0.05))  # as a statement waits for the server
+
+    async def scenario() -> str:
+        held = asyncio.ensure_future(greenlet_spawn(holder))
+        await holding.wait()
+        try:
+            lock.acquire()  # an async route calling a store directly, on the loop's thread
+        except RuntimeError as exc:
+            outcome = str(exc)
+        else:  # pragma: no cover - the old behaviour never gets here: it hangs
+            lock.release()
+            outcome = "acquired"
+        await asyncio.wait_for(held, 5)
+        with lock:  # free again: plain code on the loop takes it at once
+            pass
+        return outcome
+
+    outcome = asyncio.run(asyncio.wait_for(scenario(), 5))
+    assert "run_blocking" in outcome
+    assert not lock.locked()
+
+
 def test_threads_exclude_each_other() -> None:
     lock = Lock()
     count = 0

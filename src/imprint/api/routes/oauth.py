@@ -18,9 +18,12 @@ from urllib.parse import unquote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from imprint.api.device_plane import run_blocking
 from imprint.api.identity import RuntimeDep
+from imprint.app.device_logins import IssuedDeviceCode
 from imprint.app.sign_ins import UserToken, check_password
 from imprint.attestation.base import TooManyAttempts
 from imprint.auth.clients import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, DEVICE_CODE, OAuthClient
@@ -262,16 +265,24 @@ async def token(request: Request, runtime: RuntimeDep) -> JSONResponse:
             raise OAuthInvalidRequest("grant_type is required")
         if grant not in (CLIENT_CREDENTIALS, AUTHORIZATION_CODE, DEVICE_CODE):
             raise UnsupportedGrantType(f"grant_type {grant[:60]!r} is not supported")
-        client, basic = _authenticate(runtime, request, form, grant)
-        if grant == CLIENT_CREDENTIALS:
-            answer = _client_credentials_grant(runtime, client, form)
-        elif grant == DEVICE_CODE:
-            answer = _device_code_grant(runtime, client, form)
-        else:
-            answer = _authorization_code_grant(runtime, client, form)
+        answer, basic = await run_blocking(runtime, _grant, runtime, request, form, grant)
     except OAuthError as exc:
         return _oauth_error(exc, basic=basic)
     return JSONResponse(answer, headers=_NO_STORE)
+
+
+def _grant(
+    runtime: Runtime, request: Request, form: FormData, grant: str
+) -> tuple[dict[str, Any], bool]:
+    """The token answer of an authenticated client, and whether it used Basic (where
+    :func:`~imprint.api.device_plane.run_blocking` puts the device plane's work: the
+    client's lookup, its limiter and the signing key are store calls)."""
+    client, basic = _authenticate(runtime, request, form, grant)
+    if grant == CLIENT_CREDENTIALS:
+        return _client_credentials_grant(runtime, client, form), basic
+    if grant == DEVICE_CODE:
+        return _device_code_grant(runtime, client, form), basic
+    return _authorization_code_grant(runtime, client, form), basic
 
 
 # --- device authorization (RFC 8628) ------------------------------------------------------
@@ -285,9 +296,7 @@ async def device_authorization(request: Request, runtime: RuntimeDep) -> JSONRes
     basic = request.headers.get("authorization", "").lower().startswith("basic")
     try:
         form = await _form(request)
-        client, basic = _authenticate(runtime, request, form, DEVICE_CODE)
-        scope = _scopes(_single(form, "scope"), client)
-        issued = runtime.app.device_logins.start(client, " ".join(scope))
+        issued, basic = await run_blocking(runtime, _start_device_login, runtime, request, form)
     except OAuthError as exc:
         return _oauth_error(exc, basic=basic)
     record = issued.record
@@ -302,6 +311,14 @@ async def device_authorization(request: Request, runtime: RuntimeDep) -> JSONRes
         "interval": record.interval_seconds,
     }
     return JSONResponse(answer, headers=_NO_STORE)
+
+
+def _start_device_login(
+    runtime: Runtime, request: Request, form: FormData
+) -> tuple[IssuedDeviceCode, bool]:
+    client, basic = _authenticate(runtime, request, form, DEVICE_CODE)
+    scope = _scopes(_single(form, "scope"), client)
+    return runtime.app.device_logins.start(client, " ".join(scope)), basic
 
 
 # --- authorization endpoint (login) -------------------------------------------------------
@@ -406,6 +423,11 @@ def authorize_page(request: Request, runtime: RuntimeDep) -> Response:
 @router.post("/oauth/authorize", summary="Check the user's password and redirect with a code")
 async def authorize_login(request: Request, runtime: RuntimeDep) -> Response:
     form = await request.form()
+    # A password hash takes tens of milliseconds: in the thread pool, off the event loop.
+    return await run_in_threadpool(_authorize_login, runtime, request, form)
+
+
+def _authorize_login(runtime: Runtime, request: Request, form: FormData) -> Response:
     params = _params(form)
     try:
         client, redirect_uri = _authorize_client(runtime, params)
