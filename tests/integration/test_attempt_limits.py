@@ -21,9 +21,11 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import func, select
 
 from imprint.app.sign_ins import check_password
 from imprint.attestation.base import TooManyAttempts
+from imprint.store.tables import provisioning_records
 from tests.integration.conftest import Service, ensure_org
 from tests.integration.oauth_helpers import (
     PASSWORD,
@@ -98,6 +100,37 @@ def test_a_strangers_failures_never_block_a_device_with_a_key(service: Service) 
         device = http.post("/api/v1/provision", json=symmetric_body(device_key, "meter-1"))
     assert device.status_code == 200, device.text
     assert device.json()["status"] == "approved"
+
+
+def test_replays_count_as_failures_and_are_limited_like_them(service: Service) -> None:
+    """A replayed request is refused in the request's unit of work, after its evidence
+    checked out: it still counts against its source, which is told to wait (429, with
+    no journal entry) once over the limit, as for any other refused evidence."""
+    with service.admin() as admin:
+        ensure_org(admin, "acme")
+        made = admin.post(
+            "/api/v1/enrollments",
+            json={"mechanism": "symmetric-key", "owner": "acme", "id": "sym-replay"},
+        )
+    assert made.status_code == 201, made.text
+    group_key = base64.b64decode(made.json()["group_key"])
+    body = symmetric_body(hmac.new(group_key, b"meter-2", hashlib.sha256).digest(), "meter-2")
+
+    def journal() -> int:
+        with service.runtime.engine.connect() as conn:
+            return int(
+                conn.execute(select(func.count()).select_from(provisioning_records)).scalar_one()
+            )
+
+    with service.client() as http:
+        assert http.post("/api/v1/provision", json=body).status_code == 200
+        replays = [http.post("/api/v1/provision", json=body) for _ in range(10)]
+        journaled = journal()
+        limited = [http.post("/api/v1/provision", json=body) for _ in range(2)]
+    assert [a.json()["code"] for a in replays] == ["replay_detected"] * 10
+    assert [a.json()["code"] for a in limited] == ["too_many_attempts"] * 2
+    assert int(limited[-1].headers["retry-after"]) >= 1
+    assert journal() == journaled  # told to wait, not journaled
 
 
 def test_a_strangers_wrong_secrets_never_block_an_oauth_client(service: Service) -> None:

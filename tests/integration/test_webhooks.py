@@ -27,6 +27,7 @@ from tests.integration.conftest import Service, start_service, with_orgs
 from tests.integration.fleet_helpers import Cli
 from tests.integration.oauth_helpers import bearer, token_for
 from tests.integration.test_lifecycle import Factory, csr_of, device_ref
+from tests.integration.test_x509_attestation import Manufacturer, enroll, signed_body
 from tests.integration.webhook_receiver import Receiver, receiver
 
 PROBLEM = "application/problem+json"
@@ -391,6 +392,45 @@ def test_a_slow_hook_holds_up_its_own_registration_only(
     with service.admin() as admin:
         assert admin.delete("/api/v1/provisioning-hooks/acme").status_code == 204
     assert inline(service.runtime)
+
+
+@pytest.mark.both_databases
+def test_a_signed_request_waiting_for_the_hook_holds_no_transaction(
+    service: Service, hooked: Receiver
+) -> None:
+    """A signed request's nonce is spent, alone and committed, before the hook is asked:
+    while the hook takes its time no transaction is open (on SQLite, the one writer's
+    lock would stop every other change), and a replay is refused without asking it."""
+    set_hook(service, hooked, timeout_seconds=3, on_failure="allow")
+    hooked.delay = 30.0  # answers after the hook's timeout
+    maker = Manufacturer.create("Hooked")
+    enroll(service, maker.chain())
+    leaf, key = maker.line.idevid("meter-20")
+    body = signed_body(service, leaf, key, [maker.line.certificate])
+    answers: list[httpx.Response] = []
+
+    def register() -> None:
+        with service.client() as http:
+            answers.append(http.post("/api/v1/provision", json=body))
+
+    registering = threading.Thread(target=register)
+    registering.start()
+    try:
+        hooked.wait_for(1)  # the registration waits for the hook now
+        started = time.monotonic()
+        with service.admin() as admin:  # another change meanwhile: an organization
+            made = admin.post("/api/v1/orgs", json={"name": "Initech", "id": "initech"})
+        assert made.status_code == 201, made.text
+        assert time.monotonic() - started < 1.5
+    finally:
+        registering.join(15)
+    [answer] = answers
+    assert answer.status_code == 200, answer.text  # the hook timed out; allowed
+    hooked.delay = 0.0
+    with service.client() as http:
+        replayed = http.post("/api/v1/provision", json=body)
+    assert (replayed.status_code, replayed.json()["code"]) == (403, "replay_detected")
+    assert len(hooked.received) == 1  # the hook was not asked about the replay
 
 
 def test_an_org_admin_sees_only_its_own_webhooks(service: Service, hooked: Receiver) -> None:

@@ -121,6 +121,7 @@ class Nonce:
 
 
 class NonceStore(Protocol):
-    def use(self, scope: str, nonce: str, expires_at: datetime) -> bool:
-        """Remember ``nonce``, in the caller's unit of work if there is one; False when
-        it was already used in ``scope``."""
+    def use(self, scope: str, nonce: str, expires_at: datetime, *, alone: bool = False) -> bool:
+        """Remember ``nonce``, in the caller's unit of work if there is one (``alone``:
+        in a transaction of its own, committed at once); False when it was already
+        used in ``scope``."""

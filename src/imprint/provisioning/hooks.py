@@ -115,6 +115,9 @@ def _strings(value: object, what: str, names: re.Pattern[str]) -> dict[str, str]
 
 
 class RegistrationHook(Protocol):
+    def applies(self, owner: str) -> bool:
+        """Whether ``owner`` has an enabled hook (:meth:`consult` makes a network call)."""
+
     def consult(self, facts: RegistrationFacts) -> Verdict | None:
         """The verdict of the owner organization's hook; None when it has none."""
 

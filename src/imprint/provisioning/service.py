@@ -294,21 +294,30 @@ class Provisioner:
         then ``decide`` in one unit of work with the signed request's nonce and the step
         records: one commit. A refusal rolls back all but the records and the nonce,
         which the journal's unit writes again: a request that got an answer has spent
-        its nonce either way."""
+        its nonce either way.
+
+        The nonce is spent where :meth:`_locked_device` says (before the device's lock,
+        or alone before a network call), else at the end of the unit."""
         step = _Steps(uuid.uuid4().hex, evidence, self._clock)
         grant = self._authorized(evidence, authorize, step, guessable)
-        nonce = grant.nonce
+        nonce = step.nonce = grant.nonce
         try:
             with self._transaction():
-                if nonce is not None and not self._spend(nonce):
-                    raise ReplayDetected(nonce.replayed)
                 step.ok(ProvisioningStep.ATTEST, grant)
                 outcome = decide(evidence, grant, step)
+                self._spend_nonce(step)
                 self._recorder.record(step.finished())
                 self._keep_audit(step)
         except ImprintError as exc:
             if isinstance(exc, AttestationFailed):  # a replay, or a device check refused
-                self._limiter.refused(self._limit_keys(evidence, guessable))
+                retry = self._limiter.refused(self._limit_keys(evidence, guessable))
+                if retry is not None and not guessable:  # as _authorized answers it
+                    if nonce is not None:
+                        with self._transaction():
+                            self._spend(nonce)
+                    raise TooManyAttempts(
+                        "too many failed attempts; try again later", retry_after=retry
+                    ) from None
             step.failed(step.current, exc)
             self._journal_failure(step, exc, nonce)
             raise
@@ -322,6 +331,22 @@ class Provisioner:
     def _spend(self, nonce: Nonce) -> bool:
         """Spend ``nonce`` in the active unit of work; False when it was spent before."""
         return self._nonces.use(nonce.scope, nonce.value, nonce.expires_at)
+
+    def _spend_nonce(self, step: _Steps, *, alone: bool = False) -> None:
+        """Spend the request's nonce, if it has one not spent yet: in the unit of work,
+        or ``alone`` (committed at once, so no transaction waits for the network call
+        that comes next).
+
+        Raises:
+            ReplayDetected: it was spent before.
+        """
+        nonce = step.nonce
+        if nonce is None or step.nonce_spent:
+            return
+        step.nonce_spent = True
+        if not self._nonces.use(nonce.scope, nonce.value, nonce.expires_at, alone=alone):
+            step.current = ProvisioningStep.ATTEST
+            raise ReplayDetected(nonce.replayed)
 
     def _journal_failure(
         self, step: _Steps, error: ImprintError, nonce: Nonce | None = None
@@ -426,11 +451,17 @@ class Provisioner:
         # No CSR: a device without a key pair that collects only its credentials.
         public_key = None if evidence.csr is None else check_public_key(evidence.csr.public_key())
         self._check_policy(enrollment, device_id, public_key, evidence.at)
+        hooked = consult_hook and self._hooks is not None and self._hooks.applies(enrollment.owner)
+        if hooked or enrollment.hub is not None:
+            # A replay is refused before the network call; the spent nonce commits on
+            # its own, so no lock or transaction is held while the provider answers.
+            self._spend_nonce(step, alone=True)
         claims = Claims()
-        if consult_hook:
+        if hooked:
             claims = self._consult_hook(evidence, attestation, public_key, step)
         hub_token = self._hub_token(attestation, step)
         step.current = ProvisioningStep.POLICY
+        self._spend_nonce(step)
         self._devices.lock(enrollment.owner, device_id)
         device = self._devices.find(enrollment.owner, device_id)
         step.device_ref = device.id if device else None
@@ -946,6 +977,8 @@ class _Steps:
         self.owner: str | None = None  # the enrollment's organization, once named
         self.device_id: str | None = None
         self.kept: list[AuditEntry] = []  # audit entries kept even when refused
+        self.nonce: Nonce | None = None  # the signed request's, spent once in the unit
+        self.nonce_spent = False
 
     def _add(
         self,

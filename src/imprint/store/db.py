@@ -556,7 +556,8 @@ def writing(engine: Engine) -> Iterator[Connection]:
 
 def own_transaction(engine: Engine) -> AbstractContextManager[Connection]:
     """A transaction of its own, committed on exit, never the unit of work's: for what
-    must be durable whatever the caller does next (a spent nonce, a CRL number)."""
+    must be durable whatever the caller does next (a CRL number, a nonce spent before
+    a network call)."""
     return _connections(engine).begin()
 
 

@@ -256,12 +256,13 @@ class SqlNonceStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def use(self, scope: str, nonce: str, expires_at: datetime) -> bool:
-        # In the request's unit of work (the use case spends the nonce first in it, and
-        # again with the journal of a refusal); a nonce spent before is a row count of 0,
-        # not an error that would abort a PostgreSQL transaction.
+    def use(self, scope: str, nonce: str, expires_at: datetime, *, alone: bool = False) -> bool:
+        # In the request's unit of work (the use case spends the nonce in it, and again
+        # with the journal of a refusal), or alone before a network call the unit must
+        # not wait for; a nonce spent before is a row count of 0, not an error that
+        # would abort a PostgreSQL transaction.
         values = {"scope": scope, "nonce": nonce, "expires_at": expires_at}
-        with writing(self._engine) as conn:
+        with (own_transaction if alone else writing)(self._engine) as conn:
             return bool(conn.execute(_USE_NONCE[conn.dialect.name], values).rowcount == 1)
 
     def purge(self, before: datetime) -> int:

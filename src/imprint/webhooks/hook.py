@@ -43,6 +43,10 @@ class HttpProvisioningHook:
     def __init__(self, store: SqlWebhookStore) -> None:
         self._store = store
 
+    def applies(self, owner: str) -> bool:
+        hook = self._store.hook(owner)
+        return hook is not None and hook.enabled
+
     def consult(self, facts: RegistrationFacts) -> Verdict | None:
         hook = self._store.hook(facts.owner)
         if hook is None or not hook.enabled:
