@@ -452,7 +452,7 @@ class Provisioner:
         public_key = None if evidence.csr is None else check_public_key(evidence.csr.public_key())
         self._check_policy(enrollment, device_id, public_key, evidence.at)
         hooked = consult_hook and self._hooks is not None and self._hooks.applies(enrollment.owner)
-        if hooked or enrollment.hub is not None:
+        if hooked or (enrollment.hub is not None and enrollment.hub.token_url is not None):
             # A replay is refused before the network call; the spent nonce commits on
             # its own, so no lock or transaction is held while the provider answers.
             self._spend_nonce(step, alone=True)
