@@ -3,6 +3,7 @@ issued them, organizations are kept apart by the ACL, and a revocation shuts the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import queue
@@ -20,8 +21,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from imprint.api.device_plane import inline
 from imprint.device import DeviceStore, ImprintClient, provision_symmetric_key
 from imprint.mqtt import BrokerFiles, write_broker_setup
+from imprint.mqtt.broker import BrokerSync
 from imprint.settings import Settings
 from tests.conftest import free_port
 from tests.integration.conftest import Service, ensure_org, start_service
@@ -165,6 +168,27 @@ def test_a_provisioned_device_publishes_and_the_acl_names_it(
     device.client.publish("devices/sensor-a/temperature", b"21.5", qos=1).wait_for_publish(5)
     assert device.messages.get(timeout=5) == ("devices/sensor-a/temperature", b"21.5")
     device.close()
+
+
+@pytest.mark.both_databases
+def test_a_registration_syncs_the_broker_off_the_event_loop(
+    mqtt_service: Service, broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker's files are written and the broker reloaded (a subprocess, when a
+    reload command is set) after each certificate change: with ``mqtt.enabled`` the
+    device plane runs in the thread pool, so that never stops the event loop."""
+    assert not inline(mqtt_service.runtime)
+    sync = BrokerSync.sync
+    loops: list[bool] = []
+
+    def recorded(self: BrokerSync, *, reload: bool = True) -> Any:
+        loops.append(asyncio._get_running_loop() is not None)
+        return sync(self, reload=reload)
+
+    monkeypatch.setattr(BrokerSync, "sync", recorded)
+    provision(mqtt_service, "acme", "sensor-c", tmp_path / "sensor-c")
+    assert loops, "the registration did not sync the broker"
+    assert not any(loops)
 
 
 def test_a_device_of_another_organization_cannot_read_its_topics(

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 from weakref import WeakKeyDictionary
 
+import anyio.to_thread
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
-from sqlalchemy.util.concurrency import greenlet_spawn
+from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from imprint.errors import ConfigurationError
 from imprint.logs import get_logger
@@ -461,6 +462,18 @@ async def on_event_loop(
         return await greenlet_spawn(functools.partial(function, *args, **kwargs))
     finally:
         _on_loop.reset(token)
+
+
+def in_a_thread(function: Callable[[], T]) -> T:
+    """From inside :func:`on_event_loop`: ``function()`` in the thread pool, its
+    statements on the engine's own connections, while the loop goes on serving (for
+    work that blocks without a statement: a network call, a subprocess)."""
+    return await_(anyio.to_thread.run_sync(functools.partial(_off_the_loop, function)))
+
+
+def _off_the_loop(function: Callable[[], T]) -> T:
+    _on_loop.set(False)  # the thread runs in a copy of the request's context
+    return function()
 
 
 def _connections(engine: Engine) -> Engine:
