@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
+from imprint.auth import oidc
 from imprint.auth.codes import code_digest, new_authorization_code
 from imprint.settings import Settings, load_settings
 from tests.integration.conftest import Service, start_service
@@ -468,6 +469,28 @@ def federated(settings: Settings, tmp_path: Path, provider: _Provider) -> Iterat
         }
     )
     yield from start_service(settings.model_copy(update={"auth": auth}), tmp_path)
+
+
+def test_an_external_providers_keys_are_fetched_off_the_event_loop(
+    federated: Service, provider: _Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device route verifying a token of the external provider may first fetch the
+    provider's keys over the network: in the thread pool, never on the event loop."""
+    fetch = oidc._fetch_json
+    loops: list[bool] = []
+
+    def recorded(url: str) -> Any:
+        loops.append(asyncio._get_running_loop() is not None)
+        return fetch(url)
+
+    monkeypatch.setattr(oidc, "_fetch_json", recorded)
+    with federated.admin() as admin:
+        make_org(admin, "acme")
+    with bearer(federated, provider.token()) as http:
+        answer = http.post("/api/v1/sign/identity-csr", json={})
+    assert answer.status_code == 400, answer.text  # verified, then the missing CSR
+    assert loops, "the provider's keys were not fetched"
+    assert not any(loops)
 
 
 def test_an_external_providers_tokens_are_verified_and_mapped(

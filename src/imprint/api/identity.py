@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import unquote
@@ -12,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from imprint.api.device_plane import run_blocking
 from imprint.attestation.base import CertificateExpired, CertificateRevoked
@@ -281,14 +283,24 @@ def instance_admin(request: Request, _bearer: _Bearer = None) -> Principal:
 
 
 async def _device_principal(request: Request, _bearer: _Bearer = None) -> Principal:
-    """:func:`require_principal` for the device plane: ``async``, the lookup where
-    :func:`imprint.api.device_plane.run_blocking` puts the device plane's work."""
-    return await run_blocking(runtime_of(request), require_principal, request)
+    """:func:`require_principal` for the device plane (see :func:`_on_device_plane`)."""
+    return await _on_device_plane(request, require_principal)
 
 
 async def _device_instance_admin(request: Request, _bearer: _Bearer = None) -> Principal:
-    """:func:`instance_admin` for the device plane (see :func:`_device_principal`)."""
-    return await run_blocking(runtime_of(request), instance_admin, request)
+    """:func:`instance_admin` for the device plane (see :func:`_on_device_plane`)."""
+    return await _on_device_plane(request, instance_admin)
+
+
+async def _on_device_plane(request: Request, resolve: Callable[[Request], Principal]) -> Principal:
+    """``resolve(request)`` where :func:`imprint.api.device_plane.run_blocking` puts the
+    device plane's work; for a token of the external provider, in the thread pool (its
+    keys may have to be fetched first, over the network)."""
+    runtime = runtime_of(request)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and runtime.bearer.external(token.strip()):
+        return await run_in_threadpool(resolve, request)
+    return await run_blocking(runtime, resolve, request)
 
 
 AdminKey = Annotated[ApiKey, Depends(admin_key)]

@@ -64,6 +64,15 @@ class BearerAuthenticator:
         self._external = external
         self._clock = clock or SystemClock()
 
+    def external(self, token: str) -> bool:
+        """Whether ``token`` claims to be the external provider's: verifying it may
+        fetch the provider's keys over the network."""
+        return (
+            self._external is not None
+            and not token.startswith("imp_")
+            and _unverified_issuer(token) == self._external.issuer
+        )
+
     def principal(self, token: str) -> Principal:
         """Who ``token`` stands for.
 
