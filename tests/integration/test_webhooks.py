@@ -433,6 +433,27 @@ def test_a_signed_request_waiting_for_the_hook_holds_no_transaction(
     assert len(hooked.received) == 1  # the hook was not asked about the replay
 
 
+def test_a_clone_is_refused_before_the_hook_is_asked(service: Service, hooked: Receiver) -> None:
+    """The device is read once, under its lock, for a registration without a network
+    call; before a hook is asked, it is read (and its pinned identity checked) first."""
+    maker = Manufacturer.create("Pinned")
+    enroll(service, maker.chain())
+    leaf, key = maker.line.idevid("meter-30")
+    chain = [maker.line.certificate]
+    with service.client() as http:
+        first = http.post("/api/v1/provision", json=signed_body(service, leaf, key, chain))
+    assert first.status_code == 200, first.text
+    set_hook(service, hooked)
+    hooked.answer = {"decision": "allow"}
+    clone, clone_key = maker.line.idevid("meter-30")  # the same name, another certificate
+    with service.client() as http:
+        refused = http.post("/api/v1/provision", json=signed_body(service, clone, clone_key, chain))
+        again = http.post("/api/v1/provision", json=signed_body(service, leaf, key, chain))
+    assert (refused.status_code, refused.json()["code"]) == (403, "identity_taken")
+    assert again.status_code == 200, again.text  # the device itself, asked about once
+    assert len(hooked.received) == 1
+
+
 def test_an_org_admin_sees_only_its_own_webhooks(service: Service, hooked: Receiver) -> None:
     ours = subscribe(service, hooked, ["provisioning.failed"], org="acme")
     theirs = subscribe(service, hooked, ["provisioning.failed"], org="other")

@@ -28,7 +28,7 @@ from imprint.attestation.base import (
 )
 from imprint.attestation.peer_chain import build_path, refuse_without_client_auth
 from imprint.provisioning.client_cas import ClientCAStore, fingerprint
-from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore
+from imprint.provisioning.devices import Device, DeviceStatus
 from imprint.provisioning.enrollments import Enrollment, EnrollmentStore, Mechanism
 
 __all__ = ["ClientCAAttestor"]
@@ -40,12 +40,9 @@ class ClientCAAttestor:
     mechanism = Mechanism.CLIENT_CA
     guessable = False
 
-    def __init__(
-        self, *, enrollments: EnrollmentStore, cas: ClientCAStore, devices: DeviceStore
-    ) -> None:
+    def __init__(self, *, enrollments: EnrollmentStore, cas: ClientCAStore) -> None:
         self._enrollments = enrollments
         self._cas = cas
-        self._devices = devices
 
     def _candidates(self, enrollment_id: str | None) -> list[Enrollment]:
         if enrollment_id is not None:
@@ -80,10 +77,9 @@ class ClientCAAttestor:
                 raise CertificateExpired(
                     f"the client CA {lapsed[0].subject.rfc4514_string()} is not valid now"
                 )
-            # Checked now, and again on the locked device (a concurrent request with
-            # another certificate for the same name may have pinned it meanwhile).
+            # Checked on the locked device, where the use case reads it anyway (a
+            # concurrent request with another certificate may have pinned it meanwhile).
             pinned = partial(_check_pin, common_name=common_name, pin=pin)
-            pinned(self._devices.find(enrollment.owner, common_name))
             return Attestation(
                 enrollment=enrollment,
                 device_id=common_name,

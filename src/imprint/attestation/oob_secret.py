@@ -292,7 +292,8 @@ class OobSecretAttestor:
             )
         if secret.expired(evidence.at):
             raise SecretExpired("the out-of-band secret for this device has expired")
-        self._refuse_spent(secret, self._devices.find(enrollment.owner, device_id), evidence)
+        if secret.used_at is not None:  # then only the device may say it is a retry
+            self._refuse_spent(secret, self._devices.find(enrollment.owner, device_id), evidence)
         nonce = None
         if isinstance(proof, _NativeProof):
             expires = datetime.fromtimestamp(proof.timestamp, UTC) + NONCE_LIFETIME
@@ -329,8 +330,9 @@ class OobSecretAttestor:
         enrollment = by_id[found.enrollment_id]
         if found.expired(evidence.at):
             raise SecretExpired("the one-time password has expired")
-        device = self._devices.find(enrollment.owner, device_id)
-        _refuse_spent_password(found.used_at, device, evidence)
+        if found.used_at is not None:  # then only the device may say it is a retry
+            device = self._devices.find(enrollment.owner, device_id)
+            _refuse_spent_password(found.used_at, device, evidence)
         return Attestation(
             enrollment=enrollment,
             device_id=device_id,

@@ -36,12 +36,9 @@ def build_attestors(
     ``provision_url`` is the audience signed requests must name.
     """
     attestors: dict[Mechanism, Attestor] = {}
-    attestors[Mechanism.CLIENT_CA] = ClientCAAttestor(
-        enrollments=enrollments, cas=client_cas, devices=devices
-    )
+    attestors[Mechanism.CLIENT_CA] = ClientCAAttestor(enrollments=enrollments, cas=client_cas)
     attestors[Mechanism.X509] = X509Attestor(
         enrollments=enrollments,
-        devices=devices,
         deny_list=deny_list,
         crls=crls,
         audience=provision_url,

@@ -61,7 +61,7 @@ from imprint.attestation.revocation import (
     refuse_denied,
 )
 from imprint.errors import NotFound
-from imprint.provisioning.devices import Device, DeviceStatus, DeviceStore, Nonce
+from imprint.provisioning.devices import Device, DeviceStatus, Nonce
 from imprint.provisioning.enrollments import (
     DeviceIdRule,
     Enrollment,
@@ -211,7 +211,6 @@ class X509Attestor:
         self,
         *,
         enrollments: EnrollmentStore,
-        devices: DeviceStore,
         deny_list: DenyList,
         crls: ManufacturerCrlStore,
         audience: str,
@@ -219,7 +218,6 @@ class X509Attestor:
         nonce_lifetime_seconds: int = 600,
     ) -> None:
         self._enrollments = enrollments
-        self._devices = devices
         self._deny_list = deny_list
         self._crls = crls
         self._audience = audience
@@ -257,9 +255,8 @@ class X509Attestor:
         enrollment = match.enrollment
         device_id = device_id_from(leaf, enrollment.device_id_rule)
         fingerprint = certificate_fingerprint(leaf)
-        # Checked now (a refused request spends no nonce) and again on the locked device.
+        # Checked on the locked device, where the use case reads it anyway.
         pinned = partial(_check_pin, device_id=device_id, fingerprint=fingerprint)
-        pinned(self._devices.find(enrollment.owner, device_id))
         nonce = None
         if presented.nonce is not None:
             assert presented.nonce_expires is not None

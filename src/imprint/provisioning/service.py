@@ -294,7 +294,7 @@ class Provisioner:
         then ``decide`` in one unit of work with the signed request's nonce and the step
         records: one commit. A refusal rolls back all but the records and the nonce,
         which the journal's unit writes again: a request that got an answer has spent
-        its nonce either way.
+        its nonce, unless its evidence was refused.
 
         The nonce is spent where :meth:`_locked_device` says (before the device's lock,
         or alone before a network call), else at the end of the unit."""
@@ -312,14 +312,15 @@ class Provisioner:
             if isinstance(exc, AttestationFailed):  # a replay, or a device check refused
                 retry = self._limiter.refused(self._limit_keys(evidence, guessable))
                 if retry is not None and not guessable:  # as _authorized answers it
-                    if nonce is not None:
-                        with self._transaction():
-                            self._spend(nonce)
                     raise TooManyAttempts(
                         "too many failed attempts; try again later", retry_after=retry
                     ) from None
             step.failed(step.current, exc)
-            self._journal_failure(step, exc, nonce)
+            # Refused evidence (a pinned identity, a spent secret, found on the locked
+            # device) spends no nonce, as where the attestor refuses it; any other
+            # refusal does: a replay must not get a second look at the device.
+            spent = None if isinstance(exc, AttestationFailed) else nonce
+            self._journal_failure(step, exc, spent)
             raise
         except Exception:
             if nonce is not None:  # an error for an answer: the nonce is spent anyway
@@ -453,9 +454,14 @@ class Provisioner:
         self._check_policy(enrollment, device_id, public_key, evidence.at)
         hooked = consult_hook and self._hooks is not None and self._hooks.applies(enrollment.owner)
         if hooked or (enrollment.hub is not None and enrollment.hub.token_url is not None):
-            # A replay is refused before the network call; the spent nonce commits on
-            # its own, so no lock or transaction is held while the provider answers.
+            # Refused before the network call: a replay (the spent nonce commits on its
+            # own, so no lock or transaction is held while the provider answers), and
+            # what the device as it is now refuses (checked again under the lock).
             self._spend_nonce(step, alone=True)
+            if attestation.device_checks:
+                unlocked = self._devices.find(enrollment.owner, device_id)
+                for check in attestation.device_checks:
+                    check(unlocked)
         claims = Claims()
         if hooked:
             claims = self._consult_hook(evidence, attestation, public_key, step)
