@@ -120,6 +120,40 @@ def test_mark_issued_stores_the_certificate(ledger: SqlCertificateLedger) -> Non
     assert stored.issued_at == NOW + timedelta(seconds=1)
 
 
+def test_in_a_unit_of_work_the_record_is_written_once_signed(
+    engine: Engine, ledger: SqlCertificateLedger
+) -> None:
+    """In a unit of work the reservation and the signed certificate commit together, so
+    the ledger writes the record whole, issued, after the signature: one INSERT."""
+    with db.unit_of_work(engine):
+        assert ledger.reserve(record("01")) is False
+        with pytest.raises(NotFound):
+            ledger.get("01")  # nothing written before the signature
+        ledger.mark_issued("01", b"\x30\x82der", "f" * 64, NOW, unreserved=record("01"))
+    stored = ledger.get("01")
+    assert stored.status is CertificateStatus.ISSUED
+    assert (stored.der, stored.fingerprint_sha256, stored.issued_at) == (
+        b"\x30\x82der",
+        "f" * 64,
+        NOW,
+    )
+    assert ledger.reserve(record("02")) is True  # outside one: committed before signing
+    assert ledger.get("02").status is CertificateStatus.PENDING
+    with db.unit_of_work(engine), pytest.raises(Conflict):  # a serial recorded already
+        ledger.mark_issued("01", b"der", "e" * 64, NOW, unreserved=record("01"))
+
+    def fails_after_signing() -> None:
+        with db.unit_of_work(engine):
+            ledger.reserve(record("03"))
+            ledger.mark_issued("03", b"der", "e" * 64, NOW, unreserved=record("03"))
+            raise RuntimeError("the request failed after signing")
+
+    with pytest.raises(RuntimeError):
+        fails_after_signing()
+    with pytest.raises(NotFound):  # rolled back: nothing
+        ledger.get("03")
+
+
 def test_mark_failed_keeps_the_record_for_the_audit_trail(ledger: SqlCertificateLedger) -> None:
     ledger.reserve(record("01"))
     ledger.mark_failed("01")

@@ -180,7 +180,9 @@ def add_psk(engine: Engine, box: SecretBox, n: int) -> None:
 
 
 def reserve_certificate(engine: Engine, _box: SecretBox, n: int) -> None:
-    """A certificate's record before its signature; item ``n``'s serial is ``n``."""
+    """A certificate's record as issuance writes it: reserved before the signature and
+    marked issued after it (in a unit of work, one INSERT of the issued record); item
+    ``n``'s serial is ``n``."""
     record = CertificateRecord(
         serial=f"{n:040x}",
         issuer="issuing",
@@ -193,7 +195,10 @@ def reserve_certificate(engine: Engine, _box: SecretBox, n: int) -> None:
         requested_by="test",
         created_at=NOW,
     )
-    SqlCertificateLedger(engine).reserve(record)
+    ledger = SqlCertificateLedger(engine)
+    reserved = ledger.reserve(record)
+    unreserved = None if reserved else record
+    ledger.mark_issued(record.serial, b"\x30\x00", "ab" * 32, NOW, unreserved=unreserved)
 
 
 @dataclass(frozen=True)

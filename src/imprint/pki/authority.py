@@ -4,9 +4,11 @@ Issuance follows record → sign → mark: a PENDING record with the serial is w
 before the signature is made, and the record is marked ISSUED with the certificate
 afterwards. Outside a unit of work the record commits on its own before the signature,
 so a crash between the steps leaves a PENDING record (resolved as abandoned at the next
-start), never an unknown certificate. Inside one (provisioning), record, signature, mark
-and everything else the request changes commit together before any answer carries the
-certificate: a crash before that commit leaves no record and no certificate in the field.
+start), never an unknown certificate. Inside one (provisioning), the record and the
+signed certificate are one INSERT after the signature, committed with everything else
+the request changes before any answer carries the certificate: a crash before that
+commit leaves no record and no certificate in the field, as a reservation written
+first and rolled back with the unit would.
 
 Issuance and revocation tell the certificate listeners through the outbox (a message
 written in the same transaction, delivered until done), so a crash after the commit
@@ -296,7 +298,7 @@ class CertificateAuthority:
             owner=request.owner,
             device_ref=request.device_ref,
         )
-        self._ledger.reserve(record)
+        reserved = self._ledger.reserve(record)
         try:
             builder = (
                 x509.CertificateBuilder()
@@ -311,11 +313,14 @@ class CertificateAuthority:
                 builder = builder.add_extension(extension, critical=critical)
             certificate = self.material.issuing_signer.sign_certificate(builder)
         except Exception:
-            self._ledger.mark_failed(record.serial)
+            if reserved:
+                self._ledger.mark_failed(record.serial)
             raise
         der = certificate.public_bytes(serialization.Encoding.DER)
         fingerprint = hashlib.sha256(der).hexdigest()
-        self._ledger.mark_issued(record.serial, der, fingerprint, now)
+        self._ledger.mark_issued(
+            record.serial, der, fingerprint, now, unreserved=None if reserved else record
+        )
         if self._events:
             events, name = self._events, profile.name
             self._after_commit(lambda: events.certificate_issued(name))

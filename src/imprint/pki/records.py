@@ -56,11 +56,30 @@ class RevokedEntry:
 class CertificateLedger(Protocol):
     """Durable record of every certificate the authority signs."""
 
-    def reserve(self, record: CertificateRecord) -> None:
-        """Store a PENDING record; committed before the certificate is signed."""
+    def reserve(self, record: CertificateRecord) -> bool:
+        """Store a PENDING record, committed before the certificate is signed; False
+        when nothing was written because the caller's unit of work commits the record
+        and the signed certificate together (:meth:`mark_issued` writes it whole).
 
-    def mark_issued(self, serial: str, der: bytes, fingerprint: str, at: datetime) -> None:
-        """Attach the signed certificate to its record."""
+        Raises:
+            Conflict: the serial is recorded already.
+        """
+
+    def mark_issued(
+        self,
+        serial: str,
+        der: bytes,
+        fingerprint: str,
+        at: datetime,
+        *,
+        unreserved: CertificateRecord | None = None,
+    ) -> None:
+        """Attach the signed certificate to its record; with ``unreserved`` (a record
+        :meth:`reserve` did not write), write that record, issued.
+
+        Raises:
+            Conflict: ``unreserved``'s serial is recorded already.
+        """
 
     def mark_failed(self, serial: str) -> None:
         """Signing did not happen; the record stays for the audit trail."""

@@ -9,13 +9,13 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from imprint.errors import Conflict, NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus, RevokedEntry
 from imprint.store.cache import notify
-from imprint.store.db import own_transaction, reading, writing
+from imprint.store.db import in_unit_of_work, own_transaction, reading, writing
 from imprint.store.listing import Order, SortKeys, contains
 from imprint.store.tables import certificates, crl_numbers, devices
 
@@ -131,7 +131,17 @@ class SqlCertificateLedger:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def reserve(self, record: CertificateRecord) -> None:
+    def reserve(self, record: CertificateRecord) -> bool:
+        if in_unit_of_work(self._engine):
+            # The unit commits the record with its signature or not at all: one INSERT
+            # after the signature (mark_issued) says the same as this one before it.
+            return False
+        with writing(self._engine) as conn:  # committed before the signature
+            self._insert(conn, record)
+        return True
+
+    @staticmethod
+    def _insert(conn: Connection, record: CertificateRecord, **issued: Any) -> None:
         values: dict[str, Any] = {
             "serial": record.serial,
             "issuer": record.issuer,
@@ -145,15 +155,31 @@ class SqlCertificateLedger:
             "created_at": record.created_at,
             "owner": record.owner,
             "device_ref": record.device_ref,
+            **issued,
         }
-        # Committed before the signature on its own, or with the caller's unit of work,
-        # which then commits before any answer carries the certificate.
-        with writing(self._engine) as conn:
-            if conn.execute(_RESERVE[conn.dialect.name], values).rowcount == 0:
-                raise Conflict(f"serial {record.serial} is already recorded")
+        if conn.execute(_RESERVE[conn.dialect.name], values).rowcount == 0:
+            raise Conflict(f"serial {record.serial} is already recorded")
 
-    def mark_issued(self, serial: str, der: bytes, fingerprint: str, at: datetime) -> None:
+    def mark_issued(
+        self,
+        serial: str,
+        der: bytes,
+        fingerprint: str,
+        at: datetime,
+        *,
+        unreserved: CertificateRecord | None = None,
+    ) -> None:
         with writing(self._engine) as conn:
+            if unreserved is not None:
+                self._insert(
+                    conn,
+                    unreserved,
+                    status=CertificateStatus.ISSUED.value,
+                    der=der,
+                    fingerprint_sha256=fingerprint,
+                    issued_at=at,
+                )
+                return
             conn.execute(
                 _MARK_ISSUED,
                 {"_serial": serial, "_der": der, "_fingerprint": fingerprint, "_at": at},

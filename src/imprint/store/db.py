@@ -47,6 +47,7 @@ __all__ = [
     "engines",
     "guarded",
     "head_revision",
+    "in_unit_of_work",
     "on_event_loop",
     "own_transaction",
     "reading",
@@ -509,6 +510,12 @@ _unit: ContextVar[_Unit | None] = ContextVar("imprint_unit_of_work", default=Non
 def _joined(engine: Engine) -> _Unit | None:
     unit = _unit.get()
     return unit if unit is not None and unit.engine is engine else None
+
+
+def in_unit_of_work(engine: Engine) -> bool:
+    """Whether this context's writes on ``engine`` join a unit of work (they commit
+    together when it ends, or not at all)."""
+    return _joined(engine) is not None
 
 
 @contextmanager
