@@ -14,10 +14,12 @@ from sqlalchemy.exc import StatementError
 from imprint.auth.api_keys import authenticate, create_api_key
 from imprint.errors import AuthenticationRequired, Conflict, InvalidValue, NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus
+from imprint.provisioning.devices import Device, DeviceStatus
 from imprint.store import db
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.console_sessions import SqlEndedSessions
+from imprint.store.devices import SqlDeviceStore
 from imprint.store.tables import metadata
 
 # Storage: every test here runs on PostgreSQL too (see tests/conftest.py).
@@ -405,3 +407,42 @@ def test_upgrade_migrates_a_database_behind_the_head(database_url: str) -> None:
         assert db.current_revision(engine) == head
     finally:
         engine.dispose()
+
+
+# --- devices --------------------------------------------------------------------------------
+
+
+def _device(ref: str, owner: str, device_id: str, status: DeviceStatus, key: str) -> Device:
+    return Device(
+        id=ref,
+        owner=owner,
+        device_id=device_id,
+        enrollment_id="e",
+        mechanism="x509",
+        status=status,
+        created_at=NOW,
+        updated_at=NOW,
+        public_key_sha256=key,
+    )
+
+
+def test_a_device_and_another_holder_of_its_key_come_in_one_read(engine: Engine) -> None:
+    devices = SqlDeviceStore(engine)
+    key, other_key = "k" * 64, "o" * 64
+    assert devices.find_with_holder("acme", "meter-1", key) == (None, None)
+    mine = _device("r1", "acme", "meter-1", DeviceStatus.PROVISIONED, key)
+    devices.save(mine)
+    # The device's own key is no other device's.
+    assert devices.find_with_holder("acme", "meter-1", key) == (mine, None)
+    # Devices that hold nothing (reset, disabled) or another key do not count.
+    for n, status in enumerate((DeviceStatus.RESET, DeviceStatus.DISABLED)):
+        devices.save(_device(f"r{n + 2}", "acme", f"old-{n}", status, other_key))
+    devices.save(_device("r4", "acme", "meter-4", DeviceStatus.PROVISIONED, "z" * 64))
+    assert devices.find_with_holder("acme", "meter-1", other_key) == (mine, None)
+    # A holder in any organization counts, pending and approved ones too, and comes
+    # without the device when there is none yet.
+    for status in (DeviceStatus.PENDING, DeviceStatus.APPROVED, DeviceStatus.PROVISIONED):
+        holder = _device("r5", "globex", "meter-1", status, other_key)
+        devices.save(holder)
+        assert devices.find_with_holder("acme", "meter-1", other_key) == (mine, holder)
+        assert devices.find_with_holder("acme", "new-one", other_key) == (None, holder)

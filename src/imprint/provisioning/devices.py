@@ -56,8 +56,12 @@ class DeviceStore(Protocol):
     def count_in_enrollment(self, enrollment_id: str) -> int:
         """Devices holding or awaiting a certificate under this enrollment (not reset)."""
 
-    def with_key(self, public_key_sha256: str) -> Sequence[Device]:
-        """The devices (at most a few) whose current or requested key has that SHA-256."""
+    def find_with_holder(
+        self, owner: str, device_id: str, public_key_sha256: str
+    ) -> tuple[Device | None, Device | None]:
+        """The device (as :meth:`find`), and another device that holds, or waits to have
+        certified, the key with that SHA-256 (provisioned, pending or approved; any
+        organization), or None: one read."""
 
     def search(
         self,

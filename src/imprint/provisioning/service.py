@@ -469,15 +469,21 @@ class Provisioner:
         step.current = ProvisioningStep.POLICY
         self._spend_nonce(step)
         self._devices.lock(enrollment.owner, device_id)
-        device = self._devices.find(enrollment.owner, device_id)
+        key_hash = None if public_key is None else public_key_sha256(public_key)
+        holder = None
+        if key_hash is None:
+            device = self._devices.find(enrollment.owner, device_id)
+        else:
+            device, holder = self._devices.find_with_holder(enrollment.owner, device_id, key_hash)
         step.device_ref = device.id if device else None
         if device is not None and device.status is DeviceStatus.DISABLED:
             raise DeviceDisabled(f"device {device_id!r} is disabled")
         for check in attestation.device_checks:
             check(device)
-        key_hash = None if public_key is None else public_key_sha256(public_key)
-        if key_hash is not None:
-            self._refuse_key_of_another(key_hash, device, enrollment.owner, device_id)
+        if holder is not None:
+            # One key, one device: a key another device holds (or waits to have
+            # certified) is refused, whichever organization that device belongs to.
+            raise KeyInUse("this public key is already certified for another device")
         return _Locked(device, key_hash, hub_token, claims)
 
     def _consult_hook(
@@ -536,23 +542,6 @@ class Provisioner:
                 "claims": sorted(_claim_names(verdict.claims)),
             },
         )
-
-    def _refuse_key_of_another(
-        self, key_hash: str, device: Device | None, owner: str, device_id: str
-    ) -> None:
-        """One key, one device: a key another device holds (or waits to have certified)
-        is refused, whichever organization that device belongs to."""
-        for other in self._devices.with_key(key_hash):
-            if device is not None and other.id == device.id:
-                continue
-            if (other.owner, other.device_id) == (owner, device_id):
-                continue
-            if other.status in (
-                DeviceStatus.PROVISIONED,
-                DeviceStatus.PENDING,
-                DeviceStatus.APPROVED,
-            ):
-                raise KeyInUse("this public key is already certified for another device")
 
     def _after_attestation(
         self, evidence: Evidence, attestation: Attestation, step: _Steps

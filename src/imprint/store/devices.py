@@ -6,7 +6,17 @@ import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +39,30 @@ _FIND = select(devices).where(
     devices.c.owner == bindparam("owner"), devices.c.device_id == bindparam("device_id")
 )
 _GET = select(devices).where(devices.c.id == bindparam("ref"))
-_WITH_KEY = select(devices).where(devices.c.public_key_sha256 == bindparam("key")).limit(10)
+#: The device, and another holder of the key (the ``holder`` column says which is which).
+_KEY_HOLDING = (
+    DeviceStatus.PROVISIONED.value,
+    DeviceStatus.PENDING.value,
+    DeviceStatus.APPROVED.value,
+)
+_FIND_WITH_HOLDER = union_all(
+    select(devices, literal_column("0").label("holder")).where(
+        devices.c.owner == bindparam("owner"), devices.c.device_id == bindparam("device_id")
+    ),
+    select(
+        select(devices, literal_column("1").label("holder"))
+        .where(
+            devices.c.public_key_sha256 == bindparam("key"),
+            devices.c.status.in_(_KEY_HOLDING),
+            or_(
+                devices.c.owner != bindparam("owner"),
+                devices.c.device_id != bindparam("device_id"),
+            ),
+        )
+        .limit(1)
+        .subquery()
+    ),
+)
 _UPDATE = update(devices).where(devices.c.id == bindparam("_ref"))  # SET from the values
 _INSERT = insert(devices)
 #: The columns :meth:`SqlDeviceStore.save` writes (an upsert changes no other column).
@@ -130,10 +163,16 @@ class SqlDeviceStore:
                 f"device {device.device_id!r} exists already for this owner", code="device_exists"
             ) from None
 
-    def with_key(self, public_key_sha256: str) -> Sequence[Device]:
+    def find_with_holder(
+        self, owner: str, device_id: str, public_key_sha256: str
+    ) -> tuple[Device | None, Device | None]:
+        values = {"owner": owner, "device_id": device_id, "key": public_key_sha256}
         with reading(self._engine) as conn:
-            found = conn.execute(_WITH_KEY, {"key": public_key_sha256}).mappings()
-            return [_device(row) for row in found]
+            rows = conn.execute(_FIND_WITH_HOLDER, values).mappings().all()
+        found: list[Device | None] = [None, None]
+        for row in rows:
+            found[int(row["holder"])] = _device(row)
+        return found[0], found[1]
 
     def count_in_enrollment(self, enrollment_id: str) -> int:
         with reading(self._engine) as conn:
