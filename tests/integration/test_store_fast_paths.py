@@ -122,8 +122,9 @@ def test_reserve_inside_a_unit_commits_or_rolls_back_with_it(engine: Engine) -> 
 
     def request(serial: str, fail: bool) -> None:
         with db.unit_of_work(engine):
-            ledger.reserve(_reservation(serial))
-            ledger.mark_issued(serial, b"\x30\x00", "cd" * 32, NOW)
+            record = _reservation(serial)
+            assert not ledger.reserve(record)  # written whole once signed
+            ledger.mark_issued(serial, b"\x30\x00", "cd" * 32, NOW, unreserved=record)
             if fail:
                 raise RuntimeError("boom")
 
