@@ -4,6 +4,7 @@ PyJWT against the JWKS we publish, and the RFC 6749 refusals."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -526,3 +527,11 @@ def test_an_external_providers_tokens_are_verified_and_mapped(
             answer = http.get("/api/v1/orgs")
         assert answer.status_code == 401, reason
         assert answer.headers["content-type"] == "application/problem+json", reason
+
+
+def test_a_token_of_deeply_nested_json_is_invalid_not_an_error(service: Service) -> None:
+    nested = base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode().rstrip("=")
+    with bearer(service, f"eyJhbGciOiJFUzI1NiJ9.{nested}.c2ln") as http:
+        answer = http.get("/api/v1/orgs")
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["code"] == "authentication_required"

@@ -35,7 +35,7 @@ from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
-from imprint.store.db import reading, unit_of_work
+from imprint.store.db import own_transaction, reading, unit_of_work, writing
 from imprint.store.deny_list import SqlDenyList
 from imprint.store.enrollments import SqlEnrollmentStore
 from imprint.store.identities import SqlPskStore
@@ -404,3 +404,21 @@ def test_reads_outside_a_unit_stand_alone_and_inside_one_share_its_transaction(
             first = conn.execute(text("SELECT now()")).scalar_one()
             second = conn.execute(now_after_a_pause).scalar_one()
     assert second == first
+
+
+def test_a_transaction_of_its_own_after_the_units_first_write(engine: Engine) -> None:
+    """A transaction of its own commits whatever the unit does next. On SQLite, after
+    the unit's first write, it would wait for the one writer's lock the unit holds in
+    this very context: refused at once instead of a 10 s wait and `database is
+    locked`. Before the unit writes, and on PostgreSQL, it is fine."""
+    with unit_of_work(engine):
+        with own_transaction(engine) as conn:  # nothing written by the unit yet
+            conn.execute(text("SELECT 1"))
+        with writing(engine) as conn:
+            conn.execute(select(func.count()).select_from(tables.api_keys))
+        if engine.dialect.name == "sqlite":
+            with pytest.raises(RuntimeError, match="first write"):
+                own_transaction(engine)
+        else:
+            with own_transaction(engine) as conn:
+                conn.execute(text("SELECT 1"))

@@ -81,16 +81,25 @@ def test_code_on_the_loop_outside_a_greenlet_is_refused_instead_of_hanging() -> 
             holding.set()
             await_(asyncio.sleep(0.05))  # as a statement waits for the server
 
+    def watchdog(stop: threading.Event) -> None:
+        # Without the refusal the loop's thread would block in acquire() for good: let
+        # it go after 5 s, so the test fails instead of hanging the suite.
+        if not stop.wait(5):
+            lock._lock.release()
+
     async def scenario() -> str:
         held = asyncio.ensure_future(greenlet_spawn(holder))
         await holding.wait()
+        stop = threading.Event()
+        threading.Thread(target=watchdog, args=(stop,), daemon=True).start()
         try:
             lock.acquire()  # an async route calling a store directly, on the loop's thread
         except RuntimeError as exc:
             outcome = str(exc)
-        else:  # pragma: no cover - the old behaviour never gets here: it hangs
-            lock.release()
+        else:  # the old behaviour: blocked until the watchdog let it go
             outcome = "acquired"
+        finally:
+            stop.set()
         await asyncio.wait_for(held, 5)
         with lock:  # free again: plain code on the loop takes it at once
             pass

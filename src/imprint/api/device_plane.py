@@ -21,8 +21,9 @@ is synchronous and talks to the database; :func:`run_blocking` decides where it 
   from memory, but from the database while the cache cannot trust its memory) never
   block the loop.
 
-The per-device lock, record-before-sign, the outbox messages in the transaction and
-the audit entries are the use case's and do not change with where it runs.
+The per-device lock, the certificate's record (committed with the request, before any
+answer carries the certificate), the outbox messages in the transaction and the audit
+entries are the use case's and do not change with where it runs.
 """
 
 from __future__ import annotations

@@ -312,14 +312,17 @@ class Provisioner:
             if isinstance(exc, AttestationFailed):  # a replay, or a device check refused
                 retry = self._limiter.refused(self._limit_keys(evidence, guessable))
                 if retry is not None and not guessable:  # as _authorized answers it
+                    if step.kept:  # a hook's verdict is audited even when refused
+                        with self._transaction():
+                            self._keep_audit(step)
                     raise TooManyAttempts(
                         "too many failed attempts; try again later", retry_after=retry
                     ) from None
             step.failed(step.current, exc)
-            # Refused evidence (a pinned identity, a spent secret, found on the locked
-            # device) spends no nonce, as where the attestor refuses it; any other
-            # refusal does: a replay must not get a second look at the device.
-            spent = None if isinstance(exc, AttestationFailed) else nonce
+            # Refused evidence (a pinned identity, a spent secret, found on the device)
+            # spends no nonce, as where the attestor refuses it; any other refusal
+            # does: a replay must not get a second look at the device.
+            spent = None if step.evidence_refused else nonce
             self._journal_failure(step, exc, spent)
             raise
         except Exception:
@@ -457,11 +460,11 @@ class Provisioner:
             # Refused before the network call: a replay (the spent nonce commits on its
             # own, so no lock or transaction is held while the provider answers), and
             # what the device as it is now refuses (checked again under the lock).
-            self._spend_nonce(step, alone=True)
             if attestation.device_checks:
-                unlocked = self._devices.find(enrollment.owner, device_id)
-                for check in attestation.device_checks:
-                    check(unlocked)
+                self._check_device(
+                    step, attestation, self._devices.find(enrollment.owner, device_id)
+                )
+            self._spend_nonce(step, alone=True)
         claims = Claims()
         if hooked:
             claims = self._consult_hook(evidence, attestation, public_key, step)
@@ -478,13 +481,27 @@ class Provisioner:
         step.device_ref = device.id if device else None
         if device is not None and device.status is DeviceStatus.DISABLED:
             raise DeviceDisabled(f"device {device_id!r} is disabled")
-        for check in attestation.device_checks:
-            check(device)
+        self._check_device(step, attestation, device)
         if holder is not None:
             # One key, one device: a key another device holds (or waits to have
             # certified) is refused, whichever organization that device belongs to.
             raise KeyInUse("this public key is already certified for another device")
         return _Locked(device, key_hash, hub_token, claims)
+
+    @staticmethod
+    def _check_device(step: _Steps, attestation: Attestation, device: Device | None) -> None:
+        """The attestor's checks of the device as it is (a pinned identity, a spent
+        secret): a refusal there is of the evidence, at the attestation step, and spends
+        no nonce, as when the attestor itself refuses."""
+        current = step.current
+        step.current = ProvisioningStep.ATTEST
+        try:
+            for check in attestation.device_checks:
+                check(device)
+        except AttestationFailed:
+            step.evidence_refused = True
+            raise
+        step.current = current
 
     def _consult_hook(
         self, evidence: Evidence, attestation: Attestation, public_key: object | None, step: _Steps
@@ -974,6 +991,7 @@ class _Steps:
         self.kept: list[AuditEntry] = []  # audit entries kept even when refused
         self.nonce: Nonce | None = None  # the signed request's, spent once in the unit
         self.nonce_spent = False
+        self.evidence_refused = False  # by the attestor's checks of the device
 
     def _add(
         self,

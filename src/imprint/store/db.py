@@ -473,6 +473,8 @@ def in_a_thread(function: Callable[[], T]) -> T:
 
 
 def _off_the_loop(function: Callable[[], T]) -> T:
+    if _unit.get() is not None:  # its connection is the loop's: not for this thread
+        raise RuntimeError("in_a_thread is for work outside a unit of work")
     _on_loop.set(False)  # the thread runs in a copy of the request's context
     return function()
 
@@ -577,7 +579,15 @@ def writing(engine: Engine) -> Iterator[Connection]:
 def own_transaction(engine: Engine) -> AbstractContextManager[Connection]:
     """A transaction of its own, committed on exit, never the unit of work's: for what
     must be durable whatever the caller does next (a CRL number, a nonce spent before
-    a network call)."""
+    a network call).
+
+    Raises:
+        RuntimeError: on SQLite, inside a unit of work that has written: the unit holds
+            the one writer's lock, which this transaction would wait for in vain.
+    """
+    unit = _joined(engine)
+    if unit is not None and unit.connection is not None and engine.dialect.name == "sqlite":
+        raise RuntimeError("a transaction of its own after the unit of work's first write")
     return _connections(engine).begin()
 
 
