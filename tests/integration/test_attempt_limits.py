@@ -77,16 +77,21 @@ def symmetric_body(device_key: bytes, device_id: str) -> dict[str, Any]:
     }
 
 
-def test_a_strangers_failures_never_block_a_device_with_a_key(service: Service) -> None:
+def device_key_of(service: Service, enrollment_id: str, device_id: str) -> bytes:
+    """The key of ``device_id``, derived from a new symmetric-key group's key."""
     with service.admin() as admin:
         ensure_org(admin, "acme")
         made = admin.post(
             "/api/v1/enrollments",
-            json={"mechanism": "symmetric-key", "owner": "acme", "id": "sym-lab"},
+            json={"mechanism": "symmetric-key", "owner": "acme", "id": enrollment_id},
         )
     assert made.status_code == 201, made.text
     group_key = base64.b64decode(made.json()["group_key"])
-    device_key = hmac.new(group_key, b"meter-1", hashlib.sha256).digest()
+    return hmac.new(group_key, device_id.encode(), hashlib.sha256).digest()
+
+
+def test_a_strangers_failures_never_block_a_device_with_a_key(service: Service) -> None:
+    device_key = device_key_of(service, "sym-lab", "meter-1")
     # From the device's own address, even: a key cannot be guessed, so only the
     # stranger's refusals are counted, and only the stranger is told to wait.
     with service.client() as http:
@@ -106,15 +111,7 @@ def test_replays_count_as_failures_and_are_limited_like_them(service: Service) -
     """A replayed request is refused in the request's unit of work, after its evidence
     checked out: it still counts against its source, which is told to wait (429, with
     no journal entry) once over the limit, as for any other refused evidence."""
-    with service.admin() as admin:
-        ensure_org(admin, "acme")
-        made = admin.post(
-            "/api/v1/enrollments",
-            json={"mechanism": "symmetric-key", "owner": "acme", "id": "sym-replay"},
-        )
-    assert made.status_code == 201, made.text
-    group_key = base64.b64decode(made.json()["group_key"])
-    body = symmetric_body(hmac.new(group_key, b"meter-2", hashlib.sha256).digest(), "meter-2")
+    body = symmetric_body(device_key_of(service, "sym-replay", "meter-2"), "meter-2")
 
     def journal() -> int:
         with service.runtime.engine.connect() as conn:

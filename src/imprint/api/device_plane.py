@@ -68,7 +68,7 @@ async def run_blocking(
     work = functools.partial(function, *args, **kwargs)
     if runs_on_event_loop(engine):
         return await on_event_loop(engine, _here_or_in_a_thread, runtime, work)
-    if engine.dialect.name == "sqlite" and not _calls_out(runtime):
+    if inline(runtime):  # SQLite
         return work()
     return await run_in_threadpool(work)
 
