@@ -71,6 +71,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     # EST enrollment or an OCSP answer no longer pays for the admin API's and the
     # console's routes (bench/README.md, step 6). No two modules' routes answer
     # one request (tests/integration/test_routing.py), so the order changes nothing else.
+    app.include_router(provision.device_routes)
+    app.include_router(certificates.device_routes)
     for module in (
         provision,
         certificates,

@@ -12,16 +12,21 @@ from typing import Annotated
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint.api.device_plane import run_blocking
-from imprint.api.identity import DeviceInstanceAdmin, PrincipalDep, RuntimeDep
+from imprint.api.device_route import DeviceRoute, json_response
+from imprint.api.identity import DeviceInstanceAdmin, PrincipalDep, RuntimeDep, runtime_of
 from imprint.api.params import Serial
 from imprint.durations import parse_duration
 from imprint.pki.records import CertificateRecord, CertificateStatus
 
 router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
+#: CSR signing, served without FastAPI's request handling.
+device_routes = APIRouter(
+    prefix="/api/v1/certificates", tags=["certificates"], route_class=DeviceRoute
+)
 
 
 class IssueBody(BaseModel):
@@ -95,8 +100,11 @@ class CertificatePage(BaseModel):
     next: str | None = Field(description="Pass as ?after= for the next page")
 
 
-@router.post("", status_code=201, summary="Issue a certificate from a CSR")
-async def issue(body: IssueBody, runtime: RuntimeDep, principal: DeviceInstanceAdmin) -> IssuedOut:
+@device_routes.post(
+    "", status_code=201, summary="Issue a certificate from a CSR", response_model=IssuedOut
+)
+async def issue(body: IssueBody, request: Request, principal: DeviceInstanceAdmin) -> Response:
+    runtime = runtime_of(request)
     issued = await run_blocking(
         runtime,
         runtime.app.certificates.issue,
@@ -107,7 +115,8 @@ async def issue(body: IssueBody, runtime: RuntimeDep, principal: DeviceInstanceA
         sans=body.sans,
         validity_days=body.validity_days,
     )
-    return IssuedOut(**CertificateOut.of(issued.record).model_dump(), chain=issued.chain_pem())
+    out = IssuedOut(**CertificateOut.of(issued.record).model_dump(), chain=issued.chain_pem())
+    return json_response(out, 201)
 
 
 @router.get("", summary="List certificates")

@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from imprint import __version__
 from imprint.api.device_plane import run_blocking
-from imprint.api.identity import RuntimeDep, peer_certificate
+from imprint.api.device_route import DeviceRoute, json_response
+from imprint.api.identity import RuntimeDep, peer_certificate, runtime_of
 from imprint.attestation.base import Evidence
 from imprint.attestation.registration_key import KEY_HALF_HEADER
 from imprint.pki.csr import load_csr
@@ -22,6 +22,8 @@ from imprint.provisioning.service import Outcome
 from imprint.runtime import Runtime
 
 router = APIRouter(tags=["devices"])
+#: The registration and renewal routes, served without FastAPI's request handling.
+device_routes = APIRouter(tags=["devices"], route_class=DeviceRoute)
 
 
 class ProvisionIn(BaseModel):
@@ -119,12 +121,8 @@ def outcome_response(outcome: Outcome) -> Response:
         bundle=BundleOut.of(outcome.bundle) if outcome.bundle else None,
     )
     if outcome.status == "pending":
-        return JSONResponse(
-            body.model_dump(mode="json"),
-            status_code=202,
-            headers={"Retry-After": str(outcome.retry_after or 30)},
-        )
-    return JSONResponse(body.model_dump(mode="json"))
+        return json_response(body, 202, {"Retry-After": str(outcome.retry_after or 30)})
+    return json_response(body)
 
 
 def _with_key_half(body: ProvisionIn, request: Request) -> dict[str, Any]:
@@ -135,13 +133,14 @@ def _with_key_half(body: ProvisionIn, request: Request) -> dict[str, Any]:
     return {**body.evidence, "key_half": half}
 
 
-@router.post(
+@device_routes.post(
     "/api/v1/provision",
     summary="Prove who you are, get a certificate and everything else",
     response_model=ProvisionOut,
     responses={202: {"description": "Pending: retry after the Retry-After seconds"}},
 )
-async def provision(body: ProvisionIn, request: Request, runtime: RuntimeDep) -> Response:
+async def provision(body: ProvisionIn, request: Request) -> Response:
+    runtime = runtime_of(request)
     return await run_blocking(runtime, _provision, body, request, runtime)
 
 
@@ -172,12 +171,13 @@ class RenewIn(BaseModel):
     )
 
 
-@router.post(
+@device_routes.post(
     "/api/v1/renew",
     summary="Renew with the current certificate (mutual TLS or a signed request)",
     response_model=ProvisionOut,
 )
-async def renew(body: RenewIn, request: Request, runtime: RuntimeDep) -> Response:
+async def renew(body: RenewIn, request: Request) -> Response:
+    runtime = runtime_of(request)
     return await run_blocking(runtime, _renew, body, request, runtime)
 
 

@@ -1,0 +1,129 @@
+"""Device routes served as raw ASGI, declared as FastAPI routes (bench/README.md, step 16).
+
+A registration spends about a tenth of its CPU in FastAPI's request handling: the
+dependency solver, the body read as JSON and then validated as a dict, the response
+model validated again and dumped to a dict that ``json.dumps`` encodes. A
+:class:`DeviceRoute` keeps the route's FastAPI declaration (matching, OpenAPI, the
+405's ``Allow``) and serves it directly:
+
+- the endpoint's dependencies (each ``Annotated[T, Depends(f)]`` with ``f`` an
+  ``async`` function of the request alone, such as the caller's authentication) are
+  awaited first, as FastAPI does: a caller without credentials learns nothing of the
+  body's validation;
+- the body is then validated straight from its bytes by the model's own JSON
+  validator, and the endpoint is called as ``endpoint(body, request, **dependencies)``;
+  it returns its :class:`~starlette.responses.Response`, built with the response
+  model's JSON serializer (:func:`json_response`);
+- a bad body raises :class:`~fastapi.exceptions.RequestValidationError`, and the
+  errors of the dependencies and the endpoint propagate, so the application's problem
+  handlers answer them as for every other route.
+
+The endpoint's first two parameters are ``body`` (a pydantic model) and ``request``;
+a route whose endpoint does not fit is refused when it is declared.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from fastapi import params
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+__all__ = ["DeviceRoute", "json_response", "parse_body"]
+
+Endpoint = Callable[..., Awaitable[Response]]
+Dependency = Callable[[Request], Awaitable[Any]]
+
+
+class DeviceRoute(APIRoute):
+    """An :class:`~fastapi.routing.APIRoute` whose requests skip FastAPI's handler."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        hints = typing.get_type_hints(endpoint, include_extras=True)
+        names = list(inspect.signature(endpoint).parameters)
+        if names[:2] != ["body", "request"] or hints["request"] is not Request:
+            raise TypeError(f"{path}: a device route's endpoint takes (body, request, ...)")
+        self._body_model: type[BaseModel] = hints["body"]
+        self._endpoint: Endpoint = endpoint
+        self._dependencies = [(name, _dependency(path, hints[name])) for name in names[2:]]
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            await super().handle(scope, receive, send)  # FastAPI's 405
+            return
+        request = Request(scope, receive, send)
+        raw = await request.body()
+        resolved = {name: await dependency(request) for name, dependency in self._dependencies}
+        body = parse_body(self._body_model, raw, _content_type(scope))
+        response = await self._endpoint(body, request, **resolved)
+        await response(scope, receive, send)
+
+
+def _dependency(path: str, hint: Any) -> Dependency:
+    """The ``async`` function of the request that ``Annotated[T, Depends(f)]`` names."""
+    marks = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, params.Depends)]
+    function = marks[0].dependency if len(marks) == 1 else None
+    if function is None or not inspect.iscoroutinefunction(function):
+        raise TypeError(f"{path}: a device route's dependency is an async function of the request")
+    dependency: Dependency = function
+    return dependency
+
+
+def _content_type(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bytes(value)
+    return None
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    """``application/json`` or ``application/*+json``, as FastAPI reads a JSON body."""
+    if content_type is None:
+        return False
+    media = content_type.split(b";", 1)[0].strip().lower()
+    main, _, sub = media.partition(b"/")
+    return main == b"application" and (sub == b"json" or sub.endswith(b"+json"))
+
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M], body: bytes, content_type: bytes | None) -> M:
+    """``body`` validated as ``model``, or :class:`RequestValidationError` naming where.
+
+    As FastAPI does for a JSON body: an empty body is missing, and a body that is not
+    declared as JSON is not an object. The errors never carry the rejected input.
+    """
+    if not body:
+        raise RequestValidationError([_error("missing", (), "Field required")])
+    if not _is_json(content_type):
+        raise RequestValidationError(
+            [_error("model_attributes_type", (), "Input should be a JSON object")]
+        )
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as invalid:
+        errors = invalid.errors(include_url=False, include_input=False, include_context=False)
+        raise RequestValidationError(
+            [_error(e["type"], e["loc"], e["msg"]) for e in errors]
+        ) from None
+
+
+def _error(kind: str, loc: Sequence[int | str], message: str) -> dict[str, Any]:
+    return {"type": kind, "loc": ("body", *loc), "msg": message}
+
+
+def json_response(
+    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """``model`` as a JSON response, serialized once by pydantic's own serializer."""
+    return Response(model.model_dump_json(), status_code, headers, media_type="application/json")
