@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
 from imprint.clock import Clock, SystemClock
-from imprint.store.db import reading, serialized, writing
+from imprint.store.db import Prepared, reading, serialized, writing
 from imprint.store.listing import Order, SortKeys
 from imprint.store.tables import audit_log
 
@@ -34,7 +34,7 @@ _TAIL_POSTGRESQL = text(
     # (the chain lock is held, so that is as safe).
     " (SELECT COALESCE(MAX(id), 0) + 1 FROM audit_log))"
 )
-_APPEND = audit_log.insert()
+_APPEND = Prepared(audit_log.insert())
 
 
 #: The audit log's sort keys: by entry (its id follows the chain, so time) by default,
@@ -123,8 +123,8 @@ class SqlAuditLog:
                 found, new_id = conn.execute(_TAIL_POSTGRESQL).one()
                 prev = found or GENESIS
             record = AuditRecord(id=new_id, at=chain_time(at), **values)
-            conn.execute(
-                _APPEND,
+            _APPEND.execute(
+                conn,
                 {
                     "id": new_id,
                     "at": at,

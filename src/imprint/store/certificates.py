@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from imprint.errors import Conflict, NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus, RevokedEntry
 from imprint.store.cache import notify
-from imprint.store.db import in_unit_of_work, own_transaction, reading, writing
+from imprint.store.db import Prepared, in_unit_of_work, own_transaction, reading, writing
 from imprint.store.listing import Order, SortKeys, contains
 from imprint.store.tables import certificates, crl_numbers, devices
 
@@ -78,9 +78,11 @@ REVOCATIONS = "revocations"
 # no savepoint is needed to keep a shared PostgreSQL transaction usable after it.
 # (SQLAlchemy keeps an INSERT's row count only when asked: ``preserve_rowcount``.)
 _RESERVE = {
-    name: dialect.insert(certificates)
-    .on_conflict_do_nothing()
-    .execution_options(preserve_rowcount=True)
+    name: Prepared(
+        dialect.insert(certificates)
+        .on_conflict_do_nothing()
+        .execution_options(preserve_rowcount=True)
+    )
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 _MARK_ISSUED = (
@@ -157,7 +159,7 @@ class SqlCertificateLedger:
             "device_ref": record.device_ref,
             **issued,
         }
-        if conn.execute(_RESERVE[conn.dialect.name], values).rowcount == 0:
+        if _RESERVE[conn.dialect.name].execute(conn, values).rowcount == 0:
             raise Conflict(f"serial {record.serial} is already recorded")
 
     def mark_issued(

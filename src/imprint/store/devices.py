@@ -28,7 +28,7 @@ from imprint.provisioning.devices import (
     ProvisioningStep,
     StepRecord,
 )
-from imprint.store.db import guarded, own_transaction, reading, serialized, writing
+from imprint.store.db import Prepared, guarded, own_transaction, reading, serialized, writing
 from imprint.store.tables import devices, provisioning_records, used_nonces
 
 __all__ = ["SqlDeviceStore", "SqlNonceStore", "SqlStepRecorder"]
@@ -73,11 +73,11 @@ _SAVED = (
 )  # fmt: skip
 
 
-def _upsert(dialect_insert: type[sqlite.Insert] | type[postgresql.Insert]) -> object:
+def _upsert(dialect_insert: type[sqlite.Insert] | type[postgresql.Insert]) -> Prepared:
     """INSERT, or UPDATE of every column when the device's row exists: one statement."""
     statement = dialect_insert(devices)
     changes = {name: statement.excluded[name] for name in _SAVED if name != "id"}
-    return statement.on_conflict_do_update(index_elements=[devices.c.id], set_=changes)
+    return Prepared(statement.on_conflict_do_update(index_elements=[devices.c.id], set_=changes))
 
 
 _UPSERT = {"sqlite": _upsert(sqlite.Insert), "postgresql": _upsert(postgresql.Insert)}
@@ -87,12 +87,14 @@ _COUNT = (
     .where(devices.c.enrollment_id == bindparam("enrollment_id"))
     .where(devices.c.status != DeviceStatus.RESET.value)
 )
-_RECORD = insert(provisioning_records)
+_RECORD = Prepared(insert(provisioning_records))
 # A nonce spent before inserts nothing (ON CONFLICT DO NOTHING: the row count says so).
 _USE_NONCE = {
-    name: dialect.insert(used_nonces)
-    .on_conflict_do_nothing()
-    .execution_options(preserve_rowcount=True)
+    name: Prepared(
+        dialect.insert(used_nonces)
+        .on_conflict_do_nothing()
+        .execution_options(preserve_rowcount=True)
+    )
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 
@@ -155,7 +157,7 @@ class SqlDeviceStore:
             with writing(self._engine) as conn, guarded(conn):
                 upsert = _UPSERT.get(conn.dialect.name)
                 if upsert is not None:
-                    conn.execute(upsert, values)  # type: ignore[call-overload]
+                    upsert.execute(conn, values)
                 elif conn.execute(_UPDATE, {**values, "_ref": device.id}).rowcount == 0:
                     conn.execute(_INSERT, values)
         except IntegrityError:
@@ -261,7 +263,7 @@ class SqlStepRecorder:
             for step in steps
         ]
         with writing(self._engine) as conn:
-            conn.execute(_RECORD, rows)
+            _RECORD.execute(conn, rows)
 
     def for_device(self, device_ref: str, limit: int = 100) -> Sequence[StepRecord]:
         query = (
@@ -302,7 +304,7 @@ class SqlNonceStore:
         # would abort a PostgreSQL transaction.
         values = {"scope": scope, "nonce": nonce, "expires_at": expires_at}
         with (own_transaction if alone else writing)(self._engine) as conn:
-            return bool(conn.execute(_USE_NONCE[conn.dialect.name], values).rowcount == 1)
+            return bool(_USE_NONCE[conn.dialect.name].execute(conn, values).rowcount == 1)
 
     def purge(self, before: datetime) -> int:
         with own_transaction(self._engine) as conn:

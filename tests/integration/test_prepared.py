@@ -1,0 +1,105 @@
+"""``Prepared`` statements (store/db.py) store what Core would store, value for value,
+and fail as Core fails: a refused value is a ``StatementError``, a clash an
+``IntegrityError``, and a statement that needs what they do not do is refused."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, StatementError
+
+from imprint.store.db import Prepared, own_transaction, reading
+from imprint.store.tables import certificates, used_nonces
+
+pytestmark = pytest.mark.both_databases
+
+#: A time in another zone, with microseconds: the UTC type converts it on the way in.
+AT = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
+
+
+def _certificate(serial: str) -> dict[str, object]:
+    return {
+        "serial": serial, "issuer": "i", "profile": "device", "subject": "CN=é ü",
+        "sans": json.dumps(["a.example"]), "status": "issued", "not_before": AT,
+        "not_after": AT + timedelta(days=1), "requested_by": "t", "created_at": AT,
+        "issued_at": AT, "fingerprint_sha256": "f" * 64, "der": b"\x00\x01\xff",
+        "owner": None, "device_ref": None,
+    }  # fmt: skip
+
+
+def _stored(engine: Engine, serial: str) -> tuple[object, ...]:
+    with reading(engine) as conn:
+        typed = conn.execute(select(certificates).where(certificates.c.serial == serial)).one()
+        # What the column holds, below the type's processing (SQLite: the text).
+        raw = conn.execute(
+            text("SELECT not_before, created_at FROM certificates WHERE serial = :s"), {"s": serial}
+        ).one()
+    return (*typed, *raw)
+
+
+def test_a_prepared_insert_stores_what_core_stores(engine: Engine) -> None:
+    prepared = Prepared(insert(certificates))
+    with own_transaction(engine) as conn:
+        conn.execute(insert(certificates), _certificate("c0"))
+        prepared.execute(conn, _certificate("p0"))
+    core, ours = _stored(engine, "c0"), _stored(engine, "p0")
+    assert ours[1:] == core[1:]
+    assert ours[0] == "p0"
+    with reading(engine) as conn:
+        back = conn.execute(select(certificates.c.not_before).where(certificates.c.serial == "p0"))
+        assert back.scalar_one() == AT.astimezone(UTC)
+
+
+def test_several_rows_at_once(engine: Engine) -> None:
+    prepared = Prepared(insert(used_nonces))
+    rows = [{"scope": "s", "nonce": f"n{i}", "expires_at": AT} for i in range(5)]
+    with own_transaction(engine) as conn:
+        prepared.execute(conn, rows)
+    with reading(engine) as conn:
+        stored = conn.execute(select(used_nonces).order_by(used_nonces.c.nonce)).all()
+    assert [(r.nonce, r.expires_at) for r in stored] == [(f"n{i}", AT) for i in range(5)]
+
+
+def test_the_row_count_of_an_insert_that_did_nothing(engine: Engine) -> None:
+    dialect = engine.dialect.name
+    module = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
+    prepared = Prepared(
+        module.insert(used_nonces)
+        .on_conflict_do_nothing()
+        .execution_options(preserve_rowcount=True)
+    )
+    values = {"scope": "s", "nonce": "once", "expires_at": AT}
+    with own_transaction(engine) as conn:
+        assert prepared.execute(conn, values).rowcount == 1
+        assert prepared.execute(conn, values).rowcount == 0
+
+
+def test_a_clash_is_an_integrity_error_and_a_refused_value_a_statement_error(
+    engine: Engine,
+) -> None:
+    prepared = Prepared(insert(used_nonces))
+    values = {"scope": "s", "nonce": "twice", "expires_at": AT}
+    with own_transaction(engine) as conn:
+        prepared.execute(conn, values)
+    with pytest.raises(IntegrityError), own_transaction(engine) as conn:
+        prepared.execute(conn, values)
+    naive = {**values, "nonce": "naive", "expires_at": datetime(2031, 1, 1)}
+    with pytest.raises(StatementError, match="naive datetimes"), own_transaction(engine) as conn:
+        prepared.execute(conn, naive)
+    with reading(engine) as conn:
+        assert conn.execute(select(used_nonces.c.nonce)).scalars().all() == ["twice"]
+
+
+def test_a_statement_it_cannot_bind_is_refused(engine: Engine) -> None:
+    incomplete = _certificate("x")
+    del incomplete["sans"]  # the column has a default Core would fill in
+    with own_transaction(engine) as conn:
+        with pytest.raises(TypeError, match="every value"):
+            Prepared(insert(certificates)).execute(conn, incomplete)
+        expanding = delete(used_nonces).where(used_nonces.c.nonce.in_(["a", "b"]))
+        with pytest.raises(TypeError, match="expanding IN"):
+            Prepared(expanding).execute(conn, {"scope": "s"})
