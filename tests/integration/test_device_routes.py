@@ -4,15 +4,22 @@ input, and nothing journaled; a wrong method is 405 with ``Allow``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import MutableMapping
 from typing import Annotated, Any
 
 import pytest
-from fastapi import Depends, Request
-from fastapi.routing import APIRouter
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fastapi import Depends, FastAPI, Request
+from fastapi.routing import APIRouter, iter_route_contexts
 from starlette.responses import Response
 
-from imprint.api.device_route import DeviceRoute
+from imprint.api.app import create_app
+from imprint.api.device_route import DeviceRoute, check_device_routes
 from tests.integration.conftest import Service
 
 PROBLEM = "application/problem+json"
@@ -81,6 +88,96 @@ def test_every_json_media_type_is_read_as_json(service: Service, content_type: s
     assert answer.json()["code"] != "request_invalid", answer.text
 
 
+def _nested(depth: int) -> dict[str, object]:
+    document: dict[str, object] = {}
+    for _ in range(depth):
+        document = {"a": document}
+    return document
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xef\xbb\xbf" + json.dumps(_valid()).encode(),  # a UTF-8 byte-order mark
+        json.dumps(_valid()).encode("utf-16"),
+        json.dumps({**_valid(), "evidence": _nested(300)}).encode(),  # deeper than pydantic's
+    ],
+    ids=["BOM", "UTF-16", "deep"],
+)
+def test_json_python_reads_is_read(service: Service, body: bytes) -> None:
+    with service.client() as client:
+        answer = client.post("/api/v1/provision", content=body, headers=JSON)
+    assert answer.status_code == 400
+    assert answer.json()["code"] != "request_invalid", answer.text
+
+
+def test_csr_signing_authenticates_before_it_reads_the_body(service: Service) -> None:
+    with service.client() as client:
+        anonymous = client.post("/api/v1/certificates", content=b"{not json", headers=JSON)
+    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "authentication_required")
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+    with service.admin() as admin:
+        bad = admin.post("/api/v1/certificates", content=b"{not json", headers=JSON)
+        signed = admin.post("/api/v1/certificates", json={"csr": _csr_pem("routed")})
+    assert (bad.status_code, bad.json()["code"]) == (400, "request_invalid")
+    assert bad.json()["errors"] == [{"field": "", "message": "JSON decode error"}]
+    assert signed.status_code == 201, signed.text
+    assert signed.headers["content-type"] == "application/json"
+    issued = signed.json()
+    assert issued["status"] == "issued"
+    assert issued["chain"].startswith(issued["certificate"])
+
+
+def _csr_pem(name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_the_three_routes_are_device_routes(service: Service) -> None:
+    app = create_app(service.runtime)
+    served = {
+        (method, context.path)
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, DeviceRoute)
+        for method in context.methods or ()
+    }
+    assert served == {
+        ("POST", "/api/v1/provision"),
+        ("POST", "/api/v1/renew"),
+        ("POST", "/api/v1/certificates"),
+    }
+
+
+def test_a_client_gone_before_its_body_is_a_400_not_a_500(service: Service) -> None:
+    app = create_app(service.runtime)
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"mechanism":', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "https", "path": "/api/v1/provision", "raw_path": b"/api/v1/provision",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 443), "state": {}, "extensions": {},
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400
+
+
 def test_a_wrong_method_is_405_with_allow(service: Service) -> None:
     with service.client() as client:
         for path in ("/api/v1/provision", "/api/v1/renew"):
@@ -116,13 +213,46 @@ async def _sync_dependency(
     raise AssertionError("never called")
 
 
+async def _needs_more(request: Request, other: int) -> int:
+    return other
+
+
+async def _dependency_with_more(
+    body: dict[str, str], request: Request, extra: Annotated[int, Depends(_needs_more)]
+) -> Response:
+    raise AssertionError("never called")
+
+
+async def _refuse() -> None:
+    raise AssertionError("a guard that would not run")
+
+
+async def _fine(body: dict[str, str], request: Request) -> Response:
+    raise AssertionError("never called")
+
+
 def test_a_device_route_refuses_an_endpoint_it_cannot_call() -> None:
     router = APIRouter(route_class=DeviceRoute)
     with pytest.raises(TypeError, match=r"takes \(body, request, \.\.\.\)"):
         router.post("/x")(_request_first)
-    for endpoint in (_plain_parameter, _sync_dependency):
+    for endpoint in (_plain_parameter, _sync_dependency, _dependency_with_more):
         with pytest.raises(TypeError, match="an async function of the request"):
             router.post("/x")(endpoint)
+
+
+def test_dependencies_a_device_route_would_not_run_are_refused() -> None:
+    on_the_route = APIRouter(route_class=DeviceRoute)
+    with pytest.raises(TypeError, match="its endpoint's parameters"):
+        on_the_route.post("/x", dependencies=[Depends(_refuse)])(_fine)
+    on_the_router = APIRouter(route_class=DeviceRoute, dependencies=[Depends(_refuse)])
+    with pytest.raises(TypeError, match="its endpoint's parameters"):
+        on_the_router.post("/x")(_fine)
+    included = APIRouter(route_class=DeviceRoute)
+    included.post("/x")(_fine)
+    app = FastAPI()
+    app.include_router(included, dependencies=[Depends(_refuse)])
+    with pytest.raises(TypeError, match="its endpoint's parameters"):
+        check_device_routes(app)
 
 
 def _journal_size(service: Service) -> int:

@@ -8,25 +8,28 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from imprint.store.db import Prepared, own_transaction, reading
-from imprint.store.tables import certificates, used_nonces
+from imprint.store.tables import certificates, devices, used_nonces
 
 pytestmark = pytest.mark.both_databases
 
 #: A time in another zone, with microseconds: the UTC type converts it on the way in.
 AT = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
+#: A whole second, as certificates and devices keep their times: SQLite's text must
+#: still carry the microseconds, or text comparisons with other rows go wrong.
+WHOLE = AT.replace(microsecond=0)
 
 
-def _certificate(serial: str) -> dict[str, object]:
+def _certificate(serial: str, at: datetime = AT) -> dict[str, object]:
     return {
         "serial": serial, "issuer": "i", "profile": "device", "subject": "CN=é ü",
-        "sans": json.dumps(["a.example"]), "status": "issued", "not_before": AT,
-        "not_after": AT + timedelta(days=1), "requested_by": "t", "created_at": AT,
-        "issued_at": AT, "fingerprint_sha256": "f" * 64, "der": b"\x00\x01\xff",
+        "sans": json.dumps(["a.example"]), "status": "issued", "not_before": at,
+        "not_after": at + timedelta(days=1), "requested_by": "t", "created_at": at,
+        "issued_at": at, "fingerprint_sha256": "f" * 64, "der": b"\x00\x01\xff",
         "owner": None, "device_ref": None,
     }  # fmt: skip
 
@@ -41,17 +44,49 @@ def _stored(engine: Engine, serial: str) -> tuple[object, ...]:
     return (*typed, *raw)
 
 
-def test_a_prepared_insert_stores_what_core_stores(engine: Engine) -> None:
+@pytest.mark.parametrize("at", [AT, WHOLE], ids=["microseconds", "whole second"])
+def test_a_prepared_insert_stores_what_core_stores(engine: Engine, at: datetime) -> None:
     prepared = Prepared(insert(certificates))
     with own_transaction(engine) as conn:
-        conn.execute(insert(certificates), _certificate("c0"))
-        prepared.execute(conn, _certificate("p0"))
+        conn.execute(insert(certificates), _certificate("c0", at))
+        prepared.execute(conn, _certificate("p0", at))
     core, ours = _stored(engine, "c0"), _stored(engine, "p0")
     assert ours[1:] == core[1:]
     assert ours[0] == "p0"
     with reading(engine) as conn:
         back = conn.execute(select(certificates.c.not_before).where(certificates.c.serial == "p0"))
-        assert back.scalar_one() == AT.astimezone(UTC)
+        assert back.scalar_one() == at.astimezone(UTC)
+        # Rows written either way compare as equal times.
+        same = select(func.count()).where(certificates.c.not_after == at + timedelta(days=1))
+        assert conn.execute(same).scalar_one() == 2
+
+
+def test_a_prepared_upsert_writes_what_core_writes(engine: Engine) -> None:
+    """The device store's upsert, inserting and then updating, against Core's."""
+    module = __import__(f"sqlalchemy.dialects.{engine.dialect.name}", fromlist=["insert"])
+    statement = module.insert(devices)
+    columns = ("owner", "device_id", "status", "updated_at", "provisioned_at")
+    upsert = statement.on_conflict_do_update(
+        index_elements=[devices.c.id], set_={c: statement.excluded[c] for c in columns}
+    )
+    prepared = Prepared(upsert)
+
+    def device(ref: str, at: datetime) -> dict[str, object]:
+        return {"id": ref, "owner": "o", "device_id": f"d-{ref}", "enrollment_id": "e",
+                "mechanism": "x509", "status": "provisioned", "created_at": WHOLE,
+                "updated_at": at, "certificate_serial": None, "pinned_fingerprint": None,
+                "public_key_sha256": "k", "provisioned_at": at}  # fmt: skip
+
+    with own_transaction(engine) as conn:
+        for at in (WHOLE, WHOLE + timedelta(hours=1)):
+            conn.execute(upsert, device("core", at))
+            prepared.execute(conn, device("ours", at))
+    with reading(engine) as conn:
+        raw = text("SELECT * FROM devices WHERE id = :id")
+        core = conn.execute(raw, {"id": "core"}).one()._asdict()
+        ours = conn.execute(raw, {"id": "ours"}).one()._asdict()
+    differing = {k for k in core if core[k] != ours[k]}
+    assert differing == {"id", "device_id"}, (core, ours)
 
 
 def test_several_rows_at_once(engine: Engine) -> None:

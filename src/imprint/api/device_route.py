@@ -8,8 +8,8 @@ model validated again and dumped to a dict that ``json.dumps`` encodes. A
 
 - the endpoint's dependencies (each ``Annotated[T, Depends(f)]`` with ``f`` an
   ``async`` function of the request alone, such as the caller's authentication) are
-  awaited first, as FastAPI does: a caller without credentials learns nothing of the
-  body's validation;
+  awaited first: a caller without credentials learns nothing of the body, not even
+  whether it is JSON;
 - the body is then validated straight from its bytes by the model's own JSON
   validator, and the endpoint is called as ``endpoint(body, request, **dependencies)``;
   it returns its :class:`~starlette.responses.Response`, built with the response
@@ -19,25 +19,30 @@ model validated again and dumped to a dict that ``json.dumps`` encodes. A
   handlers answer them as for every other route.
 
 The endpoint's first two parameters are ``body`` (a pydantic model) and ``request``;
-a route whose endpoint does not fit is refused when it is declared.
+a route whose endpoint does not fit is refused when it is declared. Dependencies
+declared anywhere else (on the route, its router or an ``include_router``) would not
+run, so :func:`check_device_routes` refuses them when the application is built; and
+``app.dependency_overrides`` does not reach these routes.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from fastapi import params
+from fastapi import FastAPI, params
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["DeviceRoute", "json_response", "parse_body"]
+__all__ = ["DeviceRoute", "check_device_routes", "json_response", "parse_body"]
 
 Endpoint = Callable[..., Awaitable[Response]]
 Dependency = Callable[[Request], Awaitable[Any]]
@@ -48,6 +53,8 @@ class DeviceRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
+        if self.dependencies:
+            raise TypeError(f"{path}: a device route's dependencies are its endpoint's parameters")
         hints = typing.get_type_hints(endpoint, include_extras=True)
         names = list(inspect.signature(endpoint).parameters)
         if names[:2] != ["body", "request"] or hints["request"] is not Request:
@@ -61,7 +68,10 @@ class DeviceRoute(APIRoute):
             await super().handle(scope, receive, send)  # FastAPI's 405
             return
         request = Request(scope, receive, send)
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # gone before its body arrived: as FastAPI answers it
+            raise HTTPException(400, "There was an error parsing the body") from None
         resolved = {name: await dependency(request) for name, dependency in self._dependencies}
         body = parse_body(self._body_model, raw, _content_type(scope))
         response = await self._endpoint(body, request, **resolved)
@@ -72,10 +82,30 @@ def _dependency(path: str, hint: Any) -> Dependency:
     """The ``async`` function of the request that ``Annotated[T, Depends(f)]`` names."""
     marks = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, params.Depends)]
     function = marks[0].dependency if len(marks) == 1 else None
-    if function is None or not inspect.iscoroutinefunction(function):
+    if function is None or not inspect.iscoroutinefunction(function) or not _of_request(function):
         raise TypeError(f"{path}: a device route's dependency is an async function of the request")
     dependency: Dependency = function
     return dependency
+
+
+def _of_request(function: Callable[..., Any]) -> bool:
+    """Whether ``function(request)`` is a whole call: every other parameter has a default."""
+    parameters = list(inspect.signature(function).parameters.values())
+    return bool(parameters) and all(p.default is not p.empty for p in parameters[1:])
+
+
+def check_device_routes(app: FastAPI) -> None:
+    """Refuse dependencies a :class:`DeviceRoute` would not run: those of the routers
+    that include it (the route's own are refused when it is declared).
+
+    Raises:
+        TypeError: a device route has such dependencies.
+    """
+    for context in iter_route_contexts(app.routes):
+        if isinstance(context.original_route, DeviceRoute) and context.dependencies:
+            raise TypeError(
+                f"{context.path}: a device route's dependencies are its endpoint's parameters"
+            )
 
 
 def _content_type(scope: Scope) -> bytes | None:
@@ -112,10 +142,23 @@ def parse_body(model: type[M], body: bytes, content_type: bytes | None) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as invalid:
-        errors = invalid.errors(include_url=False, include_input=False, include_context=False)
-        raise RequestValidationError(
-            [_error(e["type"], e["loc"], e["msg"]) for e in errors]
-        ) from None
+        if invalid.errors()[0]["type"] != "json_invalid":
+            raise _invalid(invalid) from None
+    # What pydantic's JSON parser refuses and Python's reads (a byte-order mark, UTF-16,
+    # nesting deeper than 200): read as FastAPI read it, then validated.
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise RequestValidationError([_error("json_invalid", (), "JSON decode error")]) from None
+    try:
+        return model.model_validate(document)
+    except ValidationError as invalid:
+        raise _invalid(invalid) from None
+
+
+def _invalid(invalid: ValidationError) -> RequestValidationError:
+    errors = invalid.errors(include_url=False, include_input=False, include_context=False)
+    return RequestValidationError([_error(e["type"], e["loc"], e["msg"]) for e in errors])
 
 
 def _error(kind: str, loc: Sequence[int | str], message: str) -> dict[str, Any]:

@@ -499,10 +499,10 @@ def _connections(engine: Engine) -> Engine:
 # (in process, 9 % of a registration's CPU went to that alone, across its writes of
 # about 100 values; bench/README.md, step 17). A ``Prepared`` statement is compiled
 # once per dialect and set of keys, and binds each execution's values in the compiled
-# order through the same type processors Core would use (``TypeEngine.bind_processor``:
-# the UTC timestamps, JSON). It runs through ``Connection.exec_driver_sql``, so the
-# engine's events, its error translation (``IntegrityError``) and the result are
-# Core's own.
+# order through the same type processors Core would use (the dialect's form of each
+# type, ``dialect_impl(dialect).bind_processor``: the UTC timestamps as SQLite's text).
+# It runs through ``Connection.exec_driver_sql``, so the engine's events, its error
+# translation (``IntegrityError``) and the result are Core's own.
 
 
 class _Plan:
@@ -521,7 +521,11 @@ class _Plan:
         self.sql = compiled.string
         self.names = tuple(names)
         self.positional = compiled.positiontup is not None
-        self.processors = tuple(binds[name].type.bind_processor(dialect) for name in names)
+        # The dialect's own form of each type, as Core binds it (SQLite's DATETIME writes
+        # its text itself, microseconds always included).
+        self.processors = tuple(
+            binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+        )
 
     def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         bound = [
@@ -544,7 +548,7 @@ class Prepared:
     def __init__(self, statement: Executable) -> None:
         self._statement = statement
         self._options = dict(statement.get_execution_options())
-        self._plans: dict[tuple[str, frozenset[str]], _Plan] = {}
+        self._plans: dict[tuple[type[Dialect], frozenset[str]], _Plan] = {}
 
     def execute(
         self, conn: Connection, values: Mapping[str, Any] | Sequence[Mapping[str, Any]]
@@ -553,10 +557,10 @@ class Prepared:
         rows = [values] if isinstance(values, Mapping) else values
         dialect = conn.dialect
         keys = frozenset(rows[0])
-        plan = self._plans.get((dialect.name, keys))
+        plan = self._plans.get((type(dialect), keys))
         if plan is None:
             compiled = self._statement.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
-            plan = self._plans[(dialect.name, keys)] = _Plan(compiled, dialect, keys)
+            plan = self._plans[(type(dialect), keys)] = _Plan(compiled, dialect, keys)
         try:
             bound = [plan.bind(row) for row in rows]
         except Exception as error:  # as Core reports a value its type refuses
