@@ -140,6 +140,7 @@ def _csr_pem(name: str) -> str:
 
 def test_the_three_routes_are_device_routes(service: Service) -> None:
     app = create_app(service.runtime)
+    check_device_routes(app)  # no router adds dependencies they would not run
     served = {
         (method, context.path)
         for context in iter_route_contexts(app.routes)

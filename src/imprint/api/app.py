@@ -7,7 +7,6 @@ import re
 from fastapi import FastAPI
 
 from imprint import __version__, console
-from imprint.api.device_route import check_device_routes
 from imprint.api.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from imprint.api.openapi import install_openapi
 from imprint.api.problems import install_problem_handlers
@@ -109,7 +108,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(console.router)
-    check_device_routes(app)
     install_openapi(app)
     server = runtime.settings.server
     app.add_middleware(
