@@ -10,10 +10,6 @@ from collections.abc import MutableMapping
 from typing import Annotated, Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi import Depends, FastAPI, Request
 from fastapi.routing import APIRouter, iter_route_contexts
 from starlette.responses import Response
@@ -21,6 +17,7 @@ from starlette.responses import Response
 from imprint.api.app import create_app
 from imprint.api.device_route import DeviceRoute, check_device_routes
 from tests.integration.conftest import Service
+from tests.integration.test_api import make_csr
 
 PROBLEM = "application/problem+json"
 SECRET = "s3cret-evidence-value"
@@ -118,7 +115,7 @@ def test_csr_signing_authenticates_before_it_reads_the_body(service: Service) ->
     assert anonymous.headers["www-authenticate"] == "Bearer"
     with service.admin() as admin:
         bad = admin.post("/api/v1/certificates", content=b"{not json", headers=JSON)
-        signed = admin.post("/api/v1/certificates", json={"csr": _csr_pem("routed")})
+        signed = admin.post("/api/v1/certificates", json={"csr": make_csr("routed")[0]})
     assert (bad.status_code, bad.json()["code"]) == (400, "request_invalid")
     assert bad.json()["errors"] == [{"field": "", "message": "JSON decode error"}]
     assert signed.status_code == 201, signed.text
@@ -126,16 +123,6 @@ def test_csr_signing_authenticates_before_it_reads_the_body(service: Service) ->
     issued = signed.json()
     assert issued["status"] == "issued"
     assert issued["chain"].startswith(issued["certificate"])
-
-
-def _csr_pem(name: str) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def test_the_three_routes_are_device_routes(service: Service) -> None:
