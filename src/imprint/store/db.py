@@ -614,7 +614,7 @@ def unit_of_work(engine: Engine) -> Iterator[None]:
     try:
         yield
         if unit.connection is not None:
-            unit.connection.commit()
+            _commit(unit.connection)
     finally:
         _unit.reset(token)
         if unit.connection is not None:
@@ -643,6 +643,22 @@ def _run_quietly(callback: Callable[[], object]) -> None:
         callback()
     except Exception:  # the change has committed; the callback's failure is only logged
         log.exception("after_commit_failed")
+
+
+def _commit(conn: Connection) -> None:
+    """Commit, or discard a connection whose commit failed.
+
+    After a failed ``Connection.commit()`` SQLAlchemy forgets the transaction without
+    rolling it back, and ``close()`` hands the connection back to its pool as it is: on
+    SQLite still inside the transaction that holds the writer locks, its writes seen by
+    the connection's next user and committed with that user's. (``Engine.begin()``
+    rolls back itself.) Closing the connection for good ends the transaction.
+    """
+    try:
+        conn.commit()
+    except BaseException:
+        conn.invalidate()
+        raise
 
 
 @contextmanager
