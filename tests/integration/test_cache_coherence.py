@@ -134,7 +134,12 @@ def test_one_leader_per_duty_and_a_takeover_when_it_dies(engine: Engine, pg_url:
         assert first._conn is not None
         leader_pid = first._conn.info.backend_pid
         with psycopg.connect(_plain(pg_url), autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (leader_pid,))
+            # With a timeout, the call returns once the backend has exited (and so has
+            # released its session's locks); without one it only sends the signal.
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(%s, 10000)", (leader_pid,)
+            ).fetchone()
+            assert ended == (True,)
         assert second.leads(OUTBOX)
         assert not first.leads(OUTBOX)
     finally:
@@ -158,7 +163,9 @@ def test_readyz_is_not_ready_while_the_database_is_unreachable(
             admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {allowed}')
             if not allowed:
                 admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    # The timeout makes the call wait until each backend has exited.
+                    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+                    " WHERE datname = %s",
                     (database,),
                 )
 
