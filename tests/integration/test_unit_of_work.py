@@ -422,3 +422,47 @@ def test_a_transaction_of_its_own_after_the_units_first_write(engine: Engine) ->
         else:
             with own_transaction(engine) as conn:
                 conn.execute(text("SELECT 1"))
+
+
+@pytest.mark.parametrize("where", ["unit of work", "write of its own", "transaction of its own"])
+def test_a_failed_commit_leaves_nothing_behind_in_the_pool(engine: Engine, where: str) -> None:
+    """When a commit fails, SQLAlchemy forgets the transaction without rolling it back and
+    pools the connection as it is: its next user would see the writes (and commit them
+    with its own), and on SQLite the writer locks would stay taken. The connection is
+    discarded instead: nothing of the failed transaction is seen, and the next writer
+    writes at once."""
+    from sqlalchemy import event
+
+    from imprint.store.db import engines
+
+    def refuse(_conn: object) -> None:
+        raise OSError("the commit failed")
+
+    insert = tables.organizations.insert().values(id="ghost", name="Ghost", parent_id=None, created_at=NOW)
+    listened = engines(engine)
+    for each in listened:
+        event.listen(each, "commit", refuse)
+    try:
+        with pytest.raises(OSError, match="commit failed"):
+            if where == "unit of work":
+                with unit_of_work(engine), writing(engine) as conn:
+                    conn.execute(insert)
+            elif where == "write of its own":
+                with writing(engine) as conn:
+                    conn.execute(insert)
+            else:
+                with own_transaction(engine) as conn:
+                    conn.execute(insert)
+    finally:
+        for each in listened:
+            event.remove(each, "commit", refuse)
+    for _ in range(3):  # whichever pooled connection comes next
+        with reading(engine) as conn:
+            assert conn.execute(select(func.count()).select_from(tables.organizations)).scalar_one() == 0
+    started = datetime.now(UTC)
+    SqlOrganizationStore(engine).add(
+        Organization(id="next", name="Next", parent_id=None, created_at=NOW)
+    )
+    assert datetime.now(UTC) - started < timedelta(seconds=2)
+    with reading(engine) as conn:
+        assert conn.execute(select(tables.organizations.c.id)).scalars().all() == ["next"]
