@@ -35,7 +35,7 @@ from typing import ParamSpec, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from imprint.runtime import Runtime
-from imprint.store.db import in_a_thread, on_event_loop, runs_on_event_loop
+from imprint.store.db import grouped, in_a_thread, on_event_loop, runs_on_event_loop
 
 __all__ = ["inline", "run_blocking"]
 
@@ -69,7 +69,7 @@ async def run_blocking(
     if runs_on_event_loop(engine):
         return await on_event_loop(engine, _here_or_in_a_thread, runtime, work)
     if inline(runtime):  # SQLite
-        return work()
+        return await grouped(engine, work)
     return await run_in_threadpool(work)
 
 

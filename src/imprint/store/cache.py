@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from imprint.clock import Clock, SystemClock
 from imprint.logs import get_logger
-from imprint.store.db import engines
+from imprint.store.db import engines, group_member_hooks
 
 __all__ = ["CHANNEL", "TTL_SECONDS", "ReadCache", "listening", "on_change"]
 
@@ -86,6 +86,16 @@ def _checked_in(_dbapi_connection: Any, record: Any) -> None:
         for slot in pending:
             _bump(slot)
         _writing.set(_writing.get() - pending)
+
+
+def _group_writes(conn: Connection) -> None:
+    """A member of a commit group reads past the cache what earlier members wrote."""
+    pending: set[_Slot] | None = conn.info.get(_PENDING)
+    if pending:
+        _writing.set(_writing.get() | pending)
+
+
+group_member_hooks.append(_group_writes)
 
 
 def _watch(engine: Engine) -> None:

@@ -9,6 +9,7 @@ the event loop (:func:`on_event_loop`, decision 0016).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import fcntl
 import functools
 import hashlib
@@ -48,6 +49,8 @@ __all__ = [
     "create_engine",
     "current_revision",
     "engines",
+    "group_member_hooks",
+    "grouped",
     "guarded",
     "head_revision",
     "in_unit_of_work",
@@ -605,37 +608,58 @@ def in_unit_of_work(engine: Engine) -> bool:
 
 @contextmanager
 def unit_of_work(engine: Engine) -> Iterator[None]:
-    """Run the store writes inside the block in one transaction (nested units join)."""
+    """Run the store writes inside the block in one transaction (nested units join).
+
+    Inside a commit group (:func:`grouped`) the unit is a savepoint of the group's
+    transaction: released when the block ends without an error, rolled back to when it
+    raises, committed with the group.
+    """
     if _unit.get() is not None:
         yield
         return
     unit = _Unit(engine)
     token = _unit.set(unit)
+    group = _grouped(engine)
     try:
         yield
         if unit.connection is not None:
-            _commit(unit.connection)
+            if group is None:
+                _commit(unit.connection)
+            else:
+                unit.connection.exec_driver_sql(_RELEASE_UNIT)
+                unit.connection = None
     finally:
         _unit.reset(token)
         if unit.connection is not None:
-            unit.connection.close()  # rolls back what was not committed
+            if group is None:
+                unit.connection.close()  # rolls back what was not committed
+            else:
+                _roll_back_to(unit.connection, _UNIT)
+    if group is not None:
+        group.committed.extend(unit.committed)
+        return
     for callback in unit.committed:
         _run_quietly(callback)
 
 
 def after_commit(engine: Engine, callback: Callable[[], object]) -> None:
     """Run ``callback`` once the active unit of work has committed (never when it rolls
-    back); at once when there is none (the caller's writes have committed already).
+    back); at once when there is none (the caller's writes have committed already), or
+    when the commit group commits.
 
     For what may be lost with the process (a cache to drop, a prompt delivery of an
     outbox row the dispatcher would deliver anyway), never for an effect that must
     happen: that is an outbox row.
     """
     unit = _joined(engine)
-    if unit is None:
-        _run_quietly(callback)
-    else:
+    if unit is not None:
         unit.committed.append(callback)
+        return
+    group = _grouped(engine)
+    if group is not None:
+        group.committed.append(callback)
+    else:
+        _run_quietly(callback)
 
 
 def _run_quietly(callback: Callable[[], object]) -> None:
@@ -665,13 +689,23 @@ def _commit(conn: Connection) -> None:
 def writing(engine: Engine) -> Iterator[Connection]:
     """A connection in a transaction: the unit of work's, else one committed on exit."""
     unit = _joined(engine)
+    group = _grouped(engine)
     if unit is None:
+        if group is not None:
+            with _group_write(group) as conn:
+                yield conn
+            return
         with _connections(engine).begin() as conn:
             yield conn
         return
     if unit.connection is None:
-        unit.connection = _connections(engine).connect()
-        unit.connection.begin()
+        if group is not None:
+            conn = group.open()
+            conn.exec_driver_sql(_SAVEPOINT_UNIT)
+            unit.connection = conn
+        else:
+            unit.connection = _connections(engine).connect()
+            unit.connection.begin()
     yield unit.connection
 
 
@@ -687,6 +721,9 @@ def own_transaction(engine: Engine) -> AbstractContextManager[Connection]:
     unit = _joined(engine)
     if unit is not None and unit.connection is not None and engine.dialect.name == "sqlite":
         raise RuntimeError("a transaction of its own after the unit of work's first write")
+    group = _grouped(engine)
+    if group is not None:  # committed with the group, before any answer of its members
+        return _group_write(group)
     return _connections(engine).begin()
 
 
@@ -702,6 +739,10 @@ def reading(engine: Engine) -> Iterator[Connection]:
     unit = _joined(engine)
     if unit is not None and unit.connection is not None:
         yield unit.connection
+        return
+    group = _grouped(engine)
+    if group is not None:  # what the group's earlier members wrote, as they will commit it
+        yield group.open()
         return
     with _connections(engine).connect() as conn:
         if conn.dialect.name == "postgresql":
@@ -719,6 +760,216 @@ def guarded(conn: Connection) -> Iterator[None]:
         return
     with conn.begin_nested():
         yield
+
+
+# Commit groups (SQLite, on the event loop) ---------------------------------------------
+#
+# On SQLite the device plane runs inline on the event loop, one request's use case after
+# another, each committing on its own: a commit, a pool checkout and the writer locks per
+# registration. A commit group runs the use cases of the requests that are ready together
+# in one transaction, one after another as before, and commits once for all of them:
+#
+# - each member's unit of work is a savepoint of the group's transaction (released when
+#   it succeeds, rolled back to when it fails), and so is each write outside a unit (a
+#   refusal's journal, a nonce spent on its own): a member's failure undoes its own
+#   work only;
+# - every read of a member goes through the group's connection, so it sees what the
+#   members before it wrote, as they will commit it;
+# - no answer leaves before the group's commit: a member's result (or refusal) is handed
+#   to its request only once the commit has returned, and when the commit fails every
+#   member gets the error. The after-commit callbacks run after the group's commit.
+#
+# The group lives inside one synchronous call on the loop, so nothing else on the loop's
+# thread writes while its transaction is open; other threads (the admin API's pool) wait
+# for the writer lock as they would for any writer.
+
+_UNIT = "imprint_unit"
+_WRITE = "imprint_write"
+_SAVEPOINT_UNIT = f"SAVEPOINT {_UNIT}"
+_RELEASE_UNIT = f"RELEASE SAVEPOINT {_UNIT}"
+
+#: At most this many requests share a commit; the rest wait for the next group.
+GROUP_LIMIT = 32
+
+#: Called in a member's context before it runs, with the group's connection once it has
+#: one (the read caches: what earlier members wrote is not to be cached for others).
+group_member_hooks: list[Callable[[Connection], None]] = []
+
+
+class _Group:
+    __slots__ = ("committed", "connection", "engine")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.connection: Connection | None = None
+        self.committed: list[Callable[[], object]] = []
+
+    def open(self) -> Connection:
+        """The group's connection, in its transaction (begun at the first use)."""
+        if self.connection is None:
+            self.connection = self.engine.connect()
+            self.connection.exec_driver_sql("BEGIN")
+        return self.connection
+
+    def intact(self) -> bool:
+        """Whether the group's transaction is still open: SQLite ends a transaction by
+        itself on some errors (a full disk, an I/O error), and what the members before
+        wrote is then gone."""
+        if self.connection is None:
+            return True
+        dbapi = self.connection.connection.dbapi_connection
+        return dbapi is not None and bool(dbapi.in_transaction)
+
+    def commit(self) -> None:
+        if self.connection is not None:
+            if not self.intact():
+                raise _GroupLost()
+            _commit(self.connection)
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()  # rolls back what was not committed
+            self.connection = None
+
+
+class _GroupLost(SQLAlchemyError):
+    """The database ended a commit group's transaction before its commit."""
+
+    def __init__(self) -> None:
+        super().__init__("the database rolled back the commit group's transaction")
+
+
+_group: ContextVar[_Group | None] = ContextVar("imprint_commit_group", default=None)
+
+
+def _grouped(engine: Engine) -> _Group | None:
+    group = _group.get()
+    return group if group is not None and group.engine is engine else None
+
+
+def _roll_back_to(conn: Connection, name: str) -> None:
+    conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+    conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+
+
+@contextmanager
+def _group_write(group: _Group) -> Iterator[Connection]:
+    conn = group.open()
+    conn.exec_driver_sql(f"SAVEPOINT {_WRITE}")
+    try:
+        yield conn
+    except BaseException:
+        _roll_back_to(conn, _WRITE)
+        raise
+    conn.exec_driver_sql(f"RELEASE SAVEPOINT {_WRITE}")
+
+
+class _Member:
+    __slots__ = ("context", "error", "future", "result", "work")
+
+    def __init__(self, work: Callable[[], Any], future: asyncio.Future[Any]) -> None:
+        self.work = work
+        self.future = future
+        self.context = contextvars.copy_context()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class _Committer:
+    """The commit groups of one engine on one event loop."""
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        self.engine = engine
+        self.loop = loop
+        self.waiting: list[_Member] = []
+        self.scheduled = False
+        #: Groups committed, and the members they carried (for tests and the curious).
+        self.groups = 0
+        self.members = 0
+
+    async def run(self, work: Callable[[], T]) -> T:
+        future: asyncio.Future[T] = self.loop.create_future()
+        self.waiting.append(_Member(work, future))
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._run_group)
+        return await future
+
+    def _run_group(self) -> None:
+        members = self.waiting[:GROUP_LIMIT]
+        del self.waiting[:GROUP_LIMIT]
+        self.scheduled = bool(self.waiting)
+        if self.scheduled:
+            self.loop.call_soon(self._run_group)
+        group = _Group(self.engine)
+        ran: list[_Member] = []
+        undone: list[_Member] = []
+        try:
+            for at, member in enumerate(members):
+                if member.future.cancelled():  # its request is gone: not run
+                    continue
+                member.context.run(self._run_member, group, member)
+                ran.append(member)
+                if not group.intact():
+                    undone = members[at + 1 :]
+                    break
+            group.commit()
+        except Exception as exc:  # the commit failed: no member's work is durable
+            for member in ran:
+                member.error, member.result = exc, None
+        else:
+            self.groups += 1
+            self.members += len(ran)
+            for callback in group.committed:
+                _run_quietly(callback)
+        finally:
+            group.close()
+        if undone:  # the group was lost midway: the rest go first in the next one
+            self.waiting[:0] = undone
+            if not self.scheduled:
+                self.scheduled = True
+                self.loop.call_soon(self._run_group)
+        for member in ran:
+            if member.future.cancelled():
+                continue
+            if member.error is not None:
+                member.future.set_exception(member.error)
+            else:
+                member.future.set_result(member.result)
+
+    @staticmethod
+    def _run_member(group: _Group, member: _Member) -> None:
+        _group.set(group)
+        if group.connection is not None:
+            for hook in group_member_hooks:
+                hook(group.connection)
+        try:
+            member.result = member.work()
+        except BaseException as exc:  # raised in its request's task once the group ends
+            member.error = exc
+
+
+_committers: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Engine, _Committer]] = (
+    WeakKeyDictionary()
+)
+
+
+def committer(engine: Engine, loop: asyncio.AbstractEventLoop) -> _Committer:
+    """The commit groups of ``engine`` on ``loop``."""
+    of_loop = _committers.get(loop)
+    if of_loop is None:
+        of_loop = _committers[loop] = {}
+    found = of_loop.get(engine)
+    if found is None:
+        found = of_loop[engine] = _Committer(engine, loop)
+    return found
+
+
+async def grouped(engine: Engine, work: Callable[[], T]) -> T:
+    """``work()`` on the event loop as a member of a commit group (see above): its store
+    calls on ``engine`` share one transaction with the other requests ready now, and it
+    returns (or raises) once that transaction has committed."""
+    return await committer(engine, asyncio.get_running_loop()).run(work)
 
 
 # One at a time per key --------------------------------------------------------------------

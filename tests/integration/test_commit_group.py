@@ -1,0 +1,272 @@
+"""Commit groups (SQLite, on the event loop): the use cases of the requests ready together
+run one after another in one transaction, committed once for all of them, and each
+request gets its answer only after that commit (``imprint.store.db.grouped``).
+
+What a user of the device plane relies on, checked on a real database file:
+- one member's failure undoes its own writes only, and its refusal's own writes stay;
+- a member sees what the members before it wrote;
+- no member is answered before the commit, and when the commit fails, none succeeds
+  and nothing of theirs is stored or announced (after-commit callbacks);
+- a transaction SQLite ended by itself midway fails the members that ran in it, and
+  the rest run again in a group of their own;
+- a read cache never hands another thread what a member read of an earlier member's
+  uncommitted write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+
+from imprint.store import db
+from imprint.store.db import (
+    after_commit,
+    create_engine,
+    grouped,
+    own_transaction,
+    reading,
+    unit_of_work,
+    writing,
+)
+
+INSERT = text("INSERT INTO things (name) VALUES (:name)")
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    made = create_engine(f"sqlite:///{tmp_path}/group.db")
+    with writing(made) as conn:
+        conn.execute(text("CREATE TABLE things (name TEXT PRIMARY KEY)"))
+    yield made
+    made.dispose()
+
+
+def stored(engine: Engine) -> set[str]:
+    with reading(engine) as conn:
+        return {row[0] for row in conn.execute(text("SELECT name FROM things"))}
+
+
+def commits(engine: Engine) -> list[int]:
+    counted: list[int] = []
+    event.listen(engine, "commit", lambda _conn: counted.append(1))
+    return counted
+
+
+def add(engine: Engine, name: str) -> Callable[[], str]:
+    """A member whose unit of work stores ``name``."""
+
+    def work() -> str:
+        with unit_of_work(engine), writing(engine) as conn:
+            conn.execute(INSERT, {"name": name})
+        return name
+
+    return work
+
+
+def together(*calls: Any) -> list[Any]:
+    """Run the members on one event loop, all ready at once; their answers or errors."""
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def test_members_ready_together_commit_once(engine: Engine) -> None:
+    counted = commits(engine)
+    names = [f"device-{n}" for n in range(10)]
+    answers = together(*(grouped(engine, add(engine, name)) for name in names))
+    assert answers == names
+    assert stored(engine) == set(names)
+    assert len(counted) == 1
+
+
+def test_a_failing_member_undoes_only_its_own_work(engine: Engine) -> None:
+    def refused() -> None:
+        with unit_of_work(engine):
+            with writing(engine) as conn:
+                conn.execute(INSERT, {"name": "half-done"})
+            raise PermissionError("refused after a write")
+
+    def refused_with_journal() -> None:
+        try:
+            refused()
+        finally:  # what a refusal writes after its unit rolled back is kept
+            with writing(engine) as conn:
+                conn.execute(INSERT, {"name": "journal"})
+
+    def clashing() -> None:  # a constraint error inside its unit
+        with unit_of_work(engine), writing(engine) as conn:
+            conn.execute(INSERT, {"name": "mine"})
+            conn.execute(INSERT, {"name": "first"})
+
+    answers = together(
+        grouped(engine, add(engine, "first")),
+        grouped(engine, refused_with_journal),
+        grouped(engine, clashing),
+        grouped(engine, add(engine, "last")),
+    )
+    assert answers[0] == "first" and answers[3] == "last"
+    assert isinstance(answers[1], PermissionError)
+    assert "UNIQUE" in str(answers[2])
+    assert stored(engine) == {"first", "journal", "last"}
+
+
+def test_a_transaction_of_its_own_outlives_the_members_unit(engine: Engine) -> None:
+    def spends_then_fails() -> None:
+        with own_transaction(engine) as conn:  # a nonce spent whatever happens next
+            conn.execute(INSERT, {"name": "nonce"})
+        with unit_of_work(engine):
+            with writing(engine) as conn:
+                conn.execute(INSERT, {"name": "device"})
+            raise ValueError("refused")
+
+    answers = together(grouped(engine, spends_then_fails), grouped(engine, add(engine, "x")))
+    assert isinstance(answers[0], ValueError)
+    assert stored(engine) == {"nonce", "x"}
+
+
+def test_a_member_reads_what_the_members_before_it_wrote(engine: Engine) -> None:
+    def count() -> int:
+        with reading(engine) as conn:
+            return int(conn.execute(text("SELECT count(*) FROM things")).scalar_one())
+
+    answers = together(
+        grouped(engine, add(engine, "a")),
+        grouped(engine, add(engine, "b")),
+        grouped(engine, count),
+    )
+    assert answers == ["a", "b", 2]
+
+
+def test_no_member_is_answered_before_the_commit(engine: Engine) -> None:
+    seen: list[set[str]] = []
+
+    async def main() -> None:
+        first = asyncio.ensure_future(grouped(engine, add(engine, "a")))
+        second = asyncio.ensure_future(grouped(engine, add(engine, "b")))
+        await asyncio.wait([first, second], return_when=asyncio.FIRST_COMPLETED)
+        # Whoever is answered first: both rows are durable, seen from another connection.
+        seen.append(await asyncio.to_thread(stored, engine))
+        await asyncio.gather(first, second)
+
+    asyncio.run(main())
+    assert seen == [{"a", "b"}]
+
+
+def test_a_failed_commit_fails_every_member_and_keeps_nothing(engine: Engine) -> None:
+    announced: list[str] = []
+
+    def announcing(name: str) -> Callable[[], str]:
+        def work() -> str:
+            with unit_of_work(engine):
+                with writing(engine) as conn:
+                    conn.execute(INSERT, {"name": name})
+                after_commit(engine, lambda: announced.append(name))
+            return name
+
+        return work
+
+    def refuse_commit(_conn: Any) -> None:
+        raise OSError("disk I/O error")
+
+    event.listen(engine, "commit", refuse_commit)
+    try:
+        answers = together(grouped(engine, announcing("a")), grouped(engine, announcing("b")))
+    finally:
+        event.remove(engine, "commit", refuse_commit)
+    assert all(isinstance(answer, OSError) for answer in answers), answers
+    assert stored(engine) == set()
+    assert announced == []
+    # The next group starts clean.
+    assert together(grouped(engine, announcing("c"))) == ["c"]
+    assert stored(engine) == {"c"} and announced == ["c"]
+
+
+def test_a_transaction_sqlite_ended_midway_fails_those_in_it_and_retries_the_rest(
+    engine: Engine,
+) -> None:
+    def rolled_back_by_the_database() -> None:
+        # As SQLite does by itself on a full disk or an I/O error: the whole transaction
+        # is gone, the members' savepoints with it.
+        with writing(engine) as conn:
+            conn.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+
+    answers = together(
+        grouped(engine, add(engine, "lost")),
+        grouped(engine, rolled_back_by_the_database),
+        grouped(engine, add(engine, "after")),
+    )
+    assert isinstance(answers[0], db.SQLAlchemyError), answers
+    assert isinstance(answers[1], Exception)
+    assert answers[2] == "after"
+    assert stored(engine) == {"after"}
+
+
+def test_a_group_takes_at_most_its_limit(engine: Engine) -> None:
+    counted = commits(engine)
+    names = [f"d{n}" for n in range(db.GROUP_LIMIT + 5)]
+    assert together(*(grouped(engine, add(engine, name)) for name in names)) == names
+    assert len(counted) == 2
+    assert stored(engine) == set(names)
+
+
+def test_a_member_whose_request_is_gone_is_not_run(engine: Engine) -> None:
+    async def main() -> None:
+        kept = asyncio.ensure_future(grouped(engine, add(engine, "kept")))
+        gone = asyncio.ensure_future(grouped(engine, add(engine, "gone")))
+        await asyncio.sleep(0)  # both waiting for their group
+        gone.cancel()
+        assert await kept == "kept"
+
+    asyncio.run(main())
+    assert stored(engine) == {"kept"}
+
+
+def test_a_read_cache_never_hands_out_a_members_uncommitted_read(tmp_path: Path) -> None:
+    from imprint.store.cache import ReadCache
+
+    engine = create_engine(f"sqlite:///{tmp_path}/cached.db")
+    with writing(engine) as conn:
+        conn.execute(text("CREATE TABLE things (name TEXT PRIMARY KEY)"))
+    cache = ReadCache(engine, "things")
+
+    def load() -> bool:
+        with reading(engine) as conn:
+            return conn.execute(text("SELECT 1 FROM things WHERE name = 'x'")).first() is not None
+
+    def writes() -> None:
+        with writing(engine) as conn:
+            cache.changed(conn)
+            conn.execute(INSERT, {"name": "x"})
+
+    elsewhere: list[bool] = []
+
+    def reads_then_asks_another_thread() -> bool:
+        found = cache.get("x", load)  # the earlier member's row, not committed yet
+        thread = threading.Thread(target=lambda: elsewhere.append(cache.get("x", load)))
+        thread.start()
+        thread.join()
+        return found
+
+    def refuse_commit(_conn: Any) -> None:
+        raise OSError("disk I/O error")
+
+    event.listen(engine, "commit", refuse_commit)
+    try:
+        answers = together(
+            grouped(engine, writes), grouped(engine, reads_then_asks_another_thread)
+        )
+    finally:
+        event.remove(engine, "commit", refuse_commit)
+        engine.dispose()
+    assert all(isinstance(answer, OSError) for answer in answers), answers
+    # The other thread read the database (nothing committed), not the member's answer.
+    assert elsewhere == [False]
