@@ -113,7 +113,8 @@ def test_a_failing_member_undoes_only_its_own_work(engine: Engine) -> None:
         grouped(engine, clashing),
         grouped(engine, add(engine, "last")),
     )
-    assert answers[0] == "first" and answers[3] == "last"
+    assert answers[0] == "first"
+    assert answers[3] == "last"
     assert isinstance(answers[1], PermissionError)
     assert "UNIQUE" in str(answers[2])
     assert stored(engine) == {"first", "journal", "last"}
@@ -187,7 +188,8 @@ def test_a_failed_commit_fails_every_member_and_keeps_nothing(engine: Engine) ->
     assert announced == []
     # The next group starts clean.
     assert together(grouped(engine, announcing("c"))) == ["c"]
-    assert stored(engine) == {"c"} and announced == ["c"]
+    assert stored(engine) == {"c"}
+    assert announced == ["c"]
 
 
 def test_a_transaction_sqlite_ended_midway_fails_those_in_it_and_retries_the_rest(
@@ -261,9 +263,7 @@ def test_a_read_cache_never_hands_out_a_members_uncommitted_read(tmp_path: Path)
 
     event.listen(engine, "commit", refuse_commit)
     try:
-        answers = together(
-            grouped(engine, writes), grouped(engine, reads_then_asks_another_thread)
-        )
+        answers = together(grouped(engine, writes), grouped(engine, reads_then_asks_another_thread))
     finally:
         event.remove(engine, "commit", refuse_commit)
         engine.dispose()
