@@ -1,10 +1,13 @@
-"""kill -9 after a commit loses nothing: `imprint serve` is killed (SIGKILL, a real process)
-after a re-provisioning committed and before its effects were delivered; after a restart
-the superseded certificate is revoked and in the served CRL, the MQTT broker's CRL file
-is current again, and a reservation whose request died before signing is resolved."""
+"""kill -9 loses nothing: `imprint serve` is killed (SIGKILL, a real process) after a
+re-provisioning committed and before its effects were delivered; after a restart the
+superseded certificate is revoked and in the served CRL, the MQTT broker's CRL file is
+current again, and a reservation whose request died before signing is resolved. And
+killed amid concurrent registrations sharing commit groups, it loses no certificate an
+answer carried."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import signal
@@ -20,9 +23,11 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 
 from imprint.attestation.symmetric_key import derive_device_key
+from imprint.audit import verify_chain
 from imprint.pki.records import CertificateRecord, CertificateStatus
+from imprint.store.audit import SqlAuditLog
 from imprint.store.certificates import SqlCertificateLedger
-from imprint.store.tables import outbox
+from imprint.store.tables import certificates, devices, outbox
 from tests.conftest import free_port
 from tests.e2e.conftest import IMPRINT, clean_env, healthy, stop, trusting, wait_until
 from tests.integration.test_symmetric_key import make_csr, request_body
@@ -145,3 +150,101 @@ def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
 def _undelivered(engine: Engine) -> int:
     with engine.connect() as conn:
         return len(conn.execute(select(outbox).where(outbox.c.done_at.is_(None))).all())
+
+
+def test_kill_9_amid_commit_groups_loses_no_answered_certificate(tmp_path: Path) -> None:
+    """The default set-up (SQLite, no broker, no hooks): concurrent registrations share
+    commit groups. kill -9 while 24 are in flight: every certificate an answer carried
+    is recorded, each device holds one valid certificate, the audit chain holds, and the
+    restarted server registers the devices whose requests died."""
+    port, data = free_port(), tmp_path / "data"
+    env = clean_env(data, IMPRINT_SERVER__PORT=str(port), IMPRINT_CA__PASSPHRASE="crash-pass")
+    url, ca = f"https://127.0.0.1:{port}", data / "ca" / "root.crt"
+
+    def serve(name: str) -> subprocess.Popen[str]:
+        with (tmp_path / f"{name}.log").open("w") as out:
+            process = subprocess.Popen(
+                [str(IMPRINT), "serve"], cwd=tmp_path, env=env, stdout=out,
+                stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+        wait_until(lambda: ca.exists() and healthy(url, ca), "the server to answer", 60)
+        return process
+
+    process = serve("first")
+    try:
+        token = (data / "admin-token").read_text().strip()
+        admin = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=url, verify=trusting(ca), timeout=30) as client:
+            made = client.post("/api/v1/orgs", headers=admin, json={"id": "acme", "name": "Acme"})
+            assert made.status_code == 201, made.text
+            group = client.post(
+                "/api/v1/enrollments",
+                headers=admin,
+                json={"mechanism": "symmetric-key", "owner": "acme", "id": "fleet"},
+            )
+            assert group.status_code == 201, group.text
+        group_key = base64.b64decode(group.json()["group_key"])
+        names = [f"dev-{n:03d}" for n in range(240)]
+        bodies = {
+            name: request_body(derive_device_key(group_key, name), name, csr=make_csr(name))
+            for name in names
+        }
+        answered: dict[str, str] = {}
+        lost: list[str] = []
+
+        async def register(client: httpx.AsyncClient, queue: asyncio.Queue[str]) -> None:
+            while not queue.empty():
+                name = queue.get_nowait()
+                try:
+                    response = await client.post("/api/v1/provision", json=bodies[name])
+                except httpx.HTTPError:
+                    lost.append(name)
+                    continue
+                assert response.status_code == 200, response.text
+                answered[name] = response.json()["bundle"]["serial"]
+                if len(answered) == 60:
+                    process.kill()  # mid-load: other requests are in their groups
+
+        async def load() -> None:
+            queue: asyncio.Queue[str] = asyncio.Queue()
+            for name in names:
+                queue.put_nowait(name)
+            limits = httpx.Limits(max_connections=24)
+            async with httpx.AsyncClient(
+                base_url=url, verify=trusting(ca), timeout=30, limits=limits
+            ) as client:
+                await asyncio.gather(*(register(client, queue) for _ in range(24)))
+
+        asyncio.run(load())
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        assert lost, "nothing was in flight when the server died"
+    finally:
+        stop(process, signal.SIGKILL, 30)
+
+    engine = create_engine(f"sqlite:///{data}/imprint.db")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(certificates.c.serial, certificates.c.status, devices.c.device_id)
+                .join(devices, devices.c.id == certificates.c.device_ref)
+                .where(certificates.c.profile == "device")
+            ).all()
+        recorded = {row.serial: (row.status, row.device_id) for row in rows}
+        for name, serial in answered.items():
+            assert recorded.get(serial) == ("issued", name), (name, serial)
+        valid = [row.device_id for row in rows if row.status == "issued"]
+        assert len(valid) == len(set(valid)), "a device holds two valid certificates"
+        assert verify_chain(SqlAuditLog(engine)).ok
+    finally:
+        engine.dispose()
+
+    process = serve("second")
+    try:
+        with httpx.Client(base_url=url, verify=trusting(ca), timeout=30) as client:
+            for name in lost[:5]:
+                again = request_body(derive_device_key(group_key, name), name, csr=make_csr(name))
+                response = client.post("/api/v1/provision", json=again)
+                assert response.status_code == 200, response.text
+    finally:
+        stop(process, signal.SIGTERM, 30)

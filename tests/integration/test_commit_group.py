@@ -7,8 +7,9 @@ What a user of the device plane relies on, checked on a real database file:
 - a member sees what the members before it wrote;
 - no member is answered before the commit, and when the commit fails, none succeeds
   and nothing of theirs is stored or announced (after-commit callbacks);
-- a transaction SQLite ended by itself midway fails the members that ran in it, and
-  the rest run again in a group of their own;
+- a transaction SQLite ended by itself midway, or a member's work that could not be
+  rolled back, fails the members that ran in it, and the rest run again in a group of
+  their own;
 - a read cache never hands another thread what a member read of an earlier member's
   uncommitted write.
 """
@@ -206,6 +207,32 @@ def test_a_transaction_sqlite_ended_midway_fails_those_in_it_and_retries_the_res
         grouped(engine, rolled_back_by_the_database),
         grouped(engine, add(engine, "after")),
     )
+    assert isinstance(answers[0], db.SQLAlchemyError), answers
+    assert isinstance(answers[1], Exception)
+    assert answers[2] == "after"
+    assert stored(engine) == {"after"}
+
+
+def test_a_member_whose_work_cannot_be_undone_loses_the_group(engine: Engine) -> None:
+    def refuse_rollbacks(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("ROLLBACK TO SAVEPOINT"):
+            raise OSError("the rollback failed")
+
+    def refused() -> None:
+        with unit_of_work(engine), writing(engine) as conn:
+            conn.execute(INSERT, {"name": "half-done"})
+            raise PermissionError("refused after a write")
+
+    event.listen(engine, "before_cursor_execute", refuse_rollbacks)
+    try:
+        answers = together(
+            grouped(engine, add(engine, "before")),
+            grouped(engine, refused),
+            grouped(engine, add(engine, "after")),
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse_rollbacks)
+    # Its half-done write is still in the group's transaction: nothing of it commits.
     assert isinstance(answers[0], db.SQLAlchemyError), answers
     assert isinstance(answers[1], Exception)
     assert answers[2] == "after"

@@ -14,8 +14,11 @@ x509 signed request, new device, warm caches (SQLite, PostgreSQL):
   write lock already, on PostgreSQL the chain's advisory lock is one more statement),
   the step records: one commit.
 
-Where it runs: inline on the event loop on SQLite; on PostgreSQL on the event loop too,
-every statement through psycopg's async connection (decision 0016), never in a thread.
+Where it runs: inline on the event loop on SQLite, as a member of a commit group
+(decision 0018: the group's BEGIN is counted with the registration, alone in its group
+here, and its unit of work is a savepoint of the group's transaction); on PostgreSQL on
+the event loop too, every statement through psycopg's async connection (decision 0016),
+never in a thread.
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ def test_a_signed_x509_registration_makes_few_statements(
     assert len(reads) == 1, reads
     assert tally.sql("UPDATE DEVICES") == 0
     assert tally.sql("INSERT INTO DEVICES") == 1
-    assert tally.commits <= 1  # the unit of work, the nonce in it
+    assert tally.commits <= 1  # the unit of work (on SQLite its group), the nonce in it
     assert tally.checkouts <= 1  # the unit's connection, nothing before it
     # No pre-ping: no statement but the registration's own.
     assert not any(s.strip().upper() == "SELECT 1" for s in tally.statements)

@@ -634,7 +634,7 @@ def unit_of_work(engine: Engine) -> Iterator[None]:
             if group is None:
                 unit.connection.close()  # rolls back what was not committed
             else:
-                _roll_back_to(unit.connection, _UNIT)
+                _roll_back_to(group, _UNIT)
     if group is not None:
         group.committed.extend(unit.committed)
         return
@@ -797,12 +797,14 @@ group_member_hooks: list[Callable[[Connection], None]] = []
 
 
 class _Group:
-    __slots__ = ("committed", "connection", "engine")
+    __slots__ = ("broken", "committed", "connection", "engine")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.connection: Connection | None = None
         self.committed: list[Callable[[], object]] = []
+        #: A member's work could not be undone (its rollback to a savepoint failed).
+        self.broken = False
 
     def open(self) -> Connection:
         """The group's connection, in its transaction (begun at the first use)."""
@@ -814,7 +816,10 @@ class _Group:
     def intact(self) -> bool:
         """Whether the group's transaction is still open: SQLite ends a transaction by
         itself on some errors (a full disk, an I/O error), and what the members before
-        wrote is then gone."""
+        wrote is then gone. Nor is it one to commit once a member's failed work could not
+        be rolled back."""
+        if self.broken:
+            return False
         if self.connection is None:
             return True
         dbapi = self.connection.connection.dbapi_connection
@@ -847,9 +852,16 @@ def _grouped(engine: Engine) -> _Group | None:
     return group if group is not None and group.engine is engine else None
 
 
-def _roll_back_to(conn: Connection, name: str) -> None:
-    conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
-    conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+def _roll_back_to(group: _Group, name: str) -> None:
+    """Undo a member's work since the savepoint ``name``; when that fails, the group's
+    transaction holds work that must not commit: the group is lost."""
+    assert group.connection is not None
+    try:
+        group.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+        group.connection.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+    except BaseException:
+        group.broken = True
+        raise
 
 
 @contextmanager
@@ -859,7 +871,7 @@ def _group_write(group: _Group) -> Iterator[Connection]:
     try:
         yield conn
     except BaseException:
-        _roll_back_to(conn, _WRITE)
+        _roll_back_to(group, _WRITE)
         raise
     conn.exec_driver_sql(f"RELEASE SAVEPOINT {_WRITE}")
 
