@@ -148,6 +148,30 @@ def test_a_member_reads_what_the_members_before_it_wrote(engine: Engine) -> None
     assert answers == ["a", "b", 2]
 
 
+def test_a_member_that_reads_before_it_writes_outlasts_another_processs_commit(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # Another process (a second worker, the CLI) on the same file: an engine of its own,
+    # with its own writer locks.
+    other = create_engine(f"sqlite:///{tmp_path}/group.db")
+
+    def reads_then_writes() -> str:
+        with reading(engine) as conn:
+            assert conn.execute(text("SELECT count(*) FROM things")).scalar_one() == 0
+        with writing(other) as conn:  # commits between this member's read and its write
+            conn.execute(INSERT, {"name": "theirs"})
+        with unit_of_work(engine), writing(engine) as conn:
+            conn.execute(INSERT, {"name": "mine"})
+        return "mine"
+
+    try:
+        answers = together(grouped(engine, reads_then_writes), grouped(engine, add(engine, "b")))
+    finally:
+        other.dispose()
+    assert answers == ["mine", "b"]
+    assert stored(engine) == {"theirs", "mine", "b"}
+
+
 def test_no_member_is_answered_before_the_commit(engine: Engine) -> None:
     seen: list[set[str]] = []
 

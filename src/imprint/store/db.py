@@ -117,7 +117,13 @@ class _WriterConnection(sqlite3.Connection):
     def before(self, sql: str) -> None:
         if self.holding or sql.lstrip()[:6].upper() not in _WRITES:
             return
-        # Bounded: past the timeout, SQLite's busy handler decides as it did before.
+        self.take()
+
+    def take(self) -> None:
+        """Take the writer locks now (before a ``BEGIN IMMEDIATE``), not at the first
+        write. Bounded: past the timeout, SQLite's busy handler decides as it did before."""
+        if self.holding:
+            return
         self.holding = self.writer_lock.acquire(timeout=self.lock_timeout)
         if self.holding and self.lock_file is not None:
             if self._lock_fd is None:
@@ -729,7 +735,8 @@ def own_transaction(engine: Engine) -> AbstractContextManager[Connection]:
 
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
-    """A connection for reads: the unit of work's once it has written, else a fresh one.
+    """A connection for reads: the unit of work's once it has written (in a commit group,
+    the group's once a member has written), else a fresh one.
 
     A fresh one on PostgreSQL is in autocommit: a read outside a unit of work is then one
     round trip, not BEGIN, the SELECT and a ROLLBACK when it goes back to the pool. It
@@ -741,8 +748,8 @@ def reading(engine: Engine) -> Iterator[Connection]:
         yield unit.connection
         return
     group = _grouped(engine)
-    if group is not None:  # what the group's earlier members wrote, as they will commit it
-        yield group.open()
+    if group is not None and group.connection is not None:
+        yield group.connection  # what the group's members wrote, as they will commit it
         return
     with _connections(engine).connect() as conn:
         if conn.dialect.name == "postgresql":
@@ -773,8 +780,12 @@ def guarded(conn: Connection) -> Iterator[None]:
 #   it succeeds, rolled back to when it fails), and so is each write outside a unit (a
 #   refusal's journal, a nonce spent on its own): a member's failure undoes its own
 #   work only;
-# - every read of a member goes through the group's connection, so it sees what the
-#   members before it wrote, as they will commit it;
+# - once a member has written, every read of a member goes through the group's
+#   connection, so it sees what the members before it wrote, as they will commit it;
+#   the group's transaction begins at its first write with the writer locks taken
+#   (BEGIN IMMEDIATE), and reads before that use a fresh connection, as outside a
+#   group: a transaction that read first and wrote later would fail if another
+#   process (a second worker, the CLI) committed in between;
 # - no answer leaves before the group's commit: a member's result (or refusal) is handed
 #   to its request only once the commit has returned, and when the commit fails every
 #   member gets the error. The after-commit callbacks run after the group's commit.
@@ -807,10 +818,15 @@ class _Group:
         self.broken = False
 
     def open(self) -> Connection:
-        """The group's connection, in its transaction (begun at the first use)."""
+        """The group's connection, in its transaction, begun at the group's first write
+        with the writer locks already taken: its reads never see a snapshot older than
+        its writes (another process's commit in between would fail them)."""
         if self.connection is None:
             self.connection = self.engine.connect()
-            self.connection.exec_driver_sql("BEGIN")
+            dbapi = self.connection.connection.dbapi_connection
+            if isinstance(dbapi, _WriterConnection):
+                dbapi.take()
+            self.connection.exec_driver_sql("BEGIN IMMEDIATE")
         return self.connection
 
     def intact(self) -> bool:
