@@ -3,6 +3,7 @@ database, a worker that dies is replaced, and SIGTERM stops them all."""
 
 from __future__ import annotations
 
+import base64
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from imprint.attestation.symmetric_key import derive_device_key
 from tests.conftest import free_port
 from tests.e2e.conftest import (
     IMPRINT,
@@ -29,6 +31,7 @@ from tests.e2e.conftest import (
     trusting,
     wait_until,
 )
+from tests.integration.test_symmetric_key import request_body
 
 
 @dataclass
@@ -105,6 +108,39 @@ def test_two_workers_share_the_port_and_the_database(served: Served) -> None:
     ).json()["items"]
     assert serials <= {item["serial"] for item in listed}
     assert all(item["status"] == "issued" for item in listed if item["serial"] in serials)
+
+
+def test_two_workers_register_devices_concurrently_without_an_error(served: Served) -> None:
+    """Each worker's device requests share commit groups on the one SQLite file: a
+    group must never fail because the other worker committed while it ran."""
+    headers = {"Authorization": f"Bearer {served.token}"}
+    with httpx.Client(
+        base_url=served.url, verify=trusting(served.ca), headers=headers, timeout=30
+    ) as admin:
+        made = admin.post("/api/v1/orgs", json={"id": "acme", "name": "Acme"})
+        assert made.status_code == 201, made.text
+        group = admin.post(
+            "/api/v1/enrollments",
+            json={"mechanism": "symmetric-key", "owner": "acme", "id": "fleet"},
+        )
+        assert group.status_code == 201, group.text
+    group_key = base64.b64decode(group.json()["group_key"])
+
+    def register(names: list[str]) -> list[int]:
+        with httpx.Client(base_url=served.url, verify=trusting(served.ca), timeout=30) as client:
+            return [
+                client.post(
+                    "/api/v1/provision",
+                    json=request_body(derive_device_key(group_key, name), name),
+                ).status_code
+                for name in names
+            ]
+
+    batches = [[f"dev-{c}-{n}" for n in range(10)] for c in range(16)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = [status for batch in pool.map(register, batches) for status in batch]
+    assert statuses == [200] * 160, sorted(set(statuses))
+    assert "database is locked" not in served.log.read_text()
 
 
 def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(served: Served) -> None:
