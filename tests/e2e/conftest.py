@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
 import subprocess
@@ -144,3 +145,18 @@ def openssl(*args: str, cwd: Path) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def symmetric_key_group(client: httpx.Client, token: str, enrollment_id: str) -> bytes:
+    """Create the organization ``acme`` and a symmetric-key group enrollment of it with
+    the admin token; the group key its devices derive their keys from."""
+    admin = {"Authorization": f"Bearer {token}"}
+    made = client.post("/api/v1/orgs", headers=admin, json={"id": "acme", "name": "Acme"})
+    assert made.status_code == 201, made.text
+    group = client.post(
+        "/api/v1/enrollments",
+        headers=admin,
+        json={"mechanism": "symmetric-key", "owner": "acme", "id": enrollment_id},
+    )
+    assert group.status_code == 201, group.text
+    return base64.b64decode(group.json()["group_key"])

@@ -29,7 +29,15 @@ from imprint.store.audit import SqlAuditLog
 from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.tables import certificates, devices, outbox
 from tests.conftest import free_port
-from tests.e2e.conftest import IMPRINT, clean_env, healthy, stop, trusting, wait_until
+from tests.e2e.conftest import (
+    IMPRINT,
+    clean_env,
+    healthy,
+    stop,
+    symmetric_key_group,
+    trusting,
+    wait_until,
+)
 from tests.integration.test_symmetric_key import make_csr, request_body
 from tests.warm_cli import warm_imprint
 
@@ -173,17 +181,8 @@ def test_kill_9_amid_commit_groups_loses_no_answered_certificate(tmp_path: Path)
     process = serve("first")
     try:
         token = (data / "admin-token").read_text().strip()
-        admin = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, verify=trusting(ca), timeout=30) as client:
-            made = client.post("/api/v1/orgs", headers=admin, json={"id": "acme", "name": "Acme"})
-            assert made.status_code == 201, made.text
-            group = client.post(
-                "/api/v1/enrollments",
-                headers=admin,
-                json={"mechanism": "symmetric-key", "owner": "acme", "id": "fleet"},
-            )
-            assert group.status_code == 201, group.text
-        group_key = base64.b64decode(group.json()["group_key"])
+            group_key = symmetric_key_group(client, token, "fleet")
         names = [f"dev-{n:03d}" for n in range(240)]
         bodies = {
             name: request_body(derive_device_key(group_key, name), name, csr=make_csr(name))

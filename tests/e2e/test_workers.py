@@ -3,7 +3,6 @@ database, a worker that dies is replaced, and SIGTERM stops them all."""
 
 from __future__ import annotations
 
-import base64
 import signal
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from tests.e2e.conftest import (
     healthy,
     live_processes,
     stop,
+    symmetric_key_group,
     trusting,
     wait_until,
 )
@@ -113,18 +113,8 @@ def test_two_workers_share_the_port_and_the_database(served: Served) -> None:
 def test_two_workers_register_devices_concurrently_without_an_error(served: Served) -> None:
     """Each worker's device requests share commit groups on the one SQLite file: a
     group must never fail because the other worker committed while it ran."""
-    headers = {"Authorization": f"Bearer {served.token}"}
-    with httpx.Client(
-        base_url=served.url, verify=trusting(served.ca), headers=headers, timeout=30
-    ) as admin:
-        made = admin.post("/api/v1/orgs", json={"id": "acme", "name": "Acme"})
-        assert made.status_code == 201, made.text
-        group = admin.post(
-            "/api/v1/enrollments",
-            json={"mechanism": "symmetric-key", "owner": "acme", "id": "fleet"},
-        )
-        assert group.status_code == 201, group.text
-    group_key = base64.b64decode(group.json()["group_key"])
+    with httpx.Client(base_url=served.url, verify=trusting(served.ca), timeout=30) as admin:
+        group_key = symmetric_key_group(admin, served.token, "fleet")
 
     def register(names: list[str]) -> list[int]:
         with httpx.Client(base_url=served.url, verify=trusting(served.ca), timeout=30) as client:
