@@ -6,9 +6,10 @@ runs; the CPU one call costs in this process moves far less. These decide change
 * ``middleware``: the request log and metrics middleware around an ASGI no-op, with
   logging configured as ``imprint serve`` does (lines to a file, as a service's stderr);
 * ``noop``: the ASGI no-op alone (what ``middleware`` is compared with);
-* ``x509-signed``, ``csr-sign``: the whole application (routing, dependencies,
-  validation, the use case, the database) for one x509 signed-request registration,
-  or one admin CSR signing, called as an ASGI application without HTTP or TLS;
+* ``x509-signed``, ``oob-secret``, ``symmetric-key``, ``csr-sign``: the whole
+  application (routing, dependencies, validation, the use case, the database) for one
+  registration by that mechanism (the OOB secrets registered in bulk first), or one
+  admin CSR signing, called as an ASGI application without HTTP or TLS;
   SQLite in a temporary directory, or PostgreSQL at ``--database URL``.
 
 ``python -m bench.inproc middleware x509-signed csr-sign [--count N] [--database URL]
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +136,20 @@ async def bench_middleware(count: int, directory: Path) -> None:
     print(f"{'log + metrics':<14} {total - base:9.1f} µs CPU per request", flush=True)
 
 
+async def _provision(app: App, requests: list[Any], count: int, index: int) -> None:
+    """One prepared registration request (negative indexes: the warm-up's, after the rest)."""
+    request = requests[index if index >= 0 else count - 1 - index]
+    status, answer = await call(app, "POST", request.path, request.body)
+    if status != 200:
+        raise RuntimeError(f"registration: {status} {answer[:300]!r}")
+
+
 async def bench_app(parts: list[str], count: int, directory: Path, database: str | None) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from bench.floor import ca_certificate
-    from bench.load import build_requests, new_csr
+    from bench.load import build_requests, new_csr, oob_secret_for
     from imprint.api.app import create_app
     from imprint.runtime import prepare
     from imprint.settings import Settings
@@ -187,13 +197,27 @@ async def bench_app(parts: list[str], count: int, directory: Path, database: str
                 ).decode(),
             })  # fmt: skip
 
-            async def register(index: int) -> None:
-                request = requests[index if index >= 0 else count - 1 - index]
-                status, answer = await call(app, "POST", request.path, request.body)
-                if status != 200:
-                    raise RuntimeError(f"registration: {status} {answer[:300]!r}")
-
-            await _timed("x509-signed", count, register)
+            await _timed("x509-signed", count, partial(_provision, app, requests, count))
+        for kind in ("oob-secret", "symmetric-key"):
+            if kind not in parts:
+                continue
+            prefix = f"in-{kind}-{time.time_ns()}"
+            job: dict[str, Any] = {"kind": kind, "count": count + warm, "prefix": prefix,
+                                   "base_url": "http://127.0.0.1:8443"}  # fmt: skip
+            if kind == "oob-secret":
+                enrollment = {"owner": "bench", "id": "bench-oob", "mechanism": "oob-secret"}
+                await post("/api/v1/enrollments", enrollment, admin)
+                job["oob_master"] = "bench-oob-master"
+                rows = [{"device_id": f"{prefix}-{i:07d}",
+                         "secret": oob_secret_for(job["oob_master"], f"{prefix}-{i:07d}")}
+                        for i in range(count + warm)]  # fmt: skip
+                await post("/api/v1/enrollments/bench-oob/oob-secrets:bulk", rows, admin)
+            else:
+                enrollment = {"owner": "bench", "id": "bench-sym", "mechanism": "symmetric-key"}
+                made = await post("/api/v1/enrollments", enrollment, admin)
+                job["group_key"] = json.loads(made)["group_key"]
+            by_kind = build_requests(job)
+            await _timed(kind, count, partial(_provision, app, by_kind, count))
         if "csr-sign" in parts:
             csrs = [new_csr(f"csr-{i}")[1] for i in range(count + warm)]
 
@@ -214,7 +238,8 @@ async def bench_app(parts: list[str], count: int, directory: Path, database: str
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.inproc")
     parser.add_argument("parts", nargs="+",
-                        choices=("middleware", "x509-signed", "csr-sign"))  # fmt: skip
+                        choices=("middleware", "x509-signed", "oob-secret", "symmetric-key",
+                                 "csr-sign"))  # fmt: skip
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--database", default=None)
     parser.add_argument("--concurrency", type=int, default=1)

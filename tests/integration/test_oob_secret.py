@@ -303,6 +303,46 @@ def test_a_factory_reset_lets_the_same_secret_provision_again(service: Service) 
     assert again.status_code == 200, again.text
 
 
+@pytest.mark.both_databases
+def test_a_secret_attests_only_where_its_enrollment_admits_the_device(service: Service) -> None:
+    with service.admin() as admin:
+        lab = create_enrollment(admin)
+        off = create_enrollment(admin, id="oob-off")
+        other = create_enrollment(admin, id="oob-other")
+        solo = create_enrollment(
+            admin, id="oob-solo", kind="individual", registration_id="meter-solo"
+        )
+        assert register(admin, off, "meter-20", "a-disabled-groups-secret").status_code == 201
+        assert admin.post(f"/api/v1/enrollments/{off}/disable").status_code == 200
+        assert register(admin, lab, "meter-21").status_code == 201
+        assert register(admin, solo, "meter-solo", "a-solo-secret").status_code == 201
+    before = state(service)
+    with service.client() as client:
+        disabled = client.post(
+            "/api/v1/provision", json=request_body("a-disabled-groups-secret", "meter-20")
+        )
+        elsewhere = client.post(
+            "/api/v1/provision", json=request_body(SECRET, "meter-21", enrollment_id=other)
+        )
+        wrong = client.post("/api/v1/provision", json=request_body("a-solo-secret", "meter-21"))
+        assert state(service) == before
+        named = client.post(
+            "/api/v1/provision", json=request_body(SECRET, "meter-21", enrollment_id=lab)
+        )
+        alone = client.post("/api/v1/provision", json=request_body("a-solo-secret", "meter-solo"))
+    # A disabled group's secret attests nothing, nor does a secret held in another
+    # enrollment than the one named: the device waits for a secret where it may enroll.
+    assert disabled.status_code == 202, disabled.text
+    assert elsewhere.status_code == 202, elsewhere.text
+    # Another device's individual enrollment does not lend its secret.
+    assert wrong.status_code == 403, wrong.text
+    assert wrong.json()["code"] == "signature_invalid"
+    assert named.status_code == 200, named.text
+    assert named.json()["bundle"]["enrollment_id"] == lab
+    assert alone.status_code == 200, alone.text
+    assert alone.json()["bundle"]["enrollment_id"] == solo
+
+
 def test_manual_approval_holds_the_device_until_an_administrator_approves(
     service: Service,
 ) -> None:

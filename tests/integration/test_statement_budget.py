@@ -33,6 +33,7 @@ import pytest
 from sqlalchemy import event
 
 from imprint.store.db import engines
+from tests.integration import test_oob_secret as oob
 from tests.integration.conftest import Service
 from tests.integration.test_x509_attestation import (
     Manufacturer,
@@ -179,3 +180,28 @@ def test_an_api_key_is_looked_up_once_and_forgotten_when_revoked(
             assert admin.delete("/api/v1/api-keys/counted").status_code == 204
             # The next request of the revoked key is refused at once, not after a TTL.
             assert client.get("/api/v1/certificates").status_code == 401
+
+
+def test_an_oob_secret_registration_reads_the_secret_without_searching_enrollments(
+    service: Service,
+) -> None:
+    """oob-secret, new device, warm caches: the device's secrets by its id (one indexed
+    read; the enrollments that may hold them come from their cache), the secret again
+    under the device's lock, one UPDATE to spend it; no enrollment query."""
+    with service.admin() as admin:
+        enrollment = oob.create_enrollment(admin)
+        for device_id in ("oob-warm-1", "oob-warm-2", "oob-counted"):
+            assert oob.register(admin, enrollment, device_id).status_code == 201
+    with service.client() as client:
+        for warm in ("oob-warm-1", "oob-warm-2"):
+            warmed = client.post("/api/v1/provision", json=oob.request_body(oob.SECRET, warm))
+            assert warmed.status_code == 200, warmed.text
+        body = oob.request_body(oob.SECRET, "oob-counted")
+        with counted(service) as everything:
+            answer = client.post("/api/v1/provision", json=body)
+    assert answer.status_code == 200, answer.text
+    reads = [s for s in everything.statements if "FROM oob_secrets" in s]
+    assert len(reads) == 2, reads
+    assert all("IN (" not in s.upper() for s in reads), reads
+    assert everything.sql("UPDATE OOB_SECRETS") == 1
+    assert not [s for s in everything.statements if "FROM enrollments" in s]

@@ -48,7 +48,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -263,28 +263,35 @@ class OobSecretAttestor:
             proof = _IdprovProof.read(evidence, device_id)
         else:
             proof = _NativeProof.read(evidence, device_id)
-        candidates = self._candidates(evidence.enrollment_id, device_id)
-        by_id = {e.id: e for e in candidates}
+        named = self._named(evidence.enrollment_id)
+        admits = partial(_admits, named, device_id)
         if isinstance(proof, _PasswordProof):
-            one_time = self._one_time_password(proof, device_id, by_id, evidence)
+            one_time = self._one_time_password(proof, device_id, admits, evidence)
             if one_time is not None:
                 return one_time
-        registered = self._secrets.for_device(device_id, list(by_id))
+        # The device's secrets by its id, kept where an enrollment that admits the device
+        # holds them (the enrollments come from their cache): one query.
+        registered = [
+            (secret, enrollment)
+            for secret in self._secrets.for_device(device_id)
+            if (enrollment := self._enrollment(secret.enrollment_id)) is not None
+            and admits(enrollment)
+        ]
         if not registered and isinstance(proof, _PasswordProof):
             # A password that is neither a one-time password nor a registered secret is
             # wrong now, not early: the device cannot have it from anywhere else.
             raise SignatureInvalid("the password is not valid for this device")
         if not registered:
             return Attestation(
-                enrollment=self._waiting_in(candidates, evidence.at),
+                enrollment=self._waiting_in(self._candidates(named, device_id), evidence.at),
                 device_id=device_id,
                 identity=f"oob-secret:{device_id}",
                 checks=(_await_secret,),
             )
-        secret = next((s for s in registered if proof.verifies(s.secret)), None)
-        if secret is None:
+        verified = next(((s, e) for s, e in registered if proof.verifies(s.secret)), None)
+        if verified is None:
             raise SignatureInvalid(_WRONG)
-        enrollment = by_id[secret.enrollment_id]
+        secret, enrollment = verified
         if enrollment.device_id_rule is not DeviceIdRule.REGISTRATION_ID:
             raise IdentityNotEnrolled(
                 f"enrollment {enrollment.id!r} names devices by "
@@ -316,7 +323,7 @@ class OobSecretAttestor:
         self,
         proof: _PasswordProof,
         device_id: str,
-        by_id: dict[str, Enrollment],
+        admits: Callable[[Enrollment], bool],
         evidence: Evidence,
     ) -> Attestation | None:
         """The attestation of a one-time password, None if the password is none. It is
@@ -324,10 +331,10 @@ class OobSecretAttestor:
         if self._one_time is None:
             return None
         digest = password_sha256(proof.password)
-        found = self._one_time.find(digest, device_id, list(by_id))
-        if found is None:
+        found = self._one_time.find(digest, device_id)
+        enrollment = None if found is None else self._enrollment(found.enrollment_id)
+        if found is None or enrollment is None or not admits(enrollment):
             return None
-        enrollment = by_id[found.enrollment_id]
         if found.expired(evidence.at):
             raise SecretExpired("the one-time password has expired")
         if found.used_at is not None:  # then only the device may say it is a retry
@@ -365,15 +372,8 @@ class OobSecretAttestor:
     def _still_unspent(self, secret: OobSecret, evidence: Evidence, device: Device | None) -> None:
         """The secret as it is now that the request holds the device's lock: a request
         that spent it meanwhile (another key) wins."""
-        now = next(
-            (
-                s
-                for s in self._secrets.for_device(secret.device_id, [secret.enrollment_id])
-                if s.secret == secret.secret
-            ),
-            None,
-        )
-        if now is None:
+        now = self._secrets.get(secret.enrollment_id, secret.device_id)
+        if now is None or now.secret != secret.secret:
             raise SecretUsed("the out-of-band secret for this device was replaced meanwhile")
         self._refuse_spent(now, device, evidence)
 
@@ -384,35 +384,41 @@ class OobSecretAttestor:
                 "register a new one to provision again"
             )
 
-    def _candidates(self, enrollment_id: str | None, device_id: str) -> Sequence[Enrollment]:
-        """The named oob-secret enrollment, else every enabled one that could admit it."""
-        if enrollment_id is not None:
-            try:
-                named = self._enrollments.get(enrollment_id)
-            except NotFound:
-                named = None
-            if named is None or named.mechanism is not Mechanism.OOB_SECRET:
-                raise IdentityNotEnrolled(f"no oob-secret enrollment {enrollment_id!r}")
-            found = [named]
-        else:
-            # The enabled groups and this device's own individual enrollments, by query.
-            found = [
-                *self._enrollments.search(
-                    mechanism=Mechanism.OOB_SECRET,
-                    enabled=True,
-                    kind=EnrollmentKind.GROUP,
-                    limit=_MAX_ENROLLMENTS,
-                ),
-                *self._enrollments.search(
-                    mechanism=Mechanism.OOB_SECRET,
-                    enabled=True,
-                    registration_id=device_id,
-                    limit=_MAX_ENROLLMENTS,
-                ),
-            ]
-        return [
-            e for e in found if e.kind is EnrollmentKind.GROUP or e.registration_id == device_id
+    def _named(self, enrollment_id: str | None) -> Enrollment | None:
+        """The oob-secret enrollment the request names, if it names one."""
+        if enrollment_id is None:
+            return None
+        named = self._enrollment(enrollment_id)
+        if named is None or named.mechanism is not Mechanism.OOB_SECRET:
+            raise IdentityNotEnrolled(f"no oob-secret enrollment {enrollment_id!r}")
+        return named
+
+    def _enrollment(self, enrollment_id: str) -> Enrollment | None:
+        try:
+            return self._enrollments.get(enrollment_id)
+        except NotFound:
+            return None
+
+    def _candidates(self, named: Enrollment | None, device_id: str) -> Sequence[Enrollment]:
+        """The named enrollment, else every enabled one that could admit the device."""
+        if named is not None:
+            return [named]
+        # The enabled groups and this device's own individual enrollments, by query.
+        found = [
+            *self._enrollments.search(
+                mechanism=Mechanism.OOB_SECRET,
+                enabled=True,
+                kind=EnrollmentKind.GROUP,
+                limit=_MAX_ENROLLMENTS,
+            ),
+            *self._enrollments.search(
+                mechanism=Mechanism.OOB_SECRET,
+                enabled=True,
+                registration_id=device_id,
+                limit=_MAX_ENROLLMENTS,
+            ),
         ]
+        return [e for e in found if _admits(None, device_id, e)]
 
     def _waiting_in(self, candidates: Sequence[Enrollment], at: datetime) -> Enrollment:
         """Where a device without a secret waits: its own individual enrollment first."""
@@ -421,6 +427,19 @@ class OobSecretAttestor:
             if enrollment.is_open(at):
                 return enrollment
         raise IdentityNotEnrolled("no open oob-secret enrollment admits this device")
+
+
+def _admits(named: Enrollment | None, device_id: str, enrollment: Enrollment) -> bool:
+    """Whether a secret held in ``enrollment`` may attest ``device_id``: the named
+    enrollment's only, else an enabled oob-secret group's or the device's own
+    individual enrollment's."""
+    if named is not None:
+        return enrollment.id == named.id
+    return (
+        enrollment.mechanism is Mechanism.OOB_SECRET
+        and enrollment.enabled
+        and (enrollment.kind is EnrollmentKind.GROUP or enrollment.registration_id == device_id)
+    )
 
 
 def _await_secret(_evidence: Evidence) -> Hold:

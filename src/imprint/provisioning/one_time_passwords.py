@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -69,9 +69,9 @@ class OneTimePasswordStore(Protocol):
     def add(self, password: OneTimePassword) -> None: ...
 
     def find(
-        self, digest: str, device_id: str, enrollment_ids: Sequence[str]
+        self, digest: str, device_id: str, enrollment_ids: Collection[str] | None = None
     ) -> OneTimePassword | None:
-        """The password with that SHA-256, if it admits ``device_id`` in one of those."""
+        """The password with that SHA-256, if it admits ``device_id`` (in one of those)."""
         ...
 
     def mark_used(self, password_id: str, at: datetime) -> bool:

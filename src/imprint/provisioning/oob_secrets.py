@@ -27,7 +27,7 @@ import hmac
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -101,8 +101,10 @@ class OobSecretSummary:
 class OobSecretStore(Protocol):
     def get(self, enrollment_id: str, device_id: str) -> OobSecret | None: ...
 
-    def for_device(self, device_id: str, enrollment_ids: Sequence[str]) -> list[OobSecret]:
-        """The secrets of ``device_id`` in any of these enrollments."""
+    def for_device(
+        self, device_id: str, enrollment_ids: Collection[str] | None = None
+    ) -> list[OobSecret]:
+        """The secrets of ``device_id`` (in any of these enrollments), by enrollment id."""
 
     def existing(self, enrollment_id: str, device_ids: Sequence[str]) -> dict[str, OobSecret]:
         """The secrets of these devices in one enrollment, by device id."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Engine, RowMapping
 
 from imprint.provisioning.one_time_passwords import OneTimePassword
@@ -13,6 +13,13 @@ from imprint.store.db import reading, writing
 from imprint.store.tables import one_time_passwords
 
 __all__ = ["SqlOneTimePasswordStore"]
+
+
+# The password's SHA-256 is unique: one index probe, built once.
+_FIND = select(one_time_passwords).where(
+    one_time_passwords.c.password_sha256 == bindparam("digest"),
+    one_time_passwords.c.device_id == bindparam("device_id"),
+)
 
 
 def _password(row: RowMapping) -> OneTimePassword:
@@ -50,18 +57,16 @@ class SqlOneTimePasswordStore:
             )
 
     def find(
-        self, digest: str, device_id: str, enrollment_ids: Sequence[str]
+        self, digest: str, device_id: str, enrollment_ids: Collection[str] | None = None
     ) -> OneTimePassword | None:
-        if not enrollment_ids:
-            return None
-        query = select(one_time_passwords).where(
-            one_time_passwords.c.password_sha256 == digest,
-            one_time_passwords.c.device_id == device_id,
-            one_time_passwords.c.enrollment_id.in_(list(enrollment_ids)),
-        )
         with reading(self._engine) as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else _password(row)
+            found = conn.execute(_FIND, {"digest": digest, "device_id": device_id})
+            row = found.mappings().first()
+        if row is None:
+            return None
+        if enrollment_ids is not None and row["enrollment_id"] not in enrollment_ids:
+            return None
+        return _password(row)
 
     def mark_used(self, password_id: str, at: datetime) -> bool:
         statement = (

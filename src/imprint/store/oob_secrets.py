@@ -6,7 +6,7 @@ copied to another row does not open.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from imprint.errors import Conflict, NotFound
 from imprint.provisioning.oob_secrets import OobSecret, OobSecretSummary
 from imprint.sealing import SecretBox
-from imprint.store.db import guarded, reading, writing
+from imprint.store.db import Prepared, guarded, reading, writing
 from imprint.store.listing import Order, SortKeys, contains
 from imprint.store.tables import oob_secrets
 
@@ -36,6 +36,30 @@ OOB_SECRET_SORT = SortKeys(
     },
     tie_breaker=oob_secrets.c.device_id,
     default=Order("device_id"),
+)
+
+
+# The statements of a registration, built once. A device's secrets are read by its id
+# alone (the ``device_id`` index): which of its enrollments admit it is decided in Python
+# from the cached enrollments, instead of a per-device enrollment search and an ``IN``.
+_OF_DEVICE = (
+    select(oob_secrets)
+    .where(oob_secrets.c.device_id == bindparam("device_id"))
+    .order_by(oob_secrets.c.enrollment_id)
+)
+_ONE = select(oob_secrets).where(
+    oob_secrets.c.enrollment_id == bindparam("enrollment_id"),
+    oob_secrets.c.device_id == bindparam("device_id"),
+)
+_SPEND = Prepared(
+    update(oob_secrets)
+    .where(
+        oob_secrets.c.enrollment_id == bindparam("_enrollment"),
+        oob_secrets.c.device_id == bindparam("_device"),
+        oob_secrets.c.used_at.is_(None),
+    )
+    .values(used_at=bindparam("_at"))
+    .execution_options(preserve_rowcount=True)
 )
 
 
@@ -81,27 +105,21 @@ class SqlOobSecretStore:
         }
 
     def get(self, enrollment_id: str, device_id: str) -> OobSecret | None:
-        query = select(oob_secrets).where(
-            oob_secrets.c.enrollment_id == enrollment_id, oob_secrets.c.device_id == device_id
-        )
         with reading(self._engine) as conn:
-            row = conn.execute(query).mappings().first()
+            found = conn.execute(_ONE, {"enrollment_id": enrollment_id, "device_id": device_id})
+            row = found.mappings().first()
         return None if row is None else self._open(row)
 
-    def for_device(self, device_id: str, enrollment_ids: Sequence[str]) -> list[OobSecret]:
-        if not enrollment_ids:
-            return []
-        # (enrollment_id, device_id) is the primary key: one index probe per enrollment.
-        query = (
-            select(oob_secrets)
-            .where(
-                oob_secrets.c.enrollment_id.in_(list(enrollment_ids)),
-                oob_secrets.c.device_id == device_id,
-            )
-            .order_by(oob_secrets.c.enrollment_id)
-        )
+    def for_device(
+        self, device_id: str, enrollment_ids: Collection[str] | None = None
+    ) -> list[OobSecret]:
         with reading(self._engine) as conn:
-            return [self._open(row) for row in conn.execute(query).mappings()]
+            rows = conn.execute(_OF_DEVICE, {"device_id": device_id}).mappings().all()
+        return [
+            self._open(row)
+            for row in rows
+            if enrollment_ids is None or row["enrollment_id"] in enrollment_ids
+        ]
 
     def existing(self, enrollment_id: str, device_ids: Sequence[str]) -> dict[str, OobSecret]:
         found: dict[str, OobSecret] = {}
@@ -172,17 +190,9 @@ class SqlOobSecretStore:
             ) from None
 
     def mark_used(self, enrollment_id: str, device_id: str, at: datetime) -> bool:
-        statement = (
-            update(oob_secrets)
-            .where(
-                oob_secrets.c.enrollment_id == enrollment_id,
-                oob_secrets.c.device_id == device_id,
-                oob_secrets.c.used_at.is_(None),
-            )
-            .values(used_at=at)
-        )
+        values = {"_enrollment": enrollment_id, "_device": device_id, "_at": at}
         with writing(self._engine) as conn:
-            return bool(conn.execute(statement).rowcount)
+            return bool(_SPEND.execute(conn, values).rowcount)
 
     def search(
         self,

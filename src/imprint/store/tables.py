@@ -251,6 +251,8 @@ oob_secrets = Table(
     Column("valid_until", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
+    # A registration reads a device's secrets by its id alone (store/oob_secrets.py).
+    Index("ix_oob_secrets_device_id", "device_id"),
 )
 
 one_time_passwords = Table(
