@@ -8,12 +8,12 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import bindparam, delete, func, insert, literal_column, select, text, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from imprint.store.db import Prepared, own_transaction, reading
-from imprint.store.tables import certificates, devices, used_nonces
+from imprint.store.tables import certificates, devices, used_nonces, users
 
 pytestmark = pytest.mark.both_databases
 
@@ -138,3 +138,38 @@ def test_a_statement_it_cannot_bind_is_refused(engine: Engine) -> None:
         expanding = delete(used_nonces).where(used_nonces.c.nonce.in_(["a", "b"]))
         with pytest.raises(TypeError, match="expanding IN"):
             Prepared(expanding).execute(conn, {"scope": "s"})
+
+
+def test_a_prepared_query_reads_what_core_reads(engine: Engine) -> None:
+    """Times (with and without microseconds, and NULL), bytes, text, booleans, a
+    labelled literal in a UNION: every value as Core's own execution returns it."""
+    with own_transaction(engine) as conn:
+        conn.execute(insert(certificates), [_certificate("a", AT), _certificate("b", WHOLE)])
+        conn.execute(
+            insert(users),
+            [
+                {"id": "u1", "username": "ana", "password_hash": None, "disabled": True,
+                 "created_at": AT, "sessions_valid_after": None},
+                {"id": "u2", "username": "bo", "password_hash": "h", "disabled": False,
+                 "created_at": WHOLE, "sessions_valid_after": WHOLE},
+            ],
+        )  # fmt: skip
+    by_serial = select(certificates).where(certificates.c.serial == bindparam("serial"))
+    both = union_all(
+        select(users, literal_column("0").label("which")).where(users.c.id == bindparam("a")),
+        select(users, literal_column("1").label("which")).where(users.c.id == bindparam("b")),
+    )
+    with reading(engine) as conn:
+        for serial in ("a", "b"):
+            core = [dict(r) for r in conn.execute(by_serial, {"serial": serial}).mappings()]
+            ours = Prepared(by_serial).rows(conn, {"serial": serial})
+            assert ours == core
+            assert len(ours) == 1
+            assert ours[0]["not_before"].tzinfo is not None
+        core = [dict(r) for r in conn.execute(both, {"a": "u1", "b": "u2"}).mappings()]
+        ours = Prepared(both).rows(conn, {"a": "u1", "b": "u2"})
+        assert sorted(ours, key=str) == sorted(core, key=str)
+        assert len(ours) == 2
+        assert {row["username"]: row["disabled"] for row in ours} == {"ana": True, "bo": False}
+        assert all(type(row["disabled"]) is bool for row in ours)
+        assert Prepared(by_serial).rows(conn, {"serial": "none"}) == []

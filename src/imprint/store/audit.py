@@ -26,7 +26,11 @@ CHAIN_LOCK = "audit-chain"
 # INSERT. On SQLite the id is the tail's plus one (what SQLite itself would choose); on
 # PostgreSQL it is drawn from the column's sequence. Either way under the chain lock, so
 # ids follow the chain's order.
-_TAIL_SQLITE = select(audit_log.c.hash, audit_log.c.id + 1).order_by(audit_log.c.id.desc()).limit(1)
+_TAIL_SQLITE = Prepared(
+    select(audit_log.c.hash, (audit_log.c.id + 1).label("next_id"))
+    .order_by(audit_log.c.id.desc())
+    .limit(1)
+)
 _TAIL_POSTGRESQL = text(
     "SELECT (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1),"
     " COALESCE(nextval(pg_get_serial_sequence('audit_log', 'id')),"
@@ -117,8 +121,10 @@ class SqlAuditLog:
         with writing(self._engine) as conn:
             serialized(conn, CHAIN_LOCK)
             if conn.dialect.name == "sqlite":
-                tail = conn.execute(_TAIL_SQLITE).one_or_none()
-                prev, new_id = (GENESIS, 1) if tail is None else (tail[0] or GENESIS, tail[1])
+                tail = _TAIL_SQLITE.rows(conn, {})
+                prev, new_id = (
+                    (tail[0]["hash"] or GENESIS, tail[0]["next_id"]) if tail else (GENESIS, 1)
+                )
             else:
                 found, new_id = conn.execute(_TAIL_POSTGRESQL).one()
                 prev = found or GENESIS

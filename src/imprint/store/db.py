@@ -511,20 +511,27 @@ def _connections(engine: Engine) -> Engine:
 # order through the same type processors Core would use (the dialect's form of each
 # type, ``dialect_impl(dialect).bind_processor``: the UTC timestamps as SQLite's text).
 # It runs through ``Connection.exec_driver_sql``, so the engine's events, its error
-# translation (``IntegrityError``) and the result are Core's own.
+# translation (``IntegrityError``) and the result are Core's own; a query's values are
+# read back through each column type's result processor, as Core reads them.
 
 
 class _Plan:
     """A statement compiled for one dialect and one set of keys."""
 
-    __slots__ = ("names", "positional", "processors", "sql")
+    __slots__ = ("columns", "fixed", "names", "positional", "processors", "readers", "sql")
 
     def __init__(self, compiled: SQLCompiler, dialect: Dialect, keys: frozenset[str]) -> None:
         if compiled.insert_prefetch or compiled.update_prefetch or "POSTCOMPILE" in str(compiled):
             raise TypeError("a prepared statement takes every value, and no expanding IN")
         names = compiled.positiontup or list(compiled.bind_names.values())
         binds = {compiled.bind_names[b]: b for b in compiled.bind_names}
-        missing = [name for name in names if name not in keys]
+        # A value written into the statement (``id + 1``, a LIMIT) is bound as it is.
+        self.fixed = {
+            name: binds[name].value
+            for name in names
+            if name not in keys and not binds[name].required and binds[name].callable is None
+        }
+        missing = [name for name in names if name not in keys and name not in self.fixed]
         if missing:
             raise TypeError(f"a prepared statement needs values for {missing}")
         self.sql = compiled.string
@@ -535,8 +542,17 @@ class _Plan:
         self.processors = tuple(
             binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
         )
+        # A query's columns, read back through each type's result processor as Core
+        # reads them (SQLite's DATETIME text to a datetime, the UTC type's zone).
+        results = compiled._result_columns
+        self.columns = tuple(column.keyname for column in results)
+        self.readers = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in results
+        )
 
     def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        if self.fixed:
+            values = {**self.fixed, **values}
         bound = [
             values[name] if process is None else process(values[name])
             for name, process in zip(self.names, self.processors, strict=True)
@@ -548,8 +564,10 @@ class Prepared:
     """A Core statement executed without Core's per-execution compilation (see above).
 
     For the fixed statements of the busy paths: every parameter comes from the values
-    given (no column defaults, no expanding ``IN``; a statement that needs them is
-    refused with ``TypeError`` on its first execution).
+    given or is written into the statement (no column defaults, no expanding ``IN``; a
+    statement that needs them is refused with ``TypeError`` on its first execution).
+    :meth:`rows` reads a query's rows through the result processors of its columns'
+    types, as Core does.
     """
 
     __slots__ = ("_options", "_plans", "_statement")
@@ -564,12 +582,7 @@ class Prepared:
     ) -> CursorResult[Any]:
         """Run with one set of values, or with several (``executemany``)."""
         rows = [values] if isinstance(values, Mapping) else values
-        dialect = conn.dialect
-        keys = frozenset(rows[0])
-        plan = self._plans.get((type(dialect), keys))
-        if plan is None:
-            compiled = self._statement.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
-            plan = self._plans[(type(dialect), keys)] = _Plan(compiled, dialect, keys)
+        plan = self._plan(conn.dialect, rows[0])
         try:
             bound = [plan.bind(row) for row in rows]
         except Exception as error:  # as Core reports a value its type refuses
@@ -578,6 +591,30 @@ class Prepared:
             raise StatementError(message, plan.sql, None, error) from error
         parameters = bound[0] if isinstance(values, Mapping) else bound
         return conn.exec_driver_sql(plan.sql, parameters, self._options)
+
+    def _plan(self, dialect: Dialect, values: Mapping[str, Any]) -> _Plan:
+        keys = frozenset(values)
+        plan = self._plans.get((type(dialect), keys))
+        if plan is None:
+            compiled = self._statement.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
+            plan = self._plans[(type(dialect), keys)] = _Plan(compiled, dialect, keys)
+        return plan
+
+    def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A query's rows, each a dict by column key, its values as Core reads them."""
+        plan = self._plan(conn.dialect, values)
+        result = self.execute(conn, values)
+        columns, readers = plan.columns, plan.readers
+        return [
+            dict(
+                zip(
+                    columns,
+                    [v if read is None else read(v) for v, read in zip(row, readers, strict=True)],
+                    strict=True,
+                )
+            )
+            for row in result.fetchall()
+        ]
 
 
 # One transaction for several store calls ------------------------------------------------

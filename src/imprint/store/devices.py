@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     bindparam,
     delete,
     func,
     insert,
+    literal,
     literal_column,
     or_,
     select,
@@ -45,23 +47,26 @@ _KEY_HOLDING = (
     DeviceStatus.PENDING.value,
     DeviceStatus.APPROVED.value,
 )
-_FIND_WITH_HOLDER = union_all(
-    select(devices, literal_column("0").label("holder")).where(
-        devices.c.owner == bindparam("owner"), devices.c.device_id == bindparam("device_id")
-    ),
-    select(
-        select(devices, literal_column("1").label("holder"))
-        .where(
-            devices.c.public_key_sha256 == bindparam("key"),
-            devices.c.status.in_(_KEY_HOLDING),
-            or_(
-                devices.c.owner != bindparam("owner"),
-                devices.c.device_id != bindparam("device_id"),
-            ),
-        )
-        .limit(1)
-        .subquery()
-    ),
+_FIND_WITH_HOLDER = Prepared(
+    union_all(
+        select(devices, literal_column("0").label("holder")).where(
+            devices.c.owner == bindparam("owner"), devices.c.device_id == bindparam("device_id")
+        ),
+        select(
+            select(devices, literal_column("1").label("holder"))
+            .where(
+                devices.c.public_key_sha256 == bindparam("key"),
+                # Each status a value of its own: an IN that needs no expansion (Prepared).
+                devices.c.status.in_([literal(status) for status in _KEY_HOLDING]),
+                or_(
+                    devices.c.owner != bindparam("owner"),
+                    devices.c.device_id != bindparam("device_id"),
+                ),
+            )
+            .limit(1)
+            .subquery()
+        ),
+    )
 )
 _UPDATE = update(devices).where(devices.c.id == bindparam("_ref"))  # SET from the values
 _INSERT = insert(devices)
@@ -99,7 +104,7 @@ _USE_NONCE = {
 }
 
 
-def _device(row: RowMapping) -> Device:
+def _device(row: RowMapping | Mapping[str, Any]) -> Device:
     return Device(
         id=row["id"],
         owner=row["owner"],
@@ -170,7 +175,7 @@ class SqlDeviceStore:
     ) -> tuple[Device | None, Device | None]:
         values = {"owner": owner, "device_id": device_id, "key": public_key_sha256}
         with reading(self._engine) as conn:
-            rows = conn.execute(_FIND_WITH_HOLDER, values).mappings().all()
+            rows = _FIND_WITH_HOLDER.rows(conn, values)
         found: list[Device | None] = [None, None]
         for row in rows:
             found[int(row["holder"])] = _device(row)

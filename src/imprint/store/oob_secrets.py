@@ -6,7 +6,7 @@ copied to another row does not open.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -42,14 +42,16 @@ OOB_SECRET_SORT = SortKeys(
 # The statements of a registration, built once. A device's secrets are read by its id
 # alone (the ``device_id`` index): which of its enrollments admit it is decided in Python
 # from the cached enrollments, instead of a per-device enrollment search and an ``IN``.
-_OF_DEVICE = (
+_OF_DEVICE = Prepared(
     select(oob_secrets)
     .where(oob_secrets.c.device_id == bindparam("device_id"))
     .order_by(oob_secrets.c.enrollment_id)
 )
-_ONE = select(oob_secrets).where(
-    oob_secrets.c.enrollment_id == bindparam("enrollment_id"),
-    oob_secrets.c.device_id == bindparam("device_id"),
+_ONE = Prepared(
+    select(oob_secrets).where(
+        oob_secrets.c.enrollment_id == bindparam("enrollment_id"),
+        oob_secrets.c.device_id == bindparam("device_id"),
+    )
 )
 _SPEND = Prepared(
     update(oob_secrets)
@@ -82,7 +84,7 @@ class SqlOobSecretStore:
         self._engine = engine
         self._box = box
 
-    def _open(self, row: RowMapping) -> OobSecret:
+    def _open(self, row: RowMapping | Mapping[str, Any]) -> OobSecret:
         context = sealing_context(row["enrollment_id"], row["device_id"])
         return OobSecret(
             enrollment_id=row["enrollment_id"],
@@ -106,15 +108,14 @@ class SqlOobSecretStore:
 
     def get(self, enrollment_id: str, device_id: str) -> OobSecret | None:
         with reading(self._engine) as conn:
-            found = conn.execute(_ONE, {"enrollment_id": enrollment_id, "device_id": device_id})
-            row = found.mappings().first()
-        return None if row is None else self._open(row)
+            rows = _ONE.rows(conn, {"enrollment_id": enrollment_id, "device_id": device_id})
+        return self._open(rows[0]) if rows else None
 
     def for_device(
         self, device_id: str, enrollment_ids: Collection[str] | None = None
     ) -> list[OobSecret]:
         with reading(self._engine) as conn:
-            rows = conn.execute(_OF_DEVICE, {"device_id": device_id}).mappings().all()
+            rows = _OF_DEVICE.rows(conn, {"device_id": device_id})
         return [
             self._open(row)
             for row in rows
