@@ -582,7 +582,15 @@ class Prepared:
     ) -> CursorResult[Any]:
         """Run with one set of values, or with several (``executemany``)."""
         rows = [values] if isinstance(values, Mapping) else values
-        plan = self._plan(conn.dialect, rows[0])
+        return self._run(conn, self._plan(conn.dialect, rows[0]), values, rows)
+
+    def _run(
+        self,
+        conn: Connection,
+        plan: _Plan,
+        values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        rows: Sequence[Mapping[str, Any]],
+    ) -> CursorResult[Any]:
         try:
             bound = [plan.bind(row) for row in rows]
         except Exception as error:  # as Core reports a value its type refuses
@@ -603,7 +611,7 @@ class Prepared:
     def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[dict[str, Any]]:
         """A query's rows, each a dict by column key, its values as Core reads them."""
         plan = self._plan(conn.dialect, values)
-        result = self.execute(conn, values)
+        result = self._run(conn, plan, values, [values])
         columns, readers = plan.columns, plan.readers
         return [
             dict(
