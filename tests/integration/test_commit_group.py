@@ -17,6 +17,8 @@ What a user of the device plane relies on, checked on a real database file:
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -135,17 +137,66 @@ def test_a_transaction_of_its_own_outlives_the_members_unit(engine: Engine) -> N
     assert stored(engine) == {"nonce", "x"}
 
 
-def test_a_member_reads_what_the_members_before_it_wrote(engine: Engine) -> None:
-    def count() -> int:
-        with reading(engine) as conn:
-            return int(conn.execute(text("SELECT count(*) FROM things")).scalar_one())
+def lock_is_free(lock_file: Path) -> bool:
+    """Whether no connection holds the writer lock of the database (the flock(2) every
+    writer takes), checked without waiting."""
+    probe = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(probe)
+    return True
+
+
+def count(engine: Engine) -> int:
+    with reading(engine) as conn:
+        return int(conn.execute(text("SELECT count(*) FROM things")).scalar_one())
+
+
+def test_a_member_that_has_written_reads_what_the_members_before_it_wrote(
+    engine: Engine,
+) -> None:
+    def writes_then_counts() -> int:
+        with unit_of_work(engine):
+            with writing(engine) as conn:
+                conn.execute(INSERT, {"name": "c"})
+            return count(engine)
 
     answers = together(
         grouped(engine, add(engine, "a")),
         grouped(engine, add(engine, "b")),
-        grouped(engine, count),
+        grouped(engine, writes_then_counts),
     )
-    assert answers == ["a", "b", 2]
+    assert answers == ["a", "b", 3]
+
+
+def test_before_its_first_write_a_member_reads_what_is_committed_without_the_writer_lock(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # The read phase: every member runs up to its first write before any member writes,
+    # and no writer lock is held meanwhile, so another process can write.
+    other = create_engine(f"sqlite:///{tmp_path}/group.db")
+    seen: list[int] = []
+
+    def reads_then_writes(name: str) -> Callable[[], str]:
+        def work() -> str:
+            seen.append(count(engine))
+            if lock_is_free(tmp_path / "group.db.writer-lock"):  # else it would wait in vain
+                with writing(other) as conn:
+                    conn.execute(INSERT, {"name": f"theirs-{name}"})
+            return add(engine, name)()
+
+        return work
+
+    try:
+        answers = together(*(grouped(engine, reads_then_writes(n)) for n in ("a", "b", "c")))
+    finally:
+        other.dispose()
+    assert answers == ["a", "b", "c"]
+    assert seen == [0, 1, 2]  # the other process's commits, none of the group's writes
+    assert stored(engine) == {"a", "b", "c", "theirs-a", "theirs-b", "theirs-c"}
 
 
 def test_a_member_that_reads_before_it_writes_outlasts_another_processs_commit(
@@ -303,6 +354,8 @@ def test_a_read_cache_never_hands_out_a_members_uncommitted_read(tmp_path: Path)
     elsewhere: list[bool] = []
 
     def reads_then_asks_another_thread() -> bool:
+        with writing(engine) as conn:  # from here on, it reads through the group
+            conn.execute(INSERT, {"name": "y"})
         found = cache.get("x", load)  # the earlier member's row, not committed yet
         thread = threading.Thread(target=lambda: elsewhere.append(cache.get("x", load)))
         thread.start()
@@ -321,3 +374,47 @@ def test_a_read_cache_never_hands_out_a_members_uncommitted_read(tmp_path: Path)
     assert all(isinstance(answer, OSError) for answer in answers), answers
     # The other thread read the database (nothing committed), not the member's answer.
     assert elsewhere == [False]
+    assert stored(engine) == set()
+
+
+@pytest.mark.parametrize("holder", ["another process", "a thread of this process"])
+def test_a_group_waits_for_a_held_writer_lock_without_blocking_the_loop(
+    engine: Engine, tmp_path: Path, holder: str
+) -> None:
+    # Another process (a second worker, the CLI) is an engine of its own on the file; a
+    # thread of this process (the admin API) writes through the same engine.
+    other = (
+        create_engine(f"sqlite:///{tmp_path}/group.db") if holder == "another process" else engine
+    )
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writing(other) as conn:
+            conn.execute(INSERT, {"name": "theirs"})
+            held.set()
+            release.wait(3)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(3)
+
+    async def main() -> tuple[str, int, int]:
+        member = asyncio.ensure_future(grouped(engine, add(engine, "mine")))
+        ticks = 0
+        while ticks < 20:  # the loop goes on serving while the group waits
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not member.done()
+        release.set()
+        waits = db.committer(engine, asyncio.get_running_loop()).lock_waits
+        return await member, ticks, waits
+
+    try:
+        answer, ticks, waits = asyncio.run(main())
+    finally:
+        release.set()
+        thread.join()
+        if other is not engine:
+            other.dispose()
+    assert (answer, ticks, waits) == ("mine", 20, 1)
+    assert stored(engine) == {"theirs", "mine"}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 from weakref import WeakKeyDictionary
 
 import anyio.to_thread
+import greenlet
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine, make_url
@@ -126,11 +127,29 @@ class _WriterConnection(sqlite3.Connection):
             return
         self.holding = self.writer_lock.acquire(timeout=self.lock_timeout)
         if self.holding and self.lock_file is not None:
-            if self._lock_fd is None:
-                flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-                self._lock_fd = os.open(self.lock_file, flags, 0o600)
             # Held by a live transaction only: the kernel drops it if its process dies.
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            fcntl.flock(self._descriptor(self.lock_file), fcntl.LOCK_EX)
+
+    def _descriptor(self, lock_file: str) -> int:
+        if self._lock_fd is None:
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+            self._lock_fd = os.open(lock_file, flags, 0o600)
+        return self._lock_fd
+
+    def try_take(self) -> bool:
+        """Take the writer locks if no one holds them; never wait."""
+        if self.holding:
+            return True
+        if not self.writer_lock.acquire(blocking=False):
+            return False
+        if self.lock_file is not None:
+            try:
+                fcntl.flock(self._descriptor(self.lock_file), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.writer_lock.release()
+                return False
+        self.holding = True
+        return True
 
     def release(self) -> None:
         if self.holding:
@@ -819,25 +838,37 @@ def guarded(conn: Connection) -> Iterator[None]:
 # On SQLite the device plane runs inline on the event loop, one request's use case after
 # another, each committing on its own: a commit, a pool checkout and the writer locks per
 # registration. A commit group runs the use cases of the requests that are ready together
-# in one transaction, one after another as before, and commits once for all of them:
+# and commits once for all of them, in two phases:
 #
-# - each member's unit of work is a savepoint of the group's transaction (released when
-#   it succeeds, rolled back to when it fails), and so is each write outside a unit (a
-#   refusal's journal, a nonce spent on its own): a member's failure undoes its own
-#   work only;
-# - once a member has written, every read of a member goes through the group's
-#   connection, so it sees what the members before it wrote, as they will commit it;
-#   the group's transaction begins at its first write with the writer locks taken
-#   (BEGIN IMMEDIATE), and reads before that use a fresh connection, as outside a
-#   group: a transaction that read first and wrote later would fail if another
-#   process (a second worker, the CLI) committed in between;
-# - no answer leaves before the group's commit: a member's result (or refusal) is handed
-#   to its request only once the commit has returned, and when the commit fails every
-#   member gets the error. The after-commit callbacks run after the group's commit.
+# - the read phase: each member runs, in a greenlet of its own, up to its first write.
+#   What comes before it (the attestation: a signed request's signature, the device's
+#   chain, the enrollment and the device read) reads on fresh connections what is
+#   committed, as a request outside a group would, and holds no writer lock: another
+#   worker's group writes meanwhile. A member that never writes (a refusal with nothing
+#   to journal) ends here and is answered at once;
+# - the write phase: the group takes the writer locks, without blocking the event loop
+#   when another process holds them (a thread waits until they are free; the loop goes
+#   on reading requests), begins its transaction (BEGIN IMMEDIATE, so a member's reads
+#   never see a snapshot older than its writes) and resumes the members one after
+#   another where they stopped, in the order they came:
+#   - each member's unit of work is a savepoint of the group's transaction (released
+#     when it succeeds, rolled back to when it fails), and so is each write outside a
+#     unit (a refusal's journal, a nonce spent on its own): a member's failure undoes
+#     its own work only;
+#   - from its first write on, every read of a member goes through the group's
+#     connection, so it sees what the members before it wrote, as they will commit it.
+#     What it decided in its read phase it decides again under its locks, as against a
+#     concurrent request (the device's lock, the secret still unspent);
+# - no answer of a member that wrote leaves before the group's commit: its result (or
+#   refusal) is handed to its request once the commit has returned, and when the commit
+#   fails every member that wrote gets the error. The after-commit callbacks run after
+#   the group's commit;
+# - when SQLite ends the transaction midway (a full disk, an I/O error) or a member's
+#   failed work cannot be rolled back, the members that wrote in it fail, and the rest
+#   resume in a new transaction of the same group.
 #
-# The group lives inside one synchronous call on the loop, so nothing else on the loop's
-# thread writes while its transaction is open; other threads (the admin API's pool) wait
-# for the writer lock as they would for any writer.
+# Only the group's runner writes on the loop's thread while its transaction is open;
+# other threads (the admin API's pool) wait for the writer lock as for any writer.
 
 _UNIT = "imprint_unit"
 _WRITE = "imprint_write"
@@ -847,13 +878,13 @@ _RELEASE_UNIT = f"RELEASE SAVEPOINT {_UNIT}"
 #: At most this many requests share a commit; the rest wait for the next group.
 GROUP_LIMIT = 32
 
-#: Called in a member's context before it runs, with the group's connection once it has
-#: one (the read caches: what earlier members wrote is not to be cached for others).
+#: Called in a member's context as it resumes for the write phase, with the group's
+#: connection (the read caches: what earlier members wrote is not to be cached for others).
 group_member_hooks: list[Callable[[Connection], None]] = []
 
 
 class _Group:
-    __slots__ = ("broken", "committed", "connection", "engine")
+    __slots__ = ("broken", "committed", "connection", "engine", "failure", "reading")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -861,18 +892,31 @@ class _Group:
         self.committed: list[Callable[[], object]] = []
         #: A member's work could not be undone (its rollback to a savepoint failed).
         self.broken = False
+        #: The group's runner, while the members run their read phase.
+        self.reading: greenlet.greenlet | None = None
+        #: Why the group's transaction could not begin.
+        self.failure: BaseException | None = None
 
     def open(self) -> Connection:
-        """The group's connection, in its transaction, begun at the group's first write
-        with the writer locks already taken: its reads never see a snapshot older than
-        its writes (another process's commit in between would fail them)."""
+        """The group's connection, in its transaction. A member in its read phase waits
+        here for the write phase (its greenlet hands control back to the group's runner)
+        and reads, from then on, what the members before it wrote."""
+        if self.connection is None and self.reading is not None:
+            self.reading.switch()
+            if self.connection is not None:
+                for hook in group_member_hooks:
+                    hook(self.connection)
         if self.connection is None:
-            self.connection = self.engine.connect()
-            dbapi = self.connection.connection.dbapi_connection
-            if isinstance(dbapi, _WriterConnection):
-                dbapi.take()
-            self.connection.exec_driver_sql("BEGIN IMMEDIATE")
+            raise _GroupNotBegun() from self.failure
         return self.connection
+
+    def write_on(self, connection: Connection | None, failure: BaseException | None) -> None:
+        """The write phase begins: on ``connection``, in its transaction, or with none
+        because of ``failure`` (each member's first write then fails with it)."""
+        self.reading = None
+        self.broken = False
+        self.connection = connection
+        self.failure = failure
 
     def intact(self) -> bool:
         """Whether the group's transaction is still open: SQLite ends a transaction by
@@ -903,6 +947,13 @@ class _GroupLost(SQLAlchemyError):
 
     def __init__(self) -> None:
         super().__init__("the database rolled back the commit group's transaction")
+
+
+class _GroupNotBegun(SQLAlchemyError):
+    """A commit group's transaction could not begin (its cause is chained)."""
+
+    def __init__(self) -> None:
+        super().__init__("the commit group's transaction could not begin")
 
 
 _group: ContextVar[_Group | None] = ContextVar("imprint_commit_group", default=None)
@@ -937,15 +988,45 @@ def _group_write(group: _Group) -> Iterator[Connection]:
     conn.exec_driver_sql(f"RELEASE SAVEPOINT {_WRITE}")
 
 
-class _Member:
-    __slots__ = ("context", "error", "future", "result", "work")
+#: A request waiting for its group: its work, its answer, a copy of its context.
+_Ready = tuple[Callable[[], Any], "asyncio.Future[Any]", contextvars.Context]
 
-    def __init__(self, work: Callable[[], Any], future: asyncio.Future[Any]) -> None:
-        self.work = work
-        self.future = future
-        self.context = contextvars.copy_context()
+
+class _Member:
+    __slots__ = ("error", "future", "result", "runner")
+
+    def __init__(self, group: _Group, ready: _Ready) -> None:
+        work, self.future, context = ready
         self.result: Any = None
         self.error: BaseException | None = None
+        # Its own greenlet, in a copy of its request's context (where its group and its
+        # unit of work are set): it stops at its first write until the group's write phase.
+        self.runner = greenlet.greenlet(functools.partial(self._run, group, work))
+        self.runner.gr_context = context
+
+    def _run(self, group: _Group, work: Callable[[], Any]) -> None:
+        _group.set(group)
+        try:
+            self.result = work()
+        except BaseException as exc:  # raised in its request's task once it is answered
+            self.error = exc
+
+    @property
+    def done(self) -> bool:
+        return bool(self.runner.dead)
+
+    def answer(self) -> None:
+        if self.future.cancelled():
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.result)
+
+
+#: How often a group waiting for another process's writer lock looks again (seconds),
+#: should its wait for the lock be outrun by that process taking it again.
+_LOCK_RETRY = 0.001
 
 
 class _Committer:
@@ -954,72 +1035,118 @@ class _Committer:
     def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
         self.engine = engine
         self.loop = loop
-        self.waiting: list[_Member] = []
-        self.scheduled = False
-        #: Groups committed, and the members they carried (for tests and the curious).
+        self.waiting: list[_Ready] = []
+        self.running = False
+        self._task: asyncio.Task[None] | None = None
+        #: Groups committed, the members they carried, and the times a group found the
+        #: writer locks taken (for tests and the curious).
         self.groups = 0
         self.members = 0
+        self.lock_waits = 0
 
     async def run(self, work: Callable[[], T]) -> T:
         future: asyncio.Future[T] = self.loop.create_future()
-        self.waiting.append(_Member(work, future))
-        if not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self._run_group)
+        self.waiting.append((work, future, contextvars.copy_context()))
+        if not self.running:
+            self.running = True
+            self._task = self.loop.create_task(self._run_groups())
         return await future
 
-    def _run_group(self) -> None:
-        members = self.waiting[:GROUP_LIMIT]
-        del self.waiting[:GROUP_LIMIT]
-        self.scheduled = bool(self.waiting)
-        if self.scheduled:
-            self.loop.call_soon(self._run_group)
+    async def _run_groups(self) -> None:
+        try:
+            while self.waiting:
+                ready = self.waiting[:GROUP_LIMIT]
+                del self.waiting[:GROUP_LIMIT]
+                await self._run_group(ready)
+        finally:
+            self.running = False
+
+    async def _run_group(self, ready: list[_Ready]) -> None:
         group = _Group(self.engine)
+        group.reading = greenlet.getcurrent()
+        writers: list[_Member] = []
+        for one in ready:
+            if one[1].cancelled():  # its request is gone: not run
+                continue
+            member = _Member(group, one)
+            member.runner.switch()  # its read phase: to its end or its first write
+            if member.done:
+                member.answer()  # it wrote nothing: nothing to wait for
+            else:
+                writers.append(member)
+        if not writers:
+            for callback in group.committed:
+                _run_quietly(callback)
+        while writers:
+            writers = await self._write_phase(group, writers)
+
+    async def _write_phase(self, group: _Group, writers: list[_Member]) -> list[_Member]:
+        """Resume ``writers`` in one transaction and commit it; the members that did not
+        run because the transaction ended midway (they go into the next one)."""
+        try:
+            group.write_on(await self._locked_connection(), None)
+        except BaseException as exc:
+            group.write_on(None, exc)
         ran: list[_Member] = []
         undone: list[_Member] = []
         try:
-            for at, member in enumerate(members):
-                if member.future.cancelled():  # its request is gone: not run
-                    continue
-                member.context.run(self._run_member, group, member)
+            for at, member in enumerate(writers):
+                member.runner.switch()  # runs to its end
                 ran.append(member)
                 if not group.intact():
-                    undone = members[at + 1 :]
+                    undone = writers[at + 1 :]
                     break
             group.commit()
         except Exception as exc:  # the commit failed: no member's work is durable
             for member in ran:
                 member.error, member.result = exc, None
+            group.committed = []
         else:
-            self.groups += 1
-            self.members += len(ran)
+            if group.connection is not None:
+                self.groups += 1
+                self.members += len(ran)
             for callback in group.committed:
                 _run_quietly(callback)
+            group.committed = []
         finally:
             group.close()
-        if undone:  # the group was lost midway: the rest go first in the next one
-            self.waiting[:0] = undone
-            if not self.scheduled:
-                self.scheduled = True
-                self.loop.call_soon(self._run_group)
         for member in ran:
-            if member.future.cancelled():
-                continue
-            if member.error is not None:
-                member.future.set_exception(member.error)
-            else:
-                member.future.set_result(member.result)
+            member.answer()
+        return undone
 
-    @staticmethod
-    def _run_member(group: _Group, member: _Member) -> None:
-        _group.set(group)
-        if group.connection is not None:
-            for hook in group_member_hooks:
-                hook(group.connection)
+    async def _locked_connection(self) -> Connection:
+        """A pooled connection in a transaction that holds the writer locks, taken
+        without blocking the loop while another process (a second worker, the CLI) or
+        thread holds them."""
+        connection = self.engine.connect()
         try:
-            member.result = member.work()
-        except BaseException as exc:  # raised in its request's task once the group ends
-            member.error = exc
+            dbapi = connection.connection.dbapi_connection
+            if isinstance(dbapi, _WriterConnection) and not dbapi.try_take():
+                self.lock_waits += 1
+                deadline = self.loop.time() + dbapi.lock_timeout
+                while not dbapi.try_take():
+                    if self.loop.time() > deadline:
+                        dbapi.take()  # as any writer: then SQLite's busy handler decides
+                        break
+                    await self.loop.run_in_executor(None, _until_free, dbapi)
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+
+def _until_free(dbapi: _WriterConnection) -> None:
+    """Wait (in a thread) until the writer locks are free, holding neither after: the
+    loop then takes them itself. Bounded by the lock's timeout."""
+    if dbapi.writer_lock.acquire(timeout=dbapi.lock_timeout):
+        dbapi.writer_lock.release()
+    if dbapi.lock_file is not None:
+        probe = os.open(dbapi.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX)  # held by a live transaction only
+        finally:
+            os.close(probe)  # and released with it
 
 
 _committers: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Engine, _Committer]] = (
@@ -1041,7 +1168,8 @@ def committer(engine: Engine, loop: asyncio.AbstractEventLoop) -> _Committer:
 async def grouped(engine: Engine, work: Callable[[], T]) -> T:
     """``work()`` on the event loop as a member of a commit group (see above): its store
     calls on ``engine`` share one transaction with the other requests ready now, and it
-    returns (or raises) once that transaction has committed."""
+    returns (or raises) once that transaction has committed (or at once, if it wrote
+    nothing)."""
     return await committer(engine, asyncio.get_running_loop()).run(work)
 
 
