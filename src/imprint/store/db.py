@@ -327,6 +327,9 @@ def create_engine(url: str) -> Engine:
                 connect_args={"check_same_thread": False, "factory": connection_class},
                 pool_size=16,
                 max_overflow=32,
+                # The connection used last goes out first: its page cache is the warmest
+                # (SQLite keeps one per connection).
+                pool_use_lifo=True,
             )
             event.listen(engine, "connect", _sqlite_pragmas)
             _connection_classes[engine] = connection_class
@@ -812,9 +815,13 @@ def reading(engine: Engine) -> Iterator[Connection]:
         yield unit.connection
         return
     group = _grouped(engine)
-    if group is not None and group.connection is not None:
-        yield group.connection  # what the group's members wrote, as they will commit it
-        return
+    if group is not None:
+        if group.connection is not None:
+            yield group.connection  # what the members wrote, as they will commit it
+            return
+        if group.reading is not None:
+            yield group.reader()  # the read phase: what is committed
+            return
     with _connections(engine).connect() as conn:
         if conn.dialect.name == "postgresql":
             conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -884,7 +891,7 @@ group_member_hooks: list[Callable[[Connection], None]] = []
 
 
 class _Group:
-    __slots__ = ("broken", "committed", "connection", "engine", "failure", "reading")
+    __slots__ = ("_reader", "broken", "committed", "connection", "engine", "failure", "reading")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -896,6 +903,20 @@ class _Group:
         self.reading: greenlet.greenlet | None = None
         #: Why the group's transaction could not begin.
         self.failure: BaseException | None = None
+        self._reader: Connection | None = None
+
+    def reader(self) -> Connection:
+        """The read phase's connection, outside a transaction (each read sees what is
+        committed), shared by the members, and the write phase's after: one pooled
+        connection, whose page cache stays warm, instead of one a read."""
+        if self._reader is None:
+            self._reader = self.engine.connect()
+        return self._reader
+
+    def take_reader(self) -> Connection:
+        """The read phase's connection, for the write phase (a new one if it had none)."""
+        reader, self._reader = self._reader, None
+        return reader if reader is not None else self.engine.connect()
 
     def open(self) -> Connection:
         """The group's connection, in its transaction. A member in its read phase waits
@@ -937,9 +958,10 @@ class _Group:
             _commit(self.connection)
 
     def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()  # rolls back what was not committed
-            self.connection = None
+        for conn in (self.connection, self._reader):
+            if conn is not None:
+                conn.close()  # rolls back what was not committed
+        self.connection = self._reader = None
 
 
 class _GroupLost(SQLAlchemyError):
@@ -1075,6 +1097,7 @@ class _Committer:
             else:
                 writers.append(member)
         if not writers:
+            group.close()
             for callback in group.committed:
                 _run_quietly(callback)
         while writers:
@@ -1084,7 +1107,7 @@ class _Committer:
         """Resume ``writers`` in one transaction and commit it; the members that did not
         run because the transaction ended midway (they go into the next one)."""
         try:
-            group.write_on(await self._locked_connection(), None)
+            group.write_on(await self._locked(group.take_reader()), None)
         except BaseException as exc:
             group.write_on(None, exc)
         ran: list[_Member] = []
@@ -1114,11 +1137,10 @@ class _Committer:
             member.answer()
         return undone
 
-    async def _locked_connection(self) -> Connection:
-        """A pooled connection in a transaction that holds the writer locks, taken
-        without blocking the loop while another process (a second worker, the CLI) or
-        thread holds them."""
-        connection = self.engine.connect()
+    async def _locked(self, connection: Connection) -> Connection:
+        """``connection`` in a transaction that holds the writer locks, taken without
+        blocking the loop while another process (a second worker, the CLI) or thread
+        holds them."""
         try:
             dbapi = connection.connection.dbapi_connection
             if isinstance(dbapi, _WriterConnection) and not dbapi.try_take():
