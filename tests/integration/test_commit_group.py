@@ -418,3 +418,23 @@ def test_a_group_waits_for_a_held_writer_lock_without_blocking_the_loop(
             other.dispose()
     assert (answer, ticks, waits) == ("mine", 20, 1)
     assert stored(engine) == {"theirs", "mine"}
+
+
+def test_a_group_reads_and_writes_on_one_connection(engine: Engine) -> None:
+    # Each member reads, then writes: the read phase's connection is the write phase's,
+    # not a pooled connection a read.
+    checkouts: list[int] = []
+    event.listen(engine, "checkout", lambda *_args: checkouts.append(1))
+
+    def reads_then_writes(name: str) -> Callable[[], str]:
+        def work() -> str:
+            count(engine)
+            count(engine)
+            return add(engine, name)()
+
+        return work
+
+    names = [f"d{n}" for n in range(5)]
+    assert together(*(grouped(engine, reads_then_writes(name)) for name in names)) == names
+    assert len(checkouts) == 1
+    assert stored(engine) == set(names)

@@ -849,8 +849,9 @@ def guarded(conn: Connection) -> Iterator[None]:
 #
 # - the read phase: each member runs, in a greenlet of its own, up to its first write.
 #   What comes before it (the attestation: a signed request's signature, the device's
-#   chain, the enrollment and the device read) reads on fresh connections what is
-#   committed, as a request outside a group would, and holds no writer lock: another
+#   chain, the enrollment and the device read) reads what is committed, as a request
+#   outside a group would, on one connection the members share outside a transaction
+#   (it writes for the group after), and holds no writer lock: another
 #   worker's group writes meanwhile. A member that never writes (a refusal with nothing
 #   to journal) ends here and is answered at once;
 # - the write phase: the group takes the writer locks, without blocking the event loop
