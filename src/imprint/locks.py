@@ -22,11 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextvars import ContextVar
 from types import TracebackType
 
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
-__all__ = ["Lock"]
+__all__ = ["Lock", "holds_a_lock"]
+
+#: How many :class:`Lock` s this context holds (a SQLite commit group's member must not
+#: stop for the group's write phase while it holds one: ``imprint.store.db``).
+_held: ContextVar[int] = ContextVar("imprint_locks_held", default=0)
+
+
+def holds_a_lock() -> bool:
+    """Whether this context holds a :class:`Lock`."""
+    return _held.get() > 0
+
 
 #: How long a request on the event loop sleeps between two tries of a held lock: the
 #: first pause, doubled after each try up to the longest (a lock held for long, say
@@ -64,9 +75,11 @@ class Lock:
                 self._lock.acquire()
         if greenlet:
             self._loop_holder = threading.get_ident()
+        _held.set(_held.get() + 1)
 
     def release(self) -> None:
         self._loop_holder = None
+        _held.set(max(0, _held.get() - 1))
         self._lock.release()
 
     def locked(self) -> bool:

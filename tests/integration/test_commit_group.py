@@ -438,3 +438,33 @@ def test_a_group_reads_and_writes_on_one_connection(engine: Engine) -> None:
     assert together(*(grouped(engine, reads_then_writes(name)) for name in names)) == names
     assert len(checkouts) == 1
     assert stored(engine) == set(names)
+
+
+def test_a_member_holding_an_in_process_lock_writes_without_stopping(engine: Engine) -> None:
+    # A member that writes while it holds an imprint.locks.Lock (a signing key made on
+    # first use) cannot stop for the write phase: the next member, on the same thread,
+    # would wait for the lock for good. The write phase begins at once instead.
+    from imprint.locks import Lock
+
+    lock = Lock()
+    found_free: list[bool] = []
+
+    def under_the_lock(name: str) -> Callable[[], str]:
+        def work() -> str:
+            found_free.append(not lock.locked())
+            if not found_free[-1]:
+                return "would have hung"
+            with lock:
+                return add(engine, name)()
+
+        return work
+
+    answers = together(
+        grouped(engine, add(engine, "first")),
+        grouped(engine, under_the_lock("a")),
+        grouped(engine, under_the_lock("b")),
+        grouped(engine, add(engine, "last")),
+    )
+    assert answers == ["first", "a", "b", "last"]
+    assert found_free == [True, True]
+    assert stored(engine) == {"first", "a", "b", "last"}

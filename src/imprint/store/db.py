@@ -18,6 +18,7 @@ import re
 import select
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -38,6 +39,7 @@ from sqlalchemy.sql.expression import Executable
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from imprint.errors import ConfigurationError
+from imprint.locks import holds_a_lock
 from imprint.logs import get_logger
 
 if TYPE_CHECKING:
@@ -148,6 +150,9 @@ class _WriterConnection(sqlite3.Connection):
             except BlockingIOError:
                 self.writer_lock.release()
                 return False
+            except BaseException:  # the lock file cannot be opened: not half-taken
+                self.writer_lock.release()
+                raise
         self.holding = True
         return True
 
@@ -924,13 +929,32 @@ class _Group:
         here for the write phase (its greenlet hands control back to the group's runner)
         and reads, from then on, what the members before it wrote."""
         if self.connection is None and self.reading is not None:
-            self.reading.switch()
-            if self.connection is not None:
-                for hook in group_member_hooks:
-                    hook(self.connection)
+            if holds_a_lock():
+                # It cannot stop while it holds an in-process lock (the next member may
+                # want it, on this same thread): the write phase begins now, the locks
+                # taken as any writer takes them, and the rest of the group joins it.
+                self.write_on(self._begun(self.take_reader()), None)
+            else:
+                self.reading.switch()
+                if self.connection is not None:
+                    for hook in group_member_hooks:
+                        hook(self.connection)
         if self.connection is None:
             raise _GroupNotBegun() from self.failure
         return self.connection
+
+    @staticmethod
+    def _begun(connection: Connection) -> Connection:
+        """``connection`` in a transaction holding the writer locks, waited for here."""
+        try:
+            dbapi = connection.connection.dbapi_connection
+            if isinstance(dbapi, _WriterConnection):
+                dbapi.take()
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def write_on(self, connection: Connection | None, failure: BaseException | None) -> None:
         """The write phase begins: on ``connection``, in its transaction, or with none
@@ -1029,6 +1053,9 @@ class _Member:
 
     def _run(self, group: _Group, work: Callable[[], Any]) -> None:
         _group.set(group)
+        if group.connection is not None:  # the write phase began early (see open())
+            for hook in group_member_hooks:
+                hook(group.connection)
         try:
             self.result = work()
         except BaseException as exc:  # raised in its request's task once it is answered
@@ -1047,8 +1074,7 @@ class _Member:
             self.future.set_result(self.result)
 
 
-#: How often a group waiting for another process's writer lock looks again (seconds),
-#: should its wait for the lock be outrun by that process taking it again.
+#: How often a group waiting for another process's writer lock looks again (seconds).
 _LOCK_RETRY = 0.001
 
 
@@ -1072,7 +1098,8 @@ class _Committer:
         self.waiting.append((work, future, contextvars.copy_context()))
         if not self.running:
             self.running = True
-            self._task = self.loop.create_task(self._run_groups())
+            # In a context of its own, not the first member's request's.
+            self._task = self.loop.create_task(self._run_groups(), context=contextvars.Context())
         return await future
 
     async def _run_groups(self) -> None:
@@ -1088,42 +1115,51 @@ class _Committer:
         group = _Group(self.engine)
         group.reading = greenlet.getcurrent()
         writers: list[_Member] = []
+        early: list[_Member] = []  # ran to their end in a write phase begun early
         for one in ready:
             if one[1].cancelled():  # its request is gone: not run
                 continue
             member = _Member(group, one)
             member.runner.switch()  # its read phase: to its end or its first write
-            if member.done:
+            if not member.done:
+                writers.append(member)
+            elif group.connection is None:
                 member.answer()  # it wrote nothing: nothing to wait for
             else:
-                writers.append(member)
-        if not writers:
+                early.append(member)
+        if not writers and not early:
             group.close()
             for callback in group.committed:
                 _run_quietly(callback)
-        while writers:
-            writers = await self._write_phase(group, writers)
+        while writers or early:
+            writers = await self._write_phase(group, writers, early)
+            early = []
 
-    async def _write_phase(self, group: _Group, writers: list[_Member]) -> list[_Member]:
-        """Resume ``writers`` in one transaction and commit it; the members that did not
-        run because the transaction ended midway (they go into the next one)."""
-        try:
-            group.write_on(await self._locked(group.take_reader()), None)
-        except BaseException as exc:
-            group.write_on(None, exc)
-        ran: list[_Member] = []
+    async def _write_phase(
+        self, group: _Group, writers: list[_Member], early: list[_Member]
+    ) -> list[_Member]:
+        """Resume ``writers`` in one transaction and commit it (with what the ``early``
+        members wrote in it, when it began early); the members that did not run because
+        the transaction ended midway (they go into the next one)."""
+        if group.connection is None:
+            try:
+                group.write_on(await self._locked(group.take_reader()), None)
+            except BaseException as exc:
+                group.write_on(None, exc)
+        ran: list[_Member] = list(early)
         undone: list[_Member] = []
         try:
             for at, member in enumerate(writers):
+                if not group.intact():  # lost midway: the rest go into the next one
+                    undone = writers[at:]
+                    break
                 member.runner.switch()  # runs to its end
                 ran.append(member)
-                if not group.intact():
-                    undone = writers[at + 1 :]
-                    break
             group.commit()
         except Exception as exc:  # the commit failed: no member's work is durable
             for member in ran:
                 member.error, member.result = exc, None
+            undone = [member for member in writers if member not in ran]
             group.committed = []
         else:
             if group.connection is not None:
@@ -1162,14 +1198,20 @@ class _Committer:
 def _until_free(dbapi: _WriterConnection) -> None:
     """Wait (in a thread) until the writer locks are free, holding neither after: the
     loop then takes them itself. Bounded by the lock's timeout."""
+    deadline = time.monotonic() + dbapi.lock_timeout
     if dbapi.writer_lock.acquire(timeout=dbapi.lock_timeout):
         dbapi.writer_lock.release()
     if dbapi.lock_file is not None:
         probe = os.open(dbapi.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(probe, fcntl.LOCK_EX)  # held by a live transaction only
+            while time.monotonic() < deadline:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return  # free (released with the probe's close)
+                except BlockingIOError:
+                    time.sleep(_LOCK_RETRY)
         finally:
-            os.close(probe)  # and released with it
+            os.close(probe)
 
 
 _committers: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Engine, _Committer]] = (
