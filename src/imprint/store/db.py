@@ -933,7 +933,7 @@ class _Group:
                 # It cannot stop while it holds an in-process lock (the next member may
                 # want it, on this same thread): the write phase begins now, the locks
                 # taken as any writer takes them, and the rest of the group joins it.
-                self.write_on(self._begun(self.take_reader()), None)
+                self.write_on(self.begun(self.take_reader()), None)
             else:
                 self.reading.switch()
                 if self.connection is not None:
@@ -944,7 +944,7 @@ class _Group:
         return self.connection
 
     @staticmethod
-    def _begun(connection: Connection) -> Connection:
+    def begun(connection: Connection) -> Connection:
         """``connection`` in a transaction holding the writer locks, waited for here."""
         try:
             dbapi = connection.connection.dbapi_connection
@@ -1183,16 +1183,13 @@ class _Committer:
             if isinstance(dbapi, _WriterConnection) and not dbapi.try_take():
                 self.lock_waits += 1
                 deadline = self.loop.time() + dbapi.lock_timeout
-                while not dbapi.try_take():
-                    if self.loop.time() > deadline:
-                        dbapi.take()  # as any writer: then SQLite's busy handler decides
-                        break
+                while not dbapi.try_take() and self.loop.time() <= deadline:
                     await self.loop.run_in_executor(None, _until_free, dbapi)
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
             connection.close()
             raise
-        return connection
+        # Taken, or past the deadline: then waited for as any writer waits.
+        return _Group.begun(connection)
 
 
 def _until_free(dbapi: _WriterConnection) -> None:
