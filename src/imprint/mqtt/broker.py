@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,10 @@ from imprint.settings import MqttSettings, Settings
 __all__ = ["BrokerFiles", "BrokerSync", "SyncResult", "render_config", "write_broker_setup"]
 
 log = get_logger(__name__)
+
+SIGHUP_WAIT_SECONDS = 5.0
+"""How long a reload waits for a starting broker to install its SIGHUP handler."""
+_PROC_SELF = Path("/proc/self")
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +237,8 @@ class BrokerSync:
         )
 
     def reload(self) -> bool:
-        """Make the broker re-read its files; False when no broker is running.
+        """Make the broker re-read its files; False when no broker is running (the pid
+        file names no process, or one that never handles SIGHUP).
 
         Raises:
             ConfigurationError: the reload command failed.
@@ -257,11 +263,38 @@ class BrokerSync:
             pid = int(pid_file.read_text(encoding="ascii").strip())
         except (OSError, ValueError):
             return False
+        if not _catches_sighup(pid):
+            log.warning("mqtt_broker_not_reloaded", pid=pid, pid_file=str(pid_file))
+            return False
         try:
             os.kill(pid, signal.SIGHUP)
         except ProcessLookupError:
             return False
         return True
+
+
+def _catches_sighup(pid: int) -> bool:
+    """Whether ``pid`` handles SIGHUP, waiting up to :data:`SIGHUP_WAIT_SECONDS` for it to.
+
+    Mosquitto writes its pid file before it opens its listeners and installs its signal
+    handlers only after: a SIGHUP in between ends the broker. So the signal waits for the
+    handler (Linux: the ``SigCgt`` mask in ``/proc/PID/status``). A process that never
+    catches SIGHUP (a pid reused by another program) gets none. Elsewhere: True.
+    """
+    if not _PROC_SELF.is_dir():
+        return True
+    deadline = time.monotonic() + SIGHUP_WAIT_SECONDS
+    while True:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False  # no such process (any more)
+        caught = next((line for line in status.splitlines() if line.startswith("SigCgt:")), "")
+        if int(caught.partition(":")[2].strip() or "0", 16) & (1 << (signal.SIGHUP - 1)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def write_broker_setup(
