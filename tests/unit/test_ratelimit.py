@@ -52,6 +52,29 @@ def test_a_success_gives_its_place_back() -> None:
             pass  # the right password: nothing stays counted
 
 
+def test_successes_leave_no_counters_behind() -> None:
+    # A fleet registering: each device claims its own identity once and succeeds. Nothing
+    # about those attempts is worth keeping (each counter costs about a kilobyte).
+    limiter = AttemptLimiter(Clock().now)
+    for n in range(1000):
+        with limiter.attempt(guessable_keys(f"oob-secret:meter-{n}", "10.0.0.1")):
+            assert len(limiter) == 3  # reserved while it runs: source, claim, both
+    assert len(limiter) == 0
+
+
+def test_a_counter_is_forgotten_once_its_failures_age_out() -> None:
+    clock = Clock()
+    limiter = AttemptLimiter(clock.now)
+    fail(limiter, "user:homer", "10.0.0.1")
+    with limiter.attempt(guessable_keys("user:homer", "10.0.0.1")):
+        pass  # a success does not wipe the failure before it
+    assert len(limiter) == 3
+    clock.advance(3601)  # past every rule's window (the longest is an hour)
+    with limiter.attempt(guessable_keys("user:homer", "10.0.0.1")):
+        pass
+    assert len(limiter) == 0
+
+
 def test_the_limit_per_window_and_the_retry_after() -> None:
     clock = Clock()
     limiter = AttemptLimiter(clock.now)
@@ -135,5 +158,5 @@ def test_a_flood_of_addresses_is_bounded() -> None:
     for n in range(1000):
         limiter.refused(refusal_keys(f"10.1.{n // 256}.{n % 256}"))
         clock.advance(0.1)
-    assert len(limiter._counters) <= 100
+    assert len(limiter) <= 100
     assert limiter.rules[Space.REFUSED][0].limit == 10

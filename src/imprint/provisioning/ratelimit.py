@@ -108,7 +108,7 @@ def refusal_keys(source: str | None) -> tuple[Key, ...]:
     return () if source is None else ((Space.REFUSED, source),)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Counter:
     failures: deque[float] = field(default_factory=deque)
     in_flight: int = 0
@@ -181,6 +181,10 @@ class AttemptLimiter:
                     counter.in_flight -= 1
                     if attempt.counted:
                         counter.failures.append(now)
+                    elif not counter.in_flight and not counter.failures:
+                        # Nothing to remember: a success leaves no counter behind (a
+                        # fleet's registrations would otherwise fill max_keys, ~1 KB each).
+                        del self._counters[key]
 
     def refused(self, keys: Iterable[Key]) -> int | None:
         """Count a refusal of evidence that was verified and found wrong.
@@ -210,6 +214,12 @@ class AttemptLimiter:
         with self.attempt(keys) as attempt:
             attempt.failed()
 
+    def __len__(self) -> int:
+        """Counters kept: keys with a failure in their rules' windows or an attempt in
+        flight."""
+        with self._lock:
+            return len(self._counters)
+
     def _seconds(self) -> float:
         return self._now().timestamp()
 
@@ -223,6 +233,9 @@ class AttemptLimiter:
         longest = max(rule.window for rule in rules)
         while failures and failures[0] <= now - longest:
             failures.popleft()
+        if not failures and not counter.in_flight:
+            del self._counters[key]  # every failure aged out
+            return 0
         wait = 0.0
         for rule in rules:
             recent = [t for t in failures if t > now - rule.window]
