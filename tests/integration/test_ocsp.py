@@ -192,3 +192,25 @@ def test_get_form_caching_and_refusals(service: Service, tmp_path: Path) -> None
     with service.client() as client:
         metrics = client.get("/metrics", headers={"Authorization": f"Bearer {service.admin_token}"})
     assert 'imprint_ocsp_responses_total{cached="true",outcome="good"}' in metrics.text
+
+
+@pytest.mark.both_databases
+def test_a_fresh_answer_is_made_on_the_event_loop(service: Service, tmp_path: Path) -> None:
+    """A nonce'd request reads the ledger and signs as the device plane does: on the event
+    loop's thread (PostgreSQL: through the async driver), never in a thread-pool worker
+    with a database connection of its own."""
+    from tests.integration.test_statement_budget import counted
+
+    with service.client() as client:
+        (tmp_path / "issuing.pem").write_bytes(client.get("/ca/issuing.pem").content)
+    _, leaf = issue(service, "looked-up", tmp_path)
+    with counted(service) as everything:
+        status, output = ask(service, leaf, tmp_path)  # openssl sends a nonce: made fresh
+    assert status == "good"
+    assert "WARNING: no nonce" not in output
+    tally = everything.of_request("FROM certificates")
+    names = {name for _, name, _ in tally.drivers}
+    assert not [name for name in names if name.startswith("AnyIO worker")], names
+    assert {is_async for _, _, is_async in tally.drivers} == {
+        service.runtime.engine.dialect.name == "postgresql"
+    }

@@ -12,8 +12,8 @@ import binascii
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
+from imprint.api.device_plane import run_blocking
 from imprint.api.identity import runtime_of
 from imprint.pki.ocsp import OcspAnswer
 
@@ -40,13 +40,14 @@ def _answer(request: Request, answer: OcspAnswer | None, *, cacheable: bool) -> 
 
 
 async def _respond(request: Request, der: bytes) -> OcspAnswer:
-    """A kept answer or a refusal at once; anything that reads the ledger or signs in
-    the thread pool, off the event loop."""
-    responder = runtime_of(request).ocsp
-    at_once = responder.answer_at_once(der)
+    """A kept answer or a refusal at once; one that reads the ledger and signs as the
+    device plane's work runs (:func:`~imprint.api.device_plane.run_blocking`: on the
+    event loop, no thread-pool hop, no connection of its own per thread)."""
+    runtime = runtime_of(request)
+    at_once = runtime.ocsp.answer_at_once(der)
     if at_once is not None:
         return at_once
-    return await run_in_threadpool(responder.respond, der)
+    return await run_blocking(runtime, runtime.ocsp.respond, der)
 
 
 @router.post(
