@@ -121,8 +121,10 @@ def test_responder_certificate_is_delegated_and_renewed_before_expiry(service: S
     assert lifetime <= timedelta(days=7, minutes=5)
 
     service.clock.advance(timedelta(days=4))
+    assert not service.runtime.ocsp.signer_due()
     assert service.runtime.ocsp.responder_certificate() == responder, "not due yet"
     service.clock.advance(timedelta(days=2))  # inside the 48 hours before expiry
+    assert service.runtime.ocsp.signer_due()
     renewed = service.runtime.ocsp.responder_certificate()
     assert renewed.serial_number != responder.serial_number
     assert renewed.not_valid_after_utc > responder.not_valid_after_utc
@@ -205,6 +207,9 @@ def test_a_fresh_answer_is_made_where_it_is_cheapest(service: Service, tmp_path:
     with service.client() as client:
         (tmp_path / "issuing.pem").write_bytes(client.get("/ca/issuing.pem").content)
     _, leaf = issue(service, "looked-up", tmp_path)
+    assert service.runtime.ocsp.signer_due()
+    ask(service, leaf, tmp_path)  # the first has the responder's certificate issued
+    assert not service.runtime.ocsp.signer_due()
     with counted(service) as everything:
         status, output = ask(service, leaf, tmp_path)  # openssl sends a nonce: made fresh
     assert status == "good"

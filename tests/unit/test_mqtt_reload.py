@@ -91,3 +91,18 @@ def test_a_pid_file_naming_no_process_reloads_nothing(tmp_path: Path) -> None:
     child.wait(timeout=10)
     (tmp_path / "broker.pid").write_text(f"{child.pid}\n")
     assert not _sync(tmp_path).reload()
+
+
+def test_an_older_process_that_does_not_catch_sighup_is_passed_over_at_once(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stale pid file after a reboot names some long-running program: no wait per sync.
+    monkeypatch.setattr("imprint.mqtt.broker.SIGHUP_WAIT_SECONDS", 0.5)
+    child = subprocess.Popen(["sleep", "30"])
+    processes.append(child)
+    (tmp_path / "broker.pid").write_text(f"{child.pid}\n")
+    time.sleep(0.7)  # older than the wait
+    started = time.monotonic()
+    assert not _sync(tmp_path).reload()
+    assert time.monotonic() - started < 0.3
+    assert child.poll() is None

@@ -62,7 +62,7 @@ def test_successes_leave_no_counters_behind() -> None:
     assert len(limiter) == 0
 
 
-def test_a_counter_is_forgotten_once_its_failures_age_out() -> None:
+def test_a_success_after_failures_aged_out_leaves_no_counters() -> None:
     clock = Clock()
     limiter = AttemptLimiter(clock.now)
     fail(limiter, "user:homer", "10.0.0.1")

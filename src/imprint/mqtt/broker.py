@@ -263,6 +263,8 @@ class BrokerSync:
             pid = int(pid_file.read_text(encoding="ascii").strip())
         except (OSError, ValueError):
             return False
+        if pid <= 1:
+            return False  # 0, -1 would signal a process group or everyone; 1 is init
         if not _catches_sighup(pid):
             log.warning("mqtt_broker_not_reloaded", pid=pid, pid_file=str(pid_file))
             return False
@@ -274,27 +276,51 @@ class BrokerSync:
 
 
 def _catches_sighup(pid: int) -> bool:
-    """Whether ``pid`` handles SIGHUP, waiting up to :data:`SIGHUP_WAIT_SECONDS` for it to.
+    """Whether ``pid`` handles SIGHUP; for a process started less than
+    :data:`SIGHUP_WAIT_SECONDS` ago, waiting until it does or is that old.
 
     Mosquitto writes its pid file before it opens its listeners and installs its signal
     handlers only after: a SIGHUP in between ends the broker. So the signal waits for the
-    handler (Linux: the ``SigCgt`` mask in ``/proc/PID/status``). A process that never
-    catches SIGHUP (a pid reused by another program) gets none. Elsewhere: True.
+    handler (Linux: the caught signals, ``SigCgt``, in ``/proc/PID/status``). An older
+    process that does not catch SIGHUP (a stale pid file's pid, now another program's)
+    gets none, at once. Where ``/proc`` cannot tell (another system, a ``/proc``
+    mounted ``hidepid``): True, as before this check.
     """
     if not _PROC_SELF.is_dir():
         return True
-    deadline = time.monotonic() + SIGHUP_WAIT_SECONDS
+    deadline: float | None = None
     while True:
         try:
             status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8", errors="replace")
-        except OSError:
+        except FileNotFoundError:
             return False  # no such process (any more)
-        caught = next((line for line in status.splitlines() if line.startswith("SigCgt:")), "")
+        except OSError:
+            return True  # not ours to read: signal as without the check
+        caught = next((line for line in status.splitlines() if line.startswith("SigCgt:")), None)
+        if caught is None:
+            return True
         if int(caught.partition(":")[2].strip() or "0", 16) & (1 << (signal.SIGHUP - 1)):
             return True
+        if deadline is None:
+            age = _age(pid)
+            if age is None or age >= SIGHUP_WAIT_SECONDS:
+                return False
+            deadline = time.monotonic() + SIGHUP_WAIT_SECONDS - age
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
+
+
+def _age(pid: int) -> float | None:
+    """Seconds since ``pid`` started (Linux), None when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        uptime = float(Path("/proc/uptime").read_text(encoding="ascii").split()[0])
+        # The name (field 2) is in parentheses and may hold spaces: count after it.
+        started = int(stat.rpartition(")")[2].split()[19])  # field 22, clock ticks
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - started / os.sysconf("SC_CLK_TCK")
 
 
 def write_broker_setup(

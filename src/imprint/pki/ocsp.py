@@ -144,7 +144,7 @@ class OcspResponder:
 
     def answer_at_once(self, der: bytes) -> OcspAnswer | None:
         """The answer when it needs neither the ledger nor a signature (a refusal, or a
-        kept response), else None: then :meth:`respond`, off the event loop."""
+        kept response), else None: then :meth:`respond`."""
         parsed = self._parse(der)
         if isinstance(parsed, OcspAnswer):
             return parsed
@@ -199,6 +199,12 @@ class OcspResponder:
             if len(self._kept) >= MAX_KEPT:
                 self._kept.clear()
         self._kept[key] = kept
+
+    def signer_due(self) -> bool:
+        """Whether the next fresh answer first has a responder certificate issued (the
+        first in this process, or a renewal): :meth:`respond` then writes to the ledger."""
+        signer = self._signer
+        return signer is None or self._clock.now() >= signer.renew_at
 
     def responder_certificate(self) -> x509.Certificate:
         """The current responder certificate (made or renewed if it is due)."""

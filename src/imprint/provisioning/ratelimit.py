@@ -215,8 +215,8 @@ class AttemptLimiter:
             attempt.failed()
 
     def __len__(self) -> int:
-        """Counters kept: keys with a failure in their rules' windows or an attempt in
-        flight."""
+        """Counters kept: keys with an attempt in flight or a failure not yet found aged
+        out."""
         with self._lock:
             return len(self._counters)
 

@@ -47,12 +47,14 @@ async def _respond(request: Request, der: bytes) -> OcspAnswer:
     on the event loop, no thread hop, no connection per thread: about half the CPU and
     twice the rate); on PostgreSQL in the thread pool, where the sync driver's single
     round trip answered 15 % more a second than the async one at the same CPU
-    (bench/README.md, step 23)."""
+    (bench/README.md, step 23). One that first has a responder certificate issued goes
+    to the thread pool too: that issuance commits on its own before the certificate
+    signs anything, not with a commit group that could still fail after it."""
     runtime = runtime_of(request)
     at_once = runtime.ocsp.answer_at_once(der)
     if at_once is not None:
         return at_once
-    if runs_on_event_loop(runtime.engine):
+    if runs_on_event_loop(runtime.engine) or runtime.ocsp.signer_due():
         return await run_in_threadpool(runtime.ocsp.respond, der)
     return await run_blocking(runtime, runtime.ocsp.respond, der)
 
