@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Protocol
 
 from cryptography import x509
@@ -130,10 +130,17 @@ class IssuedCertificate:
     def pem(self) -> str:
         return self.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
-    def chain_pem(self) -> str:
-        """The leaf followed by every CA certificate up to and including the root."""
-        parts = [self.certificate, *self.chain]
-        return "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in parts)
+    def chain_pem(self, leaf_pem: str | None = None) -> str:
+        """The leaf (``leaf_pem`` when the caller has it already) followed by every CA
+        certificate up to and including the root."""
+        return (leaf_pem or self.pem()) + "".join(ca_pems(self.chain))
+
+
+@lru_cache(maxsize=32)
+def ca_pems(certificates: tuple[x509.Certificate, ...]) -> tuple[str, ...]:
+    """The PEM of each CA certificate: the same few after every issuance, so encoded
+    once (a new CA is a new certificate, hence a new key here)."""
+    return tuple(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certificates)
 
 
 def key_id(certificate: x509.Certificate) -> str:

@@ -23,7 +23,6 @@ refused request rolls all of that back and keeps only its step records.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -51,7 +50,7 @@ from imprint.attestation.renewal import Renewal, RenewalAuthorizer
 from imprint.audit import AuditEntry, AuditLog
 from imprint.clock import Clock, SystemClock
 from imprint.errors import Conflict, ImprintError, InvalidRequest, NotFound, PermissionDenied
-from imprint.pki.authority import CertificateAuthority, IssuanceRequest
+from imprint.pki.authority import CertificateAuthority, IssuanceRequest, ca_pems
 from imprint.pki.csr import check_public_key
 from imprint.pki.keys import public_key_sha256
 from imprint.pki.records import CertificateRecord, CertificateStatus
@@ -185,13 +184,6 @@ def key_type_of(public_key: object) -> str:
 
 def _pem(certificate: x509.Certificate) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
-
-
-@functools.lru_cache(maxsize=32)
-def _ca_pems(certificates: tuple[x509.Certificate, ...]) -> tuple[str, ...]:
-    """The PEM of each CA certificate: the same few in every bundle, so encoded once (a
-    new CA chain is a new key)."""
-    return tuple(_pem(c) for c in certificates)
 
 
 class Provisioner:
@@ -924,7 +916,7 @@ class Provisioner:
         sealed = mac = chain_pem = leaf_pem = None
         if certificate is not None:
             leaf_pem = _pem(certificate)
-            chain_pem = leaf_pem + "".join(_ca_pems(chain[:-1]))
+            chain_pem = leaf_pem + "".join(ca_pems(chain[:-1]))
         if attestation.response_key is not None:
             if chain_pem is not None:
                 mac = response_mac(attestation.response_key, attestation.device_id, chain_pem)
@@ -950,7 +942,7 @@ class Provisioner:
             serial=None if certificate is None else format(certificate.serial_number, "x"),
             certificate_pem=leaf_pem,
             chain_pem=chain_pem,
-            trust_anchors_pem=_ca_pems(self._authority.trust_anchors),
+            trust_anchors_pem=ca_pems(self._authority.trust_anchors),
             not_after=not_after,
             renew_after=renew_after,
             services=services,

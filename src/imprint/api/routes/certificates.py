@@ -8,7 +8,7 @@ and certificates issued for no organization, belong to the whole instance (API k
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -65,6 +65,7 @@ class CertificateOut(BaseModel):
 
     @classmethod
     def of(cls, record: CertificateRecord) -> CertificateOut:
+        """``record`` as the API shows it."""
         pem = None
         if record.der is not None:
             pem = (
@@ -72,22 +73,27 @@ class CertificateOut(BaseModel):
                 .public_bytes(serialization.Encoding.PEM)
                 .decode("ascii")
             )
-        return cls(
-            serial=record.serial,
-            issuer=record.issuer,
-            profile=record.profile,
-            subject=record.subject,
-            sans=list(record.sans),
-            status=record.status.value,
-            not_before=record.not_before,
-            not_after=record.not_after,
-            requested_by=record.requested_by,
-            owner=record.owner,
-            fingerprint_sha256=record.fingerprint_sha256,
-            revoked_at=record.revoked_at,
-            revocation_reason=record.revocation_reason,
-            certificate=pem,
-        )
+        return cls(**cls.fields_of(record, pem))
+
+    @staticmethod
+    def fields_of(record: CertificateRecord, pem: str | None) -> dict[str, Any]:
+        """The fields of ``record`` with ``pem`` as its certificate."""
+        return {
+            "serial": record.serial,
+            "issuer": record.issuer,
+            "profile": record.profile,
+            "subject": record.subject,
+            "sans": list(record.sans),
+            "status": record.status.value,
+            "not_before": record.not_before,
+            "not_after": record.not_after,
+            "requested_by": record.requested_by,
+            "owner": record.owner,
+            "fingerprint_sha256": record.fingerprint_sha256,
+            "revoked_at": record.revoked_at,
+            "revocation_reason": record.revocation_reason,
+            "certificate": pem,
+        }
 
 
 class IssuedOut(CertificateOut):
@@ -115,7 +121,8 @@ async def issue(body: IssueBody, request: Request, principal: DeviceInstanceAdmi
         sans=body.sans,
         validity_days=body.validity_days,
     )
-    out = IssuedOut(**CertificateOut.of(issued.record).model_dump(), chain=issued.chain_pem())
+    pem = issued.pem()
+    out = IssuedOut(**CertificateOut.fields_of(issued.record, pem), chain=issued.chain_pem(pem))
     return json_response(out, 201)
 
 
