@@ -58,8 +58,14 @@ def test_successes_leave_no_counters_behind() -> None:
     limiter = AttemptLimiter(Clock().now)
     for n in range(1000):
         with limiter.attempt(guessable_keys(f"oob-secret:meter-{n}", "10.0.0.1")):
-            assert len(limiter) == 3  # reserved while it runs: source, claim, both
-    assert len(limiter) == 0
+            assert limiter.counters() == 3  # reserved while it runs: source, claim, both
+    assert limiter.counters() == 0
+
+
+def test_an_empty_limiter_is_still_true() -> None:
+    # The runtime hands its one limiter to the provisioner as `limiter or a new one`
+    # was written: an empty limiter must not read as absent (a private one each).
+    assert AttemptLimiter(Clock().now)
 
 
 def test_a_success_after_failures_aged_out_leaves_no_counters() -> None:
@@ -68,11 +74,11 @@ def test_a_success_after_failures_aged_out_leaves_no_counters() -> None:
     fail(limiter, "user:homer", "10.0.0.1")
     with limiter.attempt(guessable_keys("user:homer", "10.0.0.1")):
         pass  # a success does not wipe the failure before it
-    assert len(limiter) == 3
+    assert limiter.counters() == 3
     clock.advance(3601)  # past every rule's window (the longest is an hour)
     with limiter.attempt(guessable_keys("user:homer", "10.0.0.1")):
         pass
-    assert len(limiter) == 0
+    assert limiter.counters() == 0
 
 
 def test_the_limit_per_window_and_the_retry_after() -> None:
@@ -158,5 +164,5 @@ def test_a_flood_of_addresses_is_bounded() -> None:
     for n in range(1000):
         limiter.refused(refusal_keys(f"10.1.{n // 256}.{n % 256}"))
         clock.advance(0.1)
-    assert len(limiter) <= 100
+    assert limiter.counters() <= 100
     assert limiter.rules[Space.REFUSED][0].limit == 10

@@ -214,9 +214,9 @@ class AttemptLimiter:
         with self.attempt(keys) as attempt:
             attempt.failed()
 
-    def __len__(self) -> int:
+    def counters(self) -> int:
         """Counters kept: keys with an attempt in flight or a failure not yet found aged
-        out."""
+        out. (A method, not ``__len__``: an empty limiter must not be falsy.)"""
         with self._lock:
             return len(self._counters)
 

@@ -222,7 +222,7 @@ class Provisioner:
         self._hub_tokens = hub_tokens
         self._audit_log = audit
         self._clock = clock or SystemClock()
-        self._limiter = limiter or AttemptLimiter(self._clock.now)
+        self._limiter = limiter if limiter is not None else AttemptLimiter(self._clock.now)
 
     @property
     def mechanisms(self) -> list[str]:
