@@ -50,6 +50,16 @@ def _sync(directory: Path) -> BrokerSync:
     return BrokerSync(settings, BrokerFiles(directory), cast(CertificateAuthority, None))
 
 
+def _named_by_the_pid_file(
+    directory: Path, processes: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
+    """A process that never catches SIGHUP (``sleep``), its pid in the pid file."""
+    child = subprocess.Popen(["sleep", "30"])
+    processes.append(child)
+    (directory / "broker.pid").write_text(f"{child.pid}\n")
+    return child
+
+
 def _pid_file_written(directory: Path) -> None:
     deadline = time.monotonic() + 10
     while not (directory / "broker.pid").is_file() or not (directory / "broker.pid").read_text():
@@ -78,9 +88,7 @@ def test_a_process_that_never_handles_sighup_is_not_signalled(
 ) -> None:
     # A pid file naming a process that is no broker (its pid reused): it must live on.
     monkeypatch.setattr("imprint.mqtt.broker.SIGHUP_WAIT_SECONDS", 0.3)
-    child = subprocess.Popen(["sleep", "30"])
-    processes.append(child)
-    (tmp_path / "broker.pid").write_text(f"{child.pid}\n")
+    child = _named_by_the_pid_file(tmp_path, processes)
     assert not _sync(tmp_path).reload()
     time.sleep(0.1)
     assert child.poll() is None
@@ -98,9 +106,7 @@ def test_an_older_process_that_does_not_catch_sighup_is_passed_over_at_once(
 ) -> None:
     # A stale pid file after a reboot names some long-running program: no wait per sync.
     monkeypatch.setattr("imprint.mqtt.broker.SIGHUP_WAIT_SECONDS", 0.5)
-    child = subprocess.Popen(["sleep", "30"])
-    processes.append(child)
-    (tmp_path / "broker.pid").write_text(f"{child.pid}\n")
+    child = _named_by_the_pid_file(tmp_path, processes)
     time.sleep(0.7)  # older than the wait
     started = time.monotonic()
     assert not _sync(tmp_path).reload()
