@@ -446,3 +446,29 @@ def test_a_device_and_another_holder_of_its_key_come_in_one_read(engine: Engine)
         devices.save(holder)
         assert devices.find_with_holder("acme", "meter-1", other_key) == (mine, holder)
         assert devices.find_with_holder("acme", "new-one", other_key) == (None, holder)
+
+
+def test_a_device_id_taken_by_another_row_is_a_conflict_the_unit_outlives(
+    engine: Engine,
+) -> None:
+    """Saving a device whose id within its owner another row holds is a Conflict; the
+    unit of work it happened in goes on and commits its other writes (on PostgreSQL a
+    failed statement would have aborted the whole transaction)."""
+    devices = SqlDeviceStore(engine)
+    first = _device("r1", "acme", "meter-1", DeviceStatus.PROVISIONED, "k" * 64)
+    devices.save(first)
+    later = replace(first, status=DeviceStatus.DISABLED, updated_at=NOW + timedelta(hours=1))
+    with db.unit_of_work(engine):
+        with pytest.raises(Conflict) as clash:
+            devices.save(_device("r2", "acme", "meter-1", DeviceStatus.PENDING, "o" * 64))
+        assert clash.value.code == "device_exists"
+        devices.save(later)  # the same row: updated
+        devices.save(_device("r3", "globex", "meter-1", DeviceStatus.PENDING, "o" * 64))
+    assert devices.get("r1") == later
+    assert devices.get("r3").owner == "globex"
+    with pytest.raises(NotFound):
+        devices.get("r2")
+    # Outside a unit of work, too.
+    with pytest.raises(Conflict):
+        devices.save(_device("r4", "globex", "meter-1", DeviceStatus.PENDING, "o" * 64))
+    assert devices.get("r3").status is DeviceStatus.PENDING

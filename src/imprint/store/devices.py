@@ -79,10 +79,23 @@ _SAVED = (
 
 
 def _upsert(dialect_insert: type[sqlite.Insert] | type[postgresql.Insert]) -> Prepared:
-    """INSERT, or UPDATE of every column when the device's row exists: one statement."""
+    """INSERT, or UPDATE of every column when the device's row exists: one statement.
+
+    The conflict is looked for on the device's id within its owner, and the row is
+    updated only when it is this device's own (same row id). Another row holding that
+    id for the owner is a clash the statement reports by writing nothing (row count 0):
+    no constraint error, so on PostgreSQL no savepoint around it and nothing aborted.
+    A device's owner and id never change, so its row id clashes with nothing else.
+    """
     statement = dialect_insert(devices)
     changes = {name: statement.excluded[name] for name in _SAVED if name != "id"}
-    return Prepared(statement.on_conflict_do_update(index_elements=[devices.c.id], set_=changes))
+    return Prepared(
+        statement.on_conflict_do_update(
+            index_elements=[devices.c.owner, devices.c.device_id],
+            set_=changes,
+            where=devices.c.id == statement.excluded.id,
+        ).execution_options(preserve_rowcount=True)
+    )
 
 
 _UPSERT = {"sqlite": _upsert(sqlite.Insert), "postgresql": _upsert(postgresql.Insert)}
@@ -158,17 +171,21 @@ class SqlDeviceStore:
             "public_key_sha256": device.public_key_sha256,
             "provisioned_at": device.provisioned_at,
         }
-        try:
-            with writing(self._engine) as conn, guarded(conn):
-                upsert = _UPSERT.get(conn.dialect.name)
-                if upsert is not None:
-                    upsert.execute(conn, values)
-                elif conn.execute(_UPDATE, {**values, "_ref": device.id}).rowcount == 0:
-                    conn.execute(_INSERT, values)
-        except IntegrityError:
-            raise Conflict(
-                f"device {device.device_id!r} exists already for this owner", code="device_exists"
-            ) from None
+        clash = Conflict(
+            f"device {device.device_id!r} exists already for this owner", code="device_exists"
+        )
+        with writing(self._engine) as conn:
+            upsert = _UPSERT.get(conn.dialect.name)
+            if upsert is not None:
+                if upsert.execute(conn, values).rowcount == 0:
+                    raise clash
+                return
+            try:
+                with guarded(conn):
+                    if conn.execute(_UPDATE, {**values, "_ref": device.id}).rowcount == 0:
+                        conn.execute(_INSERT, values)
+            except IntegrityError:
+                raise clash from None
 
     def find_with_holder(
         self, owner: str, device_id: str, public_key_sha256: str
