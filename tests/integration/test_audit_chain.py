@@ -247,3 +247,54 @@ def test_entries_follow_on_when_the_id_column_has_lost_its_sequence(
     assert sorted(hashes(engine)) == [1, 2, 3, 4]
     report = verify_chain(log)
     assert (report.ok, report.entries) == (True, 4)
+
+
+def test_a_writer_that_waited_for_the_chain_chains_onto_the_entry_it_waited_for(
+    engine: Engine,
+) -> None:
+    """A writer blocked on the chain's lock reads the tail only once it holds it, and so
+    chains onto the entry committed while it waited (PostgreSQL: a tail read in the same
+    statement's snapshot as the lock's wait would still see the entry before it)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writer lock is taken before the transaction's first read")
+    log = SqlAuditLog(engine)
+    fill(log, 1)
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with db.unit_of_work(engine):
+                log.write(AuditEntry(actor="first", action="test.write", target_type="n"))
+                holding.set()
+                release.wait(30)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def second() -> None:
+        try:
+            log.write(AuditEntry(actor="second", action="test.write", target_type="n"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert holding.wait(30)
+    threads.append(threading.Thread(target=second))
+    threads[1].start()
+    waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    with engine.connect() as conn:
+        for _ in range(300):
+            if conn.execute(waiting).scalar():
+                break
+            threading.Event().wait(0.02)
+        else:
+            pytest.fail("the second writer never waited for the chain's lock")
+    release.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    first_entry, second_entry = list(records(log))[-2:]
+    assert (first_entry.actor, second_entry.actor) == ("first", "second")
+    assert second_entry.prev_hash == first_entry.hash
+    assert verify_chain(log).ok

@@ -11,8 +11,8 @@ x509 signed request, new device, warm caches (SQLite, PostgreSQL):
   comes in the same read), the certificate's record (one INSERT after the signature,
   committed with the unit), the device (one upsert), the audit entry (the tail's hash
   with the new id, then one insert holding its own hash; on SQLite the unit holds the
-  write lock already, on PostgreSQL the chain's advisory lock is one more statement),
-  the step records: one commit.
+  write lock already, on PostgreSQL the chain's advisory lock comes with the tail from
+  one function call), the step records: one commit.
 
 Where it runs: inline on the event loop on SQLite, as a member of a commit group
 (decision 0018: the group's BEGIN is counted with the registration, alone in its group
@@ -140,9 +140,7 @@ def test_a_signed_x509_registration_makes_few_statements(
     assert answer["device_id"] == "meter-counted"
     # Without the unit's own savepoint in its commit group (SQLite).
     counted_sql = [s for s in tally.statements if "SAVEPOINT" not in s.upper()]
-    # PostgreSQL takes the audit chain's advisory lock as a statement of its own.
-    budget = 8 if backend == "sqlite" else 9
-    assert len(counted_sql) <= budget, "\n".join(counted_sql)
+    assert len(counted_sql) <= 8, "\n".join(counted_sql)
     # No savepoint around a single statement on PostgreSQL: the certificate's record and
     # the device's upsert report a clash by writing nothing (ON CONFLICT), so neither can
     # abort the transaction.

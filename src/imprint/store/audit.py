@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
 from imprint.clock import Clock, SystemClock
-from imprint.store.db import Prepared, reading, serialized, writing
+from imprint.store.db import Prepared, lock_key, reading, serialized, writing
 from imprint.store.listing import Order, SortKeys
 from imprint.store.tables import audit_log
 
@@ -21,23 +21,21 @@ __all__ = ["SqlAuditLog"]
 #: The lock that makes appends to the chain one at a time.
 CHAIN_LOCK = "audit-chain"
 
-# The statements of an append, built once (every change of state makes one): the tail's
-# hash and the new entry's id in one round trip, then the entry, hash included, in one
-# INSERT. On SQLite the id is the tail's plus one (what SQLite itself would choose); on
-# PostgreSQL it is drawn from the column's sequence. Either way under the chain lock, so
-# ids follow the chain's order.
+# The statements of an append, built once (every change of state makes one): the chain
+# lock, the tail's hash and the new entry's id, then the entry, hash included, in one
+# INSERT. On SQLite the unit's transaction holds the writer lock (``serialized``) and the
+# id is the tail's plus one (what SQLite itself would choose). On PostgreSQL the lock,
+# the tail and an id drawn from the column's sequence come in one round trip from
+# ``imprint_audit_tail`` (migration 0020: a function's statements each read in a
+# snapshot of their own, so the tail is read once the lock is held). Either way ids
+# follow the chain's order.
 _TAIL_SQLITE = Prepared(
     select(audit_log.c.hash, (audit_log.c.id + 1).label("next_id"))
     .order_by(audit_log.c.id.desc())
     .limit(1)
 )
-_TAIL_POSTGRESQL = text(
-    "SELECT (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1),"
-    " COALESCE(nextval(pg_get_serial_sequence('audit_log', 'id')),"
-    # A schema made by hand, or restored without its sequence: the tail's id plus one
-    # (the chain lock is held, so that is as safe).
-    " (SELECT COALESCE(MAX(id), 0) + 1 FROM audit_log))"
-)
+_TAIL_POSTGRESQL = text("SELECT tail_hash, next_id FROM imprint_audit_tail(:key)")
+_CHAIN_KEY = lock_key(CHAIN_LOCK)
 _APPEND = Prepared(audit_log.insert())
 
 
@@ -119,14 +117,14 @@ class SqlAuditLog:
         }
         at = entry.at or self._clock.now()
         with writing(self._engine) as conn:
-            serialized(conn, CHAIN_LOCK)
             if conn.dialect.name == "sqlite":
+                serialized(conn, CHAIN_LOCK)
                 tail = _TAIL_SQLITE.rows(conn, {})
                 prev, new_id = (
                     (tail[0]["hash"] or GENESIS, tail[0]["next_id"]) if tail else (GENESIS, 1)
                 )
             else:
-                found, new_id = conn.execute(_TAIL_POSTGRESQL).one()
+                found, new_id = conn.execute(_TAIL_POSTGRESQL, {"key": _CHAIN_KEY}).one()
                 prev = found or GENESIS
             record = AuditRecord(id=new_id, at=chain_time(at), **values)
             _APPEND.execute(
