@@ -19,6 +19,8 @@ from tests.integration.conftest import Service, with_orgs, write_credentials
 from tests.integration.test_lifecycle import csr_of
 from tests.integration.test_renewal import provisioned
 from tests.integration.test_symmetric_key import create_enrollment, make_csr, request_body
+from tests.integration.test_x509_attestation import Manufacturer, enroll, signed_body
+from tests.integration.test_x509_attestation import acme as acme  # the fixture
 
 # Concurrency and locking: every test here runs on PostgreSQL too (see tests/conftest.py).
 pytestmark = pytest.mark.both_databases
@@ -87,6 +89,37 @@ def test_concurrent_provisions_of_one_device_leave_one_valid_certificate(
             )
         ]
     assert len(_device_certificates(service, "racer-1")) == 2 * PARALLEL
+
+
+def test_concurrent_signed_registrations_of_one_device_leave_one_valid_certificate(
+    service: Service, acme: Manufacturer
+) -> None:
+    """Signed requests spend their nonce and take the device's lock in one statement on
+    PostgreSQL: racing each other, each still decides alone, and a body sent many times
+    at once is answered once."""
+    enroll(service, acme.chain())
+    leaf, key = acme.line.idevid("racer-x")
+    url = f"{service.base_url}/api/v1/provision"
+    chain = [acme.line.certificate]
+    bodies = [signed_body(service, leaf, key, chain) for _ in range(PARALLEL)]
+    responses = _at_once([httpx.Request("POST", url, json=b) for b in bodies], service)
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    device = service.runtime.devices.find("acme", "racer-x")
+    assert device is not None
+    issued = _device_certificates(service, "racer-x")
+    assert len(issued) == PARALLEL
+    valid = [s for s, status in issued.items() if status is CertificateStatus.ISSUED]
+    assert valid == [device.certificate_serial]
+    # One body, sent PARALLEL times at once: one answer, the rest replays (or, once the
+    # replays are many, refused by the failed-attempt limits before they are looked at).
+    replayed = signed_body(service, leaf, key, chain)
+    responses = _at_once([httpx.Request("POST", url, json=replayed)] * PARALLEL, service)
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) == 1, [r.text for r in responses]
+    refusals = {r.json()["code"] for r in responses if r.status_code != 200}
+    assert "replay_detected" in refusals
+    assert refusals <= {"replay_detected", "too_many_attempts"}
+    assert len(_device_certificates(service, "racer-x")) == PARALLEL + 1
 
 
 def test_concurrent_renewals_leave_one_valid_certificate(service: Service, tmp_path: Path) -> None:

@@ -125,7 +125,16 @@ class Nonce:
 
 
 class NonceStore(Protocol):
-    def use(self, scope: str, nonce: str, expires_at: datetime, *, alone: bool = False) -> bool:
+    def use(
+        self,
+        scope: str,
+        nonce: str,
+        expires_at: datetime,
+        *,
+        alone: bool = False,
+        lock_device: tuple[str, str] | None = None,
+    ) -> bool:
         """Remember ``nonce``, in the caller's unit of work if there is one (``alone``:
         in a transaction of its own, committed at once); False when it was already
-        used in ``scope``."""
+        used in ``scope``. ``lock_device`` (owner, device id): lock that device too, as
+        :meth:`DeviceStore.lock` does (on PostgreSQL in the same statement)."""

@@ -328,19 +328,27 @@ class Provisioner:
         """Spend ``nonce`` in the active unit of work; False when it was spent before."""
         return self._nonces.use(nonce.scope, nonce.value, nonce.expires_at)
 
-    def _spend_nonce(self, step: _Steps, *, alone: bool = False) -> None:
+    def _spend_nonce(
+        self, step: _Steps, *, alone: bool = False, lock_device: tuple[str, str] | None = None
+    ) -> None:
         """Spend the request's nonce, if it has one not spent yet: in the unit of work,
         or ``alone`` (committed at once, so no transaction waits for the network call
-        that comes next).
+        that comes next). ``lock_device`` (owner, device id): then lock that device
+        (with the nonce, in one statement where the store can).
 
         Raises:
             ReplayDetected: it was spent before.
         """
         nonce = step.nonce
         if nonce is None or step.nonce_spent:
+            if lock_device is not None:
+                self._devices.lock(*lock_device)
             return
         step.nonce_spent = True
-        if not self._nonces.use(nonce.scope, nonce.value, nonce.expires_at, alone=alone):
+        spent = self._nonces.use(
+            nonce.scope, nonce.value, nonce.expires_at, alone=alone, lock_device=lock_device
+        )
+        if not spent:
             step.current = ProvisioningStep.ATTEST
             raise ReplayDetected(nonce.replayed)
 
@@ -462,8 +470,7 @@ class Provisioner:
             claims = self._consult_hook(evidence, attestation, public_key, step)
         hub_token = self._hub_token(attestation, step)
         step.current = ProvisioningStep.POLICY
-        self._spend_nonce(step)
-        self._devices.lock(enrollment.owner, device_id)
+        self._spend_nonce(step, lock_device=(enrollment.owner, device_id))
         key_hash = None if public_key is None else public_key_sha256(public_key)
         holder = None
         if key_hash is None:

@@ -30,7 +30,15 @@ from imprint.provisioning.devices import (
     ProvisioningStep,
     StepRecord,
 )
-from imprint.store.db import Prepared, guarded, own_transaction, reading, serialized, writing
+from imprint.store.db import (
+    Prepared,
+    guarded,
+    lock_key,
+    own_transaction,
+    reading,
+    serialized,
+    writing,
+)
 from imprint.store.tables import devices, provisioning_records, used_nonces
 
 __all__ = ["SqlDeviceStore", "SqlNonceStore", "SqlStepRecorder"]
@@ -115,6 +123,30 @@ _USE_NONCE = {
     )
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
+# PostgreSQL: the nonce spent and a device's lock taken in one statement. The INSERT's
+# row comes from the CTE that takes the lock, so the lock is held before anything is
+# written; the ON CONFLICT check sees every committed row whatever the statement's
+# snapshot, and the device is read by the next statement, in a snapshot taken with the
+# lock held.
+_LOCKING = select(func.pg_advisory_xact_lock(bindparam("key")).label("locked")).cte("locking")
+_USE_NONCE_LOCKING_DEVICE = Prepared(
+    postgresql.insert(used_nonces)
+    .from_select(
+        ["scope", "nonce", "expires_at"],
+        select(
+            bindparam("scope", type_=used_nonces.c.scope.type),
+            bindparam("nonce", type_=used_nonces.c.nonce.type),
+            bindparam("expires_at", type_=used_nonces.c.expires_at.type),
+        ).select_from(_LOCKING),
+    )
+    .on_conflict_do_nothing()
+    .execution_options(preserve_rowcount=True)
+)
+
+
+def _device_lock(owner: str, device_id: str) -> str:
+    """The name :func:`~imprint.store.db.serialized` holds for one device."""
+    return f"device:{owner}/{device_id}"
 
 
 def _device(row: RowMapping | Mapping[str, Any]) -> Device:
@@ -142,7 +174,7 @@ class SqlDeviceStore:
 
     def lock(self, owner: str, device_id: str) -> None:
         with writing(self._engine) as conn:
-            serialized(conn, f"device:{owner}/{device_id}")
+            serialized(conn, _device_lock(owner, device_id))
 
     def find(self, owner: str, device_id: str) -> Device | None:
         with reading(self._engine) as conn:
@@ -319,14 +351,30 @@ class SqlNonceStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def use(self, scope: str, nonce: str, expires_at: datetime, *, alone: bool = False) -> bool:
+    def use(
+        self,
+        scope: str,
+        nonce: str,
+        expires_at: datetime,
+        *,
+        alone: bool = False,
+        lock_device: tuple[str, str] | None = None,
+    ) -> bool:
         # In the request's unit of work (the use case spends the nonce in it, and again
         # with the journal of a refusal), or alone before a network call the unit must
         # not wait for; a nonce spent before is a row count of 0, not an error that
         # would abort a PostgreSQL transaction.
-        values = {"scope": scope, "nonce": nonce, "expires_at": expires_at}
+        if alone and lock_device is not None:
+            raise ValueError("a device's lock is held by a unit of work, not a nonce alone")
+        values: dict[str, Any] = {"scope": scope, "nonce": nonce, "expires_at": expires_at}
         with (own_transaction if alone else writing)(self._engine) as conn:
-            return bool(_USE_NONCE[conn.dialect.name].execute(conn, values).rowcount == 1)
+            if lock_device is not None and conn.dialect.name == "postgresql":
+                values["key"] = lock_key(_device_lock(*lock_device))
+                return bool(_USE_NONCE_LOCKING_DEVICE.execute(conn, values).rowcount == 1)
+            spent = _USE_NONCE[conn.dialect.name].execute(conn, values).rowcount == 1
+            if spent and lock_device is not None:
+                serialized(conn, _device_lock(*lock_device))
+            return bool(spent)
 
     def purge(self, before: datetime) -> int:
         with own_transaction(self._engine) as conn:
