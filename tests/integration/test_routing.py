@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from starlette.routing import BaseRoute, Match
@@ -99,3 +100,18 @@ def test_the_device_plane_is_asked_before_the_admin_api_and_the_console(
     for request in DEVICE_PLANE:
         [position] = _answering(app, *request)
         assert position < first_admin, f"{request} is matched after the admin API"
+
+
+def test_fastapis_own_telemetry_is_off(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI's OpenTelemetry hooks would ask the global providers and the environment
+    on every request whether they are configured; imprint's request log and metrics are
+    its own, so the hooks are off even where the environment would turn them on."""
+    monkeypatch.setenv("FASTAPI_OTEL_AUTO_CONFIGURE", "true")
+    app = create_app(service.runtime)
+    telemetry = app._native_telemetry
+    assert not telemetry.enabled()
+    assert (telemetry.config["tracing"], telemetry.config["metrics"], telemetry.config["logs"]) == (
+        False,
+        False,
+        False,
+    )
