@@ -166,3 +166,23 @@ def test_a_flood_of_addresses_is_bounded() -> None:
         clock.advance(0.1)
     assert limiter.counters() <= 100
     assert limiter.rules[Space.REFUSED][0].limit == 10
+
+
+def test_a_flood_of_distinct_sources_costs_little_memory_per_counter() -> None:
+    """A counter of one failure stays small: the limiter may keep 100,000 of them (a
+    flood from as many addresses) until their windows pass. An empty deque alone took
+    600 bytes; with its key a counter took about 1 KB."""
+    import tracemalloc
+
+    limiter = AttemptLimiter(Clock().now)
+    sources = [f"198.51.{n // 256}.{n % 256}" for n in range(10_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for source in sources:
+            assert limiter.refused([(Space.SOURCE, source)]) is None
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert limiter.counters() == len(sources)
+    assert grown / len(sources) < 400, f"{grown / len(sources):.0f} bytes a counter"
