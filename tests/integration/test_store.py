@@ -14,12 +14,12 @@ from sqlalchemy.exc import StatementError
 from imprint.auth.api_keys import authenticate, create_api_key
 from imprint.errors import AuthenticationRequired, Conflict, InvalidValue, NotFound
 from imprint.pki.records import CertificateRecord, CertificateStatus
-from imprint.provisioning.devices import Device, DeviceStatus
+from imprint.provisioning.devices import Device, DeviceStatus, ProvisioningStep, StepRecord
 from imprint.store import db
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.console_sessions import SqlEndedSessions
-from imprint.store.devices import SqlDeviceStore
+from imprint.store.devices import SqlDeviceStore, SqlStepRecorder
 from imprint.store.tables import metadata
 
 # Storage: every test here runs on PostgreSQL too (see tests/conftest.py).
@@ -472,3 +472,28 @@ def test_a_device_id_taken_by_another_row_is_a_conflict_the_unit_outlives(
     with pytest.raises(Conflict):
         devices.save(_device("r4", "globex", "meter-1", DeviceStatus.PENDING, "o" * 64))
     assert devices.get("r3").status is DeviceStatus.PENDING
+
+
+def test_a_requests_steps_are_recorded_whole_however_many(engine: Engine) -> None:
+    """One step, or several in one statement (PostgreSQL: one multi-row INSERT per
+    count), each read back as written, in order."""
+    recorder = SqlStepRecorder(engine)
+    for round_, count in enumerate((1, 2, 5, 2)):
+        steps = [
+            StepRecord(
+                request_id=f"req-{count}",
+                mechanism="x509",
+                step=list(ProvisioningStep)[n % len(ProvisioningStep)],
+                status="failed" if n == count - 1 else "ok",
+                at=NOW + timedelta(seconds=n),
+                device_ref=f"dev-{round_}",
+                enrollment_id="e" if n else None,
+                registration_id=f"meter-{n}",
+                code="policy_denied" if n == count - 1 else None,
+                detail=f"step {n} of {count}",
+                source="198.51.100.7",
+            )
+            for n in range(count)
+        ]
+        recorder.record(steps)
+        assert list(recorder.for_device(f"dev-{round_}")) == steps
