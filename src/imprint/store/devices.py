@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
@@ -115,21 +114,6 @@ _COUNT = (
     .where(devices.c.status != DeviceStatus.RESET.value)
 )
 _RECORD = Prepared(insert(provisioning_records))
-
-
-@functools.lru_cache(maxsize=32)
-def _records(count: int) -> Prepared:
-    """``count`` step records in one multi-row INSERT, the values of row ``i`` bound as
-    ``<column>_<i>``. For PostgreSQL, where psycopg sends an ``executemany`` through its
-    pipeline mode at about two and a half times the cost of one statement; SQLite's
-    ``executemany`` is one prepared statement stepped in C, cheaper than a wide one."""
-    rows = [
-        {c.name: bindparam(f"{c.name}_{i}", type_=c.type) for c in provisioning_records.c}
-        for i in range(count)
-    ]
-    return Prepared(insert(provisioning_records).values(rows))
-
-
 # A nonce spent before inserts nothing (ON CONFLICT DO NOTHING: the row count says so).
 _USE_NONCE = {
     name: Prepared(
@@ -333,11 +317,7 @@ class SqlStepRecorder:
             for step in steps
         ]
         with writing(self._engine) as conn:
-            if conn.dialect.name == "postgresql" and len(rows) > 1:
-                values = {f"{k}_{i}": v for i, row in enumerate(rows) for k, v in row.items()}
-                _records(len(rows)).execute(conn, values)
-            else:
-                _RECORD.execute(conn, rows)
+            _RECORD.execute(conn, rows)
 
     def for_device(self, device_ref: str, limit: int = 100) -> Sequence[StepRecord]:
         query = (
