@@ -138,7 +138,18 @@ def _ca_certificate(
 
 
 def _write_pem(path: Path, certificates: list[x509.Certificate]) -> None:
-    path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates))
+    """Write ``certificates`` to ``path`` whole or not at all: into a file of its own,
+    then renamed over ``path``. Another worker, an operator's script or a client
+    reading the trust anchor while the CA is first made never sees a part of it (one
+    did, in a test that waits for ``root.crt``: "no certificate found")."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_bytes(
+            b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+        )
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _has_material(settings: Settings, token: Pkcs11Token | None) -> bool:

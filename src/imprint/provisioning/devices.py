@@ -137,4 +137,5 @@ class NonceStore(Protocol):
         """Remember ``nonce``, in the caller's unit of work if there is one (``alone``:
         in a transaction of its own, committed at once); False when it was already
         used in ``scope``. ``lock_device`` (owner, device id): lock that device too, as
-        :meth:`DeviceStore.lock` does (on PostgreSQL in the same statement)."""
+        :meth:`DeviceStore.lock` does (on PostgreSQL in the same statement), surely when
+        this returns True; a replay may hold it until its unit rolls back."""

@@ -288,7 +288,7 @@ class Provisioner:
         which the journal's unit writes again: a request that got an answer has spent
         its nonce, unless its evidence was refused.
 
-        The nonce is spent where :meth:`_locked_device` says (before the device's lock,
+        The nonce is spent where :meth:`_locked_device` says (with the device's lock,
         or alone before a network call), else at the end of the unit."""
         step = _Steps(uuid.uuid4().hex, evidence, self._clock)
         grant = self._authorized(evidence, authorize, step, guessable)

@@ -93,7 +93,9 @@ def _upsert(dialect_insert: type[sqlite.Insert] | type[postgresql.Insert]) -> Pr
     updated only when it is this device's own (same row id). Another row holding that
     id for the owner is a clash the statement reports by writing nothing (row count 0):
     no constraint error, so on PostgreSQL no savepoint around it and nothing aborted.
-    A device's owner and id never change, so its row id clashes with nothing else.
+    A device's owner and id never change, so its row id clashes with nothing else (if
+    it did, the INSERT would fail on the primary key, and on PostgreSQL abort the unit).
+    On PostgreSQL a clash locks the other row until the unit ends, as DO UPDATE does.
     """
     statement = dialect_insert(devices)
     changes = {name: statement.excluded[name] for name in _SAVED if name != "id"}
