@@ -6,11 +6,22 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, delete, func, insert, literal_column, select, text, union_all
+from sqlalchemy import (
+    bindparam,
+    delete,
+    event,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from imprint.store.db import Prepared, own_transaction, reading
 from imprint.store.tables import certificates, devices, used_nonces, users
@@ -102,15 +113,11 @@ def test_several_rows_at_once(engine: Engine) -> None:
 def test_the_row_count_of_an_insert_that_did_nothing(engine: Engine) -> None:
     dialect = engine.dialect.name
     module = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
-    prepared = Prepared(
-        module.insert(used_nonces)
-        .on_conflict_do_nothing()
-        .execution_options(preserve_rowcount=True)
-    )
+    prepared = Prepared(module.insert(used_nonces).on_conflict_do_nothing())
     values = {"scope": "s", "nonce": "once", "expires_at": AT}
     with own_transaction(engine) as conn:
-        assert prepared.execute(conn, values).rowcount == 1
-        assert prepared.execute(conn, values).rowcount == 0
+        assert prepared.execute(conn, values) == 1
+        assert prepared.execute(conn, values) == 0
 
 
 def test_a_clash_is_an_integrity_error_and_a_refused_value_a_statement_error(
@@ -173,3 +180,96 @@ def test_a_prepared_query_reads_what_core_reads(engine: Engine) -> None:
         assert {row["username"]: row["disabled"] for row in ours} == {"ana": True, "bo": False}
         assert all(type(row["disabled"]) is bool for row in ours)
         assert Prepared(by_serial).rows(conn, {"serial": "none"}) == []
+
+
+def test_the_first_statement_begins_a_transaction_that_commits_or_rolls_back(
+    engine: Engine,
+) -> None:
+    """On the cursor, as under Core: the connection's transaction begins with a prepared
+    statement, so it commits with the connection, and is rolled back without it."""
+    prepared = Prepared(insert(used_nonces))
+    with engine.connect() as conn:
+        assert prepared.execute(conn, {"scope": "s", "nonce": "dropped", "expires_at": AT}) == 1
+        assert conn.in_transaction()
+    with engine.connect() as conn:
+        prepared.execute(conn, {"scope": "s", "nonce": "kept", "expires_at": AT})
+        conn.commit()
+        assert not conn.in_transaction()
+    with reading(engine) as conn:
+        assert conn.execute(select(used_nonces.c.nonce)).scalars().all() == ["kept"]
+
+
+def test_the_engines_events_see_each_prepared_statement(engine: Engine) -> None:
+    """The statement budget and the fault tests listen to ``before_cursor_execute``."""
+    seen: list[tuple[str, str, bool]] = []
+
+    def before(_c: Any, _cur: Any, sql: str, _p: Any, _ctx: Any, many: bool) -> None:
+        seen.append(("before", sql.split()[0], many))
+
+    def after(_c: Any, _cur: Any, sql: str, _p: Any, _ctx: Any, many: bool) -> None:
+        seen.append(("after", sql.split()[0], many))
+
+    prepared = Prepared(insert(used_nonces))
+    rows = [{"scope": "s", "nonce": f"e{i}", "expires_at": AT} for i in range(2)]
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        with own_transaction(engine) as conn:
+            prepared.execute(conn, rows[0])
+            prepared.execute(conn, rows)
+    except IntegrityError:  # the second writes e0 again: the events still came first
+        pass
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+    assert seen == [
+        ("before", "INSERT", False),
+        ("after", "INSERT", False),
+        ("before", "INSERT", True),
+    ]
+
+
+def test_a_listener_that_rewrites_the_statement_is_obeyed(engine: Engine) -> None:
+    """A ``retval=True`` listener returns the statement and parameters to run, as
+    under Core: the driver and the later events get the rewritten statement."""
+    ran: list[str] = []
+
+    def tag(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, _m: bool) -> Any:
+        return sql + " -- tagged", params
+
+    def after(_c: Any, _cur: Any, sql: str, _p: Any, _ctx: Any, _m: bool) -> None:
+        ran.append(sql)
+
+    prepared = Prepared(insert(used_nonces))
+    event.listen(engine, "before_cursor_execute", tag, retval=True)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        with own_transaction(engine) as conn:
+            assert prepared.execute(conn, {"scope": "s", "nonce": "t", "expires_at": AT}) == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", tag)
+        event.remove(engine, "after_cursor_execute", after)
+    assert len(ran) == 1
+    assert ran[0].startswith("INSERT")
+    assert ran[0].endswith(" -- tagged")
+
+
+def test_a_lost_connection_is_invalidated_and_the_next_checkout_works(
+    engine: Engine, backend: str
+) -> None:
+    """A prepared statement on a connection the server has ended fails as under Core:
+    a ``DBAPIError`` that says the connection was invalidated, which the pool then
+    replaces."""
+    if backend != "postgresql":
+        pytest.skip("a server ends the connection: PostgreSQL")
+    prepared = Prepared(select(used_nonces).where(used_nonces.c.nonce == bindparam("n")))
+    with engine.connect() as conn:
+        pid = conn.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+        with engine.connect() as admin:
+            ended = admin.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
+            assert ended.scalar_one() is True
+        with pytest.raises(DBAPIError) as lost:
+            prepared.rows(conn, {"n": "x"})
+        assert lost.value.connection_invalidated
+    with reading(engine) as conn:
+        assert prepared.rows(conn, {"n": "x"}) == []

@@ -76,13 +76,8 @@ REVOCATIONS = "revocations"
 # The statements of the issuing path, built once (see store/devices.py).
 # A serial that exists already inserts nothing (the caller sees a Conflict): no error, so
 # no savepoint is needed to keep a shared PostgreSQL transaction usable after it.
-# (SQLAlchemy keeps an INSERT's row count only when asked: ``preserve_rowcount``.)
 _RESERVE = {
-    name: Prepared(
-        dialect.insert(certificates)
-        .on_conflict_do_nothing()
-        .execution_options(preserve_rowcount=True)
-    )
+    name: Prepared(dialect.insert(certificates).on_conflict_do_nothing())
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 _MARK_ISSUED = (
@@ -159,7 +154,7 @@ class SqlCertificateLedger:
             "device_ref": record.device_ref,
             **issued,
         }
-        if _RESERVE[conn.dialect.name].execute(conn, values).rowcount == 0:
+        if _RESERVE[conn.dialect.name].execute(conn, values) == 0:
             raise Conflict(f"serial {record.serial} is already recorded")
 
     def mark_issued(

@@ -104,7 +104,7 @@ def _upsert(dialect_insert: type[sqlite.Insert] | type[postgresql.Insert]) -> Pr
             index_elements=[devices.c.owner, devices.c.device_id],
             set_=changes,
             where=devices.c.id == statement.excluded.id,
-        ).execution_options(preserve_rowcount=True)
+        )
     )
 
 
@@ -118,11 +118,7 @@ _COUNT = (
 _RECORD = Prepared(insert(provisioning_records))
 # A nonce spent before inserts nothing (ON CONFLICT DO NOTHING: the row count says so).
 _USE_NONCE = {
-    name: Prepared(
-        dialect.insert(used_nonces)
-        .on_conflict_do_nothing()
-        .execution_options(preserve_rowcount=True)
-    )
+    name: Prepared(dialect.insert(used_nonces).on_conflict_do_nothing())
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 # PostgreSQL: the nonce spent and a device's lock taken in one statement. The INSERT's
@@ -142,7 +138,6 @@ _USE_NONCE_LOCKING_DEVICE = Prepared(
         ).select_from(_LOCKING),
     )
     .on_conflict_do_nothing()
-    .execution_options(preserve_rowcount=True)
 )
 
 
@@ -211,7 +206,7 @@ class SqlDeviceStore:
         with writing(self._engine) as conn:
             upsert = _UPSERT.get(conn.dialect.name)
             if upsert is not None:
-                if upsert.execute(conn, values).rowcount == 0:
+                if upsert.execute(conn, values) == 0:
                     raise clash
                 return
             try:
@@ -372,8 +367,8 @@ class SqlNonceStore:
         with (own_transaction if alone else writing)(self._engine) as conn:
             if lock_device is not None and conn.dialect.name == "postgresql":
                 values["key"] = lock_key(_device_lock(*lock_device))
-                return bool(_USE_NONCE_LOCKING_DEVICE.execute(conn, values).rowcount == 1)
-            spent = _USE_NONCE[conn.dialect.name].execute(conn, values).rowcount == 1
+                return bool(_USE_NONCE_LOCKING_DEVICE.execute(conn, values) == 1)
+            spent = _USE_NONCE[conn.dialect.name].execute(conn, values) == 1
             if spent and lock_device is not None:
                 serialized(conn, _device_lock(*lock_device))
             return bool(spent)

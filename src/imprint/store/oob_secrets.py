@@ -61,7 +61,6 @@ _SPEND = Prepared(
         oob_secrets.c.used_at.is_(None),
     )
     .values(used_at=bindparam("_at"))
-    .execution_options(preserve_rowcount=True)
 )
 
 
@@ -193,7 +192,7 @@ class SqlOobSecretStore:
     def mark_used(self, enrollment_id: str, device_id: str, at: datetime) -> bool:
         values = {"_enrollment": enrollment_id, "_device": device_id, "_at": at}
         with writing(self._engine) as conn:
-            return bool(_SPEND.execute(conn, values).rowcount)
+            return bool(_SPEND.execute(conn, values))
 
     def search(
         self,
