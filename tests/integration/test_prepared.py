@@ -21,7 +21,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 
 from imprint.store.db import Prepared, own_transaction, reading
 from imprint.store.tables import certificates, devices, used_nonces, users
@@ -252,6 +252,53 @@ def test_a_listener_that_rewrites_the_statement_is_obeyed(engine: Engine) -> Non
     assert len(ran) == 1
     assert ran[0].startswith("INSERT")
     assert ran[0].endswith(" -- tagged")
+
+
+def test_a_listeners_own_error_is_raised_unchanged(engine: Engine) -> None:
+    """An error that is not the driver's (a fault injected by a listener, a lock file
+    that cannot be opened) comes out as itself, as under Core, not as a StatementError;
+    the transaction stays usable."""
+
+    def refuse(_c: Any, _cur: Any, _sql: str, _p: Any, _ctx: Any, _m: bool) -> None:
+        raise OSError("injected")
+
+    prepared = Prepared(insert(used_nonces))
+    with own_transaction(engine) as conn:
+        event.listen(engine, "before_cursor_execute", refuse)
+        try:
+            with pytest.raises(OSError, match="injected"):
+                prepared.execute(conn, {"scope": "s", "nonce": "o", "expires_at": AT})
+        finally:
+            event.remove(engine, "before_cursor_execute", refuse)
+        assert prepared.execute(conn, {"scope": "s", "nonce": "o", "expires_at": AT}) == 1
+
+
+def test_an_error_while_the_rows_are_fetched_is_sqlalchemys(engine: Engine, backend: str) -> None:
+    """SQLite computes the rows after the first as they are fetched: an error there is
+    SQLAlchemy's ``OperationalError``, as from Core's result, not the driver's own."""
+    if backend != "sqlite":
+        pytest.skip("psycopg reads every row when the statement runs")
+    calls = []
+
+    def second_fails(value: str) -> str:
+        calls.append(value)
+        if len(calls) == 2:
+            raise ValueError("the second row")
+        return value
+
+    with own_transaction(engine) as conn:
+        for i in range(3):
+            conn.execute(insert(used_nonces).values(scope="f", nonce=f"f{i}", expires_at=AT))
+        conn.connection.driver_connection.create_function("second_fails", 1, second_fails)  # type: ignore[union-attr]
+        prepared = Prepared(
+            select(func.second_fails(used_nonces.c.nonce).label("n"))
+            .where(used_nonces.c.scope == bindparam("s"))
+            .order_by(used_nonces.c.nonce)
+        )
+        with pytest.raises(DBAPIError) as failed:
+            prepared.rows(conn, {"s": "f"})
+        assert isinstance(failed.value, OperationalError)
+        assert len(calls) == 2
 
 
 def test_a_lost_connection_is_invalidated_and_the_next_checkout_works(

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Self, TypeVar
 from weakref import WeakKeyDictionary
 
 import anyio.to_thread
@@ -31,6 +31,7 @@ import greenlet
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+from sqlalchemy.engine.util import TransactionalContext
 from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
@@ -549,9 +550,12 @@ def _connections(engine: Engine) -> Engine:
 # engine's ``before_cursor_execute`` / ``after_cursor_execute`` events (the statement
 # budget test and the fault tests listen to them), the dialect's ``do_execute``, and a
 # driver error handled as Core handles it (``IntegrityError`` and the rest, a lost
-# connection invalidated). Not kept: echo logging and a dialect's own ``do_execute``
-# events (imprint sets neither). The row count is the driver's, so an INSERT ... ON
-# CONFLICT DO NOTHING needs no ``preserve_rowcount`` to say it wrote nothing.
+# connection invalidated), also while the rows are fetched; any other error (a
+# listener's) is raised as itself, as Core raises it. Not kept: echo logging and a
+# dialect's own ``do_execute`` events (imprint sets neither), and the parameters of an
+# ``executemany`` shown as one set in a driver error's message. The row count is the
+# driver's, so an INSERT ... ON CONFLICT DO NOTHING needs no ``preserve_rowcount`` to
+# say it wrote nothing.
 
 
 class _Plan:
@@ -655,11 +659,7 @@ class Prepared:
     def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[dict[str, Any]]:
         """A query's rows, each a dict by column key, its values as Core reads them."""
         plan = self._plan(conn.dialect, values)
-        cursor = self._run(conn, plan, values, [values])
-        try:
-            fetched = cursor.fetchall()
-        finally:
-            cursor.close()
+        fetched = _fetched(conn, self._run(conn, plan, values, [values]))
         columns, readers = plan.columns, plan.readers
         return [
             dict(
@@ -678,13 +678,16 @@ def _on_cursor(conn: Connection, sql: str, parameters: Any, many: bool) -> Any:
     caller reads and closes it): what ``Connection._execute_context`` and
     ``_exec_single_context`` do around the driver, through the same methods, without an
     execution context or a result (see above)."""
-    if conn._transaction is None:
-        conn._autobegin()
-    elif not conn._transaction.is_active:
-        conn._invalid_transaction()  # raises, as Core does in a transaction that failed
     dbapi = conn._dbapi_connection
     if dbapi is None:
         dbapi = conn._revalidate_connection()
+    root, nested = conn._transaction, conn._nested_transaction
+    if (root is not None and not root.is_active) or (nested is not None and not nested.is_active):
+        conn._invalid_transaction()  # raises, as Core does in a transaction that failed
+    elif conn._trans_context_manager:
+        TransactionalContext._trans_ctx_check(conn)
+    if root is None:
+        conn._autobegin()
     cursor = None
     try:
         cursor = dbapi.cursor()
@@ -699,10 +702,32 @@ def _on_cursor(conn: Connection, sql: str, parameters: Any, many: bool) -> Any:
         if events:
             conn.dispatch.after_cursor_execute(conn, cursor, sql, parameters, None, many)
     except BaseException as error:
-        if cursor is not None:
-            cursor.close()
-        conn._handle_dbapi_exception(error, sql, parameters, cursor, None)
+        _failed(conn, error, cursor, sql, parameters)
     return cursor
+
+
+def _failed(
+    conn: Connection, error: BaseException, cursor: Any, sql: str | None, parameters: Any
+) -> NoReturn:
+    """Raise ``error`` as Core would in its cursor's execution: a driver error as
+    SQLAlchemy's (``IntegrityError``, a lost connection invalidated), anything else
+    (a listener's, a value the driver refuses before the database sees it) unchanged.
+    Core closes the cursor unless the connection is lost. Without an execution context
+    Core would wrap every error with a statement, so the statement goes only with a
+    driver's error."""
+    driver_error = isinstance(error, conn.dialect.loaded_dbapi.Error)
+    conn._handle_dbapi_exception(error, sql if driver_error else None, parameters, cursor, None)
+
+
+def _fetched(conn: Connection, cursor: Any) -> list[Any]:
+    """The cursor's rows, closed after; an error while fetching (SQLite computes the rows
+    after the first as they are fetched) handled as Core's result handles it."""
+    try:
+        rows: list[Any] = cursor.fetchall()
+    except BaseException as error:
+        _failed(conn, error, cursor, None, None)
+    cursor.close()
+    return rows
 
 
 # One transaction for several store calls ------------------------------------------------
