@@ -145,6 +145,9 @@ def test_a_statement_it_cannot_bind_is_refused(engine: Engine) -> None:
         expanding = delete(used_nonces).where(used_nonces.c.nonce.in_(["a", "b"]))
         with pytest.raises(TypeError, match="expanding IN"):
             Prepared(expanding).execute(conn, {"scope": "s"})
+    # an option only Core's execution context would read is refused, not ignored
+    with pytest.raises(TypeError, match="execution options"):
+        Prepared(insert(used_nonces).execution_options(preserve_rowcount=True))
 
 
 def test_a_prepared_query_reads_what_core_reads(engine: Engine) -> None:

@@ -609,6 +609,8 @@ class Prepared:
     For the fixed statements of the busy paths: every parameter comes from the values
     given or is written into the statement (no column defaults, no expanding ``IN``; a
     statement that needs them is refused with ``TypeError`` on its first execution).
+    It runs without Core's execution context, so a statement with execution options,
+    which only that context would read, is refused with ``TypeError`` at once.
     :meth:`rows` reads a query's rows through the result processors of its columns'
     types, as Core does.
     """
@@ -616,6 +618,8 @@ class Prepared:
     __slots__ = ("_plans", "_statement")
 
     def __init__(self, statement: Executable) -> None:
+        if options := statement.get_execution_options():
+            raise TypeError(f"a Prepared statement runs without execution options: {options}")
         self._statement = statement
         self._plans: dict[tuple[type[Dialect], frozenset[str]], _Plan] = {}
 

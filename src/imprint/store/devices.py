@@ -367,11 +367,11 @@ class SqlNonceStore:
         with (own_transaction if alone else writing)(self._engine) as conn:
             if lock_device is not None and conn.dialect.name == "postgresql":
                 values["key"] = lock_key(_device_lock(*lock_device))
-                return bool(_USE_NONCE_LOCKING_DEVICE.execute(conn, values) == 1)
+                return _USE_NONCE_LOCKING_DEVICE.execute(conn, values) == 1
             spent = _USE_NONCE[conn.dialect.name].execute(conn, values) == 1
             if spent and lock_device is not None:
                 serialized(conn, _device_lock(*lock_device))
-            return bool(spent)
+            return spent
 
     def purge(self, before: datetime) -> int:
         with own_transaction(self._engine) as conn:

@@ -192,7 +192,7 @@ class SqlOobSecretStore:
     def mark_used(self, enrollment_id: str, device_id: str, at: datetime) -> bool:
         values = {"_enrollment": enrollment_id, "_device": device_id, "_at": at}
         with writing(self._engine) as conn:
-            return bool(_SPEND.execute(conn, values))
+            return _SPEND.execute(conn, values) > 0
 
     def search(
         self,
