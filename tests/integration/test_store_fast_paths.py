@@ -223,6 +223,41 @@ def test_enrollment_changes_are_seen_at_once(engine: Engine) -> None:
     assert reader.search(mechanism=Mechanism.SYMMETRIC_KEY) == ()
 
 
+def test_a_devices_own_enrollments_by_one_indexed_query(engine: Engine) -> None:
+    box = SecretBox(os.urandom(32))
+    store = SqlEnrollmentStore(engine, box)
+
+    def enrollment(id_: str, **fields: object) -> Enrollment:
+        values: dict[str, object] = {
+            "kind": EnrollmentKind.INDIVIDUAL,
+            "mechanism": Mechanism.SYMMETRIC_KEY,
+            "registration_id": "gw-7",
+            "group_key": os.urandom(32),
+        }
+        values.update(fields)
+        return Enrollment(id=id_, owner="acme", created_at=NOW, updated_at=NOW, **values)  # type: ignore[arg-type]
+
+    own_key = os.urandom(32)
+    store.add(enrollment("own-b", group_key=own_key))
+    store.add(enrollment("own-a", enabled=False))  # disabled: still the device's own
+    store.add(enrollment("other-device", registration_id="gw-8"))
+    store.add(enrollment("other-mechanism", mechanism=Mechanism.OOB_SECRET, group_key=None))
+    store.add(enrollment("line", kind=EnrollmentKind.GROUP, registration_id=None))
+
+    found = store.naming(Mechanism.SYMMETRIC_KEY, "gw-7")
+    assert [(e.id, e.enabled) for e in found] == [("own-a", False), ("own-b", True)]
+    assert found[1].group_key == own_key  # unsealed, as every read gives it
+    assert [e.id for e in store.naming(Mechanism.OOB_SECRET, "gw-7")] == ["other-mechanism"]
+    assert store.naming(Mechanism.SYMMETRIC_KEY, "gw-9") == ()
+    if engine.dialect.name == "sqlite":  # not a scan of every enrollment of the mechanism
+        with engine.connect() as conn:
+            plan = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT id FROM enrollments"
+                " WHERE registration_id = 'gw-7' AND mechanism = 'symmetric-key'"
+            ).all()
+        assert "ix_enrollments_registration_id_mechanism" in str(plan)
+
+
 # SQLite's writers queue on a lock of the process ------------------------------------------
 
 

@@ -411,12 +411,7 @@ class OobSecretAttestor:
                 kind=EnrollmentKind.GROUP,
                 limit=_MAX_ENROLLMENTS,
             ),
-            *self._enrollments.search(
-                mechanism=Mechanism.OOB_SECRET,
-                enabled=True,
-                registration_id=device_id,
-                limit=_MAX_ENROLLMENTS,
-            ),
+            *(e for e in self._enrollments.naming(Mechanism.OOB_SECRET, device_id) if e.enabled),
         ]
         return [e for e in found if _admits(None, device_id, e)]
 

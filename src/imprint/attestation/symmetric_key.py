@@ -206,12 +206,7 @@ class SymmetricKeyAttestor:
             return
         # Two narrow queries, not every enrollment per request: the device's own individual
         # enrollment (a disabled one is refused by policy), else each enabled group.
-        individual = self._enrollments.search(
-            mechanism=Mechanism.SYMMETRIC_KEY,
-            kind=EnrollmentKind.INDIVIDUAL,
-            registration_id=device_id,
-            limit=_ENROLLMENT_SCAN_LIMIT,
-        )
+        individual = self._enrollments.naming(Mechanism.SYMMETRIC_KEY, device_id)
         if individual:
             yield from individual
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
@@ -24,12 +24,22 @@ from imprint.provisioning.enrollments import (
 from imprint.provisioning.hub import HubProvider
 from imprint.sealing import SecretBox
 from imprint.store.cache import ReadCache
-from imprint.store.db import guarded, reading, writing
+from imprint.store.db import Prepared, guarded, reading, writing
 from imprint.store.tables import enrollments
 
 __all__ = ["SqlEnrollmentStore"]
 
 _GET = select(enrollments).where(enrollments.c.id == bindparam("id"))
+# A registration's lookup of the device's own enrollments (the registration_id index).
+_NAMING = Prepared(
+    select(enrollments)
+    .where(
+        enrollments.c.registration_id == bindparam("registration_id"),
+        enrollments.c.mechanism == bindparam("mechanism"),
+        enrollments.c.kind == EnrollmentKind.INDIVIDUAL.value,
+    )
+    .order_by(enrollments.c.id)
+)
 
 
 def _channel_json(template: ChannelTemplate | None) -> str | None:
@@ -120,7 +130,7 @@ class SqlEnrollmentStore:
             "updated_at": enrollment.updated_at,
         }
 
-    def _enrollment(self, row: RowMapping) -> Enrollment:
+    def _enrollment(self, row: RowMapping | Mapping[str, Any]) -> Enrollment:
         x509 = json.loads(row["x509"]) if row["x509"] else None
         psk = row["pre_shared_key_sealed"]
         group_key = row["group_key_sealed"]
@@ -162,7 +172,7 @@ class SqlEnrollmentStore:
             hub=self._hub(row),
         )
 
-    def _hub(self, row: RowMapping) -> HubProvider | None:
+    def _hub(self, row: RowMapping | Mapping[str, Any]) -> HubProvider | None:
         if row["hub"] is None:
             return None
         data = json.loads(row["hub"])
@@ -257,6 +267,15 @@ class SqlEnrollmentStore:
                 mechanism, owner, kind, registration_id, enabled, limit, owners, after
             ),
         )
+
+    def naming(self, mechanism: Mechanism, registration_id: str) -> Sequence[Enrollment]:
+        """The individual enrollments of ``mechanism`` for the device ``registration_id``,
+        enabled or not, by id: one indexed query, not cached (each device asks for its own
+        once, and a registration's answers would only push the shared ones out)."""
+        values = {"registration_id": registration_id, "mechanism": mechanism.value}
+        with reading(self._engine) as conn:
+            rows = _NAMING.rows(conn, values)
+        return tuple(self._enrollment(row) for row in rows)
 
     def count(
         self,

@@ -188,6 +188,7 @@ enrollments = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index(None, "mechanism", "enabled"),
     Index(None, "owner"),
+    Index(None, "registration_id", "mechanism"),  # 0021: a device's own enrollments
 )
 
 devices = Table(
@@ -229,7 +230,6 @@ provisioning_records = Table(
     Column("source", String(64)),
     Column("at", UTCDateTime, nullable=False),
     Index(None, "device_ref", "at"),
-    Index(None, "request_id"),
     Index(None, "at"),
 )
 
