@@ -723,6 +723,13 @@ def _failed(
     conn._handle_dbapi_exception(error, sql if driver_error else None, parameters, cursor, None)
 
 
+def _plain(conn: Connection, sql: str) -> None:
+    """A statement without values or rows (a savepoint's, ``BEGIN IMMEDIATE``) on the
+    driver's cursor, as :class:`Prepared` runs its statements: a commit group runs
+    three of these a registration."""
+    _on_cursor(conn, sql, (), False).close()
+
+
 def _fetched(conn: Connection, cursor: Any) -> list[Any]:
     """The cursor's rows, closed after; an error while fetching (SQLite computes the rows
     after the first as they are fetched) handled as Core's result handles it."""
@@ -786,7 +793,7 @@ def unit_of_work(engine: Engine) -> Iterator[None]:
             if group is None:
                 _commit(unit.connection)
             else:
-                unit.connection.exec_driver_sql(_RELEASE_UNIT)
+                _plain(unit.connection, _RELEASE_UNIT)
                 unit.connection = None
     finally:
         _unit.reset(token)
@@ -861,7 +868,7 @@ def writing(engine: Engine) -> Iterator[Connection]:
     if unit.connection is None:
         if group is not None:
             conn = group.open()
-            conn.exec_driver_sql(_SAVEPOINT_UNIT)
+            _plain(conn, _SAVEPOINT_UNIT)
             unit.connection = conn
         else:
             unit.connection = _connections(engine).connect()
@@ -1032,7 +1039,7 @@ class _Group:
             dbapi = connection.connection.dbapi_connection
             if isinstance(dbapi, _WriterConnection):
                 dbapi.take()
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            _plain(connection, "BEGIN IMMEDIATE")
         except BaseException:
             connection.close()
             raise
@@ -1098,8 +1105,8 @@ def _roll_back_to(group: _Group, name: str) -> None:
     transaction holds work that must not commit: the group is lost."""
     assert group.connection is not None
     try:
-        group.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
-        group.connection.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+        _plain(group.connection, f"ROLLBACK TO SAVEPOINT {name}")
+        _plain(group.connection, f"RELEASE SAVEPOINT {name}")
     except BaseException:
         group.broken = True
         raise
@@ -1108,13 +1115,13 @@ def _roll_back_to(group: _Group, name: str) -> None:
 @contextmanager
 def _group_write(group: _Group) -> Iterator[Connection]:
     conn = group.open()
-    conn.exec_driver_sql(f"SAVEPOINT {_WRITE}")
+    _plain(conn, f"SAVEPOINT {_WRITE}")
     try:
         yield conn
     except BaseException:
         _roll_back_to(group, _WRITE)
         raise
-    conn.exec_driver_sql(f"RELEASE SAVEPOINT {_WRITE}")
+    _plain(conn, f"RELEASE SAVEPOINT {_WRITE}")
 
 
 #: A request waiting for its group: its work, its answer, a copy of its context.
