@@ -152,6 +152,7 @@ async def bench_app(parts: list[str], count: int, directory: Path, database: str
     from bench.load import build_requests, new_csr, oob_secret_for
     from imprint.api.app import create_app
     from imprint.runtime import prepare
+    from imprint.server import settle_heap
     from imprint.settings import Settings
     from imprint.store.db import Checkpointer
 
@@ -166,6 +167,7 @@ async def bench_app(parts: list[str], count: int, directory: Path, database: str
     token = (first.admin_token_file or settings.data_dir / "admin-token").read_text().strip()
     app = create_app(runtime)
     checkpointer = Checkpointer.start(runtime.engine)  # as `imprint serve` does (SQLite)
+    settle_heap()  # as `imprint serve` does before it serves
     admin = {"Authorization": f"Bearer {token}"}
 
     async def post(path: str, body: object, headers: dict[str, str] | None = None) -> bytes:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -65,6 +73,14 @@ class Metrics:
             ["operation", "status"],
             registry=self.registry,
         )
+        # The process's garbage collector: collections by generation, and the objects
+        # start-up made that ``imprint serve`` keeps out of them (``server.settle_heap``).
+        GCCollector(registry=self.registry)
+        Gauge(
+            "imprint_gc_frozen_objects",
+            "Objects kept out of the garbage collector's passes since the server started",
+            registry=self.registry,
+        ).set_function(gc.get_freeze_count)
 
     def client_certificate_refused(self, code: str) -> None:
         self.client_certificate_refusals.labels(code=code).inc()

@@ -110,6 +110,16 @@ def test_two_workers_share_the_port_and_the_database(served: Served) -> None:
     assert all(item["status"] == "issued" for item in listed if item["serial"] in serials)
 
 
+def test_each_worker_keeps_its_start_up_heap_out_of_collections(served: Served) -> None:
+    wait_until(lambda: len(_workers_of(served.process.pid)) == 2, "two worker processes")
+    frozen = []
+    for _ in range(6):  # fresh connections: both workers answer some of them
+        text = httpx.get(f"{served.url}/metrics", verify=trusting(served.ca)).text
+        (line,) = [x for x in text.splitlines() if x.startswith("imprint_gc_frozen_objects ")]
+        frozen.append(float(line.split()[1]))
+    assert min(frozen) > 50_000, frozen
+
+
 def test_two_workers_register_devices_concurrently_without_an_error(served: Served) -> None:
     """Each worker's device requests share commit groups on the one SQLite file: a
     group must never fail because the other worker committed while it ran."""

@@ -254,7 +254,7 @@ def serve() -> None:
     """Run the HTTPS service (sets up data directory, database and CA on first start)."""
     from imprint.logs import configure_logging
     from imprint.runtime import prepare
-    from imprint.server import bind_socket, build_server, run_workers
+    from imprint.server import bind_socket, build_server, run_workers, settle_heap
 
     settings = _settings()
     configure_logging(settings.logging.level, json_format=settings.logging.json_format)
@@ -298,6 +298,7 @@ def serve() -> None:
             _fail("a worker process could not start; see the log above")
         return
     server = build_server(runtime)
+    settle_heap()
     try:
         server.run()
     finally:
