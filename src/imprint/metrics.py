@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from typing import Any
 
 from prometheus_client import (
@@ -11,6 +12,7 @@ from prometheus_client import (
     Gauge,
     GCCollector,
     Histogram,
+    Info,
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -81,6 +83,10 @@ class Metrics:
             "Objects kept out of the garbage collector's passes since the server started",
             registry=self.registry,
         ).set_function(gc.get_freeze_count)
+        # Which process answered: with several workers, whichever took the connection.
+        Info("imprint_process", "The process serving these metrics", registry=self.registry).info(
+            {"pid": str(os.getpid())}
+        )
 
     def client_certificate_refused(self, code: str) -> None:
         self.client_certificate_refusals.labels(code=code).inc()

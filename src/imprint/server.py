@@ -288,7 +288,7 @@ def settle_heap() -> None:
     """Keep the objects start-up made (modules, the application, the runtime: about
     200,000 tracked by the garbage collector) out of its later passes, once the server is
     ready to run. A full collection walks every tracked object; with these in the heap
-    each took about 100 ms in which the event loop answered nothing, a few times a minute
+    each took 110-150 ms in which the event loop answered nothing, a few times a minute
     under load. Only for a process that is about to serve until it ends: what is frozen
     is never collected.
     """

@@ -112,12 +112,20 @@ def test_two_workers_share_the_port_and_the_database(served: Served) -> None:
 
 def test_each_worker_keeps_its_start_up_heap_out_of_collections(served: Served) -> None:
     wait_until(lambda: len(_workers_of(served.process.pid)) == 2, "two worker processes")
-    frozen = []
-    for _ in range(6):  # fresh connections: both workers answer some of them
+    frozen: dict[str, float] = {}  # pid -> the objects its start-up froze
+
+    def scrape(_: int) -> None:  # a fresh connection each: whichever worker takes it
         text = httpx.get(f"{served.url}/metrics", verify=trusting(served.ca)).text
-        (line,) = [x for x in text.splitlines() if x.startswith("imprint_gc_frozen_objects ")]
-        frozen.append(float(line.split()[1]))
-    assert min(frozen) > 50_000, frozen
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
+        (pid,) = [k.split('"')[1] for k in values if k.startswith("imprint_process_info{")]
+        frozen[pid] = float(values["imprint_gc_frozen_objects"])
+
+    deadline = time.monotonic() + 30
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        while len(frozen) < 2 and time.monotonic() < deadline:
+            list(pool.map(scrape, range(16)))
+    assert set(frozen) == {str(pid) for pid in _workers_of(served.process.pid)}, frozen
+    assert min(frozen.values()) > 50_000, frozen
 
 
 def test_two_workers_register_devices_concurrently_without_an_error(served: Served) -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -243,19 +243,31 @@ def test_a_devices_own_enrollments_by_one_indexed_query(engine: Engine) -> None:
     store.add(enrollment("other-device", registration_id="gw-8"))
     store.add(enrollment("other-mechanism", mechanism=Mechanism.OOB_SECRET, group_key=None))
     store.add(enrollment("line", kind=EnrollmentKind.GROUP, registration_id=None))
+    # Refused by validation before it reaches a store; the query's own filter holds too.
+    store.add(enrollment("stray-group", kind=EnrollmentKind.GROUP))
 
-    found = store.naming(Mechanism.SYMMETRIC_KEY, "gw-7")
+    ran: list[tuple[str, object]] = []
+
+    def seen(_c: object, _cur: object, sql: str, params: object, *_: object) -> None:
+        ran.append((sql, params))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        found = store.naming(Mechanism.SYMMETRIC_KEY, "gw-7")
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
     assert [(e.id, e.enabled) for e in found] == [("own-a", False), ("own-b", True)]
     assert found[1].group_key == own_key  # unsealed, as every read gives it
     assert [e.id for e in store.naming(Mechanism.OOB_SECRET, "gw-7")] == ["other-mechanism"]
     assert store.naming(Mechanism.SYMMETRIC_KEY, "gw-9") == ()
+    ((sql, params),) = ran  # one statement
     if engine.dialect.name == "sqlite":  # not a scan of every enrollment of the mechanism
         with engine.connect() as conn:
-            plan = conn.exec_driver_sql(
-                "EXPLAIN QUERY PLAN SELECT id FROM enrollments"
-                " WHERE registration_id = 'gw-7' AND mechanism = 'symmetric-key'"
-            ).all()
-        assert "ix_enrollments_registration_id_mechanism" in str(plan)
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()  # type: ignore[arg-type]
+        steps = [row[-1] for row in plan]
+        index = "ix_enrollments_registration_id_mechanism"
+        assert any(s.startswith(f"SEARCH enrollments USING INDEX {index}") for s in steps), steps
+        assert not any(step.startswith("SCAN enrollments") for step in steps), steps
 
 
 # SQLite's writers queue on a lock of the process ------------------------------------------
