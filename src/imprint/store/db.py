@@ -726,7 +726,7 @@ def _failed(
 def _plain(conn: Connection, sql: str) -> None:
     """A statement without values or rows (a savepoint's, ``BEGIN IMMEDIATE``) on the
     driver's cursor, as :class:`Prepared` runs its statements: a commit group runs
-    three of these a registration."""
+    two a registration (its unit's savepoint and release) and one of its own."""
     _on_cursor(conn, sql, (), False).close()
 
 
