@@ -4,6 +4,7 @@ and fail as Core fails: a refused value is a ``StatementError``, a clash an
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -23,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 
-from imprint.store.db import Prepared, own_transaction, reading
+from imprint.store.db import Prepared, engines, on_event_loop, own_transaction, reading, writing
 from imprint.store.tables import certificates, devices, used_nonces, users
 
 pytestmark = pytest.mark.both_databases
@@ -323,3 +324,59 @@ def test_a_lost_connection_is_invalidated_and_the_next_checkout_works(
         assert lost.value.connection_invalidated
     with reading(engine) as conn:
         assert prepared.rows(conn, {"n": "x"}) == []
+
+
+def test_on_the_event_loop_a_connection_keeps_one_cursor(engine: Engine, backend: str) -> None:
+    """On PostgreSQL's event loop a pooled connection runs its prepared statements on one
+    psycopg cursor, across statements and checkouts; a clash is still an
+    ``IntegrityError``, after which the connection goes on; a connection the server ended
+    is replaced, with a cursor of its own."""
+    if backend != "postgresql":
+        pytest.skip("the event loop's statements: PostgreSQL")
+    add = Prepared(insert(certificates))
+    find = Prepared(select(certificates.c.serial).where(certificates.c.serial == bindparam("s")))
+    cursors: list[object] = []
+
+    def seen(_conn: object, cursor: object, *_: object) -> None:
+        cursors.append(cursor)
+
+    def write_and_read() -> list[dict[str, Any]]:
+        with writing(engine) as conn:
+            assert add.execute(conn, _certificate("kept-1")) == 1
+            assert add.execute(conn, [_certificate("kept-2"), _certificate("kept-3")]) == 2
+        with reading(engine) as conn:
+            return find.rows(conn, {"s": "kept-2"})
+
+    def clash() -> None:
+        with writing(engine) as conn:
+            add.execute(conn, _certificate("kept-1"))
+
+    def serials(serial: str) -> list[dict[str, Any]]:
+        with reading(engine) as conn:
+            return find.rows(conn, {"s": serial})
+
+    def backend_pid() -> int:
+        with reading(engine) as conn:
+            return int(conn.connection.driver_connection.info.backend_pid)  # type: ignore[union-attr]
+
+    async def main() -> None:
+        assert await on_event_loop(engine, write_and_read) == [{"serial": "kept-2"}]
+        with pytest.raises(IntegrityError):
+            await on_event_loop(engine, clash)
+        assert await on_event_loop(engine, serials, "kept-3") == [{"serial": "kept-3"}]
+        pid = await on_event_loop(engine, backend_pid)
+        with engine.connect() as admin:
+            ended = admin.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
+            assert ended.scalar_one() is True
+        # The pool sees the ended connection at checkout and replaces it (db.py).
+        assert await on_event_loop(engine, serials, "kept-1") == [{"serial": "kept-1"}]
+
+    twin = engines(engine)[1]
+    event.listen(twin, "before_cursor_execute", seen)
+    try:
+        asyncio.run(main())
+    finally:
+        event.remove(twin, "before_cursor_execute", seen)
+    first, last = cursors[0], cursors[-1]
+    assert all(cursor is first for cursor in cursors[:-1]), "a new cursor per statement"
+    assert last is not first, "the replacing connection ran on the old one's cursor"

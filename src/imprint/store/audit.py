@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import BigInteger, String, func, select, text
 from sqlalchemy.engine import Engine
 
 from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
@@ -34,7 +34,11 @@ _TAIL_SQLITE = Prepared(
     .order_by(audit_log.c.id.desc())
     .limit(1)
 )
-_TAIL_POSTGRESQL = text("SELECT tail_hash, next_id FROM imprint_audit_tail(:key)")
+_TAIL_POSTGRESQL = Prepared(
+    text("SELECT tail_hash, next_id FROM imprint_audit_tail(:key)").columns(
+        tail_hash=String, next_id=BigInteger
+    )
+)
 _CHAIN_KEY = lock_key(CHAIN_LOCK)
 _APPEND = Prepared(audit_log.insert())
 
@@ -124,8 +128,8 @@ class SqlAuditLog:
                     (tail[0]["hash"] or GENESIS, tail[0]["next_id"]) if tail else (GENESIS, 1)
                 )
             else:
-                found, new_id = conn.execute(_TAIL_POSTGRESQL, {"key": _CHAIN_KEY}).one()
-                prev = found or GENESIS
+                (row,) = _TAIL_POSTGRESQL.rows(conn, {"key": _CHAIN_KEY})
+                prev, new_id = row["tail_hash"] or GENESIS, row["next_id"]
             record = AuditRecord(id=new_id, at=chain_time(at), **values)
             _APPEND.execute(
                 conn,

@@ -694,7 +694,7 @@ def _on_cursor(conn: Connection, sql: str, parameters: Any, many: bool) -> Any:
         conn._autobegin()
     cursor = None
     try:
-        cursor = dbapi.cursor()
+        cursor = _kept_cursor(dbapi) if conn.dialect.is_async else dbapi.cursor()
         events = conn._has_events or conn.engine._has_events
         if events:
             for listen in conn.dispatch.before_cursor_execute:  # may rewrite, as in Core
@@ -708,6 +708,59 @@ def _on_cursor(conn: Connection, sql: str, parameters: Any, many: bool) -> Any:
     except BaseException as error:
         _failed(conn, error, cursor, sql, parameters)
     return cursor
+
+
+# On the event loop (PostgreSQL), the statements run through SQLAlchemy's async adapter,
+# whose cursor wraps one of psycopg's and is made for each statement and closed after it,
+# two greenlet switches and a few objects each time: in process, 7 % of an oob-secret
+# registration's CPU. psycopg's own cursor can run any number of statements in turn, so
+# each pooled connection keeps one for the statements run here, in the pool record's
+# ``info`` (cleared when the connection is replaced). What the adapter adds is not
+# needed here: it reads a query's rows as the statement runs, and ``Prepared`` reads
+# them at once anyway; an error comes out of psycopg unchanged, as through the adapter.
+
+_KEPT = "imprint_kept_cursor"
+
+
+class _KeptCursor:
+    """A psycopg ``AsyncCursor`` of one connection, used synchronously from inside a
+    greenlet as the adapter's cursor is; ``close`` keeps it for the next statement."""
+
+    __slots__ = ("_cursor", "connection")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self._cursor = connection.cursor()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    def execute(self, sql: str, parameters: Any = None) -> None:
+        await_(self._cursor.execute(sql, parameters))
+
+    def executemany(self, sql: str, parameters: Any) -> None:
+        await_(self._cursor.executemany(sql, parameters))
+
+    def fetchall(self) -> list[Any]:
+        rows: list[Any] = await_(self._cursor.fetchall())
+        return rows
+
+    def close(self) -> None:
+        """Kept: the connection's next statement runs on it."""
+
+
+def _kept_cursor(fairy: Any) -> Any:
+    """The cursor ``fairy``'s connection keeps for :class:`Prepared` (see above)."""
+    driver = fairy.driver_connection
+    kept = fairy.info.get(_KEPT)
+    if kept is None or kept.connection is not driver:
+        kept = fairy.info[_KEPT] = _KeptCursor(driver)
+    return kept
 
 
 def _failed(
