@@ -711,9 +711,9 @@ def _on_cursor(conn: Connection, sql: str, parameters: Any, many: bool) -> Any:
 
 
 # On the event loop (PostgreSQL), the statements run through SQLAlchemy's async adapter,
-# whose cursor wraps one of psycopg's and is made for each statement and closed after it,
-# two greenlet switches and a few objects each time: in process, 7 % of an oob-secret
-# registration's CPU. psycopg's own cursor can run any number of statements in turn, so
+# whose cursor wraps one of psycopg's and is made for each statement (entered through a
+# greenlet switch) and closed after it, a few objects each time: in a profile, 7 % of an
+# oob-secret registration's route. psycopg's own cursor can run any number of statements in turn, so
 # each pooled connection keeps one for the statements run here, in the pool record's
 # ``info`` (cleared when the connection is replaced). What the adapter adds is not
 # needed here: it reads a query's rows as the statement runs, and ``Prepared`` reads
