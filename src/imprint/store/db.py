@@ -712,25 +712,29 @@ def _on_cursor(conn: Connection, sql: str, parameters: Any, many: bool) -> Any:
 
 # On the event loop (PostgreSQL), the statements run through SQLAlchemy's async adapter,
 # whose cursor wraps one of psycopg's and is made for each statement (entered through a
-# greenlet switch) and closed after it, a few objects each time: in a profile, 7 % of an
-# oob-secret registration's route. psycopg's own cursor can run any number of statements in turn, so
-# each pooled connection keeps one for the statements run here, in the pool record's
-# ``info`` (cleared when the connection is replaced). What the adapter adds is not
-# needed here: it reads a query's rows as the statement runs, and ``Prepared`` reads
-# them at once anyway; an error comes out of psycopg unchanged, as through the adapter.
+# greenlet switch) and closed after it, a few objects each time: in a profile, 7 % of
+# an oob-secret registration's route. psycopg's own cursor can run any number of
+# statements in turn, so each pooled connection keeps one for the statements run here,
+# in the pool record's ``info`` (cleared when the connection is replaced), and reads a
+# query's rows with the statement, in one ``await_``, as the adapter does; an error
+# comes out of psycopg unchanged, as through the adapter.
 
 _KEPT = "imprint_kept_cursor"
+_TUPLES_OK = 2  # libpq's PGRES_TUPLES_OK (psycopg.pq.ExecStatus): a result with rows
 
 
 class _KeptCursor:
     """A psycopg ``AsyncCursor`` of one connection, used synchronously from inside a
-    greenlet as the adapter's cursor is; ``close`` keeps it for the next statement."""
+    greenlet as the adapter's cursor is: a statement and its rows in one ``await_`` (one
+    greenlet switch), as the adapter reads them; ``close`` lets go of the rows and keeps
+    the cursor for the connection's next statement."""
 
-    __slots__ = ("_cursor", "connection")
+    __slots__ = ("_cursor", "_rows", "connection")
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self._cursor = connection.cursor()
+        self._rows: list[Any] = []
 
     @property
     def rowcount(self) -> int:
@@ -740,18 +744,25 @@ class _KeptCursor:
     def description(self) -> Any:
         return self._cursor.description
 
+    async def _run(self, sql: str, parameters: Any) -> None:
+        cursor = self._cursor
+        await cursor.execute(sql, parameters)
+        result = cursor.pgresult
+        if result is not None and result.status == _TUPLES_OK:
+            self._rows = await cursor.fetchall()  # already here: no round trip
+
     def execute(self, sql: str, parameters: Any = None) -> None:
-        await_(self._cursor.execute(sql, parameters))
+        await_(self._run(sql, parameters))
 
     def executemany(self, sql: str, parameters: Any) -> None:
         await_(self._cursor.executemany(sql, parameters))
 
     def fetchall(self) -> list[Any]:
-        rows: list[Any] = await_(self._cursor.fetchall())
+        rows, self._rows = self._rows, []
         return rows
 
     def close(self) -> None:
-        """Kept: the connection's next statement runs on it."""
+        self._rows = []
 
 
 def _kept_cursor(fairy: Any) -> Any:
