@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from imprint.settings import Settings
 from tests.warm_cli import warm_imprint
@@ -137,6 +138,20 @@ def healthy(url: str, ca: Path) -> bool:
         return httpx.get(f"{url}/healthz", verify=trusting(ca), timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def frozen_heap(url: str, ca: Path) -> tuple[str, float]:
+    """(pid, objects start-up froze) from ``url``/metrics, as Prometheus would read them,
+    of whichever server process took this fresh connection."""
+    text = httpx.get(f"{url}/metrics", verify=trusting(ca), timeout=10).text
+    samples = {
+        sample.name: sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert 'python_gc_collections_total{generation="2"}' in text
+    pid = samples["imprint_process_info"].labels["pid"]
+    return pid, samples["imprint_gc_frozen_objects"].value
 
 
 def openssl(*args: str, cwd: Path) -> str:

@@ -24,6 +24,7 @@ from tests.conftest import free_port
 from tests.e2e.conftest import (
     IMPRINT,
     clean_env,
+    frozen_heap,
     healthy,
     live_processes,
     stop,
@@ -115,10 +116,8 @@ def test_each_worker_keeps_its_start_up_heap_out_of_collections(served: Served) 
     frozen: dict[str, float] = {}  # pid -> the objects its start-up froze
 
     def scrape(_: int) -> None:  # a fresh connection each: whichever worker takes it
-        text = httpx.get(f"{served.url}/metrics", verify=trusting(served.ca)).text
-        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
-        (pid,) = [k.split('"')[1] for k in values if k.startswith("imprint_process_info{")]
-        frozen[pid] = float(values["imprint_gc_frozen_objects"])
+        pid, objects = frozen_heap(served.url, served.ca)
+        frozen[pid] = objects
 
     deadline = time.monotonic() + 30
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -740,10 +740,6 @@ class _KeptCursor:
     def rowcount(self) -> int:
         return int(self._cursor.rowcount)
 
-    @property
-    def description(self) -> Any:
-        return self._cursor.description
-
     async def _run(self, sql: str, parameters: Any) -> None:
         cursor = self._cursor
         await cursor.execute(sql, parameters)
