@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from playwright.sync_api import expect
+
 from imprint.audit import AuditQuery
 from imprint.tenancy.roles import Role
 from tests.browser.conftest import Console, Problems, User, login, screenshot
@@ -87,7 +89,7 @@ def test_an_admin_disables_enables_and_resets_a_member(
     row = page.locator("tr[data-user='ops@west.example']")
     assert "disabled" in row.locator("td").first.inner_text()
     own = page.locator(f"tr[data-user='{console.admin.username}']")
-    assert own.get_by_role("button", name="Disable").count() == 0  # not her own account
+    expect(own.get_by_role("button", name="Disable")).to_have_count(0)  # not her own account
 
     row.get_by_label("New password for ops@west.example").fill(NEW_PASSWORD)
     row.get_by_role("button", name="Reset password").click()

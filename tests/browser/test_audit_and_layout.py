@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from playwright.sync_api import expect
+
 from imprint.audit import AuditEntry
 from imprint.tenancy.roles import Role
 from tests.browser.conftest import Console, Problems, login, screenshot
@@ -29,9 +31,9 @@ def test_the_audit_log_filters_and_pages(page: Any, console: Console) -> None:
     login(page, console, console.admin)
     page.get_by_role("link", name="Audit").click()
     rows = page.locator("#audit tbody tr")
-    assert rows.count() == 50
+    expect(rows).to_have_count(50)
     assert "user.login" in rows.first.inner_text()  # newest first: this sign-in
-    assert page.locator("#verify-chain").count() == 0  # the chain is the instance's
+    expect(page.locator("#verify-chain")).to_have_count(0)  # the chain is the instance's
     screenshot(page, "audit")
     page.get_by_role("link", name="Next →").click()
     older = page.locator("#audit tbody tr").all_inner_texts()
@@ -42,9 +44,9 @@ def test_the_audit_log_filters_and_pages(page: Any, console: Console) -> None:
     page.get_by_label("Action").fill("enrollment.update")
     page.get_by_label("Organization").select_option("acme-east")
     page.get_by_role("button", name="Filter").click()
-    assert page.locator("#audit tbody tr").count() == 50
+    expect(page.locator("#audit tbody tr")).to_have_count(50)
     page.get_by_role("link", name="Next →").click()
-    assert page.locator("#audit tbody tr").count() == 10
+    expect(page.locator("#audit tbody tr")).to_have_count(10)
     assert "batch-00" in page.locator("#audit tbody tr").last.inner_text()
     page.get_by_label("Action").fill("no.such.action")
     page.get_by_role("button", name="Filter").click()

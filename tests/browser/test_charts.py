@@ -148,7 +148,7 @@ def test_the_channel_chart_has_a_utc_time_axis_and_updates_live(
     expect(page.locator("#chart-status")).to_have_text(re.compile(r"^7 entries"), timeout=15_000)
     assert page.locator("[data-latest=field1]").inner_text() == "latest 24.5"
     assert page.locator("#entry-count").inner_text() == "7"
-    assert page.locator('[data-field="field1"] canvas').count() == 1  # redrawn, not stacked
+    expect(page.locator('[data-field="field1"] canvas')).to_have_count(1)  # redrawn, not stacked
 
 
 def test_without_javascript_the_numbers_are_tables(
@@ -164,9 +164,9 @@ def test_without_javascript_the_numbers_are_tables(
         page.goto(f"{console.url}/channels/{channel.id}")
         assert "The charts need JavaScript" in page.locator("main").inner_text()
         rows = page.locator("#latest-entries tbody tr")
-        assert rows.count() == 2
+        expect(rows).to_have_count(2)
         assert rows.first.inner_text().split("\t")[2:] == ["21.0", "\N{EN DASH}"]  # newest first
-        assert page.locator("canvas").count() == 0
+        expect(page.locator("canvas")).to_have_count(0)
     finally:
         page.context.close()
     assert not problems.unexpected(), problems.unexpected()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from playwright.sync_api import expect
 
 from imprint.device import Bundle, RequestRefused
 from imprint.pki.records import CertificateStatus
@@ -39,9 +40,9 @@ def test_a_provisioned_device_appears_on_the_dashboard_and_in_the_list(
     today = datetime.now(UTC).date().isoformat()
     day = page.locator(f'#attempts-table tr[data-day="{today}"] td')
     assert day.all_text_contents() == [f"{today} (today)", "1", "1"]
-    assert page.locator("#attempts-chart canvas").count() >= 1
+    expect(page.locator("#attempts-chart canvas").first).to_be_attached()
     failures = page.locator("#failures tbody tr")
-    assert failures.count() == 1
+    expect(failures).to_have_count(1)
     assert code in failures.first.inner_text()
     assert "meter-0002" in failures.first.inner_text()
     screenshot(page, "dashboard")
@@ -54,15 +55,16 @@ def test_a_provisioned_device_appears_on_the_dashboard_and_in_the_list(
 
     page.get_by_label("Status").select_option("pending")
     page.get_by_role("button", name="Filter").click()
-    assert "No device matches these filters" in page.locator("main").inner_text()
+    expect(page.locator("main")).to_contain_text("No device matches these filters")
     page.get_by_label("Status").select_option("")
     page.get_by_label("Search").fill("0001")
     page.get_by_label("Certificate expiry").select_option("30")
     page.get_by_role("button", name="Filter").click()
-    assert page.locator("#devices tbody tr").count() == 1
+    expect(page.locator("#devices tbody tr")).to_have_count(1)
     page.get_by_label("Certificate expiry").select_option("7")
     page.get_by_role("button", name="Filter").click()
-    assert page.locator("#devices").count() == 0
+    expect(page.locator("main")).to_contain_text("No device matches these filters")
+    expect(page.locator("#devices")).to_have_count(0)
 
     page.get_by_role("link", name="Clear the filters").click()
     page.get_by_role("link", name="meter-0001").click()
@@ -129,7 +131,7 @@ def test_approve_a_pending_device_then_revoke_it(
     page.get_by_label("Action").fill("device.revoke")
     page.get_by_role("button", name="Filter").click()
     rows = page.locator("#audit tbody tr")
-    assert rows.count() == 1
+    expect(rows).to_have_count(1)
     assert f"user:{console.admin.username}" in rows.first.inner_text()
     assert "keyCompromise" in rows.first.inner_text()
 
@@ -155,9 +157,9 @@ def test_a_sub_organization_user_cannot_see_a_sibling_device(
         .lstrip()
         .startswith("meter-acme-east")
     )
-    assert page.locator("#devices tbody tr").count() == 1
+    expect(page.locator("#devices tbody tr")).to_have_count(1)
     page.goto(f"{console.url}/devices?org=acme-west")
-    assert page.locator("#devices").count() == 0
+    expect(page.locator("#devices")).to_have_count(0)
 
     problems.expect("404")
     problems.expect("404")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from playwright.sync_api import expect
 
 from imprint.pki.records import CertificateStatus
 from imprint.provisioning.devices import DeviceStatus
@@ -40,7 +41,7 @@ def test_the_device_list_pages_through_its_total_searches_and_sorts(
     login(page, console, console.admin)
     page.get_by_role("link", name="Devices", exact=True).click()
     assert page.locator("#total").inner_text() == "1\N{EN DASH}50 of 120 devices"
-    assert page.locator("#devices tbody tr").count() == 50
+    expect(page.locator("#devices tbody tr")).to_have_count(50)
     seen = set(_ids(page))
     page.get_by_role("link", name="Next →").click()
     assert page.locator("#total").inner_text() == "51\N{EN DASH}100 of 120 devices"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from playwright.sync_api import expect
 
 from imprint.app.webhooks import HookSpec
 from imprint.channels.entries import EntryDraft
@@ -241,7 +242,7 @@ def test_every_console_page_fits_390_px_and_stacked_tables_keep_labels(
     answer = page.goto(f"{console.service.base_url}/relay/{fill['relay_state']}")
     assert answer is not None
     assert answer.status == 200
-    assert page.locator("#fingerprint").count() == 1
+    expect(page.locator("#fingerprint")).to_have_count(1)
     faults.extend(_check(page, "/relay/{state}"))
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "relay-layout-390.png"), full_page=True)
@@ -269,7 +270,7 @@ def test_every_console_page_fits_390_px_and_stacked_tables_keep_labels(
     page.goto(f"{console.url}/enrollments/sensors-with-a-registration-key-and-long-id")
     page.locator("#rotate-key button").click()
     page.wait_for_load_state("load")
-    assert page.locator("#registration-key").count() == 1
+    expect(page.locator("#registration-key")).to_have_count(1)
     faults.extend(_check(page, "/console/enrollments/{enrollment_id}/registration-key"))
     page.goto(f"{console.url}/enrollments/{fill['enrollment_id']}")
     rows = "device_id,secret\n" + "".join(
@@ -281,7 +282,7 @@ def test_every_console_page_fits_390_px_and_stacked_tables_keep_labels(
     )
     page.locator("#oob-submit").click()
     page.wait_for_load_state("load")
-    assert page.locator("#oob-problems tbody tr").count() >= 1
+    expect(page.locator("#oob-problems tbody tr").first).to_be_attached()
     faults.extend(_check(page, "/console/enrollments/{enrollment_id}/oob-secrets (report)"))
 
     assert len(checked) >= 12, checked

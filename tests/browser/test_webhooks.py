@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from imprint.app.webhooks import HookSpec
 from imprint.audit import AuditQuery
@@ -67,7 +68,7 @@ def test_the_webhooks_page_subscribes_and_shows_each_delivery_attempt(
     secret = page.locator("#webhook-secret").inner_text().strip()
     assert secret.startswith("whsec_")
     hooked.secret = secret
-    assert page.locator("#subscriptions tbody tr").count() == 1
+    expect(page.locator("#subscriptions tbody tr")).to_have_count(1)
 
     hooked.statuses = [500]
     factory = Factory(service, tmp_path, "fleet")
@@ -81,7 +82,7 @@ def test_the_webhooks_page_subscribes_and_shows_each_delivery_attempt(
 
     page.goto(f"{console.url}/webhooks")
     rows = page.locator("#deliveries tbody tr")
-    assert rows.count() == 2
+    expect(rows).to_have_count(2)
     newest, oldest = rows.nth(0), rows.nth(1)
     assert newest.locator(".attempt").inner_text() == "2"
     assert "delivered" in newest.locator(".result").inner_text()
@@ -267,7 +268,7 @@ def test_the_provisioning_hook_is_set_changed_and_removed_on_the_console(
     page.locator("#hook-on-failure").select_option("allow")
     page.locator("#hook-set").click()
     assert "its secret is the same" in page.locator("#hook-created").inner_text()
-    assert page.locator("#hook-secret").count() == 0
+    expect(page.locator("#hook-secret")).to_have_count(0)
     assert (
         "timeout 2.5 s, on failure allow" in page.locator("#hooks tr[data-org=acme]").inner_text()
     )
@@ -286,7 +287,7 @@ def test_the_provisioning_hook_is_set_changed_and_removed_on_the_console(
     page.locator("#hooks tr[data-org=acme] button").click()
     assert "is removed" in page.get_by_role("status").inner_text()
     assert service.runtime.webhook_store.hook("acme") is None
-    assert page.locator("#hooks").count() == 0
+    expect(page.locator("#hooks")).to_have_count(0)
     entries = service.runtime.audit.search(AuditQuery(target_id="acme"))
     done = [(e.action, e.actor) for e in entries if e.action.startswith("provisioning_hook.")]
     actor = f"user:{console.admin.username}"
