@@ -468,3 +468,52 @@ def test_a_member_holding_an_in_process_lock_writes_without_stopping(engine: Eng
     assert answers == ["first", "a", "b", "last"]
     assert found_free == [True, True]
     assert stored(engine) == {"first", "a", "b", "last"}
+
+
+def _temporary_files_open() -> list[str]:
+    """The files this process holds open that SQLite made as temporary ones."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (listdir's own descriptor)
+            continue
+        if "etilqs_" in target:  # SQLite's prefix for its temporary files
+            held.append(target)
+    return held
+
+
+def test_a_members_savepoint_journal_is_kept_in_memory(engine: Engine) -> None:
+    """Each member is a savepoint; the original of every page it changes is kept for its
+    rollback. SQLite moved that journal to a temporary file once it passed 64 KiB, at
+    two write(2) a page (bench/README.md, step 31); now no such file is opened, and a
+    rollback to the savepoint still undoes every page."""
+    with writing(engine) as conn:  # about 70 pages, more than 64 KiB to journal
+        conn.execute(text("CREATE TABLE pages (id INTEGER PRIMARY KEY, filler TEXT)"))
+        conn.execute(
+            text("INSERT INTO pages (filler) VALUES (:filler)"),
+            [{"filler": "x" * 500} for _ in range(500)],
+        )
+    seen: list[str] = []
+
+    def changes_every_page(filler: str, *, refuse: bool = False) -> Callable[[], str]:
+        def work() -> str:
+            with unit_of_work(engine), writing(engine) as conn:
+                conn.execute(text("UPDATE pages SET filler = :filler"), {"filler": filler})
+                seen.extend(_temporary_files_open())
+                if refuse:
+                    raise PermissionError("refused after its writes")
+            return filler
+
+        return work
+
+    answers = together(
+        grouped(engine, changes_every_page("y" * 500)),
+        grouped(engine, changes_every_page("z" * 500, refuse=True)),
+    )
+    assert answers[0] == "y" * 500
+    assert isinstance(answers[1], PermissionError)
+    with reading(engine) as conn:
+        fillers = conn.execute(text("SELECT DISTINCT filler FROM pages")).scalars().all()
+    assert fillers == ["y" * 500]  # the refused member's pages all came back
+    assert seen == []

@@ -283,6 +283,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     pages = getattr(dbapi_connection, "autocheckpoint_pages", _AUTOCHECKPOINT_PAGES)
     cursor.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+    # Temporary files in memory, above all a savepoint's journal (every commit-group
+    # member is a savepoint): SQLite writes the original of each page a savepoint
+    # changes there, one write(2) for its number and one for its bytes, about 60
+    # system calls an x509 registration (bench/README.md, step 31). Such a journal
+    # holds the pages one member or one statement changes, until its release.
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 
