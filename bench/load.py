@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import hashlib
 import hmac
 import json
@@ -369,9 +370,35 @@ async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
     }
 
 
+class _Pauses:
+    """The generator's own garbage-collector pauses while it measures: each one delays
+    every request due meanwhile, and an open-loop run counts that as latency."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.total = 0.0
+        self.full = 0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        took = time.perf_counter() - self._began
+        self.longest = max(self.longest, took)
+        self.total += took
+        self.full += info["generation"] == 2
+
+
 def main() -> None:
     job = json.loads(sys.stdin.readline())
     requests = build_requests(job)
+    # What was built stays for the whole run: out of the collector's passes, as the
+    # server's start-up objects are (imprint.server.settle_heap).
+    gc.collect()
+    gc.freeze()
+    pauses = _Pauses()
+    gc.callbacks.append(pauses)
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         raise SystemExit("expected 'go'")
@@ -385,6 +412,11 @@ def main() -> None:
     result = run(_run(job, requests))
     after = os.times()
     result["client_cpu_s"] = round((after.user - before.user) + (after.system - before.system), 3)
+    result["client_gc"] = {
+        "longest_ms": round(pauses.longest * 1000, 2),
+        "total_ms": round(pauses.total * 1000, 2),
+        "full": pauses.full,
+    }
     print(json.dumps(result), flush=True)
 
 
