@@ -89,6 +89,7 @@ def test_an_admin_disables_enables_and_resets_a_member(
     row = page.locator("tr[data-user='ops@west.example']")
     assert "disabled" in row.locator("td").first.inner_text()
     own = page.locator(f"tr[data-user='{console.admin.username}']")
+    expect(own).to_have_count(1)
     expect(own.get_by_role("button", name="Disable")).to_have_count(0)  # not her own account
 
     row.get_by_label("New password for ops@west.example").fill(NEW_PASSWORD)

@@ -367,6 +367,7 @@ def test_channel_keys_and_live_chart(page: Any, console: Console) -> None:
     page.get_by_role("link", name="station-1").first.click()
     read_key = channel.read_keys[0].key
     assert read_key in page.locator("#read-keys").inner_text()
+    expect(page.locator("main")).to_contain_text("Only operators and admins see the write key")
     expect(page.locator("#write-key")).to_have_count(0)  # a viewer never sees the write key
     # Polled by Playwright itself: a string for the page to evaluate would need the
     # 'unsafe-eval' the console's CSP refuses.

@@ -40,23 +40,25 @@ def test_the_device_list_pages_through_its_total_searches_and_sorts(
     )
     login(page, console, console.admin)
     page.get_by_role("link", name="Devices", exact=True).click()
-    assert page.locator("#total").inner_text() == "1\N{EN DASH}50 of 120 devices"
+    expect(page.locator("#total")).to_have_text("1\N{EN DASH}50 of 120 devices")
     expect(page.locator("#devices tbody tr")).to_have_count(50)
     seen = set(_ids(page))
     page.get_by_role("link", name="Next →").click()
-    assert page.locator("#total").inner_text() == "51\N{EN DASH}100 of 120 devices"
+    expect(page.locator("#total")).to_have_text("51\N{EN DASH}100 of 120 devices")
     seen |= set(_ids(page))
     page.get_by_role("link", name="Last »").click()
-    assert page.locator("#total").inner_text() == "101\N{EN DASH}120 of 120 devices"
+    expect(page.locator("#total")).to_have_text("101\N{EN DASH}120 of 120 devices")
     seen |= set(_ids(page))
     assert seen == {f"dev-{n:04d}" for n in range(120)}  # every device, once
 
     page.get_by_label("Search").fill("dev-011")
     page.get_by_role("button", name="Filter").click()
-    assert page.locator("#total").inner_text() == "1\N{EN DASH}10 of 10 devices"
+    expect(page.locator("#total")).to_have_text("1\N{EN DASH}10 of 10 devices")
     page.get_by_role("link", name="Device", exact=True).click()
+    expect(page.get_by_role("link", name="Device ▲")).to_be_visible()
     assert _ids(page) == [f"dev-{n:04d}" for n in range(110, 120)]
     page.get_by_role("link", name="Device ▲").click()
+    expect(page.get_by_role("link", name="Device ▼")).to_be_visible()
     assert _ids(page) == [f"dev-{n:04d}" for n in range(119, 109, -1)]
     screenshot(page, "devices-paged")
 
@@ -70,7 +72,7 @@ def test_a_bulk_revoke_names_the_count_and_the_crl_lists_the_devices(
     kept = seed_devices(runtime, "acme-west", "meters-west", 3, prefix="lot8")
     login(page, console, console.admin)
     page.goto(f"{console.url}/devices?q=lot7")
-    assert page.locator("#total").inner_text() == "1\N{EN DASH}37 of 37 devices"
+    expect(page.locator("#total")).to_have_text("1\N{EN DASH}37 of 37 devices")
     page.get_by_label("Select all 37 matching").check()
     page.get_by_role("button", name="Revoke selected").click()
     assert page.locator("#bulk-question").inner_text() == "Revoke 37 devices?"
@@ -90,7 +92,7 @@ def test_a_bulk_revoke_names_the_count_and_the_crl_lists_the_devices(
 
     page.get_by_role("link", name="Certificates", exact=True).click()
     page.get_by_role("link", name="Revoked", exact=True).click()
-    assert page.locator("#total").inner_text() == "1\N{EN DASH}37 of 37 certificates"
+    expect(page.locator("#total")).to_have_text("1\N{EN DASH}37 of 37 certificates")
     screenshot(page, "certificates")
 
     # Devices picked one by one: only those, and the count says so.
@@ -121,7 +123,7 @@ def test_the_csv_export_matches_the_filter_and_defuses_formulas(
     seed_devices(runtime, "acme-east", "meters", 3, prefix="meter-ok")  # provisioned
     login(page, console, console.admin)
     page.goto(f"{console.url}/devices?status=pending")
-    assert page.locator("#total").inner_text() == "1\N{EN DASH}2 of 2 devices"
+    expect(page.locator("#total")).to_have_text("1\N{EN DASH}2 of 2 devices")
     with page.expect_download() as started:
         page.get_by_role("link", name="Export these 2 devices (CSV)").click()
     saved = tmp_path / "devices.csv"

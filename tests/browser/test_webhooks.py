@@ -287,6 +287,7 @@ def test_the_provisioning_hook_is_set_changed_and_removed_on_the_console(
     page.locator("#hooks tr[data-org=acme] button").click()
     assert "is removed" in page.get_by_role("status").inner_text()
     assert service.runtime.webhook_store.hook("acme") is None
+    expect(page.locator("#provisioning-hooks .empty")).to_contain_text("No provisioning hook")
     expect(page.locator("#hooks")).to_have_count(0)
     entries = service.runtime.audit.search(AuditQuery(target_id="acme"))
     done = [(e.action, e.actor) for e in entries if e.action.startswith("provisioning_hook.")]

@@ -517,3 +517,15 @@ def test_a_members_savepoint_journal_is_kept_in_memory(engine: Engine) -> None:
         fillers = conn.execute(text("SELECT DISTINCT filler FROM pages")).scalars().all()
     assert fillers == ["y" * 500]  # the refused member's pages all came back
     assert seen == []
+
+    # Outside a group SQLite's default stays (a migration's index rebuild or a sort of a
+    # whole table must not hold its temporary data in memory): the same savepoint over
+    # the same pages, in a transaction of its own, journals to a file.
+    with writing(engine) as conn:
+        conn.execute(INSERT, {"name": "outside"})  # the transaction begins here
+        with conn.begin_nested():
+            conn.execute(text("UPDATE pages SET filler = :filler"), {"filler": "w" * 500})
+            outside = _temporary_files_open()
+    assert outside, "a savepoint outside a commit group kept its journal in memory"
+    with reading(engine) as conn:
+        assert conn.execute(text("PRAGMA temp_store")).scalar_one() == 0  # the default

@@ -125,22 +125,30 @@ class ManufacturerCrlStore(Protocol):
     def search(self, *, limit: int = 100) -> Sequence[ManufacturerCrl]: ...
 
 
-# Both are asked of the same few manufacturer CA certificates at every x509
+# Both digests are asked of the same few manufacturer CA certificates at every x509
 # registration (the deny-list, the CRLs of the path), and of its device certificate
-# twice; the most recent answers are kept (a certificate is its DER: hashed and
-# compared by it). bench/README.md, step 32.
+# twice; the most recent answers are kept (a certificate hashes and compares by its
+# content). bench/README.md, step 32.
 _RECENT = 256
 
 
-@functools.lru_cache(maxsize=_RECENT)
 def certificate_fingerprint(certificate: x509.Certificate) -> str:
     """SHA-256 over the certificate's DER, lowercase hex (``openssl x509 -fingerprint``)."""
+    return _fingerprint(certificate)
+
+
+def key_sha256(certificate: x509.Certificate) -> str:
+    """SHA-256 over the certificate's SubjectPublicKeyInfo, lowercase hex."""
+    return _key_digest(certificate)
+
+
+@functools.lru_cache(maxsize=_RECENT)
+def _fingerprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex()
 
 
 @functools.lru_cache(maxsize=_RECENT)
-def key_sha256(certificate: x509.Certificate) -> str:
-    """SHA-256 over the certificate's SubjectPublicKeyInfo, lowercase hex."""
+def _key_digest(certificate: x509.Certificate) -> str:
     spki = certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

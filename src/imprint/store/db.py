@@ -107,6 +107,10 @@ class _WriterCursor(sqlite3.Cursor):
         return super().executemany(sql, seq_of_parameters)
 
 
+_TEMPORARY_IN_MEMORY = "PRAGMA temp_store=MEMORY"
+_TEMPORARY_AS_DEFAULT = "PRAGMA temp_store=DEFAULT"
+
+
 class _WriterConnection(sqlite3.Connection):
     """A sqlite3 connection that holds its engine's writer lock from its first write to
     the end of that transaction (commit, rollback or close)."""
@@ -116,6 +120,8 @@ class _WriterConnection(sqlite3.Connection):
     lock_file: str | None
     autocheckpoint_pages: int
     holding = False
+    #: SQLite's temporary files are in memory until the transaction ends.
+    temporary_kept = False
     _lock_fd: int | None = None
 
     def before(self, sql: str) -> None:
@@ -167,17 +173,42 @@ class _WriterConnection(sqlite3.Connection):
     def cursor(self, factory: Any = _WriterCursor) -> Any:
         return super().cursor(factory)
 
+    def temporary_in_memory(self) -> None:
+        """Until this connection's next transaction ends, SQLite's temporary files in
+        memory; called before a commit group's ``BEGIN IMMEDIATE``.
+
+        Each member of a group is a savepoint, and SQLite keeps the original of every
+        page a savepoint changes for its rollback: in memory up to 64 KiB, then in a
+        temporary file, one write(2) for the page's number and one for its bytes, about
+        60 system calls an x509 registration (bench/README.md, step 31). In memory, the
+        journal holds the pages one member changes, until its release. Elsewhere the
+        files stay SQLite's default: a migration's index rebuild or a sort of a whole
+        table would otherwise hold its temporary data in memory too."""
+        if not self.temporary_kept:
+            self.execute(_TEMPORARY_IN_MEMORY).close()
+            self.temporary_kept = True
+
+    def _temporary_as_default(self) -> None:
+        if self.temporary_kept:
+            try:
+                self.execute(_TEMPORARY_AS_DEFAULT).close()
+                self.temporary_kept = False
+            except sqlite3.Error:  # still in a transaction: the next end tries again
+                pass
+
     def commit(self) -> None:
         try:
             super().commit()
         finally:
             self.release()
+            self._temporary_as_default()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
             self.release()
+            self._temporary_as_default()
 
     def close(self) -> None:
         try:
@@ -283,12 +314,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     pages = getattr(dbapi_connection, "autocheckpoint_pages", _AUTOCHECKPOINT_PAGES)
     cursor.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
-    # Temporary files in memory, above all a savepoint's journal (every commit-group
-    # member is a savepoint): SQLite writes the original of each page a savepoint
-    # changes there, one write(2) for its number and one for its bytes, about 60
-    # system calls an x509 registration (bench/README.md, step 31). Such a journal
-    # holds the pages one member or one statement changes, until its release.
-    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 
@@ -1105,6 +1130,7 @@ class _Group:
             dbapi = connection.connection.dbapi_connection
             if isinstance(dbapi, _WriterConnection):
                 dbapi.take()
+                dbapi.temporary_in_memory()
             _plain(connection, "BEGIN IMMEDIATE")
         except BaseException:
             connection.close()

@@ -1,4 +1,4 @@
-"""The deny-list's and the CRL store's names for a certificate: SHA-256 over its DER and
+"""The deny-list's and the CRL store's digests of a certificate: SHA-256 over its DER and
 over its public key. Both keep their recent answers (the same manufacturer CAs are asked
 about at every registration); a kept answer must still be that certificate's own."""
 
@@ -12,7 +12,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from imprint.attestation.revocation import _RECENT, certificate_fingerprint, key_sha256
+from imprint.attestation.revocation import (
+    _RECENT,
+    _fingerprint,
+    _key_digest,
+    certificate_fingerprint,
+    key_sha256,
+)
 
 NOW = datetime.now(UTC)
 SIGNER = ec.generate_private_key(ec.SECP256R1())
@@ -37,14 +43,20 @@ def test_each_certificate_gets_its_own_names_past_the_answers_kept() -> None:
     certificates = [_certificate(n + 1, keys[n % len(keys)]) for n in range(_RECENT + 40)]
     der = serialization.Encoding.DER
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    for _ in range(2):  # the second pass asks again, some kept and some pushed out
-        for certificate in certificates:
+    _fingerprint.cache_clear()
+    _key_digest.cache_clear()
+    # The second pass asks in the other order: the last ones asked are kept answers, the
+    # first ones were pushed out and are worked out again.
+    for order in (certificates, certificates[::-1]):
+        for certificate in order:
             assert certificate_fingerprint(certificate) == (
                 hashlib.sha256(certificate.public_bytes(der)).hexdigest()
             )
             assert key_sha256(certificate) == (
                 hashlib.sha256(certificate.public_key().public_bytes(der, spki)).hexdigest()
             )
+    assert _fingerprint.cache_info().hits >= _RECENT
+    assert _key_digest.cache_info().hits >= _RECENT
     # The same certificate read again from its bytes is the same certificate.
     again = x509.load_der_x509_certificate(certificates[0].public_bytes(der))
     assert certificate_fingerprint(again) == certificate_fingerprint(certificates[0])
