@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 COLUMNS = (
-    ("section", "section", 13),
+    ("section", "section", 15),
     ("backend", "db", 10),
     ("mechanism", "mechanism", 13),
     ("concurrency", "conc", 4),
