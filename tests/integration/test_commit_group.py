@@ -487,7 +487,8 @@ def test_a_members_savepoint_journal_is_kept_in_memory(engine: Engine) -> None:
     """Each member is a savepoint; the original of every page it changes is kept for its
     rollback. SQLite moved that journal to a temporary file once it passed 64 KiB, at
     two write(2) a page (bench/README.md, step 31); now no such file is opened, and a
-    rollback to the savepoint still undoes every page."""
+    rollback to the savepoint still undoes every page. (A migration keeps SQLite's
+    default: tests/integration/test_store.py.)"""
     with writing(engine) as conn:  # about 70 pages, more than 64 KiB to journal
         conn.execute(text("CREATE TABLE pages (id INTEGER PRIMARY KEY, filler TEXT)"))
         conn.execute(
@@ -517,15 +518,3 @@ def test_a_members_savepoint_journal_is_kept_in_memory(engine: Engine) -> None:
         fillers = conn.execute(text("SELECT DISTINCT filler FROM pages")).scalars().all()
     assert fillers == ["y" * 500]  # the refused member's pages all came back
     assert seen == []
-
-    # Outside a group SQLite's default stays (a migration's index rebuild or a sort of a
-    # whole table must not hold its temporary data in memory): the same savepoint over
-    # the same pages, in a transaction of its own, journals to a file.
-    with writing(engine) as conn:
-        conn.execute(INSERT, {"name": "outside"})  # the transaction begins here
-        with conn.begin_nested():
-            conn.execute(text("UPDATE pages SET filler = :filler"), {"filler": "w" * 500})
-            outside = _temporary_files_open()
-    assert outside, "a savepoint outside a commit group kept its journal in memory"
-    with reading(engine) as conn:
-        assert conn.execute(text("PRAGMA temp_store")).scalar_one() == 0  # the default

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import StatementError
 
@@ -60,6 +62,29 @@ def test_migrations_reach_head_and_can_run_again(engine: Engine) -> None:
     db.upgrade(engine)  # a second start must not fail or change anything
     db.upgrade(engine)
     assert db.current_revision(engine) == head
+
+
+def test_migrations_keep_sqlites_temporary_files_on_disk(tmp_path: Path) -> None:
+    """The server's connections keep SQLite's temporary data in memory (a commit group's
+    savepoint journals, step 31 of bench/README.md); a migration, which copies whole
+    tables and builds their indexes, has it in files as SQLite's default does, and its
+    connection does not go back to the pool with that setting."""
+    engine = db.create_engine(f"sqlite:///{tmp_path}/imprint.db")
+    seen: list[int] = []
+
+    def temp_store(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("CREATE INDEX"):
+            seen.append(cursor.connection.execute("PRAGMA temp_store").fetchone()[0])
+
+    event.listen(engine, "before_cursor_execute", temp_store)
+    try:
+        db.upgrade(engine)
+        assert seen
+        assert set(seen) == {0}  # every index built with the default
+        with db.reading(engine) as conn:
+            assert conn.exec_driver_sql("PRAGMA temp_store").scalar_one() == 2  # memory
+    finally:
+        engine.dispose()
 
 
 def test_empty_database_has_no_revision(database_url: str) -> None:

@@ -108,7 +108,6 @@ class _WriterCursor(sqlite3.Cursor):
 
 
 _TEMPORARY_IN_MEMORY = "PRAGMA temp_store=MEMORY"
-_TEMPORARY_AS_DEFAULT = "PRAGMA temp_store=DEFAULT"
 
 
 class _WriterConnection(sqlite3.Connection):
@@ -120,8 +119,6 @@ class _WriterConnection(sqlite3.Connection):
     lock_file: str | None
     autocheckpoint_pages: int
     holding = False
-    #: SQLite's temporary files are in memory until the transaction ends.
-    temporary_kept = False
     _lock_fd: int | None = None
 
     def before(self, sql: str) -> None:
@@ -173,42 +170,17 @@ class _WriterConnection(sqlite3.Connection):
     def cursor(self, factory: Any = _WriterCursor) -> Any:
         return super().cursor(factory)
 
-    def temporary_in_memory(self) -> None:
-        """Until this connection's next transaction ends, SQLite's temporary files in
-        memory; called before a commit group's ``BEGIN IMMEDIATE``.
-
-        Each member of a group is a savepoint, and SQLite keeps the original of every
-        page a savepoint changes for its rollback: in memory up to 64 KiB, then in a
-        temporary file, one write(2) for the page's number and one for its bytes, about
-        60 system calls an x509 registration (bench/README.md, step 31). In memory, the
-        journal holds the pages one member changes, until its release. Elsewhere the
-        files stay SQLite's default: a migration's index rebuild or a sort of a whole
-        table would otherwise hold its temporary data in memory too."""
-        if not self.temporary_kept:
-            self.execute(_TEMPORARY_IN_MEMORY).close()
-            self.temporary_kept = True
-
-    def _temporary_as_default(self) -> None:
-        if self.temporary_kept:
-            try:
-                self.execute(_TEMPORARY_AS_DEFAULT).close()
-                self.temporary_kept = False
-            except sqlite3.Error:  # still in a transaction: the next end tries again
-                pass
-
     def commit(self) -> None:
         try:
             super().commit()
         finally:
             self.release()
-            self._temporary_as_default()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
             self.release()
-            self._temporary_as_default()
 
     def close(self) -> None:
         try:
@@ -314,6 +286,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     pages = getattr(dbapi_connection, "autocheckpoint_pages", _AUTOCHECKPOINT_PAGES)
     cursor.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+    # Temporary files in memory, above all a savepoint's journal: each member of a
+    # commit group is a savepoint, and SQLite keeps the original of every page it
+    # changes for its rollback, in memory up to 64 KiB and then in a temporary file, one
+    # write(2) for the page's number and one for its bytes, about 60 system calls an
+    # x509 registration (bench/README.md, step 31). Sorts without an index and
+    # statement journals are held in memory too, in proportion to the rows they take;
+    # a migration, which rebuilds whole tables and indexes, runs with SQLite's default
+    # (:func:`upgrade`).
+    cursor.execute(_TEMPORARY_IN_MEMORY)
     cursor.close()
 
 
@@ -411,6 +392,15 @@ def upgrade(engine: Engine) -> None:
                 return
             from alembic import command
 
+            if connection.dialect.name == "sqlite":
+                # A migration copies whole tables and builds indexes: its sorts and
+                # journals go to files, as SQLite's default has them, not to memory
+                # in proportion to the tables. The connection leaves the pool (closed
+                # at the end), so no pooled one keeps the setting.
+                connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA temp_store=DEFAULT"
+                ).close()
+                connection.detach()
             command.upgrade(_alembic_config(connection), "head")
     except SQLAlchemyError as exc:
         raise ConfigurationError(f"database: cannot migrate: {exc.__class__.__name__}") from exc
@@ -1130,7 +1120,6 @@ class _Group:
             dbapi = connection.connection.dbapi_connection
             if isinstance(dbapi, _WriterConnection):
                 dbapi.take()
-                dbapi.temporary_in_memory()
             _plain(connection, "BEGIN IMMEDIATE")
         except BaseException:
             connection.close()
