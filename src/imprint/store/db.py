@@ -107,9 +107,6 @@ class _WriterCursor(sqlite3.Cursor):
         return super().executemany(sql, seq_of_parameters)
 
 
-_TEMPORARY_IN_MEMORY = "PRAGMA temp_store=MEMORY"
-
-
 class _WriterConnection(sqlite3.Connection):
     """A sqlite3 connection that holds its engine's writer lock from its first write to
     the end of that transaction (commit, rollback or close)."""
@@ -294,7 +291,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # statement journals are held in memory too, in proportion to the rows they take;
     # a migration, which rebuilds whole tables and indexes, runs with SQLite's default
     # (:func:`upgrade`).
-    cursor.execute(_TEMPORARY_IN_MEMORY)
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 
@@ -397,9 +394,7 @@ def upgrade(engine: Engine) -> None:
                 # journals go to files, as SQLite's default has them, not to memory
                 # in proportion to the tables. The connection leaves the pool (closed
                 # at the end), so no pooled one keeps the setting.
-                connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-                    "PRAGMA temp_store=DEFAULT"
-                ).close()
+                connection.exec_driver_sql("PRAGMA temp_store=DEFAULT")
                 connection.detach()
             command.upgrade(_alembic_config(connection), "head")
     except SQLAlchemyError as exc:
