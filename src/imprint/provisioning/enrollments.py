@@ -140,7 +140,6 @@ class EnrollmentStore(Protocol):
         mechanism: Mechanism | None = None,
         owner: str | None = None,
         kind: EnrollmentKind | None = None,
-        registration_id: str | None = None,
         enabled: bool | None = None,
         limit: int = 100,
         owners: Collection[str] | None = None,

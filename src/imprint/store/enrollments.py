@@ -241,7 +241,6 @@ class SqlEnrollmentStore:
         mechanism: Mechanism | None = None,
         owner: str | None = None,
         kind: EnrollmentKind | None = None,
-        registration_id: str | None = None,
         enabled: bool | None = None,
         limit: int = 100,
         owners: Collection[str] | None = None,
@@ -255,7 +254,6 @@ class SqlEnrollmentStore:
             mechanism,
             owner,
             kind,
-            registration_id,
             enabled,
             limit,
             None if owners is None else frozenset(owners),
@@ -263,9 +261,7 @@ class SqlEnrollmentStore:
         )
         return self._cache.get(
             key,
-            lambda: self._search(
-                mechanism, owner, kind, registration_id, enabled, limit, owners, after
-            ),
+            lambda: self._search(mechanism, owner, kind, enabled, limit, owners, after),
         )
 
     def naming(self, mechanism: Mechanism, registration_id: str) -> Sequence[Enrollment]:
@@ -300,7 +296,6 @@ class SqlEnrollmentStore:
         mechanism: Mechanism | None,
         owner: str | None,
         kind: EnrollmentKind | None,
-        registration_id: str | None,
         enabled: bool | None,
         limit: int,
         owners: Collection[str] | None,
@@ -319,7 +314,5 @@ class SqlEnrollmentStore:
             query = query.where(enrollments.c.owner == owner)
         if kind is not None:
             query = query.where(enrollments.c.kind == kind.value)
-        if registration_id is not None:
-            query = query.where(enrollments.c.registration_id == registration_id)
         with reading(self._engine) as conn:
             return tuple(self._enrollment(row) for row in conn.execute(query).mappings())
