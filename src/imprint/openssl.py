@@ -1,4 +1,4 @@
-"""The two OpenSSL settings Python 3.11's ``ssl`` module has no method for.
+"""The OpenSSL settings Python 3.11's ``ssl`` module has no method for.
 
 1. **Key-exchange groups.** ``SSLContext.set_ecdh_curve`` sets a single curve; OpenSSL's
    ``SSL_CTX_set1_groups_list`` takes the whole list (X25519, P-256, P-384).
@@ -9,6 +9,9 @@
    verifies the chain (:mod:`imprint.attestation.peer_chain`) and can answer a refusal
    over HTTP. The handshake still proves that the client holds the key of the leaf
    certificate (TLS CertificateVerify); only the path checks move to the application.
+3. **No server-side session cache.** ``ssl`` can stop TLS 1.3 tickets
+   (``num_tickets``) and TLS 1.2 tickets (``OP_NO_TICKET``) but not TLS 1.2's
+   resumption by session id, which ``SSL_CTX_set_session_cache_mode`` turns off.
 
 Both reach the ``SSL_CTX`` behind an :class:`ssl.SSLContext` through ``ctypes``, calling
 the same libssl that the ``_ssl`` module is linked against. CPython lays out its context
@@ -25,9 +28,11 @@ import ctypes
 import ssl
 import threading
 
-__all__ = ["OpenSSLUnavailable", "accept_any_client_chain", "set_groups"]
+__all__ = ["OpenSSLUnavailable", "accept_any_client_chain", "no_session_resumption", "set_groups"]
 
 _SSL_CTRL_SET_GROUPS_LIST = 92
+_SSL_CTRL_SET_SESS_CACHE_MODE = 44
+_SSL_SESS_CACHE_OFF = 0
 
 
 class OpenSSLUnavailable(RuntimeError):
@@ -109,3 +114,18 @@ def accept_any_client_chain(context: ssl.SSLContext) -> None:
     """
     context.verify_mode = ssl.CERT_OPTIONAL
     _lib().SSL_CTX_set_cert_verify_callback(_ssl_ctx(context), _accept, None)
+
+
+def no_session_resumption(context: ssl.SSLContext) -> None:
+    """Make every connection a full handshake: no TLS 1.3 or 1.2 session tickets, and no
+    TLS 1.2 session cache.
+
+    A resumed session carries no certificate chain: the client sends none, and OpenSSL
+    keeps only the leaf, so the chain the application verifies would be missing.
+
+    Raises:
+        OpenSSLUnavailable: OpenSSL cannot be reached.
+    """
+    context.num_tickets = 0
+    context.options |= ssl.OP_NO_TICKET
+    _lib().SSL_CTX_ctrl(_ssl_ctx(context), _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)

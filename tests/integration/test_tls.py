@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
@@ -63,6 +65,44 @@ def test_a_route_that_reads_no_certificate_ignores_a_foreign_one(
     credentials = foreign_credentials(tmp_path, "bystander")
     with service.client(cert=credentials) as client:
         assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("version", ["--tlsv1.3", "--tls-max"])
+def test_a_client_that_would_resume_its_session_is_still_seen_by_its_certificate(
+    service: Service, version: str
+) -> None:
+    """curl keeps a session and offers it on its next connection. A resumed session
+    carries no certificate chain, so the server resumes none: each connection is a full
+    handshake and the handler sees the certificate every time."""
+    cert, key = service.device_credentials("sensor-reconnecting")
+    url = f"{service.base_url}/api/v1/whoami"
+    tls = ["--tlsv1.3"] if version == "--tlsv1.3" else ["--tlsv1.2", "--tls-max", "1.2"]
+    result = subprocess.run(
+        ["curl", "-sS", "-v", "--cacert", str(service.root_cert), "--cert", str(cert),
+         "--key", str(key), *tls, "-H", "Connection: close", url, "-H", "Connection: close",
+         url, "-w", "\n"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines() if line]
+    assert len(answers) == 2
+    assert [a["client_certificate"]["subject"] for a in answers] == ["CN=sensor-reconnecting"] * 2
+    assert result.stderr.count("Connected to") == 2  # two connections, two handshakes
+
+
+def test_the_server_resumes_no_tls_1_2_session(service: Service) -> None:
+    """openssl s_client -reconnect offers the first session five more times: each is new."""
+    cert, key = service.device_credentials("sensor-s-client")
+    port = service.base_url.rsplit(":", 1)[1]
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile",
+         str(service.root_cert), "-cert", str(cert), "-key", str(key), "-tls1_2",
+         "-reconnect"],
+        input="", capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    out = result.stdout
+    assert out.count("New, TLSv1.2") == 6, out
+    assert "Reused," not in out
 
 
 @pytest.fixture
