@@ -5,9 +5,9 @@
 Runs full TLS 1.3 handshakes between imprint's server context
 (:func:`imprint.tls.server_ssl_context`) and a client like the load generator's (a
 device's P-256 leaf and its manufacturer CA, trusting imprint's server chain), over
-memory BIOs in one process, and times only the server's ``do_handshake`` calls: the
-server's CPU a handshake (one thread, so wall time is CPU time), without sockets, the
-event loop or HTTP. Three server contexts, alternated round by round:
+memory BIOs in one thread, and counts the thread's CPU time in the server's
+``do_handshake`` calls only: the server's CPU a handshake, without sockets, the event
+loop or HTTP. Three server contexts, alternated round by round:
 
 ``client certificate``         imprint's: asks for one, resumes no session (step 33)
 ``client certificate, resumable``  the same with OpenSSL's default session tickets
@@ -99,8 +99,8 @@ def contexts(directory: Path) -> tuple[dict[str, ssl.SSLContext], ssl.SSLContext
 
 
 def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> float:
-    """Seconds the server's side of one full handshake took (its ``do_handshake`` calls,
-    the session tickets it sends after the handshake included)."""
+    """CPU seconds the server's side of one full handshake took (its ``do_handshake``
+    calls, the session tickets it sends after the handshake included)."""
     to_server, from_server = ssl.MemoryBIO(), ssl.MemoryBIO()
     to_client, from_client = ssl.MemoryBIO(), ssl.MemoryBIO()
     server_side = server.wrap_bio(to_server, from_server, server_side=True)
@@ -114,14 +114,14 @@ def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> float:
     for _ in range(8):
         for side, carry in steps:
             if not done[id(side)]:
-                start = time.perf_counter()
+                start = time.thread_time()
                 try:
                     side.do_handshake()
                     done[id(side)] = True
                 except ssl.SSLWantReadError:
                     pass
                 if side is server_side:
-                    spent += time.perf_counter() - start
+                    spent += time.thread_time() - start
             carry()
         if all(done.values()):
             break
@@ -131,7 +131,7 @@ def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1000, help="handshakes a round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()

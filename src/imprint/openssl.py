@@ -13,7 +13,7 @@
    (``num_tickets``) and TLS 1.2 tickets (``OP_NO_TICKET``) but not TLS 1.2's
    resumption by session id, which ``SSL_CTX_set_session_cache_mode`` turns off.
 
-Both reach the ``SSL_CTX`` behind an :class:`ssl.SSLContext` through ``ctypes``, calling
+All three reach the ``SSL_CTX`` behind an :class:`ssl.SSLContext` through ``ctypes``, calling
 the same libssl that the ``_ssl`` module is linked against. CPython lays out its context
 object as ``{PyObject_HEAD; SSL_CTX *ctx; ...}`` (unchanged from 3.7 to 3.13); the pointer
 is checked before use by asking OpenSSL for the context's options and comparing them with
@@ -32,6 +32,7 @@ __all__ = ["OpenSSLUnavailable", "accept_any_client_chain", "no_session_resumpti
 
 _SSL_CTRL_SET_GROUPS_LIST = 92
 _SSL_CTRL_SET_SESS_CACHE_MODE = 44
+_SSL_CTRL_GET_SESS_CACHE_MODE = 45
 _SSL_SESS_CACHE_OFF = 0
 
 
@@ -120,12 +121,16 @@ def no_session_resumption(context: ssl.SSLContext) -> None:
     """Make every connection a full handshake: no TLS 1.3 or 1.2 session tickets, and no
     TLS 1.2 session cache.
 
-    A resumed session carries no certificate chain: the client sends none, and OpenSSL
-    keeps only the leaf, so the chain the application verifies would be missing.
+    A session resumed from a ticket carries no certificate chain: the client sends none,
+    and the ticket holds only the leaf, so the chain the application verifies would be
+    missing. Without the cache, a session id offered by a client is not resumed either.
 
     Raises:
-        OpenSSLUnavailable: OpenSSL cannot be reached.
+        OpenSSLUnavailable: OpenSSL cannot be reached, or keeps its session cache on.
     """
     context.num_tickets = 0
     context.options |= ssl.OP_NO_TICKET
-    _lib().SSL_CTX_ctrl(_ssl_ctx(context), _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)
+    lib, ctx = _lib(), _ssl_ctx(context)
+    lib.SSL_CTX_ctrl(ctx, _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)
+    if lib.SSL_CTX_ctrl(ctx, _SSL_CTRL_GET_SESS_CACHE_MODE, 0, None) != _SSL_SESS_CACHE_OFF:
+        raise OpenSSLUnavailable("OpenSSL keeps its session cache on")

@@ -13,11 +13,11 @@ once per connection, and adds it to every request's scope as the ASGI TLS extens
 
     scope["extensions"]["tls"] = {"client_cert_chain": [PEM leaf, PEM intermediate, ...], ...}
 
-**Every handshake is a full one** while client certificates are asked for: a resumed
-session (TLS 1.3 or 1.2) carries no chain, so a device that resumed would look like one
-without a certificate. Not resuming also spares the server the two session tickets
+**Every handshake is a full one** while client certificates are asked for: a session
+resumed from a ticket (TLS 1.3 or 1.2) carries no chain, so a device that resumed would
+look like one without a certificate. Not resuming also spares the server the two session tickets
 OpenSSL issues after each TLS 1.3 handshake; each holds the session, the client's
-certificate included, and with one they cost OpenSSL 3.0 about 0.4 ms a handshake
+certificate included, and with one they cost OpenSSL 3.0 about a third of the handshake
 (bench/README.md, step 33).
 
 Nothing in it is verified: routes reach it only through
