@@ -26,6 +26,8 @@ import asyncio
 import ipaddress
 import json
 import logging
+import weakref
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -55,6 +57,12 @@ class _Refused(Exception):
     """Raised inside a parser callback to stop parsing a request that broke a limit."""
 
 
+#: The open connections of each server (its uvicorn ``ServerState``) by client address,
+#: kept as they open and close: a new connection's check does not walk all the others
+#: (133 µs with 1,023 open, at the default ``max_connections``).
+_open_by_source: weakref.WeakKeyDictionary[Any, Counter[str]] = weakref.WeakKeyDictionary()
+
+
 class LimitedProtocol(PeerCertificateProtocol):
     """uvicorn's httptools protocol with the peer certificate and the limits above."""
 
@@ -69,31 +77,34 @@ class LimitedProtocol(PeerCertificateProtocol):
         self._header_count = 0
         self._refusal: tuple[int, str, str] | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._source_count: Counter[str] | None = None  # where this connection is counted
+        self._source_host = ""
 
     # Connections ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        refusal = self._connection_refusal(transport)
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) and peer else None
+        by_source = _open_by_source.get(self.server_state)
+        if by_source is None:
+            by_source = _open_by_source[self.server_state] = Counter()
+        refusal = self._connection_refusal(host, by_source)
         super().connection_made(transport)
+        if host is not None:  # counted until connection_lost, refused or not
+            by_source[host] += 1
+            self._source_count, self._source_host = by_source, host
         if refusal is not None:
             self._refuse(503, "too_many_connections", refusal)
             return
         self._arm(self.limits.header_timeout_seconds, self._headers_late)
 
-    def _connection_refusal(self, transport: asyncio.Transport) -> str | None:
+    def _connection_refusal(self, host: str | None, by_source: Counter[str]) -> str | None:
         limits = self.limits
         if len(self.connections) >= limits.max_connections:
             return "the server has too many open connections; try again later"
-        peer = transport.get_extra_info("peername")
-        host = peer[0] if isinstance(peer, tuple) and peer else None
         if host is None or self._is_exempt(host):
             return None
-        same = 0
-        for connection in self.connections:
-            client = getattr(connection, "client", None)
-            if client is not None and client[0] == host:
-                same += 1
-        if same >= limits.max_connections_per_source:
+        if by_source[host] >= limits.max_connections_per_source:
             log.warning("too many connections from one address", extra={"source": host})
             return f"too many open connections from {host}; close some and try again"
         return None
@@ -109,6 +120,13 @@ class LimitedProtocol(PeerCertificateProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        counted, self._source_count = self._source_count, None
+        if counted is not None:
+            left = counted[self._source_host] - 1
+            if left > 0:
+                counted[self._source_host] = left
+            else:
+                del counted[self._source_host]
         super().connection_lost(exc)
 
     # Bytes ------------------------------------------------------------------------------

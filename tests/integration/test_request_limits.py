@@ -50,10 +50,11 @@ def limited(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     )
 
 
-def connect(service: Service) -> ssl.SSLSocket:
+def connect(service: Service, source: str = "127.0.0.1") -> ssl.SSLSocket:
+    """A TLS connection to ``service`` from the loopback address ``source``."""
     context = ssl.create_default_context(cafile=str(service.root_cert))
     port = int(service.base_url.rsplit(":", 1)[1])
-    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
     return context.wrap_socket(raw, server_hostname="127.0.0.1")
 
 
@@ -263,6 +264,34 @@ def test_connections_per_source_address_are_limited(three_per_source: Service) -
     deadline = time.monotonic() + 10
     while True:
         with connect(three_per_source) as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = read_answer(tls)
+        if answer.startswith(b"HTTP/1.1 200") or time.monotonic() > deadline:
+            break
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def test_each_source_address_has_its_own_count(three_per_source: Service) -> None:
+    """Three connections from one address do not count against another; a refused one
+    counts until it closes, and each address is served again once its own are gone."""
+    held = [connect(three_per_source, "127.0.0.2") for _ in range(3)]
+    try:
+        with connect(three_per_source, "127.0.0.2") as extra:
+            assert read_answer(extra).startswith(b"HTTP/1.1 503")
+        others = [connect(three_per_source, "127.0.0.3") for _ in range(3)]
+        try:
+            for tls in others:
+                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert tls.recv(65536).startswith(b"HTTP/1.1 200")
+        finally:
+            for tls in others:
+                tls.close()
+    finally:
+        for tls in held:
+            tls.close()
+    deadline = time.monotonic() + 10
+    while True:
+        with connect(three_per_source, "127.0.0.2") as tls:
             tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             answer = read_answer(tls)
         if answer.startswith(b"HTTP/1.1 200") or time.monotonic() > deadline:
