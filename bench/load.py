@@ -66,9 +66,16 @@ class Request:
     headers: bytes = b""  # this request's own (e.g. its HTTP Basic credentials)
 
 
+#: In a paced run, the seconds at its start left out of its steady-state p99.
+STEADY_AFTER_SECONDS = 2.0
+#: In a paced run, a latency above this is counted in the second it was due.
+SLOW_SECONDS = 0.05
+
+
 @dataclass
 class Tally:
     latencies: list[float] = field(default_factory=list)
+    dues: list[float] = field(default_factory=list)  # paced: when each was due, from the start
     errors: dict[str, int] = field(default_factory=dict)
     first_error: str | None = None
 
@@ -343,6 +350,8 @@ async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
                 continue
             if status in OK_STATUSES:
                 tally.latencies.append(time.monotonic() - due)
+                if rate:
+                    tally.dues.append(due - start)
             else:
                 tally.error(f"http {status}", body.decode(errors="replace"))
         await connection.close()
@@ -356,7 +365,20 @@ async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
             return None
         return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 2)
 
-    return {
+    paced: dict[str, Any] = {}
+    if rate and tally.dues:
+        pairs = list(zip(tally.dues, tally.latencies, strict=True))
+        steady = sorted(latency for due, latency in pairs if due >= STEADY_AFTER_SECONDS)
+        slow = [0] * (int(max(tally.dues)) + 1)
+        for due, latency in pairs:
+            slow[int(due)] += latency > SLOW_SECONDS
+        paced = {
+            # the p99 without the requests due in the run's first seconds
+            "p99_steady_ms": round(steady[min(len(steady) - 1, int(0.99 * len(steady)))]
+                                   * 1000, 2) if steady else None,
+            "slow_by_second": slow,  # requests over SLOW_SECONDS, by the second they were due
+        }  # fmt: skip
+    return paced | {
         "ok": len(latencies),
         "errors": sum(tally.errors.values()),
         "error_kinds": tally.errors,
