@@ -1,4 +1,4 @@
-"""The server's side of one TLS handshake, in memory: what does a fresh connection cost?
+"""One TLS handshake in memory, each side's CPU: what does a fresh connection cost?
 
     .venv/bin/python -m bench.handshake [--count 1000] [--rounds 3]
 
@@ -6,8 +6,8 @@ Runs full TLS 1.3 handshakes between imprint's server context
 (:func:`imprint.tls.server_ssl_context`) and a client like the load generator's (a
 device's P-256 leaf and its manufacturer CA, trusting imprint's server chain), over
 memory BIOs in one thread, and counts the thread's CPU time in the server's
-``do_handshake`` calls only: the server's CPU a handshake, without sockets, the event
-loop or HTTP. Three server contexts, alternated round by round:
+``do_handshake`` calls and in the client's apart: each side's CPU a handshake, without
+sockets, the event loop or HTTP. Three server contexts, alternated round by round:
 
 ``client certificate``         imprint's: asks for one, resumes no session (step 33)
 ``client certificate, resumable``  the same with OpenSSL's default session tickets

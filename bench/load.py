@@ -310,6 +310,13 @@ class Connection:
         return status, body
 
 
+def _quantile_ms(ordered: list[float], q: float) -> float | None:
+    """The ``q`` quantile of ``ordered`` (seconds, ascending) in milliseconds."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+
 async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
     host, port = job["host"], int(job["port"])
     headers = b"".join(f"{k}: {v}\r\n".encode() for k, v in job.get("headers", {}).items())
@@ -361,9 +368,7 @@ async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
     latencies = sorted(tally.latencies)
 
     def quantile(q: float) -> float | None:
-        if not latencies:
-            return None
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 2)
+        return _quantile_ms(latencies, q)
 
     paced: dict[str, Any] = {}
     if rate and tally.dues:
@@ -374,10 +379,10 @@ async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
             slow[int(due)] += latency > SLOW_SECONDS
         paced = {
             # the p99 without the requests due in the run's first seconds
-            "p99_steady_ms": round(steady[min(len(steady) - 1, int(0.99 * len(steady)))]
-                                   * 1000, 2) if steady else None,
+            "p99_steady_ms": _quantile_ms(steady, 0.99),
+            "steady_after_s": STEADY_AFTER_SECONDS,
             "slow_by_second": slow,  # requests over SLOW_SECONDS, by the second they were due
-        }  # fmt: skip
+        }
     return paced | {
         "ok": len(latencies),
         "errors": sum(tally.errors.values()),

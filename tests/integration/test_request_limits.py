@@ -272,8 +272,8 @@ def test_connections_per_source_address_are_limited(three_per_source: Service) -
 
 
 def test_each_source_address_has_its_own_count(three_per_source: Service) -> None:
-    """Three connections from one address do not count against another; a refused one
-    counts until it closes, and each address is served again once its own are gone."""
+    """Three connections from one address do not count against another, and the address
+    is served again once its own are gone."""
     held = [connect(three_per_source, "127.0.0.2") for _ in range(3)]
     try:
         with connect(three_per_source, "127.0.0.2") as extra:
