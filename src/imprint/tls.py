@@ -15,8 +15,8 @@ once per connection, and adds it to every request's scope as the ASGI TLS extens
 
 **Every handshake is a full one** while client certificates are asked for: a session
 resumed from a ticket (TLS 1.3 or 1.2) carries no chain, so a device that resumed would
-look like one without a certificate. Not resuming also spares the server the two session tickets
-OpenSSL issues after each TLS 1.3 handshake; each holds the session, the client's
+look like one without a certificate. Not resuming also spares the server the two session
+tickets OpenSSL issues after each TLS 1.3 handshake; each holds the session, the client's
 certificate included, and with one they cost OpenSSL 3.0 about a third of the handshake
 (bench/README.md, step 33).
 
@@ -75,8 +75,8 @@ def server_ssl_context(
     """The server's TLS context (the profile above).
 
     With ``client_certificates``, the handshake asks for a client certificate and lets
-    any chain through, for the application to judge, and no session is resumed (a
-    resumed session has no chain to judge); without, it asks for none.
+    any chain through, for the application to judge, and no session is resumed (one
+    resumed from a ticket has no chain to judge); without, it asks for none.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
