@@ -353,6 +353,39 @@ def bench_backend(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
         server.stop()
 
 
+def _with_commit_groups(server: ImprintServer, backend: str,
+                        job: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """``run_load(job)``, and on SQLite each worker's commit groups during it, from the
+    workers' ``/metrics``: members a group, and the shares of the run's seconds it spent
+    waiting for the writer lock and holding it."""
+    if backend != "sqlite":
+        return run_load(job, server.pid)
+    before = server.commit_groups()
+    result = run_load(job, server.pid)
+    after = server.commit_groups()
+    seconds = result["seconds"] or 1.0
+    workers = []
+    for pid, now in sorted(after.items()):
+        then = before.get(pid)
+        if then is None:
+            continue
+        delta = {key: now.get(key, 0.0) - then.get(key, 0.0) for key in now}
+        groups = delta.get("groups", 0.0)
+        workers.append({
+            "pid": pid,
+            "groups": int(groups),
+            "members_per_group": round(delta.get("members", 0.0) / groups, 2) if groups else None,
+            "lock_waits": int(delta.get("waits", 0.0)),
+            "lock_wait_share": round(delta.get("wait_s", 0.0) / seconds, 3),
+            "lock_held_share": round(delta.get("held_s", 0.0) / seconds, 3),
+        })  # fmt: skip
+        say(f"  worker {pid}: {int(groups)} groups, {workers[-1]['members_per_group']} "
+            f"members each; writer lock waited {workers[-1]['lock_wait_share']:.0%} "
+            f"and held {workers[-1]['lock_held_share']:.0%} of the run")  # fmt: skip
+    result["commit_groups"] = workers
+    return result
+
+
 def bench_workers(backend: str, plan: Plan, workdir: Path, manufacturer: Manufacturer,
                   floors: dict[str, float], results: dict[str, Any], csr_file: Path,
                   postgres: Postgres | None, workers: int = 2) -> None:  # fmt: skip
@@ -376,7 +409,8 @@ def bench_workers(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
                 concurrency = plan.concurrencies[-1]
                 run_load(target.job(kind, 200, concurrency, 5), server.pid)  # warm each worker
                 job = target.job(kind, plan.count, concurrency, plan.max_seconds)
-                return [_row(name, backend, kind, job, run_load(job, server.pid), floors[kind])]
+                result = _with_commit_groups(server, backend, job)
+                return [_row(name, backend, kind, job, result, floors[kind])]
 
             for row in section(f"{name} {backend} {kind}", plan, results, measure):
                 best[kind] = max(best.get(kind, 0.0), row["rate"])
@@ -387,7 +421,8 @@ def bench_workers(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
                 count = int(rate * plan.max_seconds)
                 job = target.job("x509-signed", count, 64, plan.max_seconds * 2) | {"rate": rate}
                 return [_row(f"paced {name}", backend, "x509-signed", job,
-                             run_load(job, server.pid), floors["x509-signed"])]  # fmt: skip
+                             _with_commit_groups(server, backend, job),
+                             floors["x509-signed"])]  # fmt: skip
 
             section(f"paced {name} {backend}", plan, results, paced)
         if backend == "sqlite" and plan.wants("csr"):

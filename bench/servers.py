@@ -192,6 +192,39 @@ class ImprintServer:
             timeout=timeout,
         )
 
+    def commit_groups(self, tries: int = 60) -> dict[str, dict[str, float]]:
+        """Each worker's commit-group metrics so far, by process id (SQLite): ``groups``,
+        ``members``, ``waits`` and ``wait_s`` (the groups that found the writer lock
+        held, and their waits), ``held_s``. Each connection reaches whichever worker
+        accepts it, so ``/metrics`` is asked until every worker has answered (at most
+        ``tries`` times; the workers not reached are left out)."""
+        wanted = {
+            "imprint_commit_group_members_count": "groups",
+            "imprint_commit_group_members_sum": "members",
+            "imprint_writer_lock_wait_seconds_count": "waits",
+            "imprint_writer_lock_wait_seconds_sum": "wait_s",
+            "imprint_writer_lock_held_seconds_sum": "held_s",
+        }
+        found: dict[str, dict[str, float]] = {}
+        for _ in range(tries):
+            if len(found) >= self.workers:
+                break
+            with urllib.request.urlopen(  # noqa: S310 (our own https URL)
+                f"{self.base_url}/metrics", context=self.context(), timeout=5
+            ) as response:
+                text = response.read().decode()
+            values: dict[str, float] = {}
+            pid = None
+            for line in text.splitlines():
+                name, _, rest = line.partition(" ")
+                if name in wanted:
+                    values[wanted[name]] = float(rest)
+                elif line.startswith("imprint_process_info{"):
+                    pid = line.split('pid="', 1)[1].split('"', 1)[0]
+            if pid is not None:
+                found[pid] = values
+        return found
+
     def stop(self) -> None:
         if self._process is not None:
             _stop(self._process)

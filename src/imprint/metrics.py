@@ -23,7 +23,8 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 class Metrics:
     """Counters and histograms imprint exports at ``/metrics``.
 
-    Also implements :class:`imprint.pki.authority.AuthorityEvents`.
+    Also implements :class:`imprint.pki.authority.AuthorityEvents` and
+    :class:`imprint.store.db.GroupObserver`.
     """
 
     def __init__(self) -> None:
@@ -75,6 +76,28 @@ class Metrics:
             ["operation", "status"],
             registry=self.registry,
         )
+        # SQLite's commit groups (imprint.store.db): how many requests' writes commit
+        # together, how long a group waits for the writer lock another worker or the
+        # CLI holds, and how long it holds it (the other workers' writes wait that long).
+        self.group_members = Histogram(
+            "imprint_commit_group_members",
+            "Requests whose writes committed together, per commit group (SQLite)",
+            buckets=(1, 2, 4, 8, 16, 32),
+            registry=self.registry,
+        )
+        self.writer_lock_wait = Histogram(
+            "imprint_writer_lock_wait_seconds",
+            "Time a commit group waited for the writer lock held by another process or "
+            "thread (SQLite; groups that found it free are not counted)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+            registry=self.registry,
+        )
+        self.writer_lock_held = Histogram(
+            "imprint_writer_lock_held_seconds",
+            "Time a commit group held the writer lock, to the end of its commit (SQLite)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
         # The process's garbage collector: collections by generation, and the objects
         # start-up made that ``imprint serve`` keeps out of them (``server.settle_heap``).
         GCCollector(registry=self.registry)
@@ -102,6 +125,13 @@ class Metrics:
 
     def certificate_revoked(self, reason: str) -> None:
         self.revoked.labels(reason=reason).inc()
+
+    def group_committed(self, members: int, lock_wait: float | None, held: float) -> None:
+        """Implements :class:`imprint.store.db.GroupObserver`."""
+        self.group_members.observe(members)
+        if lock_wait is not None:
+            self.writer_lock_wait.observe(lock_wait)
+        self.writer_lock_held.observe(held)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)

@@ -59,7 +59,7 @@ from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
 from imprint.store.client_cas import SqlClientCAStore
 from imprint.store.console_sessions import SqlEndedSessions
-from imprint.store.db import after_commit, create_engine, unit_of_work, upgrade
+from imprint.store.db import after_commit, create_engine, observe_groups, unit_of_work, upgrade
 from imprint.store.deny_list import SqlDenyList, SqlManufacturerCrlStore
 from imprint.store.device_codes import SqlDeviceCodeStore
 from imprint.store.devices import SqlDeviceStore, SqlNonceStore, SqlStepRecorder
@@ -441,6 +441,7 @@ def open_runtime(
         raise
     ledger = SqlCertificateLedger(engine)
     metrics = Metrics()
+    observe_groups(engine, metrics)
     clock = clock or SystemClock()
     committed = functools.partial(after_commit, engine)
     audit = SqlAuditLog(engine, clock)

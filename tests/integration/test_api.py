@@ -297,6 +297,22 @@ def test_metrics_count_requests_and_certificates(service: Service) -> None:
         in text
     )
     assert "imprint_http_request_duration_seconds_bucket" in text
+    # The signing committed in a commit group on SQLite (PostgreSQL has none): counted
+    # with its members and the time it held the writer lock.
+    groups = _sample(text, "imprint_commit_group_members_count")
+    held = _sample(text, "imprint_writer_lock_held_seconds_count")
+    if service.runtime.engine.dialect.name == "sqlite":
+        assert groups >= 1
+        assert _sample(text, "imprint_commit_group_members_sum") >= groups
+        assert held == groups
+    else:
+        assert groups == held == 0
+
+
+def _sample(exposition: str, name: str) -> float:
+    """The value of the sample ``name`` (without labels) in a Prometheus exposition."""
+    (value,) = [line.split()[1] for line in exposition.splitlines() if line.startswith(f"{name} ")]
+    return float(value)
 
 
 def test_secrets_stay_out_of_logs_and_errors(

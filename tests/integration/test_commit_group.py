@@ -82,13 +82,36 @@ def together(*calls: Any) -> list[Any]:
     return asyncio.run(main())
 
 
+class Observed:
+    """A :class:`imprint.store.db.GroupObserver` that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.groups: list[tuple[int, float | None, float]] = []
+
+    def group_committed(self, members: int, lock_wait: float | None, held: float) -> None:
+        self.groups.append((members, lock_wait, held))
+
+
 def test_members_ready_together_commit_once(engine: Engine) -> None:
     counted = commits(engine)
+    observed = Observed()
+    db.observe_groups(engine, observed)
     names = [f"device-{n}" for n in range(10)]
     answers = together(*(grouped(engine, add(engine, name)) for name in names))
     assert answers == names
     assert stored(engine) == set(names)
     assert len(counted) == 1
+    # The observer hears of the one group: its ten members, the writer lock found free.
+    ((members, lock_wait, held),) = observed.groups
+    assert (members, lock_wait) == (10, None)
+    assert 0 < held < 5
+
+
+def test_a_group_that_writes_nothing_is_not_observed(engine: Engine) -> None:
+    observed = Observed()
+    db.observe_groups(engine, observed)
+    assert together(grouped(engine, lambda: count(engine))) == [0]
+    assert observed.groups == []
 
 
 def test_a_failing_member_undoes_only_its_own_work(engine: Engine) -> None:
@@ -398,6 +421,9 @@ def test_a_group_waits_for_a_held_writer_lock_without_blocking_the_loop(
     thread.start()
     assert held.wait(3)
 
+    observed = Observed()
+    db.observe_groups(engine, observed)
+
     async def main() -> tuple[str, int]:
         member = asyncio.ensure_future(grouped(engine, add(engine, "mine")))
         ticks = 0
@@ -418,6 +444,13 @@ def test_a_group_waits_for_a_held_writer_lock_without_blocking_the_loop(
             other.dispose()
     assert (answer, waits) == ("mine", 1)
     assert stored(engine) == {"theirs", "mine"}
+    # Observed: the wait (at least the 0.1 s the loop ticked before the release), and
+    # the time held counted from when the wait ended.
+    ((members, lock_wait, held),) = observed.groups
+    assert members == 1
+    assert lock_wait is not None
+    assert 0.1 <= lock_wait < 3
+    assert held < lock_wait
 
 
 def test_a_group_reads_and_writes_on_one_connection(engine: Engine) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Protocol, Self, TypeVar
 from weakref import WeakKeyDictionary
 
 import anyio.to_thread
@@ -1243,6 +1243,24 @@ class _Member:
 _LOCK_RETRY = 0.001
 
 
+class GroupObserver(Protocol):
+    """Told of each commit group that wrote (:func:`observe_groups`)."""
+
+    def group_committed(self, members: int, lock_wait: float | None, held: float) -> None:
+        """``members`` committed together; the group waited ``lock_wait`` seconds for
+        writer locks another process or thread held (None: they were free), and held
+        them ``held`` seconds, from taking them to the end of its commit."""
+
+
+_observers: WeakKeyDictionary[Engine, GroupObserver] = WeakKeyDictionary()
+
+
+def observe_groups(engine: Engine, observer: GroupObserver) -> None:
+    """Tell ``observer`` of every commit group of ``engine`` from now on (one observer
+    an engine: the runtime's metrics)."""
+    _observers[engine] = observer
+
+
 class _Committer:
     """The commit groups of one engine on one event loop."""
 
@@ -1306,11 +1324,15 @@ class _Committer:
         """Resume ``writers`` in one transaction and commit it (with what the ``early``
         members wrote in it, when it began early); the members that did not run because
         the transaction ended midway (they go into the next one)."""
+        waited: float | None = None
         if group.connection is None:
             try:
-                group.write_on(await self._locked(group.take_reader()), None)
+                connection, waited = await self._locked(group.take_reader())
+                group.write_on(connection, None)
             except BaseException as exc:
                 group.write_on(None, exc)
+        began = time.perf_counter()  # holding the writer locks (since a moment ago, when
+        # a member that holds an in-process lock began the write phase early)
         ran: list[_Member] = list(early)
         undone: list[_Member] = []
         try:
@@ -1330,6 +1352,11 @@ class _Committer:
             if group.connection is not None:
                 self.groups += 1
                 self.members += len(ran)
+                observer = _observers.get(self.engine)
+                if observer is not None:
+                    held = time.perf_counter() - began
+                    told = functools.partial(observer.group_committed, len(ran), waited, held)
+                    _run_quietly(told)
             for callback in group.committed:
                 _run_quietly(callback)
             group.committed = []
@@ -1339,22 +1366,25 @@ class _Committer:
             member.answer()
         return undone
 
-    async def _locked(self, connection: Connection) -> Connection:
+    async def _locked(self, connection: Connection) -> tuple[Connection, float | None]:
         """``connection`` in a transaction that holds the writer locks, taken without
         blocking the loop while another process (a second worker, the CLI) or thread
-        holds them."""
+        holds them; and how long that took (None: they were free)."""
+        waited = None
         try:
             dbapi = connection.connection.dbapi_connection
             if isinstance(dbapi, _WriterConnection) and not dbapi.try_take():
                 self.lock_waits += 1
+                waiting = time.perf_counter()
                 deadline = self.loop.time() + dbapi.lock_timeout
                 while not dbapi.try_take() and self.loop.time() <= deadline:
                     await self.loop.run_in_executor(None, _until_free, dbapi)
+                waited = time.perf_counter() - waiting
         except BaseException:
             connection.close()
             raise
         # Taken, or past the deadline: then waited for as any writer waits.
-        return _Group.begun(connection)
+        return _Group.begun(connection), waited
 
 
 def _until_free(dbapi: _WriterConnection) -> None:
