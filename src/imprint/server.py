@@ -1,5 +1,5 @@
 """Run the HTTPS service with uvicorn: in this process, or in several worker processes
-that share one listening socket (``server.workers``)."""
+that share one port (``server.workers``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -30,7 +30,7 @@ from imprint.tls import server_ssl_context
 
 __all__ = [
     "ImprintServer",
-    "bind_socket",
+    "bind_sockets",
     "build_server",
     "run_workers",
     "settle_heap",
@@ -276,9 +276,10 @@ def build_server(runtime: Runtime, *, primary: bool = True) -> uvicorn.Server:
 # Worker processes ------------------------------------------------------------------------
 #
 # One Python process serves on one core at a time (the GIL), so ``server.workers`` forks
-# that many processes after the first-start work is done. They accept on one socket bound
-# here; each opens its own runtime (database pool, CA key, caches). The supervisor starts a
-# new worker when one dies, and stops them all on SIGTERM or SIGINT.
+# that many processes after the first-start work is done. Each accepts on a socket of its
+# own, bound here on the one port (``SO_REUSEPORT``: the kernel spreads the connections),
+# and opens its own runtime (database pool, CA key, caches). The supervisor starts a new
+# worker when one dies, on the dead one's socket, and stops them all on SIGTERM or SIGINT.
 
 #: A worker that exits sooner than this after its start did not start at all.
 _STARTUP_SECONDS = 5.0
@@ -296,23 +297,40 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket the worker processes inherit.
+def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening TCP sockets on one address, one for each worker process.
+
+    They share the port with ``SO_REUSEPORT``, so the kernel spreads new connections over
+    them, hence over the workers, by a hash of each connection's addresses. On one shared
+    socket whichever worker woke first accepted every connection then waiting: the 32
+    connections the benchmark opens at once all went to one of two workers, which served
+    the whole load while the other idled (bench/README.md, step 36). The port is first
+    bound without ``SO_REUSEPORT``, so that a port another server listens on is refused
+    here as before, even when that server is another imprint with its sockets shared.
 
     Raises:
         OSError: the address cannot be bound.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))  # EADDRINUSE while anything listens there
+        port = probe.getsockname()[1]  # the port the system chose for 0
+    sockets: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(2048)
+            sock.set_inheritable(True)
     except OSError:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise
-    sock.set_inheritable(True)
-    return sock
+    return sockets
 
 
 def _worker(settings: Settings, sock: socket.socket, primary: bool) -> int:
@@ -360,13 +378,16 @@ def _fork_worker(settings: Settings, sock: socket.socket, index: int, worker: Wo
 
 
 def run_workers(
-    settings: Settings, sock: socket.socket, count: int, *, worker: Worker = _worker
+    settings: Settings, sockets: Sequence[socket.socket], *, worker: Worker = _worker
 ) -> int:
-    """Serve on ``sock`` from ``count`` worker processes until SIGTERM or SIGINT.
+    """Serve from one worker process for each of ``sockets`` (:func:`bind_sockets`), each
+    on its own, until SIGTERM or SIGINT. A worker that dies is replaced on the same
+    socket, where the connections that came meanwhile wait for it.
 
     ``worker`` is what each process runs (the HTTPS server; the tests give their own).
     Returns the exit status: 0 after a requested stop, 1 when a worker could not start.
     """
+    count = len(sockets)
     workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
     stopping = False
     status = 0
@@ -381,7 +402,10 @@ def run_workers(
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for index in range(count):
-            workers[_fork_worker(settings, sock, index, worker)] = (index, time.monotonic())
+            workers[_fork_worker(settings, sockets[index], index, worker)] = (
+                index,
+                time.monotonic(),
+            )
         log.info("workers started", extra={"count": count, "pids": sorted(workers)})
         while workers:
             try:
@@ -398,7 +422,10 @@ def run_workers(
                 stop(signal.SIGTERM, None)
                 continue
             log.warning("worker %d exited (status %d); starting another", index, code)
-            workers[_fork_worker(settings, sock, index, worker)] = (index, time.monotonic())
+            workers[_fork_worker(settings, sockets[index], index, worker)] = (
+                index,
+                time.monotonic(),
+            )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

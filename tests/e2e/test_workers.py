@@ -3,10 +3,12 @@ database, a worker that dies is replaced, and SIGTERM stops them all."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -127,6 +129,32 @@ def test_each_worker_keeps_its_start_up_heap_out_of_collections(served: Served) 
     assert min(frozen.values()) > 50_000, frozen
 
 
+def test_connections_opened_at_once_are_shared_out_over_the_workers(served: Served) -> None:
+    """Thirty-two connections opened together, as a device gateway or the benchmark's
+    load generator opens them, and kept: each worker takes a fair share of them. On one
+    shared socket the first worker to wake accepted every connection then waiting."""
+    wait_until(lambda: len(_workers_of(served.process.pid)) == 2, "two worker processes")
+    port = int(served.url.rsplit(":", 1)[1])
+
+    async def pid_of(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        body = (await reader.read()).decode()
+        writer.close()
+        return body.split('imprint_process_info{pid="', 1)[1].split('"', 1)[0]
+
+    async def main() -> list[str]:
+        context = trusting(served.ca)
+        opened = await asyncio.gather(
+            *(asyncio.open_connection("127.0.0.1", port, ssl=context) for _ in range(32))
+        )
+        return await asyncio.gather(*(pid_of(reader, writer) for reader, writer in opened))
+
+    served_by = Counter(asyncio.run(main()))
+    assert set(served_by) == {str(pid) for pid in _workers_of(served.process.pid)}, served_by
+    # A hash over 32 connections: fewer than 4 on either side is about 3 in a million.
+    assert min(served_by.values()) >= 4, served_by
+
+
 def test_two_workers_register_devices_concurrently_without_an_error(served: Served) -> None:
     """Each worker's device requests share commit groups on the one SQLite file: a
     group must never fail because the other worker committed while it ran."""
@@ -208,7 +236,7 @@ def worker(settings, sock, primary):
     return 0
 
 with socket.create_server(("127.0.0.1", 0)) as sock:
-    sys.exit(run_workers(None, sock, 2, worker=worker))
+    sys.exit(run_workers(None, [sock, sock], worker=worker))
 """
 
 

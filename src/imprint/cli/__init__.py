@@ -254,7 +254,7 @@ def serve() -> None:
     """Run the HTTPS service (sets up data directory, database and CA on first start)."""
     from imprint.logs import configure_logging
     from imprint.runtime import prepare
-    from imprint.server import bind_socket, build_server, run_workers, settle_heap
+    from imprint.server import bind_sockets, build_server, run_workers, settle_heap
 
     settings = _settings()
     configure_logging(settings.logging.level, json_format=settings.logging.json_format)
@@ -286,14 +286,17 @@ def serve() -> None:
     if workers > 1:
         runtime.close()  # each worker opens its own after the fork
         try:
-            sock = bind_socket(settings.server.host, settings.server.port)
+            sockets = bind_sockets(settings.server.host, settings.server.port, workers)
         except OSError as exc:
             _fail(
                 f"the server could not start on {settings.server.host}:{settings.server.port}: "
                 f"{exc.strerror}"
             )
-        with sock:
-            status = run_workers(settings, sock, workers)
+        try:
+            status = run_workers(settings, sockets)
+        finally:
+            for sock in sockets:
+                sock.close()
         if status:
             _fail("a worker process could not start; see the log above")
         return
