@@ -10,7 +10,9 @@ runs; the CPU one call costs in this process moves far less. These decide change
   application (routing, dependencies, validation, the use case, the database) for one
   registration by that mechanism (the OOB secrets registered in bulk first), or one
   admin CSR signing, called as an ASGI application without HTTP or TLS;
-  SQLite in a temporary directory, or PostgreSQL at ``--database URL``.
+  SQLite in a temporary directory, or PostgreSQL at ``--database URL``. On SQLite a
+  second line says how long a call's commit group held the writer lock (its write
+  phase, which a second worker's writes wait for).
 
 ``python -m bench.inproc middleware x509-signed csr-sign [--count N] [--database URL]
 [--concurrency N]`` prints one line per part: µs of process CPU per call (user + system,
@@ -84,10 +86,32 @@ def _cpu() -> float:
 CONCURRENCY = 1
 
 
+class _Held:
+    """The commit groups' time holding the writer lock (SQLite), passed on to the
+    runtime's metrics as well: how much of a call's work ran in a group's write phase,
+    which is what a second worker waits for."""
+
+    def __init__(self, metrics: Any) -> None:
+        self.metrics = metrics
+        self.seconds = 0.0
+        self.members = 0
+
+    def group_committed(self, members: int, lock_wait: float | None, held: float) -> None:
+        self.metrics.group_committed(members, lock_wait, held)
+        self.seconds += held
+        self.members += members
+
+
+#: The runtime's :class:`_Held`, once :func:`bench_app` has made it.
+HELD: _Held | None = None
+
+
 async def _timed(name: str, count: int, one: Callable[[int], Awaitable[None]]) -> float:
     for index in range(min(50, count // 10)):  # warm caches and code paths
         await one(-1 - index)
     load = os.getloadavg()[0]
+    if HELD is not None:
+        HELD.seconds, HELD.members = 0.0, 0
     started, wall = _cpu(), time.perf_counter()
     indexes = iter(range(count))
 
@@ -101,6 +125,11 @@ async def _timed(name: str, count: int, one: Callable[[int], Awaitable[None]]) -
     print(f"{name:<14} {per_call:9.1f} µs CPU per call  ({count} calls, {CONCURRENCY} at a time, "
           f"{count / wall:.0f}/s wall, load {load:.2f} -> {os.getloadavg()[0]:.2f})",
           flush=True)  # fmt: skip
+    if HELD is not None and HELD.members:
+        held = HELD.seconds * 1e6 / count
+        print(f"{'':<14} {held:9.1f} µs a call holding the writer lock "
+              f"({held / per_call:.0%} of its CPU; {HELD.members / count:.2f} writes "
+              "committed a call)", flush=True)  # fmt: skip
     return per_call
 
 
@@ -156,7 +185,7 @@ async def bench_app(parts: list[str], count: int, directory: Path, database: str
     from imprint.runtime import prepare
     from imprint.server import settle_heap
     from imprint.settings import Settings
-    from imprint.store.db import Checkpointer
+    from imprint.store.db import Checkpointer, observe_groups
 
     _logging_as_served(directory)
     settings = Settings(
@@ -166,6 +195,9 @@ async def bench_app(parts: list[str], count: int, directory: Path, database: str
         server={"tls": False},
     )
     runtime, first = prepare(settings)
+    global HELD
+    HELD = _Held(runtime.metrics)
+    observe_groups(runtime.engine, HELD)
     token = (first.admin_token_file or settings.data_dir / "admin-token").read_text().strip()
     app = create_app(runtime)
     checkpointer = Checkpointer.start(runtime.engine)  # as `imprint serve` does (SQLite)
