@@ -54,6 +54,7 @@ __all__ = [
     "CertificateListener",
     "IssuanceRequest",
     "IssuedCertificate",
+    "PreparedCertificate",
     "parse_reason",
 ]
 
@@ -119,6 +120,17 @@ class IssuanceRequest:
     requested_by: str = "system"
     owner: str | None = None  # the organization it is for (scoping); None: instance-wide
     device_ref: str | None = None  # the device it is for; None: not a device's
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCertificate:
+    """A certificate made ready to sign (:meth:`CertificateAuthority.prepare`): its record,
+    still PENDING, and its builder with everything but the signature, and the CA material
+    it names as its issuer (the key :meth:`CertificateAuthority.sign` signs with)."""
+
+    record: CertificateRecord
+    builder: x509.CertificateBuilder
+    material: CAMaterial
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +268,8 @@ class CertificateAuthority:
         )
 
     def issue(self, request: IssuanceRequest) -> IssuedCertificate:
-        """Sign a certificate for ``request`` under its profile.
+        """Sign a certificate for ``request`` under its profile: :meth:`prepare`, then
+        :meth:`sign`.
 
         The record is written before the signature (see the module's docstring); the
         listeners are told once the caller's transaction commits.
@@ -265,6 +278,18 @@ class CertificateAuthority:
             UnknownProfile: no such profile.
             InvalidValue: bad names, missing SANs for the server profile, bad validity.
             UnsupportedKey: a key type we do not issue for.
+        """
+        return self.sign(self.prepare(request))
+
+    def prepare(self, request: IssuanceRequest) -> PreparedCertificate:
+        """Check ``request`` and make its certificate ready to sign: the serial, the
+        names, the validity (from now) and the profile's extensions, and its record.
+        Nothing is written or signed: a request that may yet be refused (a registration
+        before it takes the device's lock) prepares first, so that its commit group's
+        write phase holds the writer lock for less.
+
+        Raises:
+            UnknownProfile, InvalidValue, UnsupportedKey: as :meth:`issue`.
         """
         profile = self.profile(request.profile)
         public_key = check_public_key(request.public_key)
@@ -277,7 +302,8 @@ class CertificateAuthority:
         validity = profile.validity if request.validity is None else request.validity
         if validity <= timedelta(0):
             raise InvalidValue("validity must be positive")
-        issuer = self.material.issuing
+        material = self.material
+        issuer = material.issuing
         now = self._clock.now().replace(microsecond=0)
         not_before = max(now - _BACKDATE, issuer.not_valid_before_utc)
         not_after = min(now + validity, issuer.not_valid_after_utc)
@@ -291,6 +317,17 @@ class CertificateAuthority:
             publication=self.publication(),
         )
         serial = random_serial()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer.subject)
+            .public_key(public_key)
+            .serial_number(serial)
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+        )
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
         record = CertificateRecord(
             serial=serial_hex(serial),
             issuer=self.issuing_id,
@@ -305,20 +342,24 @@ class CertificateAuthority:
             owner=request.owner,
             device_ref=request.device_ref,
         )
+        return PreparedCertificate(record, builder, material)
+
+    def sign(
+        self, prepared: PreparedCertificate, device_ref: str | None = None
+    ) -> IssuedCertificate:
+        """Record, sign and mark the certificate ``prepared`` (``device_ref``, when given,
+        the device it is for, decided since).
+
+        Raises:
+            Exception: what the signer raises (the record is then marked failed).
+        """
+        record = prepared.record
+        if device_ref is not None:
+            record = replace(record, device_ref=device_ref)
+        now = record.created_at
         reserved = self._ledger.reserve(record)
         try:
-            builder = (
-                x509.CertificateBuilder()
-                .subject_name(subject)
-                .issuer_name(issuer.subject)
-                .public_key(public_key)
-                .serial_number(serial)
-                .not_valid_before(not_before)
-                .not_valid_after(not_after)
-            )
-            for extension, critical in extensions:
-                builder = builder.add_extension(extension, critical=critical)
-            certificate = self.material.issuing_signer.sign_certificate(builder)
+            certificate = prepared.material.issuing_signer.sign_certificate(prepared.builder)
         except Exception:
             if reserved:
                 self._ledger.mark_failed(record.serial)
@@ -329,7 +370,7 @@ class CertificateAuthority:
             record.serial, der, fingerprint, now, unreserved=None if reserved else record
         )
         if self._events:
-            events, name = self._events, profile.name
+            events, name = self._events, record.profile
             self._after_commit(lambda: events.certificate_issued(name))
         issued = replace(
             record,
@@ -339,7 +380,9 @@ class CertificateAuthority:
             issued_at=now,
         )
         self._changed(issued)
-        return IssuedCertificate(certificate=certificate, record=issued, chain=self.chain)
+        return IssuedCertificate(
+            certificate=certificate, record=issued, chain=prepared.material.chain
+        )
 
     def revoke(self, serial: str, reason: x509.ReasonFlags) -> CertificateRecord:
         """Revoke a certificate, in the caller's transaction when there is one; the CRLs

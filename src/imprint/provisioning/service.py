@@ -50,8 +50,13 @@ from imprint.attestation.renewal import Renewal, RenewalAuthorizer
 from imprint.audit import AuditEntry, AuditLog
 from imprint.clock import Clock, SystemClock
 from imprint.errors import Conflict, ImprintError, InvalidRequest, NotFound, PermissionDenied
-from imprint.pki.authority import CertificateAuthority, IssuanceRequest, ca_pems
-from imprint.pki.csr import check_public_key
+from imprint.pki.authority import (
+    CertificateAuthority,
+    IssuanceRequest,
+    PreparedCertificate,
+    ca_pems,
+)
+from imprint.pki.csr import IssuablePublicKey, check_public_key
 from imprint.pki.keys import public_key_sha256
 from imprint.pki.records import CertificateRecord, CertificateStatus
 from imprint.provisioning.bundle import Bundle, ChannelGrant, response_mac, seal_for_device
@@ -469,6 +474,15 @@ class Provisioner:
         if hooked:
             claims = self._consult_hook(evidence, attestation, public_key, step)
         hub_token = self._hub_token(attestation, step)
+        # The certificate's names, validity and extensions are made now, before the
+        # device's lock: on SQLite the lock begins the commit group's write phase, which
+        # the other workers' writes wait for. Signed under the lock, once decided.
+        prepared = None
+        if public_key is not None and not enrollment.manual_approval:
+            step.current = ProvisioningStep.ISSUE  # its refusals are the issuing step's
+            prepared = self._authority.prepare(
+                self._issuance(attestation, public_key, device_ref=None)
+            )
         step.current = ProvisioningStep.POLICY
         self._spend_nonce(step, lock_device=(enrollment.owner, device_id))
         key_hash = None if public_key is None else public_key_sha256(public_key)
@@ -485,7 +499,7 @@ class Provisioner:
             # One key, one device: a key another device holds (or waits to have
             # certified) is refused, whichever organization that device belongs to.
             raise KeyInUse("this public key is already certified for another device")
-        return _Locked(device, key_hash, hub_token, claims)
+        return _Locked(device, key_hash, hub_token, claims, prepared)
 
     @staticmethod
     def _check_device(step: _Steps, attestation: Attestation, device: Device | None) -> None:
@@ -573,7 +587,7 @@ class Provisioner:
                     "pending", step.request_id, device_id, retry_after=APPROVAL_RETRY_SECONDS
                 )
         now = evidence.at
-        device, key_hash, hub_token, claims = self._locked_device(
+        device, key_hash, hub_token, claims, prepared = self._locked_device(
             evidence, attestation, step, consult_hook=True
         )
         reused = self._current_bundle(device, key_hash, attestation, now, hub_token)
@@ -629,11 +643,15 @@ class Provisioner:
                 )
         step.ok(ProvisioningStep.POLICY, attestation)
 
-        return self._issue(evidence, attestation, device, key_hash, hub_token, step, claims)
+        return self._issue(
+            evidence, attestation, device, key_hash, hub_token, step, claims, prepared
+        )
 
     def _after_renewal(self, evidence: Evidence, renewal: Renewal, step: _Steps) -> Outcome:
         attestation = Attestation(renewal.enrollment, renewal.device_id, renewal.identity)
-        device, key_hash, hub_token, _claims = self._locked_device(evidence, attestation, step)
+        device, key_hash, hub_token, _claims, prepared = self._locked_device(
+            evidence, attestation, step
+        )
         if device is None or device.status is not DeviceStatus.PROVISIONED:
             raise DeviceDisabled(f"device {renewal.device_id!r} cannot renew")
         if renewal.presented_serial != device.certificate_serial:
@@ -649,7 +667,26 @@ class Provisioner:
                 "approved", step.request_id, device.device_id, reused, device_ref=device.id
             )
         step.ok(ProvisioningStep.POLICY, attestation, detail="renewal")
-        return self._issue(evidence, attestation, device, key_hash, hub_token, step)
+        return self._issue(
+            evidence, attestation, device, key_hash, hub_token, step, prepared=prepared
+        )
+
+    @staticmethod
+    def _issuance(
+        attestation: Attestation, public_key: IssuablePublicKey, device_ref: str | None
+    ) -> IssuanceRequest:
+        """What a registration or renewal asks the CA for."""
+        enrollment = attestation.enrollment
+        return IssuanceRequest(
+            public_key=public_key,
+            profile=enrollment.profile,
+            common_name=attestation.device_id,
+            organizational_unit=enrollment.owner,
+            validity=timedelta(days=enrollment.validity_days) if enrollment.validity_days else None,
+            requested_by=attestation.identity[:200],  # "<mechanism>:<who>"
+            owner=enrollment.owner,
+            device_ref=device_ref,
+        )
 
     def _issue(
         self,
@@ -660,6 +697,7 @@ class Provisioner:
         hub_token: HubToken | None,
         step: _Steps,
         claims: Claims | None = None,
+        prepared: PreparedCertificate | None = None,
     ) -> Outcome:
         enrollment = attestation.enrollment
         device_id = attestation.device_id
@@ -672,20 +710,12 @@ class Provisioner:
         if evidence.csr is None:
             step.ok(ProvisioningStep.ISSUE, attestation, detail="no key pair: no certificate")
         else:
-            issued = self._authority.issue(
-                IssuanceRequest(
-                    public_key=check_public_key(evidence.csr.public_key()),
-                    profile=enrollment.profile,
-                    common_name=device_id,
-                    organizational_unit=enrollment.owner,
-                    validity=timedelta(days=enrollment.validity_days)
-                    if enrollment.validity_days
-                    else None,
-                    requested_by=attestation.identity[:200],  # "<mechanism>:<who>"
-                    owner=enrollment.owner,
-                    device_ref=device_ref,
+            if prepared is None:  # an approved request: not prepared before the lock
+                public_key = check_public_key(evidence.csr.public_key())
+                prepared = self._authority.prepare(
+                    self._issuance(attestation, public_key, device_ref)
                 )
-            )
+            issued = self._authority.sign(prepared, device_ref)
             certificate, serial = issued.certificate, issued.record.serial
             if device is not None:  # a new device's fresh id holds no other certificate
                 self._supersede(device_ref, previous, keep=serial, at=now)
@@ -966,6 +996,9 @@ class _Locked(NamedTuple):
     key_hash: str | None  # the requested key's SHA-256 (None without a CSR)
     hub_token: HubToken | None
     claims: Claims  # what the provisioning hook added (none without a hook)
+    # The certificate made ready before the lock (None without a CSR, or when the
+    # enrollment waits for an administrator's approval): signed under it, if at all.
+    prepared: PreparedCertificate | None
 
 
 def _claim_names(claims: Claims) -> list[str]:

@@ -141,10 +141,12 @@ def _with_key_half(body: ProvisionIn, request: Request) -> dict[str, Any]:
 )
 async def provision(body: ProvisionIn, request: Request) -> Response:
     runtime = runtime_of(request)
-    return await run_blocking(runtime, _provision, body, request, runtime)
+    # The answer is made after the registration's commit, outside its commit group's
+    # write phase: on SQLite the other workers' writes wait for that phase to end.
+    return outcome_response(await run_blocking(runtime, _provision, body, request, runtime))
 
 
-def _provision(body: ProvisionIn, request: Request, runtime: Runtime) -> Response:
+def _provision(body: ProvisionIn, request: Request, runtime: Runtime) -> Outcome:
     csr = load_csr(body.csr)
     presented = peer_certificate(request)  # evidence: the attestor decides what it proves
     evidence = Evidence(
@@ -158,7 +160,7 @@ def _provision(body: ProvisionIn, request: Request, runtime: Runtime) -> Respons
         client_intermediates=presented.intermediates if presented else (),
         source=request.client.host if request.client else None,
     )
-    return outcome_response(runtime.provisioner.provision(evidence))
+    return runtime.provisioner.provision(evidence)
 
 
 class RenewIn(BaseModel):
@@ -178,10 +180,10 @@ class RenewIn(BaseModel):
 )
 async def renew(body: RenewIn, request: Request) -> Response:
     runtime = runtime_of(request)
-    return await run_blocking(runtime, _renew, body, request, runtime)
+    return outcome_response(await run_blocking(runtime, _renew, body, request, runtime))
 
 
-def _renew(body: RenewIn, request: Request, runtime: Runtime) -> Response:
+def _renew(body: RenewIn, request: Request, runtime: Runtime) -> Outcome:
     csr = load_csr(body.csr)
     presented = peer_certificate(request)
     evidence = Evidence(
@@ -193,7 +195,7 @@ def _renew(body: RenewIn, request: Request, runtime: Runtime) -> Response:
         client_intermediates=presented.intermediates if presented else (),
         source=request.client.host if request.client else None,
     )
-    return outcome_response(runtime.provisioner.renew(evidence))
+    return runtime.provisioner.renew(evidence)
 
 
 class Directory(BaseModel):
