@@ -1062,7 +1062,17 @@ group_member_hooks: list[Callable[[Connection], None]] = []
 
 
 class _Group:
-    __slots__ = ("_reader", "broken", "committed", "connection", "engine", "failure", "reading")
+    __slots__ = (
+        "_reader",
+        "broken",
+        "committed",
+        "connection",
+        "engine",
+        "failure",
+        "locked_at",
+        "reading",
+        "waited",
+    )
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -1075,6 +1085,10 @@ class _Group:
         #: Why the group's transaction could not begin.
         self.failure: BaseException | None = None
         self._reader: Connection | None = None
+        #: When its write phase took the writer locks (``time.perf_counter``), and how
+        #: long it waited for them first (None: they were free); for the observer.
+        self.locked_at = 0.0
+        self.waited: float | None = None
 
     def reader(self) -> Connection:
         """The read phase's connection, outside a transaction (each read sees what is
@@ -1098,7 +1112,7 @@ class _Group:
                 # It cannot stop while it holds an in-process lock (the next member may
                 # want it, on this same thread): the write phase begins now, the locks
                 # taken as any writer takes them, and the rest of the group joins it.
-                self.write_on(self.begun(self.take_reader()), None)
+                self.write_on(self.begun(self.take_reader(), None), None)
             else:
                 self.reading.switch()
                 if self.connection is not None:
@@ -1108,13 +1122,16 @@ class _Group:
             raise _GroupNotBegun() from self.failure
         return self.connection
 
-    @staticmethod
-    def begun(connection: Connection) -> Connection:
-        """``connection`` in a transaction holding the writer locks, waited for here."""
+    def begun(self, connection: Connection, waited: float | None) -> Connection:
+        """``connection`` in a transaction holding the writer locks, waited for here if
+        another holds them still (``waited``: how long the caller waited already)."""
         try:
             dbapi = connection.connection.dbapi_connection
-            if isinstance(dbapi, _WriterConnection):
+            if isinstance(dbapi, _WriterConnection) and not dbapi.try_take():
+                waiting = time.perf_counter()
                 dbapi.take()
+                waited = (waited or 0.0) + time.perf_counter() - waiting
+            self.locked_at, self.waited = time.perf_counter(), waited
             _plain(connection, "BEGIN IMMEDIATE")
         except BaseException:
             connection.close()
@@ -1244,12 +1261,14 @@ _LOCK_RETRY = 0.001
 
 
 class GroupObserver(Protocol):
-    """Told of each commit group that wrote (:func:`observe_groups`)."""
+    """Told of each commit group that wrote (:func:`observe_groups`), once its members
+    have their answers."""
 
     def group_committed(self, members: int, lock_wait: float | None, held: float) -> None:
         """``members`` committed together; the group waited ``lock_wait`` seconds for
         writer locks another process or thread held (None: they were free), and held
-        them ``held`` seconds, from taking them to the end of its commit."""
+        them ``held`` seconds, from taking them to the end of its commit (a write phase
+        that a member holding an in-process lock began early included)."""
 
 
 _observers: WeakKeyDictionary[Engine, GroupObserver] = WeakKeyDictionary()
@@ -1324,15 +1343,12 @@ class _Committer:
         """Resume ``writers`` in one transaction and commit it (with what the ``early``
         members wrote in it, when it began early); the members that did not run because
         the transaction ended midway (they go into the next one)."""
-        waited: float | None = None
         if group.connection is None:
             try:
-                connection, waited = await self._locked(group.take_reader())
-                group.write_on(connection, None)
+                group.write_on(await self._locked(group, group.take_reader()), None)
             except BaseException as exc:
                 group.write_on(None, exc)
-        began = time.perf_counter()  # holding the writer locks (since a moment ago, when
-        # a member that holds an in-process lock began the write phase early)
+        observed: tuple[int, float | None, float] | None = None
         ran: list[_Member] = list(early)
         undone: list[_Member] = []
         try:
@@ -1352,11 +1368,7 @@ class _Committer:
             if group.connection is not None:
                 self.groups += 1
                 self.members += len(ran)
-                observer = _observers.get(self.engine)
-                if observer is not None:
-                    held = time.perf_counter() - began
-                    told = functools.partial(observer.group_committed, len(ran), waited, held)
-                    _run_quietly(told)
+                observed = (len(ran), group.waited, time.perf_counter() - group.locked_at)
             for callback in group.committed:
                 _run_quietly(callback)
             group.committed = []
@@ -1364,12 +1376,18 @@ class _Committer:
             group.close()
         for member in ran:
             member.answer()
+        observer = _observers.get(self.engine)
+        if observed is not None and observer is not None:  # after the answers: never
+            try:  # holds one up
+                observer.group_committed(*observed)
+            except Exception:
+                log.exception("commit_group_observer_failed")
         return undone
 
-    async def _locked(self, connection: Connection) -> tuple[Connection, float | None]:
+    async def _locked(self, group: _Group, connection: Connection) -> Connection:
         """``connection`` in a transaction that holds the writer locks, taken without
         blocking the loop while another process (a second worker, the CLI) or thread
-        holds them; and how long that took (None: they were free)."""
+        holds them (how long that took kept on ``group``)."""
         waited = None
         try:
             dbapi = connection.connection.dbapi_connection
@@ -1384,7 +1402,7 @@ class _Committer:
             connection.close()
             raise
         # Taken, or past the deadline: then waited for as any writer waits.
-        return _Group.begun(connection), waited
+        return group.begun(connection, waited)
 
 
 def _until_free(dbapi: _WriterConnection) -> None:
