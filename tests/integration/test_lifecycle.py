@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from imprint.errors import InvalidValue
 from tests.integration.conftest import Service, ensure_org, with_orgs, write_credentials
 
 
@@ -209,6 +210,38 @@ def test_timeline_records_every_step(service: Service, tmp_path: Path) -> None:
     assert ("policy", "ok") in steps
     assert ("issue", "ok") in steps
     assert ("bundle", "ok") in steps
+
+
+def test_an_issuing_refusal_comes_after_the_device_checks(
+    service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The certificate is prepared before the device's lock is taken; a refusal there
+    (here an expired issuing CA, made to happen) is answered only where issuing would
+    refuse, after the device's own checks, and stays on the device's timeline."""
+    factory = Factory(service, tmp_path, "prepared")
+    credentials = factory.device("meter-7")
+    assert factory.provision(credentials).status_code == 200
+    ref = device_ref(service, "meter-7")
+
+    def expired(_request: object) -> None:
+        raise InvalidValue("the issuing CA has expired")
+
+    monkeypatch.setattr(service.runtime.authority, "prepare", expired)
+    with service.admin() as client:
+        assert client.post(f"/api/v1/devices/{ref}/disable").json()["status"] == "disabled"
+    refused = factory.provision(credentials)
+    assert (refused.status_code, refused.json()["code"]) == (403, "device_disabled")
+    with service.admin() as client:
+        assert client.post(f"/api/v1/devices/{ref}/enable").json()["status"] == "provisioned"
+    refused = factory.provision(credentials)
+    assert (refused.status_code, refused.json()["code"]) == (400, "value_invalid")
+    with service.admin() as client:
+        timeline = client.get(f"/api/v1/devices/{ref}").json()["timeline"]
+    failed = [s for s in timeline if s["status"] == "failed"]
+    assert [(s["step"], s["code"]) for s in failed] == [
+        ("policy", "device_disabled"),
+        ("issue", "value_invalid"),
+    ]
 
 
 def test_reset_required_policy_refuses_a_second_key(service: Service, tmp_path: Path) -> None:

@@ -126,7 +126,9 @@ class IssuanceRequest:
 class PreparedCertificate:
     """A certificate made ready to sign (:meth:`CertificateAuthority.prepare`): its record,
     still PENDING, and its builder with everything but the signature, and the CA material
-    it names as its issuer (the key :meth:`CertificateAuthority.sign` signs with)."""
+    it names as its issuer (the key :meth:`CertificateAuthority.sign` signs with). Made
+    only by ``prepare``, whose checks it carries, and signed once: its serial is its
+    record's key, so a second signing is refused by the ledger."""
 
     record: CertificateRecord
     builder: x509.CertificateBuilder
@@ -286,7 +288,9 @@ class CertificateAuthority:
         names, the validity (from now) and the profile's extensions, and its record.
         Nothing is written or signed: a request that may yet be refused (a registration
         before it takes the device's lock) prepares first, so that its commit group's
-        write phase holds the writer lock for less.
+        write phase holds the writer lock for less. Its times are taken now: the record's
+        ``created_at`` and ``issued_at`` may come a lock's wait before the signature, and
+        the five minutes ``not_before`` goes back cover that wait.
 
         Raises:
             UnknownProfile, InvalidValue, UnsupportedKey: as :meth:`issue`.

@@ -450,11 +450,13 @@ class Provisioner:
         step: _Steps,
         *,
         consult_hook: bool = False,
+        may_await_approval: bool = False,
     ) -> _Locked:
         """Apply the enrollment's policy to the request, ask the provisioning hook (a
         registration, not a renewal), get the hub token (the network, never while
-        holding a lock), then lock the device: from here on this request is the only
-        one deciding about it."""
+        holding a lock), prepare the certificate (unless the request may wait for an
+        administrator's approval), then lock the device: from here on this request is
+        the only one deciding about it."""
         step.current = ProvisioningStep.POLICY
         enrollment, device_id = attestation.enrollment, attestation.device_id
         # No CSR: a device without a key pair that collects only its credentials.
@@ -476,13 +478,16 @@ class Provisioner:
         hub_token = self._hub_token(attestation, step)
         # The certificate's names, validity and extensions are made now, before the
         # device's lock: on SQLite the lock begins the commit group's write phase, which
-        # the other workers' writes wait for. Signed under the lock, once decided.
-        prepared = None
-        if public_key is not None and not enrollment.manual_approval:
-            step.current = ProvisioningStep.ISSUE  # its refusals are the issuing step's
-            prepared = self._authority.prepare(
-                self._issuance(attestation, public_key, device_ref=None)
-            )
+        # the other workers' writes wait for. Signed under the lock, once decided; a
+        # refusal is kept for then too, so the device's checks still come first.
+        prepared: PreparedCertificate | ImprintError | None = None
+        if public_key is not None and not (may_await_approval and enrollment.manual_approval):
+            try:
+                prepared = self._authority.prepare(
+                    self._issuance(attestation, public_key, device_ref=None)
+                )
+            except ImprintError as refused:
+                prepared = refused
         step.current = ProvisioningStep.POLICY
         self._spend_nonce(step, lock_device=(enrollment.owner, device_id))
         key_hash = None if public_key is None else public_key_sha256(public_key)
@@ -588,7 +593,7 @@ class Provisioner:
                 )
         now = evidence.at
         device, key_hash, hub_token, claims, prepared = self._locked_device(
-            evidence, attestation, step, consult_hook=True
+            evidence, attestation, step, consult_hook=True, may_await_approval=True
         )
         reused = self._current_bundle(device, key_hash, attestation, now, hub_token)
         if reused is not None:
@@ -697,7 +702,7 @@ class Provisioner:
         hub_token: HubToken | None,
         step: _Steps,
         claims: Claims | None = None,
-        prepared: PreparedCertificate | None = None,
+        prepared: PreparedCertificate | ImprintError | None = None,
     ) -> Outcome:
         enrollment = attestation.enrollment
         device_id = attestation.device_id
@@ -710,7 +715,9 @@ class Provisioner:
         if evidence.csr is None:
             step.ok(ProvisioningStep.ISSUE, attestation, detail="no key pair: no certificate")
         else:
-            if prepared is None:  # an approved request: not prepared before the lock
+            if isinstance(prepared, ImprintError):  # refused when prepared (see there)
+                raise prepared
+            if prepared is None:  # approved by an administrator: prepared only now
                 public_key = check_public_key(evidence.csr.public_key())
                 prepared = self._authority.prepare(
                     self._issuance(attestation, public_key, device_ref)
@@ -996,9 +1003,10 @@ class _Locked(NamedTuple):
     key_hash: str | None  # the requested key's SHA-256 (None without a CSR)
     hub_token: HubToken | None
     claims: Claims  # what the provisioning hook added (none without a hook)
-    # The certificate made ready before the lock (None without a CSR, or when the
-    # enrollment waits for an administrator's approval): signed under it, if at all.
-    prepared: PreparedCertificate | None
+    # The certificate made ready before the lock, or why it could not be (None without
+    # a CSR, or for a registration that may wait for an administrator's approval):
+    # signed, or the refusal raised, under the lock once the device's checks passed.
+    prepared: PreparedCertificate | ImprintError | None
 
 
 def _claim_names(claims: Claims) -> list[str]:
