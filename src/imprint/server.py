@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -306,12 +307,26 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     connections the benchmark opens at once all went to one of two workers, which served
     the whole load while the other idled (bench/README.md, step 36). The port is first
     bound without ``SO_REUSEPORT``, so that a port another server listens on is refused
-    here as before, even when that server is another imprint with its sockets shared.
+    here as before, even when that server is another imprint with its sockets shared
+    (one that binds in the moment between that check and these sockets would still
+    share the port). Where the kernel does not spread connections so (not Linux), or has
+    no ``SO_REUSEPORT``, the workers share one socket as before: the list holds it
+    ``count`` times.
 
     Raises:
         OSError: the address cannot be bound.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
+        shared = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            shared.bind((host, port))
+            shared.listen(2048)
+        except OSError:
+            shared.close()
+            raise
+        return [shared] * count
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))  # EADDRINUSE while anything listens there
@@ -325,7 +340,6 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
             sock.listen(2048)
-            sock.set_inheritable(True)
     except OSError:
         for sock in sockets:
             sock.close()
@@ -358,12 +372,18 @@ def _die_with(supervisor: int) -> None:
         os._exit(1)
 
 
-def _fork_worker(settings: Settings, sock: socket.socket, index: int, worker: Worker) -> int:
+def _fork_worker(
+    settings: Settings, sockets: Sequence[socket.socket], index: int, worker: Worker
+) -> int:
     supervisor = os.getpid()
     pid = os.fork()
     if pid != 0:
         return pid
     _die_with(supervisor)
+    sock = sockets[index]
+    for other in sockets:  # the other workers' sockets: not this one's to hold open
+        if other is not sock:
+            other.close()
     # The child: the supervisor's signal handlers are not ours (uvicorn installs its own).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -402,7 +422,7 @@ def run_workers(
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for index in range(count):
-            workers[_fork_worker(settings, sockets[index], index, worker)] = (
+            workers[_fork_worker(settings, sockets, index, worker)] = (
                 index,
                 time.monotonic(),
             )
@@ -422,7 +442,7 @@ def run_workers(
                 stop(signal.SIGTERM, None)
                 continue
             log.warning("worker %d exited (status %d); starting another", index, code)
-            workers[_fork_worker(settings, sockets[index], index, worker)] = (
+            workers[_fork_worker(settings, sockets, index, worker)] = (
                 index,
                 time.monotonic(),
             )

@@ -135,6 +135,8 @@ def test_connections_opened_at_once_are_shared_out_over_the_workers(served: Serv
     shared socket the first worker to wake accepted every connection then waiting."""
     wait_until(lambda: len(_workers_of(served.process.pid)) == 2, "two worker processes")
     port = int(served.url.rsplit(":", 1)[1])
+    # Two listening sockets on the port, one a worker (what the hash below spreads over).
+    assert _listening_on(port) == 2
 
     async def pid_of(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
@@ -153,6 +155,13 @@ def test_connections_opened_at_once_are_shared_out_over_the_workers(served: Serv
     assert set(served_by) == {str(pid) for pid in _workers_of(served.process.pid)}, served_by
     # A hash over 32 connections: fewer than 4 on either side is about 3 in a million.
     assert min(served_by.values()) >= 4, served_by
+
+
+def _listening_on(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:``port`` (``/proc/net/tcp``, state 0A)."""
+    local = f"0100007F:{port:04X}"
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1] == local and row.split()[3] == "0A")
 
 
 def test_two_workers_register_devices_concurrently_without_an_error(served: Served) -> None:
@@ -238,6 +247,44 @@ def worker(settings, sock, primary):
 with socket.create_server(("127.0.0.1", 0)) as sock:
     sys.exit(run_workers(None, [sock, sock], worker=worker))
 """
+
+
+# A supervisor of two workers on two sockets bound by bind_sockets; each worker leaves
+# "<pid> <its socket's descriptor>" in the directory argv[1] and serves until stopped.
+_ON_ITS_SOCKET = """
+import os, sys, time
+from pathlib import Path
+from imprint.server import bind_sockets, run_workers
+
+def worker(settings, sock, primary):
+    Path(sys.argv[1], str(os.getpid())).write_text(str(sock.fileno()))
+    time.sleep(120)
+    return 0
+
+sys.exit(run_workers(None, bind_sockets("127.0.0.1", 0, 2), worker=worker))
+"""
+
+
+def _written(directory: Path) -> int:
+    """How many workers have written their file in ``directory`` (not just made it)."""
+    return sum(1 for path in directory.iterdir() if path.read_text())
+
+
+def test_a_replaced_worker_takes_over_the_dead_ones_socket(tmp_path: Path) -> None:
+    python = IMPRINT.parent / "python"
+    supervisor = subprocess.Popen([str(python), "-c", _ON_ITS_SOCKET, str(tmp_path)])
+    try:
+        wait_until(lambda: _written(tmp_path) == 2, "two workers", 30)
+        first = {int(p.name): int(p.read_text()) for p in tmp_path.iterdir()}
+        assert len(set(first.values())) == 2  # a socket each
+        time.sleep(5.5)  # past the start-up grace: a death now is a crash
+        victim = max(first)
+        subprocess.run(["kill", "-KILL", str(victim)], check=True)
+        wait_until(lambda: _written(tmp_path) == 3, "a replacement worker", 30)
+        (replacement,) = {int(p.name) for p in tmp_path.iterdir()} - set(first)
+        assert int((tmp_path / str(replacement)).read_text()) == first[victim]
+    finally:
+        stop(supervisor, signal.SIGTERM, 30)
 
 
 def test_a_worker_that_cannot_start_stops_the_others_with_status_1(tmp_path: Path) -> None:
