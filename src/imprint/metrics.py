@@ -78,7 +78,7 @@ class Metrics:
         )
         # SQLite's commit groups (imprint.store.db): how many requests' writes commit
         # together, how long a group waits for the writer lock another worker or the
-        # CLI holds, and how long it holds it (the other workers' writes wait that long).
+        # CLI holds, and how long it holds it (the longest the others' writes can wait).
         self.group_members = Histogram(
             "imprint_commit_group_members",
             "Requests whose writes committed together, per commit group (SQLite)",

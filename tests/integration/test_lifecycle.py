@@ -104,6 +104,12 @@ def device_ref(service: Service, device_id: str) -> str:
     return next(item["id"] for item in items if item["device_id"] == device_id)
 
 
+def device_action(service: Service, ref: str, action: str) -> str:
+    """An administrator's ``disable`` or ``enable`` of a device: its status after."""
+    with service.admin() as client:
+        return str(client.post(f"/api/v1/devices/{ref}/{action}").json()["status"])
+
+
 def test_bundle_has_certificate_chain_anchor_psk_and_services(
     service: Service, tmp_path: Path
 ) -> None:
@@ -179,12 +185,11 @@ def test_disable_enable_revoke_and_reset(service: Service, tmp_path: Path) -> No
     credentials = factory.device("meter-4")
     serial = factory.provision(credentials).json()["bundle"]["serial"]
     ref = device_ref(service, "meter-4")
-    with service.admin() as client:
-        assert client.post(f"/api/v1/devices/{ref}/disable").json()["status"] == "disabled"
+    assert device_action(service, ref, "disable") == "disabled"
     refused = factory.provision(credentials)
     assert (refused.status_code, refused.json()["code"]) == (403, "device_disabled")
+    assert device_action(service, ref, "enable") == "provisioned"
     with service.admin() as client:
-        assert client.post(f"/api/v1/devices/{ref}/enable").json()["status"] == "provisioned"
         revoked = client.post(f"/api/v1/devices/{ref}/revoke", json={"reason": "keyCompromise"})
         crl = x509.load_der_x509_crl(client.get("/crl/issuing.crl").content)
     assert revoked.json()["status"] == "disabled"
@@ -227,12 +232,10 @@ def test_an_issuing_refusal_comes_after_the_device_checks(
         raise InvalidValue("the issuing CA has expired")
 
     monkeypatch.setattr(service.runtime.authority, "prepare", expired)
-    with service.admin() as client:
-        assert client.post(f"/api/v1/devices/{ref}/disable").json()["status"] == "disabled"
+    assert device_action(service, ref, "disable") == "disabled"
     refused = factory.provision(credentials)
     assert (refused.status_code, refused.json()["code"]) == (403, "device_disabled")
-    with service.admin() as client:
-        assert client.post(f"/api/v1/devices/{ref}/enable").json()["status"] == "provisioned"
+    assert device_action(service, ref, "enable") == "provisioned"
     refused = factory.provision(credentials)
     assert (refused.status_code, refused.json()["code"]) == (400, "value_invalid")
     with service.admin() as client:

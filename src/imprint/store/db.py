@@ -1376,9 +1376,10 @@ class _Committer:
             group.close()
         for member in ran:
             member.answer()
+        # The observer is told after the answers, so that it never holds one up.
         observer = _observers.get(self.engine)
-        if observed is not None and observer is not None:  # after the answers: never
-            try:  # holds one up
+        if observed is not None and observer is not None:
+            try:
                 observer.group_committed(*observed)
             except Exception:
                 log.exception("commit_group_observer_failed")
