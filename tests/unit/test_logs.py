@@ -9,28 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from imprint.logs import configure_logging, get_logger
-
-#: What uvicorn says as a server starts and stops. A server thread of an earlier test in
-#: this process may still be stopping while a test here reads what was logged (it logs
-#: through the root logger these tests configure): its lines are not the test's.
-_SERVER_LIFECYCLE = (
-    "Started server process",
-    "Waiting for application",
-    "Application startup complete",
-    "Uvicorn running on",
-    "Shutting down",
-    "Application shutdown complete",
-    "Finished server process",
-)
-
-
-def _logged(err: str) -> list[str]:
-    """The lines in ``err``, without another test's server starting or stopping."""
-    return [
-        line
-        for line in err.strip().splitlines()
-        if not any(phrase in line for phrase in _SERVER_LIFECYCLE)
-    ]
+from tests.stopping import finish_stopping
 
 
 def _fail_holding_a_secret() -> None:
@@ -41,7 +20,13 @@ def _fail_holding_a_secret() -> None:
 @pytest.fixture(autouse=True)
 def _root_logger_restored() -> Iterator[None]:
     """configure_logging sets up the root logger for the whole process: put it back, so
-    tests that run later (in any order) see the logging pytest set up."""
+    tests that run later (in any order) see the logging pytest set up.
+
+    A server of an earlier test in this process may still be stopping in the background
+    (tests/stopping.py), logging through the root logger these tests configure: its lines
+    (or, once its handler's stream is gone, logging's own error report) would land in the
+    stderr a test here reads. Those servers are stopped first."""
+    finish_stopping()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
@@ -64,7 +49,7 @@ def test_a_logged_exception_does_not_show_local_variables(
     assert "_fail_holding_a_secret" in err  # the traceback itself is there
     assert "hunter2-do-not-log" not in err
     if json_format:
-        for line in _logged(err):
+        for line in err.strip().splitlines():
             assert "exception" in json.loads(line)
 
 
@@ -103,7 +88,7 @@ def test_each_request_logs_one_line_with_its_id_and_is_counted(
     app = RequestLogMiddleware(teapot, metrics=metrics)
     first = _served(app, "/api/v1/provision")
     second = _served(app, "/a\nforged line")
-    lines = _logged(capsys.readouterr().err)
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2  # the decoded newline did not start a line of its own
     ids = [first[b"x-request-id"].decode(), second[b"x-request-id"].decode()]
     assert ids[0] != ids[1]
