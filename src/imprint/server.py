@@ -141,10 +141,10 @@ class ImprintServer(uvicorn.Server):
     async def _refresh_trust(self) -> None:
         """Keep the CAs client certificates are checked against in step with enrollments
         made elsewhere (the CLI, a peer)."""
-        # On PostgreSQL a change of enrollments or client CAs made by another process
-        # (a worker, a node, the CLI) is announced by NOTIFY: refresh at once, not at the
-        # next round, so each worker admits a new manufacturer's devices within
-        # milliseconds of the others.
+        # A change of enrollments or client CAs made by another process (a worker, a
+        # node, the CLI) is heard of (imprint.store.cache.on_change): refresh at once,
+        # not at the next round, so each worker admits a new manufacturer's devices
+        # within milliseconds of the others.
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
 

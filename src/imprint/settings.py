@@ -164,8 +164,7 @@ class ServerSettings(_Section):
         default=None,
         ge=1,
         le=64,
-        description="Server processes sharing the port; unset: one per core on "
-        "PostgreSQL, one on SQLite (see worker_count)",
+        description="Server processes sharing the port; unset: one per core (see worker_count)",
     )
     hsts_max_age_seconds: int = Field(
         default=63_072_000,
@@ -569,12 +568,13 @@ class Settings(BaseSettings):
 
     def worker_count(self) -> int:
         """``server.workers``, or when unset: one process per core this process may run
-        on with PostgreSQL, one with SQLite (decision 0013: on SQLite other processes see
-        a change only within the cache TTL and the TLS trust refresh, on PostgreSQL
-        within milliseconds)."""
+        on (decision 0013: the processes hear of each other's changes within
+        milliseconds, on PostgreSQL and on a SQLite file alike); one for SQLite in
+        memory, which is the process's own."""
         if self.server.workers is not None:
             return self.server.workers
-        if not self.database_url().startswith("postgresql"):
+        scheme, _, rest = self.database_url().partition("://")
+        if scheme.startswith("sqlite") and rest.partition("?")[0] in ("", "/:memory:"):
             return 1
         return max(1, min(64, len(os.sched_getaffinity(0))))
 

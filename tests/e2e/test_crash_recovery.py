@@ -61,6 +61,9 @@ def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
         IMPRINT_MQTT__ENABLED="true",
         IMPRINT_MQTT__DIR=str(mqtt_dir),
         IMPRINT_MQTT__RELOAD_COMMAND=json.dumps([str(reload)]),
+        # One process: the reload command kills the process that ran it, which is then
+        # the whole server (a worker of several would be replaced by its supervisor).
+        IMPRINT_SERVER__WORKERS="1",
     )
     url, ca = f"https://127.0.0.1:{port}", data / "ca" / "root.crt"
 

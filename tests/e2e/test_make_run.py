@@ -47,13 +47,17 @@ def test_make_run_starts_the_service_and_explains_how_to_use_it(tmp_path: Path) 
             if not line:
                 break
             lines.append(line)
-            if "Uvicorn running" in line or "Application startup" in line:
+            # One process says "Uvicorn running"; workers (one per core, the default)
+            # each say "Started server process" on the socket their supervisor bound.
+            if "Uvicorn running" in line or "Started server process" in line:
                 break
         output = "".join(lines)
         assert f"https://127.0.0.1:{port}" in output, output
         ca_path = Path(re.search(r"CA certificate: (\S+)", output).group(1))  # type: ignore[union-attr]
         fingerprint = re.search(r"SHA-256 fingerprint: (\S+)", output).group(1)  # type: ignore[union-attr]
         assert "admin-token" in output
+        # One process per core: the default, on SQLite as on PostgreSQL.
+        assert f"Workers: {min(64, len(os.sched_getaffinity(0)))} process" in output
         assert "Authorization: Bearer" in output
 
         # The printed fingerprint is the CA certificate's, as openssl computes it.
@@ -64,6 +68,7 @@ def test_make_run_starts_the_service_and_explains_how_to_use_it(tmp_path: Path) 
 
         health = subprocess.run(
             ["curl", "--silent", "--show-error", "--fail", "--cacert", str(ca_path),
+             "--retry", "20", "--retry-connrefused", "--retry-delay", "1",
              f"https://127.0.0.1:{port}/healthz"],
             capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip

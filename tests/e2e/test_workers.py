@@ -164,6 +164,48 @@ def _listening_on(port: int) -> int:
     return sum(1 for row in rows if row.split()[1] == local and row.split()[3] == "0A")
 
 
+def _answered_by(served: Served, token: str) -> tuple[str, int]:
+    """(the pid of the worker that took a fresh connection, the status it answered the
+    API key list with ``token``): two requests on one kept-alive connection."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=served.url, verify=trusting(served.ca), timeout=10) as client:
+        text = client.get("/metrics").text
+        pid = text.split('imprint_process_info{pid="', 1)[1].split('"', 1)[0]
+        return pid, client.get("/api/v1/api-keys", headers=headers).status_code
+
+
+def test_a_key_revoked_through_one_worker_is_refused_by_the_other_at_once(
+    served: Served,
+) -> None:
+    """Each worker caches the API keys it has checked; a revocation through one worker
+    reaches the other's cache within milliseconds (SQLite: the cache_changes count the
+    other looks at every 50 ms), not at the end of its 2 s TTL."""
+    wait_until(lambda: len(_workers_of(served.process.pid)) == 2, "two worker processes")
+    workers = {str(pid) for pid in _workers_of(served.process.pid)}
+    admin = {"Authorization": f"Bearer {served.token}"}
+    with httpx.Client(base_url=served.url, verify=trusting(served.ca), timeout=10) as client:
+        created = client.post("/api/v1/api-keys", json={"name": "short-lived"}, headers=admin)
+        assert created.status_code == 201, created.text
+        token = created.json()["token"]
+        # Both workers check the key, and keep it (fresh connections until each did).
+        accepted: set[str] = set()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            while accepted != workers:
+                for pid, status in pool.map(lambda _: _answered_by(served, token), range(8)):
+                    assert status == 200
+                    accepted.add(pid)
+        assert client.delete("/api/v1/api-keys/short-lived", headers=admin).status_code == 204
+    revoked = time.monotonic()
+    time.sleep(0.25)
+    refused: set[str] = set()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        while refused != workers and time.monotonic() - revoked < 1.5:
+            for pid, status in pool.map(lambda _: _answered_by(served, token), range(8)):
+                assert status == 401, f"worker {pid} still took the key"
+                refused.add(pid)
+    assert refused == workers  # both were asked, well inside the 2 s TTL
+
+
 def test_two_workers_register_devices_concurrently_without_an_error(served: Served) -> None:
     """Each worker's device requests share commit groups on the one SQLite file: a
     group must never fail because the other worker committed while it ran."""

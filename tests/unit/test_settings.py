@@ -190,12 +190,14 @@ def test_public_url_is_used_as_base_url_without_trailing_slash() -> None:
     assert ipv6.server.base_url() == "http://[::1]:8443"
 
 
-def test_workers_default_to_the_cores_on_postgresql_and_one_on_sqlite(tmp_path: Path) -> None:
+def test_workers_default_to_the_cores_but_for_sqlite_in_memory(tmp_path: Path) -> None:
     cores = len(os.sched_getaffinity(0))
     sqlite = Settings(data_dir=tmp_path)
     postgres = Settings(data_dir=tmp_path, database={"url": "postgresql://db/imprint"})
     assert sqlite.server.workers is None
-    assert sqlite.worker_count() == 1
+    assert sqlite.worker_count() == min(64, cores)
     assert postgres.worker_count() == min(64, cores)
+    for memory in ("sqlite://", "sqlite:///:memory:"):
+        assert Settings(data_dir=tmp_path, database={"url": memory}).worker_count() == 1
     chosen = Settings(data_dir=tmp_path, server={"workers": 3})
     assert chosen.worker_count() == 3

@@ -427,8 +427,8 @@ class CertificateAuthority:
         """The current CRL of an issuer ("issuing", "root" or a key id).
 
         CRLs are cached for a minute per process and re-made at once after a
-        revocation in this process, or in another one on PostgreSQL (told through
-        ``LISTEN/NOTIFY``, see :mod:`imprint.store.cache`).
+        revocation in this process, or in another one (told through
+        :func:`imprint.store.cache.on_change`).
 
         Raises:
             NotFound: an unknown issuer, or the root when its key is not held.

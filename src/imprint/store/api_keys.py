@@ -36,8 +36,7 @@ class SqlApiKeyStore:
 
     A key is looked up by every request that carries one: :meth:`find` answers from a
     :class:`~imprint.store.cache.ReadCache`, which every write here forgets at once in
-    this process, on PostgreSQL in the others a few milliseconds after its commit
-    (``NOTIFY``), and on SQLite in the others within its TTL.
+    this process, and in the others a few milliseconds after its commit.
     """
 
     def __init__(self, engine: Engine, clock: Clock | None = None) -> None:

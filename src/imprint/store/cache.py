@@ -9,13 +9,18 @@ writes that kind, through any store object on the same database. So:
   seen by the next request;
 - a change made by another process on the same database (another node, the CLI run
   next to a server) is seen within :data:`TTL_SECONDS` of the runtime's clock;
-- on PostgreSQL, sooner: each write also sends ``NOTIFY imprint_cache, '<kind>'`` in its
-  transaction (PostgreSQL delivers it when, and only if, the transaction commits), and
-  every process keeps a connection that LISTENs and forgets the kind when told, a few
-  milliseconds after the commit. While that connection is down (the database restarted,
-  a network cut) the process has no way to hear of changes, so its caches of that
-  database answer nothing from memory until the listener is back; then it forgets
-  everything it held, since it may have missed notifications meanwhile.
+- sooner, within milliseconds: each write also tells the other processes, in its
+  transaction, so that they hear of it when, and only if, the transaction commits. On
+  PostgreSQL it sends ``NOTIFY imprint_cache, '<kind>'``, and every process keeps a
+  connection that LISTENs and forgets the kind when told, a few milliseconds after the
+  commit. On a SQLite file it adds one to the kind's row in ``cache_changes``, and every
+  process keeps a connection that looks every :data:`POLL_SECONDS` whether another
+  connection committed anything (``PRAGMA data_version``, which reads no table) and, when
+  one did, which kinds' counts moved. While that connection is down (the database
+  restarted, a network cut, a file that cannot be read) the process has no way to hear
+  of changes, so its caches of that database answer nothing from memory until the
+  listener is back; then it forgets everything it held, since it may have missed changes
+  meanwhile.
 
 An answer read while a write of its kind was under way is not kept: each write bumps a
 generation counter when it is made and again once its transaction has ended (its
@@ -28,6 +33,7 @@ see the unit's uncommitted rows, which no other thread must be handed.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Hashable
@@ -49,6 +55,8 @@ log = get_logger(__name__)
 CHANNEL = "imprint_cache"
 #: How long the listener waits before connecting again after losing its connection.
 RECONNECT_SECONDS = 0.5
+#: How often a process looks for other processes' changes to a SQLite file.
+POLL_SECONDS = 0.05
 
 TTL_SECONDS = 2.0
 _MAX_ENTRIES = 512  # per kind and database; past it the kind starts again empty
@@ -68,6 +76,10 @@ _PENDING = "imprint_cache_pending"
 
 _watched: weakref.WeakSet[Engine] = weakref.WeakSet()
 _NOTIFY = text("SELECT pg_notify(:channel, :kind)")
+_COUNT_CHANGE = text(
+    "INSERT INTO cache_changes (kind, changes) VALUES (:kind, 1)"
+    " ON CONFLICT (kind) DO UPDATE SET changes = cache_changes.changes + 1"
+)
 
 
 def _database(engine: Engine) -> str:
@@ -105,21 +117,28 @@ def _watch(engine: Engine) -> None:
         _watched.add(engine)
     for pool_of in engines(engine):  # the engine and its event loop's twin (PostgreSQL)
         event.listen(pool_of, "checkin", _checked_in)
-    if engine.dialect.name == "postgresql":
+    if _shared(engine):
         _Listener.start(engine)
 
 
+def _shared(engine: Engine) -> bool:
+    """Whether other processes may use ``engine``'s database: PostgreSQL, a SQLite file."""
+    if engine.dialect.name == "postgresql":
+        return True
+    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+
+
 class _Listener:
-    """One thread per process and PostgreSQL database: LISTENs on :data:`CHANNEL` and
-    bumps the generation of each kind it is told about."""
+    """One thread per process and shared database: hears which kinds other processes
+    changed (:meth:`_listen`) and bumps the generation of each."""
 
     _running: dict[tuple[int, str], _Listener] = {}  # (pid, database): a fork has none
 
-    def __init__(self, database: str, conninfo: str) -> None:
+    def __init__(self, database: str) -> None:
         self.database = database
-        self._conninfo = conninfo
         self.connected = threading.Event()
         self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
         self._engines = 0  # engines on this database that are not disposed
         self._callbacks: dict[str, list[Callable[[], None]]] = {}
 
@@ -130,13 +149,16 @@ class _Listener:
         with _lock:
             listener = cls._running.get(key)
             if listener is None:
-                url = engine.url.set(drivername="postgresql")
-                listener = cls(database, url.render_as_string(hide_password=False))
+                listener = (
+                    _PostgresListener(database, engine)
+                    if engine.dialect.name == "postgresql"
+                    else _SqliteListener(database, engine)
+                )
                 cls._running[key] = listener
-                thread = threading.Thread(
+                listener._thread = threading.Thread(
                     target=listener._run, name="imprint-cache-listener", daemon=True
                 )
-                thread.start()
+                listener._thread.start()
             listener._engines += 1
         event.listen(engine, "engine_disposed", lambda _engine: listener._release(key))
         listener.connected.wait(timeout=5)  # start coherent when the database answers
@@ -150,6 +172,10 @@ class _Listener:
             self._running.pop(key, None)
             self._stopped.set()
             self.connected.clear()
+        self._stopped_listening()
+
+    def _stopped_listening(self) -> None:
+        """After :meth:`_release` has stopped the listener; see the subclasses."""
 
     @classmethod
     def of(cls, database: str) -> _Listener | None:
@@ -170,25 +196,9 @@ class _Listener:
             callback()
 
     def _run(self) -> None:
-        import psycopg  # PostgreSQL only: a SQLite process (and the CLI) never loads it
-
         while not self._stopped.is_set():
             try:
-                with psycopg.connect(
-                    self._conninfo,
-                    autocommit=True,
-                    connect_timeout=5,
-                    application_name="imprint-cache-listener",
-                ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self._forget_all()  # what changed while nobody listened
-                    if self._stopped.is_set():
-                        return
-                    self.connected.set()
-                    while not self._stopped.is_set():
-                        for notice in conn.notifies(timeout=1.0):
-                            self._changed(notice.payload)
-                        conn.execute("SELECT 1")  # notices a dead connection
+                self._listen()
             except Exception as exc:
                 if self.connected.is_set():
                     log.warning("cache_listener_lost", error=exc.__class__.__name__)
@@ -196,12 +206,87 @@ class _Listener:
                 self._forget_all()
             self._stopped.wait(RECONNECT_SECONDS)
 
+    def _listen(self) -> None:
+        """Connect, forget everything, set :attr:`connected`, then call :meth:`_changed`
+        for each kind another process changes, until stopped; raise when the connection
+        is lost."""
+        raise NotImplementedError
+
+
+class _PostgresListener(_Listener):
+    """LISTENs on :data:`CHANNEL`; each notification's payload is the kind."""
+
+    def __init__(self, database: str, engine: Engine) -> None:
+        super().__init__(database)
+        url = engine.url.set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+
+    def _listen(self) -> None:
+        import psycopg  # PostgreSQL only: a SQLite process (and the CLI) never loads it
+
+        with psycopg.connect(
+            self._conninfo,
+            autocommit=True,
+            connect_timeout=5,
+            application_name="imprint-cache-listener",
+        ) as conn:
+            conn.execute(f"LISTEN {CHANNEL}")
+            self._forget_all()  # what changed while nobody listened
+            if self._stopped.is_set():
+                return
+            self.connected.set()
+            while not self._stopped.is_set():
+                for notice in conn.notifies(timeout=1.0):
+                    self._changed(notice.payload)
+                conn.execute("SELECT 1")  # notices a dead connection
+
+
+class _SqliteListener(_Listener):
+    """Looks every :data:`POLL_SECONDS` whether another connection committed to the
+    file, and if one did, which kinds' counts in ``cache_changes`` moved."""
+
+    def __init__(self, database: str, engine: Engine) -> None:
+        super().__init__(database)
+        self._path = str(engine.url.database)
+
+    def _stopped_listening(self) -> None:
+        """Wait until the thread has closed its connection (it wakes at once). A server
+        that forks its workers disposes its engine first, and SQLite must have no
+        connection open in a process that forks: the child would inherit its view of
+        the file's locks and find the database locked."""
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def _listen(self) -> None:
+        conn = sqlite3.connect(self._path, timeout=5, isolation_level=None)
+        try:
+            # The version first: a commit between the two reads shows as a new version at
+            # the next look, which then reads the counts again.
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            counts = dict(conn.execute("SELECT kind, changes FROM cache_changes").fetchall())
+            self._forget_all()  # what changed while nobody looked
+            if self._stopped.is_set():
+                return
+            self.connected.set()
+            while not self._stopped.wait(POLL_SECONDS):
+                now = conn.execute("PRAGMA data_version").fetchone()[0]
+                if now == version:
+                    continue  # nothing committed since: no table read
+                version = now
+                seen = dict(conn.execute("SELECT kind, changes FROM cache_changes").fetchall())
+                for kind in seen.keys() | counts.keys():
+                    if seen.get(kind) != counts.get(kind):
+                        self._changed(kind)
+                counts = seen
+        finally:
+            conn.close()
+
 
 def listening(engine: Engine) -> bool:
     """Whether this process hears of other processes' changes to ``engine``'s database
-    at once (PostgreSQL with its listener connected); always true on SQLite, where the
-    TTL is the bound."""
-    if engine.dialect.name != "postgresql":
+    at once (its listener is connected); always true for a database no other process can
+    open (SQLite in memory)."""
+    if not _shared(engine):
         return True
     listener = _Listener.of(_database(engine))
     return listener is not None and listener.connected.is_set()
@@ -209,8 +294,8 @@ def listening(engine: Engine) -> bool:
 
 def on_change(engine: Engine, kind: str, callback: Callable[[], None]) -> None:
     """Call ``callback`` when another process (or this one) changed ``kind`` on the
-    PostgreSQL database of ``engine``, and whenever the listener reconnects; nothing on
-    SQLite. For caches that are not :class:`ReadCache` (a CRL, a TLS trust store)."""
+    database of ``engine``, and whenever the listener reconnects; nothing for SQLite in
+    memory. For caches that are not :class:`ReadCache` (a CRL, a TLS trust store)."""
     _watch(engine)
     listener = _Listener.of(_database(engine))
     if listener is not None:
@@ -220,9 +305,11 @@ def on_change(engine: Engine, kind: str, callback: Callable[[], None]) -> None:
 
 def notify(conn: Connection, kind: str) -> None:
     """Tell the other processes, once ``conn``'s transaction commits, that ``kind``
-    changed (PostgreSQL; nothing on SQLite)."""
+    changed."""
     if conn.dialect.name == "postgresql":
         conn.execute(_NOTIFY, {"channel": CHANNEL, "kind": kind})
+    elif _shared(conn.engine):
+        conn.execute(_COUNT_CHANGE, {"kind": kind})
 
 
 class ReadCache:
@@ -239,7 +326,7 @@ class ReadCache:
             _generations.setdefault(self._slot, 0)  # known, so a reconnect forgets it too
         _watch(engine)
         self._coherent: Callable[[], bool] | None = None
-        if engine.dialect.name == "postgresql":
+        if _shared(engine):
             database = self._slot[0]
 
             def coherent() -> bool:

@@ -145,6 +145,15 @@ crl_numbers = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+#: On SQLite, how often each kind of cached object was changed: a write adds one in its
+#: transaction, and every process looks for counts that moved (imprint.store.cache).
+cache_changes = Table(
+    "cache_changes",
+    metadata,
+    Column("kind", String(64), primary_key=True),
+    Column("changes", BigInteger, nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

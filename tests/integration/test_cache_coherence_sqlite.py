@@ -1,0 +1,186 @@
+"""Cache coherence across processes sharing a SQLite file.
+
+Another process is played by a plain sqlite3 connection: it writes, and counts its change
+in ``cache_changes`` the way a process does; what this process's caches answer is
+checked against the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from sqlalchemy.engine import Engine
+
+from imprint.attestation.revocation import DeniedCertificate
+from imprint.errors import Conflict
+from imprint.store import cache
+from imprint.store.cache import ReadCache, listening, on_change
+from imprint.store.db import create_engine
+from imprint.store.deny_list import SqlDenyList
+
+
+@pytest.fixture
+def shared(migrated_database_url: str) -> Iterator[tuple[Engine, Path]]:
+    """An engine on a migrated SQLite file, and the file."""
+    engine = create_engine(migrated_database_url)
+    yield engine, Path(str(engine.url.database))
+    engine.dispose()
+
+
+def _wait(condition: Callable[[], bool], what: str, seconds: float = 10) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Source:
+    """What the cached loads read: a value in a table another process may change."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self.loads = 0
+        with self._connect() as conn:
+            conn.execute("CREATE TABLE coherence (v int)")
+            conn.execute("INSERT INTO coherence VALUES (1)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self._path, timeout=5)
+
+    def load(self) -> int:
+        self.loads += 1
+        conn = self._connect()
+        try:
+            return int(conn.execute("SELECT v FROM coherence").fetchone()[0])
+        finally:
+            conn.close()
+
+    def change(self, value: int, *, counted: bool, kind: str = "test") -> None:
+        """Another process's write of ``kind``, counted as a process counts it."""
+        conn = self._connect()
+        try:
+            with conn:  # one transaction
+                conn.execute("UPDATE coherence SET v = ?", (value,))
+                if counted:
+                    conn.execute(
+                        "INSERT INTO cache_changes (kind, changes) VALUES (?, 1)"
+                        " ON CONFLICT (kind) DO UPDATE SET changes = changes + 1",
+                        (kind,),
+                    )
+        finally:
+            conn.close()
+
+
+def test_a_change_counted_by_another_process_is_seen_within_100_ms(
+    shared: tuple[Engine, Path],
+) -> None:
+    engine, path = shared
+    source = Source(path)
+    kind = ReadCache(engine, "test", ttl=3600)  # only a counted change can make it forget
+    assert listening(engine)
+    assert kind.get("v", source.load) == 1
+    assert kind.get("v", source.load) == 1
+    assert source.loads == 1  # the second answer came from memory
+    source.change(2, counted=False)
+    time.sleep(3 * cache.POLL_SECONDS)
+    assert kind.get("v", source.load) == 1  # not counted: stale, by design
+    source.change(3, counted=True, kind="another-kind")
+    time.sleep(3 * cache.POLL_SECONDS)
+    assert kind.get("v", source.load) == 1  # another kind's change: this one is kept
+    source.change(4, counted=True)
+    took = _wait(lambda: kind.get("v", source.load) == 4, "the counted change", 5)
+    assert took < 0.1, f"seen after {took * 1000:.0f} ms"
+
+
+def test_a_write_through_the_store_is_counted_in_its_transaction(
+    shared: tuple[Engine, Path],
+) -> None:
+    """What a process writes tells the others: its kind's count moves when, and only
+    when, the write commits."""
+    engine, path = shared
+    deny_list = SqlDenyList(engine)
+    fingerprint = "ab" * 32
+
+    def entry(reason: str) -> DeniedCertificate:
+        return DeniedCertificate(fingerprint, reason, datetime.now(UTC))
+
+    def counted() -> int | None:
+        conn = sqlite3.connect(path)
+        try:
+            row = conn.execute(
+                "SELECT changes FROM cache_changes WHERE kind = 'deny_list'"
+            ).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else int(row[0])
+
+    assert counted() is None
+    deny_list.add(entry("lost on the road"))
+    assert counted() == 1
+    with pytest.raises(Conflict):
+        deny_list.add(entry("the same again"))
+    assert counted() == 1  # rolled back with the write it told of
+    deny_list.remove(fingerprint)
+    assert counted() == 2
+
+
+def test_a_callback_hears_of_another_processs_change(shared: tuple[Engine, Path]) -> None:
+    engine, path = shared
+    source = Source(path)
+    heard: list[float] = []
+    on_change(engine, "client_cas", lambda: heard.append(time.monotonic()))
+    source.change(5, counted=True, kind="deny_list")
+    time.sleep(3 * cache.POLL_SECONDS)
+    assert heard == []  # another kind
+    changed = time.monotonic()
+    source.change(6, counted=True, kind="client_cas")
+    _wait(lambda: bool(heard), "the callback")
+    assert heard[0] - changed < 0.1
+
+
+def test_a_process_that_cannot_look_reads_through_until_it_can(
+    shared: tuple[Engine, Path],
+) -> None:
+    engine, path = shared
+    source = Source(path)
+    kind = ReadCache(engine, "test", ttl=3600)
+    assert kind.get("v", source.load) == 1
+    # The counts cannot be read (a restore in progress, say): the listener gives up...
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("ALTER TABLE cache_changes RENAME TO cache_changes_away")
+        conn.commit()
+        _wait(lambda: not listening(engine), "the process to notice it cannot look")
+        # ...and meanwhile another process changes the value without a count it can see.
+        source.change(7, counted=False)
+        before = source.loads
+        assert kind.get("v", source.load) == 7
+        assert kind.get("v", source.load) == 7
+        assert source.loads == before + 2  # nothing from memory while blind
+        conn.execute("ALTER TABLE cache_changes_away RENAME TO cache_changes")
+        conn.commit()
+    finally:
+        conn.close()
+    _wait(lambda: listening(engine), "the listener to look again")
+    assert kind.get("v", source.load) == 7
+    loads = source.loads
+    assert kind.get("v", source.load) == 7
+    assert source.loads == loads  # cached again
+
+
+def test_sqlite_in_memory_has_no_listener() -> None:
+    engine = sqlalchemy.create_engine("sqlite://")  # no other process can open it
+    try:
+        ReadCache(engine, "test")
+        assert listening(engine)
+        assert cache._Listener.of(cache._database(engine)) is None
+    finally:
+        engine.dispose()
