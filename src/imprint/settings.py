@@ -574,7 +574,9 @@ class Settings(BaseSettings):
         if self.server.workers is not None:
             return self.server.workers
         scheme, _, rest = self.database_url().partition("://")
-        if scheme.startswith("sqlite") and rest.partition("?")[0] in ("", "/:memory:"):
+        database = rest.partition("?")[0].removeprefix("/")  # as store.db.sqlite_file
+        in_memory = database in ("", ":memory:") or database.startswith("file:")
+        if scheme.startswith("sqlite") and in_memory:
             return 1
         return max(1, min(64, len(os.sched_getaffinity(0))))
 

@@ -358,10 +358,12 @@ def test_a_member_whose_request_is_gone_is_not_run(engine: Engine) -> None:
     assert stored(engine) == {"kept"}
 
 
-def test_a_read_cache_never_hands_out_a_members_uncommitted_read(tmp_path: Path) -> None:
+def test_a_read_cache_never_hands_out_a_members_uncommitted_read(
+    migrated_database_url: str,
+) -> None:
     from imprint.store.cache import ReadCache
 
-    engine = create_engine(f"sqlite:///{tmp_path}/cached.db")
+    engine = create_engine(migrated_database_url)  # with the table its writes count in
     with writing(engine) as conn:
         conn.execute(text("CREATE TABLE things (name TEXT PRIMARY KEY)"))
     cache = ReadCache(engine, "things")

@@ -197,7 +197,7 @@ def test_workers_default_to_the_cores_but_for_sqlite_in_memory(tmp_path: Path) -
     assert sqlite.server.workers is None
     assert sqlite.worker_count() == min(64, cores)
     assert postgres.worker_count() == min(64, cores)
-    for memory in ("sqlite://", "sqlite:///:memory:"):
+    for memory in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"):
         assert Settings(data_dir=tmp_path, database={"url": memory}).worker_count() == 1
     chosen = Settings(data_dir=tmp_path, server={"workers": 3})
     assert chosen.worker_count() == 3

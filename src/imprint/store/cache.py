@@ -45,9 +45,16 @@ from sqlalchemy.engine import Connection, Engine
 
 from imprint.clock import Clock, SystemClock
 from imprint.logs import get_logger
-from imprint.store.db import engines, group_member_hooks
+from imprint.store.db import engines, group_member_hooks, sqlite_file
 
-__all__ = ["CHANNEL", "TTL_SECONDS", "ReadCache", "listening", "on_change"]
+__all__ = [
+    "CHANNEL",
+    "TTL_SECONDS",
+    "ReadCache",
+    "heard_everything",
+    "listening",
+    "on_change",
+]
 
 log = get_logger(__name__)
 
@@ -125,7 +132,7 @@ def _shared(engine: Engine) -> bool:
     """Whether other processes may use ``engine``'s database: PostgreSQL, a SQLite file."""
     if engine.dialect.name == "postgresql":
         return True
-    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+    return engine.dialect.name == "sqlite" and sqlite_file(engine.url.database)
 
 
 class _Listener:
@@ -196,15 +203,24 @@ class _Listener:
             callback()
 
     def _run(self) -> None:
+        unavailable = False  # said once, until the listener is connected again
         while not self._stopped.is_set():
             try:
                 self._listen()
             except Exception as exc:
                 if self.connected.is_set():
                     log.warning("cache_listener_lost", error=exc.__class__.__name__)
+                elif not unavailable:
+                    log.warning("cache_listener_unavailable", error=str(exc))
+                unavailable = not self.connected.is_set()
                 self.connected.clear()
                 self._forget_all()
             self._stopped.wait(RECONNECT_SECONDS)
+
+    def heard_everything(self, timeout: float) -> bool:
+        """Wait until what was committed before this call has been heard of; whether it
+        was within ``timeout`` seconds."""
+        return True  # PostgreSQL delivers a notification as its transaction commits
 
     def _listen(self) -> None:
         """Connect, forget everything, set :attr:`connected`, then call :meth:`_changed`
@@ -248,6 +264,14 @@ class _SqliteListener(_Listener):
     def __init__(self, database: str, engine: Engine) -> None:
         super().__init__(database)
         self._path = str(engine.url.database)
+        self._looked = threading.Condition()
+        self._looks = 0
+
+    def heard_everything(self, timeout: float) -> bool:
+        # A look under way may have begun before the call: wait for the one after it.
+        with self._looked:
+            wanted = self._looks + 2
+            return self._looked.wait_for(lambda: self._looks >= wanted, timeout)
 
     def _stopped_listening(self) -> None:
         """Wait until the thread has closed its connection (it wakes at once). A server
@@ -270,14 +294,16 @@ class _SqliteListener(_Listener):
             self.connected.set()
             while not self._stopped.wait(POLL_SECONDS):
                 now = conn.execute("PRAGMA data_version").fetchone()[0]
-                if now == version:
-                    continue  # nothing committed since: no table read
-                version = now
-                seen = dict(conn.execute("SELECT kind, changes FROM cache_changes").fetchall())
-                for kind in seen.keys() | counts.keys():
-                    if seen.get(kind) != counts.get(kind):
-                        self._changed(kind)
-                counts = seen
+                if now != version:  # something was committed: which kinds moved?
+                    version = now
+                    seen = dict(conn.execute("SELECT kind, changes FROM cache_changes").fetchall())
+                    for kind in seen.keys() | counts.keys():
+                        if seen.get(kind) != counts.get(kind):
+                            self._changed(kind)
+                    counts = seen
+                with self._looked:
+                    self._looks += 1
+                    self._looked.notify_all()
         finally:
             conn.close()
 
@@ -290,6 +316,15 @@ def listening(engine: Engine) -> bool:
         return True
     listener = _Listener.of(_database(engine))
     return listener is not None and listener.connected.is_set()
+
+
+def heard_everything(engine: Engine, timeout: float = 5.0) -> bool:
+    """Wait until this process has heard of every change committed to ``engine``'s
+    database before the call (on SQLite, its own included: the listener hears those
+    too, up to :data:`POLL_SECONDS` later, and forgets their kinds once more); whether it
+    had within ``timeout`` seconds. For a test that counts what a cache reads."""
+    listener = _Listener.of(_database(engine))
+    return listener is None or listener.heard_everything(timeout)
 
 
 def on_change(engine: Engine, kind: str, callback: Callable[[], None]) -> None:

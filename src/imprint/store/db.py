@@ -63,6 +63,7 @@ __all__ = [
     "reading",
     "runs_on_event_loop",
     "serialized",
+    "sqlite_file",
     "unit_of_work",
     "upgrade",
     "writing",
@@ -189,13 +190,18 @@ class _WriterConnection(sqlite3.Connection):
                 self._lock_fd = None
 
 
+def sqlite_file(database: str | None) -> bool:
+    """Whether a SQLite URL's database is a file other processes may open too: not
+    memory, and not a ``file:`` URI (which imprint treats as memory)."""
+    return bool(database) and database != ":memory:" and not str(database).startswith("file:")
+
+
 def _writer_connection_class(database: str | None, timeout: float) -> type[_WriterConnection]:
     """A connection class with its own locks: one per engine (per database file)."""
-    in_memory = not database or database == ":memory:" or database.startswith("file:")
     attributes = {
         "writer_lock": threading.Lock(),
         "lock_timeout": timeout,
-        "lock_file": None if in_memory else f"{database}.writer-lock",
+        "lock_file": f"{database}.writer-lock" if sqlite_file(database) else None,
         "autocheckpoint_pages": _AUTOCHECKPOINT_PAGES,
     }
     return type("SerializedWriterConnection", (_WriterConnection,), attributes)
