@@ -1402,33 +1402,20 @@ class _Committer:
                 self.lock_waits += 1
                 waiting = time.perf_counter()
                 deadline = self.loop.time() + dbapi.lock_timeout
+                # Tried again from the loop itself every millisecond, between whatever
+                # else it runs: a try is a lock acquire and a non-blocking flock(2),
+                # microseconds. (A thread of the executor that waited instead cost a hop
+                # a wait, and its tries came when it got the GIL back, up to the switch
+                # interval, 5 ms, after each sleep while the loop computed: the lock lay
+                # free meanwhile. bench/README.md, step 39.)
                 while not dbapi.try_take() and self.loop.time() <= deadline:
-                    await self.loop.run_in_executor(None, _until_free, dbapi)
+                    await asyncio.sleep(_LOCK_RETRY)
                 waited = time.perf_counter() - waiting
         except BaseException:
             connection.close()
             raise
         # Taken, or past the deadline: then waited for as any writer waits.
         return group.begun(connection, waited)
-
-
-def _until_free(dbapi: _WriterConnection) -> None:
-    """Wait (in a thread) until the writer locks are free, holding neither after: the
-    loop then takes them itself. Bounded by the lock's timeout."""
-    deadline = time.monotonic() + dbapi.lock_timeout
-    if dbapi.writer_lock.acquire(timeout=dbapi.lock_timeout):
-        dbapi.writer_lock.release()
-    if dbapi.lock_file is not None:
-        probe = os.open(dbapi.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return  # free (released with the probe's close)
-                except BlockingIOError:
-                    time.sleep(_LOCK_RETRY)
-        finally:
-            os.close(probe)
 
 
 _committers: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Engine, _Committer]] = (
