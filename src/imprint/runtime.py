@@ -53,7 +53,7 @@ from imprint.sealing import SecretBox, load_secret_box
 from imprint.settings import Settings
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.audit import SqlAuditLog
-from imprint.store.cache import on_change
+from imprint.store.cache import look_now, on_change
 from imprint.store.certificates import REVOCATIONS, SqlCertificateLedger
 from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
@@ -316,6 +316,16 @@ class Runtime:
         """Admit CAs that enrollments gained behind this process's back (another node, or
         the CLI); return how many were new. The server calls this every few seconds."""
         return self._load_enrolled_cas(self.client_trust)
+
+    def client_trust_caught_up(self) -> bool:
+        """Whether enrollments or client CAs changed in another process since this one
+        last heard (looked for now, not at the listener's next look), and the CAs they
+        bring were admitted: a chain refused as unknown may then be judged again. On
+        SQLite only; PostgreSQL's notifications arrive as their transactions commit."""
+        if not {"enrollments", "client_cas"} & look_now(self.engine):
+            return False
+        self.refresh_client_trust()
+        return True
 
     def _load_enrolled_cas(self, trust: ClientTrust) -> int:
         found = self.enrollments.search(mechanism=Mechanism.X509, limit=MAX_ENROLLMENTS)

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from imprint.attestation.revocation import DeniedCertificate
 from imprint.errors import Conflict
 from imprint.store import cache
-from imprint.store.cache import ReadCache, listening, on_change
+from imprint.store.cache import ReadCache, listening, look_now, on_change
 from imprint.store.db import create_engine
 from imprint.store.deny_list import SqlDenyList
 
@@ -185,3 +185,23 @@ def test_sqlite_in_memory_has_no_listener() -> None:
         assert cache._Listener.of(cache._database(engine)) is None
     finally:
         engine.dispose()
+
+
+def test_a_look_now_hears_at_once_what_the_thread_has_not_looked_for(
+    shared: tuple[Engine, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, path = shared
+    source = Source(path)
+    kind = ReadCache(engine, "test", ttl=3600)
+    heard: list[str] = []
+    on_change(engine, "test", lambda: heard.append("test"))
+    monkeypatch.setattr(cache, "POLL_SECONDS", 3600.0)  # the thread looks no more...
+    time.sleep(3 * 0.05)  # ...once its current wait has ended
+    assert kind.get("v", source.load) == 1
+    assert look_now(engine) == set()  # nothing committed since
+    source.change(8, counted=True)
+    assert kind.get("v", source.load) == 1  # not heard of yet
+    assert look_now(engine) == {"test"}
+    assert heard == ["test"]  # the callbacks ran before it answered
+    assert kind.get("v", source.load) == 8
+    assert look_now(engine) == set()  # heard once

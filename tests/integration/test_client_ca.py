@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from imprint.store import cache
 from tests.e2e.conftest import openssl
 from tests.integration.conftest import Service, with_orgs
 
@@ -184,3 +187,55 @@ def test_non_ca_certificates_are_not_trusted(service: Service, connector: Path) 
         listed = client.get("/api/v1/enrollments/connector/client-cas").json()["items"]
     assert (response.status_code, response.json()["code"]) == (400, "value_invalid")
     assert [ca["subject"] for ca in listed] == ["CN=factory-ca"]
+
+
+_ADD_IN_ANOTHER_PROCESS = """
+import sys
+from datetime import UTC, datetime
+
+from cryptography import x509
+
+from imprint.provisioning.client_cas import ClientCA, fingerprint
+from imprint.store.client_cas import SqlClientCAStore
+from imprint.store.db import create_engine
+
+url, enrollment_id, path = sys.argv[1:]
+pem = open(path).read()
+certificate = x509.load_pem_x509_certificate(pem.encode())
+engine = create_engine(url)
+SqlClientCAStore(engine).add([ClientCA(
+    "", enrollment_id, fingerprint(certificate), certificate.subject.rfc4514_string(), pem,
+    datetime.now(UTC).replace(microsecond=0),
+)])
+engine.dispose()
+"""
+
+
+def test_a_ca_added_by_another_process_admits_its_devices_at_once(
+    service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker (here another process writing the same SQLite file) adds the CA,
+    and the device connects at once, before this process's listener has looked: the
+    gate looks itself before it refuses an unknown issuer."""
+    monkeypatch.setattr(cache, "POLL_SECONDS", 3600.0)  # the listener looks no more...
+    time.sleep(3 * 0.05)  # ...once its current wait has ended
+    make_ca(tmp_path, "late-ca")
+    with service.admin() as client:
+        created = client.post(
+            "/api/v1/enrollments",
+            json={"id": "late", "mechanism": "client-ca", "owner": "acme"},
+        )
+        assert created.status_code == 201, created.text
+    device = make_device(tmp_path, "late-ca", "late-1")
+    payload = {"mechanism": "client-ca", "csr": csr_for(tmp_path, device)}
+    status, body = curl_provision(service, tmp_path, device, payload)
+    assert (status, body.get("code")) == (403, "issuer_unknown")  # not trusted yet
+    added = subprocess.run(
+        [sys.executable, "-c", _ADD_IN_ANOTHER_PROCESS, service.runtime.settings.database_url(),
+         "late", str(tmp_path / "late-ca.pem")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    status, body = curl_provision(service, tmp_path, device, payload)
+    assert status == 200, body
+    assert body["bundle"]["device_id"] == "late-1"  # type: ignore[index]

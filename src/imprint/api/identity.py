@@ -16,7 +16,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from imprint.api.device_plane import run_blocking
-from imprint.attestation.base import CertificateExpired, CertificateRevoked
+from imprint.attestation.base import (
+    CertificateExpired,
+    CertificateRevoked,
+    ChainIncomplete,
+    IssuerUnknown,
+)
 from imprint.attestation.peer_chain import PresentedChain, check_presented
 from imprint.auth.api_keys import ApiKey
 from imprint.errors import AuthenticationRequired, InvalidValue, NotFound, PermissionDenied
@@ -128,7 +133,14 @@ def peer_certificate(request: Request) -> PresentedCertificate | None:
     if direct is not None:
         request.state.client_leaf = direct.leaf
         trust = runtime.client_trust
-        path = check_presented(direct, trust.certificates(), seen=trust.seen)
+        try:
+            path = check_presented(direct, trust.certificates(), seen=trust.seen)
+        except (IssuerUnknown, ChainIncomplete):
+            # Its CA may have been added through another worker a moment ago, before
+            # this one heard: look now, and judge the chain again if it had.
+            if not runtime.client_trust_caught_up():
+                raise
+            path = check_presented(direct, trust.certificates(), seen=trust.seen)
         presented: PresentedCertificate | None = PresentedCertificate(
             direct.leaf, "tls", direct.intermediates, path
         )

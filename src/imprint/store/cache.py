@@ -53,6 +53,7 @@ __all__ = [
     "ReadCache",
     "heard_everything",
     "listening",
+    "look_now",
     "on_change",
 ]
 
@@ -64,6 +65,8 @@ CHANNEL = "imprint_cache"
 RECONNECT_SECONDS = 0.5
 #: How often a process looks for other processes' changes to a SQLite file.
 POLL_SECONDS = 0.05
+#: How long :func:`look_now` waits for a look under way in the listener's thread.
+LOOK_WAIT_SECONDS = 0.05
 
 TTL_SECONDS = 2.0
 _MAX_ENTRIES = 512  # per kind and database; past it the kind starts again empty
@@ -83,6 +86,7 @@ _PENDING = "imprint_cache_pending"
 
 _watched: weakref.WeakSet[Engine] = weakref.WeakSet()
 _NOTIFY = text("SELECT pg_notify(:channel, :kind)")
+_COUNTS = "SELECT kind, changes FROM cache_changes"
 _COUNT_CHANGE = text(
     "INSERT INTO cache_changes (kind, changes) VALUES (:kind, 1)"
     " ON CONFLICT (kind) DO UPDATE SET changes = cache_changes.changes + 1"
@@ -266,6 +270,12 @@ class _SqliteListener(_Listener):
         self._path = str(engine.url.database)
         self._looked = threading.Condition()
         self._looks = 0
+        # The connection, the version and the counts last seen: the thread's, and a
+        # request's that looks itself (look_now), one at a time.
+        self._looking = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._version = 0
+        self._counts: dict[str, int] = {}
 
     def heard_everything(self, timeout: float) -> bool:
         # A look under way may have begun before the call: wait for the one after it.
@@ -282,30 +292,68 @@ class _SqliteListener(_Listener):
             self._thread.join(timeout=10)
 
     def _listen(self) -> None:
-        conn = sqlite3.connect(self._path, timeout=5, isolation_level=None)
+        conn = sqlite3.connect(self._path, timeout=5, isolation_level=None, check_same_thread=False)
         try:
-            # The version first: a commit between the two reads shows as a new version at
-            # the next look, which then reads the counts again.
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            counts = dict(conn.execute("SELECT kind, changes FROM cache_changes").fetchall())
+            with self._looking:
+                # The version first: a commit between the two reads shows as a new
+                # version at the next look, which then reads the counts again.
+                self._version = conn.execute("PRAGMA data_version").fetchone()[0]
+                self._counts = dict(conn.execute(_COUNTS).fetchall())
+                self._conn = conn
             self._forget_all()  # what changed while nobody looked
             if self._stopped.is_set():
                 return
             self.connected.set()
             while not self._stopped.wait(POLL_SECONDS):
-                now = conn.execute("PRAGMA data_version").fetchone()[0]
-                if now != version:  # something was committed: which kinds moved?
-                    version = now
-                    seen = dict(conn.execute("SELECT kind, changes FROM cache_changes").fetchall())
-                    for kind in seen.keys() | counts.keys():
-                        if seen.get(kind) != counts.get(kind):
-                            self._changed(kind)
-                    counts = seen
-                with self._looked:
-                    self._looks += 1
-                    self._looked.notify_all()
+                self.look()
         finally:
-            conn.close()
+            with self._looking:
+                self._conn = None
+                conn.close()
+
+    def look(self, wait: float = -1) -> set[str]:
+        """Look now whether another connection committed, and forget the kinds whose
+        counts moved (their callbacks called before this returns); the kinds. The thread
+        looks every :data:`POLL_SECONDS`; a request that must not act on what it may not
+        have heard of yet looks itself (:func:`look_now`), waiting at most ``wait``
+        seconds for a look under way (then it looks for nothing)."""
+        if not self._looking.acquire(timeout=wait):
+            return set()
+        try:
+            conn = self._conn
+            if conn is None:
+                return set()
+            moved: set[str] = set()
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:  # something was committed: which kinds moved?
+                self._version = version
+                seen = dict(conn.execute(_COUNTS).fetchall())
+                moved = {k for k in seen.keys() | self._counts.keys()
+                         if seen.get(k) != self._counts.get(k)}  # fmt: skip
+                self._counts = seen
+            for kind in moved:  # before another look can answer that nothing moved
+                self._changed(kind)
+        finally:
+            self._looking.release()
+        with self._looked:
+            self._looks += 1
+            self._looked.notify_all()
+        return moved
+
+
+def look_now(engine: Engine) -> set[str]:
+    """The kinds another process changed on ``engine``'s SQLite file since this process
+    last looked, forgotten now (their callbacks called) rather than at the listener's
+    next look, up to :data:`POLL_SECONDS` later; nothing elsewhere (PostgreSQL's
+    notifications arrive as their transactions commit). For a refusal that may come from
+    not having heard yet, as a client CA added through another worker a moment ago."""
+    listener = _Listener.of(_database(engine))
+    if not isinstance(listener, _SqliteListener) or not listener.connected.is_set():
+        return set()
+    try:
+        return listener.look(wait=LOOK_WAIT_SECONDS)
+    except sqlite3.Error:
+        return set()  # the listener's thread finds out and reads through meanwhile
 
 
 def listening(engine: Engine) -> bool:
