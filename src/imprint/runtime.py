@@ -53,7 +53,7 @@ from imprint.sealing import SecretBox, load_secret_box
 from imprint.settings import Settings
 from imprint.store.api_keys import SqlApiKeyStore
 from imprint.store.audit import SqlAuditLog
-from imprint.store.cache import look_now, on_change
+from imprint.store.cache import generation, look_now, on_change
 from imprint.store.certificates import REVOCATIONS, SqlCertificateLedger
 from imprint.store.channel_entries import SqlEntryStore
 from imprint.store.channels import SqlChannelStore
@@ -126,6 +126,9 @@ class Runtime:
     one_time_passwords: SqlOneTimePasswordStore  # their SHA-256 only
     audit: SqlAuditLog
     metrics: Metrics = field(default_factory=Metrics)
+    #: The cache generations of enrollments and client CAs when the client CAs were last
+    #: loaded (``_trust_sources``).
+    _trust_generations: tuple[int, int] | None = field(default=None, init=False, repr=False)
 
     def transaction(self) -> AbstractContextManager[None]:
         """One transaction for the store writes made inside the block (a unit of work)."""
@@ -318,19 +321,29 @@ class Runtime:
         return self._load_enrolled_cas(self.client_trust)
 
     def client_trust_caught_up(self) -> bool:
-        """Whether enrollments or client CAs changed in another process since this one
-        last heard (looked for now, not at the listener's next look), and the CAs they
-        bring were admitted: a chain refused as unknown may then be judged again. On
-        SQLite only; PostgreSQL's notifications arrive as their transactions commit."""
-        if not {"enrollments", "client_cas"} & look_now(self.engine):
-            return False
+        """Whether enrollments or client CAs changed since the client CAs were last
+        loaded, in this process or in another one (looked for now, not at the listener's
+        next look), and were loaded again: a chain refused as unknown may then be judged
+        again. Another process's change is found at once on SQLite; on PostgreSQL its
+        notification arrives as its transaction commits."""
+        look_now(self.engine)
+        if self._trust_generations == self._trust_sources():
+            return False  # nothing changed since: the refusal stands, after one PRAGMA
         self.refresh_client_trust()
         return True
 
+    def _trust_sources(self) -> tuple[int, int]:
+        """The cache generations of what the client CAs are loaded from: they move when
+        either kind changes, here or (once heard of) elsewhere."""
+        return generation(self.engine, "enrollments"), generation(self.engine, "client_cas")
+
     def _load_enrolled_cas(self, trust: ClientTrust) -> int:
+        sources = self._trust_sources()  # before reading: a change meanwhile moves them
         found = self.enrollments.search(mechanism=Mechanism.X509, limit=MAX_ENROLLMENTS)
         added = trust.add(manufacturer_certificates(found))
-        return added + trust.add(ca.certificate() for ca in self.client_cas.all())
+        added += trust.add(ca.certificate() for ca in self.client_cas.all())
+        self._trust_generations = sources
+        return added
 
     def enrollment_added(self, enrollment: Enrollment) -> None:
         """Let what is derived from enrollments (the TLS gate) learn about a new one."""

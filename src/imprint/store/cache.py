@@ -51,6 +51,7 @@ __all__ = [
     "CHANNEL",
     "TTL_SECONDS",
     "ReadCache",
+    "generation",
     "heard_everything",
     "listening",
     "look_now",
@@ -364,6 +365,13 @@ def listening(engine: Engine) -> bool:
         return True
     listener = _Listener.of(_database(engine))
     return listener is not None and listener.connected.is_set()
+
+
+def generation(engine: Engine, kind: str) -> int:
+    """A number that moves whenever ``kind`` changes on ``engine``'s database, in this
+    process or (once heard of) in another one: for what is derived from a kind outside a
+    :class:`ReadCache`, to tell whether it is still current."""
+    return _generations.get((_database(engine), kind), 0)
 
 
 def heard_everything(engine: Engine, timeout: float = 5.0) -> bool:
