@@ -33,6 +33,17 @@ def shared(migrated_database_url: str) -> Iterator[tuple[Engine, Path]]:
     engine.dispose()
 
 
+def asleep(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> cache._SqliteListener:
+    """The listener of ``engine``'s file, its thread made to look no more (its next wait
+    is an hour long, and the one under way has ended)."""
+    listener = cache._Listener.of(cache._database(engine))
+    assert isinstance(listener, cache._SqliteListener)
+    looks = listener._looks
+    monkeypatch.setattr(cache, "POLL_SECONDS", 3600.0)
+    _wait(lambda: listener._looks > looks, "the look that ends the wait under way")
+    return listener
+
+
 def _wait(condition: Callable[[], bool], what: str, seconds: float = 10) -> float:
     started = time.monotonic()
     while time.monotonic() - started < seconds:
@@ -195,13 +206,16 @@ def test_a_look_now_hears_at_once_what_the_thread_has_not_looked_for(
     kind = ReadCache(engine, "test", ttl=3600)
     heard: list[str] = []
     on_change(engine, "test", lambda: heard.append("test"))
-    monkeypatch.setattr(cache, "POLL_SECONDS", 3600.0)  # the thread looks no more...
-    time.sleep(3 * 0.05)  # ...once its current wait has ended
+    listener = asleep(engine, monkeypatch)
     assert kind.get("v", source.load) == 1
     assert look_now(engine) == set()  # nothing committed since
     source.change(8, counted=True)
     assert kind.get("v", source.load) == 1  # not heard of yet
+    before = cache.generation(engine, "test")
     assert look_now(engine) == {"test"}
-    assert heard == ["test"]  # the callbacks ran before it answered
-    assert kind.get("v", source.load) == 8
+    assert cache.generation(engine, "test") > before
+    assert kind.get("v", source.load) == 8  # forgotten before look_now answered
+    assert heard == []  # a request never waits for a callback: the thread owes it
+    listener.look()  # the thread's next look
+    assert heard == ["test"]
     assert look_now(engine) == set()  # heard once

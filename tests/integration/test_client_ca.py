@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from imprint.store import cache
 from tests.e2e.conftest import openssl
 from tests.integration.conftest import Service, with_orgs
+from tests.integration.test_cache_coherence_sqlite import asleep
 
 
 @pytest.fixture
@@ -217,8 +216,7 @@ def test_a_ca_added_by_another_process_admits_its_devices_at_once(
     """Another worker (here another process writing the same SQLite file) adds the CA,
     and the device connects at once, before this process's listener has looked: the
     gate looks itself before it refuses an unknown issuer."""
-    monkeypatch.setattr(cache, "POLL_SECONDS", 3600.0)  # the listener looks no more...
-    time.sleep(3 * 0.05)  # ...once its current wait has ended
+    asleep(service.runtime.engine, monkeypatch)  # its listener's thread looks no more
     make_ca(tmp_path, "late-ca")
     with service.admin() as client:
         created = client.post(

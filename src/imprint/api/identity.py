@@ -99,9 +99,16 @@ def _from_trusted_proxy(request: Request, runtime: Runtime) -> x509.Certificate 
     except (ValueError, UnicodeEncodeError):
         raise InvalidValue("the forwarded client certificate cannot be parsed") from None
     trust = runtime.client_trust
-    verify_client_certificate(
-        certificate, trust.intermediates(), trust.roots(), at=runtime.clock.now()
-    )
+    try:
+        verify_client_certificate(
+            certificate, trust.intermediates(), trust.roots(), at=runtime.clock.now()
+        )
+    except ChainInvalid:
+        if not runtime.client_trust_caught_up():  # as for a chain on the connection
+            raise
+        verify_client_certificate(
+            certificate, trust.intermediates(), trust.roots(), at=runtime.clock.now()
+        )
     return certificate
 
 

@@ -277,6 +277,7 @@ class _SqliteListener(_Listener):
         self._conn: sqlite3.Connection | None = None
         self._version = 0
         self._counts: dict[str, int] = {}
+        self._due: set[str] = set()  # kinds a request's look forgot: callbacks owed
 
     def heard_everything(self, timeout: float) -> bool:
         # A look under way may have begun before the call: wait for the one after it.
@@ -312,12 +313,14 @@ class _SqliteListener(_Listener):
                 self._conn = None
                 conn.close()
 
-    def look(self, wait: float = -1) -> set[str]:
+    def look(self, wait: float = -1, *, calling_back: bool = True) -> set[str]:
         """Look now whether another connection committed, and forget the kinds whose
-        counts moved (their callbacks called before this returns); the kinds. The thread
-        looks every :data:`POLL_SECONDS`; a request that must not act on what it may not
-        have heard of yet looks itself (:func:`look_now`), waiting at most ``wait``
-        seconds for a look under way (then it looks for nothing)."""
+        counts moved; the kinds. The thread looks every :data:`POLL_SECONDS` and calls
+        the kinds' callbacks (:func:`on_change`). A request that must not act on what it
+        may not have heard of yet looks itself (:func:`look_now`, ``calling_back``
+        false): the kinds are forgotten before it returns, and their callbacks left to
+        the thread's next look (a callback may wait, for a CRL being made say, and a
+        request must not). It waits at most ``wait`` seconds for a look under way."""
         if not self._looking.acquire(timeout=wait):
             return set()
         try:
@@ -327,15 +330,22 @@ class _SqliteListener(_Listener):
             moved: set[str] = set()
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version:  # something was committed: which kinds moved?
-                self._version = version
                 seen = dict(conn.execute(_COUNTS).fetchall())
                 moved = {k for k in seen.keys() | self._counts.keys()
                          if seen.get(k) != self._counts.get(k)}  # fmt: skip
-                self._counts = seen
+                self._version, self._counts = version, seen  # both read: kept
             for kind in moved:  # before another look can answer that nothing moved
-                self._changed(kind)
+                _bump((self.database, kind))
+            if calling_back:
+                due, self._due = moved | self._due, set()
+            else:
+                self._due |= moved
         finally:
             self._looking.release()
+        if calling_back:
+            for kind in due:
+                for callback in self._callbacks.get(kind, ()):
+                    callback()
         with self._looked:
             self._looks += 1
             self._looked.notify_all()
@@ -344,15 +354,16 @@ class _SqliteListener(_Listener):
 
 def look_now(engine: Engine) -> set[str]:
     """The kinds another process changed on ``engine``'s SQLite file since this process
-    last looked, forgotten now (their callbacks called) rather than at the listener's
-    next look, up to :data:`POLL_SECONDS` later; nothing elsewhere (PostgreSQL's
-    notifications arrive as their transactions commit). For a refusal that may come from
-    not having heard yet, as a client CA added through another worker a moment ago."""
+    last looked, forgotten now (their :func:`generation` moved) rather than at the
+    listener's next look, up to :data:`POLL_SECONDS` later; their callbacks run at that
+    look. Nothing elsewhere (PostgreSQL's notifications arrive as their transactions
+    commit). For a refusal that may come from not having heard yet, as a client CA added
+    through another worker a moment ago."""
     listener = _Listener.of(_database(engine))
     if not isinstance(listener, _SqliteListener) or not listener.connected.is_set():
         return set()
     try:
-        return listener.look(wait=LOOK_WAIT_SECONDS)
+        return listener.look(wait=LOOK_WAIT_SECONDS, calling_back=False)
     except sqlite3.Error:
         return set()  # the listener's thread finds out and reads through meanwhile
 
