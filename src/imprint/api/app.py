@@ -7,7 +7,11 @@ import re
 from fastapi import FastAPI
 
 from imprint import __version__, console
-from imprint.api.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from imprint.api.middleware import (
+    BodyLimitMiddleware,
+    CaughtUpMiddleware,
+    RequestLogMiddleware,
+)
 from imprint.api.openapi import install_openapi
 from imprint.api.problems import install_problem_handlers
 from imprint.api.routes import (
@@ -44,6 +48,7 @@ from imprint.api.routes import (
     whoami,
 )
 from imprint.runtime import Runtime
+from imprint.store.cache import looker
 
 __all__ = ["create_app"]
 
@@ -120,5 +125,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         upload_limit=server.max_upload_bytes,
         uploads=BULK_UPLOADS,
     )
+    app.add_middleware(CaughtUpMiddleware, look=looker(runtime.engine))
     app.add_middleware(RequestLogMiddleware, metrics=runtime.metrics)
     return app

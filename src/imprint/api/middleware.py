@@ -13,7 +13,7 @@ from imprint.api.problems import problem_response
 from imprint.logs import RequestLog
 from imprint.metrics import Metrics
 
-__all__ = ["BodyLimitMiddleware", "RequestLogMiddleware"]
+__all__ = ["BodyLimitMiddleware", "CaughtUpMiddleware", "RequestLogMiddleware"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,6 +32,25 @@ def _has_credentials(scope: Scope) -> bool:
         if name == b"authorization" or (name == b"cookie" and _SESSION_COOKIE in value):
             return True
     return False
+
+
+class CaughtUpMiddleware:
+    """Each request begins having heard of every change committed before it through
+    another process: the workers sharing a SQLite file look for one another's changes
+    every 50 ms (:mod:`imprint.store.cache`), and a request looks itself first, so that
+    a change made through one worker (an enrollment's channel, a client CA) is what the
+    next request sees on any worker. A look is one ``PRAGMA``, and when anything was
+    committed since the last one, one small SELECT; nothing on PostgreSQL, whose
+    notifications arrive as their transactions commit."""
+
+    def __init__(self, app: ASGIApp, look: Callable[[], object]) -> None:
+        self.app = app
+        self.look = look
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.look()
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

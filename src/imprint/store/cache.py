@@ -55,6 +55,7 @@ __all__ = [
     "heard_everything",
     "listening",
     "look_now",
+    "looker",
     "on_change",
 ]
 
@@ -352,6 +353,25 @@ class _SqliteListener(_Listener):
         return moved
 
 
+def looker(engine: Engine) -> Callable[[], set[str]]:
+    """:func:`look_now` for ``engine``, with the database's name worked out once: for a
+    call on every request."""
+    if not _shared(engine) or engine.dialect.name != "sqlite":
+        return set
+    database = _database(engine)
+
+    def look() -> set[str]:
+        listener = _Listener._running.get((os.getpid(), database))
+        if not isinstance(listener, _SqliteListener) or not listener.connected.is_set():
+            return set()
+        try:
+            return listener.look(wait=LOOK_WAIT_SECONDS, calling_back=False)
+        except sqlite3.Error:
+            return set()  # the listener's thread finds out and reads through meanwhile
+
+    return look
+
+
 def look_now(engine: Engine) -> set[str]:
     """The kinds another process changed on ``engine``'s SQLite file since this process
     last looked, forgotten now (their :func:`generation` moved) rather than at the
@@ -359,13 +379,7 @@ def look_now(engine: Engine) -> set[str]:
     look. Nothing elsewhere (PostgreSQL's notifications arrive as their transactions
     commit). For a refusal that may come from not having heard yet, as a client CA added
     through another worker a moment ago."""
-    listener = _Listener.of(_database(engine))
-    if not isinstance(listener, _SqliteListener) or not listener.connected.is_set():
-        return set()
-    try:
-        return listener.look(wait=LOOK_WAIT_SECONDS, calling_back=False)
-    except sqlite3.Error:
-        return set()  # the listener's thread finds out and reads through meanwhile
+    return looker(engine)()
 
 
 def listening(engine: Engine) -> bool:
