@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import openssl
@@ -71,16 +72,21 @@ def csr_for(directory: Path, device: str) -> str:
     return (directory / f"{device}.csr").read_text()
 
 
+def create_enrollment(client: httpx.Client, enrollment_id: str) -> None:
+    """A client-ca enrollment of acme's, through the API."""
+    created = client.post(
+        "/api/v1/enrollments",
+        json={"id": enrollment_id, "mechanism": "client-ca", "owner": "acme"},
+    )
+    assert created.status_code == 201, created.text
+
+
 @pytest.fixture
 def connector(service: Service, tmp_path: Path) -> Path:
     """A client-ca enrollment trusting a CA made with openssl, uploaded through the API."""
     make_ca(tmp_path, "factory-ca")
     with service.admin() as client:
-        created = client.post(
-            "/api/v1/enrollments",
-            json={"id": "connector", "mechanism": "client-ca", "owner": "acme"},
-        )
-        assert created.status_code == 201, created.text
+        create_enrollment(client, "connector")
         uploaded = client.post(
             "/api/v1/enrollments/connector/client-cas",
             json={"pem": (tmp_path / "factory-ca.pem").read_text()},
@@ -219,11 +225,7 @@ def test_a_ca_added_by_another_process_admits_its_devices_at_once(
     asleep(service.runtime.engine, monkeypatch)  # its listener's thread looks no more
     make_ca(tmp_path, "late-ca")
     with service.admin() as client:
-        created = client.post(
-            "/api/v1/enrollments",
-            json={"id": "late", "mechanism": "client-ca", "owner": "acme"},
-        )
-        assert created.status_code == 201, created.text
+        create_enrollment(client, "late")  # no CA yet
     device = make_device(tmp_path, "late-ca", "late-1")
     payload = {"mechanism": "client-ca", "csr": csr_for(tmp_path, device)}
     status, body = curl_provision(service, tmp_path, device, payload)
