@@ -143,8 +143,8 @@ def peer_certificate(request: Request) -> PresentedCertificate | None:
         try:
             path = check_presented(direct, trust.certificates(), seen=trust.seen)
         except (IssuerUnknown, ChainIncomplete):
-            # Its CA may have been added through another worker a moment ago, before
-            # this one heard: look now, and judge the chain again if it had.
+            # Its CA may have been added since the client CAs were last loaded (through
+            # another worker a moment ago): judge the chain again once they are reloaded.
             if not runtime.client_trust_caught_up():
                 raise
             path = check_presented(direct, trust.certificates(), seen=trust.seen)
