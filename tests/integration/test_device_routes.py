@@ -141,6 +141,59 @@ def test_the_three_routes_are_device_routes(service: Service) -> None:
     }
 
 
+def test_device_routes_are_served_before_fastapi_matches_routes(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device route's request goes to it by method and path, without FastAPI walking
+    its routers; every other request, that path with another method included, is
+    matched as before, and each is answered as FastAPI would answer it."""
+    matched: list[str] = []
+    fastapi_matching = APIRouter.app
+
+    async def counted(router: APIRouter, scope: Any, receive: Any, send: Any) -> None:
+        matched.append(f"{scope['method']} {scope['path']}")
+        await fastapi_matching(router, scope, receive, send)
+
+    monkeypatch.setattr(APIRouter, "app", counted)
+    app = create_app(service.runtime)
+
+    def ask(method: str, path: str) -> tuple[int, dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(dict(message))
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": method, "scheme": "https", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 443), "state": {}, "extensions": {},
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
+        }  # fmt: skip
+        asyncio.run(app(scope, receive, send))
+        return sent[0]["status"], scope
+
+    status, scope = ask("POST", "/api/v1/certificates")
+    assert status == 401  # the route's authentication, before the body
+    assert isinstance(scope["route"], DeviceRoute)
+    assert scope["route"].path == "/api/v1/certificates"  # what the request log names
+    status, scope = ask("POST", "/api/v1/provision")
+    assert status == 400
+    assert scope["route"].path == "/api/v1/provision"
+    assert matched == []
+    assert ask("GET", "/api/v1/certificates")[0] == 401  # the admin list: matched
+    assert ask("GET", "/api/v1/provision")[0] == 405
+    assert ask("POST", "/api/v1/provision/")[0] in (307, 404)  # as FastAPI answers it
+    assert matched == [
+        "GET /api/v1/certificates",
+        "GET /api/v1/provision",
+        "POST /api/v1/provision/",
+    ]
+
+
 def test_a_client_gone_before_its_body_is_a_400_not_a_500(service: Service) -> None:
     app = create_app(service.runtime)
     messages: list[dict[str, Any]] = [

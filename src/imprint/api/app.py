@@ -7,6 +7,7 @@ import re
 from fastapi import FastAPI
 
 from imprint import __version__, console
+from imprint.api.device_route import serve_device_routes_first
 from imprint.api.middleware import (
     BodyLimitMiddleware,
     CaughtUpMiddleware,
@@ -117,6 +118,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(console.router)
+    serve_device_routes_first(app)
     install_openapi(app)
     server = runtime.settings.server
     app.add_middleware(
