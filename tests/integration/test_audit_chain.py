@@ -4,10 +4,13 @@ concurrent writers, and migration 0013 chains the entries written before it."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from alembic import command
@@ -15,6 +18,7 @@ from sqlalchemy import column, select, table, text
 from sqlalchemy.engine import Engine
 
 from imprint.audit import GENESIS, AuditEntry, ChainBreak, chain_time, records, verify_chain
+from imprint.store import audit as log_module
 from imprint.store import db
 from imprint.store.audit import SqlAuditLog
 from imprint.store.tables import UTCDateTime, audit_log
@@ -298,3 +302,57 @@ def test_a_writer_that_waited_for_the_chain_chains_onto_the_entry_it_waited_for(
     assert (first_entry.actor, second_entry.actor) == ("first", "second")
     assert second_entry.prev_hash == first_entry.hash
     assert verify_chain(log).ok
+
+
+def test_the_members_of_a_commit_group_chain_onto_each_other(engine: Engine) -> None:
+    """On SQLite a member's entry follows the one an earlier member of its group wrote
+    without reading the tail back; a member undone after writing its entry (or in the
+    middle of its own entries) leaves nothing the next one chains onto."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("commit groups are SQLite's")
+    log = SqlAuditLog(engine)
+    fill(log, 2)
+
+    def entry(name: str) -> AuditEntry:
+        return AuditEntry(actor="device:x", action="test.group", target_type="n", target_id=name)
+
+    def member(name: str, *, fail: bool = False, entries: int = 1) -> Callable[[], str]:
+        def work() -> str:
+            with db.unit_of_work(engine):
+                for n in range(entries):
+                    log.write(entry(f"{name}-{n}"))
+                if fail:
+                    raise RuntimeError("undone after its entries")
+            return name
+
+        return work
+
+    async def main() -> list[Any]:
+        members = [
+            member("a"), member("b", entries=2), member("undone", fail=True, entries=3),
+            member("c"), member("undone-too", fail=True), member("d"),
+        ]  # fmt: skip
+        return await asyncio.gather(
+            *(db.grouped(engine, work) for work in members), return_exceptions=True
+        )
+
+    tails: list[int] = []
+
+    class CountedTail:
+        def rows(self, *args: Any) -> Any:
+            tails.append(1)
+            return TAIL.rows(*args)
+
+    TAIL = log_module._TAIL_SQLITE
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(log_module, "_TAIL_SQLITE", CountedTail())
+        answers = asyncio.run(main())
+    assert [a if isinstance(a, str) else "failed" for a in answers] == [
+        "a", "b", "failed", "c", "failed", "d"
+    ]  # fmt: skip
+    report = verify_chain(log)
+    assert (report.ok, report.entries, report.broken) == (True, 2 + 5, None)
+    written = [r.target_id for r in records(log)][2:]
+    assert written == ["a-0", "b-0", "b-1", "c-0", "d-0"]
+    # The tail read once for the group, and again after each member that was undone.
+    assert len(tails) == 3

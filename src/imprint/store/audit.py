@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
 from imprint.clock import Clock, SystemClock
-from imprint.store.db import Prepared, lock_key, reading, serialized, writing
+from imprint.store.db import Prepared, group_memo, lock_key, reading, serialized, writing
 from imprint.store.listing import Order, SortKeys
 from imprint.store.tables import audit_log
 
@@ -41,6 +41,9 @@ _TAIL_POSTGRESQL = Prepared(
 )
 _CHAIN_KEY = lock_key(CHAIN_LOCK)
 _APPEND = Prepared(audit_log.insert())
+#: The chain's tail after a commit group's last entry, in the group's memo (on SQLite
+#: the next member's entry follows it without reading it back).
+_TAIL_NOTE = "audit-tail"
 
 
 #: The audit log's sort keys: by entry (its id follows the chain, so time) by default,
@@ -121,26 +124,27 @@ class SqlAuditLog:
         }
         at = entry.at or self._clock.now()
         with writing(self._engine) as conn:
+            memo = None
             if conn.dialect.name == "sqlite":
                 serialized(conn, CHAIN_LOCK)
-                tail = _TAIL_SQLITE.rows(conn, {})
-                prev, new_id = (
-                    (tail[0]["hash"] or GENESIS, tail[0]["next_id"]) if tail else (GENESIS, 1)
-                )
+                memo = group_memo(conn)
+                if memo is not None and _TAIL_NOTE in memo:  # an earlier member's entry
+                    prev, new_id = memo[_TAIL_NOTE]
+                else:
+                    tail = _TAIL_SQLITE.rows(conn, {})
+                    prev, new_id = (
+                        (tail[0]["hash"] or GENESIS, tail[0]["next_id"]) if tail else (GENESIS, 1)
+                    )
             else:
                 (row,) = _TAIL_POSTGRESQL.rows(conn, {"key": _CHAIN_KEY})
                 prev, new_id = row["tail_hash"] or GENESIS, row["next_id"]
             record = AuditRecord(id=new_id, at=chain_time(at), **values)
+            digest = record.chained_to(prev)
             _APPEND.execute(
-                conn,
-                {
-                    "id": new_id,
-                    "at": at,
-                    "prev_hash": prev,
-                    "hash": record.chained_to(prev),
-                    **values,
-                },
+                conn, {"id": new_id, "at": at, "prev_hash": prev, "hash": digest, **values}
             )
+            if memo is not None:
+                memo[_TAIL_NOTE] = (digest, new_id + 1)
 
     def page(self, after_id: int | None, limit: int) -> Sequence[AuditRecord]:
         c = audit_log.c

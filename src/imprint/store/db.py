@@ -54,6 +54,7 @@ __all__ = [
     "current_revision",
     "engines",
     "group_member_hooks",
+    "group_memo",
     "grouped",
     "guarded",
     "head_revision",
@@ -1076,6 +1077,7 @@ class _Group:
         "engine",
         "failure",
         "locked_at",
+        "memo",
         "reading",
         "waited",
     )
@@ -1095,6 +1097,8 @@ class _Group:
         #: long it waited for them first (None: they were free); for the observer.
         self.locked_at = 0.0
         self.waited: float | None = None
+        #: What members noted of the group's own writes (:func:`group_memo`).
+        self.memo: dict[str, Any] = {}
 
     def reader(self) -> Connection:
         """The read phase's connection, outside a transaction (each read sees what is
@@ -1199,10 +1203,22 @@ def _grouped(engine: Engine) -> _Group | None:
     return group if group is not None and group.engine is engine else None
 
 
+def group_memo(conn: Connection) -> dict[str, Any] | None:
+    """Where a member may note what the commit group's own writes on ``conn`` left (the
+    audit chain's tail, say) for the next member: while a group writes, nobody else
+    does, so the note stays true until the group ends, unless part of its work is
+    undone, which empties it. None when ``conn`` is not a commit group's connection."""
+    group = _group.get()
+    if group is None or group.connection is not conn:
+        return None
+    return group.memo
+
+
 def _roll_back_to(group: _Group, name: str) -> None:
     """Undo a member's work since the savepoint ``name``; when that fails, the group's
     transaction holds work that must not commit: the group is lost."""
     assert group.connection is not None
+    group.memo.clear()  # it may describe what is undone now
     try:
         _plain(group.connection, f"ROLLBACK TO SAVEPOINT {name}")
         _plain(group.connection, f"RELEASE SAVEPOINT {name}")
