@@ -53,6 +53,12 @@ def _wait(condition: Callable[[], bool], what: str, seconds: float = 10) -> floa
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def bump_version(conn: sqlite3.Connection) -> None:
+    """Move the file's ``user_version``, as a counted change does in its transaction."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    conn.execute(f"PRAGMA user_version = {version + 1}")
+
+
 class Source:
     """What the cached loads read: a value in a table another process may change."""
 
@@ -86,6 +92,7 @@ class Source:
                         " ON CONFLICT (kind) DO UPDATE SET changes = changes + 1",
                         (kind,),
                     )
+                    bump_version(conn)
         finally:
             conn.close()
 
@@ -165,10 +172,12 @@ def test_a_process_that_cannot_look_reads_through_until_it_can(
     source = Source(path)
     kind = ReadCache(engine, "test", ttl=3600)
     assert kind.get("v", source.load) == 1
-    # The counts cannot be read (a restore in progress, say): the listener gives up...
+    # A change was counted, and the counts cannot be read (a restore in progress, say):
+    # the listener gives up...
     conn = sqlite3.connect(path)
     try:
         conn.execute("ALTER TABLE cache_changes RENAME TO cache_changes_away")
+        bump_version(conn)
         conn.commit()
         _wait(lambda: not listening(engine), "the process to notice it cannot look")
         # ...and meanwhile another process changes the value without a count it can see.
@@ -219,3 +228,24 @@ def test_a_look_now_hears_at_once_what_the_thread_has_not_looked_for(
     listener.look()  # the thread's next look
     assert heard == ["test"]
     assert look_now(engine) == set()  # heard once
+
+
+def test_a_look_reads_the_counts_only_after_a_counted_change(
+    shared: tuple[Engine, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every request looks, and the device plane commits all the time without counting:
+    such a commit costs a look one PRAGMA, not the counts' SELECT as well."""
+    engine, path = shared
+    source = Source(path)
+    ReadCache(engine, "test", ttl=3600)
+    listener = asleep(engine, monkeypatch)
+    assert listener._conn is not None
+    statements: list[str] = []
+    listener._conn.set_trace_callback(statements.append)
+    source.change(2, counted=False)
+    assert look_now(engine) == set()
+    assert statements == ["PRAGMA user_version"]
+    statements.clear()
+    source.change(3, counted=True)
+    assert look_now(engine) == {"test"}
+    assert statements == ["PRAGMA user_version", "SELECT kind, changes FROM cache_changes"]

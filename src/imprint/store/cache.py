@@ -13,14 +13,14 @@ writes that kind, through any store object on the same database. So:
   transaction, so that they hear of it when, and only if, the transaction commits. On
   PostgreSQL it sends ``NOTIFY imprint_cache, '<kind>'``, and every process keeps a
   connection that LISTENs and forgets the kind when told, a few milliseconds after the
-  commit. On a SQLite file it adds one to the kind's row in ``cache_changes``, and every
-  process keeps a connection that looks every :data:`POLL_SECONDS` whether another
-  connection committed anything (``PRAGMA data_version``, which reads no table) and, when
-  one did, which kinds' counts moved. While that connection is down (the database
-  restarted, a network cut, a file that cannot be read) the process has no way to hear
-  of changes, so its caches of that database answer nothing from memory until the
-  listener is back; then it forgets everything it held, since it may have missed changes
-  meanwhile.
+  commit. On a SQLite file it adds one to the kind's row in ``cache_changes`` and to the
+  file's ``user_version`` (a number in its header), and every process keeps a connection
+  that looks every :data:`POLL_SECONDS` whether that number moved (``PRAGMA
+  user_version``, which reads no table) and, when it did, which kinds' counts moved.
+  While that connection is down (the database restarted, a network cut, a file that
+  cannot be read) the process has no way to hear of changes, so its caches of that
+  database answer nothing from memory until the listener is back; then it forgets
+  everything it held, since it may have missed changes meanwhile.
 
 An answer read while a write of its kind was under way is not kept: each write bumps a
 generation counter when it is made and again once its transaction has ended (its
@@ -93,6 +93,10 @@ _COUNT_CHANGE = text(
     "INSERT INTO cache_changes (kind, changes) VALUES (:kind, 1)"
     " ON CONFLICT (kind) DO UPDATE SET changes = cache_changes.changes + 1"
 )
+#: Moves with every counted change: a look reads it, and the counts only when it moved.
+#: (``PRAGMA data_version`` moves with every commit of another connection, the device
+#: plane's included, so a request's look after one read the counts each time.)
+_CHANGES_VERSION = "PRAGMA user_version"
 
 
 def _database(engine: Engine) -> str:
@@ -264,8 +268,9 @@ class _PostgresListener(_Listener):
 
 
 class _SqliteListener(_Listener):
-    """Looks every :data:`POLL_SECONDS` whether another connection committed to the
-    file, and if one did, which kinds' counts in ``cache_changes`` moved."""
+    """Looks every :data:`POLL_SECONDS` whether a counted change was committed to the
+    file (its ``user_version`` moved), and if one was, which kinds' counts in
+    ``cache_changes`` moved."""
 
     def __init__(self, database: str, engine: Engine) -> None:
         super().__init__(database)
@@ -300,7 +305,7 @@ class _SqliteListener(_Listener):
             with self._looking:
                 # The version first: a commit between the two reads shows as a new
                 # version at the next look, which then reads the counts again.
-                self._version = conn.execute("PRAGMA data_version").fetchone()[0]
+                self._version = conn.execute(_CHANGES_VERSION).fetchone()[0]
                 self._counts = dict(conn.execute(_COUNTS).fetchall())
                 self._conn = conn
             self._forget_all()  # what changed while nobody looked
@@ -329,8 +334,8 @@ class _SqliteListener(_Listener):
             if conn is None:
                 return set()
             moved: set[str] = set()
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._version:  # something was committed: which kinds moved?
+            version = conn.execute(_CHANGES_VERSION).fetchone()[0]
+            if version != self._version:  # a change was counted: which kinds moved?
                 seen = dict(conn.execute(_COUNTS).fetchall())
                 moved = {k for k in seen.keys() | self._counts.keys()
                          if seen.get(k) != self._counts.get(k)}  # fmt: skip
@@ -426,6 +431,10 @@ def notify(conn: Connection, kind: str) -> None:
         conn.execute(_NOTIFY, {"channel": CHANNEL, "kind": kind})
     elif _shared(conn.engine):
         conn.execute(_COUNT_CHANGE, {"kind": kind})
+        # The transaction holds the write lock since the line above: nobody moves the
+        # number between the read and the write.
+        (version,) = conn.exec_driver_sql(_CHANGES_VERSION).one()
+        conn.exec_driver_sql(f"{_CHANGES_VERSION} = {(int(version) + 1) % 2**31}")
 
 
 class ReadCache:
