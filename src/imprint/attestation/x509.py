@@ -133,15 +133,13 @@ def _chain_of(pems: tuple[str, ...]) -> tuple[x509.Certificate, ...]:
 
 
 def manufacturer_certificates(enrollments: Sequence[Enrollment]) -> list[x509.Certificate]:
-    """Every CA certificate of the x509 enrollments' chains, without duplicates."""
-    seen: list[x509.Certificate] = []
+    """Every CA certificate of the x509 enrollments' chains, without duplicates, in the
+    order first seen (a certificate is equal to, and hashes as, its DER)."""
+    seen: dict[x509.Certificate, None] = {}
     for enrollment in enrollments:
-        if enrollment.x509 is None:
-            continue
-        for certificate in _chain_of(enrollment.x509.certificate_chain):
-            if certificate not in seen:
-                seen.append(certificate)
-    return seen
+        if enrollment.x509 is not None:
+            seen.update(dict.fromkeys(_chain_of(enrollment.x509.certificate_chain)))
+    return list(seen)
 
 
 def _names(certificate: x509.Certificate) -> set[str]:
