@@ -56,7 +56,9 @@ def _stored(engine: Engine, serial: str) -> tuple[object, ...]:
     return (*typed, *raw)
 
 
-@pytest.mark.parametrize("at", [AT, WHOLE], ids=["microseconds", "whole second"])
+@pytest.mark.parametrize(
+    "at", [AT, WHOLE, AT.astimezone(UTC)], ids=["microseconds", "whole second", "in UTC"]
+)
 def test_a_prepared_insert_stores_what_core_stores(engine: Engine, at: datetime) -> None:
     prepared = Prepared(insert(certificates))
     with own_transaction(engine) as conn:

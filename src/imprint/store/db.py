@@ -42,6 +42,7 @@ from sqlalchemy.util.concurrency import await_, greenlet_spawn
 from imprint.errors import ConfigurationError
 from imprint.locks import holds_a_lock
 from imprint.logs import get_logger
+from imprint.store.tables import UTCDateTime
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -581,6 +582,15 @@ def _connections(engine: Engine) -> Engine:
 # say it wrote nothing.
 
 
+def _bind_processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """How a value of ``kind`` is bound, as Core binds it; a timestamp on SQLite by
+    :meth:`~imprint.store.tables.UTCDateTime.sqlite_text`, to the same text."""
+    if dialect.name == "sqlite" and isinstance(kind, UTCDateTime):
+        return UTCDateTime.sqlite_text
+    processor: Callable[[Any], Any] | None = kind.dialect_impl(dialect).bind_processor(dialect)
+    return processor
+
+
 class _Plan:
     """A statement compiled for one dialect and one set of keys."""
 
@@ -605,9 +615,7 @@ class _Plan:
         self.positional = compiled.positiontup is not None
         # The dialect's own form of each type, as Core binds it (SQLite's DATETIME writes
         # its text itself, microseconds always included).
-        self.processors = tuple(
-            binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
-        )
+        self.processors = tuple(_bind_processor(binds[name].type, dialect) for name in names)
         # A query's columns, read back through each type's result processor as Core
         # reads them (SQLite's DATETIME text to a datetime, the UTC type's zone).
         results = compiled._result_columns

@@ -89,6 +89,20 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    @staticmethod
+    def sqlite_text(value: datetime | None) -> str | None:
+        """What :meth:`process_bind_param` and SQLAlchemy's SQLite ``DATETIME`` make of
+        ``value`` together (``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC), in a third of their
+        time: for statements bound a value at a time (``store.db.Prepared``), where a
+        registration binds about fifteen."""
+        if value is None:
+            return None
+        if value.tzinfo is not UTC:
+            if value.tzinfo is None:
+                raise ValueError("naive datetimes are not stored")
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
