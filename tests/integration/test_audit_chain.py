@@ -306,8 +306,8 @@ def test_a_writer_that_waited_for_the_chain_chains_onto_the_entry_it_waited_for(
 
 def test_the_members_of_a_commit_group_chain_onto_each_other(engine: Engine) -> None:
     """On SQLite a member's entry follows the one an earlier member of its group wrote
-    without reading the tail back; a member undone after writing its entry (or in the
-    middle of its own entries) leaves nothing the next one chains onto."""
+    without reading the tail back; a member undone after writing its entries (one, or
+    three) leaves nothing the next one chains onto."""
     if engine.dialect.name != "sqlite":
         pytest.skip("commit groups are SQLite's")
     log = SqlAuditLog(engine)
@@ -356,3 +356,42 @@ def test_the_members_of_a_commit_group_chain_onto_each_other(engine: Engine) -> 
     assert written == ["a-0", "b-0", "b-1", "c-0", "d-0"]
     # The tail read once for the group, and again after each member that was undone.
     assert len(tails) == 3
+
+
+def test_a_member_in_the_transaction_after_one_sqlite_ended_reads_the_tail_again(
+    engine: Engine,
+) -> None:
+    """SQLite may end a group's transaction by itself (a full disk, an I/O error) after
+    a member's entry, with no savepoint rolled back: the members left run in the next
+    transaction and chain onto what is stored, not onto the entry that was lost."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("commit groups are SQLite's")
+    log = SqlAuditLog(engine)
+    fill(log, 1)
+
+    def entry(name: str) -> AuditEntry:
+        return AuditEntry(actor="device:x", action="test.group", target_type="n", target_id=name)
+
+    def lost() -> str:
+        with db.unit_of_work(engine):
+            log.write(entry("lost"))
+        with db.reading(engine) as conn:  # what SQLite does on such an error
+            conn.connection.dbapi_connection.cursor().execute("ROLLBACK")
+        raise OSError("disk I/O error")
+
+    def kept() -> str:
+        with db.unit_of_work(engine):
+            log.write(entry("kept"))
+        return "kept"
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            db.grouped(engine, lost), db.grouped(engine, kept), return_exceptions=True
+        )
+
+    answers = asyncio.run(main())
+    assert isinstance(answers[0], Exception)  # its work is gone with the transaction
+    assert answers[1] == "kept"
+    report = verify_chain(log)
+    assert (report.ok, report.entries, report.broken) == (True, 2, None)
+    assert [r.target_id for r in records(log)][1:] == ["kept"]

@@ -1163,6 +1163,7 @@ class _Group:
         self.broken = False
         self.connection = connection
         self.failure = failure
+        self.memo = {}  # a new transaction: nothing of an earlier one's writes holds
 
     def intact(self) -> bool:
         """Whether the group's transaction is still open: SQLite ends a transaction by
@@ -1187,6 +1188,7 @@ class _Group:
             if conn is not None:
                 conn.close()  # rolls back what was not committed
         self.connection = self._reader = None
+        self.memo = {}
 
 
 class _GroupLost(SQLAlchemyError):
@@ -1214,10 +1216,12 @@ def _grouped(engine: Engine) -> _Group | None:
 def group_memo(conn: Connection) -> dict[str, Any] | None:
     """Where a member may note what the commit group's own writes on ``conn`` left (the
     audit chain's tail, say) for the next member: while a group writes, nobody else
-    does, so the note stays true until the group ends, unless part of its work is
-    undone, which empties it. None when ``conn`` is not a commit group's connection."""
+    does, so the note stays true for as long as the group's transaction. Undoing part
+    of its work empties it, and each new transaction (the members left when SQLite
+    ended one midway run in the next) starts with an empty one. None when ``conn`` is
+    not a commit group's connection, or its transaction is no longer whole."""
     group = _group.get()
-    if group is None or group.connection is not conn:
+    if group is None or group.connection is not conn or not group.intact():
         return None
     return group.memo
 
