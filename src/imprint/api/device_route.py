@@ -127,18 +127,21 @@ def serve_device_routes_first(app: FastAPI) -> None:
     bookkeeping at every level: about 40 µs for the first route of the first router.
     A device route has a fixed path, so its requests are known by method and path. The
     dispatcher sits where the router's matching starts, inside every middleware and
-    exception handler, and sets what a match sets (``route``, ``endpoint``,
-    ``path_params``, ``router``); any other request, a device route's path with another
-    method (405) or another spelling (a trailing slash) included, is matched as before.
-    No two routers answer one request (``tests/integration/test_routing.py``), so the
-    route chosen is the one FastAPI would choose.
+    exception handler, and sets what the route and the request log read of a match
+    (``route``, ``endpoint``, ``path_params``, ``router``; not FastAPI's own
+    bookkeeping, which a device route does not use). Any other request, a device
+    route's path with another method (405) or another spelling (a trailing slash)
+    included, is matched as before. No two routers answer one request
+    (``tests/integration/test_routing.py``), so the route chosen is the one FastAPI
+    would choose.
     """
     routes: dict[tuple[str, str], DeviceRoute] = {}
     for context in iter_route_contexts(app.routes):
         route = context.original_route
-        if isinstance(route, DeviceRoute) and context.path_format and not route.param_convertors:
+        path = context.path_format
+        if isinstance(route, DeviceRoute) and path and "{" not in path:
             for method in context.methods or ():
-                routes[(method, context.path_format)] = route
+                routes.setdefault((method, path), route)  # the first, as FastAPI picks
     app.router.middleware_stack = _DeviceDispatch(app.router.middleware_stack, app.router, routes)
 
 

@@ -39,9 +39,9 @@ class CaughtUpMiddleware:
     another process: the workers sharing a SQLite file look for one another's changes
     every 50 ms (:mod:`imprint.store.cache`), and a request looks itself first, so that
     a change made through one worker (an enrollment's channel, a client CA) is what the
-    next request sees on any worker. A look is one ``PRAGMA``, and when anything was
-    committed since the last one, one small SELECT; nothing on PostgreSQL, whose
-    notifications arrive as their transactions commit."""
+    next request sees on any worker. A look is one ``PRAGMA``, and when a change of a
+    cached kind was committed since the last one, one small SELECT; nothing on
+    PostgreSQL, whose notifications arrive as their transactions commit."""
 
     def __init__(self, app: ASGIApp, look: Callable[[], object]) -> None:
         self.app = app

@@ -320,13 +320,14 @@ class _SqliteListener(_Listener):
                 conn.close()
 
     def look(self, wait: float = -1, *, calling_back: bool = True) -> set[str]:
-        """Look now whether another connection committed, and forget the kinds whose
-        counts moved; the kinds. The thread looks every :data:`POLL_SECONDS` and calls
-        the kinds' callbacks (:func:`on_change`). A request that must not act on what it
-        may not have heard of yet looks itself (:func:`look_now`, ``calling_back``
-        false): the kinds are forgotten before it returns, and their callbacks left to
-        the thread's next look (a callback may wait, for a CRL being made say, and a
-        request must not). It waits at most ``wait`` seconds for a look under way."""
+        """Look now whether a counted change was committed (the file's ``user_version``
+        moved), and forget the kinds whose counts moved; the kinds. The thread looks
+        every :data:`POLL_SECONDS` and calls the kinds' callbacks (:func:`on_change`). A
+        request that must not act on what it may not have heard of yet looks itself
+        (:func:`look_now`, ``calling_back`` false): the kinds are forgotten before it
+        returns, and their callbacks left to the thread's next look (a callback may
+        wait, for a CRL being made say, and a request must not). It waits at most
+        ``wait`` seconds for a look under way."""
         if not self._looking.acquire(timeout=wait):
             return set()
         try:

@@ -59,7 +59,7 @@ def test_each_ca_once_in_the_order_first_seen() -> None:
             enrollment(1, intermediate, root),
             oob,
             enrollment(2, other),
-            enrollment(3, root),
+            enrollment(3, root + "\n"),  # the same certificate, another text, another object
             enrollment(4, intermediate, root),
         ]
     )
