@@ -1381,6 +1381,10 @@ class _Committer:
             try:
                 group.write_on(await self._locked(group, group.take_reader()), None)
             except BaseException as exc:
+                # Cancelled while it waited for the lock, too: the members are answered
+                # with the group's failure and the runner goes on, since the requests
+                # queued behind this group would otherwise wait until another request
+                # came and started a new runner.
                 group.write_on(None, exc)
         observed: tuple[int, float | None, float] | None = None
         ran: list[_Member] = list(early)
