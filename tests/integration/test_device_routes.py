@@ -15,7 +15,7 @@ from fastapi.routing import APIRouter, iter_route_contexts
 from starlette.responses import Response
 
 from imprint.api.app import create_app
-from imprint.api.device_route import DeviceRoute, check_device_routes
+from imprint.api.device_route import DeviceRoute, _DeviceDispatch, check_device_routes
 from tests.integration.conftest import Service
 from tests.integration.test_api import make_csr
 
@@ -139,6 +139,14 @@ def test_the_three_routes_are_device_routes(service: Service) -> None:
         ("POST", "/api/v1/renew"),
         ("POST", "/api/v1/certificates"),
     }
+    # What the router hands them straight (serve_device_routes_first, which reads the
+    # routers it is given): the same requests, each to its route.
+    dispatch = app.router.middleware_stack
+    assert isinstance(dispatch, _DeviceDispatch)
+    assert set(dispatch._routes) == served
+    for (method, path), route in dispatch._routes.items():
+        assert path == route.path
+        assert method in (route.methods or ())
 
 
 def test_device_routes_are_served_before_fastapi_matches_routes(

@@ -118,7 +118,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(console.router)
-    serve_device_routes_first(app)
+    serve_device_routes_first(app, provision.device_routes, certificates.device_routes)
     install_openapi(app)
     server = runtime.settings.server
     app.add_middleware(
