@@ -304,6 +304,11 @@ def test_a_writer_that_waited_for_the_chain_chains_onto_the_entry_it_waited_for(
     assert verify_chain(log).ok
 
 
+def group_entry(name: str) -> AuditEntry:
+    """An entry a member of a commit group writes."""
+    return AuditEntry(actor="device:x", action="test.group", target_type="n", target_id=name)
+
+
 def test_the_members_of_a_commit_group_chain_onto_each_other(engine: Engine) -> None:
     """On SQLite a member's entry follows the one an earlier member of its group wrote
     without reading the tail back; a member undone after writing its entries (one, or
@@ -313,14 +318,11 @@ def test_the_members_of_a_commit_group_chain_onto_each_other(engine: Engine) -> 
     log = SqlAuditLog(engine)
     fill(log, 2)
 
-    def entry(name: str) -> AuditEntry:
-        return AuditEntry(actor="device:x", action="test.group", target_type="n", target_id=name)
-
     def member(name: str, *, fail: bool = False, entries: int = 1) -> Callable[[], str]:
         def work() -> str:
             with db.unit_of_work(engine):
                 for n in range(entries):
-                    log.write(entry(f"{name}-{n}"))
+                    log.write(group_entry(f"{name}-{n}"))
                 if fail:
                     raise RuntimeError("undone after its entries")
             return name
@@ -369,19 +371,16 @@ def test_a_member_in_the_transaction_after_one_sqlite_ended_reads_the_tail_again
     log = SqlAuditLog(engine)
     fill(log, 1)
 
-    def entry(name: str) -> AuditEntry:
-        return AuditEntry(actor="device:x", action="test.group", target_type="n", target_id=name)
-
     def lost() -> str:
         with db.unit_of_work(engine):
-            log.write(entry("lost"))
+            log.write(group_entry("lost"))
         with db.reading(engine) as conn:  # what SQLite does on such an error
             conn.connection.dbapi_connection.cursor().execute("ROLLBACK")
         raise OSError("disk I/O error")
 
     def kept() -> str:
         with db.unit_of_work(engine):
-            log.write(entry("kept"))
+            log.write(group_entry("kept"))
         return "kept"
 
     async def main() -> list[Any]:

@@ -1188,7 +1188,6 @@ class _Group:
             if conn is not None:
                 conn.close()  # rolls back what was not committed
         self.connection = self._reader = None
-        self.memo = {}
 
 
 class _GroupLost(SQLAlchemyError):

@@ -3,11 +3,9 @@ enrollments' chains once, in the order first seen."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from imprint.attestation.x509 import manufacturer_certificates
 from imprint.provisioning.enrollments import (
@@ -16,25 +14,13 @@ from imprint.provisioning.enrollments import (
     Mechanism,
     X509Material,
 )
+from tests.integration.test_isolation import ca_pem
 
-KEY = ec.generate_private_key(ec.SECP256R1())
 NOW = datetime.now(UTC)
 
 
 def ca(name: str) -> str:
-    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(KEY.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(KEY, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return ca_pem(name)[0]
 
 
 def enrollment(number: int, *chain: str) -> Enrollment:
