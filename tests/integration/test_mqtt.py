@@ -122,9 +122,11 @@ class Device:
         self.broker = broker
         self.connected: queue.Queue[bool] = queue.Queue()
         self.subacks: queue.Queue[list[Any]] = queue.Queue()
+        self.unsubacks: queue.Queue[bool] = queue.Queue()
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connected.put(not rc.is_failure)
         self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self.subacks.put(codes)
+        self.client.on_unsubscribe = lambda _c, _u, _m, _codes, _p: self.unsubacks.put(True)
         self.client.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, msg.payload))
 
     def connect(self) -> bool:
@@ -143,6 +145,30 @@ class Device:
         """Subscribe and wait for the SUBACK."""
         self.client.subscribe(topic, qos=1)
         self.subacks.get(timeout=5)
+
+    def wait_until_allowed(self, device_id: str) -> None:
+        """Wait until the broker lets this device use its own topics.
+
+        imprint rewrites the ACL and signals the broker after the registration's commit;
+        the broker applies it at its next turn, so a device connecting right after its
+        registration may publish before its ACL entry is read, and such a message is
+        dropped. A probe published until it comes back waits for that; the probes are
+        then unsubscribed and drained so that a test sees only its own messages.
+        """
+        probe = f"devices/{device_id}/probe"
+        self.subscribe(probe)
+        deadline = time.monotonic() + 10
+        while True:
+            self.client.publish(probe, b"?", qos=1).wait_for_publish(5)
+            try:
+                if self.messages.get(timeout=0.25)[0] == probe:
+                    break
+            except queue.Empty:
+                assert time.monotonic() < deadline, f"the broker never let {device_id} in"
+        self.client.unsubscribe(probe)
+        self.unsubacks.get(timeout=5)  # probes in flight arrive before the UNSUBACK
+        while not self.messages.empty():
+            self.messages.get_nowait()
 
     def close(self) -> None:
         self.client.disconnect()
@@ -164,6 +190,7 @@ def test_a_provisioned_device_publishes_and_the_acl_names_it(
     assert "user sensor-a\ntopic readwrite devices/sensor-a/#\ntopic readwrite orgs/acme/#" in acl
     device = Device(two_organizations[0], broker)
     assert device.connect()
+    device.wait_until_allowed("sensor-a")
     device.subscribe("devices/sensor-a/#")
     device.client.publish("devices/sensor-a/temperature", b"21.5", qos=1).wait_for_publish(5)
     assert device.messages.get(timeout=5) == ("devices/sensor-a/temperature", b"21.5")
@@ -199,6 +226,8 @@ def test_a_device_of_another_organization_cannot_read_its_topics(
     owner, stranger = Device(two_organizations[0], broker), Device(two_organizations[1], broker)
     assert owner.connect()
     assert stranger.connect()
+    owner.wait_until_allowed("sensor-a")  # both in force: the ACL that names them both
+    stranger.wait_until_allowed("sensor-b")
     stranger.subscribe("devices/sensor-a/#")
     stranger.subscribe("orgs/acme/#")
     stranger.subscribe("devices/sensor-b/#")
