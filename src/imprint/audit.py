@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -188,6 +188,15 @@ class AuditRecord:
             "details": self.details,
         }
         return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+    def around_id(self) -> tuple[bytes, bytes]:
+        """The canonical JSON before and after the id's digits, whatever the id: for a
+        writer that learns the id only where the entry is stored (PostgreSQL's
+        ``imprint_audit_append``, migration 0023), ``before + str(id) + after`` is
+        :meth:`canonical`. A string value's quotes are escaped, so the id's key is the
+        only place ``"id":`` can occur."""
+        before, _, after = replace(self, id=-1).canonical().partition(b'"id":-1')
+        return before + b'"id":', after
 
     def chained_to(self, prev_hash: str) -> str:
         """This entry's hash when it follows the entry whose hash is ``prev_hash``."""

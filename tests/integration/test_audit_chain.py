@@ -16,6 +16,7 @@ import pytest
 from alembic import command
 from sqlalchemy import column, select, table, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ProgrammingError
 
 from imprint.audit import GENESIS, AuditEntry, ChainBreak, chain_time, records, verify_chain
 from imprint.store import audit as log_module
@@ -86,6 +87,29 @@ def test_times_and_text_survive_the_database_exactly(engine: Engine) -> None:
     first = next(records(log))
     assert first.at == "2030-07-02T08:59:59.999999Z" == chain_time(odd)
     assert verify_chain(log).ok
+
+
+def test_text_that_reads_like_an_id_leaves_the_hash_alone(engine: Engine) -> None:
+    """PostgreSQL hashes an entry around the id it draws (``AuditRecord.around_id``): a
+    value that spells the id's key must not be taken for it, and ids of any length fit."""
+    log = SqlAuditLog(engine)
+    fill(log, 9)  # the next ids have two digits
+    log.write(
+        AuditEntry(
+            actor='user:"id":-1',
+            action="test.id",
+            target_type="n",
+            target_id='{"id":-1}',
+            details={"id": -1, "note": '"id":-1,"id":'},
+        )
+    )
+    fill(log, 2)
+    report = verify_chain(log)
+    assert (report.ok, report.entries) == (True, 12)
+    entry = next(r for r in records(log) if r.action == "test.id")
+    assert entry.id == 10
+    before, after = replace(entry, id=0).around_id()
+    assert before + b"10" + after == entry.canonical()
 
 
 @pytest.mark.parametrize(
@@ -270,6 +294,11 @@ def test_a_writer_that_waited_for_the_chain_chains_onto_the_entry_it_waited_for(
         try:
             with db.unit_of_work(engine):
                 log.write(AuditEntry(actor="first", action="test.write", target_type="n"))
+                # The entry goes with the commit (migration 0023); until then the chain's
+                # lock is held as a node of an older imprint holds it, from its read of
+                # the tail to its commit.
+                with db.writing(engine) as conn:
+                    db.serialized(conn, log_module.CHAIN_LOCK)
                 holding.set()
                 release.wait(30)
         except BaseException as exc:
@@ -302,6 +331,45 @@ def test_a_writer_that_waited_for_the_chain_chains_onto_the_entry_it_waited_for(
     assert (first_entry.actor, second_entry.actor) == ("first", "second")
     assert second_entry.prev_hash == first_entry.hash
     assert verify_chain(log).ok
+
+
+@pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "event-loop"])
+def test_an_append_that_fails_with_the_commit_undoes_the_unit(
+    engine: Engine, backend: str, on_loop: bool
+) -> None:
+    """On PostgreSQL a unit's audit entry goes to the server with its COMMIT (psycopg's
+    pipeline, from a thread or on the event loop): when the append fails there, the
+    unit's other writes are undone, the error is SQLAlchemy's, and the next unit works."""
+    if backend != "postgresql":
+        pytest.skip("SQLite appends at once")
+    log = SqlAuditLog(engine)
+    fill(log, 1)
+    nonce = text("INSERT INTO used_nonces (scope, nonce, expires_at) VALUES ('test', :n, now())")
+
+    def unit(name: str) -> None:
+        with db.unit_of_work(engine):
+            with db.writing(engine) as conn:
+                conn.execute(nonce, {"n": name})
+            log.write(AuditEntry(actor="unit", action="test.write", target_type="n"))
+
+    def run(name: str) -> None:
+        if on_loop:
+            asyncio.run(db.on_event_loop(engine, unit, name))
+        else:
+            unit(name)
+
+    tamper(engine, "ALTER FUNCTION imprint_audit_append RENAME TO imprint_audit_gone")
+    try:
+        with pytest.raises(ProgrammingError, match="imprint_audit_append"):
+            run("undone")
+    finally:
+        tamper(engine, "ALTER FUNCTION imprint_audit_gone RENAME TO imprint_audit_append")
+    run("kept")
+    with engine.connect() as conn:
+        nonces = conn.execute(text("SELECT nonce FROM used_nonces WHERE scope = 'test'"))
+        assert [row.nonce for row in nonces] == ["kept"]
+    report = verify_chain(log)
+    assert (report.ok, report.entries) == (True, 2)
 
 
 def group_entry(name: str) -> AuditEntry:

@@ -7,12 +7,20 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, String, func, select, text
+from sqlalchemy import BigInteger, LargeBinary, String, bindparam, func, select
 from sqlalchemy.engine import Engine
 
 from imprint.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain_time, scrub
 from imprint.clock import Clock, SystemClock
-from imprint.store.db import Prepared, group_memo, lock_key, reading, serialized, writing
+from imprint.store.db import (
+    Prepared,
+    group_memo,
+    last_before_commit,
+    lock_key,
+    reading,
+    serialized,
+    writing,
+)
 from imprint.store.listing import Order, SortKeys
 from imprint.store.tables import audit_log
 
@@ -21,26 +29,33 @@ __all__ = ["SqlAuditLog"]
 #: The lock that makes appends to the chain one at a time.
 CHAIN_LOCK = "audit-chain"
 
-# The statements of an append, built once (every change of state makes one): the chain
-# lock, the tail's hash and the new entry's id, then the entry, hash included, in one
-# INSERT. On SQLite the unit's transaction holds the writer lock (``serialized``) and the
-# id is the tail's plus one (what SQLite itself would choose). On PostgreSQL the lock,
-# the tail and an id drawn from the column's sequence come in one round trip from
-# ``imprint_audit_tail`` (migration 0020: a function's statements each read in a
-# snapshot of their own, so the tail is read once the lock is held). Either way ids
-# follow the chain's order.
+# The statements of an append, built once (every change of state makes one). On SQLite
+# the unit's transaction holds the writer lock (``serialized``): the tail's hash and the
+# new id (the tail's plus one, what SQLite itself would choose) are read, then the entry,
+# hash included, is written in one INSERT. On PostgreSQL the whole append is one call of
+# ``imprint_audit_append`` (migration 0023): the chain's lock, the tail read once the lock
+# is held, an id from the column's sequence, the hash and the INSERT, so the lock, held
+# to the end of the transaction, is not also held across a turn of the client between
+# reading the tail and writing the entry. Either way ids follow the chain's order.
 _TAIL_SQLITE = Prepared(
     select(audit_log.c.hash, (audit_log.c.id + 1).label("next_id"))
     .order_by(audit_log.c.id.desc())
     .limit(1)
 )
-_TAIL_POSTGRESQL = Prepared(
-    text("SELECT tail_hash, next_id FROM imprint_audit_tail(:key)").columns(
-        tail_hash=String, next_id=BigInteger
+_APPENDED = ("at", "actor", "action", "target_type", "target_id", "org_id", "outcome", "details")
+_APPEND_POSTGRESQL = Prepared(
+    select(
+        func.imprint_audit_append(
+            bindparam("key", type_=BigInteger),
+            bindparam("genesis", type_=String),
+            bindparam("before_id", type_=LargeBinary),
+            bindparam("after_id", type_=LargeBinary),
+            *(bindparam(name, type_=audit_log.c[name].type) for name in _APPENDED),
+        )
     )
 )
 _CHAIN_KEY = lock_key(CHAIN_LOCK)
-_APPEND = Prepared(audit_log.insert())
+_APPEND_SQLITE = Prepared(audit_log.insert())
 #: The chain's tail after a commit group's last entry, in the group's memo (on SQLite
 #: the next member's entry follows it without reading it back).
 _TAIL_NOTE = "audit-tail"
@@ -124,23 +139,27 @@ class SqlAuditLog:
         }
         at = entry.at or self._clock.now()
         with writing(self._engine) as conn:
-            memo = None
-            if conn.dialect.name == "sqlite":
-                serialized(conn, CHAIN_LOCK)
-                memo = group_memo(conn)
-                if memo is not None and _TAIL_NOTE in memo:  # an earlier member's entry
-                    prev, new_id = memo[_TAIL_NOTE]
-                else:
-                    tail = _TAIL_SQLITE.rows(conn, {})
-                    prev, new_id = (
-                        (tail[0]["hash"] or GENESIS, tail[0]["next_id"]) if tail else (GENESIS, 1)
-                    )
+            if conn.dialect.name != "sqlite":
+                before_id, after_id = AuditRecord(id=0, at=chain_time(at), **values).around_id()
+                last_before_commit(
+                    self._engine,
+                    conn,
+                    _APPEND_POSTGRESQL,
+                    {"key": _CHAIN_KEY, "genesis": GENESIS, "before_id": before_id,
+                     "after_id": after_id, "at": at, **values},
+                )  # fmt: skip
+                return
+            serialized(conn, CHAIN_LOCK)
+            memo = group_memo(conn)
+            if memo is not None and _TAIL_NOTE in memo:  # an earlier member's entry
+                prev, new_id = memo[_TAIL_NOTE]
             else:
-                (row,) = _TAIL_POSTGRESQL.rows(conn, {"key": _CHAIN_KEY})
-                prev, new_id = row["tail_hash"] or GENESIS, row["next_id"]
-            record = AuditRecord(id=new_id, at=chain_time(at), **values)
-            digest = record.chained_to(prev)
-            _APPEND.execute(
+                tail = _TAIL_SQLITE.rows(conn, {})
+                prev, new_id = (
+                    (tail[0]["hash"] or GENESIS, tail[0]["next_id"]) if tail else (GENESIS, 1)
+                )
+            digest = AuditRecord(id=new_id, at=chain_time(at), **values).chained_to(prev)
+            _APPEND_SQLITE.execute(
                 conn, {"id": new_id, "at": at, "prev_hash": prev, "hash": digest, **values}
             )
             if memo is not None:

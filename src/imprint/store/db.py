@@ -683,6 +683,11 @@ class Prepared:
         parameters = bound if many else bound[0]
         return _on_cursor(conn, plan.sql, parameters, many)
 
+    def bound(self, dialect: Dialect, values: Mapping[str, Any]) -> tuple[str, Any]:
+        """The statement's text and ``values`` bound for the driver, to be sent later."""
+        plan = self._plan(dialect, values)
+        return plan.sql, plan.bind(values)
+
     def _plan(self, dialect: Dialect, values: Mapping[str, Any]) -> _Plan:
         keys = frozenset(values)
         plan = self._plans.get((type(dialect), keys))
@@ -784,6 +789,17 @@ class _KeptCursor:
     def executemany(self, sql: str, parameters: Any) -> None:
         await_(self._cursor.executemany(sql, parameters))
 
+    def commit_after(self, statements: Sequence[tuple[str, Any]]) -> None:
+        """``statements``, then COMMIT, in one round trip (see :func:`_commit`)."""
+        await_(self._pipelined(statements))
+
+    async def _pipelined(self, statements: Sequence[tuple[str, Any]]) -> None:
+        cursor = self._cursor
+        async with self.connection.pipeline():
+            for sql, parameters in statements:
+                await cursor.execute(sql, parameters)
+            await cursor.execute(_COMMIT)
+
     def fetchall(self) -> list[Any]:
         rows, self._rows = self._rows, []
         return rows
@@ -842,12 +858,14 @@ def _fetched(conn: Connection, cursor: Any) -> list[Any]:
 
 
 class _Unit:
-    __slots__ = ("committed", "connection", "engine")
+    __slots__ = ("committed", "connection", "engine", "last")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.connection: Connection | None = None
         self.committed: list[Callable[[], object]] = []
+        #: Statements sent with the COMMIT (:func:`last_before_commit`).
+        self.last: list[tuple[Prepared, Mapping[str, Any]]] = []
 
 
 _unit: ContextVar[_Unit | None] = ContextVar("imprint_unit_of_work", default=None)
@@ -882,7 +900,7 @@ def unit_of_work(engine: Engine) -> Iterator[None]:
         yield
         if unit.connection is not None:
             if group is None:
-                _commit(unit.connection)
+                _commit(unit.connection, unit.last)
             else:
                 _plain(unit.connection, _RELEASE_UNIT)
                 unit.connection = None
@@ -920,6 +938,24 @@ def after_commit(engine: Engine, callback: Callable[[], object]) -> None:
         _run_quietly(callback)
 
 
+def last_before_commit(
+    engine: Engine, conn: Connection, statement: Prepared, values: Mapping[str, Any]
+) -> None:
+    """Run ``statement`` on ``conn`` (from :func:`writing`) as its transaction's last
+    statement, for one that takes a lock held to the commit (the audit chain's): on
+    PostgreSQL, inside a unit of work, it waits for the unit's end and goes to the
+    server with the COMMIT, in one round trip, so the lock is held for the server's own
+    work only, not across the turns of a busy client between the unit's later
+    statements. Its errors are then the commit's. Anywhere else (SQLite, whose writer
+    lock is the transaction's anyway; a transaction of the caller's own) it runs at once.
+    """
+    unit = _joined(engine)
+    if unit is None or unit.connection is not conn or conn.dialect.name != "postgresql":
+        statement.execute(conn, values)
+        return
+    unit.last.append((statement, values))
+
+
 def _run_quietly(callback: Callable[[], object]) -> None:
     try:
         callback()
@@ -927,8 +963,11 @@ def _run_quietly(callback: Callable[[], object]) -> None:
         log.exception("after_commit_failed")
 
 
-def _commit(conn: Connection) -> None:
-    """Commit, or discard a connection whose commit failed.
+def _commit(conn: Connection, last: Sequence[tuple[Prepared, Mapping[str, Any]]] = ()) -> None:
+    """Commit, or discard a connection whose commit failed; ``last``
+    (:func:`last_before_commit`) sent with the COMMIT, in psycopg's pipeline mode, and
+    SQLAlchemy's own commit after it finds nothing left to commit (psycopg sends no
+    COMMIT outside a transaction).
 
     After a failed ``Connection.commit()`` SQLAlchemy forgets the transaction without
     rolling it back, and ``close()`` hands the connection back to its pool as it is: on
@@ -937,10 +976,49 @@ def _commit(conn: Connection) -> None:
     rolls back itself.) Closing the connection for good ends the transaction.
     """
     try:
+        if last:
+            _pipelined_commit(conn, last)
         conn.commit()
     except BaseException:
         conn.invalidate()
         raise
+
+
+_COMMIT = "COMMIT"
+
+
+def _pipelined_commit(conn: Connection, last: Sequence[tuple[Prepared, Mapping[str, Any]]]) -> None:
+    """``last``'s statements and COMMIT in one round trip (see :func:`_commit`), each
+    statement heard by the engine's ``before_cursor_execute`` / ``after_cursor_execute``
+    listeners as :func:`_on_cursor` makes them heard; a driver's error is raised as Core
+    raises it."""
+    fairy = conn.connection
+    driver: Any = fairy.driver_connection
+    statements = [statement.bound(conn.dialect, values) for statement, values in last]
+    kept = _kept_cursor(fairy) if conn.dialect.is_async else None
+    cursor = kept if kept is not None else driver.cursor()
+    events = conn._has_events or conn.engine._has_events
+    sql: str | None = None
+    parameters: Any = None
+    try:
+        if events:
+            for index, (sql, parameters) in enumerate(statements):
+                for listen in conn.dispatch.before_cursor_execute:
+                    sql, parameters = listen(conn, cursor, sql, parameters, None, False)
+                statements[index] = (sql, parameters)
+        if kept is not None:
+            kept.commit_after(statements)
+        else:
+            with driver.pipeline():
+                for sql, parameters in statements:
+                    cursor.execute(sql, parameters)
+                cursor.execute(_COMMIT)
+            cursor.close()
+        if events:
+            for sql, parameters in statements:
+                conn.dispatch.after_cursor_execute(conn, cursor, sql, parameters, None, False)
+    except BaseException as error:
+        _failed(conn, error, cursor, sql, parameters)
 
 
 @contextmanager
