@@ -16,7 +16,7 @@ import pytest
 from alembic import command
 from sqlalchemy import column, select, table, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import ProgrammingError, StatementError
 
 from imprint.audit import GENESIS, AuditEntry, ChainBreak, chain_time, records, verify_chain
 from imprint.store import audit as log_module
@@ -364,12 +364,41 @@ def test_an_append_that_fails_with_the_commit_undoes_the_unit(
             run("undone")
     finally:
         tamper(engine, "ALTER FUNCTION imprint_audit_gone RENAME TO imprint_audit_append")
+    # The failed transaction's connection was closed, not pooled in it.
+    stuck = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+    )
+    with engine.connect() as conn:
+        assert conn.execute(stuck).scalar() == 0
     run("kept")
     with engine.connect() as conn:
         nonces = conn.execute(text("SELECT nonce FROM used_nonces WHERE scope = 'test'"))
         assert [row.nonce for row in nonces] == ["kept"]
     report = verify_chain(log)
     assert (report.ok, report.entries) == (True, 2)
+
+
+def test_a_value_the_log_refuses_fails_the_write_not_the_commit(engine: Engine) -> None:
+    """An entry whose time has no zone is refused by ``write`` itself, also where the
+    append waits for the commit (PostgreSQL), and the unit it was in writes nothing."""
+    log = SqlAuditLog(engine)
+    naive = AuditEntry(actor="a", action="test.naive", target_type="n", at=datetime(2030, 1, 1))
+    refused_by_write: list[StatementError] = []
+
+    def unit() -> None:
+        with db.unit_of_work(engine):
+            log.write(AuditEntry(actor="a", action="test.write", target_type="n"))
+            try:
+                log.write(naive)
+            except StatementError as error:
+                refused_by_write.append(error)
+                raise
+
+    with pytest.raises(StatementError, match="naive"):
+        unit()
+    assert refused_by_write
+    assert verify_chain(log).entries == 0
 
 
 def group_entry(name: str) -> AuditEntry:

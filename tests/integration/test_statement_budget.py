@@ -150,7 +150,7 @@ def test_a_signed_x509_registration_makes_few_statements(
     budget = 8 if backend == "sqlite" else 6
     assert len(counted_sql) <= budget, "\n".join(counted_sql)
     # No advisory lock of its own on PostgreSQL: the device's comes with the nonce, the
-    # audit chain's with the chain's tail.
+    # audit chain's with the append.
     assert not [s for s in counted_sql if s.startswith("SELECT pg_advisory_xact_lock")]
     # No savepoint around a single statement on PostgreSQL: the certificate's record and
     # the device's upsert report a clash by writing nothing (ON CONFLICT), so neither can

@@ -634,6 +634,15 @@ class _Plan:
         return tuple(bound) if self.positional else dict(zip(self.names, bound, strict=True))
 
 
+def _bound(plan: _Plan, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+    try:
+        return plan.bind(values)
+    except Exception as error:  # as Core reports a value its type refuses
+        kind = type(error)
+        message = f"({kind.__module__}.{kind.__qualname__}) {error}"
+        raise StatementError(message, plan.sql, None, error) from error
+
+
 class Prepared:
     """A Core statement executed without Core's per-execution compilation (see above).
 
@@ -673,20 +682,16 @@ class Prepared:
         values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
         rows: Sequence[Mapping[str, Any]],
     ) -> Any:
-        try:
-            bound = [plan.bind(row) for row in rows]
-        except Exception as error:  # as Core reports a value its type refuses
-            kind = type(error)
-            message = f"({kind.__module__}.{kind.__qualname__}) {error}"
-            raise StatementError(message, plan.sql, None, error) from error
+        bound = [_bound(plan, row) for row in rows]
         many = not isinstance(values, Mapping)
         parameters = bound if many else bound[0]
         return _on_cursor(conn, plan.sql, parameters, many)
 
     def bound(self, dialect: Dialect, values: Mapping[str, Any]) -> tuple[str, Any]:
-        """The statement's text and ``values`` bound for the driver, to be sent later."""
+        """The statement's text and ``values`` bound for the driver, to be sent later; a
+        value its type refuses raised now, as :meth:`execute` raises it."""
         plan = self._plan(dialect, values)
-        return plan.sql, plan.bind(values)
+        return plan.sql, _bound(plan, values)
 
     def _plan(self, dialect: Dialect, values: Mapping[str, Any]) -> _Plan:
         keys = frozenset(values)
@@ -864,8 +869,8 @@ class _Unit:
         self.engine = engine
         self.connection: Connection | None = None
         self.committed: list[Callable[[], object]] = []
-        #: Statements sent with the COMMIT (:func:`last_before_commit`).
-        self.last: list[tuple[Prepared, Mapping[str, Any]]] = []
+        #: Statements sent with the COMMIT, bound (:func:`last_before_commit`).
+        self.last: list[tuple[str, Any]] = []
 
 
 _unit: ContextVar[_Unit | None] = ContextVar("imprint_unit_of_work", default=None)
@@ -950,10 +955,24 @@ def last_before_commit(
     lock is the transaction's anyway; a transaction of the caller's own) it runs at once.
     """
     unit = _joined(engine)
-    if unit is None or unit.connection is not conn or conn.dialect.name != "postgresql":
+    if (
+        unit is None
+        or unit.connection is not conn
+        or conn.dialect.name != "postgresql"
+        or not _pipelines()
+    ):
         statement.execute(conn, values)
         return
-    unit.last.append((statement, values))
+    unit.last.append(statement.bound(conn.dialect, values))
+
+
+@functools.cache
+def _pipelines() -> bool:
+    """Whether psycopg's libpq has pipeline mode (14 or later; the binary package's
+    does): without it the statements of :func:`last_before_commit` run at once."""
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
 
 
 def _run_quietly(callback: Callable[[], object]) -> None:
@@ -963,7 +982,7 @@ def _run_quietly(callback: Callable[[], object]) -> None:
         log.exception("after_commit_failed")
 
 
-def _commit(conn: Connection, last: Sequence[tuple[Prepared, Mapping[str, Any]]] = ()) -> None:
+def _commit(conn: Connection, last: Sequence[tuple[str, Any]] = ()) -> None:
     """Commit, or discard a connection whose commit failed; ``last``
     (:func:`last_before_commit`) sent with the COMMIT, in psycopg's pipeline mode, and
     SQLAlchemy's own commit after it finds nothing left to commit (psycopg sends no
@@ -987,19 +1006,18 @@ def _commit(conn: Connection, last: Sequence[tuple[Prepared, Mapping[str, Any]]]
 _COMMIT = "COMMIT"
 
 
-def _pipelined_commit(conn: Connection, last: Sequence[tuple[Prepared, Mapping[str, Any]]]) -> None:
+def _pipelined_commit(conn: Connection, last: Sequence[tuple[str, Any]]) -> None:
     """``last``'s statements and COMMIT in one round trip (see :func:`_commit`), each
     statement heard by the engine's ``before_cursor_execute`` / ``after_cursor_execute``
-    listeners as :func:`_on_cursor` makes them heard; a driver's error is raised as Core
-    raises it."""
+    listeners as :func:`_on_cursor` makes them heard. A listener's error is raised as
+    itself; the driver's (the statements' or the COMMIT's, psycopg raises them together)
+    as Core raises a failed commit's, without a statement."""
     fairy = conn.connection
     driver: Any = fairy.driver_connection
-    statements = [statement.bound(conn.dialect, values) for statement, values in last]
     kept = _kept_cursor(fairy) if conn.dialect.is_async else None
     cursor = kept if kept is not None else driver.cursor()
+    statements = list(last)
     events = conn._has_events or conn.engine._has_events
-    sql: str | None = None
-    parameters: Any = None
     try:
         if events:
             for index, (sql, parameters) in enumerate(statements):
@@ -1013,12 +1031,13 @@ def _pipelined_commit(conn: Connection, last: Sequence[tuple[Prepared, Mapping[s
                 for sql, parameters in statements:
                     cursor.execute(sql, parameters)
                 cursor.execute(_COMMIT)
-            cursor.close()
         if events:
             for sql, parameters in statements:
                 conn.dispatch.after_cursor_execute(conn, cursor, sql, parameters, None, False)
     except BaseException as error:
-        _failed(conn, error, cursor, sql, parameters)
+        _failed(conn, error, cursor, None, None)
+    if kept is None:
+        cursor.close()
 
 
 @contextmanager
