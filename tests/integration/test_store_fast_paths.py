@@ -76,6 +76,31 @@ def test_unit_of_work_writes_in_one_transaction(engine: Engine) -> None:
     assert stored_steps(engine) == ["r-1"]
 
 
+@pytest.mark.parametrize("count", [1, 4, 17])
+def test_step_records_written_together_read_back_whole(engine: Engine, count: int) -> None:
+    """Several steps at once are one INSERT of them all on PostgreSQL (up to 16; more go
+    through the driver's executemany): each row keeps its own values."""
+    steps = [
+        StepRecord(
+            request_id=f"r-{count}-{i}",
+            mechanism="x509",
+            step=ProvisioningStep.ISSUE if i % 2 else ProvisioningStep.ATTEST,
+            status="ok" if i % 3 else "failed",
+            at=NOW + timedelta(seconds=i),
+            device_ref="d-1",
+            enrollment_id="line-1",
+            code=None if i % 3 else f"code-{i}",
+            detail=f"detail {i}",
+        )
+        for i in range(count)
+    ]
+    SqlStepRecorder(engine).record(steps)
+    read = sorted(SqlStepRecorder(engine).for_device("d-1"), key=lambda s: s.at)
+    assert [(s.request_id, s.step, s.status, s.at, s.code, s.detail) for s in read] == [
+        (s.request_id, s.step, s.status, s.at, s.code, s.detail) for s in steps
+    ]
+
+
 def test_unit_of_work_keeps_nothing_when_it_fails(engine: Engine) -> None:
     store, recorder = SqlDeviceStore(engine), SqlStepRecorder(engine)
 
