@@ -78,8 +78,8 @@ def test_unit_of_work_writes_in_one_transaction(engine: Engine) -> None:
 
 @pytest.mark.parametrize("count", [1, 4, 17])
 def test_step_records_written_together_read_back_whole(engine: Engine, count: int) -> None:
-    """Several steps at once are one INSERT of them all on PostgreSQL (up to 16; more go
-    through the driver's executemany): each row keeps its own values."""
+    """Steps recorded together are one INSERT of them all on PostgreSQL (up to 16; more
+    go through the driver's executemany): each row keeps its own values."""
     steps = [
         StepRecord(
             request_id=f"r-{count}-{i}",

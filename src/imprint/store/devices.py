@@ -335,7 +335,7 @@ class SqlStepRecorder:
             for step in steps
         ]
         with writing(self._engine) as conn:
-            if conn.dialect.name == "postgresql" and 1 < len(rows) <= _RECORDS_AT_ONCE:
+            if conn.dialect.name == "postgresql" and len(rows) <= _RECORDS_AT_ONCE:
                 values = {
                     f"{key}_{i}": value for i, row in enumerate(rows) for key, value in row.items()
                 }
