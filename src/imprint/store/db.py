@@ -952,8 +952,8 @@ def last_before_commit(
     server with the COMMIT, in one round trip, so the lock is held for the server's own
     work only, not across the turns of a busy client between the unit's later
     statements. A value its type refuses is raised at once; what the server refuses is
-    then the commit's error. Anywhere else (SQLite, whose writer
-    lock is the transaction's anyway; a transaction of the caller's own) it runs at once.
+    then the commit's error. Anywhere else (SQLite, whose writer lock is the
+    transaction's anyway; a transaction of the caller's own) it runs at once.
     """
     unit = _joined(engine)
     if (
