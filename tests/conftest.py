@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -33,6 +34,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import NoReturn
 
@@ -74,11 +76,46 @@ def _postgres_bin_dir() -> Path | None:
     return Path(initdb).parent if initdb and pg_ctl else None
 
 
+_PORTS_FROM = 10000  # the band the tests' servers listen in starts here
+_PORTS_PER_WORKER = 500
+
+
+def _ports() -> Iterator[int]:
+    """This test process's own ports, taken in turn: a band below the kernel's ephemeral
+    range, one slice of it per xdist worker, starting at a random place in the slice.
+
+    A port the kernel chose (``bind`` to port 0) comes from the ephemeral range, from
+    which it also takes the local port of every outgoing connection: between choosing a
+    port and a server's binding it, another test's client could take it ("Address
+    already in use", seen in CI). The kernel hands out no port below that range, and
+    the workers' slices do not overlap."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    slices = max(1, (low - _PORTS_FROM) // _PORTS_PER_WORKER)
+    first = _PORTS_FROM + (int(worker) if worker.isdigit() else 0) % slices * _PORTS_PER_WORKER
+    start = random.randrange(_PORTS_PER_WORKER)
+    while True:
+        for step in range(_PORTS_PER_WORKER):
+            yield first + (start + step) % _PORTS_PER_WORKER
+
+
+_own_ports: Iterator[int] | None = None
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free now and that no other test of this run, and
+    no outgoing connection, will be given meanwhile (see :func:`_ports`)."""
+    global _own_ports
+    if _own_ports is None:
+        _own_ports = _ports()
+    for port in islice(_own_ports, _PORTS_PER_WORKER):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # a server of this run, or another program's, listens there
+            return port
+    raise RuntimeError(f"no free port left in {_PORTS_PER_WORKER} of this worker's band")
 
 
 def _unavailable(reason: str) -> NoReturn:

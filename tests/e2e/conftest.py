@@ -127,6 +127,21 @@ def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def wait_until_serving(
+    process: subprocess.Popen[str], url: str, ca: Path, log: Path, seconds: float = 60
+) -> None:
+    """Wait until the server ``process`` answers ``url``/healthz over TLS verified against
+    ``ca``; fail at once, with the end of its ``log``, if it exits first."""
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            tail = log.read_text()[-2000:]
+            raise AssertionError(f"the server exited ({process.returncode}):\n{tail}")
+        return ca.exists() and healthy(url, ca)
+
+    wait_until(answers, "the server to answer", seconds)
+
+
 def trusting(ca: Path) -> ssl.SSLContext:
     """A client TLS context that trusts imprint's root certificate ``ca``."""
     return ssl.create_default_context(cafile=str(ca))

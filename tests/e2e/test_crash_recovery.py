@@ -32,11 +32,11 @@ from tests.conftest import free_port
 from tests.e2e.conftest import (
     IMPRINT,
     clean_env,
-    healthy,
     stop,
     symmetric_key_group,
     trusting,
     wait_until,
+    wait_until_serving,
 )
 from tests.integration.test_symmetric_key import make_csr, request_body
 from tests.warm_cli import warm_imprint
@@ -75,7 +75,7 @@ def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
                 stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
         try:
-            wait_until(lambda: ca.exists() and healthy(url, ca), "the server to answer", 60)
+            wait_until_serving(process, url, ca, tmp_path / f"{name}.log")
             yield process
         finally:
             stop(process, signal.SIGTERM, 30)
@@ -178,7 +178,7 @@ def test_kill_9_amid_commit_groups_loses_no_answered_certificate(tmp_path: Path)
                 [str(IMPRINT), "serve"], cwd=tmp_path, env=env, stdout=out,
                 stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
-        wait_until(lambda: ca.exists() and healthy(url, ca), "the server to answer", 60)
+        wait_until_serving(process, url, ca, tmp_path / f"{name}.log")
         return process
 
     process = serve("first")

@@ -33,6 +33,7 @@ from tests.e2e.conftest import (
     symmetric_key_group,
     trusting,
     wait_until,
+    wait_until_serving,
 )
 from tests.integration.test_symmetric_key import request_body
 
@@ -68,7 +69,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     url = f"https://127.0.0.1:{port}"
     ca = tmp_path / "data" / "ca" / "root.crt"
     try:
-        wait_until(lambda: ca.exists() and healthy(url, ca), "the server to answer", 90)
+        wait_until_serving(process, url, ca, log, 90)
         token = (tmp_path / "data" / "admin-token").read_text().strip()
         yield Served(process, url, ca, token, log)
     finally:
