@@ -6,14 +6,19 @@ that: the ``service`` fixture stops its server in a thread of its own while the 
 runs, on its own port, data directory and database. Whatever must not run beside a
 stopping server (dropping its PostgreSQL database, the end of the session) calls
 :func:`finish_stopping` first, which also raises what went wrong while stopping.
+
+The tests' own small servers (webhook receivers, token and identity providers, from
+``http.server``) run through :func:`serving`, which stops them in a few milliseconds.
 """
 
 from __future__ import annotations
 
+import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-__all__ = ["finish_stopping", "stop_in_background"]
+__all__ = ["finish_stopping", "serving", "stop_in_background"]
 
 _stopping: list[threading.Thread] = []
 _failures: list[BaseException] = []
@@ -50,3 +55,19 @@ def finish_stopping(timeout: float = 20.0) -> None:
         failures, _failures[:] = list(_failures), []
     if failures:
         raise failures[0]
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """``server`` serving in a thread until the block ends, then closed.
+
+    ``serve_forever`` looks at a shutdown request only between polls, every 0.5 s by
+    default, and every test with such a server paid that at its end; polled every 10 ms
+    here."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from tests.integration.oauth_helpers import OWNER_CLAIM, make_client, make_org, 
 from tests.integration.test_registration_key import enrollment_with_key
 from tests.integration.test_registration_key import provision as provision_with_key
 from tests.integration.test_x509_attestation import Manufacturer, make_csr, signed_body
+from tests.stopping import serving
 
 HUB = "https://hub.example.com"
 PROBLEM = "application/problem+json"
@@ -291,11 +291,8 @@ class _TokenServer:
 @pytest.fixture
 def endpoint() -> Iterator[_TokenServer]:
     made = _TokenServer()
-    thread = threading.Thread(target=made.server.serve_forever, daemon=True)
-    thread.start()
-    yield made
-    made.server.shutdown()
-    made.server.server_close()
+    with serving(made.server):
+        yield made
 
 
 def test_external_provider_token_is_checked_for_the_owner(

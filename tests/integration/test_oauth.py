@@ -39,6 +39,7 @@ from tests.integration.oauth_helpers import (
     pkce_pair,
     verify,
 )
+from tests.stopping import serving
 
 
 def test_discovery_names_the_endpoints_and_the_jwks_holds_an_es256_key(service: Service) -> None:
@@ -449,11 +450,8 @@ class _Provider:
 @pytest.fixture
 def provider() -> Iterator[_Provider]:
     made = _Provider()
-    thread = threading.Thread(target=made.server.serve_forever, daemon=True)
-    thread.start()
-    yield made
-    made.server.shutdown()
-    made.server.server_close()
+    with serving(made.server):
+        yield made
 
 
 @pytest.fixture

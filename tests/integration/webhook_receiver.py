@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from imprint.webhooks.signing import verify
+from tests.stopping import serving
 
 
 @dataclass
@@ -86,11 +87,8 @@ def receiver(now: Callable[[], float] = time.time) -> Iterator[Receiver]:
     server.daemon_threads = True
     port = server.server_address[1]
     box["receiver"] = Receiver(url=f"http://127.0.0.1:{port}/hook", now=now)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield box["receiver"]
-    finally:
-        box["receiver"].release.set()
-        server.shutdown()
-        server.server_close()
+    with serving(server):
+        try:
+            yield box["receiver"]
+        finally:
+            box["receiver"].release.set()
