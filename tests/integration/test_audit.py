@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from fastapi import Request
+from fastapi import FastAPI, Request
 from sqlalchemy import text
 
-from imprint.api.app import create_app
+from imprint import console
+from imprint.api.problems import install_problem_handlers
 from imprint.audit import records
 from imprint.console import pages
 from imprint.console.session import ConsoleSession
@@ -244,12 +245,17 @@ def test_the_chain_is_verified_for_api_keys_only(service: Service) -> None:
 
 def test_the_console_verifies_the_chain_for_the_whole_instance(service: Service) -> None:
     """Console sign-ins are members of organizations, never the whole instance: the
-    page is asked here as a session of the whole instance would ask it."""
+    page is asked here as a session of the whole instance would ask it, from an
+    application of the console's routes built for it (``include_router``), which
+    ``dependency_overrides`` reaches (``create_app`` serves the routes as declared)."""
     with service.admin() as admin:
         make_org(admin, "acme")
         make_org(admin, "globex")
     stored = list(records(service.runtime.audit))
-    app = create_app(service.runtime)
+    app = FastAPI()
+    app.state.runtime = service.runtime
+    install_problem_handlers(app)
+    app.include_router(console.router)
     whole = Principal(kind="api-key", subject="k-1", name="ops", instance_admin=True)
     member = Principal(kind="user", subject="u-1", name="a@acme", memberships={"acme": Role.ADMIN})
     viewer = whole

@@ -1,7 +1,7 @@
-"""Which route answers a request. The application matches the routers in the order
-``create_app`` includes them, device plane first (a performance choice: see
-``bench/README.md``, step 6); that order may only ever change speed, never the
-route chosen, so no request may be answered by two of the routers it includes."""
+"""Which route answers a request. The application matches the routes of its routers in
+the order of ``imprint.api.app.ROUTERS``, device plane first (a performance choice:
+see ``bench/README.md``, step 6); that order may only ever change speed, never the
+route chosen, so no request may be answered by two of the routers it serves."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from starlette.routing import BaseRoute, Match
 
-from imprint.api.app import create_app
+from imprint.api.app import ROUTERS, create_app
 from tests.integration.conftest import Service
 
 DEVICE_PLANE = (
@@ -29,11 +29,45 @@ ADMIN_AND_CONSOLE = (
 )
 
 
+def _groups(app: FastAPI) -> list[list[BaseRoute]]:
+    """The application's routes, grouped by the router that declared them, in the order
+    they are asked (a route of FastAPI's own, such as ``/docs``, a group of its own)."""
+    router_of = {
+        id(route): index for index, router in enumerate(ROUTERS) for route in router.routes
+    }
+    groups: list[list[BaseRoute]] = []
+    last: int | None = None
+    for route in app.router.routes:
+        index = router_of.get(id(route))
+        if index is None or index != last:
+            groups.append([])
+        groups[-1].append(route)
+        last = index
+    return groups
+
+
 def _answering(app: FastAPI, method: str, path: str) -> list[int]:
-    """The positions of the application's routers (and routes of its own) that take a
-    request, in the order they are asked."""
+    """The positions of the groups of :func:`_groups` that take a request."""
     scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
-    return [index for index, entry in enumerate(app.router.routes) if _full(entry, dict(scope))]
+    return [
+        index
+        for index, group in enumerate(_groups(app))
+        if any(_full(route, dict(scope)) for route in group)
+    ]
+
+
+def test_the_application_serves_its_routers_routes_in_their_order(service: Service) -> None:
+    """Each router's routes, as their module declared them, after FastAPI's own; a
+    router that wanted something of the application at inclusion (start-up or shutdown
+    handlers) would not get it."""
+    app = create_app(service.runtime)
+    served = [id(route) for route in app.router.routes]
+    declared = [id(route) for router in ROUTERS for route in router.routes]
+    assert served[-len(declared) :] == declared
+    assert len(_groups(app)) == len(served) - len(declared) + len(ROUTERS)
+    for router in ROUTERS:
+        assert not router.on_startup
+        assert not router.on_shutdown
 
 
 def _full(entry: BaseRoute, scope: dict[str, object]) -> bool:
@@ -74,8 +108,8 @@ def test_no_two_routers_have_routes_a_path_could_match_both(service: Service) ->
     app = create_app(service.runtime)
     routes = [
         (index, method, str(context.path_format))
-        for index, entry in enumerate(app.router.routes)
-        for context in iter_route_contexts([entry])
+        for index, group in enumerate(_groups(app))
+        for context in iter_route_contexts(group)
         for method in context.methods or ()
     ]
     assert len(routes) > 150, "the application's routes were not all found"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from imprint import __version__, console
 from imprint.api.device_route import serve_device_routes_first
@@ -51,12 +51,65 @@ from imprint.api.routes import (
 from imprint.runtime import Runtime
 from imprint.store.cache import looker
 
-__all__ = ["create_app"]
+__all__ = ["ROUTERS", "create_app"]
 
 
 #: The bulk imports, whose bodies may reach ``server.max_upload_bytes``.
 BULK_UPLOADS = re.compile(
     r"/api/v1/enrollments/[^/]+/oob-secrets:bulk|/console/enrollments/[^/]+/oob-secrets"
+)
+
+
+#: The routers whose routes the application serves, in the order a request is matched
+#: against them, route by route, so the device plane comes first: a registration, an EST
+#: enrollment or an OCSP answer does not pay for the admin API's and the console's
+#: routes (bench/README.md, step 6). No two routers' routes answer one request
+#: (tests/integration/test_routing.py), so the order changes nothing else.
+#:
+#: The application takes the routes themselves, as their modules declared them (with
+#: their router's prefix, tags, route class and dependencies), instead of
+#: ``include_router``, which would have FastAPI build every route again for each
+#: application on the first request that reaches its router: 150-340 ms of CPU and
+#: about 2.7 MB in each process (and in each test's application), and a slow first
+#: answer after every start (bench/README.md, step 44). No router here adds anything at
+#: inclusion (the console's router includes its pages' routers under ``/console``
+#: itself: FastAPI builds those once a process). Given up: ``app.dependency_overrides``,
+#: which reaches only routes built for the application.
+ROUTERS: tuple[APIRouter, ...] = (
+    provision.device_routes,
+    certificates.device_routes,
+    provision.router,
+    certificates.router,
+    est.router,
+    ocsp.router,
+    thingspeak.router,
+    idprov.router,
+    midpoint.router,
+    connector.router,
+    identity_csr.router,
+    health.router,
+    ca.router,
+    client_cas.router,
+    enrollments.router,
+    devices.router,
+    deny_list.router,
+    oob_secrets.router,
+    registration_keys.router,
+    whoami.router,
+    oauth.router,
+    orgs.router,
+    users.router,
+    oauth_clients.router,
+    audit.router,
+    signup.router,
+    channels.router,
+    thingspeak_reads.router,
+    relay.router,
+    psk.router,
+    api_keys.router,
+    webhooks.router,
+    imports.router,
+    console.router,
 )
 
 
@@ -76,48 +129,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     install_problem_handlers(app)
-    # A request is matched against the routers in this order, each scanned route by
-    # route (about 10 µs a router), so the device plane comes first: a registration, an
-    # EST enrollment or an OCSP answer no longer pays for the admin API's and the
-    # console's routes (bench/README.md, step 6). No two modules' routes answer
-    # one request (tests/integration/test_routing.py), so the order changes nothing else.
-    app.include_router(provision.device_routes)
-    app.include_router(certificates.device_routes)
-    for module in (
-        provision,
-        certificates,
-        est,
-        ocsp,
-        thingspeak,
-        idprov,
-        midpoint,
-        connector,
-        identity_csr,
-        health,
-        ca,
-        client_cas,
-        enrollments,
-        devices,
-        deny_list,
-        oob_secrets,
-        registration_keys,
-        whoami,
-        oauth,
-        orgs,
-        users,
-        oauth_clients,
-        audit,
-        signup,
-        channels,
-        thingspeak_reads,
-        relay,
-        psk,
-        api_keys,
-        webhooks,
-        imports,
-    ):
-        app.include_router(module.router)
-    app.include_router(console.router)
+    for router in ROUTERS:
+        app.router.routes.extend(router.routes)
     serve_device_routes_first(app, provision.device_routes, certificates.device_routes)
     install_openapi(app)
     server = runtime.settings.server

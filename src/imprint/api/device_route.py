@@ -21,10 +21,10 @@ model validated again and dumped to a dict that ``json.dumps`` encodes. A
 The endpoint's first two parameters are ``body`` (a pydantic model) and ``request``;
 a route whose endpoint does not fit is refused when it is declared. Dependencies
 declared anywhere else would not run: those of the route and its router are refused
-when it is declared, and :func:`check_device_routes` finds those of an
-``include_router`` (a test runs it on the application: building every route's context
-at start-up would cost each process 2.7 MB). ``app.dependency_overrides`` does not
-reach these routes.
+when it is declared, and :func:`check_device_routes` finds those an
+``include_router`` would add (``create_app`` includes none: it serves the routes as
+their routers declared them; a test runs the check on the application).
+``app.dependency_overrides`` does not reach these routes.
 
 :func:`serve_device_routes_first` then hands a request for one of them (its method and
 exact path) to it straight from the application's router, before FastAPI's matching
@@ -134,9 +134,8 @@ def serve_device_routes_first(app: FastAPI, *routers: APIRouter) -> None:
     route's path with another method (405) or another spelling (a trailing slash)
     included, is matched as before. No two routers answer one request
     (``tests/integration/test_routing.py``), so the route chosen is the one FastAPI
-    would choose. The routes are read from their routers, not from the application's
-    route contexts, which FastAPI builds for every route when asked (0.34 s and 2.7 MB
-    a process); `tests/integration/test_device_routes.py` checks the two agree.
+    would choose. The routes are read from their routers;
+    `tests/integration/test_device_routes.py` checks they are the application's.
     """
     routes: dict[tuple[str, str], DeviceRoute] = {}
     for router in routers:
