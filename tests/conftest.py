@@ -34,7 +34,8 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
+from functools import cache
+from itertools import cycle, islice
 from pathlib import Path
 from typing import NoReturn
 
@@ -77,45 +78,52 @@ def _postgres_bin_dir() -> Path | None:
 
 
 _PORTS_FROM = 10000  # the band the tests' servers listen in starts here
-_PORTS_PER_WORKER = 500
 
 
-def _ports() -> Iterator[int]:
-    """This test process's own ports, taken in turn: a band below the kernel's ephemeral
-    range, one slice of it per xdist worker, starting at a random place in the slice.
+@cache
+def _own_ports() -> Iterator[int] | None:
+    """This test process's own ports, taken in turn, from where a random pick starts:
+    its slice of a band below the kernel's ephemeral range, one slice per xdist worker.
+    None where there is no such band (no ``/proc``, or a range starting too low for a
+    slice of 50 ports a worker): the kernel then chooses.
 
     A port the kernel chose (``bind`` to port 0) comes from the ephemeral range, from
     which it also takes the local port of every outgoing connection: between choosing a
     port and a server's binding it, another test's client could take it ("Address
     already in use", seen in CI). The kernel hands out no port below that range, and
-    the workers' slices do not overlap."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    slices = max(1, (low - _PORTS_FROM) // _PORTS_PER_WORKER)
-    first = _PORTS_FROM + (int(worker) if worker.isdigit() else 0) % slices * _PORTS_PER_WORKER
-    start = random.randrange(_PORTS_PER_WORKER)
-    while True:
-        for step in range(_PORTS_PER_WORKER):
-            yield first + (start + step) % _PORTS_PER_WORKER
-
-
-_own_ports: Iterator[int] | None = None
+    the workers' slices do not overlap. Another test run on the machine at the same
+    time uses the same slices, so :func:`free_port` still checks that a port is free."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(name) if name.isdigit() else 0
+    size = min(500, (low - _PORTS_FROM) // workers)
+    if size < 50 or index >= workers:
+        return None
+    first = _PORTS_FROM + index * size
+    start = random.SystemRandom().randrange(size)
+    return cycle([*range(first + start, first + size), *range(first, first + start)])
 
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now and that no other test of this run, and
-    no outgoing connection, will be given meanwhile (see :func:`_ports`)."""
-    global _own_ports
-    if _own_ports is None:
-        _own_ports = _ports()
-    for port in islice(_own_ports, _PORTS_PER_WORKER):
+    no outgoing connection, will be given meanwhile (see :func:`_own_ports`)."""
+    ports = _own_ports()
+    if ports is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for port in islice(ports, 500):  # at most once round the slice
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue  # a server of this run, or another program's, listens there
             return port
-    raise RuntimeError(f"no free port left in {_PORTS_PER_WORKER} of this worker's band")
+    raise RuntimeError("no free port left in this test process's slice")
 
 
 def _unavailable(reason: str) -> NoReturn:

@@ -9,7 +9,7 @@ import re
 
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute, Match
 
 from imprint.api.app import ROUTERS, create_app
@@ -57,9 +57,11 @@ def _answering(app: FastAPI, method: str, path: str) -> list[int]:
 
 
 def test_the_application_serves_its_routers_routes_in_their_order(service: Service) -> None:
-    """Each router's routes, as their module declared them, after FastAPI's own; a
-    router that wanted something of the application at inclusion (start-up or shutdown
-    handlers) would not get it."""
+    """Each router's routes, as their module declared them, after FastAPI's own. What
+    only ``include_router`` passes on to the application would be lost, so no router
+    has any of it: start-up or shutdown handlers, form limits, low-priority (frontend)
+    routes, a body limit for routes other than its API routes. (A lifespan would not
+    run either way: the server runs the application without one.)"""
     app = create_app(service.runtime)
     served = [id(route) for route in app.router.routes]
     declared = [id(route) for router in ROUTERS for route in router.routes]
@@ -68,6 +70,10 @@ def test_the_application_serves_its_routers_routes_in_their_order(service: Servi
     for router in ROUTERS:
         assert not router.on_startup
         assert not router.on_shutdown
+        assert not router.form_limits
+        assert not router._low_priority_routes
+        if router.max_body_size is not None:
+            assert all(isinstance(route, APIRoute) for route in router.routes)
 
 
 def _full(entry: BaseRoute, scope: dict[str, object]) -> bool:

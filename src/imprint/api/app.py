@@ -70,7 +70,7 @@ BULK_UPLOADS = re.compile(
 #: their router's prefix, tags, route class and dependencies), instead of
 #: ``include_router``, which would have FastAPI build every route again for each
 #: application on the first request that reaches its router: 150-340 ms of CPU and
-#: about 2.7 MB in each process (and in each test's application), and a slow first
+#: about 2.5 MB in each process (and in each test's application), and a slow first
 #: answer after every start (bench/README.md, step 44). No router here adds anything at
 #: inclusion (the console's router includes its pages' routers under ``/console``
 #: itself: FastAPI builds those once a process). Given up: ``app.dependency_overrides``,

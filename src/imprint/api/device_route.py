@@ -22,8 +22,8 @@ The endpoint's first two parameters are ``body`` (a pydantic model) and ``reques
 a route whose endpoint does not fit is refused when it is declared. Dependencies
 declared anywhere else would not run: those of the route and its router are refused
 when it is declared, and :func:`check_device_routes` finds those an
-``include_router`` would add (``create_app`` includes none: it serves the routes as
-their routers declared them; a test runs the check on the application).
+``include_router`` would add (``create_app`` includes no router, so on its application
+the check holds by construction; a test shows it refusing an included router's).
 ``app.dependency_overrides`` does not reach these routes.
 
 :func:`serve_device_routes_first` then hands a request for one of them (its method and
@@ -121,11 +121,12 @@ def check_device_routes(app: FastAPI) -> None:
 
 
 def serve_device_routes_first(app: FastAPI, *routers: APIRouter) -> None:
-    """Answer the requests of the device routes of ``routers`` (included in ``app`` as
-    they are, with no prefix of their own) without FastAPI's route matching.
+    """Answer the requests of the device routes of ``routers`` (served by ``app`` as
+    they were declared, ``imprint.api.app.ROUTERS``) without FastAPI's route matching.
 
-    FastAPI finds a route by asking each included router in turn, with scope
-    bookkeeping at every level: about 40 µs for the first route of the first router.
+    FastAPI finds a route by asking each in turn, with scope bookkeeping (about 40 µs
+    for the first route when the application included its routers: bench/README.md,
+    step 40; less since it serves their routes themselves, step 44).
     A device route has a fixed path, so its requests are known by method and path. The
     dispatcher sits where the router's matching starts, inside every middleware and
     exception handler, and sets what the route and the request log read of a match
