@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -130,6 +131,30 @@ def test_refusals_of_unguessable_evidence_are_counted_after_the_fact() -> None:
     assert limiter.refused(refusal_keys("10.0.0.2")) is None
     clock.advance(61)
     assert limiter.refused(refusal_keys("10.0.0.1")) is None
+
+
+def test_attempts_in_progress_fill_an_address_and_are_told_apart_from_failures() -> None:
+    """An address may have 30 attempts at guessable credentials in progress at once
+    (its ``source`` rule, in flight counted, decision 0011): the 31st waits a moment,
+    told it is too many at once, not too many failures; each one that succeeds makes
+    room again. Failures that fill the same rule are told as failures."""
+    clock = Clock()
+    limiter = AttemptLimiter(clock.now)
+    with ExitStack() as in_progress:
+        for n in range(30):
+            in_progress.enter_context(
+                limiter.attempt(guessable_keys(f"oob-secret:meter-{n}", "10.0.0.1"))
+            )
+        with pytest.raises(TooManyAttempts, match="in progress") as crowded:
+            fail(limiter, "oob-secret:meter-30", "10.0.0.1")
+        assert crowded.value.retry_after <= 2  # no failure to age out: soon
+        fail(limiter, "oob-secret:meter-30", "10.0.0.2")  # another address is not held
+    with limiter.attempt(guessable_keys("oob-secret:meter-30", "10.0.0.1")):
+        pass  # the 30 succeeded: room again
+    for n in range(30):
+        fail(limiter, f"oob-secret:wrong-{n}", "10.0.0.3")
+    with pytest.raises(TooManyAttempts, match="failed attempts"):
+        fail(limiter, "oob-secret:meter-31", "10.0.0.3")
 
 
 def test_reservations_make_the_limit_exact_under_concurrency() -> None:

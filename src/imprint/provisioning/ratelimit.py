@@ -160,15 +160,22 @@ class AttemptLimiter:
 
         Raises:
             TooManyAttempts: a counter is full (its recent failures plus the attempts
-                in flight reach a rule's limit); nothing is reserved.
+                in flight reach a rule's limit); nothing is reserved. Its message says
+                which: failed attempts, or (no counter full of failures alone) too
+                many in progress, such as more than 30 honest ones at once from one
+                address.
         """
         wanted = tuple(dict.fromkeys(k for k in keys if self.rules.get(k[0])))
         with self._lock:
             now = self._seconds()
             retry = max((self._full_for(key, now) for key in wanted), default=0)
             if retry:
+                failed = any(self._failures_fill(key, now) for key in wanted)
                 raise TooManyAttempts(
-                    "too many failed attempts; try again later", retry_after=retry
+                    "too many failed attempts; try again later"
+                    if failed
+                    else "too many attempts in progress; try again later",
+                    retry_after=retry,
                 )
             self._make_room(now, len(wanted))
             for key in wanted:
@@ -253,6 +260,17 @@ class AttemptLimiter:
                     wait, recent[excess] + rule.window - now if excess < len(recent) else 1.0
                 )
         return 0 if wait <= 0 else max(1, int(wait) + 1)
+
+    def _failures_fill(self, key: Key, now: float) -> bool:
+        """Whether ``key``'s recent failures alone reach one of its rules' limits (not
+        only with the attempts in flight: an address's honest attempts at once)."""
+        counter = self._counters.get(key)
+        if counter is None:
+            return False
+        return any(
+            sum(1 for t in counter.failures if t > now - rule.window) >= rule.limit
+            for rule in self.rules[key[0]]
+        )
 
     def _make_room(self, now: float, adding: int) -> None:
         """Forget quiet counters once there are too many (an address flood)."""
