@@ -147,7 +147,7 @@ def test_attempts_in_progress_fill_an_address_and_are_told_apart_from_failures()
             )
         with pytest.raises(TooManyAttempts, match="in progress") as crowded:
             fail(limiter, "oob-secret:meter-30", "10.0.0.1")
-        assert crowded.value.retry_after <= 2  # no failure to age out: soon
+        assert crowded.value.retry_after == 2  # no failure to age out: soon
         fail(limiter, "oob-secret:meter-30", "10.0.0.2")  # another address is not held
     with limiter.attempt(guessable_keys("oob-secret:meter-30", "10.0.0.1")):
         pass  # the 30 succeeded: room again
@@ -155,6 +155,18 @@ def test_attempts_in_progress_fill_an_address_and_are_told_apart_from_failures()
         fail(limiter, f"oob-secret:wrong-{n}", "10.0.0.3")
     with pytest.raises(TooManyAttempts, match="failed attempts"):
         fail(limiter, "oob-secret:meter-31", "10.0.0.3")
+    # Failures and attempts in flight together: a failure's ageing sets the wait.
+    for n in range(5):
+        fail(limiter, f"oob-secret:wrong-{n}", "10.0.0.4")
+    clock.advance(10)
+    with ExitStack() as in_progress:
+        for n in range(25):
+            in_progress.enter_context(
+                limiter.attempt(guessable_keys(f"oob-secret:meter-{n}", "10.0.0.4"))
+            )
+        with pytest.raises(TooManyAttempts, match="failed attempts") as mixed:
+            fail(limiter, "oob-secret:meter-25", "10.0.0.4")
+        assert 50 <= mixed.value.retry_after <= 51
 
 
 def test_reservations_make_the_limit_exact_under_concurrency() -> None:

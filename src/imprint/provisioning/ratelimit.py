@@ -161,16 +161,17 @@ class AttemptLimiter:
         Raises:
             TooManyAttempts: a counter is full (its recent failures plus the attempts
                 in flight reach a rule's limit); nothing is reserved. Its message says
-                which: failed attempts, or (no counter full of failures alone) too
-                many in progress, such as more than 30 honest ones at once from one
-                address.
+                which: failed attempts (a failure's ageing out sets the wait), or too
+                many in progress (only attempts in flight fill the counters, such as
+                more than 30 honest ones at once from one address).
         """
         wanted = tuple(dict.fromkeys(k for k in keys if self.rules.get(k[0])))
         with self._lock:
             now = self._seconds()
-            retry = max((self._full_for(key, now) for key in wanted), default=0)
+            waits = [self._wait(key, now) for key in wanted]
+            retry = max((seconds for seconds, _ in waits), default=0)
             if retry:
-                failed = any(self._failures_fill(key, now) for key in wanted)
+                failed = any(on_failures for _, on_failures in waits)
                 raise TooManyAttempts(
                     "too many failed attempts; try again later"
                     if failed
@@ -235,9 +236,14 @@ class AttemptLimiter:
 
     def _full_for(self, key: Key, now: float) -> int:
         """Seconds until ``key`` has room under all its rules; 0 when it has room now."""
+        return self._wait(key, now)[0]
+
+    def _wait(self, key: Key, now: float) -> tuple[int, bool]:
+        """:meth:`_full_for`'s seconds, and whether a recent failure sets them (False:
+        only attempts in flight fill the counter, and the wait is a guess)."""
         counter = self._counters.get(key)
         if counter is None:
-            return 0
+            return 0, False
         rules = self.rules[key[0]]
         failures = counter.failures
         longest = max(rule.window for rule in rules)
@@ -248,29 +254,19 @@ class AttemptLimiter:
             del failures[:aged]
         if not failures and not counter.in_flight:
             del self._counters[key]  # every failure aged out
-            return 0
-        wait = 0.0
+            return 0, False
+        wait, on_failures = 0.0, False
         for rule in rules:
             recent = [t for t in failures if t > now - rule.window]
             if len(recent) + counter.in_flight >= rule.limit:
                 # Room comes when enough of the recent failures age out; with attempts
                 # in flight and no failures yet, a second is a fair guess.
                 excess = len(recent) + counter.in_flight - rule.limit
-                wait = max(
-                    wait, recent[excess] + rule.window - now if excess < len(recent) else 1.0
-                )
-        return 0 if wait <= 0 else max(1, int(wait) + 1)
-
-    def _failures_fill(self, key: Key, now: float) -> bool:
-        """Whether ``key``'s recent failures alone reach one of its rules' limits (not
-        only with the attempts in flight: an address's honest attempts at once)."""
-        counter = self._counters.get(key)
-        if counter is None:
-            return False
-        return any(
-            sum(1 for t in counter.failures if t > now - rule.window) >= rule.limit
-            for rule in self.rules[key[0]]
-        )
+                if excess < len(recent):
+                    wait, on_failures = max(wait, recent[excess] + rule.window - now), True
+                else:
+                    wait = max(wait, 1.0)
+        return (0, False) if wait <= 0 else (max(1, int(wait) + 1), on_failures)
 
     def _make_room(self, now: float, adding: int) -> None:
         """Forget quiet counters once there are too many (an address flood)."""
