@@ -243,15 +243,17 @@ def build_requests(job: dict[str, Any]) -> list[Request]:
 class Connection:
     """One HTTP/1.1 connection over TLS; keeps itself alive unless told otherwise."""
 
-    def __init__(self, host: str, port: int, headers: bytes) -> None:
+    def __init__(self, host: str, port: int, headers: bytes, source: str | None = None) -> None:
         self._host, self._port, self._headers = host, port, headers
+        self._local = None if source is None else (source, 0)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def open(self, context: ssl.SSLContext) -> None:
         self._reader, self._writer = await asyncio.open_connection(
-            self._host, self._port, ssl=context, server_hostname=self._host
-        )
+            self._host, self._port, ssl=context, server_hostname=self._host,
+            local_addr=self._local,
+        )  # fmt: skip
 
     @property
     def is_open(self) -> bool:
@@ -317,6 +319,15 @@ def _quantile_ms(ordered: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
 
 
+def _source(host: str, number: int) -> str | None:
+    """The address connection ``number`` comes from: devices come from many addresses,
+    so on loopback each connection takes one of 127.0.0.2-127.0.0.251 (Linux routes all
+    of 127.0.0.0/8 to the loopback device). One address for all would meet the limits
+    a server keeps per address (connections, attempts at guessable credentials in
+    progress: decision 0011), which a fleet does not."""
+    return f"127.0.0.{2 + number % 250}" if host == "127.0.0.1" else None
+
+
 async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
     host, port = job["host"], int(job["port"])
     headers = b"".join(f"{k}: {v}\r\n".encode() for k, v in job.get("headers", {}).items())
@@ -329,8 +340,8 @@ async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
     pending: Iterator[tuple[int, Request]] = iter(enumerate(requests))
     start = time.monotonic()
 
-    async def worker() -> None:
-        connection = Connection(host, port, headers)
+    async def worker(number: int) -> None:
+        connection = Connection(host, port, headers, _source(host, number))
         for index, request in pending:
             due = start + index / rate if rate else time.monotonic()
             if rate:
@@ -363,7 +374,7 @@ async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
                 tally.error(f"http {status}", body.decode(errors="replace"))
         await connection.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(number) for number in range(concurrency)))
     elapsed = time.monotonic() - start
     latencies = sorted(tally.latencies)
 
