@@ -136,8 +136,9 @@ class ImprintServer:
             "IMPRINT_DATABASE__URL": self.database_url,
             "IMPRINT_CA__PASSPHRASE": "bench-passphrase",
             "IMPRINT_SERVER__WORKERS": str(self.workers),
-            # The load generator is one address standing for many devices: the per-source
-            # cap (64) would answer the paced run's 64 connections 503 now and then.
+            # HAProxy's connections to the nodes come from one address (the load
+            # generator's own come from many since 2026-12-07): the per-source cap (64)
+            # is not what the bench measures.
             "IMPRINT_SERVER__LIMITS__MAX_CONNECTIONS_PER_SOURCE": "1024",
         }
         return env
