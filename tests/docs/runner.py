@@ -16,7 +16,6 @@ import queue
 import re
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from tests.conftest import free_port
 from tests.docs.pages import Command
-from tests.e2e.conftest import healthy
+from tests.e2e.conftest import wait_until_serving
 from tests.warm_cli import warm_imprint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,19 +181,12 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 60
-        url = f"https://127.0.0.1:{self.port}"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"imprint serve exited:\n{self.log()}")
-            ca = self.workdir / "data" / "ca" / "root.crt"
-            try:
-                if ca.exists() and healthy(url, ca):
-                    return
-            except ssl.SSLError:  # root.crt is being written
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"imprint serve did not answer within 60 s:\n{self.log()}")
+        wait_until_serving(
+            self.process,
+            f"https://127.0.0.1:{self.port}",
+            self.workdir / "data" / "ca" / "root.crt",
+            self.workdir / ".docs-test" / "server.log",
+        )
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -128,18 +128,29 @@ def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) ->
 
 
 def wait_until_serving(
-    process: subprocess.Popen[str], url: str, ca: Path, log: Path, seconds: float = 60
+    process: subprocess.Popen[Any], url: str, ca: Path, log: Path, seconds: float = 60
 ) -> None:
     """Wait until the server ``process`` answers ``url``/healthz over TLS verified against
-    ``ca``; fail at once, with the end of its ``log``, if it exits first."""
+    ``ca``; fail at once, with the end of its ``log``, if it exits first, and with it
+    after ``seconds``."""
+
+    def tail() -> str:
+        return log.read_text(errors="replace")[-4000:]
 
     def answers() -> bool:
         if process.poll() is not None:
-            tail = log.read_text()[-2000:]
-            raise AssertionError(f"the server exited ({process.returncode}):\n{tail}")
-        return ca.exists() and healthy(url, ca)
+            raise AssertionError(f"the server exited ({process.returncode}):\n{tail()}")
+        try:
+            return ca.exists() and healthy(url, ca)
+        except ssl.SSLError:  # root.crt is being written
+            return False
 
-    wait_until(answers, "the server to answer", seconds)
+    try:
+        wait_until(answers, "the server to answer", seconds)
+    except AssertionError as exc:
+        if process.poll() is not None:
+            raise
+        raise AssertionError(f"{exc} within {seconds:g} s:\n{tail()}") from None
 
 
 def trusting(ca: Path) -> ssl.SSLContext:

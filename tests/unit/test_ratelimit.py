@@ -133,6 +133,13 @@ def test_refusals_of_unguessable_evidence_are_counted_after_the_fact() -> None:
     assert limiter.refused(refusal_keys("10.0.0.1")) is None
 
 
+def hold(stack: ExitStack, limiter: AttemptLimiter, count: int, source: str) -> None:
+    """``count`` attempts from ``source`` in progress until ``stack`` closes (each at
+    a device of its own, ``oob-secret:meter-0`` on)."""
+    for n in range(count):
+        stack.enter_context(limiter.attempt(guessable_keys(f"oob-secret:meter-{n}", source)))
+
+
 def test_attempts_in_progress_fill_an_address_and_are_told_apart_from_failures() -> None:
     """An address may have 30 attempts at guessable credentials in progress at once
     (its ``source`` rule, in flight counted, decision 0011): the 31st waits a moment,
@@ -141,10 +148,7 @@ def test_attempts_in_progress_fill_an_address_and_are_told_apart_from_failures()
     clock = Clock()
     limiter = AttemptLimiter(clock.now)
     with ExitStack() as in_progress:
-        for n in range(30):
-            in_progress.enter_context(
-                limiter.attempt(guessable_keys(f"oob-secret:meter-{n}", "10.0.0.1"))
-            )
+        hold(in_progress, limiter, 30, "10.0.0.1")
         with pytest.raises(TooManyAttempts, match="in progress") as crowded:
             fail(limiter, "oob-secret:meter-30", "10.0.0.1")
         assert crowded.value.retry_after == 2  # no failure to age out: soon
@@ -160,10 +164,7 @@ def test_attempts_in_progress_fill_an_address_and_are_told_apart_from_failures()
         fail(limiter, f"oob-secret:wrong-{n}", "10.0.0.4")
     clock.advance(10)
     with ExitStack() as in_progress:
-        for n in range(25):
-            in_progress.enter_context(
-                limiter.attempt(guessable_keys(f"oob-secret:meter-{n}", "10.0.0.4"))
-            )
+        hold(in_progress, limiter, 25, "10.0.0.4")
         with pytest.raises(TooManyAttempts, match="failed attempts") as mixed:
             fail(limiter, "oob-secret:meter-25", "10.0.0.4")
         assert 50 <= mixed.value.retry_after <= 51
