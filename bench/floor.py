@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -136,9 +137,8 @@ def primitives(quick: bool = False) -> dict[str, float]:
         assert request.is_signature_valid
 
     def jws_verify() -> None:
-        x509.load_der_x509_certificate(leaf_der).public_key().verify(
-            signature, data, ec.ECDSA(hashes.SHA256())
-        )
+        key = cast(ec.EllipticCurvePublicKey, x509.load_der_x509_certificate(leaf_der).public_key())
+        key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
 
     def chain_verify() -> None:
         verifier.verify(leaf, [line])
@@ -149,7 +149,7 @@ def primitives(quick: bool = False) -> dict[str, float]:
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "floor-device")]))
             .issuer_name(issuing.subject)
-            .public_key(csr.public_key())  # type: ignore[arg-type]
+            .public_key(csr.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now)
             .not_valid_after(now + timedelta(days=90))
@@ -162,7 +162,7 @@ def primitives(quick: bool = False) -> dict[str, float]:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(issuing_key.public_key()),
                 False,
             )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), False)  # type: ignore[arg-type]
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), False)
             .sign(issuing_key, hashes.SHA256())
             .public_bytes(serialization.Encoding.DER)
         )
@@ -177,10 +177,10 @@ def primitives(quick: bool = False) -> dict[str, float]:
         public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
 
     def tls_chain_verify() -> None:
-        line.public_key().verify(  # type: ignore[union-attr, call-arg]
+        cast(ec.EllipticCurvePublicKey, line.public_key()).verify(
             leaf.signature, leaf.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256())
         )
-        root.public_key().verify(  # type: ignore[union-attr, call-arg]
+        cast(ec.EllipticCurvePublicKey, root.public_key()).verify(
             line.signature, line.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256())
         )
 

@@ -34,7 +34,7 @@ import ssl
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -173,18 +173,19 @@ def build_requests(job: dict[str, Any]) -> list[Request]:
         csrs = json.loads(Path(job["csr_file"]).read_text())[:count]
         for pem in csrs:
             if kind == "csr-imprint":
-                body = {"csr": pem, "profile": "device"}
-                requests.append(Request("/api/v1/certificates", json.dumps(body).encode()))
+                fields = {"csr": pem, "profile": "device"}
+                requests.append(Request("/api/v1/certificates", json.dumps(fields).encode()))
             elif kind == "csr-ceiling":
                 requests.append(Request("/sign", json.dumps({"csr": pem}).encode()))
             else:
-                body = {"certificate_request": pem}
-                requests.append(Request("/api/v1/cfssl/sign", json.dumps(body).encode()))
+                fields = {"certificate_request": pem}
+                requests.append(Request("/api/v1/cfssl/sign", json.dumps(fields).encode()))
         return requests
     if kind.startswith("x509"):
         issuer = x509.load_pem_x509_certificate(job["line_cert"].encode())
-        issuer_key = serialization.load_pem_private_key(job["line_key"].encode(), None)
-        assert isinstance(issuer_key, ec.EllipticCurvePrivateKey)
+        loaded = serialization.load_pem_private_key(job["line_key"].encode(), None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        issuer_key = loaded
     workdir = Path(tempfile.mkdtemp(prefix="imprint-bench-load-"))
     for index in range(count):
         device_id = f"{prefix}-{index:07d}"
@@ -443,7 +444,7 @@ def main() -> None:
     try:
         import uvloop
 
-        run = uvloop.run
+        run: Callable[..., Any] = uvloop.run
     except ImportError:
         run = asyncio.run
     before = os.times()

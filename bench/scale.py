@@ -125,7 +125,7 @@ def seed_devices(
             url = server.database_url.replace("postgresql+psycopg", "postgresql")
             with psycopg.connect(url) as conn:
                 for statement in _postgres_statements(enrollment_id, issuer):
-                    conn.execute(statement, {"first": low, "last": high})  # type: ignore[arg-type]
+                    conn.execute(statement, {"first": low, "last": high})
     if not server.database_url.startswith("sqlite"):
         import psycopg
 
