@@ -5,8 +5,8 @@
    load generator (:mod:`bench.load`) in its own process and the server's CPU read
    from ``/proc``;
 3. CSR signing: imprint's ``POST /api/v1/certificates``, the minimal Python signer
-   (:mod:`bench.ceiling`) and ``cfssl serve`` in the same minutes, with the same CSRs
-   and the same load generator;
+   (:mod:`bench.ceiling`) and ``cfssl serve`` (without and with its certificate
+   database) in the same minutes, with the same CSRs and the same load generator;
 4. scale: the x509 rate with 10k against 1M devices stored; a 1M-secret import;
 5. nodes: the x509 (signed) rate with 1, 2 and 3 nodes on PostgreSQL behind HAProxy
    (:mod:`bench.cluster`);
@@ -491,16 +491,19 @@ def _csr_job(kind: str, plan: Plan, concurrency: int, port: int, ca_file: Path,
 
 def bench_csr(plan: Plan, workdir: Path, floors: dict[str, float], csr_file: Path,
               results: dict[str, Any], target: Target) -> None:  # fmt: skip
-    """CSR signing by imprint's admin API, the minimal Python signer and cfssl, one
-    after the other at each concurrency, in one section (the same minutes)."""
+    """CSR signing by imprint's admin API, the minimal Python signer and cfssl (without
+    and with its certificate database), one after the other at each concurrency, in one
+    section (the same minutes)."""
     ceiling = Ceiling(workdir)
     ceiling.start()
-    cfssl = Cfssl(workdir) if Cfssl.available() else None
-    if cfssl is None:
+    peers: list[Cfssl] = []
+    if not Cfssl.available():
         say("cfssl is not installed (apt-get install golang-cfssl): skipping the peer")
         results["cfssl"] = None
     else:
-        cfssl.start()
+        peers = [Cfssl(workdir), Cfssl(workdir, record=True)]
+        for peer in peers:
+            peer.start()
         results["cfssl"] = {"version": Cfssl.version()}
     server = target.server
 
@@ -517,22 +520,26 @@ def bench_csr(plan: Plan, workdir: Path, floors: dict[str, float], csr_file: Pat
                            csr_file)  # fmt: skip
             rows.append(_row("csr-sign", "sqlite", "csr-ceiling", job,
                              run_load(job, ceiling.pid), floors["csr-sign"]))  # fmt: skip
-            if cfssl is not None:
-                job = _csr_job("csr-cfssl", plan, concurrency, cfssl.port, cfssl.ca_file,
+            for peer in peers:
+                # The backend column tells them apart: "none" keeps no record.
+                job = _csr_job("csr-cfssl", plan, concurrency, peer.port, peer.ca_file,
                                csr_file)  # fmt: skip
-                rows.append(_row("csr-sign", "none", "csr-cfssl", job,
-                                 run_load(job, cfssl.pid), floors["csr-sign"]))  # fmt: skip
+                rows.append(_row("csr-sign", "sqlite" if peer.record else "none", "csr-cfssl",
+                                 job, run_load(job, peer.pid), floors["csr-sign"]))  # fmt: skip
         return rows
 
     try:
         section("csr-sign", plan, results, measure)
         results["ceiling_memory"] = memory(ceiling.pid)
-        if cfssl is not None:
-            results["cfssl"]["memory"] = memory(cfssl.pid)
+        for peer in peers:
+            if peer.record:
+                results["cfssl"]["recorded"] = peer.recorded()
+            else:
+                results["cfssl"]["memory"] = memory(peer.pid)
     finally:
         ceiling.stop()
-        if cfssl is not None:
-            cfssl.stop()
+        for peer in peers:
+            peer.stop()
 
 
 def main() -> None:

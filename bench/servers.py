@@ -3,7 +3,8 @@
 * :class:`ImprintServer`: ``imprint serve`` on SQLite or PostgreSQL;
 * :class:`Postgres`: a throw-away PostgreSQL cluster (fsync on, as in production),
   started as the ``postgres`` user when we are root, like the test suite does;
-* :class:`Cfssl`: ``cfssl serve`` signing with its own P-256 CA, over TLS;
+* :class:`Cfssl`: ``cfssl serve`` signing with its own P-256 CA, over TLS, with or
+  without its certificate database (``-db-config``, SQLite);
 * :class:`Ceiling`: the minimal Python signer of :mod:`bench.ceiling`, over TLS.
 
 :func:`cpu_seconds` and :func:`memory` read a process's counters from ``/proc``.
@@ -12,10 +13,12 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -297,13 +300,34 @@ class Postgres:
         shutil.rmtree(self._workdir, ignore_errors=True)
 
 
+# cfssl's certificate database on SQLite: the tables of its certdb migration for this
+# version (the INSERT in the binary names these eight columns of ``certificates``).
+CFSSL_TABLES = """
+CREATE TABLE certificates (
+  serial_number blob NOT NULL, authority_key_identifier blob NOT NULL, ca_label blob,
+  status blob NOT NULL, reason int, expiry timestamp, revoked_at timestamp, pem blob NOT NULL,
+  PRIMARY KEY (serial_number, authority_key_identifier));
+CREATE TABLE ocsp_responses (
+  serial_number blob NOT NULL, authority_key_identifier blob NOT NULL, body blob NOT NULL,
+  expiry timestamp, PRIMARY KEY (serial_number, authority_key_identifier));
+"""
+
+
 @dataclass
 class Cfssl:
-    """``cfssl serve`` over TLS, signing CSRs with a P-256 CA of its own."""
+    """``cfssl serve`` over TLS, signing CSRs with a P-256 CA of its own.
+
+    With ``record``, it keeps each certificate it signs in its certificate database
+    (``-db-config``): SQLite in WAL mode with ``synchronous=NORMAL``, as imprint's own,
+    so that the comparison is like for like (imprint records each certificate too).
+    cfssl writes the row after signing, in one statement and one commit.
+    """
 
     workdir: Path
+    record: bool = False
     port: int = 0
     pid: int = 0
+    database: Path | None = None
     _process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -316,7 +340,7 @@ class Cfssl:
         return " ".join(result.stdout.split())
 
     def start(self) -> None:
-        directory = self.workdir / "cfssl"
+        directory = self.workdir / ("cfssl-db" if self.record else "cfssl")
         directory.mkdir(parents=True, exist_ok=True)
         now = datetime.now(UTC)
         key = ec.generate_private_key(ec.SECP256R1())
@@ -367,6 +391,16 @@ class Cfssl:
             '{"signing": {"default": {"expiry": "2160h",'
             ' "usages": ["digital signature", "client auth"]}}}'
         )
+        database: list[str] = []
+        if self.record:
+            self.database = directory / "certs.db"
+            with sqlite3.connect(self.database) as connection:
+                connection.executescript(CFSSL_TABLES)
+            source = f"file:{self.database}?_journal_mode=WAL&_synchronous=NORMAL"
+            (directory / "db.json").write_text(
+                json.dumps({"driver": "sqlite3", "data_source": source + "&_busy_timeout=5000"})
+            )
+            database = ["-db-config", "db.json"]
         self.port = free_port()
         log = (directory / "server.log").open("ab")
         self._process = subprocess.Popen(
@@ -374,6 +408,7 @@ class Cfssl:
                 "cfssl", "serve", "-address", "127.0.0.1", "-port", str(self.port),
                 "-ca", "ca.pem", "-ca-key", "ca-key.pem", "-config", "config.json",
                 "-tls-cert", "tls.pem", "-tls-key", "tls-key.pem", "-loglevel", "3",
+                *database,
             ],
             cwd=directory,
             stdout=log,
@@ -383,6 +418,14 @@ class Cfssl:
         self.ca_file = directory / "ca.pem"
         context = ssl.create_default_context(cafile=str(self.ca_file))
         _wait_for(f"https://127.0.0.1:{self.port}/api/v1/cfssl/health", context, self._process)
+
+    def recorded(self) -> int | None:
+        """How many certificates the database holds (None without one)."""
+        if self.database is None:
+            return None
+        with sqlite3.connect(self.database) as connection:
+            (count,) = connection.execute("SELECT count(*) FROM certificates").fetchone()
+        return int(count)
 
     def stop(self) -> None:
         if self._process is not None:
