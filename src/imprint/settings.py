@@ -152,7 +152,10 @@ class ServerSettings(_Section):
     )
     client_cert_header: str = Field(
         default="X-Client-Cert",
-        description="Header carrying the URL-encoded PEM client certificate from a trusted proxy",
+        description=(
+            "Header carrying the client certificate from a trusted proxy: PEM (URL-encoded"
+            " or not) or base64 DER"
+        ),
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_upload_bytes: int = Field(

@@ -28,7 +28,8 @@ import imprint.server
 from imprint.attestation.jws import provision_payload, sign_compact
 from imprint.runtime import open_runtime
 from imprint.server import build_server
-from tests.integration.conftest import Service, with_orgs, write_credentials
+from imprint.settings import Settings
+from tests.integration.conftest import Service, start_service, with_orgs, write_credentials
 
 
 @pytest.fixture
@@ -554,6 +555,36 @@ def test_expired_idevid_needs_the_enrollments_opt_in(service: Service, acme: Man
     # Naming the strict enrollment still refuses it.
     body = {**signed_body(service, leaf, key, chain), "enrollment_id": strict["id"]}
     refused(service, body, "certificate_expired")
+
+
+@pytest.fixture
+def proxied(settings: Settings, tmp_path: Path) -> Iterator[Service]:
+    """The server behind a TLS-terminating proxy on 127.0.0.1 (``server.trusted_proxies``)."""
+    server = settings.server.model_copy(update={"trusted_proxies": ["127.0.0.1/32"]})
+    for service in start_service(settings.model_copy(update={"server": server}), tmp_path):
+        yield with_orgs(service, "acme")
+
+
+def test_a_proxy_forwards_a_manufacturer_certificate_judged_as_on_the_connection(
+    proxied: Service, acme: Manufacturer
+) -> None:
+    """Acme's root has no key usage (as openssl makes them) and this IDevID has expired,
+    which its enrollment accepts: on imprint's own connection it registers, and
+    forwarded by the proxy (the leaf alone, base64 DER) it must too."""
+    enroll(proxied, acme.chain(), accept_expired=True)
+    leaf, _key = acme.line.idevid(
+        "old-meter-proxied", valid=(NOW - timedelta(days=300), NOW - timedelta(days=2))
+    )
+    forwarded = {
+        "X-Client-Cert": base64.b64encode(leaf.public_bytes(serialization.Encoding.DER)).decode()
+    }
+    _csr, csr_pem = make_csr()
+    with proxied.client() as proxy:
+        response = proxy.post(
+            "/api/v1/provision", json={"mechanism": "x509", "csr": csr_pem}, headers=forwarded
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["device_id"] == "old-meter-proxied"
 
 
 def test_revoked_by_an_uploaded_manufacturer_crl(service: Service, acme: Manufacturer) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import ipaddress
 from collections.abc import Callable
@@ -51,8 +53,8 @@ class PresentedCertificate:
     """A client certificate that passed the application's gate (see :func:`peer_certificate`).
 
     ``certificate`` is the leaf; ``intermediates`` what the client sent with it (in its
-    order); ``path`` the path from the leaf to the CA imprint knows that it leads to,
-    leaf first (empty for a proxied certificate, which the proxy verified).
+    order; none for a proxied certificate, which comes alone); ``path`` the path from
+    the leaf to the CA imprint knows that it leads to, leaf first.
     """
 
     certificate: x509.Certificate
@@ -81,9 +83,27 @@ def _from_tls(request: Request) -> PresentedChain | None:
         raise InvalidValue("the client certificate chain cannot be parsed") from None
 
 
-def _from_trusted_proxy(request: Request, runtime: Runtime) -> x509.Certificate | None:
-    """A certificate forwarded by a configured proxy, checked against the same CAs as
-    the TLS handshake (``runtime.client_trust``)."""
+def forwarded_certificate(header: str) -> x509.Certificate:
+    """The client certificate in a proxy's header: PEM, URL-encoded or not (nginx's
+    ``$ssl_client_escaped_cert``, an AWS load balancer's), or the DER certificate in
+    base64 without PEM's lines (HAProxy's ``%[ssl_c_der,base64]``; Traefik's, URL-encoded).
+
+    Raises:
+        InvalidValue: the header holds no certificate in any of these forms.
+    """
+    text = unquote(header).strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            return x509.load_pem_x509_certificate(text.encode("ascii"))
+        return x509.load_der_x509_certificate(base64.b64decode(text, validate=True))
+    except (ValueError, UnicodeEncodeError, binascii.Error):
+        raise InvalidValue("the forwarded client certificate cannot be parsed") from None
+
+
+def _from_trusted_proxy(request: Request, runtime: Runtime) -> PresentedChain | None:
+    """The certificate a configured proxy forwarded in ``server.client_cert_header``
+    (alone: a proxy forwards the leaf, not the intermediates the client sent it); None
+    without one, and for a header from any other address."""
     server = runtime.settings.server
     header = request.headers.get(server.client_cert_header)
     if not header or not server.trusted_proxies or request.client is None:
@@ -94,22 +114,20 @@ def _from_trusted_proxy(request: Request, runtime: Runtime) -> x509.Certificate 
         return None
     if not any(peer in ipaddress.ip_network(net, strict=False) for net in server.trusted_proxies):
         return None  # a forwarded certificate from anyone else is ignored
-    try:
-        certificate = x509.load_pem_x509_certificate(unquote(header).encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
-        raise InvalidValue("the forwarded client certificate cannot be parsed") from None
+    return PresentedChain(forwarded_certificate(header))
+
+
+def _known_path(chain: PresentedChain, runtime: Runtime) -> tuple[x509.Certificate, ...]:
+    """The path from ``chain`` to a CA imprint knows (:func:`check_presented`)."""
     trust = runtime.client_trust
     try:
-        verify_client_certificate(
-            certificate, trust.intermediates(), trust.roots(), at=runtime.clock.now()
-        )
-    except ChainInvalid:
-        if not runtime.client_trust_caught_up():  # as for a chain on the connection
+        return check_presented(chain, trust.certificates(), seen=trust.seen)
+    except (IssuerUnknown, ChainIncomplete):
+        # Its CA may have been added since the client CAs were last loaded (through
+        # another worker a moment ago): judge the chain again once they are reloaded.
+        if not runtime.client_trust_caught_up():
             raise
-        verify_client_certificate(
-            certificate, trust.intermediates(), trust.roots(), at=runtime.clock.now()
-        )
-    return certificate
+        return check_presented(chain, trust.certificates(), seen=trust.seen)
 
 
 def peer_certificate(request: Request) -> PresentedCertificate | None:
@@ -123,39 +141,26 @@ def peer_certificate(request: Request) -> PresentedCertificate | None:
     are the consumer's to check); :func:`client_certificate` is the identity.
 
     A certificate on the TLS connection itself wins; otherwise one forwarded in the
-    configured header is used, only from a configured proxy address and only if it
-    verifies against the same CAs. A refusal is logged and counted by the problem
-    handler (:mod:`imprint.api.refusals`).
+    configured header is used, only from a configured proxy address, and judged the
+    same way (alone: the CA that issued it must be one imprint knows). A refusal is
+    logged and counted by the problem handler (:mod:`imprint.api.refusals`).
 
     Raises:
-        SelfSigned, EkuMissing, IssuerUnknown, ChainIncomplete: the TLS chain is refused.
-        ChainInvalid: a trusted proxy forwarded a certificate no known CA issued.
+        SelfSigned, EkuMissing, IssuerUnknown, ChainIncomplete: the chain is refused.
         InvalidValue: a certificate cannot be parsed.
     """
     if hasattr(request.state, "peer_certificate"):
         known: PresentedCertificate | None = request.state.peer_certificate
         return known
     runtime = runtime_of(request)
+    presented: PresentedCertificate | None = None
     direct = _from_tls(request)
-    if direct is not None:
-        request.state.client_leaf = direct.leaf
-        trust = runtime.client_trust
-        try:
-            path = check_presented(direct, trust.certificates(), seen=trust.seen)
-        except (IssuerUnknown, ChainIncomplete):
-            # Its CA may have been added since the client CAs were last loaded (through
-            # another worker a moment ago): judge the chain again once they are reloaded.
-            if not runtime.client_trust_caught_up():
-                raise
-            path = check_presented(direct, trust.certificates(), seen=trust.seen)
-        presented: PresentedCertificate | None = PresentedCertificate(
-            direct.leaf, "tls", direct.intermediates, path
-        )
-    else:
-        forwarded = _from_trusted_proxy(request, runtime)
-        if forwarded is not None:
-            request.state.client_leaf = forwarded
-        presented = _proxied(forwarded)
+    chain = direct if direct is not None else _from_trusted_proxy(request, runtime)
+    if chain is not None:
+        request.state.client_leaf = chain.leaf
+        path = _known_path(chain, runtime)
+        source: Literal["tls", "proxy"] = "tls" if direct is not None else "proxy"
+        presented = PresentedCertificate(chain.leaf, source, chain.intermediates, path)
     request.state.peer_certificate = presented
     return presented
 
@@ -188,9 +193,8 @@ def client_certificate(request: Request) -> PresentedCertificate | None:
     Raises:
         CertificateRevoked: the certificate is one of ours and revoked.
         CertificateExpired: the certificate is one of ours and not valid now.
-        SelfSigned, EkuMissing, IssuerUnknown, ChainIncomplete: the TLS chain is refused
+        SelfSigned, EkuMissing, IssuerUnknown, ChainIncomplete: the chain is refused
             (:func:`peer_certificate`).
-        ChainInvalid: a trusted proxy forwarded a certificate no known CA issued.
     """
     runtime = runtime_of(request)
     presented = peer_certificate(request)
@@ -212,10 +216,6 @@ def client_certificate(request: Request) -> PresentedCertificate | None:
             f"to {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not now"
         )
     return presented
-
-
-def _proxied(certificate: x509.Certificate | None) -> PresentedCertificate | None:
-    return PresentedCertificate(certificate, "proxy") if certificate is not None else None
 
 
 #: Declares ``Authorization: Bearer`` in the OpenAPI document (an operation's

@@ -28,7 +28,6 @@ CERTIFICATE_REFUSALS = frozenset(
         "eku_missing",
         "issuer_unknown",
         "chain_incomplete",
-        "chain_invalid",
         "certificate_expired",
         "certificate_revoked",
         "certificate_denied",

@@ -1,0 +1,232 @@
+"""A real HAProxy terminating TLS in front of a real ``imprint serve`` (``tls: false``):
+HAProxy verifies the client's certificate and forwards it in ``X-Client-Cert`` as base64
+DER (``%[ssl_c_der,base64]``), and imprint takes the header only from the proxy's
+address (``server.trusted_proxies``), as docs/configuration.md sets it up."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.conftest import free_port
+from tests.e2e.conftest import IMPRINT, clean_env, stop, wait_until, wait_until_serving
+from tests.integration.test_x509_attestation import Manufacturer
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("haproxy") is None, reason="needs haproxy (apt-get install haproxy)"
+)
+
+# The front end's three lines that matter: verify the client's certificate when there is
+# one, drop whatever X-Client-Cert the client sent, and forward the verified one.
+HAPROXY_CONFIG = """\
+global
+    maxconn 200
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend devices
+    bind 127.0.0.1:{port} ssl crt {crt} ca-file {clients} verify optional
+    http-request del-header X-Client-Cert
+    http-request set-header X-Client-Cert %[ssl_c_der,base64] if {{ ssl_c_used }}
+    default_backend imprint
+backend imprint
+    server imprint 127.0.0.1:{backend}
+"""
+
+
+@dataclass
+class Proxied:
+    url: str  # HAProxy's https address
+    direct: str  # imprint's own plain-HTTP address
+    root: Path
+    token: str
+    workdir: Path
+
+
+def _key_and_csr(name: str) -> tuple[ec.EllipticCurvePrivateKey, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    )
+    csr = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+    return key, csr
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | Any) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _pem(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def acme() -> Manufacturer:
+    return Manufacturer.create("Acme")
+
+
+@pytest.fixture
+def proxied(tmp_path: Path, acme: Manufacturer) -> Iterator[Proxied]:
+    backend, front = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    env = clean_env(
+        tmp_path / "data",
+        IMPRINT_SERVER__PORT=str(backend),
+        IMPRINT_SERVER__TLS="false",
+        IMPRINT_SERVER__PUBLIC_URL=f"https://127.0.0.1:{front}",
+        IMPRINT_SERVER__TRUSTED_PROXIES='["127.0.0.1"]',
+        IMPRINT_CA__PASSPHRASE="proxy-passphrase",
+    )
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(IMPRINT), "serve"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+    haproxy: subprocess.Popen[str] | None = None
+    direct = f"http://127.0.0.1:{backend}"
+    root = tmp_path / "data" / "ca" / "root.crt"
+    try:
+        wait_until_serving(server, direct, root, log, 90)
+        token = (tmp_path / "data" / "admin-token").read_text().strip()
+        admin = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=direct, headers=admin, timeout=30) as client:
+            # The proxy's own certificate comes from imprint, as the docs suggest.
+            key, csr = _key_and_csr("proxy")
+            issued = client.post(
+                "/api/v1/certificates",
+                json={"csr": csr, "profile": "server", "sans": ["127.0.0.1"]},
+            )
+            assert issued.status_code == 201, issued.text
+            made = client.post("/api/v1/orgs", json={"id": "acme", "name": "Acme"})
+            assert made.status_code == 201, made.text
+            enrollment = {
+                "mechanism": "x509", "owner": "acme",
+                "x509": {"certificate_chain": acme.chain()},
+            }  # fmt: skip
+            enrolled = client.post("/api/v1/enrollments", json=enrollment)
+            assert enrolled.status_code == 201, enrolled.text
+        crt = tmp_path / "proxy.pem"
+        crt.write_text(issued.json()["chain"] + _key_pem(key))
+        # Whom HAProxy lets present a certificate: imprint's CA and the manufacturer's.
+        clients = tmp_path / "clients.pem"
+        clients.write_text((tmp_path / "data" / "ca" / "chain.crt").read_text() + _pem(acme.root))
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(
+            HAPROXY_CONFIG.format(port=front, crt=crt, clients=clients, backend=backend)
+        )
+        with (tmp_path / "haproxy.log").open("w") as out:
+            haproxy = subprocess.Popen(
+                ["haproxy", "-db", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+        wait_until(lambda: haproxy.poll() is None and _answers(front), "HAProxy", 30)
+        yield Proxied(f"https://127.0.0.1:{front}", direct, root, token, tmp_path)
+    finally:
+        if haproxy is not None:
+            stop(haproxy, signal.SIGTERM, 10)
+        stop(server, signal.SIGTERM, 30)
+
+
+def _client(proxied: Proxied, chain: str | None = None, key: str | None = None) -> httpx.Client:
+    """An HTTPS client of HAProxy, trusting imprint's root; with ``chain`` and ``key``
+    (PEM), it presents them in the handshake."""
+    context = ssl.create_default_context(cafile=str(proxied.root))
+    if chain is not None and key is not None:
+        (proxied.workdir / "client.pem").write_text(chain)
+        (proxied.workdir / "client-key.pem").write_text(key)
+        context.load_cert_chain(proxied.workdir / "client.pem", proxied.workdir / "client-key.pem")
+    return httpx.Client(base_url=proxied.url, verify=context, timeout=30)
+
+
+def test_a_device_registers_with_its_manufacturer_certificate_through_haproxy(
+    proxied: Proxied, acme: Manufacturer
+) -> None:
+    leaf, leaf_key = acme.line.idevid("meter-42")
+    _key, csr = _key_and_csr("ignored")
+    factory = _pem(leaf) + _pem(acme.line.certificate)
+    with _client(proxied, factory, _key_pem(leaf_key)) as device:
+        response = device.post("/api/v1/provision", json={"mechanism": "x509", "csr": csr})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["device_id"] == "meter-42"
+    issued = x509.load_pem_x509_certificate(body["bundle"]["certificate"].encode())
+    assert issued.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "meter-42"
+    # Its CRL's address is the proxy's, where devices reach imprint (server.public_url).
+    points = issued.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert points[0].full_name[0].value.startswith(proxied.url + "/")
+
+
+def test_an_issued_certificate_is_an_identity_through_haproxy(proxied: Proxied) -> None:
+    key, csr = _key_and_csr("sensor-7")
+    admin = {"Authorization": f"Bearer {proxied.token}"}
+    with httpx.Client(base_url=proxied.direct, headers=admin, timeout=30) as client:
+        issued = client.post("/api/v1/certificates", json={"csr": csr})
+    assert issued.status_code == 201, issued.text
+    with _client(proxied, issued.json()["chain"], _key_pem(key)) as sensor:
+        seen = sensor.get("/api/v1/whoami").json()["client_certificate"]
+    assert seen["subject"] == "CN=sensor-7"
+    assert seen["source"] == "proxy"
+    assert seen["serial"] == issued.json()["serial"]
+
+
+def test_a_client_cannot_send_its_own_certificate_header_through_haproxy(
+    proxied: Proxied,
+) -> None:
+    _key, csr = _key_and_csr("someone-else")
+    admin = {"Authorization": f"Bearer {proxied.token}"}
+    with httpx.Client(base_url=proxied.direct, headers=admin, timeout=30) as client:
+        issued = client.post("/api/v1/certificates", json={"csr": csr})
+    assert issued.status_code == 201, issued.text
+    der = x509.load_pem_x509_certificate(issued.json()["certificate"].encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    smuggled = {"X-Client-Cert": base64.b64encode(der).decode()}
+    with _client(proxied) as anonymous:
+        seen = anonymous.get("/api/v1/whoami", headers=smuggled).json()
+    assert seen["client_certificate"] is None  # HAProxy dropped the header
+    with _client(proxied) as anonymous:
+        refused = anonymous.post("/api/v1/renew", json={"csr": csr}, headers=smuggled)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "evidence_missing"  # no certificate was seen
+
+
+def test_a_manufacturer_certificate_haproxy_does_not_know_never_reaches_imprint(
+    proxied: Proxied,
+) -> None:
+    stranger = Manufacturer.create("Globex")
+    leaf, leaf_key = stranger.line.idevid("intruder-1")
+    factory = _pem(leaf) + _pem(stranger.line.certificate)
+    with (
+        pytest.raises(httpx.TransportError, match="unknown ca"),  # HAProxy's TLS alert
+        _client(proxied, factory, _key_pem(leaf_key)) as device,
+    ):
+        device.get("/api/v1/whoami")
