@@ -10,16 +10,20 @@ serving TLS itself, one with ``server.tls: false`` behind HAProxy (HTTP mode; TL
 client's certificate forwarded as base64 DER, as docs/configuration.md sets it up;
 connections to imprint kept and reused). The same load generator, one after the other,
 ``rounds`` times. Prints the rate and the CPU a registration of imprint, HAProxy and
-the load generator; not part of ``make bench`` (bench/README.md has the figures).
+the load generator, and writes them to ``bench/results/<date>-<host>-proxy-<time>.json``
+with the load average; not part of ``make bench`` (bench/README.md has the figures).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bench.run import Manufacturer, Target, run_load, say
+from bench import machine
+from bench.run import RESULTS, Manufacturer, Target, run_load, say
 from bench.servers import ImprintServer, cpu_seconds, free_port
 from imprint.server import TRUST_REFRESH_SECONDS
 
@@ -128,13 +133,23 @@ def main() -> None:
             haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=log,
                                        stderr=subprocess.STDOUT)  # fmt: skip
         time.sleep(TRUST_REFRESH_SECONDS + 1)  # every worker admits the enrollments' CAs
+        rows = []
         for _ in range(rounds):
             for label, target, port, pids in (
                 ("direct", targets[0], direct.port, [direct.pid]),
                 ("haproxy", targets[1], front, [behind.pid, haproxy.pid]),
             ):
+                start = os.getloadavg()[0]
                 found = _measure(target, port, pids, concurrency, count)
+                rows.append({"path": label, "concurrency": concurrency, **found,
+                             "load_start": round(start, 2),
+                             "load_end": round(os.getloadavg()[0], 2)})  # fmt: skip
                 say(f"{label:8s} c{concurrency} " + " ".join(f"{k} {v}" for k, v in found.items()))
+        started = datetime.now(UTC)
+        RESULTS.mkdir(exist_ok=True)
+        stem = f"{started:%Y-%m-%d}-{machine.describe()['host']}-proxy-{started:%H%M}"
+        (RESULTS / f"{stem}.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        say(f"wrote bench/results/{stem}.json")
     finally:
         if haproxy is not None:
             haproxy.terminate()

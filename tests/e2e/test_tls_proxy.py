@@ -13,6 +13,7 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ pytestmark = pytest.mark.skipif(
     shutil.which("haproxy") is None, reason="needs haproxy (apt-get install haproxy)"
 )
 
-# The front end's three lines that matter: verify the client's certificate when there is
-# one, drop whatever X-Client-Cert the client sent, and forward the verified one.
+# The front end's lines that matter: verify the client's certificate when there is one
+# (but let an expired one through: imprint decides, as on its own connection, whether
+# expiry matters: an enrollment with accept_expired, a renewal in its grace period),
+# drop whatever X-Client-Cert the client sent, and forward the verified one.
 HAPROXY_CONFIG = """\
 global
     maxconn 200
@@ -42,7 +45,7 @@ defaults
     timeout client 30s
     timeout server 30s
 frontend devices
-    bind 127.0.0.1:{port} ssl crt {crt} ca-file {clients} verify optional
+    bind 127.0.0.1:{port} ssl crt {crt} ca-file {clients} verify optional crt-ignore-err 10
     http-request del-header X-Client-Cert
     http-request set-header X-Client-Cert %[ssl_c_der,base64] if {{ ssl_c_used }}
     default_backend imprint
@@ -130,7 +133,7 @@ def proxied(tmp_path: Path, acme: Manufacturer) -> Iterator[Proxied]:
             assert made.status_code == 201, made.text
             enrollment = {
                 "mechanism": "x509", "owner": "acme",
-                "x509": {"certificate_chain": acme.chain()},
+                "x509": {"certificate_chain": acme.chain(), "accept_expired": True},
             }  # fmt: skip
             enrolled = client.post("/api/v1/enrollments", json=enrollment)
             assert enrolled.status_code == 201, enrolled.text
@@ -183,6 +186,21 @@ def test_a_device_registers_with_its_manufacturer_certificate_through_haproxy(
     # Its CRL's address is the proxy's, where devices reach imprint (server.public_url).
     points = issued.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     assert points[0].full_name[0].value.startswith(proxied.url + "/")
+
+
+def test_an_expired_manufacturer_certificate_its_enrollment_accepts_gets_through(
+    proxied: Proxied, acme: Manufacturer
+) -> None:
+    now = datetime.now(UTC)
+    leaf, leaf_key = acme.line.idevid(
+        "meter-old", valid=(now - timedelta(days=900), now - timedelta(days=5))
+    )
+    _key, csr = _key_and_csr("ignored")
+    factory = _pem(leaf) + _pem(acme.line.certificate)
+    with _client(proxied, factory, _key_pem(leaf_key)) as device:
+        response = device.post("/api/v1/provision", json={"mechanism": "x509", "csr": csr})
+    assert response.status_code == 200, response.text
+    assert response.json()["device_id"] == "meter-old"
 
 
 def test_an_issued_certificate_is_an_identity_through_haproxy(proxied: Proxied) -> None:

@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -140,22 +141,70 @@ def test_trusted_proxy_may_forward_a_client_certificate(proxied_service: Service
     assert body["client_certificate"]["source"] == "proxy"
 
 
+def _b64(der: bytes) -> str:
+    return base64.b64encode(der).decode()
+
+
 @pytest.mark.parametrize(
     "form",
     [
-        pytest.param(lambda der: base64.b64encode(der).decode(), id="base64-der-haproxy"),
-        pytest.param(lambda der: quote(base64.b64encode(der).decode(), safe=""), id="traefik"),
+        pytest.param(lambda chain: _b64(chain[0]), id="haproxy-leaf-base64-der"),
+        pytest.param(lambda chain: quote(",".join(map(_b64, chain)), safe=""), id="traefik-chain"),
+        pytest.param(
+            lambda chain: quote(
+                "".join(
+                    x509.load_der_x509_certificate(der)
+                    .public_bytes(serialization.Encoding.PEM)
+                    .decode()
+                    for der in chain
+                )
+            ),
+            id="alb-pem-chain",
+        ),
     ],
 )
-def test_trusted_proxy_may_forward_a_certificate_as_base64_der(
-    proxied_service: Service, form: Callable[[bytes], str]
+def test_trusted_proxy_may_forward_a_certificate_in_each_proxys_form(
+    proxied_service: Service, form: Callable[[list[bytes]], str]
 ) -> None:
-    cert, _key = proxied_service.device_credentials("behind-haproxy")
-    der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(serialization.Encoding.DER)
+    cert, _key = proxied_service.device_credentials("behind-proxy-form")
+    chain = [
+        c.public_bytes(serialization.Encoding.DER)
+        for c in x509.load_pem_x509_certificates(cert.read_bytes())
+    ]
+    assert len(chain) == 3  # the leaf, then imprint's issuing CA and root
     with proxied_service.client() as client:
-        body = client.get("/api/v1/whoami", headers={"X-Client-Cert": form(der)}).json()
-    assert body["client_certificate"]["subject"] == "CN=behind-haproxy"
+        body = client.get("/api/v1/whoami", headers={"X-Client-Cert": form(chain)}).json()
+    assert body["client_certificate"]["subject"] == "CN=behind-proxy-form"
     assert body["client_certificate"]["source"] == "proxy"
+
+
+def test_a_forwarded_certificate_of_ours_is_refused_when_revoked_or_expired(
+    proxied_service: Service,
+) -> None:
+    """The gate does not look at time or revocation, on the connection or from a proxy:
+    the identity does, the same for both."""
+    revoked, _key = proxied_service.device_credentials("forwarded-revoked")
+    leaf = x509.load_pem_x509_certificate(revoked.read_bytes())
+    proxied_service.runtime.authority.revoke(
+        format(leaf.serial_number, "x"), x509.ReasonFlags.key_compromise
+    )
+    expiring, _key = proxied_service.device_credentials("forwarded-expired")
+    with proxied_service.client() as client:
+        first = client.get("/api/v1/whoami", headers=_forwarded(revoked))
+        proxied_service.clock.advance(timedelta(days=400))  # past the device profile's year
+        second = client.get("/api/v1/whoami", headers=_forwarded(expiring))
+    assert (first.status_code, first.json()["code"]) == (403, "certificate_revoked")
+    assert (second.status_code, second.json()["code"]) == (403, "certificate_expired")
+
+
+def test_a_forwarded_leaf_whose_intermediate_nobody_knows_is_told_where_it_belongs(
+    proxied_service: Service, tmp_path: Path
+) -> None:
+    cert, _key = foreign_credentials(tmp_path, "forwarded-stranger")
+    with proxied_service.client() as client:
+        response = client.get("/api/v1/whoami", headers=_forwarded(cert))
+    assert response.status_code == 403
+    assert "forwarded by a proxy" in response.json()["detail"]
 
 
 def test_forwarded_certificate_from_an_untrusted_address_is_ignored(service: Service) -> None:

@@ -52,9 +52,10 @@ __all__ = [
 class PresentedCertificate:
     """A client certificate that passed the application's gate (see :func:`peer_certificate`).
 
-    ``certificate`` is the leaf; ``intermediates`` what the client sent with it (in its
-    order; none for a proxied certificate, which comes alone); ``path`` the path from
-    the leaf to the CA imprint knows that it leads to, leaf first.
+    ``certificate`` is the leaf; ``intermediates`` what the client sent with it, in its
+    order (from a proxy, what it forwarded after the leaf: HAProxy and nginx forward the
+    leaf alone); ``path`` the path from the leaf to the CA imprint knows that it leads
+    to, leaf first.
     """
 
     certificate: x509.Certificate
@@ -83,27 +84,34 @@ def _from_tls(request: Request) -> PresentedChain | None:
         raise InvalidValue("the client certificate chain cannot be parsed") from None
 
 
-def forwarded_certificate(header: str) -> x509.Certificate:
-    """The client certificate in a proxy's header: PEM, URL-encoded or not (nginx's
-    ``$ssl_client_escaped_cert``, an AWS load balancer's), or the DER certificate in
-    base64 without PEM's lines (HAProxy's ``%[ssl_c_der,base64]``; Traefik's, URL-encoded).
+def forwarded_chain(header: str) -> PresentedChain:
+    """The client certificate in a proxy's header, with the certificates forwarded after
+    it: PEM, URL-encoded or not (nginx's ``$ssl_client_escaped_cert``, the leaf; an AWS
+    load balancer's, the chain), or DER in base64 without PEM's lines, several separated
+    by commas (HAProxy's ``%[ssl_c_der,base64]``, the leaf; Traefik's, the chain,
+    URL-encoded). The leaf comes first.
 
     Raises:
-        InvalidValue: the header holds no certificate in any of these forms.
+        InvalidValue: the header holds no certificates in any of these forms.
     """
     text = unquote(header).strip()
     try:
         if text.startswith("-----BEGIN"):
-            return x509.load_pem_x509_certificate(text.encode("ascii"))
-        return x509.load_der_x509_certificate(base64.b64decode(text, validate=True))
+            certificates = x509.load_pem_x509_certificates(text.encode("ascii"))
+        else:
+            certificates = [
+                x509.load_der_x509_certificate(base64.b64decode(part.strip(), validate=True))
+                for part in text.split(",")
+            ]
     except (ValueError, UnicodeEncodeError, binascii.Error):
         raise InvalidValue("the forwarded client certificate cannot be parsed") from None
+    return PresentedChain(certificates[0], tuple(certificates[1:]))
 
 
 def _from_trusted_proxy(request: Request, runtime: Runtime) -> PresentedChain | None:
     """The certificate a configured proxy forwarded in ``server.client_cert_header``
-    (alone: a proxy forwards the leaf, not the intermediates the client sent it); None
-    without one, and for a header from any other address."""
+    (:func:`forwarded_chain`); None without one, and for a header from any other
+    address."""
     server = runtime.settings.server
     header = request.headers.get(server.client_cert_header)
     if not header or not server.trusted_proxies or request.client is None:
@@ -114,7 +122,13 @@ def _from_trusted_proxy(request: Request, runtime: Runtime) -> PresentedChain | 
         return None
     if not any(peer in ipaddress.ip_network(net, strict=False) for net in server.trusted_proxies):
         return None  # a forwarded certificate from anyone else is ignored
-    return PresentedChain(forwarded_certificate(header))
+    return forwarded_chain(header)
+
+
+_FORWARDED_HINT = (
+    "forwarded by a proxy, which may forward the leaf alone: a missing intermediate CA "
+    "belongs in an x509 enrollment's chain or a client-ca enrollment"
+)
 
 
 def _known_path(chain: PresentedChain, runtime: Runtime) -> tuple[x509.Certificate, ...]:
@@ -142,7 +156,7 @@ def peer_certificate(request: Request) -> PresentedCertificate | None:
 
     A certificate on the TLS connection itself wins; otherwise one forwarded in the
     configured header is used, only from a configured proxy address, and judged the
-    same way (alone: the CA that issued it must be one imprint knows). A refusal is
+    same way, with the certificates the proxy forwarded after it. A refusal is
     logged and counted by the problem handler (:mod:`imprint.api.refusals`).
 
     Raises:
@@ -158,8 +172,14 @@ def peer_certificate(request: Request) -> PresentedCertificate | None:
     chain = direct if direct is not None else _from_trusted_proxy(request, runtime)
     if chain is not None:
         request.state.client_leaf = chain.leaf
-        path = _known_path(chain, runtime)
         source: Literal["tls", "proxy"] = "tls" if direct is not None else "proxy"
+        try:
+            path = _known_path(chain, runtime)
+        except (IssuerUnknown, ChainIncomplete) as refused:
+            if source == "tls":
+                raise
+            # What a proxy forwards is its configuration's, not the device's, to change.
+            raise type(refused)(f"{refused.message} ({_FORWARDED_HINT})") from None
         presented = PresentedCertificate(chain.leaf, source, chain.intermediates, path)
     request.state.peer_certificate = presented
     return presented
