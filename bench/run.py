@@ -47,7 +47,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bench import cluster, floor, machine, report, scale
 from bench.floor import ca_certificate
 from bench.load import new_csr, oob_secret_for
-from bench.servers import Ceiling, Cfssl, ImprintServer, Postgres, cpu_seconds, memory
+from bench.servers import (
+    Ceiling,
+    Cfssl,
+    ImprintServer,
+    Postgres,
+    cpu_seconds,
+    memory,
+    postgres_activity,
+)
 from imprint.server import TRUST_REFRESH_SECONDS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -331,7 +339,8 @@ def bench_backend(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
             def paced() -> list[dict[str, Any]]:
                 count = int(rate * plan.max_seconds)
                 job = target.job("x509-signed", count, 64, plan.max_seconds * 2) | {"rate": rate}
-                return [_row("paced", backend, "x509-signed", job, run_load(job, server.pid),
+                return [_row("paced", backend, "x509-signed", job,
+                             _with_commit_groups(server, backend, job),
                              floors["x509-signed"])]  # fmt: skip
 
             section(f"paced {backend}", plan, results, paced)
@@ -357,9 +366,15 @@ def _with_commit_groups(server: ImprintServer, backend: str,
                         job: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """``run_load(job)``, and on SQLite each worker's commit groups during it, from the
     workers' ``/metrics``: members a group, and the shares of the run's seconds it spent
-    waiting for the writer lock and holding it."""
+    waiting for the writer lock and holding it; on PostgreSQL the server's checkpoints
+    and autovacuum runs during it (``postgres_activity``)."""
     if backend != "sqlite":
-        return run_load(job, server.pid)
+        before_pg = postgres_activity(server.database_url)
+        result = run_load(job, server.pid)
+        after_pg = postgres_activity(server.database_url)
+        result["postgres_activity"] = {k: after_pg[k] - before_pg[k] for k in after_pg}
+        say(f"  postgresql during the run: {result['postgres_activity']}")
+        return result
     before = server.commit_groups()
     result = run_load(job, server.pid)
     after = server.commit_groups()

@@ -235,6 +235,34 @@ class ImprintServer:
             self._process = None
 
 
+def postgres_activity(database_url: str) -> dict[str, int]:
+    """The PostgreSQL server's background work so far: checkpoints (timed and
+    requested, and the buffers they wrote) and autovacuum and autoanalyze runs on the
+    tables of ``database_url``'s database. A paced run's slow second may be one."""
+    import psycopg
+
+    with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        try:
+            found = conn.execute(
+                "SELECT num_timed, num_requested, buffers_written FROM pg_stat_checkpointer"
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:  # PostgreSQL 16 and before
+            conn.rollback()
+            found = conn.execute(
+                "SELECT checkpoints_timed, checkpoints_req, buffers_checkpoint"
+                " FROM pg_stat_bgwriter"
+            ).fetchone()
+        vacuums = conn.execute(
+            "SELECT coalesce(sum(autovacuum_count), 0), coalesce(sum(autoanalyze_count), 0)"
+            " FROM pg_stat_all_tables"
+        ).fetchone()
+    assert found is not None
+    assert vacuums is not None
+    timed, requested, buffers = (int(v) for v in found)
+    return {"checkpoints": timed + requested, "checkpoint_buffers": buffers,
+            "autovacuums": int(vacuums[0]), "autoanalyzes": int(vacuums[1])}  # fmt: skip
+
+
 def _postgres_bin_dir() -> Path | None:
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
