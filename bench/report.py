@@ -112,42 +112,29 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if ours and not peer and "cfssl" in results and results["cfssl"] is None:
         add("CSR signing rate, imprint (1 worker) / cfssl", ">= 0.5x", None, None,
             "not measured: cfssl is not installed (apt-get install golang-cfssl)")  # fmt: skip
-    if ours and peer:
-        ratio = round(ours["rate"] / peer["rate"], 2) if peer["rate"] else None
-        add("CSR signing rate, imprint (1 worker) / cfssl", ">= 0.5x", ours["rate"],
-            ratio is not None and ratio >= 0.5,
-            f"{ours['rate']} vs {peer['rate']} req/s", ratio, ours)  # fmt: skip
-        for section in _workers_sections(results):
-            mine = _best(results, "csr-imprint", "sqlite", (section,))
-            if mine and peer["rate"]:
-                ratio = round(mine["rate"] / peer["rate"], 2)
-                add(f"CSR signing rate, imprint ({section}) / cfssl", ">= 0.5x", mine["rate"],
-                    ratio >= 0.5, f"{mine['rate']} vs {peer['rate']} req/s (the csr-sign "
-                    "section's cfssl)", ratio, mine)  # fmt: skip
-        mine = ours.get("server_cpu_ms_per_reg")
-        theirs = _beside(results, "csr-cfssl", "none", ours).get("server_cpu_ms_per_reg")
-        if mine and theirs:
-            add("CSR signing CPU per request, imprint / cfssl", "-", mine, None,
-                f"{mine} vs {theirs} ms, conc {ours.get('concurrency')}", round(mine / theirs, 2),
-                ours)  # fmt: skip
-    if ours and recording and recording["rate"]:
-        # Like for like: cfssl keeping each certificate in its SQLite certificate database.
-        kept = (results.get("cfssl") or {}).get("recorded")
+    # cfssl keeping nothing (the comparison), and cfssl keeping each certificate
+    # in its SQLite certificate database (like for like).
+    kept = (results.get("cfssl") or {}).get("recorded")
+    for label, theirs, backend, extra in (
+        ("cfssl", peer, "none", ""),
+        ("cfssl -db-config", recording, "sqlite", f"; its database holds {kept} certificates"),
+    ):
+        if not (ours and theirs and theirs["rate"]):
+            continue
         for section in ("csr-sign", *_workers_sections(results)):
             mine = _best(results, "csr-imprint", "sqlite", (section,))
             if mine:
-                ratio = round(mine["rate"] / recording["rate"], 2)
+                ratio = round(mine["rate"] / theirs["rate"], 2)
                 workers = "1 worker" if section == "csr-sign" else section
-                add(f"CSR signing rate, imprint ({workers}) / cfssl -db-config", ">= 0.5x",
-                    mine["rate"], ratio >= 0.5, f"{mine['rate']} vs {recording['rate']} "
-                    f"req/s (the csr-sign section's cfssl); its database holds {kept} "
-                    "certificates", ratio, mine)  # fmt: skip
-        mine = ours.get("server_cpu_ms_per_reg")
-        theirs = _beside(results, "csr-cfssl", "sqlite", ours).get("server_cpu_ms_per_reg")
-        if mine and theirs:
-            add("CSR signing CPU per request, imprint / cfssl -db-config", "-", mine, None,
-                f"{mine} vs {theirs} ms, conc {ours.get('concurrency')}", round(mine / theirs, 2),
-                ours)  # fmt: skip
+                add(f"CSR signing rate, imprint ({workers}) / {label}", ">= 0.5x", mine["rate"],
+                    ratio >= 0.5, f"{mine['rate']} vs {theirs['rate']} req/s (the csr-sign "
+                    f"section's cfssl){extra}", ratio, mine)  # fmt: skip
+        mine_ms = ours.get("server_cpu_ms_per_reg")
+        their_ms = _beside(results, "csr-cfssl", backend, ours).get("server_cpu_ms_per_reg")
+        if mine_ms and their_ms:
+            add(f"CSR signing CPU per request, imprint / {label}", "-", mine_ms, None,
+                f"{mine_ms} vs {their_ms} ms, conc {ours.get('concurrency')}",
+                round(mine_ms / their_ms, 2), ours)  # fmt: skip
     backends = sorted({r["backend"] for r in results["runs"] if r["section"] == "load"})
     bounds = {"x509-signed": 3.0, "oob-secret": 4.0, "symmetric-key": 4.0, "x509-mtls": None}
     for backend in backends:

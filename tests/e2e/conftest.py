@@ -61,6 +61,16 @@ def run_imprint(settings: Settings, *args: str, **env: str) -> subprocess.Comple
     )
 
 
+def start_serve(cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    """``imprint serve`` in ``cwd`` with ``env``, its output in ``log`` (not waited for:
+    :func:`wait_until_serving`)."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [str(IMPRINT), "serve"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+
+
 def stop(process: subprocess.Popen[Any], sig: int, timeout: float) -> None:
     """Send ``sig`` and wait up to ``timeout`` seconds, then kill."""
     if process.poll() is not None:

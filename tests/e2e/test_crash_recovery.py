@@ -30,8 +30,8 @@ from imprint.store.certificates import SqlCertificateLedger
 from imprint.store.tables import certificates, devices, outbox
 from tests.conftest import free_port
 from tests.e2e.conftest import (
-    IMPRINT,
     clean_env,
+    start_serve,
     stop,
     symmetric_key_group,
     trusting,
@@ -69,11 +69,7 @@ def test_effects_of_a_commit_survive_kill_9(tmp_path: Path) -> None:
 
     @contextmanager
     def serving(name: str) -> Iterator[subprocess.Popen[str]]:
-        with (tmp_path / f"{name}.log").open("w") as out:
-            process = subprocess.Popen(
-                [str(IMPRINT), "serve"], cwd=tmp_path, env=env, stdout=out,
-                stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
+        process = start_serve(tmp_path, env, tmp_path / f"{name}.log")
         try:
             wait_until_serving(process, url, ca, tmp_path / f"{name}.log")
             yield process
@@ -173,11 +169,7 @@ def test_kill_9_amid_commit_groups_loses_no_answered_certificate(tmp_path: Path)
     url, ca = f"https://127.0.0.1:{port}", data / "ca" / "root.crt"
 
     def serve(name: str) -> subprocess.Popen[str]:
-        with (tmp_path / f"{name}.log").open("w") as out:
-            process = subprocess.Popen(
-                [str(IMPRINT), "serve"], cwd=tmp_path, env=env, stdout=out,
-                stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
+        process = start_serve(tmp_path, env, tmp_path / f"{name}.log")
         wait_until_serving(process, url, ca, tmp_path / f"{name}.log")
         return process
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import free_port
-from tests.e2e.conftest import IMPRINT, clean_env, stop, wait_until, wait_until_serving
+from tests.e2e.conftest import clean_env, start_serve, stop, wait_until, wait_until_serving
 from tests.integration.test_x509_attestation import Manufacturer
 
 pytestmark = pytest.mark.skipif(
@@ -109,11 +109,7 @@ def proxied(tmp_path: Path, acme: Manufacturer) -> Iterator[Proxied]:
         IMPRINT_SERVER__TRUSTED_PROXIES='["127.0.0.1"]',
         IMPRINT_CA__PASSPHRASE="proxy-passphrase",
     )
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [str(IMPRINT), "serve"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
+    server = start_serve(tmp_path, env, log)
     haproxy: subprocess.Popen[str] | None = None
     direct = f"http://127.0.0.1:{backend}"
     root = tmp_path / "data" / "ca" / "root.crt"

@@ -29,6 +29,7 @@ from tests.e2e.conftest import (
     frozen_heap,
     healthy,
     live_processes,
+    start_serve,
     stop,
     symmetric_key_group,
     trusting,
@@ -61,11 +62,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         IMPRINT_SERVER__WORKERS="2",
         IMPRINT_CA__PASSPHRASE="workers-passphrase",
     )
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(IMPRINT), "serve"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
+    process = start_serve(tmp_path, env, log)
     url = f"https://127.0.0.1:{port}"
     ca = tmp_path / "data" / "ca" / "root.crt"
     try:
