@@ -1,7 +1,8 @@
-"""A real HAProxy terminating TLS in front of a real ``imprint serve`` (``tls: false``):
-HAProxy verifies the client's certificate and forwards it in ``X-Client-Cert`` as base64
-DER (``%[ssl_c_der,base64]``), and imprint takes the header only from the proxy's
-address (``server.trusted_proxies``), as docs/configuration.md sets it up."""
+"""A real HAProxy terminating TLS in front of a real ``imprint serve`` (``tls: false``),
+with the front end docs/configuration.md gives: HAProxy verifies the client's
+certificate (an expired one is imprint's to judge) and forwards it in ``X-Client-Cert``
+as base64 DER (``%[ssl_c_der,base64]``), and imprint takes the header only from the
+proxy's address (``server.trusted_proxies``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import free_port
+from tests.docs.pages import fenced_blocks
 from tests.e2e.conftest import clean_env, start_serve, stop, wait_until, wait_until_serving
 from tests.integration.test_x509_attestation import Manufacturer
 
@@ -32,26 +34,34 @@ pytestmark = pytest.mark.skipif(
     shutil.which("haproxy") is None, reason="needs haproxy (apt-get install haproxy)"
 )
 
-# The front end's lines that matter: verify the client's certificate when there is one
-# (but let an expired one through: imprint decides, as on its own connection, whether
-# expiry matters: an enrollment with accept_expired, a renewal in its grace period),
-# drop whatever X-Client-Cert the client sent, and forward the verified one.
-HAPROXY_CONFIG = """\
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+# The test's own lines around the front end and back end that docs/configuration.md
+# gives: that block is what runs, with this test's files and ports in place of its.
+HAPROXY_GLOBAL = """\
 global
     maxconn 200
 defaults
-    mode http
     timeout connect 2s
     timeout client 30s
     timeout server 30s
-frontend devices
-    bind 127.0.0.1:{port} ssl crt {crt} ca-file {clients} verify optional crt-ignore-err 10
-    http-request del-header X-Client-Cert
-    http-request set-header X-Client-Cert %[ssl_c_der,base64] if {{ ssl_c_used }}
-    default_backend imprint
-backend imprint
-    server imprint 127.0.0.1:{backend}
 """
+
+
+def haproxy_config(port: int, crt: Path, clients: Path, backend: int) -> str:
+    """docs/configuration.md's HAProxy block, on this test's ports and files."""
+    blocks = [b for b in fenced_blocks(DOCS.read_text()) if b.language == "haproxy"]
+    assert len(blocks) == 1, "docs/configuration.md has one HAProxy block"
+    text = "\n".join(blocks[0].lines) + "\n"
+    for theirs, ours in (
+        ("127.0.0.1:8443", f"127.0.0.1:{port}"),
+        ("/etc/haproxy/proxy.pem", str(crt)),
+        ("/etc/haproxy/clients.pem", str(clients)),
+        ("127.0.0.1:8080", f"127.0.0.1:{backend}"),
+    ):
+        assert text.count(theirs) == 1, f"the docs' block names {theirs} once"
+        text = text.replace(theirs, ours)
+    return HAPROXY_GLOBAL + text
 
 
 @dataclass
@@ -139,9 +149,7 @@ def proxied(tmp_path: Path, acme: Manufacturer) -> Iterator[Proxied]:
         clients = tmp_path / "clients.pem"
         clients.write_text((tmp_path / "data" / "ca" / "chain.crt").read_text() + _pem(acme.root))
         config = tmp_path / "haproxy.cfg"
-        config.write_text(
-            HAPROXY_CONFIG.format(port=front, crt=crt, clients=clients, backend=backend)
-        )
+        config.write_text(haproxy_config(front, crt, clients, backend))
         with (tmp_path / "haproxy.log").open("w") as out:
             haproxy = subprocess.Popen(
                 ["haproxy", "-db", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
