@@ -147,8 +147,10 @@ def main() -> None:
                 say(f"{label:8s} c{concurrency} " + " ".join(f"{k} {v}" for k, v in found.items()))
         started = datetime.now(UTC)
         RESULTS.mkdir(exist_ok=True)
-        stem = f"{started:%Y-%m-%d}-{machine.describe()['host']}-proxy-{started:%H%M}"
-        (RESULTS / f"{stem}.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        described = machine.describe()  # the host, its CPU and the commit measured
+        stem = f"{started:%Y-%m-%d}-{described['host']}-proxy-{started:%H%M}"
+        found = {"machine": described, "rows": rows}
+        (RESULTS / f"{stem}.json").write_text(json.dumps(found, indent=2) + "\n")
         say(f"wrote bench/results/{stem}.json")
     finally:
         if haproxy is not None:

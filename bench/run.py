@@ -55,6 +55,7 @@ from bench.servers import (
     cpu_seconds,
     memory,
     postgres_activity,
+    postgres_activity_during,
 )
 from imprint.server import TRUST_REFRESH_SECONDS
 
@@ -372,7 +373,7 @@ def _with_commit_groups(server: ImprintServer, backend: str,
         before_pg = postgres_activity(server.database_url)
         result = run_load(job, server.pid)
         after_pg = postgres_activity(server.database_url)
-        result["postgres_activity"] = {k: after_pg[k] - before_pg[k] for k in after_pg}
+        result["postgres_activity"] = postgres_activity_during(before_pg, after_pg)
         say(f"  postgresql during the run: {result['postgres_activity']}")
         return result
     before = server.commit_groups()

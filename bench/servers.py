@@ -235,10 +235,13 @@ class ImprintServer:
             self._process = None
 
 
-def postgres_activity(database_url: str) -> dict[str, int]:
-    """The PostgreSQL server's background work so far: checkpoints (timed and
-    requested, and the buffers they wrote) and autovacuum and autoanalyze runs on the
-    tables of ``database_url``'s database. A paced run's slow second may be one."""
+def postgres_activity(database_url: str) -> dict[str, float]:
+    """The PostgreSQL server's background work so far, for
+    :func:`postgres_activity_during`: checkpoints started (timed and requested; on
+    PostgreSQL 17 the timed ones skipped too), the buffers checkpoints wrote, where the
+    last completed checkpoint is in the WAL (``pg_control_checkpoint``), and the
+    autovacuum and autoanalyze passes over each table of ``database_url``'s database,
+    system catalogs included."""
     import psycopg
 
     with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as conn:
@@ -252,15 +255,31 @@ def postgres_activity(database_url: str) -> dict[str, int]:
                 "SELECT checkpoints_timed, checkpoints_req, buffers_checkpoint"
                 " FROM pg_stat_bgwriter"
             ).fetchone()
+        done = conn.execute(
+            "SELECT checkpoint_lsn - '0/0'::pg_lsn FROM pg_control_checkpoint()"
+        ).fetchone()
         vacuums = conn.execute(
             "SELECT coalesce(sum(autovacuum_count), 0), coalesce(sum(autoanalyze_count), 0)"
             " FROM pg_stat_all_tables"
         ).fetchone()
     assert found is not None
+    assert done is not None
     assert vacuums is not None
     timed, requested, buffers = (int(v) for v in found)
-    return {"checkpoints": timed + requested, "checkpoint_buffers": buffers,
-            "autovacuums": int(vacuums[0]), "autoanalyzes": int(vacuums[1])}  # fmt: skip
+    return {"checkpoints_started": timed + requested, "checkpoint_buffers": buffers,
+            "last_checkpoint_done": float(done[0]), "table_autovacuums": int(vacuums[0]),
+            "table_autoanalyzes": int(vacuums[1])}  # fmt: skip
+
+
+def postgres_activity_during(before: dict[str, float], after: dict[str, float]
+                             ) -> dict[str, float | bool]:  # fmt: skip
+    """What changed between two :func:`postgres_activity` readings, and whether a
+    checkpoint completed in between."""
+    during: dict[str, float | bool] = {
+        key: after[key] - before[key] for key in after if key != "last_checkpoint_done"
+    }
+    during["checkpoint_completed"] = after["last_checkpoint_done"] != before["last_checkpoint_done"]
+    return during
 
 
 def _postgres_bin_dir() -> Path | None:

@@ -241,14 +241,37 @@ def test_a_client_cannot_send_its_own_certificate_header_through_haproxy(
     assert refused.json()["code"] == "evidence_missing"  # no certificate was seen
 
 
-def test_a_manufacturer_certificate_haproxy_does_not_know_never_reaches_imprint(
-    proxied: Proxied,
+def _self_signed(name: str) -> tuple[str, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return _pem(certificate), key
+
+
+@pytest.mark.parametrize("who", ["foreign-manufacturer", "self-signed"])
+def test_a_certificate_haproxy_does_not_know_never_reaches_imprint(
+    proxied: Proxied, who: str
 ) -> None:
-    stranger = Manufacturer.create("Globex")
-    leaf, leaf_key = stranger.line.idevid("intruder-1")
-    factory = _pem(leaf) + _pem(stranger.line.certificate)
+    """HAProxy ends the handshake (docs/configuration.md says so of its front end): a
+    chain to a root not in clients.pem, and a leaf that is its own issuer."""
+    if who == "self-signed":
+        chain, key = _self_signed("intruder-2")
+    else:
+        stranger = Manufacturer.create("Globex")
+        leaf, key = stranger.line.idevid("intruder-1")
+        chain = _pem(leaf) + _pem(stranger.line.certificate)
     with (
         pytest.raises(httpx.TransportError, match="unknown ca"),  # HAProxy's TLS alert
-        _client(proxied, factory, _key_pem(leaf_key)) as device,
+        _client(proxied, chain, _key_pem(key)) as device,
     ):
         device.get("/api/v1/whoami")
