@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import free_port
@@ -82,7 +82,7 @@ def _key_and_csr(name: str) -> tuple[ec.EllipticCurvePrivateKey, str]:
     return key, csr
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey | Any) -> str:
+def _key_pem(key: PrivateKeyTypes) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -241,33 +241,16 @@ def test_a_client_cannot_send_its_own_certificate_header_through_haproxy(
     assert refused.json()["code"] == "evidence_missing"  # no certificate was seen
 
 
-def _self_signed(name: str) -> tuple[str, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return _pem(certificate), key
-
-
 @pytest.mark.parametrize("who", ["foreign-manufacturer", "self-signed"])
 def test_a_certificate_haproxy_does_not_know_never_reaches_imprint(
     proxied: Proxied, who: str
 ) -> None:
     """HAProxy ends the handshake (docs/configuration.md says so of its front end): a
     chain to a root not in clients.pem, and a leaf that is its own issuer."""
-    if who == "self-signed":
-        chain, key = _self_signed("intruder-2")
+    stranger = Manufacturer.create("Globex")
+    if who == "self-signed":  # its root: its own issuer
+        chain, key = _pem(stranger.root), stranger.root_key
     else:
-        stranger = Manufacturer.create("Globex")
         leaf, key = stranger.line.idevid("intruder-1")
         chain = _pem(leaf) + _pem(stranger.line.certificate)
     with (
