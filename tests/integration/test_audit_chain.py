@@ -347,10 +347,14 @@ def test_an_append_that_fails_with_the_commit_undoes_the_unit(
     fill(log, 1)
     nonce = text("INSERT INTO used_nonces (scope, nonce, expires_at) VALUES ('test', :n, now())")
 
+    used: list[tuple[Any, int]] = []  # each unit's driver connection and its backend
+
     def unit(name: str) -> None:
         with db.unit_of_work(engine):
             with db.writing(engine) as conn:
                 conn.execute(nonce, {"n": name})
+                backend_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+                used.append((conn.connection.driver_connection, backend_pid))
             log.write(AuditEntry(actor="unit", action="test.write", target_type="n"))
 
     def run(name: str) -> None:
@@ -365,17 +369,17 @@ def test_an_append_that_fails_with_the_commit_undoes_the_unit(
             run("undone")
     finally:
         tamper(engine, "ALTER FUNCTION imprint_audit_gone RENAME TO imprint_audit_append")
-    # The failed transaction's connection was closed, not pooled in it. The server ends
-    # its backend when it reads the close, a moment later (in CI once, not yet at the
-    # first look); one pooled in its transaction would stay.
-    stuck = text(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
-    )
+    # The failed transaction's connection was closed at once (the test holds it, so no
+    # garbage collection closed it), not pooled inside its transaction; the server ends
+    # that backend when it reads the close, a moment later (in CI once, not yet at the
+    # first look).
+    failed, failed_pid = used[0]
+    assert failed.closed
+    alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
     deadline = time.monotonic() + 5
     while True:
         with engine.connect() as conn:
-            left = conn.execute(stuck).scalar()
+            left = conn.execute(alive, {"pid": failed_pid}).scalar()
         if left == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
