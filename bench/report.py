@@ -119,7 +119,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ("cfssl", peer, "none", ""),
         ("cfssl -db-config", recording, "sqlite", f"; its database holds {kept} certificates"),
     ):
-        if not (ours and theirs and theirs["rate"]):
+        if not (ours and theirs):
+            continue
+        if not theirs["rate"]:
+            add(f"CSR signing rate, imprint / {label}", ">= 0.5x", None, None,
+                f"not measured: {label} answered none of its requests "
+                f"({theirs.get('errors')} errors)")  # fmt: skip
             continue
         for section in ("csr-sign", *_workers_sections(results)):
             mine = _best(results, "csr-imprint", "sqlite", (section,))
