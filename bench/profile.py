@@ -3,17 +3,22 @@
     .venv/bin/python -m bench.profile x509-signed [sqlite|postgresql] [concurrency] [--gil]
     .venv/bin/python -m bench.profile --summarize bench/results/profile-....txt
 
-Starts imprint, runs one load job of the mechanism while ``py-spy record`` samples the
-server (every thread, native frames off, idle threads left out), and prints the
-functions with the most samples, inclusive and on their own. The collapsed stacks are
-kept in ``bench/results/profile-<mechanism>-<backend>.txt`` (feed them to a flame graph
-tool, or grep them). With ``--gil`` only the thread holding the GIL is sampled: a view
-of where the Python CPU goes, without the threads waiting for a lock or the database.
+Starts imprint, runs one load job of the mechanism (``x509-signed``, ``x509-mtls``,
+``oob-secret``, ``symmetric-key``, or ``csr-imprint``: the admin API's CSR signing)
+while ``py-spy record`` samples the server (every thread, native frames off, idle
+threads left out), and prints the functions with the most samples, inclusive and on
+their own. py-spy stops the process for each sample, so every stack is whole. The
+collapsed stacks are kept in ``bench/results/profile-<mechanism>-<backend>.txt`` (feed
+them to a flame graph tool, or grep them). With ``--gil`` only the thread holding the
+GIL is sampled: a view of where the Python CPU goes, without the threads waiting for a
+lock or the database.
 """
 
 from __future__ import annotations
 
 import collections
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +26,9 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from bench.load import new_csr
 from bench.run import RESULTS, Manufacturer, Target, run_load
 from bench.servers import VENV_BIN, ImprintServer, Postgres
 
@@ -49,13 +56,38 @@ def summarize(collapsed: Path, top: int = 40) -> str:
     return "\n".join(out)
 
 
+#: A line of imprint's that calls into cryptography's compiled code, hashlib or hmac
+#: (the call itself has no Python frame of its own in a sample).
+_CRYPTO_CALL = re.compile(
+    r"\.(verify|sign|is_signature_valid|verify_directly_issued_by|public_bytes|fingerprint"
+    r"|digest|hexdigest|exchange|derive|encrypt|decrypt)\(|load_(pem|der)_|hashlib\.|hmac\."
+)
+SOURCE = Path(__file__).resolve().parent.parent / "src"
+
+
+def _crypto_lines() -> tuple[str, ...]:
+    """``imprint/<module>.py:<line>)`` for each line of imprint's that calls into the
+    cryptography, as py-spy names the frame of a sample taken inside that call."""
+    found = []
+    for path in sorted((SOURCE / "imprint").rglob("*.py")):
+        name = path.relative_to(SOURCE).as_posix()
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if _CRYPTO_CALL.search(line.split("#", 1)[0]):
+                found.append(f"{name}:{number})")
+    return tuple(found)
+
+
 #: Where a sample's time goes, decided by its innermost frame that matches a rule.
 _CATEGORIES = (
-    ("crypto", ("cryptography/", "x509.py:380)", "jws.py:196)", "csr.py:43)", "hashlib")),
+    ("crypto", ("cryptography/", "hashlib", *_crypto_lines())),
     ("database", ("sqlalchemy/", "imprint/store/", "sqlite3")),
     ("logging", ("logging/", "structlog/")),
-    ("HTTP, TLS, framework", ("uvicorn/", "starlette/", "fastapi/", "anyio/", "asyncio/",
-                              "ssl.py", "h11/", "httptools", "pydantic/")),
+    ("TLS", ("ssl.py", "sslproto")),
+    # uvloop's own work (socket I/O, TLS records, its callbacks) has no Python frame: its
+    # samples end in the frame that runs the loop.
+    ("event loop (uvloop: I/O, TLS records)", ("Runner.run (asyncio/runners.py", "uvloop")),
+    ("HTTP, framework", ("uvicorn/", "starlette/", "fastapi/", "anyio/", "asyncio/",
+                         "h11/", "httptools", "pydantic/")),
     ("imprint's own code", ("imprint/",)),
 )  # fmt: skip
 
@@ -98,17 +130,26 @@ def main() -> None:
     target = Target(server, Manufacturer())
     RESULTS.mkdir(exist_ok=True)
     collapsed = RESULTS / f"profile-{kind}-{backend}{'-gil' if gil else ''}.txt"
+
+    def job(count: int, seconds: float) -> dict[str, Any]:
+        if kind != "csr-imprint":
+            return target.job(kind, count, concurrency, seconds)
+        csrs = workdir / f"csrs-{count}.json"
+        csrs.write_text(json.dumps([new_csr(f"csr-{i:06d}")[1] for i in range(count)]))
+        return target.job(kind, count, concurrency, seconds) | {
+            "csr_file": str(csrs), "headers": {"Authorization": f"Bearer {server.admin_token}"}
+        }  # fmt: skip
+
     try:
-        target.job(kind, 200, concurrency, 10)  # warm up: caches, pools, first requests
-        run_load(target.job(kind, 200, concurrency, 10), server.pid)
+        run_load(job(200, 10), server.pid)  # warm up: caches, pools, first requests
+        measured = job(4000, 30)
         spy = subprocess.Popen(
             [str(VENV_BIN / "py-spy"), "record", "--pid", str(server.pid), "--format", "raw",
-             "--output", str(collapsed), "--rate", "250", "--nonblocking",
-             *(["--gil"] if gil else [])],
+             "--output", str(collapsed), "--rate", "250", *(["--gil"] if gil else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        result = run_load(target.job(kind, 1500, concurrency, 15), server.pid)
+        result = run_load(measured, server.pid)
         spy.send_signal(2)
         spy.wait(timeout=60)
         print(result)
