@@ -401,6 +401,7 @@ async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
         "error_kinds": tally.errors,
         "first_error": tally.first_error,
         "seconds": round(elapsed, 3),
+        "started_at": start,  # time.monotonic(), the same clock in every process here
         "rate": round(len(latencies) / elapsed, 1) if elapsed else 0.0,
         "p50_ms": quantile(0.50),
         "p95_ms": quantile(0.95),

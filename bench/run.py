@@ -52,6 +52,7 @@ from bench.servers import (
     Cfssl,
     ImprintServer,
     Postgres,
+    PostgresBackground,
     cpu_seconds,
     memory,
     postgres_activity,
@@ -338,6 +339,7 @@ def bench_backend(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
             rate = max(1.0, round(best["x509-signed"] / 2, 1))
 
             def paced() -> list[dict[str, Any]]:
+                _warm(target, "x509-signed", 32)
                 count = int(rate * plan.max_seconds)
                 job = target.job("x509-signed", count, 64, plan.max_seconds * 2) | {"rate": rate}
                 return [_row("paced", backend, "x509-signed", job,
@@ -363,18 +365,35 @@ def bench_backend(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
         server.stop()
 
 
+def _warm(target: Target, kind: str, concurrency: int) -> None:
+    """200 requests of ``kind`` just before a measured run, not measured: after a pause
+    (a section's settle) a server's first second is slow, which is not the steady state
+    a run measures (bench/README.md, "The paced runs warmed first")."""
+    run_load(target.job(kind, 200, concurrency, 5), target.server.pid)
+
+
 def _with_commit_groups(server: ImprintServer, backend: str,
                         job: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """``run_load(job)``, and on SQLite each worker's commit groups during it, from the
     workers' ``/metrics``: members a group, and the shares of the run's seconds it spent
     waiting for the writer lock and holding it; on PostgreSQL the server's checkpoints
-    and autovacuum runs during it (``postgres_activity``)."""
+    and autovacuum runs during it (``postgres_activity``), and by the second, beside
+    the slow requests of a paced run, the autovacuum passes and checkpoints seen under
+    way (:class:`bench.servers.PostgresBackground`)."""
     if backend != "sqlite":
         before_pg = postgres_activity(server.database_url)
-        result = run_load(job, server.pid)
+        with PostgresBackground(server.database_url) as background:
+            result = run_load(job, server.pid)
         after_pg = postgres_activity(server.database_url)
         result["postgres_activity"] = postgres_activity_during(before_pg, after_pg)
         say(f"  postgresql during the run: {result['postgres_activity']}")
+        slow = result.get("slow_by_second") or [0] * (int(result["seconds"]) + 1)
+        seen = background.by_second(result["started_at"], len(slow))
+        result["postgres_background_by_second"] = seen
+        for second, (count, what) in enumerate(zip(slow, seen, strict=True)):
+            say(f"  second {second}: {count} slow; postgresql: WAL {what['wal_kb']} kB, "
+                f"checkpoint {what['checkpoint_buffers']} buffers, "
+                f"autovacuum: {', '.join(what['autovacuum']) or '-'}")  # fmt: skip
         return result
     before = server.commit_groups()
     result = run_load(job, server.pid)
@@ -423,7 +442,7 @@ def bench_workers(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
 
             def measure(kind: str = kind) -> list[dict[str, Any]]:
                 concurrency = plan.concurrencies[-1]
-                run_load(target.job(kind, 200, concurrency, 5), server.pid)  # warm each worker
+                _warm(target, kind, concurrency)
                 job = target.job(kind, plan.count, concurrency, plan.max_seconds)
                 result = _with_commit_groups(server, backend, job)
                 return [_row(name, backend, kind, job, result, floors[kind])]
@@ -434,6 +453,7 @@ def bench_workers(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
             rate = max(1.0, round(best["x509-signed"] / 2, 1))
 
             def paced() -> list[dict[str, Any]]:
+                _warm(target, "x509-signed", 32)
                 count = int(rate * plan.max_seconds)
                 job = target.job("x509-signed", count, 64, plan.max_seconds * 2) | {"rate": rate}
                 return [_row(f"paced {name}", backend, "x509-signed", job,

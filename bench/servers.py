@@ -23,6 +23,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -269,6 +270,79 @@ def postgres_activity(database_url: str) -> dict[str, float]:
     return {"checkpoints_started": timed + requested, "checkpoint_buffers": buffers,
             "last_checkpoint_done": float(done[0]), "table_autovacuums": int(vacuums[0]),
             "table_autoanalyzes": int(vacuums[1])}  # fmt: skip
+
+
+class PostgresBackground:
+    """What PostgreSQL's background processes did while a run lasted, sampled ten times
+    a second: each autovacuum worker's pass and the database it works in (``VACUUM
+    public.audit_log in bench_1a2b3c4d``; autovacuum visits every database of the
+    cluster, from ``pg_stat_activity``), the buffers checkpoints wrote, and the WAL
+    written. :meth:`by_second` lines them up with the seconds of a load run, to set
+    beside the run's slow requests by the second they were due."""
+
+    _AUTOVACUUM = (
+        "SELECT query, datname FROM pg_stat_activity"
+        " WHERE backend_type = 'autovacuum worker' AND query <> ''"
+    )
+    _WAL = "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"
+
+    def __init__(self, database_url: str, every: float = 0.1) -> None:
+        self._url = database_url.replace("postgresql+psycopg", "postgresql")
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pg-background", daemon=True)
+        # (time.monotonic(), WAL position, buffers checkpoints wrote, autovacuum passes)
+        self._seen: list[tuple[float, float, int, list[str]]] = []
+
+    def __enter__(self) -> PostgresBackground:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            try:
+                conn.execute("SELECT buffers_written FROM pg_stat_checkpointer")
+                written = "SELECT buffers_written FROM pg_stat_checkpointer"
+            except psycopg.errors.UndefinedTable:  # PostgreSQL 16 and before
+                written = "SELECT buffers_checkpoint FROM pg_stat_bgwriter"
+            while True:
+                now = time.monotonic()
+                wal = conn.execute(self._WAL).fetchone()
+                buffers = conn.execute(written).fetchone()
+                passes = [f"{query.removeprefix('autovacuum: ')} in {database}"
+                          for query, database in conn.execute(self._AUTOVACUUM)]  # fmt: skip
+                assert wal is not None
+                assert buffers is not None
+                self._seen.append((now, float(wal[0]), int(buffers[0]), passes))
+                if self._stop.wait(self._every):
+                    return
+
+    def by_second(self, started: float, seconds: int) -> list[dict[str, Any]]:
+        """For each of ``seconds`` seconds from ``started`` (``time.monotonic()``): the
+        WAL written (kB) and the buffers checkpoints wrote between the first sample of
+        that second and the first of the next, and the autovacuum passes seen in it."""
+        firsts: dict[int, tuple[float, int]] = {}
+        passes: list[set[str]] = [set() for _ in range(seconds + 1)]
+        for at, wal, buffers, running in self._seen:
+            index = int(at - started)
+            if 0 <= index <= seconds:
+                firsts.setdefault(index, (wal, buffers))
+                passes[index].update(running)
+        found = []
+        for index in range(seconds):
+            here, after = firsts.get(index), firsts.get(index + 1)
+            found.append({
+                "wal_kb": None if not (here and after) else round((after[0] - here[0]) / 1024),
+                "checkpoint_buffers": None if not (here and after) else after[1] - here[1],
+                "autovacuum": sorted(passes[index]),
+            })  # fmt: skip
+        return found
 
 
 def postgres_activity_during(before: dict[str, float], after: dict[str, float]
