@@ -17,6 +17,7 @@ lock or the database.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import re
 import shutil
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import new_csr
-from bench.run import RESULTS, Manufacturer, Target, run_load
+from bench.run import RESULTS, Manufacturer, Plan, Target, imprint_csr_job, run_load
 from bench.servers import VENV_BIN, ImprintServer, Postgres
 
 
@@ -59,8 +60,9 @@ def summarize(collapsed: Path, top: int = 40) -> str:
 #: A line of imprint's that calls into cryptography's compiled code, hashlib or hmac
 #: (the call itself has no Python frame of its own in a sample).
 _CRYPTO_CALL = re.compile(
-    r"\.(verify|sign|is_signature_valid|verify_directly_issued_by|public_bytes|fingerprint"
-    r"|digest|hexdigest|exchange|derive|encrypt|decrypt)\(|load_(pem|der)_|hashlib\.|hmac\."
+    r"\.(verify|sign|verify_directly_issued_by|public_bytes|public_key|fingerprint|digest"
+    r"|hexdigest|exchange|derive|encrypt|decrypt)\(|\.is_signature_valid\b|load_(pem|der)_"
+    r"|hashlib\.|hmac\."
 )
 SOURCE = Path(__file__).resolve().parent.parent / "src"
 
@@ -93,7 +95,10 @@ _CATEGORIES = (
 
 
 def categories(collapsed: Path) -> str:
-    """Samples per category (crypto, database, logging, framework, imprint, other)."""
+    """Samples per category (crypto, database, logging, TLS, the event loop, HTTP and the
+    framework, imprint's own code; other: mostly samples with no Python frame). Crypto
+    is judged by the source as it is now (:func:`_crypto_lines`): summarize a profile
+    at the commit it was taken on."""
     found: collections.Counter[str] = collections.Counter()
     total = 0
     for frames, count in _samples(collapsed):
@@ -136,9 +141,8 @@ def main() -> None:
             return target.job(kind, count, concurrency, seconds)
         csrs = workdir / f"csrs-{count}.json"
         csrs.write_text(json.dumps([new_csr(f"csr-{i:06d}")[1] for i in range(count)]))
-        return target.job(kind, count, concurrency, seconds) | {
-            "csr_file": str(csrs), "headers": {"Authorization": f"Bearer {server.admin_token}"}
-        }  # fmt: skip
+        plan = dataclasses.replace(Plan.make(quick=False), count=count, max_seconds=seconds)
+        return imprint_csr_job(server, plan, concurrency, csrs)
 
     try:
         run_load(job(200, 10), server.pid)  # warm up: caches, pools, first requests

@@ -122,9 +122,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if not (ours and theirs):
             continue
         if not theirs["rate"]:
-            add(f"CSR signing rate, imprint / {label}", ">= 0.5x", None, None,
+            add(f"CSR signing rate, imprint (1 worker) / {label}", ">= 0.5x", None, None,
                 f"not measured: {label} answered none of its requests "
-                f"({theirs.get('errors')} errors)")  # fmt: skip
+                f"({theirs.get('errors')} errors)", row=theirs)  # fmt: skip
             continue
         for section in ("csr-sign", *_workers_sections(results)):
             mine = _best(results, "csr-imprint", "sqlite", (section,))

@@ -339,7 +339,7 @@ def bench_backend(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
             rate = max(1.0, round(best["x509-signed"] / 2, 1))
 
             def paced() -> list[dict[str, Any]]:
-                _warm(target, "x509-signed", 32)
+                _warm(target, "x509-signed", plan.concurrencies[-1])
                 count = int(rate * plan.max_seconds)
                 job = target.job("x509-signed", count, 64, plan.max_seconds * 2) | {"rate": rate}
                 return [_row("paced", backend, "x509-signed", job,
@@ -377,9 +377,9 @@ def _with_commit_groups(server: ImprintServer, backend: str,
     """``run_load(job)``, and on SQLite each worker's commit groups during it, from the
     workers' ``/metrics``: members a group, and the shares of the run's seconds it spent
     waiting for the writer lock and holding it; on PostgreSQL the server's checkpoints
-    and autovacuum runs during it (``postgres_activity``), and by the second, beside
-    the slow requests of a paced run, the autovacuum passes and checkpoints seen under
-    way (:class:`bench.servers.PostgresBackground`)."""
+    and autovacuum runs during it (``postgres_activity``), and by the second (printed
+    beside the slow requests of a paced run) the autovacuum passes seen, the buffers
+    checkpoints wrote and the WAL written (:class:`bench.servers.PostgresBackground`)."""
     if backend != "sqlite":
         before_pg = postgres_activity(server.database_url)
         with PostgresBackground(server.database_url) as background:
@@ -387,12 +387,18 @@ def _with_commit_groups(server: ImprintServer, backend: str,
         after_pg = postgres_activity(server.database_url)
         result["postgres_activity"] = postgres_activity_during(before_pg, after_pg)
         say(f"  postgresql during the run: {result['postgres_activity']}")
-        slow = result.get("slow_by_second") or [0] * (int(result["seconds"]) + 1)
-        seen = background.by_second(result["started_at"], len(slow))
+        started = result["started_at"]
+        seen = background.by_second(started, started + result["seconds"])
         result["postgres_background_by_second"] = seen
-        for second, (count, what) in enumerate(zip(slow, seen, strict=True)):
+        if background.error is not None:
+            result["postgres_background_error"] = background.error
+            say(f"  postgresql's background work not sampled to the end: {background.error}")
+        # A paced run: each second's slow requests (by when they were due) beside it; the
+        # requests of the run's last seconds may all have been due before them.
+        for second, (count, what) in enumerate(zip(result.get("slow_by_second", ()), seen,
+                                                   strict=False)):  # fmt: skip
             say(f"  second {second}: {count} slow; postgresql: WAL {what['wal_kb']} kB, "
-                f"checkpoint {what['checkpoint_buffers']} buffers, "
+                f"checkpoints wrote {what['checkpoint_buffers']} buffers, "
                 f"autovacuum: {', '.join(what['autovacuum']) or '-'}")  # fmt: skip
         return result
     before = server.commit_groups()
@@ -453,7 +459,7 @@ def bench_workers(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
             rate = max(1.0, round(best["x509-signed"] / 2, 1))
 
             def paced() -> list[dict[str, Any]]:
-                _warm(target, "x509-signed", 32)
+                _warm(target, "x509-signed", plan.concurrencies[-1])
                 count = int(rate * plan.max_seconds)
                 job = target.job("x509-signed", count, 64, plan.max_seconds * 2) | {"rate": rate}
                 return [_row(f"paced {name}", backend, "x509-signed", job,
@@ -466,10 +472,7 @@ def bench_workers(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
             def csr() -> list[dict[str, Any]]:
                 rows = []
                 for concurrency in plan.concurrencies[-2:]:
-                    job = _csr_job("csr-imprint", plan, concurrency, server.port,
-                                   server.root_cert, csr_file) | {
-                        "base_url": server.base_url,
-                        "headers": {"Authorization": f"Bearer {server.admin_token}"}}  # fmt: skip
+                    job = imprint_csr_job(server, plan, concurrency, csr_file)
                     rows.append(_row(name, backend, "csr-imprint", job,
                                      run_load(job, server.pid), floors["csr-sign"]))  # fmt: skip
                 return rows
@@ -525,6 +528,14 @@ def _csr_job(kind: str, plan: Plan, concurrency: int, port: int, ca_file: Path,
     }  # fmt: skip
 
 
+def imprint_csr_job(server: ImprintServer, plan: Plan, concurrency: int,
+                    csr_file: Path) -> dict[str, Any]:  # fmt: skip
+    """CSR signing by imprint's admin API (``POST /api/v1/certificates``) as its admin."""
+    admin = {"Authorization": f"Bearer {server.admin_token}"}
+    job = _csr_job("csr-imprint", plan, concurrency, server.port, server.root_cert, csr_file)
+    return job | {"base_url": server.base_url, "headers": admin}
+
+
 def bench_csr(plan: Plan, workdir: Path, floors: dict[str, float], csr_file: Path,
               results: dict[str, Any], target: Target) -> None:  # fmt: skip
     """CSR signing by imprint's admin API, the minimal Python signer and cfssl (without
@@ -546,10 +557,7 @@ def bench_csr(plan: Plan, workdir: Path, floors: dict[str, float], csr_file: Pat
     def measure() -> list[dict[str, Any]]:
         rows = []
         for concurrency in plan.concurrencies[-2:]:
-            job = _csr_job("csr-imprint", plan, concurrency, server.port, server.root_cert,
-                           csr_file) | {"base_url": server.base_url,
-                                        "headers": {"Authorization":
-                                                    f"Bearer {server.admin_token}"}}  # fmt: skip
+            job = imprint_csr_job(server, plan, concurrency, csr_file)
             rows.append(_row("csr-sign", "sqlite", "csr-imprint", job,
                              run_load(job, server.pid), floors["csr-sign"]))  # fmt: skip
             job = _csr_job("csr-ceiling", plan, concurrency, ceiling.port, ceiling.ca_file,

@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import json
+import math
 import os
 import shutil
 import signal
@@ -236,6 +238,26 @@ class ImprintServer:
             self._process = None
 
 
+def libpq_url(database_url: str) -> str:
+    """An imprint database URL (SQLAlchemy's ``postgresql+psycopg://``) as psycopg takes it."""
+    return database_url.replace("postgresql+psycopg", "postgresql")
+
+
+def _checkpoint_counters(conn: Any) -> str:
+    """The query of the checkpoints started (timed, requested) and the buffers they wrote,
+    on this server's version: ``pg_stat_checkpointer`` from PostgreSQL 17 on, before it
+    ``pg_stat_bgwriter``."""
+    import psycopg
+
+    modern = "SELECT num_timed, num_requested, buffers_written FROM pg_stat_checkpointer"
+    try:
+        conn.execute(modern)
+    except psycopg.errors.UndefinedTable:
+        conn.rollback()
+        return "SELECT checkpoints_timed, checkpoints_req, buffers_checkpoint FROM pg_stat_bgwriter"
+    return modern
+
+
 def postgres_activity(database_url: str) -> dict[str, float]:
     """The PostgreSQL server's background work so far, for
     :func:`postgres_activity_during`: checkpoints started (timed and requested; on
@@ -245,17 +267,8 @@ def postgres_activity(database_url: str) -> dict[str, float]:
     system catalogs included."""
     import psycopg
 
-    with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as conn:
-        try:
-            found = conn.execute(
-                "SELECT num_timed, num_requested, buffers_written FROM pg_stat_checkpointer"
-            ).fetchone()
-        except psycopg.errors.UndefinedTable:  # PostgreSQL 16 and before
-            conn.rollback()
-            found = conn.execute(
-                "SELECT checkpoints_timed, checkpoints_req, buffers_checkpoint"
-                " FROM pg_stat_bgwriter"
-            ).fetchone()
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        found = conn.execute(_checkpoint_counters(conn)).fetchone()
         done = conn.execute(
             "SELECT checkpoint_lsn - '0/0'::pg_lsn FROM pg_control_checkpoint()"
         ).fetchone()
@@ -275,10 +288,11 @@ def postgres_activity(database_url: str) -> dict[str, float]:
 class PostgresBackground:
     """What PostgreSQL's background processes did while a run lasted, sampled ten times
     a second: each autovacuum worker's pass and the database it works in (``VACUUM
-    public.audit_log in bench_1a2b3c4d``; autovacuum visits every database of the
-    cluster, from ``pg_stat_activity``), the buffers checkpoints wrote, and the WAL
-    written. :meth:`by_second` lines them up with the seconds of a load run, to set
-    beside the run's slow requests by the second they were due."""
+    public.audit_log in bench_1a2b3c4d``, from ``pg_stat_activity``; autovacuum visits
+    every database of the cluster), the buffers checkpoints wrote (as
+    :func:`postgres_activity` reads them) and the WAL written (``pg_current_wal_lsn``).
+    :meth:`by_second` lines them up with the seconds of a load run, to set beside the
+    run's slow requests by the second they were due."""
 
     _AUTOVACUUM = (
         "SELECT query, datname FROM pg_stat_activity"
@@ -287,12 +301,13 @@ class PostgresBackground:
     _WAL = "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"
 
     def __init__(self, database_url: str, every: float = 0.1) -> None:
-        self._url = database_url.replace("postgresql+psycopg", "postgresql")
+        self._url = libpq_url(database_url)
         self._every = every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pg-background", daemon=True)
         # (time.monotonic(), WAL position, buffers checkpoints wrote, autovacuum passes)
         self._seen: list[tuple[float, float, int, list[str]]] = []
+        self.error: str | None = None  # why sampling stopped early, if it did
 
     def __enter__(self) -> PostgresBackground:
         self._thread.start()
@@ -305,42 +320,42 @@ class PostgresBackground:
     def _run(self) -> None:
         import psycopg
 
-        with psycopg.connect(self._url, autocommit=True) as conn:
-            try:
-                conn.execute("SELECT buffers_written FROM pg_stat_checkpointer")
-                written = "SELECT buffers_written FROM pg_stat_checkpointer"
-            except psycopg.errors.UndefinedTable:  # PostgreSQL 16 and before
-                written = "SELECT buffers_checkpoint FROM pg_stat_bgwriter"
-            while True:
-                now = time.monotonic()
-                wal = conn.execute(self._WAL).fetchone()
-                buffers = conn.execute(written).fetchone()
-                passes = [f"{query.removeprefix('autovacuum: ')} in {database}"
-                          for query, database in conn.execute(self._AUTOVACUUM)]  # fmt: skip
-                assert wal is not None
-                assert buffers is not None
-                self._seen.append((now, float(wal[0]), int(buffers[0]), passes))
-                if self._stop.wait(self._every):
-                    return
+        try:
+            with psycopg.connect(self._url, autocommit=True) as conn:
+                written = _checkpoint_counters(conn)
+                while True:
+                    now = time.monotonic()
+                    wal = conn.execute(self._WAL).fetchone()
+                    counters = conn.execute(written).fetchone()
+                    passes = [f"{query.removeprefix('autovacuum: ')} in {database}"
+                              for query, database in conn.execute(self._AUTOVACUUM)]  # fmt: skip
+                    assert wal is not None
+                    assert counters is not None
+                    self._seen.append((now, float(wal[0]), int(counters[2]), passes))
+                    if self._stop.wait(self._every):
+                        return
+        except psycopg.Error as exc:  # the run goes on; its seconds show what was seen
+            self.error = f"{type(exc).__name__}: {exc}"
 
-    def by_second(self, started: float, seconds: int) -> list[dict[str, Any]]:
-        """For each of ``seconds`` seconds from ``started`` (``time.monotonic()``): the
-        WAL written (kB) and the buffers checkpoints wrote between the first sample of
-        that second and the first of the next, and the autovacuum passes seen in it."""
-        firsts: dict[int, tuple[float, int]] = {}
-        passes: list[set[str]] = [set() for _ in range(seconds + 1)]
-        for at, wal, buffers, running in self._seen:
-            index = int(at - started)
-            if 0 <= index <= seconds:
-                firsts.setdefault(index, (wal, buffers))
-                passes[index].update(running)
+    def by_second(self, started: float, ended: float) -> list[dict[str, Any]]:
+        """For each second from ``started`` to ``ended`` (``time.monotonic()``; the last
+        one may be partial): the WAL written (kB) and the buffers checkpoints wrote from
+        the last sample taken by its start (or the first sample, if none was) to the last
+        taken by its end, None when no sample was taken in it; and the autovacuum passes
+        seen in it. A sample from before the start counts for no second."""
+        seen = self._seen
+        times = [at for at, *_ in seen]
         found = []
-        for index in range(seconds):
-            here, after = firsts.get(index), firsts.get(index + 1)
+        for second in range(math.ceil(ended - started)):
+            begin, end = started + second, min(started + second + 1, ended)
+            first = max(0, bisect.bisect_right(times, begin) - 1)
+            last = bisect.bisect_right(times, end) - 1
+            sampled = last > first  # a sample taken in this second, after the first one
+            passes = {p for at, _, _, running in seen if begin <= at < end for p in running}
             found.append({
-                "wal_kb": None if not (here and after) else round((after[0] - here[0]) / 1024),
-                "checkpoint_buffers": None if not (here and after) else after[1] - here[1],
-                "autovacuum": sorted(passes[index]),
+                "wal_kb": round((seen[last][1] - seen[first][1]) / 1024) if sampled else None,
+                "checkpoint_buffers": seen[last][2] - seen[first][2] if sampled else None,
+                "autovacuum": sorted(passes),
             })  # fmt: skip
         return found
 
