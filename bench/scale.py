@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.servers import ImprintServer
+from bench.servers import ImprintServer, libpq_url
 
 _STEPS = ("attest", "policy", "issue", "bundle")
 _SQLITE_TIME = "2025-01-01 00:00:00.000000"
@@ -98,7 +98,7 @@ def _query(server: ImprintServer, sql: str) -> Any:
             return conn.execute(sql).fetchone()[0]
     import psycopg
 
-    url = server.database_url.replace("postgresql+psycopg", "postgresql")
+    url = libpq_url(server.database_url)
     with psycopg.connect(url) as conn:
         row = conn.execute(sql).fetchone()
         assert row is not None
@@ -122,14 +122,14 @@ def seed_devices(
         else:
             import psycopg
 
-            url = server.database_url.replace("postgresql+psycopg", "postgresql")
+            url = libpq_url(server.database_url)
             with psycopg.connect(url) as conn:
                 for statement in _postgres_statements(enrollment_id, issuer):
                     conn.execute(statement, {"first": low, "last": high})
     if not server.database_url.startswith("sqlite"):
         import psycopg
 
-        url = server.database_url.replace("postgresql+psycopg", "postgresql")
+        url = libpq_url(server.database_url)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
     return time.monotonic() - start
