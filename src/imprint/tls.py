@@ -35,7 +35,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from imprint.channel_binding import tls_exporter
+from imprint.channel_binding import ChannelBinding
 from imprint.openssl import accept_any_client_chain, no_session_resumption, set_groups
 
 __all__ = [
@@ -114,12 +114,10 @@ def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any]:
         "client_cert_error": None,
         "tls_version": _TLS_VERSIONS.get(version or ""),
         "cipher_suite": None if cipher is None else cipher[0],
-        # Not in the ASGI spec: the channel bindings, for EST. RFC 5929's tls-unique is
-        # defined for TLS 1.2 only, RFC 9266's tls-exporter for TLS 1.3.
-        "tls_unique": ssl_object.get_channel_binding("tls-unique")
-        if version == "TLSv1.2"
-        else None,
-        "tls_exporter": tls_exporter(ssl_object),
+        # Not in the ASGI spec: the channel binding, for EST, worked out if EST asks.
+        # RFC 5929's tls-unique is defined for TLS 1.2 only, RFC 9266's tls-exporter for
+        # TLS 1.3.
+        "channel_binding": ChannelBinding(ssl_object),
     }
 
 

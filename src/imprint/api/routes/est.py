@@ -34,6 +34,7 @@ from imprint.api.identity import peer_certificate, runtime_of
 from imprint.api.refusals import record_refusal
 from imprint.attestation.base import AttestationFailed, Evidence, TooManyAttempts
 from imprint.attestation.oob_secret import HTTP_BASIC_FORMAT
+from imprint.channel_binding import ChannelBinding
 from imprint.compat.est import (
     CERTS_ONLY,
     CSRATTRS,
@@ -118,11 +119,8 @@ def _basic(request: Request) -> tuple[str, str] | None:
 def _channel_binding(request: Request) -> bytes | None:
     """The connection's tls-unique (TLS 1.2) or tls-exporter (TLS 1.3) value."""
     tls = request.scope.get("extensions", {}).get("tls") or {}
-    for name in ("tls_unique", "tls_exporter"):
-        value = tls.get(name)
-        if isinstance(value, bytes):
-            return value
-    return None
+    binding = tls.get("channel_binding")
+    return binding.value() if isinstance(binding, ChannelBinding) else None
 
 
 def _binding_required(runtime: Runtime, label: str | None) -> bool:
