@@ -122,3 +122,41 @@ def test_the_request_line_is_skipped_below_its_level(capsys: pytest.CaptureFixtu
     configure_logging("warning")
     RequestLog().write("GET", "/healthz", "/healthz", 200, 0.1, "x-1", None)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("json_format", [False, True])
+def test_the_request_line_is_the_same_written_directly_or_through_a_filter(
+    json_format: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RequestLog writes straight to the handler configure_logging installs; a filter on
+    the request logger (an embedder's, a test's) sends the line through logging's own
+    path instead. The two lines differ in their timestamps alone, and the filter is
+    obeyed."""
+    from imprint.logs import REQUEST_LOGGER, RequestLog
+
+    configure_logging("info", json_format=json_format)
+    fields = ("POST", "/api/v1/provision", "/api/v1/provision", 200, 3.14159, "ab-1", "::1")
+    RequestLog().write(*fields)
+    logger = logging.getLogger(REQUEST_LOGGER)
+    seen: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return record.args != ("GET", "/healthz", "/healthz", 200, 0.1, "x-2", None)
+
+    logger.addFilter(keep)
+    try:
+        RequestLog().write(*fields)
+        RequestLog().write("GET", "/healthz", "/healthz", 200, 0.1, "x-2", None)  # filtered out
+    finally:
+        logger.removeFilter(keep)
+    direct, filtered = capsys.readouterr().err.strip().splitlines()
+    assert len(seen) == 2
+    if json_format:
+        one, other = json.loads(direct), json.loads(filtered)
+        assert one.pop("timestamp") and other.pop("timestamp")
+        assert one == other
+        assert (one["ms"], one["request_id"], one["client"]) == (3.14, "ab-1", "::1")
+    else:
+        assert direct.split(" ", 1)[1] == filtered.split(" ", 1)[1]
+        assert "ms=3.14 request_id=ab-1 client=::1" in direct
