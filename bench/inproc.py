@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -284,11 +285,14 @@ def main() -> None:
     CONCURRENCY = max(1, arguments.concurrency)
     directory = Path(tempfile.mkdtemp(prefix="imprint-inproc-"))
     logging.getLogger().handlers[:] = []
-    if "middleware" in arguments.parts:
-        uvloop.run(bench_middleware(arguments.count or 20_000, directory))
-    app_parts = [p for p in arguments.parts if p != "middleware"]
-    if app_parts:
-        uvloop.run(bench_app(app_parts, arguments.count or 400, directory, arguments.database))
+    try:
+        if "middleware" in arguments.parts:
+            uvloop.run(bench_middleware(arguments.count or 20_000, directory))
+        app_parts = [p for p in arguments.parts if p != "middleware"]
+        if app_parts:
+            uvloop.run(bench_app(app_parts, arguments.count or 400, directory, arguments.database))
+    finally:  # its database and log (tens of MB after a few thousand registrations)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

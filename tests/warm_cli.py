@@ -27,6 +27,7 @@ import atexit
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -286,6 +287,7 @@ class WarmCli:
         if self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGTERM)
             self._process.wait(timeout=10)
+        shutil.rmtree(self._dir, ignore_errors=True)  # its stand-in, client and socket
 
 
 _warm: WarmCli | None = None
