@@ -284,10 +284,12 @@ class WarmCli:
         atexit.register(self.close)
 
     def close(self) -> None:
-        if self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            self._process.wait(timeout=10)
-        shutil.rmtree(self._dir, ignore_errors=True)  # its stand-in, client and socket
+        try:
+            if self._process.poll() is None:
+                os.killpg(self._process.pid, signal.SIGTERM)
+                self._process.wait(timeout=10)
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)  # its stand-in, client and socket
 
 
 _warm: WarmCli | None = None

@@ -80,9 +80,10 @@ class RequestLog:
     """The request line, prepared: a level check, then the line written by the handler
     :func:`configure_logging` installs, straight from the fields (no ``LogRecord``, no
     processors, no dicts: 14 µs against 25 in a registration's midst, bench/README.md,
-    step 45). With any other handlers or filters on :data:`REQUEST_LOGGER` (a test's,
-    an embedder's) it makes one ``LogRecord`` with the fields as a tuple and hands it
-    to them, and the record reads as plain text in any handler.
+    step 45). With any other handler or filter on :data:`REQUEST_LOGGER`, or with its
+    lines propagating to the root logger (a test's, an embedder's), it makes one
+    ``LogRecord`` with the fields as a tuple and hands it to them, and the record reads
+    as plain text in any handler.
     """
 
     __slots__ = ("_logger",)
@@ -105,10 +106,10 @@ class RequestLog:
             return
         fields = (method, route, path, status, round(ms, 2), request_id, client)
         handlers = logger.handlers
-        if len(handlers) == 1 and not logger.filters:
+        if len(handlers) == 1 and not logger.filters and not logger.propagate:
             handler = handlers[0]
             if type(handler) is _RequestLineHandler and handler.takes_directly():
-                handler.write_line(fields)
+                handler.write_line(logger.name, fields)
                 return
         logger.handle(_record(logger.name, fields))
 
@@ -185,15 +186,17 @@ class _RequestLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             and self.formatter is self.line_formatter
         )
 
-    def write_line(self, fields: tuple[object, ...]) -> None:
-        """Write the request line of ``fields``, as ``emit`` would write its record."""
-        try:
-            line = self.line_formatter.request_line(fields, time.time())
-            with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
-                stream = self.stream
-                stream.write(line + self.terminator)
-                stream.flush()
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(_record(REQUEST_LOGGER, fields))
+    def write_line(self, name: str, fields: tuple[object, ...]) -> None:
+        """Write the request line of ``fields`` (logger ``name``'s) as ``handle`` and
+        ``emit`` would write its record: under the handler's lock, a failure reported by
+        ``handleError``."""
+        with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
+            try:
+                self.stream.write(
+                    self.line_formatter.request_line(fields, time.time()) + self.terminator
+                )
+                self.flush()
+            except RecursionError:
+                raise
+            except Exception:
+                self.handleError(_record(name, fields))

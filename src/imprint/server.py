@@ -305,7 +305,7 @@ def settle_heap() -> None:
       objects still in use, about 40 µs of every x509 registration and 15 µs of every
       CSR signing, and freed next to nothing (their objects go by reference counting).
       At :data:`YOUNG_GENERATION` a pass comes when garbage does accumulate, which it
-      barely does: none came in 3,000 registrations at 16 or 64 in flight. The older
+      barely does: at most one came in 3,000 registrations at 16 or 64 in flight. The older
       generations keep their thresholds.
     """
     gc.collect()

@@ -161,3 +161,54 @@ def test_the_request_line_is_the_same_written_directly_or_through_a_filter(
     else:
         assert direct.split(" ", 1)[1] == filtered.split(" ", 1)[1]
         assert "ms=3.14 request_id=ab-1 client=::1" in direct
+
+
+def test_the_request_line_skips_logging_only_when_nothing_else_listens(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the handler configure_logging installs alone, the line is written without
+    ``Logger.handle``; a second handler, or the line propagating to the root logger,
+    sends it through logging again, and each listener gets it."""
+    from imprint.logs import REQUEST_LOGGER, RequestLog
+
+    configure_logging("info")
+    logger = logging.getLogger(REQUEST_LOGGER)
+    fields = ("GET", "/healthz", "/healthz", 200, 0.5, "cd-1", "192.0.2.1")
+    handled: list[logging.LogRecord] = []
+    real_handle = logging.Logger.handle
+
+    def handle(self: logging.Logger, record: logging.LogRecord) -> None:
+        handled.append(record)
+        real_handle(self, record)
+
+    monkeypatch.setattr(logging.Logger, "handle", handle)
+    RequestLog().write(*fields)
+    assert handled == []
+    assert "request_id=cd-1" in capsys.readouterr().err
+
+    class Kept(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    second, root = Kept(), Kept()
+    logger.addHandler(second)
+    try:
+        RequestLog().write(*fields)
+    finally:
+        logger.removeHandler(second)
+    assert [r.args for r in second.records] == [fields]
+    logging.getLogger().addHandler(root)
+    logger.propagate = True
+    try:
+        RequestLog().write(*fields)
+    finally:
+        logger.propagate = False
+        logging.getLogger().removeHandler(root)
+    assert [r.args for r in root.records] == [fields]
+    assert len(handled) == 2
+    # Its own handler wrote both lines; while propagating, the root's handler too.
+    assert capsys.readouterr().err.count("request_id=cd-1") == 3
