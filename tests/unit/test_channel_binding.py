@@ -1,85 +1,113 @@
-"""The connection's channel binding, worked out when EST first asks for it."""
+"""The connection's channel binding, worked out when EST first asks for it: real TLS
+connections, both ends in memory, imprint's server context on one side."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import ssl
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from imprint import channel_binding
 from imprint.channel_binding import ChannelBinding
-from imprint.tls import tls_extension
+from imprint.tls import server_ssl_context, tls_extension
 
 
-class _Connection:
-    """Stands for an ``ssl.SSLObject`` after its handshake: counts what is asked of it."""
+def _contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert, key_file = directory / "server.crt", directory / "server.key"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = server_ssl_context(certfile=cert, keyfile=key_file, client_certificates=False)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
 
-    def __init__(self, version: str) -> None:
-        self._version = version
-        self.asked: list[str] = []
 
-    def version(self) -> str:
-        return self._version
-
-    def cipher(self) -> tuple[str, str, int]:
-        return ("TLS_AES_128_GCM_SHA256", self._version, 128)
-
-    def get_channel_binding(self, kind: str) -> bytes:
-        self.asked.append(kind)
-        return b"u" * 12
-
-    def getpeercert(self, binary_form: bool = False) -> None:
-        return None
+def _connect(
+    server: ssl.SSLContext, client: ssl.SSLContext, version: ssl.TLSVersion
+) -> tuple[ssl.SSLObject, ssl.SSLObject]:
+    """A finished handshake of ``version``: (the server's end, the client's end)."""
+    client.minimum_version = client.maximum_version = version
+    to_server, from_server = ssl.MemoryBIO(), ssl.MemoryBIO()
+    to_client, from_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server_end = server.wrap_bio(to_server, from_server, server_side=True)
+    client_end = client.wrap_bio(to_client, from_client, server_hostname="localhost")
+    for _ in range(8):
+        with contextlib.suppress(ssl.SSLWantReadError):
+            client_end.do_handshake()
+        to_server.write(from_client.read())
+        with contextlib.suppress(ssl.SSLWantReadError):
+            server_end.do_handshake()
+        to_client.write(from_server.read())
+    assert server_end.version() == client_end.version()
+    return server_end, client_end
 
 
 @pytest.fixture
-def exporter(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    calls: list[Any] = []
+def exports(monkeypatch: pytest.MonkeyPatch) -> list[ssl.SSLObject]:
+    """The connections ``tls_exporter`` was called for (it still runs)."""
+    called: list[ssl.SSLObject] = []
+    real = channel_binding.tls_exporter
 
-    def export(ssl_object: Any) -> bytes | None:
-        calls.append(ssl_object)
-        return b"e" * 32 if ssl_object.version() == "TLSv1.3" else None
+    def counted(ssl_object: ssl.SSLObject) -> bytes | None:
+        called.append(ssl_object)
+        return real(ssl_object)
 
-    monkeypatch.setattr(channel_binding, "tls_exporter", export)
-    return calls
+    monkeypatch.setattr(channel_binding, "tls_exporter", counted)
+    return called
 
 
-def test_a_connection_is_not_asked_for_its_binding_until_it_is_wanted(
-    exporter: list[Any],
+def test_tls_1_3_binding_is_the_exporter_both_ends_share_worked_out_once(
+    tmp_path: Path, exports: list[ssl.SSLObject]
 ) -> None:
-    for version in ("TLSv1.2", "TLSv1.3"):
-        connection = _Connection(version)
-        extension = tls_extension(connection)  # type: ignore[arg-type]
-        assert connection.asked == []
-        assert exporter == []
-        assert isinstance(extension["channel_binding"], ChannelBinding)
-        assert extension["tls_version"] == {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}[version]
+    server_end, client_end = _connect(*_contexts(tmp_path), ssl.TLSVersion.TLSv1_3)
+    binding = tls_extension(server_end)["channel_binding"]
+    assert isinstance(binding, ChannelBinding)
+    assert exports == []  # a connection EST never serves is not asked
+    value = binding.value()
+    assert value is not None
+    assert len(value) == 32
+    assert value == channel_binding.tls_exporter(client_end)  # RFC 9266: both ends agree
+    assert binding.value() == value
+    assert exports == [server_end, client_end]  # the server's end asked once
 
 
-def test_the_binding_is_tls_unique_on_tls_1_2_the_exporter_on_1_3_and_worked_out_once(
-    exporter: list[Any],
-) -> None:
-    older = _Connection("TLSv1.2")
-    binding = ChannelBinding(older)  # type: ignore[arg-type]
-    assert binding.value() == b"u" * 12
-    assert binding.value() == b"u" * 12
-    assert older.asked == ["tls-unique"]
-    assert exporter == []
-
-    newer = _Connection("TLSv1.3")
-    binding = ChannelBinding(newer)  # type: ignore[arg-type]
-    assert binding.value() == b"e" * 32
-    assert binding.value() == b"e" * 32
-    assert exporter == [newer]
-    assert newer.asked == []
+def test_tls_1_2_binding_is_tls_unique(tmp_path: Path, exports: list[ssl.SSLObject]) -> None:
+    server_end, client_end = _connect(*_contexts(tmp_path), ssl.TLSVersion.TLSv1_2)
+    binding = tls_extension(server_end)["channel_binding"]
+    assert isinstance(binding, ChannelBinding)
+    assert binding.value() == client_end.get_channel_binding("tls-unique")
+    assert exports == []  # no exporter on TLS 1.2
+    assert channel_binding.tls_exporter(server_end) is None
 
 
-def test_a_connection_without_a_binding_has_none(exporter: list[Any]) -> None:
-    binding = ChannelBinding(_Connection("TLSv1.1"))  # type: ignore[arg-type]
-    assert binding.value() is None
-    assert binding.value() is None
-    assert len(exporter) == 1  # asked once: the exporter answers None below TLS 1.3
-
-
-def test_the_real_exporter_refuses_anything_but_tls_1_3() -> None:
-    assert channel_binding.tls_exporter(_Connection("TLSv1.2")) is None  # type: ignore[arg-type]
+def test_another_connections_binding_differs(tmp_path: Path) -> None:
+    contexts = _contexts(tmp_path)
+    one, _ = _connect(*contexts, ssl.TLSVersion.TLSv1_3)
+    other, _ = _connect(*contexts, ssl.TLSVersion.TLSv1_3)
+    assert ChannelBinding(one).value() != ChannelBinding(other).value()
