@@ -38,6 +38,7 @@ from imprint.store.cache import heard_everything
 from imprint.store.db import engines
 from tests.integration import test_oob_secret as oob
 from tests.integration.conftest import Service
+from tests.integration.test_channel_data import Device as ChannelDevice
 from tests.integration.test_x509_attestation import (
     Manufacturer,
     enroll,
@@ -224,3 +225,36 @@ def test_an_oob_secret_registration_reads_the_secret_without_searching_enrollmen
     assert all("IN (" not in s.upper() for s in reads), reads
     assert everything.sql("UPDATE OOB_SECRETS") == 1
     assert not [s for s in everything.statements if "FROM enrollments" in s]
+
+
+def test_a_thingspeak_update_makes_three_statements(service: Service) -> None:
+    """ThingSpeak's ``/update`` with a write key, on the event loop like a registration:
+    the key's channel with its keys (one read), the channel's counter bumped, returning
+    when the entry before came in (for the rate limit), the entry. A write within the
+    limit is refused with the counter's bump undone, and nothing written."""
+    warm, counted_device = (
+        ChannelDevice(service, serial="1001"),
+        ChannelDevice(service, serial="1002"),
+    )
+    with service.client() as client:
+        warmed = client.post("/update", data={"api_key": warm.write_key, "field1": "20"})
+        assert (warmed.status_code, warmed.text) == (200, "1")
+        form = {"api_key": counted_device.write_key, "field1": "21"}
+        with counted(service) as first:
+            written = client.post("/update", data=form)
+        with counted(service) as second:
+            refused = client.post("/update", data=form)  # within the limit's second
+    assert (written.status_code, written.text) == (200, "1")
+    assert (refused.status_code, refused.text) == (200, "0")
+    for tally in (first, second):
+        assert not [name for _, name, _ in tally.drivers if name.startswith("AnyIO worker")]
+        reads = [s for s in tally.statements if s.lstrip().upper().startswith("SELECT")]
+        assert len(reads) == 1, reads
+        assert "JOIN channels" in reads[0], reads
+    # SQLite: the group's BEGIN and the write's savepoint in it are not the write's own.
+    own = [
+        s for s in first.statements if "SAVEPOINT" not in s.upper() and not s.startswith("BEGIN")
+    ]
+    assert len(own) == 3, first.statements
+    assert (first.sql("UPDATE CHANNELS"), first.sql("INSERT INTO CHANNEL_ENTRIES")) == (1, 1)
+    assert (second.sql("UPDATE CHANNELS"), second.sql("INSERT INTO CHANNEL_ENTRIES")) == (2, 0)

@@ -1,9 +1,10 @@
 """Channel entries on SQL: numbered by the channel's ``last_entry_id`` counter.
 
-Appending bumps the counter with ``UPDATE ... RETURNING`` first. That write locks the
-channel's row (PostgreSQL) or the database (SQLite) until the entry is in, so two
-concurrent writes to one channel get consecutive ids and never the same one, and the
-rate limit compares against the entry that really came before.
+Appending bumps the counter with ``UPDATE ... RETURNING`` first, which also returns
+when the entry before came in. That write locks the channel's row (PostgreSQL) or the
+database (SQLite) until the entry is in, so two concurrent writes to one channel get
+consecutive ids and never the same one, and the rate limit compares against the entry
+that really came before.
 """
 
 from __future__ import annotations
@@ -13,17 +14,41 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Engine, RowMapping
 
 from imprint.channels.entries import ChannelRateLimited, Entry, EntryDraft
 from imprint.clock import Clock, SystemClock
 from imprint.errors import NotFound
 from imprint.provisioning.channels import FIELD_NAMES
-from imprint.store.db import reading, writing
+from imprint.store.db import Prepared, reading, writing
 from imprint.store.tables import channel_entries, channels
 
 __all__ = ["SqlEntryStore"]
+
+#: The next entry id, and when the entry before it came in (None for the first).
+_BUMP = Prepared(
+    update(channels)
+    .where(channels.c.id == bindparam("channel"))
+    .values(last_entry_id=channels.c.last_entry_id + 1)
+    .returning(
+        channels.c.last_entry_id,
+        select(channel_entries.c.created_at)
+        .where(
+            channel_entries.c.channel_id == channels.c.id,
+            channel_entries.c.entry_id == channels.c.last_entry_id - 1,
+        )
+        .correlate(channels)
+        .scalar_subquery()
+        .label("previous_at"),
+    )
+)
+_UNBUMP = Prepared(
+    update(channels)
+    .where(channels.c.id == bindparam("channel"))
+    .values(last_entry_id=channels.c.last_entry_id - 1)
+)
+_INSERT = Prepared(insert(channel_entries))
 
 
 def _entry(row: RowMapping) -> Entry:
@@ -47,39 +72,25 @@ class SqlEntryStore:
         self._clock = clock or SystemClock()
 
     def append(self, channel_id: int, draft: EntryDraft, *, min_interval: timedelta) -> Entry:
-        bump = (
-            update(channels)
-            .where(channels.c.id == channel_id)
-            .values(last_entry_id=channels.c.last_entry_id + 1)
-            .returning(channels.c.last_entry_id)
-        )
-        unbump = (
-            update(channels)
-            .where(channels.c.id == channel_id)
-            .values(last_entry_id=channels.c.last_entry_id - 1)
-        )
         with writing(self._engine) as conn:
-            bumped = conn.execute(bump).first()
-            if bumped is None:
+            bumped = _BUMP.rows(conn, {"channel": channel_id})
+            if not bumped:
                 raise NotFound(f"no channel {channel_id}")
-            entry_id = int(bumped[0])
+            entry_id = int(bumped[0]["last_entry_id"])
+            previous: datetime | None = bumped[0]["previous_at"]
             at = self._clock.now()  # taken under the lock: entries are in time order
-            if min_interval > timedelta(0) and entry_id > 1:
-                previous = conn.execute(
-                    select(channel_entries.c.created_at).where(
-                        channel_entries.c.channel_id == channel_id,
-                        channel_entries.c.entry_id == entry_id - 1,
-                    )
-                ).scalar_one_or_none()
-                if previous is not None and at - previous < min_interval:
-                    wait = (min_interval - (at - previous)).total_seconds()
-                    # Undone by hand: in a unit of work the transaction goes on.
-                    conn.execute(unbump)
-                    raise ChannelRateLimited(
-                        f"channel {channel_id} takes one entry per "
-                        f"{min_interval.total_seconds():g} s",
-                        retry_after=max(1, math.ceil(wait)),
-                    )
+            if (
+                min_interval > timedelta(0)
+                and previous is not None
+                and at - previous < min_interval
+            ):
+                wait = (min_interval - (at - previous)).total_seconds()
+                # Undone by hand: in a unit of work the transaction goes on.
+                _UNBUMP.execute(conn, {"channel": channel_id})
+                raise ChannelRateLimited(
+                    f"channel {channel_id} takes one entry per {min_interval.total_seconds():g} s",
+                    retry_after=max(1, math.ceil(wait)),
+                )
             values: dict[str, Any] = {
                 "channel_id": channel_id,
                 "entry_id": entry_id,
@@ -90,7 +101,7 @@ class SqlEntryStore:
                 "elevation": draft.elevation,
                 "status": draft.status,
             }
-            conn.execute(insert(channel_entries).values(**values))
+            _INSERT.execute(conn, values)
         return Entry(
             channel_id=channel_id,
             entry_id=entry_id,

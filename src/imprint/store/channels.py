@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -21,7 +21,7 @@ from imprint.provisioning.channels import (
     key_sha256,
 )
 from imprint.sealing import SecretBox
-from imprint.store.db import guarded, reading, writing
+from imprint.store.db import Prepared, guarded, reading, writing
 from imprint.store.tables import channel_keys, channels
 
 __all__ = ["SqlChannelStore"]
@@ -29,6 +29,29 @@ __all__ = ["SqlChannelStore"]
 
 def _context(key_id: str) -> str:
     return f"channel-key:{key_id}"
+
+
+_held = channel_keys.alias("held")
+_key = channel_keys.alias("key")
+#: The channel holding the key whose lookup hash is given, with every key of it, one row
+#: a key: what ThingSpeak's ``/update`` and feed reads look up, in one statement.
+_BY_KEY = Prepared(
+    select(
+        channels,
+        _held.c.kind.label("held_kind"),
+        _key.c.id.label("key_id"),
+        _key.c.kind.label("key_kind"),
+        _key.c.key_sealed.label("key_sealed"),
+        _key.c.created_at.label("key_created_at"),
+    )
+    .select_from(
+        _held.join(channels, channels.c.id == _held.c.channel_id).join(
+            _key, _key.c.channel_id == channels.c.id
+        )
+    )
+    .where(_held.c.lookup_sha256 == bindparam("lookup"))
+    .order_by(_key.c.created_at, _key.c.id)
+)
 
 
 class SqlChannelStore:
@@ -66,7 +89,7 @@ class SqlChannelStore:
         return replace(self._channel_row(row), keys=keys)
 
     @staticmethod
-    def _channel_row(row: RowMapping) -> Channel:
+    def _channel_row(row: Mapping[Any, Any]) -> Channel:
         return Channel(
             id=row["id"],
             owner=row["owner"],
@@ -107,17 +130,20 @@ class SqlChannelStore:
         return [self._channel_row(row) for row in rows]
 
     def find_by_key(self, lookup_sha256: str) -> tuple[Channel, KeyKind] | None:
-        query = select(channel_keys.c.channel_id, channel_keys.c.kind).where(
-            channel_keys.c.lookup_sha256 == lookup_sha256
-        )
         with reading(self._engine) as conn:
-            hit = conn.execute(query).first()
-            if hit is None:
-                return None
-            row = conn.execute(select(channels).where(channels.c.id == hit[0])).mappings().first()
-            if row is None:
-                return None
-            return self._channel(conn, row), KeyKind(hit[1])
+            rows = _BY_KEY.rows(conn, {"lookup": lookup_sha256})
+        if not rows:
+            return None
+        keys = tuple(
+            ChannelKey(
+                id=row["key_id"],
+                kind=KeyKind(row["key_kind"]),
+                key=self._box.open(row["key_sealed"], _context(row["key_id"])).decode("ascii"),
+                created_at=row["key_created_at"],
+            )
+            for row in rows
+        )
+        return replace(self._channel_row(rows[0]), keys=keys), KeyKind(rows[0]["held_kind"])
 
     def create(self, draft: ChannelDraft, keys: Sequence[ChannelKey]) -> Channel:
         values: dict[str, Any] = {
