@@ -10,6 +10,9 @@ runs; the CPU one call costs in this process moves far less. These decide change
   application (routing, dependencies, validation, the use case, the database) for one
   registration by that mechanism (the OOB secrets registered in bulk first), or one
   admin CSR signing, called as an ASGI application without HTTP or TLS;
+* ``thingspeak-update``: one entry written through ThingSpeak's ``POST /update`` (a
+  form with the channel's write key), each to a channel of its own, as a fleet's
+  devices write theirs (the devices and their channels provisioned first, untimed);
   SQLite in a temporary directory, or PostgreSQL at ``--database URL``. On SQLite a
   second line says how long a call's commit group held the writer lock (its write
   phase, which a second worker's writes wait for).
@@ -45,11 +48,12 @@ App = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], A
 
 
 async def call(app: App, method: str, path: str, body: bytes = b"",
-               headers: dict[str, str] | None = None) -> tuple[int, bytes]:  # fmt: skip
+               headers: dict[str, str] | None = None,
+               content_type: str = "application/json") -> tuple[int, bytes]:  # fmt: skip
     """One request through ``app`` as uvicorn would make it."""
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    raw += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"host", b"127.0.0.1")]  # fmt: skip
+    raw += [(b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()), (b"host", b"127.0.0.1")]  # fmt: skip
     scope: Message = {
         "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
         "method": method, "scheme": "https", "path": path, "raw_path": path.encode(),
@@ -266,17 +270,52 @@ async def bench_app(parts: list[str], count: int, directory: Path, database: str
                     raise RuntimeError(f"csr-sign: {status} {answer[:300]!r}")
 
             await _timed("csr-sign", count, sign)
+        if "thingspeak-update" in parts:
+            keys = await _channel_write_keys(app, post, admin, count + warm)
+
+            async def update(index: int) -> None:
+                key = keys[index if index >= 0 else count - 1 - index]
+                form = f"api_key={key}&field1=21.5&field2=40".encode()
+                status, answer = await call(app, "POST", "/update", form, content_type=_FORM)
+                if status != 200 or not answer.isdigit() or answer == b"0":
+                    raise RuntimeError(f"thingspeak-update: {status} {answer[:300]!r}")
+
+            await _timed("ts-update", count, update)
     finally:
         if checkpointer is not None:
             checkpointer.stop()
         runtime.close()
 
 
+_FORM = "application/x-www-form-urlencoded"
+
+
+async def _channel_write_keys(app: App, post: Callable[..., Awaitable[bytes]],
+                              admin: dict[str, str], count: int) -> list[str]:  # fmt: skip
+    """``count`` devices provisioned with a registration key, each given a channel: their
+    channels' write keys."""
+    from bench.load import new_csr
+
+    enrollment = {"owner": "bench", "id": "bench-channels", "mechanism": "registration-key",
+                  "channel": {"fields": {"field1": "temperature", "field2": "humidity"},
+                              "delivery": "plain"}}  # fmt: skip
+    await post("/api/v1/enrollments", enrollment, admin)
+    issued = await post("/api/v1/enrollments/bench-channels/registration-key", {}, admin)
+    half = {"X-Imprint-Key-Half": json.loads(issued)["key"].split("-")[0]}
+    keys = []
+    for index in range(count):
+        request = {"mechanism": "registration-key", "csr": new_csr(f"ts-{index}")[1],
+                   "registration_id": f"ts-{index:07d}"}  # fmt: skip
+        answer = await post("/api/v1/provision", request, half)
+        keys.append(json.loads(answer)["bundle"]["channel"]["write_key"])
+    return keys
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.inproc")
     parser.add_argument("parts", nargs="+",
                         choices=("middleware", "x509-signed", "oob-secret", "symmetric-key",
-                                 "csr-sign"))  # fmt: skip
+                                 "csr-sign", "thingspeak-update"))  # fmt: skip
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--database", default=None)
     parser.add_argument("--concurrency", type=int, default=1)
