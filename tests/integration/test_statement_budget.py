@@ -39,6 +39,9 @@ from imprint.store.db import engines
 from tests.integration import test_oob_secret as oob
 from tests.integration.conftest import Service
 from tests.integration.test_channel_data import Device as ChannelDevice
+from tests.integration.test_channels_provisioning import channel_enrollment
+from tests.integration.test_channels_provisioning import make_csr as channel_csr
+from tests.integration.test_channels_provisioning import provision as channel_provision
 from tests.integration.test_x509_attestation import (
     Manufacturer,
     enroll,
@@ -258,3 +261,23 @@ def test_a_thingspeak_update_makes_three_statements(service: Service) -> None:
     assert len(own) == 3, first.statements
     assert (first.sql("UPDATE CHANNELS"), first.sql("INSERT INTO CHANNEL_ENTRIES")) == (1, 1)
     assert (second.sql("UPDATE CHANNELS"), second.sql("INSERT INTO CHANNEL_ENTRIES")) == (2, 0)
+
+
+def test_a_registration_that_makes_a_channel_reads_it_once(service: Service) -> None:
+    """A registration-key device its enrollment gives a channel: the device's channel
+    looked for with its keys (one read), made with one INSERT of the channel and one of
+    its two keys, and not read back."""
+    with service.admin() as admin:
+        key = channel_enrollment(admin, "thermo-counted", "the-simpsons")
+    half = key.split("-")[0]
+    with service.client() as client:
+        warmed = channel_provision(client, "2001", half, channel_csr())
+        assert warmed.status_code == 200, warmed.text
+        with counted(service) as tally:
+            answer = channel_provision(client, "2002", half, channel_csr())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["bundle"]["channel"]["id"]
+    touching = [s for s in tally.statements if "channel" in s.split("(")[0].lower()]
+    assert len(touching) == 3, touching
+    assert [s.split()[0].upper() for s in touching] == ["SELECT", "INSERT", "INSERT"], touching
+    assert "JOIN channel_keys" in touching[0], touching

@@ -33,17 +33,16 @@ def _context(key_id: str) -> str:
 
 _held = channel_keys.alias("held")
 _key = channel_keys.alias("key")
+_KEY_COLUMNS = (
+    _key.c.id.label("key_id"),
+    _key.c.kind.label("key_kind"),
+    _key.c.key_sealed.label("key_sealed"),
+    _key.c.created_at.label("key_created_at"),
+)
 #: The channel holding the key whose lookup hash is given, with every key of it, one row
 #: a key: what ThingSpeak's ``/update`` and feed reads look up, in one statement.
 _BY_KEY = Prepared(
-    select(
-        channels,
-        _held.c.kind.label("held_kind"),
-        _key.c.id.label("key_id"),
-        _key.c.kind.label("key_kind"),
-        _key.c.key_sealed.label("key_sealed"),
-        _key.c.created_at.label("key_created_at"),
-    )
+    select(channels, _held.c.kind.label("held_kind"), *_KEY_COLUMNS)
     .select_from(
         _held.join(channels, channels.c.id == _held.c.channel_id).join(
             _key, _key.c.channel_id == channels.c.id
@@ -52,6 +51,15 @@ _BY_KEY = Prepared(
     .where(_held.c.lookup_sha256 == bindparam("lookup"))
     .order_by(_key.c.created_at, _key.c.id)
 )
+#: A device's channel with its keys, one row a key (a device registering asks for it).
+_FOR_DEVICE = Prepared(
+    select(channels, *_KEY_COLUMNS)
+    .select_from(channels.outerjoin(_key, _key.c.channel_id == channels.c.id))
+    .where(channels.c.device_ref == bindparam("device_ref"))
+    .order_by(_key.c.created_at, _key.c.id)
+)
+_INSERT = Prepared(insert(channels).returning(channels.c.id))
+_INSERT_KEYS = Prepared(insert(channel_keys))
 
 
 class SqlChannelStore:
@@ -89,7 +97,7 @@ class SqlChannelStore:
         return replace(self._channel_row(row), keys=keys)
 
     @staticmethod
-    def _channel_row(row: Mapping[Any, Any]) -> Channel:
+    def _channel_row(row: Mapping[Any, Any], keys: tuple[ChannelKey, ...] = ()) -> Channel:
         return Channel(
             id=row["id"],
             owner=row["owner"],
@@ -100,7 +108,22 @@ class SqlChannelStore:
             fields={name: row[name] for name in FIELD_NAMES if row[name] is not None},
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            keys=keys,
         )
+
+    def _with_keys(self, rows: Sequence[Mapping[str, Any]]) -> Channel:
+        """The channel of ``rows`` (:data:`_BY_KEY`, :data:`_FOR_DEVICE`), its keys opened."""
+        keys = tuple(
+            ChannelKey(
+                id=row["key_id"],
+                kind=KeyKind(row["key_kind"]),
+                key=self._box.open(row["key_sealed"], _context(row["key_id"])).decode("ascii"),
+                created_at=row["key_created_at"],
+            )
+            for row in rows
+            if row["key_id"] is not None
+        )
+        return self._channel_row(rows[0], keys)
 
     def _one(self, where: Any) -> Channel | None:
         with reading(self._engine) as conn:
@@ -114,7 +137,9 @@ class SqlChannelStore:
         return found
 
     def for_device(self, device_ref: str) -> Channel | None:
-        return self._one(channels.c.device_ref == device_ref)
+        with reading(self._engine) as conn:
+            rows = _FOR_DEVICE.rows(conn, {"device_ref": device_ref})
+        return self._with_keys(rows) if rows else None
 
     def search(
         self, *, owners: Collection[str] | None, limit: int, after: int | None = None
@@ -134,16 +159,7 @@ class SqlChannelStore:
             rows = _BY_KEY.rows(conn, {"lookup": lookup_sha256})
         if not rows:
             return None
-        keys = tuple(
-            ChannelKey(
-                id=row["key_id"],
-                kind=KeyKind(row["key_kind"]),
-                key=self._box.open(row["key_sealed"], _context(row["key_id"])).decode("ascii"),
-                created_at=row["key_created_at"],
-            )
-            for row in rows
-        )
-        return replace(self._channel_row(rows[0]), keys=keys), KeyKind(rows[0]["held_kind"])
+        return self._with_keys(rows), KeyKind(rows[0]["held_kind"])
 
     def create(self, draft: ChannelDraft, keys: Sequence[ChannelKey]) -> Channel:
         values: dict[str, Any] = {
@@ -158,16 +174,18 @@ class SqlChannelStore:
         }
         try:
             with writing(self._engine) as conn, guarded(conn):
-                made = conn.execute(insert(channels).values(**values)).inserted_primary_key
-                assert made is not None
-                channel_id = int(made[0])
-                for key in keys:
-                    conn.execute(insert(channel_keys).values(**self._key_row(channel_id, key)))
+                channel_id = int(_INSERT.rows(conn, values)[0]["id"])
+                if keys:
+                    _INSERT_KEYS.execute(conn, [self._key_row(channel_id, key) for key in keys])
         except IntegrityError:
             raise Conflict(
                 f"device {draft.device_id!r} has a channel already", code="channel_exists"
             ) from None
-        return self.get(channel_id)
+        # As :meth:`get` would read it back: the fields in use, the keys in their order.
+        return self._channel_row(
+            {"id": channel_id, **values},
+            tuple(sorted(keys, key=lambda key: (key.created_at, key.id))),
+        )
 
     def replace_key(
         self, channel_id: int, old_key_id: str | None, new: ChannelKey, at: datetime

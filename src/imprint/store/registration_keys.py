@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, delete, insert, select, update
-from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy import bindparam, case, delete, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from imprint.errors import Conflict, NotFound
 from imprint.provisioning.registration_keys import KeyState, RegistrationKey, lookup_sha256
 from imprint.sealing import SecretBox
-from imprint.store.db import guarded, reading, serialized, writing
+from imprint.store.db import Prepared, guarded, reading, serialized, writing
 from imprint.store.tables import enrollments, registration_keys
 
 __all__ = ["SqlRegistrationKeyStore"]
+
+#: The key a registration names by the hash of its first half (every registration asks).
+_FIND = Prepared(
+    select(registration_keys).where(registration_keys.c.lookup_sha256 == bindparam("lookup"))
+)
 
 
 def _context(key_id: str) -> str:
@@ -29,7 +35,7 @@ class SqlRegistrationKeyStore:
         self._engine = engine
         self._box = box
 
-    def _key(self, row: RowMapping) -> RegistrationKey:
+    def _key(self, row: Mapping[Any, Any]) -> RegistrationKey:
         return RegistrationKey(
             id=row["id"],
             enrollment_id=row["enrollment_id"],
@@ -40,10 +46,9 @@ class SqlRegistrationKeyStore:
         )
 
     def find(self, lookup_sha256: str) -> RegistrationKey | None:
-        query = select(registration_keys).where(registration_keys.c.lookup_sha256 == lookup_sha256)
         with reading(self._engine) as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else self._key(row)
+            rows = _FIND.rows(conn, {"lookup": lookup_sha256})
+        return self._key(rows[0]) if rows else None
 
     def for_enrollment(self, enrollment_id: str) -> Sequence[RegistrationKey]:
         current_first = case((registration_keys.c.state == KeyState.CURRENT.value, 0), else_=1)
