@@ -177,9 +177,21 @@ class ChannelStore(Protocol):
         """
 
 
+#: Random bytes below this map onto the alphabet evenly (each character 7 of them).
+_EVEN = 256 - 256 % len(_ALPHABET)
+
+
 def generate_channel_key() -> str:
-    """A new key: 16 random characters of ``A-Z 0-9`` (ThingSpeak's shape)."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(KEY_LENGTH))
+    """A new key: 16 random characters of ``A-Z 0-9`` (ThingSpeak's shape).
+
+    Drawn from one read of the system's random source (a registration makes two keys;
+    ``secrets.choice`` a character at a time read it 16 times a key, 18 µs against 3).
+    """
+    key = ""
+    while len(key) < KEY_LENGTH:  # about one byte in 64 is dropped
+        drawn = secrets.token_bytes(2 * KEY_LENGTH)
+        key += "".join(_ALPHABET[b % len(_ALPHABET)] for b in drawn if b < _EVEN)
+    return key[:KEY_LENGTH]
 
 
 def key_sha256(key: str) -> str:
