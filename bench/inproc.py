@@ -10,9 +10,13 @@ runs; the CPU one call costs in this process moves far less. These decide change
   application (routing, dependencies, validation, the use case, the database) for one
   registration by that mechanism (the OOB secrets registered in bulk first), or one
   admin CSR signing, called as an ASGI application without HTTP or TLS;
+* ``registration-key``: one registration with the enrollment's registration key, of a
+  device the enrollment gives a ThingSpeak channel (made at its registration, with a
+  write and a read key), as midPoint's devices are;
 * ``thingspeak-update``: one entry written through ThingSpeak's ``POST /update`` (a
   form with the channel's write key), each to a channel of its own, as a fleet's
-  devices write theirs (the devices and their channels provisioned first, untimed);
+  devices write theirs (the devices and their channels registered first, untimed
+  unless ``registration-key`` is asked for too);
   SQLite in a temporary directory, or PostgreSQL at ``--database URL``. On SQLite a
   second line says how long a call's commit group held the writer lock (its write
   phase, which a second worker's writes wait for).
@@ -270,8 +274,10 @@ async def bench_app(parts: list[str], count: int, directory: Path, database: str
                     raise RuntimeError(f"csr-sign: {status} {answer[:300]!r}")
 
             await _timed("csr-sign", count, sign)
+        if "registration-key" in parts or "thingspeak-update" in parts:
+            keys = await _channel_write_keys(app, post, admin, count, warm,
+                                             timed="registration-key" in parts)  # fmt: skip
         if "thingspeak-update" in parts:
-            keys = await _channel_write_keys(app, post, admin, count + warm)
 
             async def update(index: int) -> None:
                 key = keys[index if index >= 0 else count - 1 - index]
@@ -291,9 +297,11 @@ _FORM = "application/x-www-form-urlencoded"
 
 
 async def _channel_write_keys(app: App, post: Callable[..., Awaitable[bytes]],
-                              admin: dict[str, str], count: int) -> list[str]:  # fmt: skip
-    """``count`` devices provisioned with a registration key, each given a channel: their
-    channels' write keys."""
+                              admin: dict[str, str], count: int, warm: int,
+                              timed: bool) -> list[str]:  # fmt: skip
+    """``count`` (+ ``warm``) devices registered with a registration key, each given a
+    channel (``timed``: as the ``registration-key`` part): their channels' write keys, in
+    the order :func:`_timed` takes its indexes (the warm-up's last)."""
     from bench.load import new_csr
 
     enrollment = {"owner": "bench", "id": "bench-channels", "mechanism": "registration-key",
@@ -302,12 +310,23 @@ async def _channel_write_keys(app: App, post: Callable[..., Awaitable[bytes]],
     await post("/api/v1/enrollments", enrollment, admin)
     issued = await post("/api/v1/enrollments/bench-channels/registration-key", {}, admin)
     half = {"X-Imprint-Key-Half": json.loads(issued)["key"].split("-")[0]}
-    keys = []
-    for index in range(count):
-        request = {"mechanism": "registration-key", "csr": new_csr(f"ts-{index}")[1],
-                   "registration_id": f"ts-{index:07d}"}  # fmt: skip
-        answer = await post("/api/v1/provision", request, half)
-        keys.append(json.loads(answer)["bundle"]["channel"]["write_key"])
+    bodies = [json.dumps({"mechanism": "registration-key", "csr": new_csr(f"ts-{i}")[1],
+                          "registration_id": f"ts-{i:07d}"}).encode()
+              for i in range(count + warm)]  # fmt: skip
+    keys: list[str] = [""] * (count + warm)
+
+    async def register(index: int) -> None:
+        at = index if index >= 0 else count - 1 - index
+        status, answer = await call(app, "POST", "/api/v1/provision", bodies[at], half)
+        if status != 200:
+            raise RuntimeError(f"registration-key: {status} {answer[:300]!r}")
+        keys[at] = json.loads(answer)["bundle"]["channel"]["write_key"]
+
+    if timed:
+        await _timed("registration-key", count, register)
+    else:
+        for index in range(count + warm):
+            await register(index)
     return keys
 
 
@@ -315,7 +334,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.inproc")
     parser.add_argument("parts", nargs="+",
                         choices=("middleware", "x509-signed", "oob-secret", "symmetric-key",
-                                 "csr-sign", "thingspeak-update"))  # fmt: skip
+                                 "csr-sign", "registration-key", "thingspeak-update"))  # fmt: skip
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--database", default=None)
     parser.add_argument("--concurrency", type=int, default=1)
