@@ -46,10 +46,12 @@ __all__ = ["SqlDeviceStore", "SqlNonceStore", "SqlStepRecorder"]
 
 # The statements of the provisioning path, built once: building a Core statement and
 # its cache key costs more than running it on SQLite.
-_FIND = select(devices).where(
-    devices.c.owner == bindparam("owner"), devices.c.device_id == bindparam("device_id")
+_FIND = Prepared(
+    select(devices).where(
+        devices.c.owner == bindparam("owner"), devices.c.device_id == bindparam("device_id")
+    )
 )
-_GET = select(devices).where(devices.c.id == bindparam("ref"))
+_GET = Prepared(select(devices).where(devices.c.id == bindparam("ref")))
 #: The device, and another holder of the key (the ``holder`` column says which is which).
 _KEY_HOLDING = (
     DeviceStatus.PROVISIONED.value,
@@ -196,15 +198,15 @@ class SqlDeviceStore:
 
     def find(self, owner: str, device_id: str) -> Device | None:
         with reading(self._engine) as conn:
-            row = conn.execute(_FIND, {"owner": owner, "device_id": device_id}).mappings().first()
-        return None if row is None else _device(row)
+            rows = _FIND.rows(conn, {"owner": owner, "device_id": device_id})
+        return _device(rows[0]) if rows else None
 
     def get(self, device_ref: str) -> Device:
         with reading(self._engine) as conn:
-            row = conn.execute(_GET, {"ref": device_ref}).mappings().first()
-        if row is None:
+            rows = _GET.rows(conn, {"ref": device_ref})
+        if not rows:
             raise NotFound(f"no device {device_ref!r}")
-        return _device(row)
+        return _device(rows[0])
 
     def save(self, device: Device) -> None:
         values = {
