@@ -64,6 +64,8 @@ class Request:
     method: str = "POST"
     content_type: str = "application/json"
     headers: bytes = b""  # this request's own (e.g. its HTTP Basic credentials)
+    #: A 2xx answer with this body is a refusal (ThingSpeak's ``/update`` answers ``0``).
+    refused: bytes | None = None
 
 
 #: In a paced run, the seconds at its start left out of its steady-state p99.
@@ -169,6 +171,13 @@ def build_requests(job: dict[str, Any]) -> list[Request]:
     requests: list[Request] = []
     if kind.startswith("ocsp"):
         return ocsp_requests(job)
+    if kind == "thingspeak-update":
+        # One entry a channel, as a fleet's devices write (each its own channel's key).
+        return [
+            Request("/update", f"api_key={key}&field1=21.5&field2=40".encode(),
+                    content_type="application/x-www-form-urlencoded", refused=b"0")
+            for key in job["write_keys"][:count]
+        ]  # fmt: skip
     if kind in ("csr-imprint", "csr-cfssl", "csr-ceiling"):
         csrs = json.loads(Path(job["csr_file"]).read_text())[:count]
         for pem in csrs:
@@ -367,7 +376,7 @@ async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
                 tally.error(type(exc).__name__, str(exc))
                 await connection.close()
                 continue
-            if status in OK_STATUSES:
+            if status in OK_STATUSES and body != request.refused:
                 tally.latencies.append(time.monotonic() - due)
                 if rate:
                     tally.dues.append(due - start)

@@ -15,7 +15,7 @@ from bench.load import STEADY_AFTER_SECONDS
 COLUMNS = (
     ("section", "section", 15),
     ("backend", "db", 10),
-    ("mechanism", "mechanism", 13),
+    ("mechanism", "mechanism", 17),
     ("concurrency", "conc", 4),
     ("ok", "ok", 5),
     ("errors", "err", 4),

@@ -3,7 +3,8 @@
 1. the crypto floor (:mod:`bench.floor`);
 2. registration load per mechanism and concurrency, on SQLite and PostgreSQL, with the
    load generator (:mod:`bench.load`) in its own process and the server's CPU read
-   from ``/proc``;
+   from ``/proc``; then ThingSpeak ``/update`` writes, each to a channel of its own
+   (devices registered for the purpose before the section);
 3. CSR signing: imprint's ``POST /api/v1/certificates``, the minimal Python signer
    (:mod:`bench.ceiling`) and ``cfssl serve`` (without and with its certificate
    database) in the same minutes, with the same CSRs and the same load generator;
@@ -34,6 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +66,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # est-oob right after oob-secret: the same devices' kind of proof (the OOB secret), over
 # EST's simpleenroll with HTTP Basic instead of the native JSON, at the same concurrency.
 MECHANISMS = ("x509-signed", "x509-mtls", "oob-secret", "est-oob", "symmetric-key")
+#: What registered devices send after: ThingSpeak's ``/update``, each write to a channel
+#: of its own (the load section's last kind).
+DEVICE_WRITES = ("thingspeak-update",)
 OCSP_KINDS = ("ocsp-cached", "ocsp-uncached")
 OCSP_CERTIFICATES = 20
 OOB_MASTER = "bench-oob-master"
@@ -178,6 +183,8 @@ class Target:
             timeout=300,
             headers={"Authorization": f"Bearer {server.admin_token}"},
         )
+        self.devices = httpx.Client(base_url=server.base_url, verify=context, timeout=300)
+        self._channel_key_half: str | None = None
         m = manufacturer
         made = self.admin.post("/api/v1/orgs", json={"id": "bench", "name": "Benchmarks"})
         if made.status_code != 409:  # the owner of every enrollment below
@@ -200,6 +207,30 @@ class Target:
         response.raise_for_status()
         created: dict[str, Any] = response.json()
         return created
+
+    def write_keys(self, count: int) -> list[str]:
+        """The write keys of ``count`` new channels: devices registered (8 at a time) with
+        the registration key of an enrollment that gives each a channel."""
+        if self._channel_key_half is None:
+            self._enroll({"id": "bench-channels", "mechanism": "registration-key",
+                          "channel": {"fields": {"field1": "temperature", "field2": "humidity"},
+                                      "delivery": "plain"}})  # fmt: skip
+            issued = self.admin.post("/api/v1/enrollments/bench-channels/registration-key",
+                                     json={})  # fmt: skip
+            issued.raise_for_status()
+            self._channel_key_half = str(issued.json()["key"]).split("-")[0]
+        half = {"X-Imprint-Key-Half": self._channel_key_half}
+        prefix = f"ts-{uuid.uuid4().hex[:6]}"
+
+        def register(index: int) -> str:
+            body = {"mechanism": "registration-key", "csr": new_csr(f"{prefix}-{index}")[1],
+                    "registration_id": f"{prefix}-{index:07d}"}  # fmt: skip
+            answer = self.devices.post("/api/v1/provision", json=body, headers=half)
+            answer.raise_for_status()
+            return str(answer.json()["bundle"]["channel"]["write_key"])
+
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(register, range(count)))
 
     def register_secrets(self, prefix: str, count: int) -> None:
         rows = []
@@ -252,6 +283,7 @@ class Target:
 
     def close(self) -> None:
         self.admin.close()
+        self.devices.close()
 
 
 def run_load(job: dict[str, Any], server_pid: int) -> dict[str, Any]:
@@ -325,6 +357,20 @@ def bench_backend(backend: str, plan: Plan, workdir: Path, manufacturer: Manufac
 
             for row in section(f"load {backend} {kind}", plan, results, mechanism):
                 best[kind] = max(best.get(kind, 0.0), row["rate"])
+        for kind in DEVICE_WRITES if plan.wants("load") else ():
+            say(f"{backend}: registering devices for {kind}")
+            keys = target.write_keys(plan.count * len(plan.concurrencies))
+
+            def writes(kind: str = kind, keys: list[str] = keys) -> list[dict[str, Any]]:
+                rows = []
+                for run, concurrency in enumerate(plan.concurrencies):
+                    job = target.job(kind, plan.count, concurrency, plan.max_seconds) | {
+                        "write_keys": keys[run * plan.count : (run + 1) * plan.count]
+                    }
+                    rows.append(_row("load", backend, kind, job, run_load(job, server.pid), None))
+                return rows
+
+            section(f"load {backend} {kind}", plan, results, writes)
         # OCSP responses per second: kept answers (RFC 5019 GET) and fresh ones (nonces).
         for kind in OCSP_KINDS if plan.wants("ocsp") else ():
 
