@@ -471,6 +471,33 @@ def test_the_rate_limit_answers_0_on_update_and_429_on_json(limited: Service) ->
     assert later.text == "2"  # the refused writes used no entry id
 
 
+@pytest.mark.both_databases
+def test_concurrent_writes_within_the_limit_let_one_through(limited: Service) -> None:
+    """Sixteen writes to one channel at once, within its window: one is stored and fifteen
+    refused, also where a write waits for another's row lock (PostgreSQL) and then
+    looks for the entry before its own."""
+    device = Device(limited)
+    start = threading.Barrier(16)
+    answers: list[str] = []
+    lock = threading.Lock()
+
+    def writer(n: int) -> None:
+        with limited.client() as http:
+            assert http.get("/healthz").status_code == 200  # connected: the writes meet
+            start.wait(timeout=30)
+            got = http.post("/update", data={"api_key": device.write_key, "field1": str(n)})
+        with lock:
+            answers.append(got.text)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(answers) == ["0"] * 15 + ["1"], answers
+    assert stored_entries(limited) == 1
+
+
 @pytest.mark.slow
 @pytest.mark.both_databases
 def test_concurrent_writes_get_consecutive_ids(service: Service, device: Device) -> None:

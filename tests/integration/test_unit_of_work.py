@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -362,6 +363,57 @@ def test_a_rate_limited_append_in_a_unit_leaves_the_counter(engine: Engine, box:
         channel.id, EntryDraft(fields={"field1": "22"}), min_interval=timedelta(0)
     )
     assert made.entry_id == 2
+
+
+def test_an_append_that_waited_for_another_sees_its_entry(
+    engine: Engine, box: SecretBox, backend: str
+) -> None:
+    """Two appends to one channel within its window, the second waiting for the first's
+    row lock (PostgreSQL): when the first commits, the second is refused. Its bump's
+    snapshot is older than the first's entry, so the entry before is looked for again."""
+    if backend != "postgresql":
+        pytest.skip("SQLite's writer lock is taken before a write's first statement")
+    create_channel(engine, box, 1)
+    channel = SqlChannelStore(engine, box).for_device("d-1")
+    assert channel is not None
+    entries = SqlEntryStore(engine)
+    entries.append(channel.id, EntryDraft(fields={"field1": "1"}), min_interval=timedelta(0))
+    outcome: list[object] = []
+
+    def second() -> None:
+        try:
+            outcome.append(
+                entries.append(
+                    channel.id, EntryDraft(fields={"field1": "3"}), min_interval=timedelta(hours=1)
+                )
+            )
+        except ChannelRateLimited as refused:
+            outcome.append(refused)
+
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE channels%'"
+    )
+    with engine.connect() as first:  # an append of its own, held open
+        first.execute(
+            text("UPDATE channels SET last_entry_id = 2 WHERE id = :id"), {"id": channel.id}
+        )
+        first.execute(
+            text("INSERT INTO channel_entries (channel_id, entry_id, created_at)"
+                 " VALUES (:id, 2, :at)"),
+            {"id": channel.id, "at": datetime.now(UTC)},
+        )  # fmt: skip
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 10
+        with engine.connect() as watcher:
+            while not watcher.execute(waiting).scalar() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        first.commit()
+    thread.join(timeout=30)
+    assert len(outcome) == 1, outcome
+    assert isinstance(outcome[0], ChannelRateLimited), outcome
+    assert entries.last_entry_id(channel.id) == 2
 
 
 def test_a_refused_key_rotation_in_a_unit_leaves_the_current_key(

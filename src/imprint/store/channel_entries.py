@@ -4,7 +4,8 @@ Appending bumps the counter with ``UPDATE ... RETURNING`` first, which also retu
 when the entry before came in. That write locks the channel's row (PostgreSQL) or the
 database (SQLite) until the entry is in, so two concurrent writes to one channel get
 consecutive ids and never the same one, and the rate limit compares against the entry
-that really came before.
+that really came before (read again by a statement of its own when the bump's snapshot
+is older than that entry: :meth:`SqlEntryStore.append`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ _BUMP = Prepared(
         .label("previous_at"),
     )
 )
+#: The entry before, read again (see :meth:`SqlEntryStore.append`).
+_PREVIOUS = Prepared(
+    select(channel_entries.c.created_at).where(
+        channel_entries.c.channel_id == bindparam("channel"),
+        channel_entries.c.entry_id == bindparam("entry"),
+    )
+)
 _UNBUMP = Prepared(
     update(channels)
     .where(channels.c.id == bindparam("channel"))
@@ -78,6 +86,13 @@ class SqlEntryStore:
                 raise NotFound(f"no channel {channel_id}")
             entry_id = int(bumped[0]["last_entry_id"])
             previous: datetime | None = bumped[0]["previous_at"]
+            if previous is None and entry_id > 1 and min_interval > timedelta(0):
+                # Entries stay, so the one before is missing only from the statement's
+                # snapshot: on PostgreSQL an UPDATE that waited for another write's row
+                # lock bumps the row as that write left it, but its subquery reads as of
+                # when it began, before that write's entry. A statement of its own sees it.
+                again = _PREVIOUS.rows(conn, {"channel": channel_id, "entry": entry_id - 1})
+                previous = again[0]["created_at"] if again else None
             at = self._clock.now()  # taken under the lock: entries are in time order
             if (
                 min_interval > timedelta(0)
