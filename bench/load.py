@@ -381,7 +381,8 @@ async def _run(job: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
                 if rate:
                     tally.dues.append(due - start)
             else:
-                tally.error(f"http {status}", body.decode(errors="replace"))
+                what = "refused" if status in OK_STATUSES else f"http {status}"
+                tally.error(what, body.decode(errors="replace"))
         await connection.close()
 
     await asyncio.gather(*(worker(number) for number in range(concurrency)))

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -243,12 +244,16 @@ def test_a_thingspeak_update_makes_three_statements(service: Service) -> None:
         warmed = client.post("/update", data={"api_key": warm.write_key, "field1": "20"})
         assert (warmed.status_code, warmed.text) == (200, "1")
         form = {"api_key": counted_device.write_key, "field1": "21"}
-        with counted(service) as first:
+        with counted(service) as everything:
             written = client.post("/update", data=form)
-        with counted(service) as second:
+        with counted(service) as refusal:
             refused = client.post("/update", data=form)  # within the limit's second
+        service.clock.advance(timedelta(seconds=1))
+        later = client.post("/update", data=form)
     assert (written.status_code, written.text) == (200, "1")
     assert (refused.status_code, refused.text) == (200, "0")
+    assert (later.status_code, later.text) == (200, "2")  # the refusal's bump was undone
+    first, second = everything.of_request("UPDATE channels"), refusal.of_request("UPDATE channels")
     for tally in (first, second):
         assert not [name for _, name, _ in tally.drivers if name.startswith("AnyIO worker")]
         reads = [s for s in tally.statements if s.lstrip().upper().startswith("SELECT")]

@@ -17,8 +17,9 @@ def test_keys_have_thingspeaks_shape_and_do_not_repeat() -> None:
 
 def test_every_character_is_as_likely_as_any_other() -> None:
     """320,000 characters: about 8,889 of each of the 36. Taking a random byte modulo 36
-    without dropping the last four values would give A-D 8/7 of the others' share (about
-    10,160 each, 13 standard deviations over); the bounds are 5 % (about 4.8)."""
+    without dropping the last four values would give A-D 8/256 of them (10,000 each,
+    about 12 standard deviations over) and the others 7/256; the bounds are 5 % (about
+    4.7 standard deviations)."""
     counts = Counter("".join(generate_channel_key() for _ in range(20_000)))
     alphabet = string.ascii_uppercase + string.digits
     assert set(counts) == set(alphabet)
