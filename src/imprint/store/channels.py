@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy import ColumnElement, bindparam, delete, insert, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from imprint.errors import Conflict, NotFound
@@ -51,13 +50,21 @@ _BY_KEY = Prepared(
     .where(_held.c.lookup_sha256 == bindparam("lookup"))
     .order_by(_key.c.created_at, _key.c.id)
 )
-#: A device's channel with its keys, one row a key (a device registering asks for it).
-_FOR_DEVICE = Prepared(
-    select(channels, *_KEY_COLUMNS)
-    .select_from(channels.outerjoin(_key, _key.c.channel_id == channels.c.id))
-    .where(channels.c.device_ref == bindparam("device_ref"))
-    .order_by(_key.c.created_at, _key.c.id)
-)
+
+
+def _with_its_keys(where: ColumnElement[bool]) -> Prepared:
+    """The channel ``where`` names with its keys, one row a key (one row without any)."""
+    return Prepared(
+        select(channels, *_KEY_COLUMNS)
+        .select_from(channels.outerjoin(_key, _key.c.channel_id == channels.c.id))
+        .where(where)
+        .order_by(_key.c.created_at, _key.c.id)
+    )
+
+
+_BY_ID = _with_its_keys(channels.c.id == bindparam("channel"))
+#: A device's channel (a device registering asks for it).
+_FOR_DEVICE = _with_its_keys(channels.c.device_ref == bindparam("device_ref"))
 _INSERT = Prepared(insert(channels).returning(channels.c.id))
 _INSERT_KEYS = Prepared(insert(channel_keys))
 
@@ -79,23 +86,6 @@ class SqlChannelStore:
             "created_at": key.created_at,
         }
 
-    def _channel(self, conn: Connection, row: RowMapping) -> Channel:
-        query = (
-            select(channel_keys)
-            .where(channel_keys.c.channel_id == row["id"])
-            .order_by(channel_keys.c.created_at, channel_keys.c.id)
-        )
-        keys = tuple(
-            ChannelKey(
-                id=k["id"],
-                kind=KeyKind(k["kind"]),
-                key=self._box.open(k["key_sealed"], _context(k["id"])).decode("ascii"),
-                created_at=k["created_at"],
-            )
-            for k in conn.execute(query).mappings()
-        )
-        return replace(self._channel_row(row), keys=keys)
-
     @staticmethod
     def _channel_row(row: Mapping[Any, Any], keys: tuple[ChannelKey, ...] = ()) -> Channel:
         return Channel(
@@ -112,7 +102,7 @@ class SqlChannelStore:
         )
 
     def _with_keys(self, rows: Sequence[Mapping[str, Any]]) -> Channel:
-        """The channel of ``rows`` (:data:`_BY_KEY`, :data:`_FOR_DEVICE`), its keys opened."""
+        """The channel of ``rows`` (:data:`_BY_KEY`, :func:`_with_its_keys`), its keys opened."""
         keys = tuple(
             ChannelKey(
                 id=row["key_id"],
@@ -125,16 +115,12 @@ class SqlChannelStore:
         )
         return self._channel_row(rows[0], keys)
 
-    def _one(self, where: Any) -> Channel | None:
-        with reading(self._engine) as conn:
-            row = conn.execute(select(channels).where(where)).mappings().first()
-            return None if row is None else self._channel(conn, row)
-
     def get(self, channel_id: int) -> Channel:
-        found = self._one(channels.c.id == channel_id)
-        if found is None:
+        with reading(self._engine) as conn:
+            rows = _BY_ID.rows(conn, {"channel": channel_id})
+        if not rows:
             raise NotFound(f"no channel {channel_id}")
-        return found
+        return self._with_keys(rows)
 
     def for_device(self, device_ref: str) -> Channel | None:
         with reading(self._engine) as conn:
