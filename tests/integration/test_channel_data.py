@@ -161,6 +161,27 @@ def test_update_takes_the_key_every_way_thingspeak_does(service: Service, device
     }
 
 
+def test_a_form_reads_as_thingspeak_clients_encode_it(service: Service, device: Device) -> None:
+    """A urlencoded body: "+" a space, UTF-8 percent-encoded, "&" escaped in a value, the
+    body's fields over the query's; more than 1,000 fields refused and nothing stored."""
+    form = "&".join([
+        f"api_key={device.write_key}", "field1=caf%C3%A9+au+lait", "status=a%26b%3Dc",
+        "field2=40",
+    ]).encode()  # fmt: skip
+    crowded = "&".join(["field1=1"] * 1001 + [f"api_key={device.write_key}"]).encode()
+    urlencoded = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
+    with service.client() as http:
+        written = http.post(
+            "/update.json", content=form, params={"field2": "1"}, headers=urlencoded
+        )
+        refused = http.post("/update.json", content=crowded, headers=urlencoded)
+    assert written.status_code == 200, written.text
+    entry = written.json()
+    assert (entry["field1"], entry["field2"], entry["status"]) == ("café au lait", "40", "a&b=c")
+    problem(refused, 400, "value_invalid")
+    assert stored_entries(service) == 1
+
+
 def test_wrong_keys_and_bad_input_store_nothing(service: Service, device: Device) -> None:
     other = Device(service, owner="flanders", serial="1111")
     key = device.write_key

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -38,7 +39,10 @@ from imprint.runtime import Runtime
 router = APIRouter(tags=["channels"])
 
 KEY_HEADERS = ("thingspeakapikey", "x-thingspeakapikey")
-_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_URLENCODED = "application/x-www-form-urlencoded"
+_FORM_TYPES = (_URLENCODED, "multipart/form-data")
+#: Fields a form may have (Starlette's limit for the forms it parses).
+_MAX_FORM_FIELDS = 1000
 
 
 class UnsupportedMediaType(InvalidRequest):
@@ -77,6 +81,19 @@ async def _parameters(request: Request) -> dict[str, str]:
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise InvalidValue(f"{str(name)[:40]!r}: a string or a number")
             merged[str(name)] = str(value)
+    elif media == _URLENCODED:
+        # Read as Starlette's form parser reads it (bytes as Latin-1, then each name and
+        # value unquoted, "+" a space), without its parser's work byte by byte: about
+        # 20 µs of a write's 330 (bench/README.md, step 47).
+        try:
+            fields = parse_qsl(
+                (await request.body()).decode("latin-1"),
+                keep_blank_values=True,
+                max_num_fields=_MAX_FORM_FIELDS,
+            )
+        except ValueError:
+            raise InvalidValue(f"a form of at most {_MAX_FORM_FIELDS} fields") from None
+        merged.update(fields)
     elif media in _FORM_TYPES:
         form = await request.form()
         for name, item in form.multi_items():
