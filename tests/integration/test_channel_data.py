@@ -492,18 +492,29 @@ def test_the_rate_limit_answers_0_on_update_and_429_on_json(limited: Service) ->
     assert later.text == "2"  # the refused writes used no entry id
 
 
+@pytest.fixture
+def hourly(settings: Settings, tmp_path: Path) -> Iterator[Service]:
+    """One entry an hour a channel: writes at once all fall within one window."""
+    slow = settings.model_copy(
+        update={"channels": ChannelSettings(min_write_interval_seconds=3600)}
+    )
+    workdir = tmp_path / "hourly"
+    workdir.mkdir()
+    yield from start_service(slow, workdir)
+
+
 @pytest.mark.both_databases
-def test_concurrent_writes_within_the_limit_let_one_through(limited: Service) -> None:
+def test_concurrent_writes_within_the_limit_let_one_through(hourly: Service) -> None:
     """Sixteen writes to one channel at once, within its window: one is stored and fifteen
     refused, also where a write waits for another's row lock (PostgreSQL) and then
     looks for the entry before its own."""
-    device = Device(limited)
+    device = Device(hourly)
     start = threading.Barrier(16)
     answers: list[str] = []
     lock = threading.Lock()
 
     def writer(n: int) -> None:
-        with limited.client() as http:
+        with hourly.client() as http:
             assert http.get("/healthz").status_code == 200  # connected: the writes meet
             start.wait(timeout=30)
             got = http.post("/update", data={"api_key": device.write_key, "field1": str(n)})
@@ -516,7 +527,7 @@ def test_concurrent_writes_within_the_limit_let_one_through(limited: Service) ->
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(answers) == ["0"] * 15 + ["1"], answers
-    assert stored_entries(limited) == 1
+    assert stored_entries(hourly) == 1
 
 
 @pytest.mark.slow

@@ -406,9 +406,11 @@ def test_an_append_that_waited_for_another_sees_its_entry(
         thread = threading.Thread(target=second)
         thread.start()
         deadline = time.monotonic() + 10
-        with engine.connect() as watcher:
-            while not watcher.execute(waiting).scalar() and time.monotonic() < deadline:
+        # Each look a transaction of its own: one transaction sees the same sessions.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
+            while not (seen := watcher.execute(waiting).scalar()) and time.monotonic() < deadline:
                 time.sleep(0.01)
+        assert seen, "the second append never waited for the first's row lock"
         first.commit()
     thread.join(timeout=30)
     assert len(outcome) == 1, outcome
