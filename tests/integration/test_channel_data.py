@@ -463,8 +463,15 @@ def test_the_channel_api_is_in_the_openapi_document(service: Service) -> None:
 
 @pytest.fixture
 def limited(settings: Settings, tmp_path: Path) -> Iterator[Service]:
-    slow = settings.model_copy(update={"channels": ChannelSettings(min_write_interval_seconds=2)})
-    workdir = tmp_path / "limited"
+    yield from _one_entry_every(2, settings, tmp_path)
+
+
+def _one_entry_every(seconds: float, settings: Settings, tmp_path: Path) -> Iterator[Service]:
+    """A second server whose channels take one entry every ``seconds``."""
+    slow = settings.model_copy(
+        update={"channels": ChannelSettings(min_write_interval_seconds=seconds)}
+    )
+    workdir = tmp_path / f"every-{seconds:g}s"
     workdir.mkdir()
     yield from start_service(slow, workdir)
 
@@ -495,12 +502,7 @@ def test_the_rate_limit_answers_0_on_update_and_429_on_json(limited: Service) ->
 @pytest.fixture
 def hourly(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     """One entry an hour a channel: writes at once all fall within one window."""
-    slow = settings.model_copy(
-        update={"channels": ChannelSettings(min_write_interval_seconds=3600)}
-    )
-    workdir = tmp_path / "hourly"
-    workdir.mkdir()
-    yield from start_service(slow, workdir)
+    yield from _one_entry_every(3600, settings, tmp_path)
 
 
 @pytest.mark.both_databases

@@ -40,7 +40,7 @@ router = APIRouter(tags=["channels"])
 
 KEY_HEADERS = ("thingspeakapikey", "x-thingspeakapikey")
 _URLENCODED = "application/x-www-form-urlencoded"
-_FORM_TYPES = (_URLENCODED, "multipart/form-data")
+_MULTIPART = "multipart/form-data"
 #: Fields a form may have (Starlette's limit for the forms it parses).
 _MAX_FORM_FIELDS = 1000
 
@@ -98,7 +98,7 @@ async def _parameters(request: Request) -> dict[str, str]:
             merged[str(name)] = str(value)
     elif media == _URLENCODED:
         merged.update(urlencoded_fields(await request.body()))
-    elif media in _FORM_TYPES:
+    elif media == _MULTIPART:
         form = await request.form()
         for name, item in form.multi_items():
             if not isinstance(item, str):
